@@ -1,0 +1,1 @@
+"""sovereign-llm gateway: the PHI boundary between Magento and the models."""

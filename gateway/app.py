@@ -1,0 +1,484 @@
+"""The gateway: the only door between Magento and the models.
+
+Order of work for a chat request: size and content-type limits -> JSON -> schema (422 names
+the field) -> API key (tenant) -> use case (policy) -> keys from OpenBao (fail closed, 503)
+-> upstream from the allowlisted configuration -> answer -> signed audit record.
+Neither prompt nor answer text is logged or audited; only ids, counts, outcomes, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import ValidationError
+
+from gateway.audit import AuditLog, AuditWriteError
+from gateway.clientkeys import ClientKey, ClientKeyStore
+from gateway.kms import KeyProvider, KeyUnavailable
+from gateway.policy import UseCasePolicy, load_policies
+from gateway.schemas import (
+    REQUEST_ID_HEADER,
+    TENANT_HEADER,
+    USE_CASE_HEADER,
+    ChatRequest,
+    describe_validation_error,
+    openai_error,
+)
+from gateway.settings import GatewaySettings, Upstream
+
+log = logging.getLogger("sovereign.gateway")
+
+REQUESTS = Counter(
+    "sovereign_gateway_requests_total", "Chat requests by use case and HTTP status.", ["use_case", "status"]
+)
+LATENCY = Histogram(
+    "sovereign_gateway_request_seconds",
+    "End-to-end chat request latency at the gateway.",
+    ["use_case", "stream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+UPSTREAM_ERRORS = Counter("sovereign_gateway_upstream_errors_total", "Upstream failures.", ["kind"])
+AUDIT_FAILURES = Counter("sovereign_gateway_audit_failures_total", "Audit records that could not be written.")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class GatewayError(Exception):
+    """An error answered to the client as an OpenAI-style JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+    def response(self, request_id: str) -> JSONResponse:
+        type_ = "invalid_request_error" if self.status < 500 else "server_error"
+        return JSONResponse(
+            openai_error(self.message, type_, self.code, self.param),
+            status_code=self.status,
+            headers={REQUEST_ID_HEADER: request_id},
+        )
+
+
+@dataclass
+class Exchange:
+    """What the audit record says about one request (never any text of it)."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    tenant: str | None = None
+    key_id: str | None = None
+    use_case: str | None = None
+    policy: UseCasePolicy | None = None
+    alias: str | None = None
+    upstream: Upstream | None = None
+    stream: bool = False
+    request_bytes: int = 0
+    response_bytes: int = 0
+    upstream_ms: float | None = None
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    dropped_fields: list[str] = field(default_factory=list)
+
+    def record(self, outcome: str, status: int) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "tenant": self.tenant,
+            "key_id": self.key_id,
+            "use_case": self.use_case,
+            "policy_version": self.policy.policy_version if self.policy else None,
+            "model": self.alias,
+            "upstream_model": self.upstream.model if self.upstream else None,
+            "weights_sha256": self.upstream.weights_sha256 if self.upstream else None,
+            "stream": self.stream,
+            "outcome": outcome,
+            "status": status,
+            "finish_reason": self.finish_reason,
+            "latency_ms": {
+                "total": round((time.perf_counter() - self.started) * 1000, 3),
+                "upstream": self.upstream_ms,
+                "ttft": self.ttft_ms,
+            },
+            "bytes": {"request": self.request_bytes, "response": self.response_bytes},
+            "dropped_fields": self.dropped_fields,
+        }
+
+
+class Gateway:
+    """Holds the gateway's state; one per process."""
+
+    def __init__(self, settings: GatewaySettings, keys: KeyProvider | None = None) -> None:
+        self.settings = settings
+        self.policies = load_policies(settings.policies_dir)
+        for policy in self.policies.values():
+            if policy.model not in settings.upstreams:
+                log.warning("use case %s names model %s, which no upstream serves", policy.name, policy.model)
+        self.client_keys = ClientKeyStore(settings.keys_file)
+        self.keys = keys or KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
+        self.audit = AuditLog(settings.audit.path, self.keys, fsync=settings.audit.fsync)
+        self.audit_healthy = True
+        limits = settings.limits
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout_s, read=limits.read_timeout_s, write=10.0, pool=10.0
+            ),
+            limits=httpx.Limits(max_connections=limits.max_connections, max_keepalive_connections=64),
+            trust_env=False,  # never pick up a proxy from the environment
+        )
+
+    # -- audit ----------------------------------------------------------------------------
+    def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
+        REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
+        if ex.use_case:
+            LATENCY.labels(use_case=ex.use_case, stream=str(ex.stream).lower()).observe(
+                time.perf_counter() - ex.started
+            )
+        if ex.tenant is None:
+            return None  # unauthenticated: metrics and access log only
+        try:
+            record = self.audit.append(ex.record(outcome, status))
+        except (AuditWriteError, KeyUnavailable) as exc:
+            AUDIT_FAILURES.inc()
+            self.audit_healthy = False
+            log.error("audit record for request %s not written: %s", ex.request_id, exc)
+            return None
+        self.audit_healthy = True
+        return record
+
+    # -- request handling ------------------------------------------------------------------
+    def authenticate(self, request: Request) -> ClientKey:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise GatewayError(401, "missing_api_key", "send the client API key as 'Authorization: Bearer sk-sov-...'")
+        key = self.client_keys.authenticate(token.strip())
+        if key is None:
+            raise GatewayError(401, "invalid_api_key", "the API key is unknown or revoked")
+        claimed = request.headers.get(TENANT_HEADER)
+        if claimed is not None and claimed != key.tenant:
+            raise GatewayError(
+                403, "tenant_mismatch", f"header {TENANT_HEADER} does not match the API key's tenant"
+            )
+        return key
+
+    def resolve_policy(self, request: Request, body: ChatRequest) -> UseCasePolicy:
+        header = request.headers.get(USE_CASE_HEADER)
+        field_value = body.sovereign.use_case if body.sovereign else None
+        if header and field_value and header != field_value:
+            raise GatewayError(
+                400, "use_case_conflict", f"header {USE_CASE_HEADER} and field sovereign.use_case differ",
+                "sovereign.use_case",
+            )
+        name = field_value or header
+        known = ", ".join(sorted(self.policies))
+        if not name:
+            raise GatewayError(
+                400, "missing_use_case",
+                f"name the use case in header {USE_CASE_HEADER} or field sovereign.use_case; "
+                f"known use cases: {known}", "sovereign.use_case",
+            )
+        policy = self.policies.get(name)
+        if policy is None:
+            raise GatewayError(
+                400, "unknown_use_case", f"unknown use case; known use cases: {known}", "sovereign.use_case"
+            )
+        return policy
+
+    def upstream_body(self, body: ChatRequest, policy: UseCasePolicy, upstream: Upstream) -> dict[str, Any]:
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        if policy.system_prompt:
+            messages.insert(0, {"role": "system", "content": policy.system_prompt})
+        requested = body.max_completion_tokens or body.max_tokens or policy.max_tokens
+        out: dict[str, Any] = {
+            "model": upstream.model,
+            "messages": messages,
+            "max_tokens": min(requested, policy.max_tokens),
+            "stream": body.stream,
+        }
+        for name in ChatRequest.FORWARDED:
+            value = getattr(body, name)
+            if value is not None:
+                out[name] = value
+        if body.stream and body.stream_options is not None:
+            out["stream_options"] = body.stream_options.model_dump()
+        return out
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise GatewayError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            raise GatewayError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse(self, raw: bytes) -> ChatRequest:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
+        if not isinstance(data, dict):
+            raise GatewayError(400, "invalid_json", "the body must be a JSON object")
+        try:
+            return ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            param, message = describe_validation_error(exc)
+            raise GatewayError(422, "invalid_field", message, param) from None
+
+    async def chat(self, request: Request) -> Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER, "")
+        if not _REQUEST_ID_RE.match(request_id):
+            request_id = uuid.uuid4().hex
+        ex = Exchange(request_id=request_id)
+        try:
+            raw = await self.read_body(request)
+            ex.request_bytes = len(raw)
+            key = self.authenticate(request)
+            ex.tenant, ex.key_id = key.tenant, key.key_id
+            body = self.parse(raw)
+            ex.stream = body.stream
+            if body.user is not None:
+                ex.dropped_fields.append("user")
+            policy = self.resolve_policy(request, body)
+            ex.use_case, ex.policy = policy.name, policy
+            if body.model is not None and body.model != policy.model:
+                raise GatewayError(
+                    400, "model_not_allowed",
+                    f"use case {policy.name} uses model {policy.model}; omit 'model' or send that name",
+                    "model",
+                )
+            upstream = self.settings.upstreams.get(policy.model)
+            if upstream is None:
+                raise GatewayError(503, "model_unavailable", f"no upstream serves model {policy.model}")
+            ex.alias, ex.upstream = policy.model, upstream
+            if not self.audit_healthy:
+                self.audit.check_writable()
+                self.audit_healthy = True
+            try:
+                await self.keys.ensure(key.tenant)
+            except KeyUnavailable as exc:
+                log.error("request %s refused, keys unavailable: %s", request_id, exc)
+                raise GatewayError(
+                    503, "key_unavailable",
+                    "the key service is unavailable; nothing was forwarded. Retry later.",
+                ) from None
+            payload = self.upstream_body(body, policy, upstream)
+            if body.stream:
+                return await self.forward_stream(ex, payload)
+            return await self.forward(ex, payload)
+        except GatewayError as err:
+            outcome = "key_unavailable" if err.code == "key_unavailable" else "rejected"
+            if err.status >= 500 and err.code != "key_unavailable":
+                outcome = err.code
+            self.write_audit(ex, outcome, err.status)
+            return err.response(request_id)
+        except AuditWriteError as exc:
+            log.error("request %s refused, audit trail not writable: %s", request_id, exc)
+            return GatewayError(
+                503, "audit_unavailable", "the audit trail cannot be written; nothing was forwarded"
+            ).response(request_id)
+
+    def _upstream_failure(self, exc: Exception, upstream: Upstream) -> GatewayError:
+        if isinstance(exc, httpx.TimeoutException):
+            UPSTREAM_ERRORS.labels(kind="timeout").inc()
+            return GatewayError(504, "upstream_timeout", f"the model upstream {upstream.host} did not answer in time")
+        UPSTREAM_ERRORS.labels(kind="unreachable").inc()
+        return GatewayError(502, "upstream_unreachable", f"the model upstream {upstream.host} is unreachable")
+
+    async def forward(self, ex: Exchange, payload: dict[str, Any]) -> Response:
+        assert ex.upstream is not None
+        t0 = time.perf_counter()
+        try:
+            resp = await self.http.post(f"{ex.upstream.url}/chat/completions", json=payload)
+        except (httpx.HTTPError, PermissionError) as exc:
+            raise self._upstream_failure(exc, ex.upstream) from None
+        ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+        if resp.status_code != 200:
+            UPSTREAM_ERRORS.labels(kind="status").inc()
+            raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {resp.status_code}")
+        try:
+            answer = resp.json()
+            ex.finish_reason = answer["choices"][0].get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            UPSTREAM_ERRORS.labels(kind="malformed").inc()
+            raise GatewayError(502, "upstream_malformed", "the model upstream sent a malformed answer") from None
+        answer["model"] = ex.alias
+        content = json.dumps(answer, ensure_ascii=False).encode()
+        ex.response_bytes = len(content)
+        if self.write_audit(ex, "ok", 200) is None:
+            raise AuditWriteError("the audit record was not written")
+        return Response(
+            content, media_type="application/json", headers={REQUEST_ID_HEADER: ex.request_id}
+        )
+
+    async def forward_stream(self, ex: Exchange, payload: dict[str, Any]) -> Response:
+        assert ex.upstream is not None
+        t0 = time.perf_counter()
+        req = self.http.build_request("POST", f"{ex.upstream.url}/chat/completions", json=payload)
+        try:
+            resp = await self.http.send(req, stream=True)
+        except (httpx.HTTPError, PermissionError) as exc:
+            raise self._upstream_failure(exc, ex.upstream) from None
+        if resp.status_code != 200:
+            await resp.aclose()
+            UPSTREAM_ERRORS.labels(kind="status").inc()
+            raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {resp.status_code}")
+        return StreamingResponse(
+            self._relay(ex, resp, t0),
+            media_type="text/event-stream",
+            headers={REQUEST_ID_HEADER: ex.request_id, "cache-control": "no-cache"},
+        )
+
+    async def _relay(self, ex: Exchange, resp: httpx.Response, t0: float) -> AsyncIterator[bytes]:
+        """Relay the upstream's SSE events one by one, renaming the model to its alias."""
+        outcome, status = "client_disconnected", 499
+        try:
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    chunk = b"data: [DONE]\n\n"
+                else:
+                    try:
+                        event = json.loads(data)
+                        choice = (event.get("choices") or [{}])[0]
+                    except (ValueError, AttributeError, IndexError):
+                        UPSTREAM_ERRORS.labels(kind="malformed").inc()
+                        outcome, status = "upstream_malformed", 502
+                        yield _sse_error("upstream_malformed", "the model upstream sent a malformed event")
+                        return
+                    if ex.ttft_ms is None and (choice.get("delta") or {}).get("content"):
+                        ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+                    if choice.get("finish_reason"):
+                        ex.finish_reason = choice["finish_reason"]
+                    event["model"] = ex.alias
+                    chunk = b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+                ex.response_bytes += len(chunk)
+                yield chunk
+            ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+            if ex.finish_reason is None:
+                outcome, status = "upstream_incomplete", 502
+                yield _sse_error("upstream_incomplete", "the model upstream ended the stream early")
+            else:
+                outcome, status = "ok", 200
+        except httpx.TimeoutException:
+            UPSTREAM_ERRORS.labels(kind="timeout").inc()
+            outcome, status = "upstream_timeout", 504
+            yield _sse_error("upstream_timeout", "the model upstream stopped sending in time")
+        except httpx.HTTPError:
+            UPSTREAM_ERRORS.labels(kind="broken_stream").inc()
+            outcome, status = "upstream_incomplete", 502
+            yield _sse_error("upstream_incomplete", "the model upstream closed the stream early")
+        finally:
+            await resp.aclose()
+            self.write_audit(ex, outcome, status)
+
+    # -- readiness -------------------------------------------------------------------------
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        try:
+            await self.keys.check()
+            checks["openbao"] = "ok"
+        except KeyUnavailable as exc:
+            checks["openbao"] = str(exc)
+        for alias, upstream in self.settings.upstreams.items():
+            try:
+                resp = await self.http.get(f"{upstream.url}/models", timeout=2.0)
+                checks[f"upstream:{alias}"] = "ok" if resp.status_code == 200 else f"HTTP {resp.status_code}"
+            except (httpx.HTTPError, PermissionError) as exc:
+                checks[f"upstream:{alias}"] = f"unreachable ({type(exc).__name__})"
+        try:
+            self.audit.check_writable()
+            checks["audit"] = "ok"
+        except AuditWriteError as exc:
+            checks["audit"] = str(exc)
+        return all(v == "ok" for v in checks.values()), checks
+
+
+def _sse_error(code: str, message: str) -> bytes:
+    body = openai_error(message, "server_error", code)
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> FastAPI:
+    gw = Gateway(settings, keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gw.http.aclose()
+        gw.keys.forget()
+
+    app = FastAPI(
+        title="sovereign-llm gateway",
+        version="0.1.0",
+        description="OpenAI-compatible, PHI-filtering gateway; the only door to the models.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+
+    @app.middleware("http")
+    async def _errors(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            return await call_next(request)
+        except Exception:
+            log.exception("unhandled error on %s", request.url.path)
+            return JSONResponse(openai_error("internal error", "server_error", "internal_error"), 500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, checks = await gw.readiness()
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        try:
+            gw.authenticate(request)
+        except GatewayError as err:
+            return err.response(uuid.uuid4().hex)
+        data = [
+            {"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def chat_completions(request: Request) -> Response:
+        return await gw.chat(request)
+
+    return app

@@ -1,0 +1,225 @@
+"""Tamper-evident audit trail: hash-chained, HMAC-signed JSON lines.
+
+Each line is one record. ``hash`` is the SHA-256 of the record's canonical JSON (without
+``hash`` and ``mac``); ``prev`` is the previous record's ``hash``; ``seq`` counts from 0;
+``mac`` is HMAC-SHA256 over ``hash`` with the audit key named by ``kid``.
+
+The HMAC keys are data keys from OpenBao transit (envelope encryption): a ``key`` record
+introduces each key by its wrapped (encrypted) form, so a verifier with decrypt rights on
+the transit key recovers it, and nobody without OpenBao can forge a record. A sidecar
+``<file>.head`` holds the latest (seq, hash, mac) so a cut-off tail is detected too.
+
+Records never contain prompt or answer text: callers pass counts, ids and outcomes only.
+Hand-written because no maintained library keeps an HMAC'd hash chain in JSONL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+GENESIS = "0" * 64
+
+
+class AuditWriteError(RuntimeError):
+    """The audit record could not be written; the request must not be served un-audited."""
+
+
+@dataclass(frozen=True)
+class AuditKey:
+    kid: str
+    wrapped: str
+    key: bytes
+
+
+class AuditKeySource(Protocol):
+    def current(self) -> AuditKey:
+        """The key to sign with now (raises KeyUnavailable when OpenBao cannot provide one)."""
+        ...
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _seal(body: dict[str, Any], key: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(canonical(body)).hexdigest()
+    mac = hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+    return {**body, "hash": digest, "mac": mac}
+
+
+def _head_mac(key: bytes, seq: int, digest: str) -> str:
+    return hmac.new(key, f"head:{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+class AuditLog:
+    """Appends records to the chain. Not thread-safe: use from one event loop."""
+
+    def __init__(self, path: Path, keys: AuditKeySource, fsync: bool = True) -> None:
+        self.path = path
+        self.head_path = path.with_name(path.name + ".head")
+        self._keys = keys
+        self._fsync = fsync
+        self._kid: str | None = None
+        self._seq, self._prev = self._resume()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self) -> tuple[int, str]:
+        """Continue an existing chain after its last complete record."""
+        if not self.path.exists():
+            return 0, GENESIS
+        last: dict[str, Any] | None = None
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    last = json.loads(line)
+                except ValueError:
+                    raise AuditWriteError(
+                        f"audit trail {self.path} ends in a damaged record; run "
+                        "`sovereign audit verify` and archive the file before starting a new one"
+                    ) from None
+        if last is None:
+            return 0, GENESIS
+        return int(last["seq"]) + 1, str(last["hash"])
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def check_writable(self) -> None:
+        """Raise AuditWriteError when a record could not be appended now."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab"):
+                pass
+        except OSError as exc:
+            raise AuditWriteError(f"audit trail {self.path} is not writable: {exc.strerror}") from None
+
+    def append(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Sign and append one request record; returns the sealed record."""
+        key = self._keys.current()
+        if key.kid != self._kid:
+            self._write(
+                {"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key
+            )
+            self._kid = key.kid
+        return self._write({"kind": "request", "kid": key.kid, **fields}, key)
+
+    def _write(self, fields: dict[str, Any], key: AuditKey) -> dict[str, Any]:
+        body = {
+            "seq": self._seq,
+            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "prev": self._prev,
+            **fields,
+        }
+        record = _seal(body, key.key)
+        line = canonical(record) + b"\n"
+        head = {
+            "seq": record["seq"],
+            "hash": record["hash"],
+            "kid": key.kid,
+            "mac": _head_mac(key.key, record["seq"], record["hash"]),
+        }
+        try:
+            with self.path.open("ab") as fh:
+                fh.write(line)
+                fh.flush()
+                if self._fsync:
+                    os.fsync(fh.fileno())
+            tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+            tmp.write_bytes(canonical(head))
+            os.replace(tmp, self.head_path)
+        except OSError as exc:
+            raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
+        self._seq += 1
+        self._prev = record["hash"]
+        return record
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    records: int
+    message: str
+    line: int | None = None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) -> VerifyResult:
+    """Verify the whole chain in *path*; stop at and name the first broken record.
+
+    *unwrap* turns a key record's wrapped key into the HMAC key (OpenBao transit decrypt).
+    """
+    keys: dict[str, bytes] = {}
+    prev = GENESIS
+    expected_seq = 0
+    count = 0
+    for lineno, raw in _lines(path):
+        def broken(why: str, lineno: int = lineno) -> VerifyResult:
+            return VerifyResult(False, count, f"line {lineno} (seq {expected_seq}): {why}", lineno)
+
+        if not raw.endswith(b"\n"):
+            return broken("record is cut off (no line end): the file was truncated")
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return broken("not valid JSON: the record was damaged or truncated")
+        if not isinstance(record, dict) or not {"seq", "prev", "hash", "mac", "kid"} <= record.keys():
+            return broken("missing chain fields (seq, prev, hash, mac, kid)")
+        if record["seq"] != expected_seq:
+            return broken(
+                f"sequence number is {record['seq']}, expected {expected_seq}: "
+                "a record was deleted, inserted or reordered"
+            )
+        if record["prev"] != prev:
+            return broken("prev does not match the previous record's hash: the chain was cut or reordered")
+        body = {k: v for k, v in record.items() if k not in {"hash", "mac"}}
+        digest = hashlib.sha256(canonical(body)).hexdigest()
+        if digest != record["hash"]:
+            return broken("content does not match its hash: the record was edited")
+        kid = record["kid"]
+        if record.get("kind") == "key":
+            try:
+                keys[kid] = unwrap(str(record["wrapped"]))
+            except Exception as exc:  # noqa: BLE001 - any unwrap failure is a verification failure
+                return broken(f"cannot unwrap audit key {kid}: {type(exc).__name__}")
+        if kid not in keys:
+            return broken(f"signed with key {kid}, which no earlier key record introduces")
+        mac = hmac.new(keys[kid], digest.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(mac, str(record["mac"])):
+            return broken("HMAC signature does not match: the record was forged or re-hashed")
+        prev = digest
+        expected_seq += 1
+        count += 1
+
+    if check_head:
+        head_path = path.with_name(path.name + ".head")
+        if not head_path.exists():
+            return VerifyResult(False, count, f"head file {head_path} is missing: cannot rule out truncation")
+        try:
+            head = json.loads(head_path.read_bytes())
+            head_key = keys[head["kid"]]
+        except (ValueError, KeyError):
+            return VerifyResult(False, count, f"head file {head_path} is damaged or names an unknown key")
+        if not hmac.compare_digest(_head_mac(head_key, head["seq"], head["hash"]), str(head["mac"])):
+            return VerifyResult(False, count, f"head file {head_path} signature does not match")
+        if head["seq"] != expected_seq - 1 or head["hash"] != prev:
+            return VerifyResult(
+                False,
+                count,
+                f"the trail ends at seq {expected_seq - 1} but the signed head records seq "
+                f"{head['seq']}: records were removed from the end (truncated)",
+                count + 1,
+            )
+    return VerifyResult(True, count, f"OK: {count} records, chain and signatures intact")

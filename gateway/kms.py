@@ -1,0 +1,181 @@
+"""Keys from OpenBao transit (envelope encryption), cached in memory with a TTL.
+
+- Per-tenant data keys: ``transit/datakey/plaintext/<tenant_key>`` with the tenant as the
+  derivation context (one derived transit key, a distinct key per tenant). The wrapped copy
+  is kept on disk; the plaintext lives only in this process's memory for ``key_ttl_s``.
+- Audit HMAC keys: a fresh data key of ``<audit_key>`` per TTL period; its wrapped form goes
+  into the audit trail so a verifier with decrypt rights can check the signatures.
+
+Any failure raises :class:`KeyUnavailable`; the gateway answers 503 and forwards nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import requests
+
+from gateway.audit import AuditKey
+from gateway.settings import OpenBaoSettings
+
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class KeyUnavailable(RuntimeError):
+    """OpenBao could not provide a key: fail closed."""
+
+
+@dataclass
+class _Cached:
+    key: bytes
+    expires: float
+
+
+def make_client(address: str, token: str | None, timeout_s: float) -> hvac.Client:
+    return hvac.Client(url=address, token=token, timeout=timeout_s)
+
+
+class KeyProvider:
+    def __init__(self, settings: OpenBaoSettings, wrapped_dir: Path) -> None:
+        self._settings = settings
+        self._wrapped_dir = wrapped_dir
+        self._tenants: dict[str, _Cached] = {}
+        self._audit: tuple[AuditKey, float] | None = None
+        self._lock = asyncio.Lock()
+
+    def _client(self) -> hvac.Client:
+        token = self._settings.resolved_token()
+        if not token:
+            raise KeyUnavailable(
+                "no OpenBao token configured (openbao.token_file or openbao.token)"
+            )
+        return make_client(self._settings.address, token, self._settings.timeout_s)
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = fn(mount_point=self._settings.transit_mount, **kwargs)
+        except hvac.exceptions.Forbidden:
+            raise KeyUnavailable(f"OpenBao refused {what}: the gateway token lacks permission") from None
+        except hvac.exceptions.InvalidPath:
+            raise KeyUnavailable(f"OpenBao has no key for {what}: transit key missing") from None
+        except hvac.exceptions.VaultError as exc:
+            raise KeyUnavailable(f"OpenBao error during {what}: {type(exc).__name__}") from None
+        except requests.RequestException:
+            raise KeyUnavailable(
+                f"OpenBao at {self._settings.address} is unreachable ({what})"
+            ) from None
+        return result
+
+    # -- tenant data keys ---------------------------------------------------------------
+    def _tenant_key_blocking(self, tenant: str) -> bytes:
+        client = self._client()
+        name = self._settings.tenant_key
+        context = base64.b64encode(tenant.encode()).decode()
+        wrapped_file = self._wrapped_dir / f"{tenant}.wrapped"
+        if wrapped_file.exists():
+            data = self._call(
+                f"unwrapping the data key of tenant {tenant!r}",
+                client.secrets.transit.decrypt_data,
+                name=name,
+                ciphertext=wrapped_file.read_text(encoding="utf-8").strip(),
+                context=context,
+            )
+            return base64.b64decode(data["data"]["plaintext"])
+        data = self._call(
+            f"a data key for tenant {tenant!r}",
+            client.secrets.transit.generate_data_key,
+            name=name,
+            key_type="plaintext",
+            context=context,
+        )
+        self._wrapped_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = wrapped_file.with_suffix(".tmp")
+        tmp.write_text(data["data"]["ciphertext"], encoding="utf-8")
+        tmp.replace(wrapped_file)
+        return base64.b64decode(data["data"]["plaintext"])
+
+    async def tenant_key(self, tenant: str) -> bytes:
+        if not _TENANT_RE.match(tenant):
+            raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")
+        now = time.monotonic()
+        cached = self._tenants.get(tenant)
+        if cached and cached.expires > now:
+            return cached.key
+        async with self._lock:
+            cached = self._tenants.get(tenant)
+            if cached and cached.expires > time.monotonic():
+                return cached.key
+            key = await asyncio.to_thread(self._tenant_key_blocking, tenant)
+            self._tenants[tenant] = _Cached(key, time.monotonic() + self._settings.key_ttl_s)
+            return key
+
+    # -- audit keys ---------------------------------------------------------------------
+    def _audit_key_blocking(self) -> AuditKey:
+        client = self._client()
+        data = self._call(
+            "the audit HMAC key",
+            client.secrets.transit.generate_data_key,
+            name=self._settings.audit_key,
+            key_type="plaintext",
+        )
+        wrapped = str(data["data"]["ciphertext"])
+        kid = hashlib.sha256(wrapped.encode()).hexdigest()[:16]
+        return AuditKey(kid=kid, wrapped=wrapped, key=base64.b64decode(data["data"]["plaintext"]))
+
+    async def refresh_audit_key(self) -> None:
+        if self._audit and self._audit[1] > time.monotonic():
+            return
+        async with self._lock:
+            if self._audit and self._audit[1] > time.monotonic():
+                return
+            key = await asyncio.to_thread(self._audit_key_blocking)
+            self._audit = (key, time.monotonic() + self._settings.key_ttl_s)
+
+    def current(self) -> AuditKey:
+        """The audit key for :class:`gateway.audit.AuditLog` (refresh it first)."""
+        if self._audit is None or self._audit[1] <= time.monotonic():
+            raise KeyUnavailable("audit key expired and not refreshed")
+        return self._audit[0]
+
+    async def ensure(self, tenant: str) -> None:
+        """Make sure the tenant's data key and the audit key are in memory (or fail closed)."""
+        await self.tenant_key(tenant)
+        await self.refresh_audit_key()
+
+    def forget(self) -> None:
+        """Drop every plaintext key from memory (e.g. on shutdown)."""
+        self._tenants.clear()
+        self._audit = None
+
+    async def check(self) -> None:
+        """Readiness: OpenBao answers and our token is valid."""
+
+        def _lookup() -> None:
+            client = self._client()
+            try:
+                client.auth.token.lookup_self()
+            except hvac.exceptions.VaultError as exc:
+                raise KeyUnavailable(f"OpenBao rejected the gateway token: {type(exc).__name__}") from None
+            except requests.RequestException:
+                raise KeyUnavailable(f"OpenBao at {self._settings.address} is unreachable") from None
+
+        await asyncio.to_thread(_lookup)
+
+
+def transit_unwrapper(address: str, token: str, key_name: str, mount: str = "transit") -> Any:
+    """A function that unwraps audit keys for :func:`gateway.audit.verify`."""
+    client = make_client(address, token, 5.0)
+
+    def unwrap(wrapped: str) -> bytes:
+        data = client.secrets.transit.decrypt_data(name=key_name, ciphertext=wrapped, mount_point=mount)
+        return base64.b64decode(data["data"]["plaintext"])
+
+    return unwrap

@@ -1,0 +1,93 @@
+"""The request contract: OpenAI-compatible chat completions plus the ``sovereign`` extension.
+
+Unknown top-level fields are refused (422 naming the field) rather than forwarded: an
+unreviewed field is a way for patient data to reach the model unseen. ``user`` is accepted
+for client compatibility but never forwarded (it is an end-user identifier).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+USE_CASE_HEADER = "x-sovereign-use-case"
+TENANT_HEADER = "x-sovereign-tenant"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = Field(default=None, max_length=64)
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class SovereignExtension(BaseModel):
+    """Magento's extension field. ``context`` (structured patient context) is typed by the
+    PHI filter; here it is accepted as an object and never forwarded."""
+
+    model_config = ConfigDict(extra="forbid")
+    use_case: str | None = Field(default=None, description="Use-case id, e.g. appointment-scheduling.")
+    context: dict[str, Any] | None = Field(default=None, description="Structured patient context.")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="Model alias; the use case decides if omitted.")
+    messages: list[Message] = Field(min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] | None = None
+    user: str | None = Field(default=None, description="Accepted, never forwarded.")
+    sovereign: SovereignExtension | None = None
+
+    #: sampling fields passed on to the upstream as they are
+    FORWARDED: ClassVar[tuple[str, ...]] = (
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+        "seed",
+    )
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) for the first error, never echoing the offending value."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    if first["type"] == "extra_forbidden":
+        return field, f"field {field!r} is not supported by the gateway; remove it"
+    if first["type"] == "missing":
+        return field, f"field {field!r} is required"
+    return field, f"field {field!r}: {first['msg']}"
+
+
+def openai_error(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}

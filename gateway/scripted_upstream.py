@@ -1,0 +1,141 @@
+"""A scripted OpenAI-compatible upstream for fault, timing and leak tests and benchmarks.
+
+    python -m gateway.scripted_upstream --port 9001 [--capture FILE]
+
+It answers ``/v1/chat/completions`` (plain and SSE) with a fixed answer of ``tokens`` words,
+after ``ttft_ms``, then one word every ``itl_ms``. ``POST /_control`` switches the behaviour
+at run time (JSON with any of the fields of :class:`Script`); ``GET /_captured`` returns the
+request bodies it received when capturing is on. Modes:
+
+- ``normal``: a well-formed answer;
+- ``status500``: HTTP 500;
+- ``hang``: accept, then send nothing for ``hang_s`` seconds;
+- ``malformed``: non-JSON body / non-JSON SSE event;
+- ``truncate``: the SSE stream ends after half the words, with no finish_reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Script:
+    mode: str = "normal"
+    tokens: int = 16
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    hang_s: float = 30.0
+    word: str = "ok"
+    capture: bool = False
+
+
+def build_app(script: Script | None = None) -> Starlette:
+    state = script or Script()
+    captured: list[dict[str, Any]] = []
+
+    def words() -> list[str]:
+        return [state.word] * state.tokens
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        if state.capture:
+            captured.append(body)
+        if state.mode == "status500":
+            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=500)
+        if state.mode == "hang":
+            await asyncio.sleep(state.hang_s)
+        created = int(time.time())
+        rid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        model = body.get("model", "scripted")
+        if not body.get("stream"):
+            if state.ttft_ms:
+                await asyncio.sleep((state.ttft_ms + state.itl_ms * (state.tokens - 1)) / 1000)
+            if state.mode == "malformed":
+                return Response(b"this is not json", media_type="application/json")
+            text = " ".join(words())
+            return JSONResponse({
+                "id": rid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": state.tokens,
+                          "total_tokens": state.tokens + 1},
+            })
+
+        async def events() -> AsyncIterator[bytes]:
+            def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+                event = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                         "model": model,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+            if state.ttft_ms:
+                await asyncio.sleep(state.ttft_ms / 1000)
+            yield chunk({"role": "assistant", "content": ""})
+            ws = words()
+            cut = len(ws) // 2 if state.mode == "truncate" else len(ws)
+            for i, w in enumerate(ws[:cut]):
+                if i and state.itl_ms:
+                    await asyncio.sleep(state.itl_ms / 1000)
+                if state.mode == "malformed" and i == 1:
+                    yield b"data: {not json\n\n"
+                    return
+                yield chunk({"content": (" " if i else "") + w})
+            if state.mode == "truncate":
+                return
+            yield chunk({}, "stop")
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+    async def control(request: Request) -> Response:
+        for key, value in (await request.json()).items():
+            if not hasattr(state, key):
+                return JSONResponse({"error": f"unknown field {key}"}, status_code=400)
+            setattr(state, key, value)
+        captured.clear()
+        return JSONResponse(asdict(state))
+
+    async def get_captured(request: Request) -> Response:
+        return JSONResponse(captured)
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/_control", control, methods=["POST"]),
+        Route("/_captured", get_captured, methods=["GET"]),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--itl-ms", type=float, default=0.0)
+    parser.add_argument("--capture", action="store_true")
+    args = parser.parse_args()
+    script = Script(tokens=args.tokens, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, capture=args.capture)
+    uvicorn.run(build_app(script), host=args.host, port=args.port, log_level="warning",
+                access_log=False, http="httptools")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Gateway settings: one typed model per section, read from a YAML file and the environment.
+
+Precedence (highest first): environment variables (``SOVEREIGN_GATEWAY__...``, nested with
+``__``), the YAML file named by ``SOVEREIGN_GATEWAY_CONFIG``, then the defaults below.
+Every field documents its default; ``docs/gateway-settings.md`` is the rendered list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SOVEREIGN_GATEWAY_CONFIG"
+
+#: In-boundary destinations allowed by default: loopback and in-cluster service names.
+DEFAULT_ALLOWLIST = ["127.0.0.0/8", "::1/128", "localhost", "*.svc", "*.svc.cluster.local"]
+
+
+class Upstream(BaseModel):
+    """One in-boundary inference endpoint (vLLM or llama.cpp, OpenAI-compatible)."""
+
+    url: str = Field(description="Base URL of the OpenAI-compatible API, e.g. http://127.0.0.1:8081/v1")
+    model: str = Field(description="Model name the upstream expects in the `model` field.")
+    weights_sha256: str | None = Field(
+        default=None, description="SHA-256 of the served weights; recorded in every audit record."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"must be an http(s) URL with a host, got scheme {parts.scheme!r}; "
+                "write it as http://HOST:PORT/v1"
+            )
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        host = urlsplit(self.url).hostname
+        assert host is not None  # guaranteed by the validator
+        return host
+
+
+class OpenBaoSettings(BaseModel):
+    """Where the gateway's keys live (OpenBao, Vault API)."""
+
+    address: str = Field(default="http://127.0.0.1:8200", description="OpenBao API address.")
+    token_file: Path | None = Field(
+        default=None, description="File holding the gateway's (non-root) token; read at start."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="The token itself; prefer token_file. Never logged."
+    )
+    transit_mount: str = Field(default="transit", description="Mount path of the transit engine.")
+    tenant_key: str = Field(
+        default="tenant-data", description="Transit key (derived) that wraps per-tenant data keys."
+    )
+    audit_key: str = Field(
+        default="audit-hmac", description="Transit key that wraps the audit trail's HMAC keys."
+    )
+    key_ttl_s: float = Field(
+        default=300.0, gt=0, description="How long a plaintext data key stays cached in memory."
+    )
+    timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one OpenBao call.")
+    wrapped_keys_dir: Path = Field(
+        default=Path("keys"), description="Where wrapped (encrypted) tenant data keys are kept."
+    )
+
+    def resolved_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None and self.token_file.exists():
+            return self.token_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class AuditSettings(BaseModel):
+    """The tamper-evident audit trail (hash-chained, HMAC-signed JSONL)."""
+
+    path: Path = Field(default=Path("audit/audit.jsonl"), description="Audit trail file.")
+    fsync: bool = Field(
+        default=True, description="fsync after every record so an acknowledged request is on disk."
+    )
+
+
+class LimitSettings(BaseModel):
+    """Request limits and upstream timeouts."""
+
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest accepted body (413).")
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="Upstream connect timeout.")
+    read_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest wait for the upstream's next bytes (504 past it)."
+    )
+    max_connections: int = Field(default=256, gt=0, description="Upstream connection pool size.")
+
+
+class GatewaySettings(BaseSettings):
+    """All gateway settings. See docs/gateway-settings.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOVEREIGN_GATEWAY__", env_nested_delimiter="__", extra="forbid"
+    )
+
+    upstreams: dict[str, Upstream] = Field(
+        default_factory=dict,
+        description="Public model alias -> in-boundary upstream. Empty means no model is served.",
+    )
+    egress_allowlist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWLIST),
+        description="Hosts, CIDRs or *.suffix patterns the process may connect to. "
+        "Upstreams and OpenBao must match it; every other outbound connection is refused.",
+    )
+    enforce_egress: bool = Field(
+        default=True, description="Install the socket audit hook that refuses other connections."
+    )
+    openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    keys_file: Path = Field(
+        default=Path("gateway-keys.json"), description="Hashed client API keys (see `sovereign gateway keys`)."
+    )
+    policies_dir: Path | None = Field(
+        default=None, description="Directory of use-case policy YAML files; None = the shipped ones."
+    )
+
+    @field_validator("egress_allowlist")
+    @classmethod
+    def _allowlist_entries_parse(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"entry {entry!r} is not a valid CIDR: {exc}") from None
+            elif not entry or " " in entry:
+                raise ValueError(f"entry {entry!r} must be a host name, IP, CIDR or *.suffix")
+        return value
+
+    @model_validator(mode="after")
+    def _destinations_in_boundary(self) -> GatewaySettings:
+        for alias, upstream in self.upstreams.items():
+            if not host_allowed(upstream.host, self.egress_allowlist):
+                raise ValueError(
+                    f"upstreams.{alias}.url: host {upstream.host!r} is outside the compliance "
+                    f"boundary (not on egress_allowlist {self.egress_allowlist}). Patient data may "
+                    "only go to in-boundary inference endpoints (GDPR Art. 44); point the upstream "
+                    "at an in-boundary server, or add its host to egress_allowlist only if it is one."
+                )
+        bao_host = urlsplit(self.openbao.address).hostname or ""
+        if not host_allowed(bao_host, self.egress_allowlist):
+            raise ValueError(
+                f"openbao.address: host {bao_host!r} is not on egress_allowlist; "
+                "keys must stay inside the boundary: add the in-boundary OpenBao host to the list."
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def host_allowed(host: str, allowlist: list[str]) -> bool:
+    """Whether *host* (a name or an IP literal) matches an allowlist entry."""
+    host = host.strip("[]").lower().rstrip(".")
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in allowlist:
+        entry = entry.lower()
+        if "/" in entry:
+            if ip is not None and ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        elif entry.startswith("*."):
+            if ip is None and host.endswith(entry[1:]):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Load settings, optionally from an explicit YAML file, with keyword overrides on top."""
+    if config_file is not None:
+        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        data.update(overrides)
+        return GatewaySettings(**data)
+    return GatewaySettings(**overrides)

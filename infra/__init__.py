@@ -1,0 +1,1 @@
+"""sovereign-llm infrastructure: the Pulumi program, the local stack and the CLI."""

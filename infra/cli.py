@@ -1,0 +1,192 @@
+"""``sovereign``: the command line of sovereign-llm.
+
+    sovereign up | down | status                 the local sovereign stack (stacks/local.yaml)
+    sovereign gateway serve --config FILE        run the gateway
+    sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
+    sovereign gateway keys list | revoke KEY_ID
+    sovereign audit verify FILE                  verify the audit trail's chain and signatures
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PROFILE = REPO_ROOT / "stacks" / "local.yaml"
+
+
+def _profile(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from infra.local.profile import load_profile
+
+    return load_profile(Path(args.profile), base=REPO_ROOT, state_dir=args.state_dir)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from infra.local.stack import LocalStack
+
+    LocalStack(_profile(args)).up()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from infra.local.stack import LocalStack
+
+    stopped = LocalStack(_profile(args)).down()
+    print("stopped: " + ", ".join(stopped) if stopped else "the local stack is not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from infra.local.stack import COMPONENTS, Paths, running
+
+    profile = _profile(args)
+    alive = running(Paths(profile.state_dir))
+    for name in COMPONENTS:
+        state = f"running (pid {alive[name]['pid']})" if name in alive else "stopped"
+        print(f"{name:<9} {state:<22} {profile.url(name)}")
+    return 0 if alive else 3
+
+
+def _keys_file(args: argparse.Namespace) -> Path:
+    if args.keys_file:
+        return Path(args.keys_file)
+    from infra.local.stack import Paths
+
+    return Paths(_profile(args).state_dir).keys_file
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from gateway.clientkeys import ClientKeyStore
+
+    record, key = ClientKeyStore(_keys_file(args)).create(args.tenant)
+    print(f"key id {record.key_id} for tenant {record.tenant} (the key is shown only now):", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from gateway.clientkeys import ClientKeyStore
+
+    for k in ClientKeyStore(_keys_file(args)).list():
+        print(f"{k.key_id}  tenant={k.tenant}  created={k.created}  {'revoked' if k.revoked else 'active'}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from gateway.clientkeys import ClientKeyStore
+
+    ClientKeyStore(_keys_file(args)).revoke(args.key_id)
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    serve(Path(args.config) if args.config else None, args.host, args.port, args.log_level)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+    from gateway.kms import transit_unwrapper
+
+    address, token_file = args.openbao_address, args.token_file
+    if address is None or token_file is None:
+        from infra.local.stack import Paths
+
+        profile = _profile(args)
+        address = address or profile.url("openbao")
+        token_file = token_file or str(Paths(profile.state_dir).secrets / "auditor.token")
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        print(f"error: --token-file {token_file} does not exist; pass an auditor token file", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    if not path.exists():
+        print(f"error: audit file {path} does not exist", file=sys.stderr)
+        return 2
+    unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
+    result = verify(path, unwrap, check_head=not args.no_head)
+    print(("OK " if result.ok else "BROKEN ") + result.message)
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sovereign", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_profile(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="local profile (default: %(default)s)")
+        p.add_argument("--state-dir", default=None, help="override the profile's state_dir")
+        return p
+
+    with_profile(sub.add_parser("up", help="start the local sovereign stack")).set_defaults(func=cmd_up)
+    with_profile(sub.add_parser("down", help="stop what `up` started")).set_defaults(func=cmd_down)
+    with_profile(sub.add_parser("status", help="show the local stack's components")).set_defaults(
+        func=cmd_status
+    )
+
+    gw = sub.add_parser("gateway", help="the gateway").add_subparsers(dest="gateway_command", required=True)
+    serve = gw.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="gateway settings YAML (else environment variables only)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    keys = gw.add_parser("keys", help="client API keys").add_subparsers(dest="keys_command", required=True)
+    for name, func, helptext in (
+        ("create", cmd_keys_create, "issue a key for a tenant"),
+        ("list", cmd_keys_list, "list keys (ids and tenants, never secrets)"),
+        ("revoke", cmd_keys_revoke, "revoke a key by id"),
+    ):
+        p = with_profile(keys.add_parser(name, help=helptext))
+        p.add_argument("--keys-file", help="key store (default: the local stack's)")
+        if name == "create":
+            p.add_argument("--tenant", required=True, help="tenant the key belongs to")
+        if name == "revoke":
+            p.add_argument("key_id")
+        p.set_defaults(func=func)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    ver = with_profile(audit.add_parser("verify", help="verify chain, signatures and head"))
+    ver.add_argument("file")
+    ver.add_argument("--openbao-address", help="default: the local stack's OpenBao")
+    ver.add_argument("--token-file", help="auditor token (decrypt on the audit key); default: local stack's")
+    ver.add_argument("--transit-key", default="audit-hmac")
+    ver.add_argument("--transit-mount", default="transit")
+    ver.add_argument("--no-head", action="store_true", help="skip the truncation check against FILE.head")
+    ver.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from gateway.clientkeys import KeyStoreError
+    from infra.local.process import ComponentError
+    from infra.local.profile import ProfileError
+    from infra.local.stack import StackError
+
+    try:
+        return int(args.func(args))
+    except (ComponentError, StackError, ProfileError, KeyStoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"error: {exc.title}: {where}: {err['msg']}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

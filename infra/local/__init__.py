@@ -1,0 +1,1 @@
+"""The embedded default: the whole data path on one machine (see stacks/local.yaml)."""

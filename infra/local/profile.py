@@ -1,0 +1,85 @@
+"""The local profile (``stacks/local.yaml``): typed, validated, every field defaulted."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class Ports(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    openbao: int = Field(default=8200, ge=1, le=65535)
+    model: int = Field(default=8081, ge=1, le=65535)
+    gateway: int = Field(default=8080, ge=1, le=65535)
+
+
+class ModelSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alias: str = Field(default="local-gemma", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    n_threads: int = Field(default=1, ge=1, le=64)
+    n_ctx: int = Field(default=2048, ge=256)
+
+
+class Timeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    openbao: float = Field(default=30, gt=0)
+    model: float = Field(default=300, gt=0)
+    gateway: float = Field(default=30, gt=0)
+
+
+class LocalProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    state_dir: Path = Path(".sovereign")
+    ports: Ports = Field(default_factory=Ports)
+    model: ModelSection = Field(default_factory=ModelSection)
+    tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    demo_use_case: str = "patient-support"
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {value!r}") from None
+        if not ip.is_loopback:
+            raise ValueError(
+                f"{value} is not a loopback address; the local stack serves loopback only "
+                "(use 127.0.0.1)"
+            )
+        return value
+
+    def url(self, component: str) -> str:
+        port = getattr(self.ports, component)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+
+def load_profile(path: Path, base: Path, **overrides: object) -> LocalProfile:
+    """Read *path*; a relative state_dir is taken relative to *base*."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ProfileError(f"profile {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        profile = LocalProfile(**data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(f"{path}: {key}: {first['msg']}") from None
+    if not profile.state_dir.is_absolute():
+        profile = profile.model_copy(update={"state_dir": (base / profile.state_dir).resolve()})
+    return profile

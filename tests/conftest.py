@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Bao, Upstream, start_bao, start_upstream
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    server = start_bao(tmp_path_factory.mktemp("bao"))
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    server = start_upstream(tmp_path_factory.mktemp("upstream"))
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: Upstream) -> Upstream:
+    upstream_server.reset()
+    return upstream_server
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,116 @@
+"""Fail closed: no keys -> 503 and nothing forwarded; outside destinations refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gateway.clientkeys import ClientKeyStore
+from tests.support import Bao, Upstream, free_port, gateway_config, running_gateway
+
+BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_case": "order-support"}}
+
+
+def _post(url: str, key: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json=BODY,
+                      headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_openbao_unreachable_means_503_and_nothing_forwarded(tmp_path: Path, upstream: Upstream) -> None:
+    upstream.script(capture=True)
+    dead_bao = f"http://127.0.0.1:{free_port()}"
+    config = gateway_config(tmp_path, dead_bao, "s.none", upstream.url)
+    _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic")
+    with running_gateway(config, tmp_path) as gw:
+        resp = _post(gw.url, key)
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "key_unavailable"
+        assert "nothing was forwarded" in resp.json()["error"]["message"]
+        ready = httpx.get(f"{gw.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert "unreachable" in ready.json()["checks"]["openbao"]
+    assert upstream.captured() == []
+
+
+def test_token_without_permission_means_503(tmp_path: Path, bao: Bao, upstream: Upstream) -> None:
+    upstream.script(capture=True)
+    # the auditor token may not create data keys
+    config = gateway_config(tmp_path, bao.address, bao.auditor_token, upstream.url)
+    _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic")
+    with running_gateway(config, tmp_path) as gw:
+        resp = _post(gw.url, key)
+        assert resp.status_code == 503
+    assert upstream.captured() == []
+    log = next(tmp_path.glob("gateway-*.log")).read_text()
+    assert "lacks permission" in log
+
+
+def test_upstream_down_means_502(tmp_path: Path, bao: Bao) -> None:
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, f"http://127.0.0.1:{free_port()}")
+    _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic")
+    with running_gateway(config, tmp_path) as gw:
+        resp = _post(gw.url, key)
+        assert resp.status_code == 502
+        assert resp.json()["error"]["code"] == "upstream_unreachable"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.openai.com/v1", "http://203.0.113.7:8000/v1", "http://models.example.com/v1"]
+)
+def test_public_upstream_is_refused_at_start(tmp_path: Path, bao: Bao, url: str) -> None:
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, "http://127.0.0.1:1")
+    data = yaml.safe_load(config.read_text())
+    data["upstreams"]["local-gemma"]["url"] = url
+    config.write_text(yaml.safe_dump(data))
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), "--port",
+                           str(free_port())], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "upstreams.local-gemma.url" in proc.stderr
+    assert "outside the compliance boundary" in proc.stderr
+    assert "GDPR Art. 44" in proc.stderr
+
+
+def test_egress_hook_refuses_and_counts_outside_connections() -> None:
+    """Runs in a child: audit hooks are permanent for a process."""
+    code = textwrap.dedent(
+        """
+        import socket
+        from gateway import egress
+        egress.install(["127.0.0.1/32"], [])
+        results = []
+        def raw_connect(target):
+            with socket.socket() as s:  # no lookup: the connect hook alone decides
+                s.connect(target)
+        for connect, target in [(raw_connect, ("127.0.0.2", 9)),
+                                (socket.create_connection, ("localhost", 9))]:
+            try:
+                connect(target)
+            except PermissionError as exc:
+                results.append("refused:" + str(exc))
+            except OSError as exc:
+                results.append("oserror:" + type(exc).__name__)
+        try:
+            s = socket.create_connection(("127.0.0.1", 9), timeout=1)
+        except PermissionError:
+            results.append("refused-allowed")
+        except OSError:
+            results.append("allowed")
+        print("|".join(results))
+        print(egress.EGRESS_REFUSED.labels(kind="connect")._value.get(),
+              egress.EGRESS_REFUSED.labels(kind="lookup")._value.get())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    results, counts = out.stdout.strip().splitlines()
+    first, second, third = results.split("|")
+    assert first.startswith("refused:egress to 127.0.0.2:9 refused")
+    assert second.startswith("refused:egress to localhost refused")
+    assert third == "allowed"  # connection refused by the OS, not by the hook
+    assert counts.split() == ["1.0", "1.0"]

@@ -1,0 +1,142 @@
+"""Helpers for tests that run real processes (OpenBao, scripted upstream, gateway)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from infra.local import openbao
+from infra.local.process import stop, wait_ready
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            from infra.local.process import start_ticks
+
+            ticks = start_ticks(self.proc.pid)
+            if ticks is not None:
+                stop(self.proc.pid, ticks)
+        self.proc.wait(timeout=20)
+
+
+def start_process(name: str, argv: list[str], url: str, ready_path: str, log: Path,
+                  timeout_s: float = 60, env: dict[str, str] | None = None) -> Proc:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    wait_ready(name, proc, lambda: httpx.get(url + ready_path, timeout=1).status_code == 200,
+               timeout_s, log)
+    return Proc(proc, url, log)
+
+
+@dataclass
+class Bao:
+    proc: Proc
+    address: str
+    root: str
+    gateway_token: str
+    auditor_token: str
+
+
+def start_bao(tmp: Path) -> Bao:
+    from infra.local.stack import _bao_binary
+
+    port = free_port()
+    root = secrets.token_urlsafe(16)
+    cfg = tmp / "openbao.hcl"
+    cfg.write_text(openbao.server_config(tmp / "openbao-audit.log"))
+    address = f"http://127.0.0.1:{port}"
+    proc = start_process(
+        "openbao",
+        [_bao_binary(), "server", "-dev", f"-dev-root-token-id={root}",
+         f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", f"-config={cfg}"],
+        address, "/v1/sys/health", tmp / "openbao.log",
+    )
+    tokens = openbao.bootstrap(address, root)
+    return Bao(proc, address, root, tokens.gateway, tokens.auditor)
+
+
+class Upstream:
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.url = proc.url
+
+    def script(self, **fields: Any) -> None:
+        httpx.post(f"{self.url}/_control", json=fields, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        self.script(mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False)
+
+    def captured(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = httpx.get(f"{self.url}/_captured", timeout=5).json()
+        return result
+
+
+def start_upstream(tmp: Path, *extra: str) -> Upstream:
+    port = free_port()
+    proc = start_process(
+        "upstream",
+        [sys.executable, "-m", "gateway.scripted_upstream", "--port", str(port), *extra],
+        f"http://127.0.0.1:{port}", "/v1/models", tmp / f"upstream-{port}.log",
+    )
+    return Upstream(proc)
+
+
+def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, **extra: Any) -> Path:
+    token_file = tmp / "gateway.token"
+    token_file.write_text(token)
+    config: dict[str, Any] = {
+        "upstreams": {"local-gemma": {"url": f"{upstream_url}/v1", "model": "scripted",
+                                      "weights_sha256": "ab" * 32}},
+        "openbao": {"address": bao_address, "token_file": str(token_file),
+                    "wrapped_keys_dir": str(tmp / "wrapped")},
+        "audit": {"path": str(tmp / "audit" / "audit.jsonl"), "fsync": False},
+        "keys_file": str(tmp / "keys.json"),
+    }
+    for section, values in extra.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def running_gateway(config: Path, tmp: Path) -> Iterator[Proc]:
+    port = free_port()
+    proc = start_process(
+        "gateway",
+        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port),
+         "--log-level", "warning"],
+        f"http://127.0.0.1:{port}", "/healthz", tmp / f"gateway-{port}.log",
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()

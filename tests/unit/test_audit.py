@@ -1,0 +1,132 @@
+"""The audit chain detects edits, deletions, reordering, insertion, forgery and truncation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditKey, AuditLog, AuditWriteError, verify
+
+KEYS = {"wrapped-1": os.urandom(32), "wrapped-2": os.urandom(32)}
+
+
+class StaticKeys:
+    def __init__(self) -> None:
+        self.wrapped = "wrapped-1"
+
+    def current(self) -> AuditKey:
+        return AuditKey(kid=f"kid-{self.wrapped}", wrapped=self.wrapped, key=KEYS[self.wrapped])
+
+
+def unwrap(wrapped: str) -> bytes:
+    return KEYS[wrapped]
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    keys = StaticKeys()
+    log = AuditLog(tmp_path / "audit.jsonl", keys, fsync=False)
+    for i in range(4):
+        log.append({"request_id": f"r{i}", "status": 200})
+    keys.wrapped = "wrapped-2"  # key rotation mid-trail
+    for i in range(4, 6):
+        log.append({"request_id": f"r{i}", "status": 200})
+    return tmp_path / "audit.jsonl"
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_intact_trail_verifies(trail: Path) -> None:
+    result = verify(trail, unwrap)
+    assert result.ok, result.message
+    assert result.records == 8  # 2 key records + 6 requests
+
+
+def test_resume_continues_the_chain(trail: Path) -> None:
+    log = AuditLog(trail, StaticKeys(), fsync=False)
+    assert log.next_seq == 8
+    log.append({"request_id": "after-restart"})
+    assert verify(trail, unwrap).ok
+
+
+def test_edit_is_detected(trail: Path) -> None:
+    ls = lines(trail)
+    ls[3] = ls[3].replace('"status":200', '"status":500')
+    trail.write_text("".join(ls))
+    result = verify(trail, unwrap)
+    assert not result.ok and result.line == 4 and "edited" in result.message
+
+
+def test_deletion_is_detected(trail: Path) -> None:
+    ls = lines(trail)
+    del ls[2]
+    trail.write_text("".join(ls))
+    result = verify(trail, unwrap)
+    assert not result.ok and result.line == 3 and "deleted" in result.message
+
+
+def test_reordering_is_detected(trail: Path) -> None:
+    ls = lines(trail)
+    ls[2], ls[3] = ls[3], ls[2]
+    trail.write_text("".join(ls))
+    result = verify(trail, unwrap)
+    assert not result.ok and result.line == 3
+
+
+def test_rehashed_forgery_without_the_key_is_detected(trail: Path) -> None:
+    """An attacker who recomputes the hash (but has no key) still fails the HMAC."""
+    import hashlib
+
+    from gateway.audit import canonical
+
+    ls = lines(trail)
+    record = json.loads(ls[1])
+    record["status"] = 204
+    body = {k: v for k, v in record.items() if k not in {"hash", "mac"}}
+    record["hash"] = hashlib.sha256(canonical(body)).hexdigest()
+    ls[1] = canonical(record).decode() + "\n"
+    trail.write_text("".join(ls))
+    result = verify(trail, unwrap)
+    assert not result.ok and result.line == 2 and "HMAC" in result.message
+
+
+def test_truncated_tail_is_detected_by_the_signed_head(trail: Path) -> None:
+    ls = lines(trail)
+    trail.write_text("".join(ls[:-2]))
+    result = verify(trail, unwrap)
+    assert not result.ok and "truncated" in result.message
+
+
+def test_cut_off_last_record_is_detected(trail: Path) -> None:
+    data = trail.read_bytes()
+    trail.write_bytes(data[:-40])
+    result = verify(trail, unwrap)
+    assert not result.ok and result.line == 8
+
+
+def test_unknown_audit_key_is_reported(trail: Path) -> None:
+    def refuse(wrapped: str) -> bytes:
+        raise PermissionError("permission denied")
+
+    result = verify(trail, refuse)
+    assert not result.ok and result.line == 1 and "cannot unwrap" in result.message
+
+
+def test_damaged_trail_refuses_to_resume(trail: Path) -> None:
+    trail.write_bytes(trail.read_bytes() + b"{half a rec")
+    with pytest.raises(AuditWriteError, match="damaged record"):
+        AuditLog(trail, StaticKeys())
+
+
+def test_unwritable_sink_raises(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=False)
+    (tmp_path / "audit.jsonl").mkdir()  # appends now fail, even for root
+    with pytest.raises(AuditWriteError, match="cannot append"):
+        log.append({"x": 1})
+    with pytest.raises(AuditWriteError, match="not writable"):
+        log.check_writable()
