@@ -161,7 +161,9 @@ class Gateway:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise GatewayError(401, "missing_api_key", "send the client API key as 'Authorization: Bearer sk-sov-...'")
+            raise GatewayError(
+                401, "missing_api_key", "send the client API key as 'Authorization: Bearer sk-sov-...'"
+            )
         key = self.client_keys.authenticate(token.strip())
         if key is None:
             raise GatewayError(401, "invalid_api_key", "the API key is unknown or revoked")
@@ -177,16 +179,20 @@ class Gateway:
         field_value = body.sovereign.use_case if body.sovereign else None
         if header and field_value and header != field_value:
             raise GatewayError(
-                400, "use_case_conflict", f"header {USE_CASE_HEADER} and field sovereign.use_case differ",
+                400,
+                "use_case_conflict",
+                f"header {USE_CASE_HEADER} and field sovereign.use_case differ",
                 "sovereign.use_case",
             )
         name = field_value or header
         known = ", ".join(sorted(self.policies))
         if not name:
             raise GatewayError(
-                400, "missing_use_case",
+                400,
+                "missing_use_case",
                 f"name the use case in header {USE_CASE_HEADER} or field sovereign.use_case; "
-                f"known use cases: {known}", "sovereign.use_case",
+                f"known use cases: {known}",
+                "sovereign.use_case",
             )
         policy = self.policies.get(name)
         if policy is None:
@@ -198,7 +204,12 @@ class Gateway:
     def upstream_body(self, body: ChatRequest, policy: UseCasePolicy, upstream: Upstream) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         if policy.system_prompt:
-            messages.insert(0, {"role": "system", "content": policy.system_prompt})
+            if upstream.system_role:
+                messages.insert(0, {"role": "system", "content": policy.system_prompt})
+            else:
+                first_user = next((m for m in messages if m["role"] == "user"), None)
+                if first_user is not None:
+                    first_user["content"] = f"{policy.system_prompt}\n\n{first_user['content']}"
         requested = body.max_completion_tokens or body.max_tokens or policy.max_tokens
         out: dict[str, Any] = {
             "model": upstream.model,
@@ -221,13 +232,17 @@ class Gateway:
             raise GatewayError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
-            raise GatewayError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+            raise GatewayError(
+                415, "unsupported_media_type", "send the body as Content-Type: application/json"
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise GatewayError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+                raise GatewayError(
+                    413, "body_too_large", f"the body is larger than the limit of {limit} bytes"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -262,7 +277,8 @@ class Gateway:
             ex.use_case, ex.policy = policy.name, policy
             if body.model is not None and body.model != policy.model:
                 raise GatewayError(
-                    400, "model_not_allowed",
+                    400,
+                    "model_not_allowed",
                     f"use case {policy.name} uses model {policy.model}; omit 'model' or send that name",
                     "model",
                 )
@@ -278,13 +294,14 @@ class Gateway:
             except KeyUnavailable as exc:
                 log.error("request %s refused, keys unavailable: %s", request_id, exc)
                 raise GatewayError(
-                    503, "key_unavailable",
+                    503,
+                    "key_unavailable",
                     "the key service is unavailable; nothing was forwarded. Retry later.",
                 ) from None
             payload = self.upstream_body(body, policy, upstream)
             if body.stream:
-                return await self.forward_stream(ex, payload)
-            return await self.forward(ex, payload)
+                return await self.forward_stream(ex, upstream, payload)
+            return await self.forward(ex, upstream, payload)
         except GatewayError as err:
             outcome = "key_unavailable" if err.code == "key_unavailable" else "rejected"
             if err.status >= 500 and err.code != "key_unavailable":
@@ -300,17 +317,18 @@ class Gateway:
     def _upstream_failure(self, exc: Exception, upstream: Upstream) -> GatewayError:
         if isinstance(exc, httpx.TimeoutException):
             UPSTREAM_ERRORS.labels(kind="timeout").inc()
-            return GatewayError(504, "upstream_timeout", f"the model upstream {upstream.host} did not answer in time")
+            return GatewayError(
+                504, "upstream_timeout", f"the model upstream {upstream.host} did not answer in time"
+            )
         UPSTREAM_ERRORS.labels(kind="unreachable").inc()
         return GatewayError(502, "upstream_unreachable", f"the model upstream {upstream.host} is unreachable")
 
-    async def forward(self, ex: Exchange, payload: dict[str, Any]) -> Response:
-        assert ex.upstream is not None
+    async def forward(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
         try:
-            resp = await self.http.post(f"{ex.upstream.url}/chat/completions", json=payload)
+            resp = await self.http.post(f"{upstream.url}/chat/completions", json=payload)
         except (httpx.HTTPError, PermissionError) as exc:
-            raise self._upstream_failure(exc, ex.upstream) from None
+            raise self._upstream_failure(exc, upstream) from None
         ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
         if resp.status_code != 200:
             UPSTREAM_ERRORS.labels(kind="status").inc()
@@ -320,24 +338,23 @@ class Gateway:
             ex.finish_reason = answer["choices"][0].get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             UPSTREAM_ERRORS.labels(kind="malformed").inc()
-            raise GatewayError(502, "upstream_malformed", "the model upstream sent a malformed answer") from None
+            raise GatewayError(
+                502, "upstream_malformed", "the model upstream sent a malformed answer"
+            ) from None
         answer["model"] = ex.alias
         content = json.dumps(answer, ensure_ascii=False).encode()
         ex.response_bytes = len(content)
         if self.write_audit(ex, "ok", 200) is None:
             raise AuditWriteError("the audit record was not written")
-        return Response(
-            content, media_type="application/json", headers={REQUEST_ID_HEADER: ex.request_id}
-        )
+        return Response(content, media_type="application/json", headers={REQUEST_ID_HEADER: ex.request_id})
 
-    async def forward_stream(self, ex: Exchange, payload: dict[str, Any]) -> Response:
-        assert ex.upstream is not None
+    async def forward_stream(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
-        req = self.http.build_request("POST", f"{ex.upstream.url}/chat/completions", json=payload)
+        req = self.http.build_request("POST", f"{upstream.url}/chat/completions", json=payload)
         try:
             resp = await self.http.send(req, stream=True)
         except (httpx.HTTPError, PermissionError) as exc:
-            raise self._upstream_failure(exc, ex.upstream) from None
+            raise self._upstream_failure(exc, upstream) from None
         if resp.status_code != 200:
             await resp.aclose()
             UPSTREAM_ERRORS.labels(kind="status").inc()
@@ -464,9 +481,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
             gw.authenticate(request)
         except GatewayError as err:
             return err.response(uuid.uuid4().hex)
-        data = [
-            {"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams
-        ]
+        data = [{"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams]
         return JSONResponse({"object": "list", "data": data})
 
     @app.post(

@@ -106,9 +106,7 @@ class AuditLog:
         """Sign and append one request record; returns the sealed record."""
         key = self._keys.current()
         if key.kid != self._kid:
-            self._write(
-                {"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key
-            )
+            self._write({"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key)
             self._kid = key.kid
         return self._write({"kind": "request", "kid": key.kid, **fields}, key)
 
@@ -156,6 +154,42 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         yield from enumerate(fh, start=1)
 
 
+def _check(
+    raw: bytes, seq: int, prev: str, keys: dict[str, bytes], unwrap: Callable[[str], bytes]
+) -> tuple[str | None, str]:
+    """(why the record is broken or None, its hash). Learns keys from key records."""
+    if not raw.endswith(b"\n"):
+        return "record is cut off (no line end): the file was truncated", ""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "not valid JSON: the record was damaged or truncated", ""
+    if not isinstance(record, dict) or not {"seq", "prev", "hash", "mac", "kid"} <= record.keys():
+        return "missing chain fields (seq, prev, hash, mac, kid)", ""
+    if record["seq"] != seq:
+        return (
+            f"sequence number is {record['seq']}, expected {seq}: a record was deleted, inserted or reordered"
+        ), ""
+    if record["prev"] != prev:
+        return "prev does not match the previous record's hash: the chain was cut or reordered", ""
+    body = {k: v for k, v in record.items() if k not in {"hash", "mac"}}
+    digest = hashlib.sha256(canonical(body)).hexdigest()
+    if digest != record["hash"]:
+        return "content does not match its hash: the record was edited", ""
+    kid = record["kid"]
+    if record.get("kind") == "key":
+        try:
+            keys[kid] = unwrap(str(record["wrapped"]))
+        except Exception as exc:  # any unwrap failure is a verification failure
+            return f"cannot unwrap audit key {kid}: {type(exc).__name__}", ""
+    if kid not in keys:
+        return f"signed with key {kid}, which no earlier key record introduces", ""
+    mac = hmac.new(keys[kid], digest.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac, str(record["mac"])):
+        return "HMAC signature does not match: the record was forged or re-hashed", ""
+    return None, digest
+
+
 def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) -> VerifyResult:
     """Verify the whole chain in *path*; stop at and name the first broken record.
 
@@ -163,45 +197,14 @@ def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) 
     """
     keys: dict[str, bytes] = {}
     prev = GENESIS
-    expected_seq = 0
     count = 0
     for lineno, raw in _lines(path):
-        def broken(why: str, lineno: int = lineno) -> VerifyResult:
-            return VerifyResult(False, count, f"line {lineno} (seq {expected_seq}): {why}", lineno)
-
-        if not raw.endswith(b"\n"):
-            return broken("record is cut off (no line end): the file was truncated")
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            return broken("not valid JSON: the record was damaged or truncated")
-        if not isinstance(record, dict) or not {"seq", "prev", "hash", "mac", "kid"} <= record.keys():
-            return broken("missing chain fields (seq, prev, hash, mac, kid)")
-        if record["seq"] != expected_seq:
-            return broken(
-                f"sequence number is {record['seq']}, expected {expected_seq}: "
-                "a record was deleted, inserted or reordered"
-            )
-        if record["prev"] != prev:
-            return broken("prev does not match the previous record's hash: the chain was cut or reordered")
-        body = {k: v for k, v in record.items() if k not in {"hash", "mac"}}
-        digest = hashlib.sha256(canonical(body)).hexdigest()
-        if digest != record["hash"]:
-            return broken("content does not match its hash: the record was edited")
-        kid = record["kid"]
-        if record.get("kind") == "key":
-            try:
-                keys[kid] = unwrap(str(record["wrapped"]))
-            except Exception as exc:  # noqa: BLE001 - any unwrap failure is a verification failure
-                return broken(f"cannot unwrap audit key {kid}: {type(exc).__name__}")
-        if kid not in keys:
-            return broken(f"signed with key {kid}, which no earlier key record introduces")
-        mac = hmac.new(keys[kid], digest.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(mac, str(record["mac"])):
-            return broken("HMAC signature does not match: the record was forged or re-hashed")
+        why, digest = _check(raw, count, prev, keys, unwrap)
+        if why is not None:
+            return VerifyResult(False, count, f"line {lineno} (seq {count}): {why}", lineno)
         prev = digest
-        expected_seq += 1
         count += 1
+    expected_seq = count
 
     if check_head:
         head_path = path.with_name(path.name + ".head")

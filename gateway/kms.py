@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import hvac.exceptions
 import requests
 
 from gateway.audit import AuditKey
@@ -40,7 +41,8 @@ class _Cached:
 
 
 def make_client(address: str, token: str | None, timeout_s: float) -> hvac.Client:
-    return hvac.Client(url=address, token=token, timeout=timeout_s)
+    # requests (under hvac) takes a float timeout; the stubs say int
+    return hvac.Client(url=address, token=token, timeout=timeout_s)  # type: ignore[arg-type]
 
 
 class KeyProvider:
@@ -54,9 +56,7 @@ class KeyProvider:
     def _client(self) -> hvac.Client:
         token = self._settings.resolved_token()
         if not token:
-            raise KeyUnavailable(
-                "no OpenBao token configured (openbao.token_file or openbao.token)"
-            )
+            raise KeyUnavailable("no OpenBao token configured (openbao.token_file or openbao.token)")
         return make_client(self._settings.address, token, self._settings.timeout_s)
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
@@ -69,9 +69,7 @@ class KeyProvider:
         except hvac.exceptions.VaultError as exc:
             raise KeyUnavailable(f"OpenBao error during {what}: {type(exc).__name__}") from None
         except requests.RequestException:
-            raise KeyUnavailable(
-                f"OpenBao at {self._settings.address} is unreachable ({what})"
-            ) from None
+            raise KeyUnavailable(f"OpenBao at {self._settings.address} is unreachable ({what})") from None
         return result
 
     # -- tenant data keys ---------------------------------------------------------------

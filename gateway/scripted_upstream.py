@@ -67,19 +67,36 @@ def build_app(script: Script | None = None) -> Starlette:
             if state.mode == "malformed":
                 return Response(b"this is not json", media_type="application/json")
             text = " ".join(words())
-            return JSONResponse({
-                "id": rid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": state.tokens,
-                          "total_tokens": state.tokens + 1},
-            })
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 1,
+                        "completion_tokens": state.tokens,
+                        "total_tokens": state.tokens + 1,
+                    },
+                }
+            )
 
         async def events() -> AsyncIterator[bytes]:
             def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-                event = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                         "model": model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                event = {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
                 return b"data: " + json.dumps(event).encode() + b"\n\n"
 
             if state.ttft_ms:
@@ -115,16 +132,20 @@ def build_app(script: Script | None = None) -> Starlette:
     async def get_captured(request: Request) -> Response:
         return JSONResponse(captured)
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/_control", control, methods=["POST"]),
-        Route("/_captured", get_captured, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_control", control, methods=["POST"]),
+            Route("/_captured", get_captured, methods=["GET"]),
+        ]
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=16)
@@ -133,8 +154,14 @@ def main() -> None:
     parser.add_argument("--capture", action="store_true")
     args = parser.parse_args()
     script = Script(tokens=args.tokens, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, capture=args.capture)
-    uvicorn.run(build_app(script), host=args.host, port=args.port, log_level="warning",
-                access_log=False, http="httptools")
+    uvicorn.run(
+        build_app(script),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

@@ -25,5 +25,6 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         egress.install(settings.egress_allowlist, destinations)
     app = create_app(settings)
     # the standard asyncio loop: the egress audit hook sees its connects (uvloop's are unseen)
-    uvicorn.run(app, host=host, port=port, loop="asyncio", http="httptools", log_level=log_level,
-                access_log=False)
+    uvicorn.run(
+        app, host=host, port=port, loop="asyncio", http="httptools", log_level=log_level, access_log=False
+    )

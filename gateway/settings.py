@@ -36,6 +36,12 @@ class Upstream(BaseModel):
     weights_sha256: str | None = Field(
         default=None, description="SHA-256 of the served weights; recorded in every audit record."
     )
+    system_role: bool = Field(
+        default=True,
+        description="Whether the model's chat template has a system role. When false (Gemma), "
+        "the use case's system prompt is folded into the first user turn instead of being "
+        "silently dropped by the template.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -50,9 +56,7 @@ class Upstream(BaseModel):
 
     @property
     def host(self) -> str:
-        host = urlsplit(self.url).hostname
-        assert host is not None  # guaranteed by the validator
-        return host
+        return urlsplit(self.url).hostname or ""
 
 
 class OpenBaoSettings(BaseModel):
@@ -131,7 +135,8 @@ class GatewaySettings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     keys_file: Path = Field(
-        default=Path("gateway-keys.json"), description="Hashed client API keys (see `sovereign gateway keys`)."
+        default=Path("gateway-keys.json"),
+        description="Hashed client API keys (see `sovereign gateway keys`).",
     )
     policies_dir: Path | None = Field(
         default=None, description="Directory of use-case policy YAML files; None = the shipped ones."

@@ -1,10 +1,10 @@
 """``sovereign``: the command line of sovereign-llm.
 
-    sovereign up | down | status                 the local sovereign stack (stacks/local.yaml)
-    sovereign gateway serve --config FILE        run the gateway
-    sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
-    sovereign gateway keys list | revoke KEY_ID
-    sovereign audit verify FILE                  verify the audit trail's chain and signatures
+sovereign up | down | status                 the local sovereign stack (stacks/local.yaml)
+sovereign gateway serve --config FILE        run the gateway
+sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
+sovereign gateway keys list | revoke KEY_ID
+sovereign audit verify FILE                  verify the audit trail's chain and signatures
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sovereign", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sovereign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_profile(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -153,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("key_id")
         p.set_defaults(func=func)
 
-    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
     ver = with_profile(audit.add_parser("verify", help="verify chain, signatures and head"))
     ver.add_argument("file")
     ver.add_argument("--openbao-address", help="default: the local stack's OpenBao")

@@ -42,14 +42,25 @@ class Proc:
         self.proc.wait(timeout=20)
 
 
-def start_process(name: str, argv: list[str], url: str, ready_path: str, log: Path,
-                  timeout_s: float = 60, env: dict[str, str] | None = None) -> Proc:
+def start_process(
+    name: str,
+    argv: list[str],
+    url: str,
+    ready_path: str,
+    log: Path,
+    timeout_s: float = 60,
+    env: dict[str, str] | None = None,
+) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-    wait_ready(name, proc, lambda: httpx.get(url + ready_path, timeout=1).status_code == 200,
-               timeout_s, log)
+        proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    wait_ready(name, proc, lambda: httpx.get(url + ready_path, timeout=1).status_code == 200, timeout_s, log)
     return Proc(proc, url, log)
 
 
@@ -72,9 +83,18 @@ def start_bao(tmp: Path) -> Bao:
     address = f"http://127.0.0.1:{port}"
     proc = start_process(
         "openbao",
-        [_bao_binary(), "server", "-dev", f"-dev-root-token-id={root}",
-         f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token", f"-config={cfg}"],
-        address, "/v1/sys/health", tmp / "openbao.log",
+        [
+            _bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={root}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+            f"-config={cfg}",
+        ],
+        address,
+        "/v1/sys/health",
+        tmp / "openbao.log",
     )
     tokens = openbao.bootstrap(address, root)
     return Bao(proc, address, root, tokens.gateway, tokens.auditor)
@@ -101,7 +121,9 @@ def start_upstream(tmp: Path, *extra: str) -> Upstream:
     proc = start_process(
         "upstream",
         [sys.executable, "-m", "gateway.scripted_upstream", "--port", str(port), *extra],
-        f"http://127.0.0.1:{port}", "/v1/models", tmp / f"upstream-{port}.log",
+        f"http://127.0.0.1:{port}",
+        "/v1/models",
+        tmp / f"upstream-{port}.log",
     )
     return Upstream(proc)
 
@@ -110,10 +132,14 @@ def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, *
     token_file = tmp / "gateway.token"
     token_file.write_text(token)
     config: dict[str, Any] = {
-        "upstreams": {"local-gemma": {"url": f"{upstream_url}/v1", "model": "scripted",
-                                      "weights_sha256": "ab" * 32}},
-        "openbao": {"address": bao_address, "token_file": str(token_file),
-                    "wrapped_keys_dir": str(tmp / "wrapped")},
+        "upstreams": {
+            "local-gemma": {"url": f"{upstream_url}/v1", "model": "scripted", "weights_sha256": "ab" * 32}
+        },
+        "openbao": {
+            "address": bao_address,
+            "token_file": str(token_file),
+            "wrapped_keys_dir": str(tmp / "wrapped"),
+        },
         "audit": {"path": str(tmp / "audit" / "audit.jsonl"), "fsync": False},
         "keys_file": str(tmp / "keys.json"),
     }
@@ -132,9 +158,20 @@ def running_gateway(config: Path, tmp: Path) -> Iterator[Proc]:
     port = free_port()
     proc = start_process(
         "gateway",
-        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port),
-         "--log-level", "warning"],
-        f"http://127.0.0.1:{port}", "/healthz", tmp / f"gateway-{port}.log",
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+        tmp / f"gateway-{port}.log",
     )
     try:
         yield proc

@@ -29,18 +29,24 @@ class Started:
     log: Path
 
 
-def start_ticks(pid: int) -> int | None:
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (the command name, field 2, may hold spaces)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # the command name (field 2) may hold spaces; fields after it are space separated
-    rest = stat.rsplit(")", 1)[1].split()
-    return int(rest[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def alive(pid: int, ticks: int) -> bool:
-    return start_ticks(pid) == ticks
+    """The process that had this PID and start time still runs (a zombie does not count)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == ticks
 
 
 def port_free(host: str, port: int) -> bool:
@@ -104,7 +110,7 @@ def stop(pid: int, ticks: int, timeout_s: float = 15.0) -> bool:
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not alive(pid, ticks) or _zombie(pid):
+        if not alive(pid, ticks):
             break
         time.sleep(0.05)
     else:
@@ -113,11 +119,3 @@ def stop(pid: int, ticks: int, timeout_s: float = 15.0) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     return True
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -54,8 +54,7 @@ class LocalProfile(BaseModel):
             raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {value!r}") from None
         if not ip.is_loopback:
             raise ValueError(
-                f"{value} is not a loopback address; the local stack serves loopback only "
-                "(use 127.0.0.1)"
+                f"{value} is not a loopback address; the local stack serves loopback only (use 127.0.0.1)"
             )
         return value
 

@@ -120,9 +120,7 @@ class LocalStack:
         self.paths.run.mkdir(parents=True, exist_ok=True)
         state = {
             "profile": self.profile.model_dump(mode="json"),
-            "components": {
-                name: {**asdict(s), "log": str(s.log)} for name, s in self._started.items()
-            },
+            "components": {name: {**asdict(s), "log": str(s.log)} for name, s in self._started.items()},
             **self._extra,
         }
         tmp = self.paths.state.with_suffix(".tmp")
@@ -163,7 +161,11 @@ class LocalStack:
             f"-config={cfg}",
         ]
         self._launch(
-            "openbao", argv, lambda: openbao.healthy(address), self.profile.timeouts.openbao, "OpenBao dev server"
+            "openbao",
+            argv,
+            lambda: openbao.healthy(address),
+            self.profile.timeouts.openbao,
+            "OpenBao dev server",
         )
         t0 = time.monotonic()
         tokens = openbao.bootstrap(address, root)
@@ -179,23 +181,38 @@ class LocalStack:
     def _model(self) -> None:
         t0 = time.monotonic()
         model_path = assemble_model(self.paths.models)
-        self.progress.line(f"  {'model':<9} assembled {time.monotonic() - t0:5.2f} s  {model_path.name} (sha256 verified)")
+        self.progress.line(
+            f"  {'model':<9} assembled {time.monotonic() - t0:5.2f} s  {model_path.name} (sha256 verified)"
+        )
         m = self.profile.model
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model_path),
-            "--model_alias", MODEL_NAME_UPSTREAM,
-            "--host", self.profile.host,
-            "--port", str(self.profile.ports.model),
-            "--chat_format", "gemma",
-            "--interrupt_requests", "False",
-            "--n_threads", str(m.n_threads),
-            "--n_ctx", str(m.n_ctx),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_path),
+            "--model_alias",
+            MODEL_NAME_UPSTREAM,
+            "--host",
+            self.profile.host,
+            "--port",
+            str(self.profile.ports.model),
+            "--chat_format",
+            "gemma",
+            "--interrupt_requests",
+            "False",
+            "--n_threads",
+            str(m.n_threads),
+            "--n_ctx",
+            str(m.n_ctx),
         ]
         url = self.profile.url("model")
         self._launch(
-            "model", argv, lambda: httpx.get(f"{url}/v1/models", timeout=1).status_code == 200,
-            self.profile.timeouts.model, f"llama.cpp server, {model_path.name}",
+            "model",
+            argv,
+            lambda: httpx.get(f"{url}/v1/models", timeout=1).status_code == 200,
+            self.profile.timeouts.model,
+            f"llama.cpp server, {model_path.name}",
         )
 
     def _gateway(self) -> None:
@@ -205,6 +222,7 @@ class LocalStack:
                     "url": f"{self.profile.url('model')}/v1",
                     "model": MODEL_NAME_UPSTREAM,
                     "weights_sha256": model_sha256(),
+                    "system_role": False,  # Gemma's chat template has no system role
                 }
             },
             "openbao": {
@@ -217,15 +235,23 @@ class LocalStack:
         }
         self.paths.gateway_config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         argv = [
-            sys.executable, "-m", "gateway",
-            "--config", str(self.paths.gateway_config),
-            "--host", self.profile.host,
-            "--port", str(self.profile.ports.gateway),
+            sys.executable,
+            "-m",
+            "gateway",
+            "--config",
+            str(self.paths.gateway_config),
+            "--host",
+            self.profile.host,
+            "--port",
+            str(self.profile.ports.gateway),
         ]
         url = self.profile.url("gateway")
         self._launch(
-            "gateway", argv, lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-            self.profile.timeouts.gateway, "the PHI boundary service",
+            "gateway",
+            argv,
+            lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            self.profile.timeouts.gateway,
+            "the PHI boundary service",
         )
 
     # -- public ---------------------------------------------------------------------------
@@ -248,7 +274,9 @@ class LocalStack:
             self.progress.line("  start failed: stopping what was started")
             self._stop_started()
             raise
-        self.progress.line(f"ready in {time.monotonic() - t0:.1f} s: gateway {self.profile.url('gateway')}/v1")
+        self.progress.line(
+            f"ready in {time.monotonic() - t0:.1f} s: gateway {self.profile.url('gateway')}/v1"
+        )
         return self.demo_request()
 
     def demo_request(self) -> dict[str, Any]:
@@ -261,23 +289,27 @@ class LocalStack:
             "sovereign": {"use_case": self.profile.demo_use_case},
         }
         resp = httpx.post(
-            f"{url}/v1/chat/completions", json=body, timeout=120,
+            f"{url}/v1/chat/completions",
+            json=body,
+            timeout=120,
             headers={"authorization": f"Bearer {api_key}"},
         )
         if resp.status_code != 200:
-            raise StackError(f"the demo request through the gateway failed: HTTP {resp.status_code} {resp.text}")
+            raise StackError(
+                f"the demo request through the gateway failed: HTTP {resp.status_code} {resp.text}"
+            )
         answer = resp.json()["choices"][0]["message"]["content"]
         record = last_audit_record(self.paths.audit)
-        self.progress.line("\ndemo request through the gateway (use case %s):" % self.profile.demo_use_case)
+        self.progress.line(f"\ndemo request through the gateway (use case {self.profile.demo_use_case}):")
         self.progress.line(f"  answer: {answer.strip()}")
         self.progress.line("  audit record:")
         self.progress.line("    " + json.dumps(record, indent=2).replace("\n", "\n    "))
         self.progress.line(
             f"\nAPI key for tenant {self.profile.tenant}: {self.paths.secrets / 'demo.key'}\n"
-            f"try: curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $(cat "
+            f'try: curl -s {url}/v1/chat/completions -H "Authorization: Bearer $(cat '
             f"{self.paths.secrets / 'demo.key'})\" -H 'Content-Type: application/json' "
-            f"-H 'X-Sovereign-Use-Case: patient-support' -d '{{\"messages\":[{{\"role\":\"user\","
-            f"\"content\":\"Hello\"}}]}}'\nstop it with: make down"
+            f'-H \'X-Sovereign-Use-Case: patient-support\' -d \'{{"messages":[{{"role":"user",'
+            f'"content":"Hello"}}]}}\'\nstop it with: make down'
         )
         return {"answer": answer, "audit": record}
 

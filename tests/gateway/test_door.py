@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.clientkeys import ClientKeyStore
-from tests.support import Bao, Proc, Upstream, free_port, gateway_config, running_gateway
+from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
 
 PROMPT_SECRET = "Erika Mustermann, geboren 14.03.1968"
 
@@ -27,7 +27,10 @@ def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]:
     config = gateway_config(
-        gw_dir, bao.address, bao.gateway_token, upstream_server.url,
+        gw_dir,
+        bao.address,
+        bao.gateway_token,
+        upstream_server.url,
         limits={"read_timeout_s": 1.5, "max_body_bytes": 64 * 1024},
     )
     with running_gateway(config, gw_dir) as proc:
@@ -50,8 +53,11 @@ def chat(gateway: Proc, key: str | None, body: dict[str, Any] | bytes, **headers
 
 
 def body(use_case: str = "patient-support", **extra: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": PROMPT_SECRET}],
-            "sovereign": {"use_case": use_case}, **extra}
+    return {
+        "messages": [{"role": "user", "content": PROMPT_SECRET}],
+        "sovereign": {"use_case": use_case},
+        **extra,
+    }
 
 
 def audit_records(gw_dir: Path) -> list[dict[str, Any]]:
@@ -92,8 +98,11 @@ def test_upstream_gets_policy_prompt_capped_tokens_and_no_extension(
     gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path
 ) -> None:
     upstream.script(capture=True)
-    resp = chat(gateway, api_key, body("appointment-scheduling", max_tokens=100000, user="customer-42",
-                                       temperature=0.2))
+    resp = chat(
+        gateway,
+        api_key,
+        body("appointment-scheduling", max_tokens=100000, user="customer-42", temperature=0.2),
+    )
     assert resp.status_code == 200, resp.text
     (sent,) = upstream.captured()
     assert sent["model"] == "scripted"
@@ -105,10 +114,17 @@ def test_upstream_gets_policy_prompt_capped_tokens_and_no_extension(
     assert audit_records(gw_dir)[-1]["dropped_fields"] == ["user"]
 
 
-def test_streaming_relays_events_and_audits(gateway: Proc, api_key: str, gw_dir: Path, upstream: Upstream) -> None:
+def test_streaming_relays_events_and_audits(
+    gateway: Proc, api_key: str, gw_dir: Path, upstream: Upstream
+) -> None:
     upstream.script(tokens=5)
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body(stream=True),
-                      headers={"authorization": f"Bearer {api_key}"}, timeout=30) as resp:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body(stream=True),
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
@@ -145,8 +161,13 @@ def test_use_case_unknown_missing_header_and_conflict(gateway: Proc, api_key: st
     assert resp.status_code == 400
     err = resp.json()["error"]
     assert err["code"] == "unknown_use_case"
-    for known in ("appointment-scheduling", "catalog-search", "order-support", "patient-support",
-                  "telehealth-summary"):
+    for known in (
+        "appointment-scheduling",
+        "catalog-search",
+        "order-support",
+        "patient-support",
+        "telehealth-summary",
+    ):
         assert known in err["message"]
     plain = {"messages": [{"role": "user", "content": "hi"}]}
     assert chat(gateway, api_key, plain).json()["error"]["code"] == "missing_use_case"
@@ -162,11 +183,20 @@ def test_use_case_unknown_missing_header_and_conflict(gateway: Proc, api_key: st
         (b'{"messages": "\xff\xfe"}', 400, "invalid_json", None),
         (b"[1, 2]", 400, "invalid_json", None),
         (json.dumps(body(temperature="SECRET-VALUE-77")).encode(), 422, "invalid_field", "temperature"),
-        (json.dumps(body(messages=[{"role": "user", "content": 12345678}])).encode(), 422, "invalid_field",
-         "messages.0.content.str"),
+        (
+            json.dumps(body(messages=[{"role": "user", "content": 12345678}])).encode(),
+            422,
+            "invalid_field",
+            "messages.0.content.str",
+        ),
         (json.dumps(body(logit_bias={"SECRET-VALUE-77": 1})).encode(), 422, "invalid_field", "logit_bias"),
         (json.dumps(body(messages=[])).encode(), 422, "invalid_field", "messages"),
-        (json.dumps({"sovereign": {"use_case": "patient-support"}}).encode(), 422, "invalid_field", "messages"),
+        (
+            json.dumps({"sovereign": {"use_case": "patient-support"}}).encode(),
+            422,
+            "invalid_field",
+            "messages",
+        ),
     ],
 )
 def test_bad_bodies_name_the_field_without_echoing_values(
@@ -185,8 +215,11 @@ def test_oversized_and_wrong_content_type(gateway: Proc, api_key: str) -> None:
     big = body()
     big["messages"][0]["content"] = "x" * (70 * 1024)
     assert chat(gateway, api_key, big).status_code == 413
-    resp = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"hello",
-                      headers={"authorization": f"Bearer {api_key}", "content-type": "text/plain"})
+    resp = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=b"hello",
+        headers={"authorization": f"Bearer {api_key}", "content-type": "text/plain"},
+    )
     assert resp.status_code == 415
 
 
@@ -200,8 +233,14 @@ def test_oversized_and_wrong_content_type(gateway: Proc, api_key: str) -> None:
     ],
 )
 def test_upstream_failures_get_clear_errors(
-    gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path,
-    script: dict[str, Any], stream: bool, status: int, code: str,
+    gateway: Proc,
+    api_key: str,
+    upstream: Upstream,
+    gw_dir: Path,
+    script: dict[str, Any],
+    stream: bool,
+    status: int,
+    code: str,
 ) -> None:
     upstream.script(**script)
     resp = chat(gateway, api_key, body(stream=stream))
@@ -211,13 +250,20 @@ def test_upstream_failures_get_clear_errors(
     assert record["status"] == status and record["outcome"] == code
 
 
-@pytest.mark.parametrize(("mode", "code"), [("truncate", "upstream_incomplete"), ("malformed", "upstream_malformed")])
+@pytest.mark.parametrize(
+    ("mode", "code"), [("truncate", "upstream_incomplete"), ("malformed", "upstream_malformed")]
+)
 def test_broken_streams_end_with_an_error_event(
     gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path, mode: str, code: str
 ) -> None:
     upstream.script(mode=mode, tokens=6)
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body(stream=True),
-                      headers={"authorization": f"Bearer {api_key}"}, timeout=30) as resp:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body(stream=True),
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+    ) as resp:
         events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
     assert json.loads(events[-1])["error"]["code"] == code
     assert "[DONE]" not in events
@@ -226,8 +272,13 @@ def test_broken_streams_end_with_an_error_event(
 
 def test_stream_timeout_mid_answer(gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path) -> None:
     upstream.script(tokens=3, itl_ms=3000)  # longer than the gateway's 1.5 s read timeout
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body(stream=True),
-                      headers={"authorization": f"Bearer {api_key}"}, timeout=30) as resp:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body(stream=True),
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+    ) as resp:
         events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
     assert json.loads(events[-1])["error"]["code"] == "upstream_timeout"
     assert audit_records(gw_dir)[-1]["status"] == 504
@@ -245,9 +296,21 @@ def test_audit_trail_verifies_with_openbao_and_detects_an_edit(
 
     def verify() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "infra.cli", "audit", "verify", str(trail),
-             "--openbao-address", bao.address, "--token-file", str(token_file)],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "audit",
+                "verify",
+                str(trail),
+                "--openbao-address",
+                bao.address,
+                "--token-file",
+                str(token_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     ok = verify()

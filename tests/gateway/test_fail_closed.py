@@ -18,8 +18,9 @@ BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_c
 
 
 def _post(url: str, key: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json=BODY,
-                      headers={"authorization": f"Bearer {key}"}, timeout=30)
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
 
 
 def test_openbao_unreachable_means_503_and_nothing_forwarded(tmp_path: Path, upstream: Upstream) -> None:
@@ -68,8 +69,12 @@ def test_public_upstream_is_refused_at_start(tmp_path: Path, bao: Bao, url: str)
     data = yaml.safe_load(config.read_text())
     data["upstreams"]["local-gemma"]["url"] = url
     config.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), "--port",
-                           str(free_port())], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "upstreams.local-gemma.url" in proc.stderr
     assert "outside the compliance boundary" in proc.stderr

@@ -43,7 +43,9 @@ def test_taken_port_is_reported_with_component_and_log(tmp_path: Path) -> None:
         f = tmp_path / "p.yaml"
         f.write_text(f"ports: {{openbao: {port}}}\n")
         stack = LocalStack(load_profile(f, base=tmp_path))
-        with pytest.raises(Exception, match=rf"openbao: port 127.0.0.1:{port} is already in use.*openbao.log"):
+        with pytest.raises(
+            Exception, match=rf"openbao: port 127.0.0.1:{port} is already in use.*openbao.log"
+        ):
             stack.up()
     assert not (tmp_path / ".sovereign" / "run" / "stack.json").exists()
 
@@ -57,7 +59,8 @@ def test_second_up_while_running_is_refused(tmp_path: Path) -> None:
     stack = LocalStack(load_profile(REPO / "stacks" / "local.yaml", base=tmp_path))
     stack.paths.run.mkdir(parents=True)
     me = os.getpid()
-    stack.paths.state.write_text(json.dumps(
-        {"components": {"gateway": {"pid": me, "start_ticks": start_ticks(me)}}}))
+    stack.paths.state.write_text(
+        json.dumps({"components": {"gateway": {"pid": me, "start_ticks": start_ticks(me)}}})
+    )
     with pytest.raises(StackError, match=rf"already running \(gateway pid {me}\).*make down"):
         stack.up()

