@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 GENESIS = "0" * 64
+HEAD_SIZE = 512
 
 
 class AuditWriteError(RuntimeError):
@@ -68,6 +69,7 @@ class AuditLog:
         self._keys = keys
         self._fsync = fsync
         self._kid: str | None = None
+        self._head_fd: int | None = None
         self._seq, self._prev = self._resume()
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -110,6 +112,20 @@ class AuditLog:
             self._kid = key.kid
         return self._write({"kind": "request", "kid": key.kid, **fields}, key)
 
+    def _write_head(self, data: bytes) -> None:
+        """Overwrite the head in place with one fixed-size write (a rename per record costs
+        more than the rest of the record; a single write below a page is not torn)."""
+        if len(data) > HEAD_SIZE:
+            raise AuditWriteError("audit head record too large")
+        if self._head_fd is None:
+            self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(self._head_fd, data.ljust(HEAD_SIZE, b" "), 0)
+
+    def close(self) -> None:
+        if self._head_fd is not None:
+            os.close(self._head_fd)
+            self._head_fd = None
+
     def _write(self, fields: dict[str, Any], key: AuditKey) -> dict[str, Any]:
         body = {
             "seq": self._seq,
@@ -131,9 +147,7 @@ class AuditLog:
                 fh.flush()
                 if self._fsync:
                     os.fsync(fh.fileno())
-            tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-            tmp.write_bytes(canonical(head))
-            os.replace(tmp, self.head_path)
+            self._write_head(canonical(head))
         except OSError as exc:
             raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
         self._seq += 1
@@ -194,35 +208,53 @@ def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) 
     """Verify the whole chain in *path*; stop at and name the first broken record.
 
     *unwrap* turns a key record's wrapped key into the HMAC key (OpenBao transit decrypt).
+    With *check_head*, the signed head must name a record of the trail: a head beyond the
+    last record means records were cut from the end. (A head that lags behind is accepted:
+    the head is written after its record and not fsync'd, so a crash can leave it one
+    behind; the records after it are chained and signed like all others.)
     """
+    head: dict[str, Any] | None = None
+    head_path = path.with_name(path.name + ".head")
+    if check_head:
+        try:
+            head = json.loads(head_path.read_bytes())
+        except FileNotFoundError:
+            return VerifyResult(False, 0, f"head file {head_path} is missing: cannot rule out truncation")
+        except ValueError:
+            head = None
+        if not (
+            isinstance(head, dict)
+            and isinstance(head.get("seq"), int)
+            and all(isinstance(head.get(k), str) for k in ("hash", "kid", "mac"))
+        ):
+            return VerifyResult(False, 0, f"head file {head_path} is damaged")
     keys: dict[str, bytes] = {}
     prev = GENESIS
     count = 0
+    hash_at_head: str | None = None
     for lineno, raw in _lines(path):
         why, digest = _check(raw, count, prev, keys, unwrap)
         if why is not None:
             return VerifyResult(False, count, f"line {lineno} (seq {count}): {why}", lineno)
+        if head is not None and count == head["seq"]:
+            hash_at_head = digest
         prev = digest
         count += 1
-    expected_seq = count
 
-    if check_head:
-        head_path = path.with_name(path.name + ".head")
-        if not head_path.exists():
-            return VerifyResult(False, count, f"head file {head_path} is missing: cannot rule out truncation")
-        try:
-            head = json.loads(head_path.read_bytes())
-            head_key = keys[head["kid"]]
-        except (ValueError, KeyError):
-            return VerifyResult(False, count, f"head file {head_path} is damaged or names an unknown key")
-        if not hmac.compare_digest(_head_mac(head_key, head["seq"], head["hash"]), str(head["mac"])):
+    if head is not None:
+        head_key = keys.get(head["kid"])
+        if head_key is None or not hmac.compare_digest(
+            _head_mac(head_key, head["seq"], head["hash"]), str(head["mac"])
+        ):
             return VerifyResult(False, count, f"head file {head_path} signature does not match")
-        if head["seq"] != expected_seq - 1 or head["hash"] != prev:
+        if hash_at_head is None:
             return VerifyResult(
                 False,
                 count,
-                f"the trail ends at seq {expected_seq - 1} but the signed head records seq "
+                f"the trail ends at seq {count - 1} but the signed head records seq "
                 f"{head['seq']}: records were removed from the end (truncated)",
                 count + 1,
             )
+        if hash_at_head != head["hash"]:
+            return VerifyResult(False, count, f"record seq {head['seq']} differs from the signed head")
     return VerifyResult(True, count, f"OK: {count} records, chain and signatures intact")

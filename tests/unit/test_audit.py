@@ -130,3 +130,28 @@ def test_unwritable_sink_raises(tmp_path: Path) -> None:
         log.append({"x": 1})
     with pytest.raises(AuditWriteError, match="not writable"):
         log.check_writable()
+
+
+def test_head_lagging_one_record_behind_is_accepted(trail: Path) -> None:
+    """A crash between the record's write and the head's leaves the head one behind."""
+    log = AuditLog(trail, StaticKeys(), fsync=False)
+    head_before = (trail.parent / "audit.jsonl.head").read_bytes()
+    log.append({"request_id": "last"})
+    (trail.parent / "audit.jsonl.head").write_bytes(head_before)
+    assert verify(trail, unwrap).ok
+
+
+def test_forged_head_is_detected(trail: Path) -> None:
+    head_path = trail.parent / "audit.jsonl.head"
+    head = json.loads(head_path.read_bytes())
+    head["seq"] += 5
+    head_path.write_text(json.dumps(head))
+    result = verify(trail, unwrap)
+    assert not result.ok and "signature" in result.message
+
+
+def test_missing_head_is_reported(trail: Path) -> None:
+    (trail.parent / "audit.jsonl.head").unlink()
+    result = verify(trail, unwrap)
+    assert not result.ok and "missing" in result.message
+    assert verify(trail, unwrap, check_head=False).ok

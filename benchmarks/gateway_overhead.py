@@ -1,0 +1,184 @@
+"""Gateway overhead: the same requests directly against the upstream and through the gateway,
+side by side in one run on loopback (real OpenBao dev server, scripted upstream, real gateway
+process with its default settings: fsync'd audit records, egress guard on).
+
+    .venv/bin/python benchmarks/gateway_overhead.py [--requests 400] [--concurrency 16]
+
+Measured per mode (non-streaming and SSE streaming):
+- latency p50/p99 at 1 client (the per-request overhead the gateway adds);
+- throughput at --concurrency clients, and the gateway's share of the direct throughput;
+- streaming: time to first token at the client (first non-empty content delta).
+Direct and gateway runs alternate (two rounds each) so drift hits both alike.
+Targets (issue: foundation): +<= 3 ms at p50, >= 25 % of direct throughput at 16 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.clientkeys import ClientKeyStore
+from tests.support import gateway_config, running_gateway, start_bao, start_upstream
+
+MESSAGES = [{"role": "user", "content": "What are the opening hours of the Berlin practice next week?"}]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def one(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[float, float | None]:
+    """(latency s, time to first token s or None) of one request; raises on a non-200."""
+    t0 = time.perf_counter()
+    if not body.get("stream"):
+        resp = await client.post(url, json=body, headers=headers)
+        resp.raise_for_status()
+        return time.perf_counter() - t0, None
+    ttft = None
+    async with client.stream("POST", url, json=body, headers=headers) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if ttft is None and line.startswith("data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                if delta.get("content"):
+                    ttft = time.perf_counter() - t0
+    return time.perf_counter() - t0, ttft
+
+
+async def run(
+    url: str, body: dict[str, Any], headers: dict[str, str], requests: int, concurrency: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+        for _ in range(min(20, requests)):  # warm-up: connections, key caches
+            await one(client, url, body, headers)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                latency, ttft = await one(client, url, body, headers)
+                latencies.append(latency)
+                if ttft is not None:
+                    ttfts.append(ttft)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "requests": requests,
+        "rps": requests / elapsed,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+    }
+    if ttfts:
+        result["ttft_p50_ms"] = pct(ttfts, 50) * 1000
+        result["ttft_p99_ms"] = pct(ttfts, 99) * 1000
+    return result
+
+
+def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
+async def measure(
+    upstream_url: str, gateway_url: str, api_key: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    direct_url = f"{upstream_url}/v1/chat/completions"
+    gw_url = f"{gateway_url}/v1/chat/completions"
+    gw_headers = {"authorization": f"Bearer {api_key}", "x-sovereign-use-case": "patient-support"}
+    results: dict[str, Any] = {}
+    for stream in (False, True):
+        direct_body = {"model": "scripted", "messages": MESSAGES, "max_tokens": 64, "stream": stream}
+        gw_body = {"messages": MESSAGES, "max_tokens": 64, "stream": stream}
+        mode = "stream" if stream else "plain"
+        runs = (("c1", 1, args.requests // 2), (f"c{args.concurrency}", args.concurrency, args.requests))
+        for label, conc, n in runs:
+            direct_rounds, gw_rounds = [], []
+            for _ in range(2):
+                direct_rounds.append(await run(direct_url, direct_body, {}, n, conc))
+                gw_rounds.append(await run(gw_url, gw_body, gw_headers, n, conc))
+            results[f"{mode}-{label}"] = {"direct": merge(direct_rounds), "gateway": merge(gw_rounds)}
+    return results
+
+
+def report(results: dict[str, Any], concurrency: int) -> str:
+    rows = [
+        "| run | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms "
+        "| direct req/s | gateway req/s | gateway share | TTFT p50 direct / gateway ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        d, g = r["direct"], r["gateway"]
+        ttft = f"{d['ttft_p50_ms']:.2f} / {g['ttft_p50_ms']:.2f}" if "ttft_p50_ms" in d else "-"
+        rows.append(
+            f"| {name} | {d['p50_ms']:.2f} | {g['p50_ms']:.2f} | {g['p50_ms'] - d['p50_ms']:+.2f} "
+            f"| {d['p99_ms']:.2f} | {g['p99_ms']:.2f} | {d['rps']:.0f} | {g['rps']:.0f} "
+            f"| {100 * g['rps'] / d['rps']:.0f} % | {ttft} |"
+        )
+    plain1, plainc = results["plain-c1"], results[f"plain-c{concurrency}"]
+    added = plain1["gateway"]["p50_ms"] - plain1["direct"]["p50_ms"]
+    share = plainc["gateway"]["rps"] / plainc["direct"]["rps"]
+    rows.append("")
+    rows.append(f"target p50 overhead <= 3 ms: {'MET' if added <= 3 else 'MISSED'} ({added:+.2f} ms)")
+    rows.append(
+        f"target throughput share >= 25 % at {concurrency} clients: "
+        f"{'MET' if share >= 0.25 else 'MISSED'} ({100 * share:.0f} %)"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-fsync", action="store_true", help="audit records without fsync")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gateway_overhead.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        bao = start_bao(tmp)
+        upstream = start_upstream(tmp, "--tokens", "16")
+        try:
+            config = gateway_config(
+                tmp, bao.address, bao.gateway_token, upstream.url, audit={"fsync": not args.no_fsync}
+            )
+            _, key = ClientKeyStore(tmp / "keys.json").create("bench")
+            with running_gateway(config, tmp) as gw:
+                results = asyncio.run(measure(upstream.url, gw.url, key, args))
+        finally:
+            upstream.proc.stop()
+            bao.proc.stop()
+    table = report(results, args.concurrency)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    print(f"\nraw results: {out}")
+
+
+if __name__ == "__main__":
+    main()
