@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import requests
 
 from gateway.audit import AuditKey
 from gateway.settings import OpenBaoSettings
+
+log = logging.getLogger("sovereign.kms")
 
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -64,8 +67,13 @@ class KeyProvider:
             result: dict[str, Any] = fn(mount_point=self._settings.transit_mount, **kwargs)
         except hvac.exceptions.Forbidden:
             raise KeyUnavailable(f"OpenBao refused {what}: the gateway token lacks permission") from None
-        except hvac.exceptions.InvalidPath:
-            raise KeyUnavailable(f"OpenBao has no key for {what}: transit key missing") from None
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest) as exc:
+            if isinstance(exc, hvac.exceptions.InvalidPath) or "not found" in str(exc):
+                raise KeyUnavailable(
+                    f"OpenBao has no transit key {kwargs.get('name')!r} for {what}; create it or "
+                    "correct openbao.tenant_key / openbao.audit_key"
+                ) from None
+            raise KeyUnavailable(f"OpenBao refused {what}: invalid request") from None
         except hvac.exceptions.VaultError as exc:
             raise KeyUnavailable(f"OpenBao error during {what}: {type(exc).__name__}") from None
         except requests.RequestException:
@@ -126,7 +134,17 @@ class KeyProvider:
         )
         wrapped = str(data["data"]["ciphertext"])
         kid = hashlib.sha256(wrapped.encode()).hexdigest()[:16]
+        self._renew(client)
         return AuditKey(kid=kid, wrapped=wrapped, key=base64.b64decode(data["data"]["plaintext"]))
+
+    @staticmethod
+    def _renew(client: hvac.Client) -> None:
+        """Renew the gateway's periodic token once per key period so it never lapses while the
+        gateway runs. A failed renewal is logged; the next key fetch tries again."""
+        try:
+            client.auth.token.renew_self()
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            log.warning("could not renew the OpenBao token: %s", type(exc).__name__)
 
     async def refresh_audit_key(self) -> None:
         if self._audit and self._audit[1] > time.monotonic():

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -347,3 +348,45 @@ def test_audit_sink_unwritable_refuses_requests(gateway: Proc, api_key: str, gw_
         trail.rmdir()
         moved.rename(trail)
     assert chat(gateway, api_key, body()).status_code == 200
+
+
+def test_client_disconnect_mid_stream_is_audited(
+    gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path
+) -> None:
+    upstream.script(tokens=50, itl_ms=100)
+    request_id = "disconnect-1"
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body(stream=True),
+        headers={"authorization": f"Bearer {api_key}", "x-request-id": request_id},
+        timeout=30,
+    ) as resp:
+        for line in resp.iter_lines():
+            if '"content":"ok"' in line.replace(" ", ""):
+                break  # leave after the first token: the client hangs up
+    deadline = time.monotonic() + 10
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        records = [r for r in audit_records(gw_dir) if r.get("request_id") == request_id]
+        if records:
+            break
+        time.sleep(0.05)  # polling for the record, not timing anything
+    assert records, "no audit record for the disconnected stream"
+    assert records[0]["outcome"] == "client_disconnected" and records[0]["status"] == 499
+
+
+def test_metrics_count_requests_by_use_case_and_status(gateway: Proc, api_key: str) -> None:
+    def count() -> float:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        for line in text.splitlines():
+            if line.startswith('sovereign_gateway_requests_total{status="200",use_case="order-support"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = count()
+    assert chat(gateway, api_key, body("order-support")).status_code == 200
+    assert count() == before + 1
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert "sovereign_gateway_request_seconds_bucket" in text
+    assert "sovereign_egress_refused_total" in text
