@@ -36,6 +36,7 @@ from gateway.schemas import (
     openai_error,
 )
 from gateway.settings import GatewaySettings, Upstream
+from gateway.sse import SSEDecoder
 from gateway.upstream import StreamHandle, UpstreamClient, UpstreamFailure, UpstreamTimeout
 
 log = logging.getLogger("sovereign.gateway")
@@ -356,35 +357,47 @@ class Gateway:
             headers={REQUEST_ID_HEADER: ex.request_id, "cache-control": "no-cache"},
         )
 
-    async def _relay(self, ex: Exchange, resp: StreamHandle, t0: float) -> AsyncIterator[bytes]:
-        """Relay the upstream's SSE events one by one, renaming the model to its alias."""
-        outcome, status = "client_disconnected", 499
+    def _relay_event(self, ex: Exchange, data: bytes, t0: float) -> bytes:
+        """One upstream event as it goes to the client; raises ValueError when malformed."""
+        if data == b"[DONE]":
+            return b"data: [DONE]\n\n"
         try:
-            async for line in resp.lines():
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    chunk = b"data: [DONE]\n\n"
-                else:
-                    try:
-                        event = json.loads(data)
-                        choice = (event.get("choices") or [{}])[0]
-                    except (ValueError, AttributeError, IndexError):
-                        UPSTREAM_ERRORS.labels(kind="malformed").inc()
-                        outcome, status = "upstream_malformed", 502
-                        yield _sse_error("upstream_malformed", "the model upstream sent a malformed event")
-                        return
-                    if ex.ttft_ms is None and (choice.get("delta") or {}).get("content"):
-                        ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
-                    if choice.get("finish_reason"):
-                        ex.finish_reason = choice["finish_reason"]
-                    event["model"] = ex.alias
-                    chunk = b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-                ex.response_bytes += len(chunk)
-                yield chunk
+            event = json.loads(data)
+            choice = (event.get("choices") or [{}])[0]
+            delta = choice.get("delta") or {}
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ValueError("malformed event") from exc
+        if ex.ttft_ms is None and delta.get("content"):
+            ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+        if choice.get("finish_reason"):
+            ex.finish_reason = choice["finish_reason"]
+        event["model"] = ex.alias
+        return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+
+    async def _relay(self, ex: Exchange, resp: StreamHandle, t0: float) -> AsyncIterator[bytes]:
+        """Relay the upstream's SSE events, renaming the model to its alias.
+
+        Events that arrive together leave together (one write), so a fast upstream is not
+        slowed by one send per token, and a slow one is not held back.
+        """
+        outcome, status = "client_disconnected", 499
+        decoder = SSEDecoder()
+        try:
+            async for chunk in resp.chunks():
+                out: list[bytes] = []
+                try:
+                    for data in decoder.feed(chunk):
+                        out.append(self._relay_event(ex, data, t0))
+                except ValueError:
+                    UPSTREAM_ERRORS.labels(kind="malformed").inc()
+                    outcome, status = "upstream_malformed", 502
+                    out.append(_sse_error("upstream_malformed", "the model upstream sent a malformed event"))
+                    yield self._count(ex, out)
+                    return
+                if out:
+                    yield self._count(ex, out)
             ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
-            if ex.finish_reason is None:
+            if ex.finish_reason is None or decoder.pending:
                 outcome, status = "upstream_incomplete", 502
                 yield _sse_error("upstream_incomplete", "the model upstream ended the stream early")
             else:
@@ -400,6 +413,12 @@ class Gateway:
         finally:
             resp.close()
             self.write_audit(ex, outcome, status)
+
+    @staticmethod
+    def _count(ex: Exchange, parts: list[bytes]) -> bytes:
+        payload = b"".join(parts)
+        ex.response_bytes += len(payload)
+        return payload
 
     # -- readiness -------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, str]]:

@@ -51,10 +51,11 @@ class StreamHandle:
         self._resp = resp
         self.status = resp.status
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Bytes as they arrive (whatever is buffered, not line by line)."""
         try:
-            async for line in self._resp.content:
-                yield line
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise _classify(exc) from None
 

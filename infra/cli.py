@@ -172,14 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
+    from gateway.audit import AuditWriteError
     from gateway.clientkeys import KeyStoreError
+    from gateway.policy import PolicyError
     from infra.local.process import ComponentError
     from infra.local.profile import ProfileError
     from infra.local.stack import StackError
 
     try:
         return int(args.func(args))
-    except (ComponentError, StackError, ProfileError, KeyStoreError) as exc:
+    except (ComponentError, StackError, ProfileError, KeyStoreError, PolicyError, AuditWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:

@@ -119,3 +119,19 @@ def test_egress_hook_refuses_and_counts_outside_connections() -> None:
     assert second.startswith("refused:egress to localhost refused")
     assert third == "allowed"  # connection refused by the OS, not by the hook
     assert counts.split() == ["1.0", "1.0"]
+
+
+def test_damaged_audit_trail_stops_the_start_with_a_clear_error(tmp_path: Path, bao: Bao) -> None:
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, "http://127.0.0.1:1")
+    trail = tmp_path / "audit" / "audit.jsonl"
+    trail.parent.mkdir(parents=True)
+    trail.write_text('{"seq": 0, "hash": "x"}\n{"seq": 1, "ha')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "ends in a damaged record" in proc.stderr and "sovereign audit verify" in proc.stderr
+    assert "Traceback" not in proc.stderr
