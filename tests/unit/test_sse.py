@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +27,7 @@ def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
     decoder = SSEDecoder()
     events: list[bytes] = []
     bounds = [0, *sorted(cuts), len(STREAM)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         events.extend(decoder.feed(STREAM[start:end]))
     assert events == EXPECTED
 
