@@ -53,6 +53,18 @@ def chat(gateway: Proc, key: str | None, body: dict[str, Any] | bytes, **headers
     return httpx.post(f"{gateway.url}/v1/chat/completions", content=content, headers=hdrs, timeout=30)
 
 
+def stream_events(gateway: Proc, key: str) -> list[str]:
+    """The data fields of a streamed chat request's events."""
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body(stream=True),
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as resp:
+        return [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+
+
 def body(use_case: str = "patient-support", **extra: Any) -> dict[str, Any]:
     return {
         "messages": [{"role": "user", "content": PROMPT_SECRET}],
@@ -258,14 +270,7 @@ def test_broken_streams_end_with_an_error_event(
     gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path, mode: str, code: str
 ) -> None:
     upstream.script(mode=mode, tokens=6)
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body(stream=True),
-        headers={"authorization": f"Bearer {api_key}"},
-        timeout=30,
-    ) as resp:
-        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    events = stream_events(gateway, api_key)
     assert json.loads(events[-1])["error"]["code"] == code
     assert "[DONE]" not in events
     assert audit_records(gw_dir)[-1]["outcome"] == code
@@ -273,14 +278,7 @@ def test_broken_streams_end_with_an_error_event(
 
 def test_stream_timeout_mid_answer(gateway: Proc, api_key: str, upstream: Upstream, gw_dir: Path) -> None:
     upstream.script(tokens=3, itl_ms=3000)  # longer than the gateway's 1.5 s read timeout
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body(stream=True),
-        headers={"authorization": f"Bearer {api_key}"},
-        timeout=30,
-    ) as resp:
-        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    events = stream_events(gateway, api_key)
     assert json.loads(events[-1])["error"]["code"] == "upstream_timeout"
     assert audit_records(gw_dir)[-1]["status"] == 504
 

@@ -17,6 +17,16 @@ from tests.support import Bao, Upstream, free_port, gateway_config, running_gate
 BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_case": "order-support"}}
 
 
+def start_expecting_refusal(config: Path) -> subprocess.CompletedProcess[str]:
+    """Start the gateway with *config*; it is expected to refuse and exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _post(url: str, key: str) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}, timeout=30
@@ -69,12 +79,7 @@ def test_public_upstream_is_refused_at_start(tmp_path: Path, bao: Bao, url: str)
     data = yaml.safe_load(config.read_text())
     data["upstreams"]["local-gemma"]["url"] = url
     config.write_text(yaml.safe_dump(data))
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = start_expecting_refusal(config)
     assert proc.returncode == 1
     assert "upstreams.local-gemma.url" in proc.stderr
     assert "outside the compliance boundary" in proc.stderr
@@ -126,12 +131,7 @@ def test_damaged_audit_trail_stops_the_start_with_a_clear_error(tmp_path: Path, 
     trail = tmp_path / "audit" / "audit.jsonl"
     trail.parent.mkdir(parents=True)
     trail.write_text('{"seq": 0, "hash": "x"}\n{"seq": 1, "ha')
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = start_expecting_refusal(config)
     assert proc.returncode == 1
     assert "ends in a damaged record" in proc.stderr and "sovereign audit verify" in proc.stderr
     assert "Traceback" not in proc.stderr
