@@ -1,0 +1,1 @@
+"""The PHI filter: context minimisation, detection, tokenisation, restoration."""

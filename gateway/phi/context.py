@@ -1,0 +1,174 @@
+"""The structured context Magento sends beside the free text (``sovereign.context``).
+
+Typed so that a wrong type or format is a 422 naming the field; validators never put the
+value into their message. Each field maps to a PHI category and to the spellings under
+which its value may turn up in free text (``known_values``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.phi.checksums import iban_valid, kvnr_valid
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[A-Za-z]{2,}$")
+_MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+              "Oktober", "November", "Dezember"]  # fmt: skip
+_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+              "October", "November", "December"]  # fmt: skip
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    street: str | None = Field(default=None, max_length=200, description="Street and house number.")
+    postcode: str | None = Field(default=None, pattern=r"^[A-Za-z0-9 \-]{3,10}$")
+    city: str | None = Field(default=None, max_length=100)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2.")
+
+
+class Product(BaseModel):
+    """Catalogue data. ``cost`` and ``margin`` are internal pricing: no policy lets them through."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    price: Decimal | None = Field(default=None, ge=0, description="Public price.")
+    cost: Decimal | None = Field(default=None, ge=0, description="Internal: never forwarded.")
+    margin: Decimal | None = Field(default=None, description="Internal: never forwarded.")
+
+
+class PatientContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200, description="Full name as the shop knows it.")
+    date_of_birth: date | None = Field(default=None, description="ISO date, YYYY-MM-DD.")
+    kvnr: str | None = Field(default=None, description="Krankenversichertennummer (10 characters).")
+    email: str | None = Field(default=None, max_length=254)
+    phone: str | None = Field(default=None, max_length=32)
+    iban: str | None = Field(default=None, max_length=42)
+    address: Address | None = None
+    customer_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-]{1,32}$")
+    order_ids: list[str] = Field(default_factory=list, max_length=50)
+    product: Product | None = None
+
+    @field_validator("kvnr")
+    @classmethod
+    def _kvnr(cls, v: str | None) -> str | None:
+        if v is not None and not kvnr_valid(v.strip().upper()):
+            raise ValueError("must be a KVNR: one letter and nine digits with a valid check digit (§ 290 SGB V)")
+        return v.strip().upper() if v else v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("must be an e-mail address (local@domain.tld)")
+        return v
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is not None and (not re.fullmatch(r"[+\d ()\-/.]+", v) or not 6 <= sum(c.isdigit() for c in v) <= 15):
+            raise ValueError("must be a phone number: 6 to 15 digits, optionally with +, spaces, -, / or ()")
+        return v
+
+    @field_validator("iban")
+    @classmethod
+    def _iban(cls, v: str | None) -> str | None:
+        if v is not None and not iban_valid(v):
+            raise ValueError("must be an IBAN with valid check digits (ISO 13616)")
+        return v
+
+    @field_validator("order_ids")
+    @classmethod
+    def _order_ids(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not re.fullmatch(r"[A-Za-z0-9\-]{1,32}", item):
+                raise ValueError("each order id must be 1-32 letters, digits or '-'")
+        return v
+
+
+#: dotted field path -> PHI category (None: not patient data)
+FIELD_CATEGORIES: dict[str, str | None] = {
+    "name": "NAME",
+    "date_of_birth": "DATE",
+    "kvnr": "KVNR",
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "iban": "IBAN",
+    "address.street": "ADDRESS",
+    "address.postcode": "POSTCODE",
+    "address.city": "ADDRESS",
+    "address.country": None,
+    "customer_id": "CUSTOMER_ID",
+    "order_ids": "ORDER_ID",
+    "product.sku": None,
+    "product.name": None,
+    "product.category": None,
+    "product.price": None,
+    "product.cost": "PRICING",
+    "product.margin": "PRICING",
+}
+
+
+def set_fields(ctx: PatientContext) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every field that has a value."""
+    for path in FIELD_CATEGORIES:
+        obj: Any = ctx
+        for part in path.split("."):
+            obj = getattr(obj, part, None) if obj is not None else None
+        if obj not in (None, [], ""):
+            yield path, obj
+
+
+def spellings(path: str, value: Any) -> list[tuple[str, list[str]]]:
+    """(canonical value, forms in which it may appear in free text) for a context value. Each
+    canonical value gets its own token; a name's parts are values of their own."""
+    if path == "name":
+        parts = [p for p in re.split(r"[\s\-]+", str(value)) if len(p) >= 2]
+        return [(str(value), [str(value)]), *((p, [p]) for p in parts)]
+    if path == "date_of_birth":
+        d: date = value
+        y2 = f"{d.year % 100:02d}"
+        forms = [
+            f"{d:%d.%m.%Y}", f"{d.day}.{d.month}.{d.year}", f"{d:%d.%m}.{y2}", f"{d.day}.{d.month}.{y2}",
+            f"{d:%Y-%m-%d}", f"{d.month}/{d.day}/{d.year}", f"{d:%m/%d/%Y}",
+            f"{d.day}. {_MONTHS_DE[d.month - 1]} {d.year}", f"{d.day} {_MONTHS_EN[d.month - 1]} {d.year}",
+            f"{_MONTHS_EN[d.month - 1]} {d.day} {d.year}", f"{d.day} {_MONTHS_EN[d.month - 1][:3]} {d.year}",
+            f"{_MONTHS_EN[d.month - 1][:3]} {d.day} {d.year}",
+        ]  # fmt: skip
+        return [(f"{d:%d.%m.%Y}", forms)]
+    if path == "phone":
+        return [(str(value), _phone_spellings(str(value)))]
+    if path == "address.street":
+        street = str(value)
+        bare = re.sub(r"\s*\d+\s*[a-zA-Z]?$", "", street)
+        short = re.sub(r"(?i)stra(ß|ss)e", "str", street)
+        return [(street, [street, short]), (bare, [bare, re.sub(r"(?i)stra(ß|ss)e", "str", bare)])]
+    if path == "order_ids":
+        return [(str(v), [str(v)]) for v in value]
+    return [(str(value), [str(value)])]
+
+
+def _phone_spellings(phone: str) -> list[str]:
+    digits = re.sub(r"\D", "", phone)
+    if phone.strip().startswith("+") or digits.startswith("00"):
+        digits = digits[2:] if digits.startswith("00") else digits
+        out = []
+        for cc_len in (1, 2, 3):
+            cc, national = digits[:cc_len], digits[cc_len:]
+            if len(national) >= 5:
+                out += [cc + national, "00" + cc + national, "0" + national, cc + "0" + national]
+        return out
+    national = digits[1:] if digits.startswith("0") else digits
+    out = ["0" + national]
+    for cc in ("49", "43", "41", "44", "33", "31"):  # a national number may be written with its country code
+        out += [cc + national, "00" + cc + national, cc + "0" + national]
+    return out

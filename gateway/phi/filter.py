@@ -1,0 +1,89 @@
+"""The PHI filter: minimise the context by policy, detect, tokenise; one mechanism for the
+gateway's requests and for batch anonymisation (``sovereign anonymize``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields, spellings
+from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer, variants
+from gateway.phi.tokenise import TokenMap, Tokeniser
+from gateway.policy import UseCasePolicy
+
+
+@dataclass
+class Filtered:
+    """The outcome for one request: texts to forward and what happened, never values."""
+
+    texts: list[str]
+    context_line: str
+    tokens: TokenMap
+    fields_used: list[str] = field(default_factory=list)
+    fields_dropped: list[str] = field(default_factory=list)
+
+    def audit(self) -> dict[str, Any]:
+        return {
+            "tokenised": dict(sorted(self.tokens.tokenised.items())),
+            "removed": dict(sorted(self.tokens.removed.items())),
+            "context_fields_used": self.fields_used,
+            "context_fields_dropped": self.fields_dropped,
+        }
+
+
+class PHIFilter:
+    def __init__(self, plugins: Sequence[Recognizer] = ()) -> None:
+        self._plugins = plugins
+
+    def apply(
+        self,
+        policy: UseCasePolicy,
+        context: PatientContext | None,
+        texts: Sequence[str],
+        data_key: bytes,
+        tenant: str,
+    ) -> Filtered:
+        allowed = set(policy.context_fields)
+        present = list(set_fields(context)) if context is not None else []
+        used = [(p, v) for p, v in present if p in allowed]
+        dropped = [(p, v) for p, v in present if p not in allowed]
+
+        known: list[KnownValue] = []
+        for path, value in present:
+            category = FIELD_CATEGORIES[path]
+            if category is None:
+                continue
+            for canonical, forms in spellings(path, value):
+                known.append(
+                    KnownValue(
+                        category,
+                        frozenset(s for form in forms for s in variants(form)),
+                        canonical=canonical,
+                        allow_suffix_s=category == "NAME",
+                        dropped=path not in allowed,
+                    )
+                )
+
+        detector = Detector(known, self._plugins)
+        tokeniser = Tokeniser(data_key, tenant)
+        tokens = TokenMap()
+        removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
+        out = [tokeniser.apply(text, detector.detect(text), removed, tokens) for text in texts]
+
+        context_parts = []
+        for path, value in used:
+            category = FIELD_CATEGORIES[path]
+            values = value if isinstance(value, list) else [value]
+            rendered = [
+                str(v) if category is None else tokeniser.token_for(str(v), category, False, tokens) for v in values
+            ]
+            context_parts.append(f"{path}: {', '.join(rendered)}")
+        context_line = "Known context: " + "; ".join(context_parts) + "." if context_parts else ""
+        return Filtered(
+            texts=out,
+            context_line=context_line,
+            tokens=tokens,
+            fields_used=[p for p, _ in used],
+            fields_dropped=[p for p, _ in dropped],
+        )

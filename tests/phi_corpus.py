@@ -1,0 +1,149 @@
+"""Synthetic patient messages with structured context (Faker de_DE / en_GB; fictitious data).
+
+Each item is a request as Magento would send it, plus the secrets a leak check looks for:
+every context value and every identifier written into the text, in the exact form used.
+Formats vary the way people write: case, umlauts spelled out, date and phone formats, IBAN
+with and without spaces, abbreviations. Third-party identifiers (a card number, another
+IBAN, another phone number, another KVNR) appear that the context does not know.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from faker import Faker
+
+from gateway.phi.checksums import kvnr_with_check_digit, luhn_valid
+
+_MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+              "Oktober", "November", "Dezember"]  # fmt: skip
+_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+              "October", "November", "December"]  # fmt: skip
+_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+
+
+@dataclass
+class Item:
+    context: dict[str, Any]
+    text: str
+    locale: str
+    secrets: list[str] = field(default_factory=list)
+
+
+def card_number(rng: random.Random) -> str:
+    while True:
+        digits = "4" + "".join(rng.choice("0123456789") for _ in range(15))
+        if luhn_valid(digits):
+            return " ".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+def _date_forms(d: date, rng: random.Random, locale: str) -> str:
+    forms = [f"{d:%d.%m.%Y}", f"{d.day}.{d.month}.{d.year}", f"{d:%Y-%m-%d}"]
+    if locale == "de_DE":
+        forms.append(f"{d.day}. {_MONTHS_DE[d.month - 1]} {d.year}")
+    else:
+        forms += [f"{d.day} {_MONTHS_EN[d.month - 1]} {d.year}", f"{_MONTHS_EN[d.month - 1]} {d.day}, {d.year}",
+                  f"{d:%d/%m/%Y}"]  # fmt: skip
+    return rng.choice(forms)
+
+
+def _phone_forms(phone: str, rng: random.Random) -> str:
+    digits = "".join(c for c in phone if c.isdigit())
+    forms = [phone, digits]
+    if phone.startswith("+49") and digits.startswith("490"):
+        forms.append("0" + digits[3:])
+    elif phone.startswith("+49"):
+        forms.append("0" + digits[2:])
+    return rng.choice(forms)
+
+
+def _name_forms(first: str, last: str, rng: random.Random) -> tuple[str, str]:
+    full = f"{first} {last}"
+    return rng.choice([full, full.upper(), full.lower(), full.translate(_UMLAUTS)]), rng.choice(
+        [first, last, last.translate(_UMLAUTS)]
+    )
+
+
+FILLER = {
+    "de_DE": [
+        "Vielen Dank für Ihre schnelle Hilfe beim letzten Mal.",
+        "Ich habe seit einigen Tagen leichte Kopfschmerzen und wollte fragen, ob das normal ist.",
+        "Bitte melden Sie sich, wenn noch Unterlagen fehlen.",
+        "Die Lieferung kam leider beschädigt an, die Verpackung war nass.",
+        "Können Sie mir sagen, wann die Praxis am Freitag geöffnet hat?",
+    ],
+    "en_GB": [
+        "Thank you for your quick help last time.",
+        "I have had a mild headache for a few days and wanted to ask if that is normal.",
+        "Please let me know if any documents are still missing.",
+        "Unfortunately the delivery arrived damaged and the box was wet.",
+        "Could you tell me when the practice is open on Friday?",
+    ],
+}
+
+
+def generate(n: int, seed: int = 7, filler_sentences: int = 0) -> list[Item]:
+    rng = random.Random(seed)
+    fakers = {loc: Faker(loc) for loc in ("de_DE", "en_GB")}
+    for i, f in enumerate(fakers.values()):
+        f.seed_instance(seed + i)
+    items = []
+    for i in range(n):
+        locale = "de_DE" if i % 2 == 0 else "en_GB"
+        fk = fakers[locale]
+        first, last = fk.first_name(), fk.last_name()
+        dob = fk.date_of_birth(minimum_age=1, maximum_age=99)
+        kvnr = kvnr_with_check_digit(rng.choice("ABCDEFGHIJKLMNOPRSTUVWXYZ"), f"{rng.randrange(10**8):08d}")
+        phone = fk.phone_number()
+        iban = fk.iban()
+        email = fk.email()
+        street, postcode, city = fk.street_address(), fk.postcode(), fk.city()
+        customer_id = str(rng.randrange(1000, 9_999_999))
+        order_id = f"{rng.randrange(10**9):09d}"
+        context = {
+            "name": f"{first} {last}",
+            "date_of_birth": dob.isoformat(),
+            "kvnr": kvnr,
+            "email": email,
+            "phone": phone,
+            "iban": iban,
+            "address": {"street": street, "postcode": postcode, "city": city},
+            "customer_id": customer_id,
+            "order_ids": [order_id],
+        }
+        full, short = _name_forms(first, last, rng)
+        dob_text = _date_forms(dob, rng, locale)
+        phone_text = _phone_forms(phone, rng)
+        iban_text = rng.choice([iban, " ".join(iban[j : j + 4] for j in range(0, len(iban), 4))])
+        email_text = rng.choice([email, email.upper()])
+        card = card_number(rng)
+        other_kvnr = kvnr_with_check_digit("Z", f"{rng.randrange(10**8):08d}")
+        other_phone = fk.phone_number()
+        if locale == "de_DE":
+            parts = [
+                f"Guten Tag, hier schreibt {full}, geboren am {dob_text}.",
+                f"Meine Versichertennummer ist {kvnr}, erreichbar unter {phone_text} oder {email_text}.",
+                f"Bitte buchen Sie die Rechnung von meinem Konto {iban_text} ab, nicht von der Karte {card}.",
+                f"Die Bestellung #{order_id} ging an {street}, {postcode} {city}.",
+                f"Kundennummer {customer_id}. Meine Schwester (KVNR {other_kvnr}) hat die Nummer {other_phone}.",
+                f"Grüße, {short}",
+            ]
+        else:
+            parts = [
+                f"Hello, this is {full}, date of birth {dob_text}.",
+                f"My insurance number is {kvnr}; you can reach me on {phone_text} or at {email_text}.",
+                f"Please take the payment from account {iban_text}, not from card {card}.",
+                f"Order #{order_id} was sent to {street}, {postcode} {city}.",
+                f"Customer number {customer_id}. My sister (KVNR {other_kvnr}) is on {other_phone}.",
+                f"Best wishes, {short}",
+            ]
+        rng.shuffle(parts[1:5])
+        fill = [rng.choice(FILLER[locale]) for _ in range(filler_sentences)]
+        text = " ".join(parts[:3] + fill + parts[3:])
+        secrets = [full, short, first, last, dob_text, kvnr, phone_text, iban_text, email_text, card,
+                   other_kvnr, other_phone, street, f"{postcode} {city}", customer_id, order_id]  # fmt: skip
+        items.append(Item(context=context, text=text, locale=locale, secrets=secrets))
+    return items
