@@ -26,6 +26,8 @@ from pydantic import ValidationError
 from gateway.audit import AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.kms import KeyProvider, KeyUnavailable
+from gateway.phi.filter import PHIFilter, load_plugins
+from gateway.phi.tokenise import StreamRestorer, count_unrestored, restore
 from gateway.policy import UseCasePolicy, load_policies
 from gateway.schemas import (
     REQUEST_ID_HEADER,
@@ -91,6 +93,10 @@ class Exchange:
     ttft_ms: float | None = None
     finish_reason: str | None = None
     dropped_fields: list[str] = field(default_factory=list)
+    phi: dict[str, Any] = field(default_factory=dict)
+    originals: dict[str, str] = field(default_factory=dict)
+    restored: int = 0
+    unrestored: int = 0
 
     def record(self, outcome: str, status: int) -> dict[str, Any]:
         return {
@@ -113,6 +119,9 @@ class Exchange:
             },
             "bytes": {"request": self.request_bytes, "response": self.response_bytes},
             "dropped_fields": self.dropped_fields,
+            "phi": {**self.phi, "restored": self.restored, "unrestored": self.unrestored}
+            if self.phi
+            else None,
         }
 
 
@@ -130,6 +139,7 @@ class Gateway:
         self.audit = AuditLog(settings.audit.path, self.keys, fsync=settings.audit.fsync)
         self.audit_healthy = True
         self.http = UpstreamClient(settings.limits)
+        self.phi = PHIFilter(load_plugins(settings.phi_plugins))
 
     # -- audit ----------------------------------------------------------------------------
     def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
@@ -195,15 +205,26 @@ class Gateway:
             )
         return policy
 
-    def upstream_body(self, body: ChatRequest, policy: UseCasePolicy, upstream: Upstream) -> dict[str, Any]:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        if policy.system_prompt:
+    def upstream_body(
+        self,
+        body: ChatRequest,
+        policy: UseCasePolicy,
+        upstream: Upstream,
+        texts: list[str] | None = None,
+        context_line: str = "",
+    ) -> dict[str, Any]:
+        """The request as the model sees it: *texts* are the filtered message contents."""
+        if texts is None:
+            texts = [m.text() for m in body.messages]
+        messages = [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)]
+        system = "\n\n".join(p for p in (policy.system_prompt, context_line) if p)
+        if system:
             if upstream.system_role:
-                messages.insert(0, {"role": "system", "content": policy.system_prompt})
+                messages.insert(0, {"role": "system", "content": system})
             else:
                 first_user = next((m for m in messages if m["role"] == "user"), None)
                 if first_user is not None:
-                    first_user["content"] = f"{policy.system_prompt}\n\n{first_user['content']}"
+                    first_user["content"] = f"{system}\n\n{first_user['content']}"
         requested = body.max_completion_tokens or body.max_tokens or policy.max_tokens
         out: dict[str, Any] = {
             "model": upstream.model,
@@ -292,7 +313,13 @@ class Gateway:
                     "key_unavailable",
                     "the key service is unavailable; nothing was forwarded. Retry later.",
                 ) from None
-            payload = self.upstream_body(body, policy, upstream)
+            data_key = await self.keys.tenant_key(key.tenant)
+            context = body.sovereign.context if body.sovereign else None
+            filtered = self.phi.apply(
+                policy, context, [m.text() for m in body.messages], data_key, key.tenant
+            )
+            ex.phi, ex.originals = filtered.audit(), filtered.tokens.originals
+            payload = self.upstream_body(body, policy, upstream, filtered.texts, filtered.context_line)
             if body.stream:
                 return await self.forward_stream(ex, upstream, payload)
             return await self.forward(ex, upstream, payload)
@@ -329,6 +356,12 @@ class Gateway:
         try:
             answer = json.loads(raw)
             ex.finish_reason = answer["choices"][0].get("finish_reason")
+            for choice in answer["choices"]:
+                message = choice.get("message") or {}
+                if isinstance(message.get("content"), str):
+                    message["content"], n = restore(message["content"], ex.originals)
+                    ex.restored += n
+                    ex.unrestored += count_unrestored(message["content"])
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             UPSTREAM_ERRORS.labels(kind="malformed").inc()
             raise GatewayError(
@@ -357,20 +390,27 @@ class Gateway:
             headers={REQUEST_ID_HEADER: ex.request_id, "cache-control": "no-cache"},
         )
 
-    def _relay_event(self, ex: Exchange, data: bytes, t0: float) -> bytes:
-        """One upstream event as it goes to the client; raises ValueError when malformed."""
+    def _relay_event(self, ex: Exchange, data: bytes, t0: float, restorers: _Restorers) -> bytes:
+        """One upstream event as it goes to the client, tokens restored; raises ValueError
+        when malformed."""
         if data == b"[DONE]":
             return b"data: [DONE]\n\n"
         try:
             event = json.loads(data)
-            choice = (event.get("choices") or [{}])[0]
-            delta = choice.get("delta") or {}
-        except (AttributeError, IndexError, TypeError) as exc:
+            for choice in event["choices"]:
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                text = restorers.feed(choice.get("index", 0), content if isinstance(content, str) else "")
+                if choice.get("finish_reason"):
+                    ex.finish_reason = choice["finish_reason"]
+                    text += restorers.flush(choice.get("index", 0))
+                if text or isinstance(content, str):
+                    delta["content"] = text
+                    choice["delta"] = delta
+                if ex.ttft_ms is None and text:
+                    ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+        except (AttributeError, KeyError, TypeError) as exc:
             raise ValueError("malformed event") from exc
-        if ex.ttft_ms is None and delta.get("content"):
-            ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
-        if choice.get("finish_reason"):
-            ex.finish_reason = choice["finish_reason"]
         event["model"] = ex.alias
         return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
 
@@ -382,12 +422,13 @@ class Gateway:
         """
         outcome, status = "client_disconnected", 499
         decoder = SSEDecoder()
+        restorers = _Restorers(ex.originals)
         try:
             async for chunk in resp.chunks():
                 out: list[bytes] = []
                 try:
                     for data in decoder.feed(chunk):
-                        out.append(self._relay_event(ex, data, t0))
+                        out.append(self._relay_event(ex, data, t0, restorers))
                 except ValueError:
                     UPSTREAM_ERRORS.labels(kind="malformed").inc()
                     outcome, status = "upstream_malformed", 502
@@ -412,6 +453,7 @@ class Gateway:
             yield _sse_error("upstream_incomplete", "the model upstream closed the stream early")
         finally:
             resp.close()
+            ex.restored, ex.unrestored = restorers.counts()
             self.write_audit(ex, outcome, status)
 
     @staticmethod
@@ -440,6 +482,35 @@ class Gateway:
         except AuditWriteError as exc:
             checks["audit"] = str(exc)
         return all(v == "ok" for v in checks.values()), checks
+
+
+class _Restorers:
+    """One stream restorer per choice of a streamed answer."""
+
+    def __init__(self, originals: dict[str, str]) -> None:
+        self._originals = originals
+        self._by_choice: dict[int, StreamRestorer] = {}
+        self._text: list[str] = []
+
+    def _get(self, index: int) -> StreamRestorer:
+        if index not in self._by_choice:
+            self._by_choice[index] = StreamRestorer(self._originals)
+        return self._by_choice[index]
+
+    def feed(self, index: int, text: str) -> str:
+        out = self._get(index).feed(text) if text else ""
+        self._text.append(out)
+        return out
+
+    def flush(self, index: int) -> str:
+        out = self._get(index).flush()
+        self._text.append(out)
+        return out
+
+    def counts(self) -> tuple[int, int]:
+        """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
+        restored = sum(r.restored for r in self._by_choice.values())
+        return restored, count_unrestored("".join(self._text))
 
 
 def _sse_error(code: str, message: str) -> bytes:

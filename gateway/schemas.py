@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.phi.context import PatientContext
+
 USE_CASE_HEADER = "x-sovereign-use-case"
 TENANT_HEADER = "x-sovereign-tenant"
 REQUEST_ID_HEADER = "x-request-id"
@@ -40,12 +42,13 @@ class StreamOptions(BaseModel):
 
 
 class SovereignExtension(BaseModel):
-    """Magento's extension field. ``context`` (structured patient context) is typed by the
-    PHI filter; here it is accepted as an object and never forwarded."""
+    """Magento's extension field: the use case and the structured patient context."""
 
     model_config = ConfigDict(extra="forbid")
     use_case: str | None = Field(default=None, description="Use-case id, e.g. appointment-scheduling.")
-    context: dict[str, Any] | None = Field(default=None, description="Structured patient context.")
+    context: PatientContext | None = Field(
+        default=None, description="Structured patient context; never forwarded as it is."
+    )
 
 
 class ChatRequest(BaseModel):

@@ -11,7 +11,9 @@ request bodies it received when capturing is on. Modes:
 - ``status500``: HTTP 500;
 - ``hang``: accept, then send nothing for ``hang_s`` seconds;
 - ``malformed``: non-JSON body / non-JSON SSE event;
-- ``truncate``: the SSE stream ends after half the words, with no finish_reason.
+- ``truncate``: the SSE stream ends after half the words, with no finish_reason;
+- ``echo``: the answer is the last user message as received (streamed in pieces of
+  ``chunk_chars`` characters, so tokens are cut across events).
 """
 
 from __future__ import annotations
@@ -41,13 +43,18 @@ class Script:
     hang_s: float = 30.0
     word: str = "ok"
     capture: bool = False
+    chunk_chars: int = 3
 
 
 def build_app(script: Script | None = None) -> Starlette:
     state = script or Script()
     captured: list[dict[str, Any]] = []
 
-    def words() -> list[str]:
+    def words(body: dict[str, Any]) -> list[str]:
+        if state.mode == "echo":
+            text = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+            n = max(1, state.chunk_chars)
+            return [text[i : i + n] for i in range(0, len(text), n)]
         return [state.word] * state.tokens
 
     async def chat(request: Request) -> Response:
@@ -66,7 +73,7 @@ def build_app(script: Script | None = None) -> Starlette:
                 await asyncio.sleep((state.ttft_ms + state.itl_ms * (state.tokens - 1)) / 1000)
             if state.mode == "malformed":
                 return Response(b"this is not json", media_type="application/json")
-            text = " ".join(words())
+            text = "".join(words(body)) if state.mode == "echo" else " ".join(words(body))
             return JSONResponse(
                 {
                     "id": rid,
@@ -102,15 +109,16 @@ def build_app(script: Script | None = None) -> Starlette:
             if state.ttft_ms:
                 await asyncio.sleep(state.ttft_ms / 1000)
             yield chunk({"role": "assistant", "content": ""})
-            ws = words()
+            ws = words(body)
             cut = len(ws) // 2 if state.mode == "truncate" else len(ws)
+            sep = "" if state.mode == "echo" else " "
             for i, w in enumerate(ws[:cut]):
                 if i and state.itl_ms:
                     await asyncio.sleep(state.itl_ms / 1000)
                 if state.mode == "malformed" and i == 1:
                     yield b"data: {not json\n\n"
                     return
-                yield chunk({"content": (" " if i else "") + w})
+                yield chunk({"content": (sep if i else "") + w})
             if state.mode == "truncate":
                 return
             yield chunk({}, "stop")

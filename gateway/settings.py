@@ -138,6 +138,11 @@ class GatewaySettings(BaseSettings):
         default=Path("gateway-keys.json"),
         description="Hashed client API keys (see `sovereign gateway keys`).",
     )
+    phi_plugins: list[str] = Field(
+        default_factory=list,
+        description="Extra PHI recognizers (e.g. an NER model) as 'package.module:Class'; each "
+        "must offer analyze(text) -> spans. Loaded at start; a failure stops the start.",
+    )
     policies_dir: Path | None = Field(
         default=None, description="Directory of use-case policy YAML files; None = the shipped ones."
     )

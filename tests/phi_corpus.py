@@ -45,8 +45,8 @@ def _date_forms(d: date, rng: random.Random, locale: str) -> str:
     if locale == "de_DE":
         forms.append(f"{d.day}. {_MONTHS_DE[d.month - 1]} {d.year}")
     else:
-        forms += [f"{d.day} {_MONTHS_EN[d.month - 1]} {d.year}", f"{_MONTHS_EN[d.month - 1]} {d.day}, {d.year}",
-                  f"{d:%d/%m/%Y}"]  # fmt: skip
+        month = _MONTHS_EN[d.month - 1]
+        forms += [f"{d.day} {month} {d.year}", f"{month} {d.day}, {d.year}", f"{d:%d/%m/%Y}"]
     return rng.choice(forms)
 
 
@@ -128,7 +128,8 @@ def generate(n: int, seed: int = 7, filler_sentences: int = 0) -> list[Item]:
                 f"Meine Versichertennummer ist {kvnr}, erreichbar unter {phone_text} oder {email_text}.",
                 f"Bitte buchen Sie die Rechnung von meinem Konto {iban_text} ab, nicht von der Karte {card}.",
                 f"Die Bestellung #{order_id} ging an {street}, {postcode} {city}.",
-                f"Kundennummer {customer_id}. Meine Schwester (KVNR {other_kvnr}) hat die Nummer {other_phone}.",
+                f"Kundennummer {customer_id}. "
+                f"Meine Schwester (KVNR {other_kvnr}) hat die Nummer {other_phone}.",
                 f"Grüße, {short}",
             ]
         else:

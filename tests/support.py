@@ -109,7 +109,9 @@ class Upstream:
         httpx.post(f"{self.url}/_control", json=fields, timeout=5).raise_for_status()
 
     def reset(self) -> None:
-        self.script(mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False)
+        self.script(
+            mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False, chunk_chars=3
+        )
 
     def captured(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = httpx.get(f"{self.url}/_captured", timeout=5).json()

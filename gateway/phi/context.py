@@ -62,7 +62,9 @@ class PatientContext(BaseModel):
     @classmethod
     def _kvnr(cls, v: str | None) -> str | None:
         if v is not None and not kvnr_valid(v.strip().upper()):
-            raise ValueError("must be a KVNR: one letter and nine digits with a valid check digit (§ 290 SGB V)")
+            raise ValueError(
+                "must be a KVNR: one letter and nine digits with a valid check digit (§ 290 SGB V)"
+            )
         return v.strip().upper() if v else v
 
     @field_validator("email")
@@ -75,7 +77,9 @@ class PatientContext(BaseModel):
     @field_validator("phone")
     @classmethod
     def _phone(cls, v: str | None) -> str | None:
-        if v is not None and (not re.fullmatch(r"[+\d ()\-/.]+", v) or not 6 <= sum(c.isdigit() for c in v) <= 15):
+        if v is not None and (
+            not re.fullmatch(r"[+\d ()\-/.]+", v) or not 6 <= sum(c.isdigit() for c in v) <= 15
+        ):
             raise ValueError("must be a phone number: 6 to 15 digits, optionally with +, spaces, -, / or ()")
         return v
 

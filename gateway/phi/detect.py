@@ -14,7 +14,6 @@ import unicodedata
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 
 from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
@@ -64,6 +63,7 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     value the request itself names (a field to remove first) over a pattern match, then the
     more specific category, then the earlier start."""
     source_rank = {"dropped": 0, "known": 1}
+    spans = _absorb_patterns(list(spans))
     ordered = sorted(
         set(spans),
         key=lambda s: (-s.length, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source),
@@ -79,9 +79,36 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     return taken
 
 
+def _absorb_patterns(spans: list[Span]) -> list[Span]:
+    """A known value and a pattern match of the same category that overlap are one finding
+    (``+49 30 123 4567`` around a known ``030 1234567``): the known span grows to cover both,
+    so a value the use case may not use is removed whole rather than tokenised as a pattern."""
+    known = [s for s in spans if s.source in ("known", "dropped")]
+    if not known:
+        return spans
+    out: list[Span] = []
+    absorbed: set[Span] = set()
+    grown: dict[Span, Span] = {}
+    for p in spans:
+        if p.source in ("known", "dropped"):
+            continue
+        for k in known:
+            g = grown.get(k, k)
+            if k.category == p.category and p.start < g.end and g.start < p.end:
+                grown[k] = Span(min(g.start, p.start), max(g.end, p.end), g.category, g.source, g.canonical)
+                absorbed.add(p)
+    for s in spans:
+        if s in absorbed:
+            continue
+        out.append(grown.get(s, s))
+    return out
+
+
 # -- folding: case, diacritics, formatting --------------------------------------------------
 
-_UMLAUT_EXPANSIONS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+_UMLAUT_EXPANSIONS = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
+)
 
 
 class _FoldTable(dict[int, str | None]):
@@ -178,10 +205,13 @@ def _bounded(text: str, start: int, end: int, allow_suffix_s: bool) -> bool:
     """The match is a whole token: no letter or digit glued to either side."""
     if start > 0 and text[start - 1].isalnum():
         return False
-    if end < len(text) and text[end].isalnum():
-        if not (allow_suffix_s and text[end] in "sS" and (end + 1 == len(text) or not text[end + 1].isalnum())):
-            return False
-    return True
+    return not (
+        end < len(text)
+        and text[end].isalnum()
+        and not (
+            allow_suffix_s and text[end] in "sS" and (end + 1 == len(text) or not text[end + 1].isalnum())
+        )
+    )
 
 
 def _extend_suffix(text: str, end: int, allow_suffix_s: bool) -> int:

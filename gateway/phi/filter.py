@@ -3,13 +3,14 @@ gateway's requests and for batch anonymisation (``sovereign anonymize``)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields, spellings
 from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer, variants
-from gateway.phi.tokenise import TokenMap, Tokeniser
+from gateway.phi.tokenise import Tokeniser, TokenMap
 from gateway.policy import UseCasePolicy
 
 
@@ -30,6 +31,21 @@ class Filtered:
             "context_fields_used": self.fields_used,
             "context_fields_dropped": self.fields_dropped,
         }
+
+
+def load_plugins(specs: Sequence[str]) -> list[Recognizer]:
+    """Instantiate recognizer plug-ins named ``package.module:Class`` (e.g. an NER model)."""
+    plugins: list[Recognizer] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        if not attr:
+            raise ValueError(f"phi_plugins: {spec!r} must read 'package.module:Class'")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"phi_plugins: cannot load {spec!r}: {type(exc).__name__}") from None
+        plugins.append(factory())
+    return plugins
 
 
 class PHIFilter:
@@ -76,7 +92,8 @@ class PHIFilter:
             category = FIELD_CATEGORIES[path]
             values = value if isinstance(value, list) else [value]
             rendered = [
-                str(v) if category is None else tokeniser.token_for(str(v), category, False, tokens) for v in values
+                str(v) if category is None else tokeniser.token_for(str(v), category, False, tokens)
+                for v in values
             ]
             context_parts.append(f"{path}: {', '.join(rendered)}")
         context_line = "Known context: " + "; ".join(context_parts) + "." if context_parts else ""

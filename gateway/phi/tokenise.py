@@ -140,6 +140,11 @@ class StreamRestorer:
         self._buffer = ""
         self.restored = 0
 
+    @property
+    def held(self) -> int:
+        """Characters held back (a possible partial token)."""
+        return len(self._buffer)
+
     def feed(self, chunk: str) -> str:
         if self._pattern is None:
             return chunk
@@ -152,7 +157,8 @@ class StreamRestorer:
         return self._drain(final=True)
 
     def _drain(self, final: bool) -> str:
-        assert self._pattern is not None
+        if self._pattern is None:
+            return ""
         buf = self._buffer
         out: list[str] = []
         pos = 0
