@@ -108,6 +108,27 @@ class KeyProvider:
         tmp.replace(wrapped_file)
         return base64.b64decode(data["data"]["plaintext"])
 
+    def rotate_tenant_key(self, tenant: str) -> None:
+        """Give *tenant* a new data key: a fresh wrapped key replaces the old one on disk (one
+        rename). Gateways pick it up when their cached copy expires (key_ttl_s); requests in
+        flight keep restoring with the token map they hold, so nothing breaks mid-answer."""
+        if not _TENANT_RE.match(tenant):
+            raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")
+        client = self._client()
+        data = self._call(
+            f"a new data key for tenant {tenant!r}",
+            client.secrets.transit.generate_data_key,
+            name=self._settings.tenant_key,
+            key_type="plaintext",  # the gateway policy's path; the plaintext is not kept
+            context=base64.b64encode(tenant.encode()).decode(),
+        )
+        self._wrapped_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        wrapped_file = self._wrapped_dir / f"{tenant}.wrapped"
+        tmp = wrapped_file.with_suffix(".tmp")
+        tmp.write_text(data["data"]["ciphertext"], encoding="utf-8")
+        tmp.replace(wrapped_file)
+        self._tenants.pop(tenant, None)
+
     async def tenant_key(self, tenant: str) -> bytes:
         if not _TENANT_RE.match(tenant):
             raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")

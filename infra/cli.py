@@ -115,6 +115,67 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _gateway_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The gateway's settings: --config, else the local stack's generated config."""
+    from gateway.settings import load_settings
+
+    config = Path(args.config) if args.config else None
+    if config is None:
+        from infra.local.stack import Paths
+
+        config = Paths(_profile(args).state_dir).gateway_config
+    if not config.exists():
+        raise FileNotFoundError(f"--config: {config} does not exist; start the local stack or pass the file")
+    return load_settings(config)
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from gateway.kms import KeyProvider
+    from gateway.phi.batch import anonymize
+    from gateway.policy import load_policies
+
+    settings = _gateway_settings(args)
+    policies = load_policies(settings.policies_dir)
+    if args.policy not in policies:
+        print(f"error: --policy: unknown use case; known: {', '.join(sorted(policies))}", file=sys.stderr)
+        return 2
+    source = Path(args.input)
+    if not source.exists():
+        print(f"error: input file {source} does not exist", file=sys.stderr)
+        return 2
+    keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
+    data_key = asyncio.run(keys.tenant_key(args.tenant))
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 0.2:
+            last[0] = now
+            print(
+                f"\r  {done}/{total} conversations ({100 * done // max(total, 1)} %)", end="", file=sys.stderr
+            )
+
+    summary = anonymize(policies[args.policy], source, Path(args.output), data_key, args.tenant, progress)
+    print("", file=sys.stderr)
+    print(summary.render())
+    return 0
+
+
+def cmd_tenant_key_rotate(args: argparse.Namespace) -> int:
+    from gateway.kms import KeyProvider
+
+    settings = _gateway_settings(args)
+    KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir).rotate_tenant_key(args.tenant)
+    print(
+        f"tenant {args.tenant}: new data key; gateways use it within {settings.openbao.key_ttl_s:.0f} s "
+        "(openbao.key_ttl_s), answers in flight still restore"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sovereign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("key_id")
         p.set_defaults(func=func)
 
+    rot = with_profile(
+        gw.add_parser("tenant-key", help="tenant data keys")
+        .add_subparsers(dest="tk_command", required=True)
+        .add_parser("rotate", help="give a tenant a new data key (no downtime)")
+    )
+    rot.add_argument("--tenant", required=True)
+    rot.add_argument("--config", help="gateway settings YAML (default: the local stack's)")
+    rot.set_defaults(func=cmd_tenant_key_rotate)
+
+    anon = with_profile(
+        sub.add_parser("anonymize", help="run the PHI filter over exported conversations (JSONL)")
+    )
+    anon.add_argument("--policy", required=True, help="use case whose policy applies")
+    anon.add_argument(
+        "--tenant", required=True, help="tenant whose keys tokenise (same tokens as the gateway)"
+    )
+    anon.add_argument("--config", help="gateway settings YAML (default: the local stack's)")
+    anon.add_argument("input", help="JSONL: {messages: [...], context: {...}} per line")
+    anon.add_argument("output", help="JSONL written with filtered messages only")
+    anon.set_defaults(func=cmd_anonymize)
+
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True
     )
@@ -174,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway.audit import AuditWriteError
     from gateway.clientkeys import KeyStoreError
+    from gateway.kms import KeyUnavailable
+    from gateway.phi.batch import BatchError
     from gateway.policy import PolicyError
     from infra.local.process import ComponentError
     from infra.local.profile import ProfileError
@@ -181,7 +265,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (ComponentError, StackError, ProfileError, KeyStoreError, PolicyError, AuditWriteError) as exc:
+    except (
+        ComponentError,
+        StackError,
+        ProfileError,
+        KeyStoreError,
+        PolicyError,
+        AuditWriteError,
+        KeyUnavailable,
+        BatchError,
+        FileNotFoundError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
