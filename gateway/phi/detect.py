@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from itertools import compress
+from typing import NamedTuple, Protocol
 
 from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
 
@@ -37,8 +37,10 @@ CATEGORIES = (
 _RANK = {c: len(CATEGORIES) - i for i, c in enumerate(CATEGORIES)}
 
 
-@dataclass(frozen=True, order=True)
-class Span:
+class Span(NamedTuple):
+    """A finding. A tuple, so it sorts by position and hashes in C (the filter makes dozens
+    per message)."""
+
     start: int
     end: int
     category: str
@@ -63,19 +65,19 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     value the request itself names (a field to remove first) over a pattern match, then the
     more specific category, then the earlier start."""
     source_rank = {"dropped": 0, "known": 1}
-    spans = _absorb_patterns(list(spans))
-    ordered = sorted(
-        set(spans),
-        key=lambda s: (-s.length, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source),
-    )
-    taken: list[Span] = []  # kept sorted by start; neighbours decide overlaps
+
+    def preference(s: Span) -> tuple[int, int, int, int, str]:
+        return (s.start - s.end, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source)
+
+    ordered = sorted(set(_absorb_patterns(list(spans))), key=preference)
+    starts: list[int] = []  # of the spans taken, sorted; their neighbours decide overlaps
+    taken: list[Span] = []
     for span in ordered:
-        k = bisect_right(taken, span.start, key=lambda t: t.start)
-        if k and taken[k - 1].end > span.start:
+        k = bisect_right(starts, span.start)
+        if (k and taken[k - 1].end > span.start) or (k < len(taken) and taken[k].start < span.end):
             continue
-        if k < len(taken) and taken[k].start < span.end:
-            continue
-        insort(taken, span, key=lambda t: t.start)
+        starts.insert(k, span.start)
+        taken.insert(k, span)
     return taken
 
 
@@ -86,22 +88,16 @@ def _absorb_patterns(spans: list[Span]) -> list[Span]:
     known = [s for s in spans if s.source in ("known", "dropped")]
     if not known:
         return spans
-    out: list[Span] = []
-    absorbed: set[Span] = set()
-    grown: dict[Span, Span] = {}
-    for p in spans:
-        if p.source in ("known", "dropped"):
-            continue
-        for k in known:
-            g = grown.get(k, k)
-            if k.category == p.category and p.start < g.end and g.start < p.end:
-                grown[k] = Span(min(g.start, p.start), max(g.end, p.end), g.category, g.source, g.canonical)
-                absorbed.add(p)
-    for s in spans:
-        if s in absorbed:
-            continue
-        out.append(grown.get(s, s))
-    return out
+    others = [s for s in spans if s.source not in ("known", "dropped")]
+    kept: list[Span] = []
+    for p in others:
+        for n, k in enumerate(known):
+            if k.category == p.category and p.start < k.end and k.start < p.end:
+                known[n] = k._replace(start=min(k.start, p.start), end=max(k.end, p.end))
+                break
+        else:
+            kept.append(p)
+    return known + kept
 
 
 # -- folding: case, diacritics, formatting --------------------------------------------------
@@ -127,44 +123,82 @@ class _FoldTable(dict[int, str | None]):
 
 
 _FOLD = _FoldTable()
-_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
+def _byte_tables() -> tuple[bytes, bytes, bytes, bytes]:
+    """The same fold and mask as 256-entry byte tables for text that encodes as cp1252
+    (nearly all German and English text, with € and typographic quotes): bytes.translate
+    runs in C without a dictionary lookup per character."""
+    fold, mask, delete, unsafe = bytearray(range(256)), bytearray(256), bytearray(), bytearray()
+    for b in range(256):
+        try:
+            ch = bytes([b]).decode("cp1252")
+        except UnicodeDecodeError:
+            delete.append(b)
+            continue
+        folded = _FOLD[ord(ch)]
+        if folded is None:
+            delete.append(b)
+            continue
+        try:
+            fold[b] = folded.encode("cp1252")[0]  # þ folds to itself: still one cp1252 byte
+        except UnicodeEncodeError:
+            unsafe.append(b)  # µ folds to Greek μ: such text takes the slow path
+        mask[b] = 1
+    return bytes(fold), bytes(mask), bytes(delete), bytes(unsafe)
+
+
+_FOLD_BYTES, _MASK_BYTES, _DELETE_BYTES, _UNSAFE_BYTES = _byte_tables()
+
+
+def _cp1252(text: str) -> bytes | None:
+    """*text* as cp1252 bytes when the byte tables fold it exactly; else None."""
+    try:
+        raw = text.encode("cp1252")
+    except UnicodeEncodeError:
+        return None
+    return None if any(b in raw for b in _UNSAFE_BYTES) else raw
 
 
 def skeleton(text: str) -> str:
-    return text.translate(_FOLD)
+    raw = _cp1252(text)
+    if raw is None:
+        return text.translate(_FOLD)
+    return raw.translate(_FOLD_BYTES, _DELETE_BYTES).decode("cp1252")
 
 
-class IndexMap:
-    """Skeleton position -> index in the original text, from the runs the fold deleted
-    (fewer than the characters it kept, so cheaper to list)."""
+class _MaskTable(dict[int, str]):
+    """str.translate table: letters and digits -> "\\x01", everything else -> "\\x00"."""
 
-    def __init__(self, text: str) -> None:
-        self._starts: list[int] = []  # skeleton position where each deleted run was
-        self._shift: list[int] = []  # characters deleted up to and including that run
-        deleted = 0
-        for m in _NOT_ALNUM.finditer(text):
-            deleted += m.end() - m.start()
-            self._starts.append(m.end() - deleted)
-            self._shift.append(deleted)
-
-    def __getitem__(self, pos: int) -> int:
-        k = bisect_right(self._starts, pos)
-        return pos + (self._shift[k - 1] if k else 0)
+    def __missing__(self, code: int) -> str:
+        self[code] = "\x01" if chr(code).isalnum() else "\x00"
+        return self[code]
 
 
-def skeleton_with_map(text: str) -> tuple[str, IndexMap]:
-    """The skeleton of *text* and the map from its positions back to *text*."""
-    return text.translate(_FOLD), IndexMap(text)
+_MASK = _MaskTable()
+
+
+def skeleton_with_map(text: str) -> tuple[str, list[int]]:
+    """The skeleton of *text* and, for each of its characters, the index it came from
+    (computed in C: a byte mask of the kept characters drives itertools.compress)."""
+    raw = _cp1252(text)
+    if raw is None:
+        mask = text.translate(_MASK).encode("ascii")
+        return text.translate(_FOLD), list(compress(range(len(text)), mask))
+    skel = raw.translate(_FOLD_BYTES, _DELETE_BYTES).decode("cp1252")
+    return skel, list(compress(range(len(text)), raw.translate(_MASK_BYTES)))
 
 
 def variants(value: str) -> set[str]:
     """Skeletons under which *value* may appear: as written, with umlauts spelled out."""
-    out = {skeleton(value), skeleton(value.translate(_UMLAUT_EXPANSIONS))}
+    plain = skeleton(value)
+    if value.isascii():
+        return {plain} if plain else set()
+    out = {plain, skeleton(value.translate(_UMLAUT_EXPANSIONS))}
     return {v for v in out if v}
 
 
-@dataclass(frozen=True)
-class KnownValue:
+class KnownValue(NamedTuple):
     category: str
     skeletons: frozenset[str]
     canonical: str = ""
@@ -226,99 +260,150 @@ def _extend_suffix(text: str, end: int, allow_suffix_s: bool) -> int:
 # faster); word boundaries are checked after the match.
 
 _SEP = r"[ \t\-/().]"
-_MONTHS = (
-    "januar|februar|märz|maerz|april|mai|juni|juli|august|september|oktober|november|dezember|"
-    "january|february|march|may|june|july|october|december|"
-    "jan|feb|mär|mar|apr|jun|jul|aug|sept|sep|okt|oct|nov|dez|dec"
-)
+# month names, German and English, full or abbreviated: a three-letter stem and its letters
+_MONTHS = r"(?:jan|feb|mär|mae|mar|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]{0,6}"
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
 
-# on the original text
+# on the original text. The look-behind comes after the first character ("\\d(?<!\\w\\d)": a
+# digit with no word character before it): the engine still skips ahead on that first
+# character, and no Python check runs per match.
 _CASED: list[tuple[str, re.Pattern[str], int]] = [
-    ("CARD", re.compile(r"\d(?:[ \-]?\d){11,18}"), 0),
-    ("IBAN", re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"), 0),
-    ("KVNR", re.compile(r"[A-Z]\d{9}"), 0),
-    ("EMAIL", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}"), 0),
-    ("ORDER_ID", re.compile(r"#\s?(\d{6,12})"), 1),
+    ("CARD", re.compile(r"\d(?<!\w\d)(?:[ \-]?\d){11,18}(?!\w)"), 0),  # only inside _LONG_DIGIT_RUN
+    ("IBAN", re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)"), 0),
+    ("KVNR", re.compile(r"[A-Z](?<!\w[A-Z])\d{9}(?!\w)"), 0),
+    ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _LOCAL_PART
+    ("ORDER_ID", re.compile(r"#\s?(\d{6,12})(?!\w)"), 1),
     (
         "PHONE",
         re.compile(
-            rf"(?:\+\d{{1,3}}{_SEP}*(?:\(0\){_SEP}*)?|00\d{{2,3}}{_SEP}*|0\d{{2,5}}{_SEP}{{0,3}})"
-            rf"\d(?:{_SEP}{{0,2}}\d){{3,13}}"
+            rf"(?:\+(?<![\w+.\-]\+)\d{{1,3}}{_SEP}*(?:\(0\){_SEP}*)?"
+            rf"|0(?<![\w+.\-/]0)(?:0\d{{2,3}}{_SEP}*|\d{{2,5}}{_SEP}{{0,3}}))"
+            rf"\d(?:{_SEP}{{0,2}}\d){{3,13}}(?!\w)"
         ),
         0,
     ),
-    (
-        "DATE",
-        re.compile(
-            rf"{_DAY}[./-](?:0?[1-9]|1[0-2])[./-](?:\d{{4}}|\d{{2}})"
-            r"|\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
-        ),
-        0,
-    ),
-    ("POSTCODE", re.compile(r"(\d{5})\s+(?=[A-ZÄÖÜ][a-zäöüß]{2,})"), 1),
+    # the shape here, the day and month ranges in _date_valid
+    ("DATE", re.compile(r"\d(?<![\w.]\d)\d{0,3}([./-])\d{1,2}\1\d{2,4}(?!\w)"), 0),
+    ("POSTCODE", re.compile(r"(\d(?<![\w.,]\d)\d{4})\s+(?=[A-ZÄÖÜ][a-zäöüß]{2,})"), 1),
 ]
 # on the lower-cased text
-_LOWER: list[tuple[str, re.Pattern[str], int]] = [
+_LOWER: list[tuple[str, re.Pattern[str], int, tuple[str, ...]]] = [
     (
         "ORDER_ID",
         re.compile(
             r"(?:order|bestell|auftrag|rechnung)\w*(?:\s*(?:no\.?|nr\.?|number|nummer|id))?"
-            r"\s*[:#]?\s*#?\s*(\d[\d\-]{2,14}\d)"
+            r"\s*[:#]?\s*#?\s*(\d[\d\-]{2,14}\d)(?!\w)"
         ),
         1,
+        ("order", "bestell", "auftrag", "rechnung"),
     ),
     (
         "CUSTOMER_ID",
         re.compile(
             r"(?:customer|kunde|client)\w*(?:\s*(?:no\.?|nr\.?|number|nummer|id))?\s*[:#]?\s*#?\s*"
-            r"(\d[\d\-]{1,14}\d)"
+            r"(\d[\d\-]{1,14}\d)(?!\w)"
         ),
         1,
+        ("customer", "kunde", "client"),
     ),
-    ("POSTCODE", re.compile(r"(?:plz|postleitzahl|postcode|post code|zip)\s*:?\s*(\d{5})"), 1),
+    (
+        "POSTCODE",
+        re.compile(r"(?:plz|postleitzahl|postcode|post code|zip)\s*:?\s*(\d{5})(?!\w)"),
+        1,
+        ("plz", "postleitzahl", "post", "zip"),
+    ),
     # "14. März 1968", "14 March 1968", "March 14, 1968": anchored on the month name
-    ("DATE", re.compile(rf"(?:{_MONTHS})\.?\s+(?:{_DAY}(?:st|nd|rd|th)?,?\s+)?\d{{4}}"), 0),
+    (
+        "DATE",
+        re.compile(rf"(?:{_MONTHS})\.?\s+(?:{_DAY}(?:st|nd|rd|th)?,?\s+)?\d{{4}}(?!\w)"),
+        0,
+        (
+            "jan",
+            "feb",
+            "mär",
+            "mae",
+            "mar",
+            "apr",
+            "mai",
+            "may",
+            "jun",
+            "jul",
+            "aug",
+            "sep",
+            "okt",
+            "oct",
+            "nov",
+            "dez",
+            "dec",
+        ),
+    ),
 ]
 _DAY_BEFORE = re.compile(rf"{_DAY}\.?\s+$")
+
+_LONG_DIGIT_RUN = re.compile(r"\d[\d \-]{10,}\d")
+_LOCAL_PART = re.compile(r"[\w.+-]{1,64}$")
+
+
+def _date_valid(text: str) -> bool:
+    parts = re.split(r"[./-]", text)
+    if len(parts[0]) == 4:  # 1968-03-14
+        year, month, day = parts
+        if len(month) != 2 or len(day) != 2 or text[4] != "-":
+            return False
+    else:  # 14.03.1968, 14.3.68, 03/14/1968
+        day, month, year = parts
+        if len(day) > 2 or len(year) not in (2, 4):
+            return False
+        if text[len(day)] == "/" and int(day) <= 12 < int(month) <= 31:
+            day, month = month, day  # US order
+    return 1 <= int(month) <= 12 and 1 <= int(day) <= 31
+
 
 _VALIDATORS = {
     "CARD": lambda s: luhn_valid(re.sub(r"[ \-]", "", s)),
     "IBAN": iban_valid,
     "KVNR": kvnr_valid,
+    "DATE": _date_valid,
 }
-
-
-def _free(text: str, start: int, end: int, before: str = "") -> bool:
-    """No word character glued to the match (nor one of *before* in front of it)."""
-    if start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_" or text[start - 1] in before):
-        return False
-    return not (end < len(text) and (text[end].isalnum() or text[end] == "_"))
 
 
 def find_patterns(text: str) -> list[Span]:
     spans: list[Span] = []
     for category, pattern, group in _CASED:
-        if category == "EMAIL" and "@" not in text:
-            continue
-        for m in pattern.finditer(text):
+        validate = _VALIDATORS.get(category)
+        if category == "CARD":  # cards need 12+ digits: look only inside such runs
+            found = [
+                m
+                for run in _LONG_DIGIT_RUN.finditer(text)
+                for m in pattern.finditer(text, run.start(), run.end())
+            ]
+        elif category in ("EMAIL", "ORDER_ID"):
+            found = list(pattern.finditer(text)) if ("@" if category == "EMAIL" else "#") in text else []
+        else:
+            found = list(pattern.finditer(text))
+        for m in found:
             start, end = m.span(group)
-            if not _free(text, start, end, ".+-" if category in ("EMAIL", "PHONE") else ""):
-                continue
-            validate = _VALIDATORS.get(category)
-            if validate is not None and not validate(text[start:end]):
-                continue
-            spans.append(Span(start, end, category, "pattern"))
+            if category == "EMAIL":
+                local = _LOCAL_PART.search(text, max(0, start - 64), start)
+                if local is None or (local.start() > 0 and text[local.start() - 1].isalnum()):
+                    continue
+                start = local.start()
+            if validate is None or validate(text[start:end]):
+                spans.append(Span(start, end, category))
     low = text.lower()
     if len(low) != len(text):  # a rare character changed length when lower-cased
         low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    for category, pattern, group in _LOWER:
+    for category, pattern, group, gate in _LOWER:
+        if not any(word in low for word in gate):  # a substring test is far cheaper than a scan
+            continue
         for m in pattern.finditer(low):
             start, end = m.span(group)
-            if category == "DATE" and (day := _DAY_BEFORE.search(low, max(0, start - 5), start)):
-                start = day.start()  # "14. März 1968": take the day in front as well
-            if _free(low, start, end):
-                spans.append(Span(start, end, category, "pattern"))
+            if category == "DATE":
+                if day := _DAY_BEFORE.search(low, max(0, start - 5), start):
+                    start = day.start()  # "14. März 1968": take the day in front as well
+                if start > 0 and low[start - 1].isalnum():
+                    continue
+            spans.append(Span(start, end, category))
     return spans
 
 

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
@@ -34,7 +35,7 @@ FF1_CATEGORIES = frozenset({"KVNR", "IBAN", "PHONE", "CUSTOMER_ID", "ORDER_ID"})
 ALWAYS_REMOVED = frozenset({"CARD"})
 FF1_MIN_DIGITS = 6  # radix 10: a domain of at least 10^6, as SP 800-38G requires
 SURROGATE_RE = re.compile(r"\[[A-Z_]{2,20}_[0-9a-f]{6}\]")
-_DIGIT = re.compile(r"\d")
+_DIGITS = "0123456789"
 
 
 def derive_keys(data_key: bytes) -> tuple[bytes, bytes]:
@@ -62,14 +63,16 @@ class Tokeniser:
         return f"{self._tenant}:{category}".encode().hex()
 
     def ff1_encrypt(self, value: str, category: str) -> str:
-        digits = "".join(_DIGIT.findall(value))
-        enc = iter(ff1.encrypt(self._ff1_key, self._tweak(category), "0123456789", digits))
-        return _DIGIT.sub(lambda _: next(enc), value)
+        return self._ff1(ff1.encrypt, value, category)
 
     def ff1_decrypt(self, value: str, category: str) -> str:
-        digits = "".join(_DIGIT.findall(value))
-        dec = iter(ff1.decrypt(self._ff1_key, self._tweak(category), "0123456789", digits))
-        return _DIGIT.sub(lambda _: next(dec), value)
+        return self._ff1(ff1.decrypt, value, category)
+
+    def _ff1(self, op: Callable[[str, str, str, str], str], value: str, category: str) -> str:
+        """Apply FF1 to the digits of *value*; every other character stays where it is."""
+        digits = "".join(c for c in value if c in _DIGITS)
+        out = iter(op(self._ff1_key, self._tweak(category), _DIGITS, digits))
+        return "".join(next(out) if c in _DIGITS else c for c in value)
 
     def surrogate(self, value: str, category: str) -> str:
         mac = hmac.new(self._mac_key, f"{category}:{skeleton(value)}".encode(), hashlib.sha256)
@@ -79,7 +82,7 @@ class Tokeniser:
         if remove or category in ALWAYS_REMOVED:
             tokens.removed[category] += 1
             return f"[{category}_REMOVED]"
-        if category in FF1_CATEGORIES and len(_DIGIT.findall(value)) >= FF1_MIN_DIGITS:
+        if category in FF1_CATEGORIES and sum(c in _DIGITS for c in value) >= FF1_MIN_DIGITS:
             token = self.ff1_encrypt(value, category)
         else:
             token = self.surrogate(value, category)

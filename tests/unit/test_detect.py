@@ -6,10 +6,22 @@ from collections.abc import Iterable
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
 from gateway.phi.context import spellings
-from gateway.phi.detect import Detector, KnownValue, Span, find_patterns, resolve_overlaps, variants
+from gateway.phi.detect import (
+    _FOLD,
+    Detector,
+    KnownValue,
+    Span,
+    find_patterns,
+    resolve_overlaps,
+    skeleton,
+    skeleton_with_map,
+    variants,
+)
 
 
 def found(text: str) -> set[tuple[str, str]]:
@@ -143,3 +155,15 @@ class UpperCaseWords:
 def test_plugins_contribute_spans() -> None:
     text = "Gruss von HANS an alle"
     assert [text[s.start : s.end] for s in Detector([], [UpperCaseWords()]).detect(text)] == ["HANS"]
+
+
+@given(
+    st.text(
+        alphabet="aäöüßÄÖÜéçñAZaz09 .,-/()€„“_@+#\t\nŁİ\u2013\u2014" + "".join(map(chr, range(0x80, 0x100))),
+        max_size=40,
+    )
+)
+def test_fast_byte_path_agrees_with_the_unicode_fold(text: str) -> None:
+    skel, index = skeleton_with_map(text)
+    assert skel == text.translate(_FOLD) == skeleton(text)
+    assert index == [i for i, c in enumerate(text) if c.isalnum()]
