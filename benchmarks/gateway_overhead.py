@@ -109,10 +109,18 @@ async def measure(
     gw_url = f"{gateway_url}/v1/chat/completions"
     gw_headers = {"authorization": f"Bearer {api_key}", "x-sovereign-use-case": "patient-support"}
     results: dict[str, Any] = {}
-    for stream in (False, True):
-        direct_body = {"model": "scripted", "messages": MESSAGES, "max_tokens": 64, "stream": stream}
-        gw_body = {"messages": MESSAGES, "max_tokens": 64, "stream": stream}
-        mode = "stream" if stream else "plain"
+    phi_text, phi_context = phi_message()
+    phi_messages = [{"role": "user", "content": phi_text}]
+    for mode, stream, messages, context in (
+        ("plain", False, MESSAGES, None),
+        ("stream", True, MESSAGES, None),
+        ("phi", False, phi_messages, phi_context),
+        ("phi-stream", True, phi_messages, phi_context),
+    ):
+        direct_body = {"model": "scripted", "messages": messages, "max_tokens": 64, "stream": stream}
+        gw_body: dict[str, Any] = {"messages": messages, "max_tokens": 64, "stream": stream}
+        if context is not None:
+            gw_body["sovereign"] = {"context": context}
         runs = (("c1", 1, args.requests // 2), (f"c{args.concurrency}", args.concurrency, args.requests))
         for label, conc, n in runs:
             direct_rounds, gw_rounds = [], []
@@ -121,6 +129,13 @@ async def measure(
                 gw_rounds.append(await run(gw_url, gw_body, gw_headers, n, conc))
             results[f"{mode}-{label}"] = {"direct": merge(direct_rounds), "gateway": merge(gw_rounds)}
     return results
+
+
+def phi_message() -> tuple[str, dict[str, Any]]:
+    """A 1 KB synthetic patient message, dense with identifiers, and its context."""
+    from benchmarks.phi_filter import messages
+
+    return messages(1)[0]
 
 
 def report(results: dict[str, Any], concurrency: int) -> str:
@@ -145,6 +160,16 @@ def report(results: dict[str, Any], concurrency: int) -> str:
     rows.append(
         f"target throughput share >= 25 % at {concurrency} clients: "
         f"{'MET' if share >= 0.25 else 'MISSED'} ({100 * share:.0f} %)"
+    )
+    phi1, phic = results["phi-c1"], results[f"phi-c{concurrency}"]
+    added = phi1["gateway"]["p50_ms"] - phi1["direct"]["p50_ms"]
+    share = phic["gateway"]["rps"] / phic["direct"]["rps"]
+    rows.append(
+        f"with the PHI filter, p50 overhead <= 5 ms: {'MET' if added <= 5 else 'MISSED'} ({added:+.2f} ms)"
+    )
+    rows.append(
+        f"with the PHI filter, throughput share >= 20 % at {concurrency} clients: "
+        f"{'MET' if share >= 0.20 else 'MISSED'} ({100 * share:.0f} %)"
     )
     return "\n".join(rows)
 

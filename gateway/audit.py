@@ -142,11 +142,16 @@ class AuditLog:
             "mac": _head_mac(key.key, record["seq"], record["hash"]),
         }
         try:
-            with self.path.open("ab") as fh:
-                fh.write(line)
-                fh.flush()
+            # opened per record (the path, not a kept descriptor, is the trail: a moved or
+            # replaced file is noticed at once); raw os calls skip the io layer's objects
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(28, "short write")
                 if self._fsync:
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             self._write_head(canonical(head))
         except OSError as exc:
             raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None

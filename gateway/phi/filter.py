@@ -51,6 +51,18 @@ def load_plugins(specs: Sequence[str]) -> list[Recognizer]:
 class PHIFilter:
     def __init__(self, plugins: Sequence[Recognizer] = ()) -> None:
         self._plugins = plugins
+        # tenant -> (data key, tokeniser): HKDF once per data key, not per request; a rotated
+        # data key (other bytes) replaces the entry
+        self._tokenisers: dict[str, tuple[bytes, Tokeniser]] = {}
+
+    def _tokeniser(self, data_key: bytes, tenant: str) -> Tokeniser:
+        cached = self._tokenisers.get(tenant)
+        if cached is None or cached[0] != data_key:
+            if len(self._tokenisers) >= 1024:
+                self._tokenisers.clear()
+            cached = (data_key, Tokeniser(data_key, tenant))
+            self._tokenisers[tenant] = cached
+        return cached[1]
 
     def apply(
         self,
@@ -82,7 +94,7 @@ class PHIFilter:
                 )
 
         detector = Detector(known, self._plugins)
-        tokeniser = Tokeniser(data_key, tenant)
+        tokeniser = self._tokeniser(data_key, tenant)
         tokens = TokenMap()
         removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
         out = [tokeniser.apply(text, detector.detect(text), removed, tokens) for text in texts]
