@@ -282,11 +282,21 @@ class LocalStack:
     def demo_request(self) -> dict[str, Any]:
         api_key = self.demo_api_key()
         url = self.profile.url("gateway")
+        # a fictitious patient: the audit record shows what the PHI filter did with her data
         body = {
-            "messages": [{"role": "user", "content": "In one sentence: what are your opening hours?"}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Hello, this is Erika Mustermann (customer 100234, phone 030 1234567). "
+                    "In one sentence: what are your opening hours?",
+                }
+            ],
             "max_tokens": 48,
             "temperature": 0,
-            "sovereign": {"use_case": self.profile.demo_use_case},
+            "sovereign": {
+                "use_case": self.profile.demo_use_case,
+                "context": {"name": "Erika Mustermann", "customer_id": "100234", "phone": "+49 30 1234567"},
+            },
         }
         resp = httpx.post(
             f"{url}/v1/chat/completions",

@@ -47,6 +47,8 @@ def test_up_reports_each_component_ready_and_the_demo_request(stack: tuple[Path,
     assert "answer:" in out
     record = json.loads(out.split("audit record:", 1)[1].split("\n\n", 1)[0])
     assert record["outcome"] == "ok" and record["tenant"] == "e2e"
+    assert record["phi"]["tokenised"]["NAME"] >= 1 and record["phi"]["tokenised"]["PHONE"] >= 1
+    assert "Mustermann" not in json.dumps(record)
     assert record["weights_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
