@@ -149,7 +149,7 @@ class AuditLog:
                 if os.write(fd, line) != len(line):
                     raise OSError(28, "short write")
                 if self._fsync:
-                    os.fsync(fd)
+                    os.fdatasync(fd)  # data and size; half the cost of fsync here
             finally:
                 os.close(fd)
             self._write_head(canonical(head))

@@ -32,6 +32,8 @@ EGRESS_REFUSED = Counter(
     "Outbound connections or lookups refused because the destination is not allowlisted.",
     ["kind"],
 )
+for _kind in ("connect", "lookup"):
+    EGRESS_REFUSED.labels(kind=_kind)  # exported as 0 from the start, so "none refused" is visible
 
 _state: dict[str, Any] = {"installed": False, "allowlist": [], "addresses": set()}
 

@@ -97,7 +97,8 @@ class AuditSettings(BaseModel):
 
     path: Path = Field(default=Path("audit/audit.jsonl"), description="Audit trail file.")
     fsync: bool = Field(
-        default=True, description="fsync after every record so an acknowledged request is on disk."
+        default=True,
+        description="fdatasync after every record so an acknowledged request is on disk.",
     )
 
 

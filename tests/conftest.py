@@ -31,3 +31,10 @@ def upstream(upstream_server: Upstream) -> Upstream:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# Property tests run on a shared 2-core VM whose speed varies: no per-example deadline.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("sovereign", deadline=None)
+_hypothesis_settings.load_profile("sovereign")

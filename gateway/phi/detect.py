@@ -84,20 +84,20 @@ def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
 def _absorb_patterns(spans: list[Span]) -> list[Span]:
     """A known value and a pattern match of the same category that overlap are one finding
     (``+49 30 123 4567`` around a known ``030 1234567``): the known span grows to cover both,
-    so a value the use case may not use is removed whole rather than tokenised as a pattern."""
+    so a value the use case may not use is removed whole rather than tokenised as a pattern.
+    The original spans stay candidates: if the grown span loses to a longer one, they can
+    still cover what it would have covered."""
     known = [s for s in spans if s.source in ("known", "dropped")]
-    if not known:
-        return spans
-    others = [s for s in spans if s.source not in ("known", "dropped")]
-    kept: list[Span] = []
-    for p in others:
-        for n, k in enumerate(known):
-            if k.category == p.category and p.start < k.end and k.start < p.end:
-                known[n] = k._replace(start=min(k.start, p.start), end=max(k.end, p.end))
-                break
-        else:
-            kept.append(p)
-    return known + kept
+    patterns = [s for s in spans if s.source not in ("known", "dropped")]
+    grown = []
+    for k in known:
+        start, end = k.start, k.end
+        for p in patterns:
+            if p.category == k.category and p.start < k.end and k.start < p.end:
+                start, end = min(start, p.start), max(end, p.end)
+        if (start, end) != (k.start, k.end):
+            grown.append(k._replace(start=start, end=end))
+    return grown + known + patterns
 
 
 # -- folding: case, diacritics, formatting --------------------------------------------------
@@ -161,6 +161,8 @@ def _cp1252(text: str) -> bytes | None:
 
 
 def skeleton(text: str) -> str:
+    if len(text) < 64:  # short values: the dictionary table wins over encoding first
+        return text.translate(_FOLD)
     raw = _cp1252(text)
     if raw is None:
         return text.translate(_FOLD)

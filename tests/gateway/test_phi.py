@@ -77,6 +77,10 @@ def test_no_known_value_or_identifier_reaches_the_model(
         sent = " ".join(m["content"] for m in sent_body["messages"])
         leaks += [s for s in item.secrets if leaked(s, sent)]
     assert leaks == [], f"{len(leaks)} leaks"
+    # and the filter made no outbound call on the way (the egress guard would have counted it)
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    refused = [line for line in metrics.splitlines() if line.startswith("sovereign_egress_refused_total{")]
+    assert refused and all(line.endswith(" 0.0") for line in refused)
 
 
 def ask(gateway: Proc, key: str, text: str, use_case: str, context: dict[str, Any], stream: bool) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
@@ -167,3 +169,28 @@ def test_fast_byte_path_agrees_with_the_unicode_fold(text: str) -> None:
     skel, index = skeleton_with_map(text)
     assert skel == text.translate(_FOLD) == skeleton(text)
     assert index == [i for i, c in enumerate(text) if c.isalnum()]
+
+
+SPANS = st.lists(
+    st.builds(
+        lambda start, length, category, source: Span(start, start + length, category, source),
+        st.integers(0, 60),
+        st.integers(1, 15),
+        st.sampled_from(["CARD", "PHONE", "DATE", "NAME", "IBAN"]),
+        st.sampled_from(["pattern", "known", "dropped"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400)
+@given(SPANS, st.randoms())
+def test_overlap_resolution_is_disjoint_deterministic_and_prefers_longer(spans: list[Span], rnd: Any) -> None:
+    kept = resolve_overlaps(spans)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(kept))  # sorted, disjoint
+    shuffled = list(spans)
+    rnd.shuffle(shuffled)
+    assert resolve_overlaps(shuffled) == kept  # order of discovery does not matter
+    for span in spans:  # anything dropped lost to a kept span at least as long
+        if span not in kept:
+            assert any(k.start < span.end and span.start < k.end and k.length >= span.length for k in kept)
