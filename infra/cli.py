@@ -12,12 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+    from infra.local.profile import LocalProfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = REPO_ROOT / "stacks" / "local.yaml"
 
 
-def _profile(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _profile(args: argparse.Namespace) -> LocalProfile:
     from infra.local.profile import load_profile
 
     return load_profile(Path(args.profile), base=REPO_ROOT, state_dir=args.state_dir)
@@ -103,19 +113,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     try:
         token = Path(token_file).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        print(f"error: --token-file {token_file} does not exist; pass an auditor token file", file=sys.stderr)
-        return 2
+        return _usage_error(f"--token-file {token_file} does not exist; pass an auditor token file")
     path = Path(args.file)
     if not path.exists():
-        print(f"error: audit file {path} does not exist", file=sys.stderr)
-        return 2
+        return _usage_error(f"audit file {path} does not exist")
     unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
     result = verify(path, unwrap, check_head=not args.no_head)
     print(("OK " if result.ok else "BROKEN ") + result.message)
     return 0 if result.ok else 1
 
 
-def _gateway_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
     """The gateway's settings: --config, else the local stack's generated config."""
     from gateway.settings import load_settings
 
@@ -140,12 +148,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     settings = _gateway_settings(args)
     policies = load_policies(settings.policies_dir)
     if args.policy not in policies:
-        print(f"error: --policy: unknown use case; known: {', '.join(sorted(policies))}", file=sys.stderr)
-        return 2
+        return _usage_error(f"--policy: unknown use case; known: {', '.join(sorted(policies))}")
     source = Path(args.input)
     if not source.exists():
-        print(f"error: input file {source} does not exist", file=sys.stderr)
-        return 2
+        return _usage_error(f"input file {source} does not exist")
     keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
     data_key = asyncio.run(keys.tenant_key(args.tenant))
     last = [0.0]
