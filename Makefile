@@ -31,8 +31,11 @@ test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBa
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra tests/unit
 
-bench: $(STAMP) ## gateway overhead benchmark (see benchmarks/README.md)
+bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/phi_filter.py
+	$(BIN)/python benchmarks/upstream_client.py
 
 clean:
 	-$(BIN)/sovereign down
