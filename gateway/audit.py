@@ -50,10 +50,15 @@ def canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _seal(body: dict[str, Any], key: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(canonical(body)).hexdigest()
+def _seal(body: dict[str, Any], key: bytes) -> tuple[dict[str, Any], bytes]:
+    """The sealed record and its line. The line is the canonical body with hash and mac
+    appended (JSON objects are unordered; verify() re-canonicalises), so the body is
+    serialised once, not twice."""
+    encoded = canonical(body)
+    digest = hashlib.sha256(encoded).hexdigest()
     mac = hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
-    return {**body, "hash": digest, "mac": mac}
+    line = encoded[:-1] + f',"hash":"{digest}","mac":"{mac}"}}\n'.encode()
+    return {**body, "hash": digest, "mac": mac}, line
 
 
 def _head_mac(key: bytes, seq: int, digest: str) -> str:
@@ -133,8 +138,7 @@ class AuditLog:
             "prev": self._prev,
             **fields,
         }
-        record = _seal(body, key.key)
-        line = canonical(record) + b"\n"
+        record, line = _seal(body, key.key)
         head = {
             "seq": record["seq"],
             "hash": record["hash"],

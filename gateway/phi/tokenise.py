@@ -58,9 +58,13 @@ class Tokeniser:
         ff1_key, self._mac_key = derive_keys(data_key)
         self._ff1_key = ff1_key.hex()
         self._tenant = tenant
+        self._tweaks: dict[str, str] = {}
 
     def _tweak(self, category: str) -> str:
-        return f"{self._tenant}:{category}".encode().hex()
+        tweak = self._tweaks.get(category)
+        if tweak is None:
+            tweak = self._tweaks[category] = f"{self._tenant}:{category}".encode().hex()
+        return tweak
 
     def ff1_encrypt(self, value: str, category: str) -> str:
         return self._ff1(ff1.encrypt, value, category)
