@@ -324,10 +324,7 @@ class Gateway:
                 return await self.forward_stream(ex, upstream, payload)
             return await self.forward(ex, upstream, payload)
         except GatewayError as err:
-            outcome = "key_unavailable" if err.code == "key_unavailable" else "rejected"
-            if err.status >= 500 and err.code != "key_unavailable":
-                outcome = err.code
-            self.write_audit(ex, outcome, err.status)
+            self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
             return err.response(request_id)
         except AuditWriteError as exc:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)

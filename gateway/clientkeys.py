@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "sk-sov-"
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # tenant names everywhere (keys, data keys, profile)
+TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 class KeyStoreError(ValueError):

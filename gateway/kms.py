@@ -15,7 +15,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,10 @@ import hvac.exceptions
 import requests
 
 from gateway.audit import AuditKey
+from gateway.clientkeys import TENANT_RE
 from gateway.settings import OpenBaoSettings
 
 log = logging.getLogger("sovereign.kms")
-
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class KeyUnavailable(RuntimeError):
@@ -112,7 +110,7 @@ class KeyProvider:
         """Give *tenant* a new data key: a fresh wrapped key replaces the old one on disk (one
         rename). Gateways pick it up when their cached copy expires (key_ttl_s); requests in
         flight keep restoring with the token map they hold, so nothing breaks mid-answer."""
-        if not _TENANT_RE.match(tenant):
+        if not TENANT_RE.match(tenant):
             raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")
         client = self._client()
         data = self._call(
@@ -130,7 +128,7 @@ class KeyProvider:
         self._tenants.pop(tenant, None)
 
     async def tenant_key(self, tenant: str) -> bytes:
-        if not _TENANT_RE.match(tenant):
+        if not TENANT_RE.match(tenant):
             raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")
         now = time.monotonic()
         cached = self._tenants.get(tenant)

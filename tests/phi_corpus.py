@@ -17,12 +17,8 @@ from typing import Any
 from faker import Faker
 
 from gateway.phi.checksums import kvnr_with_check_digit, luhn_valid
-
-_MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
-              "Oktober", "November", "Dezember"]  # fmt: skip
-_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-              "October", "November", "December"]  # fmt: skip
-_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+from gateway.phi.context import MONTHS_DE, MONTHS_EN
+from gateway.phi.detect import UMLAUT_EXPANSIONS as _UMLAUTS
 
 
 @dataclass
@@ -43,9 +39,9 @@ def card_number(rng: random.Random) -> str:
 def _date_forms(d: date, rng: random.Random, locale: str) -> str:
     forms = [f"{d:%d.%m.%Y}", f"{d.day}.{d.month}.{d.year}", f"{d:%Y-%m-%d}"]
     if locale == "de_DE":
-        forms.append(f"{d.day}. {_MONTHS_DE[d.month - 1]} {d.year}")
+        forms.append(f"{d.day}. {MONTHS_DE[d.month - 1]} {d.year}")
     else:
-        month = _MONTHS_EN[d.month - 1]
+        month = MONTHS_EN[d.month - 1]
         forms += [f"{d.day} {month} {d.year}", f"{month} {d.day}, {d.year}", f"{d:%d/%m/%Y}"]
     return rng.choice(forms)
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.phi.checksums import iban_valid, kvnr_valid
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[A-Za-z]{2,}$")
-_MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
               "Oktober", "November", "Dezember"]  # fmt: skip
-_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
               "October", "November", "December"]  # fmt: skip
 
 
@@ -144,9 +144,9 @@ def spellings(path: str, value: Any) -> list[tuple[str, list[str]]]:
         forms = [
             f"{d:%d.%m.%Y}", f"{d.day}.{d.month}.{d.year}", f"{d:%d.%m}.{y2}", f"{d.day}.{d.month}.{y2}",
             f"{d:%Y-%m-%d}", f"{d.month}/{d.day}/{d.year}", f"{d:%m/%d/%Y}",
-            f"{d.day}. {_MONTHS_DE[d.month - 1]} {d.year}", f"{d.day} {_MONTHS_EN[d.month - 1]} {d.year}",
-            f"{_MONTHS_EN[d.month - 1]} {d.day} {d.year}", f"{d.day} {_MONTHS_EN[d.month - 1][:3]} {d.year}",
-            f"{_MONTHS_EN[d.month - 1][:3]} {d.day} {d.year}",
+            f"{d.day}. {MONTHS_DE[d.month - 1]} {d.year}", f"{d.day} {MONTHS_EN[d.month - 1]} {d.year}",
+            f"{MONTHS_EN[d.month - 1]} {d.day} {d.year}", f"{d.day} {MONTHS_EN[d.month - 1][:3]} {d.year}",
+            f"{MONTHS_EN[d.month - 1][:3]} {d.day} {d.year}",
         ]  # fmt: skip
         return [(f"{d:%d.%m.%Y}", forms)]
     if path == "phone":

@@ -102,7 +102,7 @@ def _absorb_patterns(spans: list[Span]) -> list[Span]:
 
 # -- folding: case, diacritics, formatting --------------------------------------------------
 
-_UMLAUT_EXPANSIONS = str.maketrans(
+UMLAUT_EXPANSIONS = str.maketrans(
     {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
 )
 
@@ -196,7 +196,7 @@ def variants(value: str) -> set[str]:
     plain = skeleton(value)
     if value.isascii():
         return {plain} if plain else set()
-    out = {plain, skeleton(value.translate(_UMLAUT_EXPANSIONS))}
+    out = {plain, skeleton(value.translate(UMLAUT_EXPANSIONS))}
     return {v for v in out if v}
 
 

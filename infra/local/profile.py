@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.clientkeys import TENANT_PATTERN
+
 
 class ProfileError(ValueError):
     pass
@@ -41,7 +43,7 @@ class LocalProfile(BaseModel):
     state_dir: Path = Path(".sovereign")
     ports: Ports = Field(default_factory=Ports)
     model: ModelSection = Field(default_factory=ModelSection)
-    tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    tenant: str = Field(default="demo", pattern=TENANT_PATTERN)
     demo_use_case: str = "patient-support"
     timeouts: Timeouts = Field(default_factory=Timeouts)
 

@@ -54,7 +54,7 @@ def chat(gateway: Proc, key: str | None, body: dict[str, Any] | bytes, **headers
 
 
 def stream_events(gateway: Proc, key: str) -> list[str]:
-    """The data fields of a streamed chat request's events."""
+    """The data fields of a streamed chat request's events (an SSE response)."""
     with httpx.stream(
         "POST",
         f"{gateway.url}/v1/chat/completions",
@@ -62,6 +62,8 @@ def stream_events(gateway: Proc, key: str) -> list[str]:
         headers={"authorization": f"Bearer {key}"},
         timeout=30,
     ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
         return [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
 
 
@@ -133,16 +135,7 @@ def test_streaming_relays_events_and_audits(
     gateway: Proc, api_key: str, gw_dir: Path, upstream: Upstream
 ) -> None:
     upstream.script(tokens=5)
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        json=body(stream=True),
-        headers={"authorization": f"Bearer {api_key}"},
-        timeout=30,
-    ) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    events = stream_events(gateway, api_key)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
