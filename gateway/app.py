@@ -305,7 +305,7 @@ class Gateway:
                 self.audit.check_writable()
                 self.audit_healthy = True
             try:
-                await self.keys.ensure(key.tenant)
+                data_key = await self.keys.ensure(key.tenant)
             except KeyUnavailable as exc:
                 log.error("request %s refused, keys unavailable: %s", request_id, exc)
                 raise GatewayError(
@@ -313,7 +313,6 @@ class Gateway:
                     "key_unavailable",
                     "the key service is unavailable; nothing was forwarded. Retry later.",
                 ) from None
-            data_key = await self.keys.tenant_key(key.tenant)
             context = body.sovereign.context if body.sovereign else None
             filtered = self.phi.apply(
                 policy, context, [m.text() for m in body.messages], data_key, key.tenant
@@ -329,7 +328,7 @@ class Gateway:
         except AuditWriteError as exc:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)
             return GatewayError(
-                503, "audit_unavailable", "the audit trail cannot be written; nothing was forwarded"
+                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
             ).response(request_id)
 
     def _upstream_failure(self, exc: UpstreamFailure, upstream: Upstream) -> GatewayError:

@@ -180,10 +180,11 @@ class KeyProvider:
             raise KeyUnavailable("audit key expired and not refreshed")
         return self._audit[0]
 
-    async def ensure(self, tenant: str) -> None:
-        """Make sure the tenant's data key and the audit key are in memory (or fail closed)."""
-        await self.tenant_key(tenant)
+    async def ensure(self, tenant: str) -> bytes:
+        """The tenant's data key, with the audit key in memory too (or KeyUnavailable)."""
+        data_key = await self.tenant_key(tenant)
         await self.refresh_audit_key()
+        return data_key
 
     def forget(self) -> None:
         """Drop every plaintext key from memory (e.g. on shutdown)."""
