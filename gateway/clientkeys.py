@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from gateway.files import write_private
 
 PREFIX = "sk-sov-"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # tenant names everywhere (keys, data keys, profile)
@@ -62,13 +63,7 @@ class ClientKeyStore:
         self._mtime = mtime
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        body = json.dumps({"keys": list(self._entries.values())}, indent=2)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(body)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"keys": list(self._entries.values())}, indent=2))
         self._mtime = None
 
     def create(self, tenant: str) -> tuple[ClientKey, str]:

@@ -26,6 +26,7 @@ import requests
 
 from gateway.audit import AuditKey
 from gateway.clientkeys import TENANT_RE
+from gateway.files import write_private
 from gateway.settings import OpenBaoSettings
 
 log = logging.getLogger("sovereign.kms")
@@ -79,52 +80,40 @@ class KeyProvider:
         return result
 
     # -- tenant data keys ---------------------------------------------------------------
-    def _tenant_key_blocking(self, tenant: str) -> bytes:
-        client = self._client()
-        name = self._settings.tenant_key
-        context = base64.b64encode(tenant.encode()).decode()
-        wrapped_file = self._wrapped_dir / f"{tenant}.wrapped"
-        if wrapped_file.exists():
-            data = self._call(
-                f"unwrapping the data key of tenant {tenant!r}",
-                client.secrets.transit.decrypt_data,
-                name=name,
-                ciphertext=wrapped_file.read_text(encoding="utf-8").strip(),
-                context=context,
-            )
-            return base64.b64decode(data["data"]["plaintext"])
+    def _new_tenant_key(self, client: hvac.Client, tenant: str) -> bytes:
+        """A fresh data key for *tenant*: its wrapped copy replaces the one on disk (one
+        rename); the plaintext is returned, never written."""
         data = self._call(
             f"a data key for tenant {tenant!r}",
             client.secrets.transit.generate_data_key,
-            name=name,
+            name=self._settings.tenant_key,
             key_type="plaintext",
-            context=context,
+            context=base64.b64encode(tenant.encode()).decode(),
         )
-        self._wrapped_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = wrapped_file.with_suffix(".tmp")
-        tmp.write_text(data["data"]["ciphertext"], encoding="utf-8")
-        tmp.replace(wrapped_file)
+        write_private(self._wrapped_dir / f"{tenant}.wrapped", data["data"]["ciphertext"])
+        return base64.b64decode(data["data"]["plaintext"])
+
+    def _tenant_key_blocking(self, tenant: str) -> bytes:
+        client = self._client()
+        wrapped_file = self._wrapped_dir / f"{tenant}.wrapped"
+        if not wrapped_file.exists():
+            return self._new_tenant_key(client, tenant)
+        data = self._call(
+            f"unwrapping the data key of tenant {tenant!r}",
+            client.secrets.transit.decrypt_data,
+            name=self._settings.tenant_key,
+            ciphertext=wrapped_file.read_text(encoding="utf-8").strip(),
+            context=base64.b64encode(tenant.encode()).decode(),
+        )
         return base64.b64decode(data["data"]["plaintext"])
 
     def rotate_tenant_key(self, tenant: str) -> None:
-        """Give *tenant* a new data key: a fresh wrapped key replaces the old one on disk (one
-        rename). Gateways pick it up when their cached copy expires (key_ttl_s); requests in
-        flight keep restoring with the token map they hold, so nothing breaks mid-answer."""
+        """Give *tenant* a new data key. Gateways pick it up when their cached copy expires
+        (key_ttl_s); requests in flight keep restoring with the token map they hold, so
+        nothing breaks mid-answer."""
         if not TENANT_RE.match(tenant):
             raise ValueError("tenant must be lower-case letters, digits and '-', 1-63 characters")
-        client = self._client()
-        data = self._call(
-            f"a new data key for tenant {tenant!r}",
-            client.secrets.transit.generate_data_key,
-            name=self._settings.tenant_key,
-            key_type="plaintext",  # the gateway policy's path; the plaintext is not kept
-            context=base64.b64encode(tenant.encode()).decode(),
-        )
-        self._wrapped_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        wrapped_file = self._wrapped_dir / f"{tenant}.wrapped"
-        tmp = wrapped_file.with_suffix(".tmp")
-        tmp.write_text(data["data"]["ciphertext"], encoding="utf-8")
-        tmp.replace(wrapped_file)
+        self._new_tenant_key(self._client(), tenant)  # the plaintext is dropped here
         self._tenants.pop(tenant, None)
 
     async def tenant_key(self, tenant: str) -> bytes:

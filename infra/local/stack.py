@@ -8,7 +8,6 @@ gateway. ``down`` stops exactly the processes recorded there.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import yaml
 
 from gateway.clientkeys import ClientKeyStore
+from gateway.files import write_private
 from infra.local import openbao
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
 from infra.local.profile import LocalProfile
@@ -70,13 +70,6 @@ class Paths:
 
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
-
-
-def _write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value)
 
 
 def read_state(paths: Paths) -> dict[str, Any]:
@@ -169,9 +162,9 @@ class LocalStack:
         )
         t0 = time.monotonic()
         tokens = openbao.bootstrap(address, root)
-        _write_secret(self.paths.secrets / "openbao-root.token", root)
-        _write_secret(self.paths.secrets / "gateway.token", tokens.gateway)
-        _write_secret(self.paths.secrets / "auditor.token", tokens.auditor)
+        write_private(self.paths.secrets / "openbao-root.token", root)
+        write_private(self.paths.secrets / "gateway.token", tokens.gateway)
+        write_private(self.paths.secrets / "auditor.token", tokens.auditor)
         self.progress.line(
             f"  {'openbao':<9} bootstrapped {time.monotonic() - t0:4.2f} s  transit keys "
             f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}; policies sovereign-gateway, "
@@ -331,7 +324,7 @@ class LocalStack:
             if store.authenticate(key) is not None:
                 return key
         _, key = store.create(self.profile.tenant)
-        _write_secret(key_file, key)
+        write_private(key_file, key)
         return key
 
     def _stop_started(self) -> None:
