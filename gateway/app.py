@@ -210,12 +210,10 @@ class Gateway:
         body: ChatRequest,
         policy: UseCasePolicy,
         upstream: Upstream,
-        texts: list[str] | None = None,
+        texts: list[str],
         context_line: str = "",
     ) -> dict[str, Any]:
         """The request as the model sees it: *texts* are the filtered message contents."""
-        if texts is None:
-            texts = [m.text() for m in body.messages]
         messages = [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)]
         system = "\n\n".join(p for p in (policy.system_prompt, context_line) if p)
         if system:

@@ -228,32 +228,24 @@ class KnownValueMatcher:
                 pos = skel.find(sk)
                 while pos >= 0:
                     start = index[pos]
-                    end = index[pos + len(sk) - 1] + 1
-                    if _bounded(text, start, end, value.allow_suffix_s):
-                        end = _extend_suffix(text, end, value.allow_suffix_s)
+                    end = _whole_token_end(text, start, index[pos + len(sk) - 1] + 1, value.allow_suffix_s)
+                    if end is not None:
                         source = "dropped" if value.dropped else "known"
                         spans.append(Span(start, end, value.category, source, value.canonical))
                     pos = skel.find(sk, pos + 1)
         return spans
 
 
-def _bounded(text: str, start: int, end: int, allow_suffix_s: bool) -> bool:
-    """The match is a whole token: no letter or digit glued to either side."""
+def _whole_token_end(text: str, start: int, end: int, allow_suffix_s: bool) -> int | None:
+    """Where the match ends as a whole token (no letter or digit glued to either side; with
+    *allow_suffix_s*, one trailing "s" joins it), or None when it is part of a longer one."""
     if start > 0 and text[start - 1].isalnum():
-        return False
-    return not (
-        end < len(text)
-        and text[end].isalnum()
-        and not (
-            allow_suffix_s and text[end] in "sS" and (end + 1 == len(text) or not text[end + 1].isalnum())
-        )
-    )
-
-
-def _extend_suffix(text: str, end: int, allow_suffix_s: bool) -> int:
-    if allow_suffix_s and end < len(text) and text[end] in "sS":
+        return None
+    if end == len(text) or not text[end].isalnum():
+        return end
+    if allow_suffix_s and text[end] in "sS" and (end + 1 == len(text) or not text[end + 1].isalnum()):
         return end + 1
-    return end
+    return None
 
 
 # -- pattern + checksum recognisers -----------------------------------------------------

@@ -42,7 +42,8 @@ REQUEST = ChatRequest.model_validate(
 def test_system_prompt_placement(tmp_path: Path, system_role: bool) -> None:
     gw = gateway(tmp_path, system_role)
     policy = gw.policies["appointment-scheduling"]
-    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["local-gemma"])
+    texts = [m.text() for m in REQUEST.messages]
+    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["local-gemma"], texts)
     assert body["model"] == "gemma" and body["max_tokens"] == 10 and body["stop"] == ["\n"]
     assert "user" not in body and "sovereign" not in body
     roles = [m["role"] for m in body["messages"]]
