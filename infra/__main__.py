@@ -1,11 +1,23 @@
-"""Entry point of the Pulumi program (Pulumi.yaml: ``main: infra/``).
+"""Entry point of the Pulumi program (Pulumi.yaml: ``main: infra/``), for ``pulumi up -s STACK``.
 
-The region-stack components (Hetzner network, firewalls, GPU pool, RKE2, platform) are not
-built yet: they are the next items of the roadmap. Until then this program refuses to run
-rather than let ``pulumi up`` report an empty, "successful" deploy.
+Reads and validates the stack config, refuses a backend outside the EU boundary, declares the
+stack (``infra/program.py``) and exports its outputs. ``sovereign plan`` runs the same
+``build`` under Pulumi's mocks.
 """
 
-raise SystemExit(
-    "sovereign-llm: the region stack program is not built yet, so `pulumi up` would create "
-    "nothing. Use `make up` for the local sovereign stack."
-)
+import sys
+from pathlib import Path
+
+from infra import backend, config, program
+
+
+def _main() -> None:
+    try:
+        program.declare(backend.current_backend(Path(__file__).resolve().parents[1]))
+    except (config.StackConfigError, backend.BackendRefused) as exc:
+        # a clear message and no stack trace; nothing has been created
+        print(f"sovereign-llm: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+_main()

@@ -5,6 +5,9 @@ sovereign gateway serve --config FILE        run the gateway
 sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
 sovereign gateway keys list | revoke KEY_ID
 sovereign audit verify FILE                  verify the audit trail's chain and signatures
+sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
+                                             kubernetes.yaml; non-zero on a residency/policy violation
+sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
 """
 
 from __future__ import annotations
@@ -182,6 +185,46 @@ def cmd_tenant_key_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from infra import plan as planner
+    from infra.config import StackConfigError
+    from infra.policy.rules import RULES
+
+    try:
+        result = planner.plan_stack(Path(args.stacks_dir), args.stack)
+    except StackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out) if args.out else REPO_ROOT / ".sovereign" / "plan" / args.stack
+    plan_path, k8s_path = planner.write(result, out_dir)
+    print(planner.table(result))
+    print()
+    custom = result.custom()
+    print(
+        f"stack {result.stack}: {len(custom)} resources, "
+        f"{len(result.declared_hosts)} declared dedicated hosts, "
+        f"{len(result.kubernetes_objects())} Kubernetes objects"
+    )
+    provider = result.secrets_provider or "not set (pulumi stack init --secrets-provider='hashivault://…')"
+    print(f"secrets provider: {provider}")
+    if result.config["backend"]["allow_saas"]:
+        print(f"WARNING: Pulumi SaaS backend allowed: {result.config['backend']['justification']}")
+    print(f"plan:       {plan_path}\nkubernetes: {k8s_path}")
+    if result.violations:
+        print(f"\n{len(result.violations)} policy violation(s):", file=sys.stderr)
+        for violation in result.violations:
+            print(f"  {violation}", file=sys.stderr)
+        return 1
+    print(f"policy: {len(custom)} resources checked against {len(RULES)} rules, no violation")
+    return 0
+
+
+def cmd_converge(args: argparse.Namespace) -> int:
+    from infra.hosts import converge
+
+    return converge.main(args.playbook, verbosity=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sovereign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -253,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--transit-mount", default="transit")
     ver.add_argument("--no-head", action="store_true", help="skip the truncation check against FILE.head")
     ver.set_defaults(func=cmd_audit_verify)
+
+    plan = sub.add_parser("plan", help="offline plan of a region stack (Pulumi mocks, no credentials)")
+    plan.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    plan.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    plan.add_argument("--out", help="output folder (default .sovereign/plan/<stack>)")
+    plan.set_defaults(func=cmd_plan)
+
+    conv = sub.add_parser("converge", help="run the host playbook through ansible-runner (used by pulumi up)")
+    conv.add_argument("--playbook", required=True, help="playbook, relative to the repository root")
+    conv.add_argument("-v", "--verbose", action="count", default=0)
+    conv.set_defaults(func=cmd_converge)
     return parser
 
 

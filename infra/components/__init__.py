@@ -1,0 +1,1 @@
+"""One ComponentResource per infrastructure concern of a region stack (see infra/program.py)."""

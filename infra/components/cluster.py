@@ -1,0 +1,52 @@
+"""Kubernetes bootstrap: RKE2 (CIS profile) installed by the Ansible roles via ansible-runner.
+
+A ``pulumi_command`` local command runs ``sovereign converge`` (infra/hosts/converge.py) on the
+machine running ``pulumi up``. Its triggers are the ids of every cloud server, the declared GPU
+servers and a digest of the roles and playbooks: replacing a host or editing a role re-runs
+it; an unchanged stack does not. The kubeconfig it prints is a secret output (encrypted in
+state by the stack's secrets provider, never shown in clear by the CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+
+from infra.config import StackConfig
+from infra.hosts.content import content_hash
+
+
+def converge_command(cfg: StackConfig) -> str:
+    return f"sovereign converge --playbook {cfg.rke2.playbook}"
+
+
+class Rke2Cluster(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        *,
+        inventory: pulumi.Input[dict[str, Any]],
+        host_ids: Sequence[pulumi.Input[str]],
+        depends_on: Sequence[pulumi.Resource],
+        role_digest: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:infra:Rke2Cluster", name, None, opts)
+        self.role_digest = role_digest or content_hash()
+        gpu_keys = [f"robot:{s.server_number}" for s in cfg.gpu_pool.servers]
+        self.bootstrap = command.local.Command(
+            f"{name}-bootstrap",
+            create=converge_command(cfg),
+            update=converge_command(cfg),
+            environment={"SOVEREIGN_INVENTORY": pulumi.Output.json_dumps(inventory)},
+            triggers=[*host_ids, *gpu_keys, f"roles:{self.role_digest}", f"rke2:{cfg.rke2.version}"],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(depends_on), additional_secret_outputs=["stdout"]
+            ),
+        )
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(self.bootstrap.stdout)
+        self.register_outputs({"kubeconfig": self.kubeconfig})

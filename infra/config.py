@@ -1,0 +1,508 @@
+"""The region stack's configuration: one typed model per section, validated before anything runs.
+
+A stack file (``stacks/Pulumi.<stack>.yaml``) holds one Pulumi config key per section under
+the project namespace (``sovereign-llm:network``, ``sovereign-llm:control_plane`` …), each an
+object. ``pulumi up`` hands them to the program as JSON; ``sovereign plan`` reads the same file.
+Every field has a documented default where a safe one exists; the rest are required.
+
+Validation errors name the config key, the bad value and what is allowed. Residency is checked
+here (EU locations, EU data centres, EU endpoints) and again over the rendered plan by the
+policy rules, so a value that slips past one is caught by the other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from infra import residency
+
+PROJECT = "sovereign-llm"
+SECTIONS = (
+    "region",
+    "network",
+    "admin",
+    "bastion",
+    "control_plane",
+    "workers",
+    "gpu_pool",
+    "load_balancer",
+    "endpoints",
+    "rke2",
+    "residency",
+    "backend",
+)
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+
+
+class StackConfigError(ValueError):
+    """The stack config is invalid; ``problems`` has one line per bad key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid stack config:\n  " + "\n  ".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_location(value: str) -> str:
+    if value in residency.HCLOUD_EU_LOCATIONS:
+        return value
+    allowed = ", ".join(residency.HCLOUD_EU_LOCATIONS)
+    if value in residency.HCLOUD_NON_EU_LOCATIONS:
+        where = residency.HCLOUD_NON_EU_LOCATIONS[value]
+        raise ValueError(
+            f"Hetzner location {where} is outside the EU; {residency.ART_44}. Allowed: {allowed}"
+        )
+    raise ValueError(f"unknown Hetzner Cloud location; allowed: {allowed}")
+
+
+Location = Annotated[str, AfterValidator(_check_location)]
+
+
+class RegionConfig(_Section):
+    """Who and where: labels every resource, names every resource."""
+
+    name: str = Field(pattern=_NAME, description="Region name used in resource names, e.g. `eu-central`.")
+    environment: Literal["prod", "dr", "staging"] = Field(
+        default="prod", description="`prod` requires an HA control plane (3 or 5 servers)."
+    )
+    jurisdiction: str = Field(
+        default="DE", description="ISO 3166-1 country of the region; must be an EU/EEA state."
+    )
+    data_classification: Literal["phi", "confidential", "internal"] = Field(
+        default="phi", description="Label `data-classification` on every resource that takes labels."
+    )
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _eu(cls, value: str) -> str:
+        if value.upper() not in residency.EU_EEA_COUNTRIES:
+            raise ValueError(f"not an EU/EEA country code; {residency.ART_44}. Use e.g. DE, FI, FR, NL")
+        return value.upper()
+
+
+class NetworkConfig(_Section):
+    """The private network every node, the load balancer and the GPU vSwitch share."""
+
+    zone: str = Field(default="eu-central", description="Hetzner network zone; only `eu-central` is EU.")
+    ip_range: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("10.20.0.0/16"), description="The whole private network."
+    )
+    nodes_subnet: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("10.20.1.0/24"), description="Cloud servers and the load balancer."
+    )
+    vswitch_subnet: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("10.20.2.0/24"),
+        description="The dedicated GPU servers, reached through the vSwitch.",
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _eu_zone(cls, value: str) -> str:
+        if value in residency.HCLOUD_EU_NETWORK_ZONES:
+            return value
+        if value in residency.HCLOUD_NON_EU_NETWORK_ZONES:
+            raise ValueError(f"network zone outside the EU; {residency.ART_44}. Allowed: eu-central")
+        raise ValueError("unknown Hetzner network zone; allowed: eu-central")
+
+    @field_validator("ip_range", "nodes_subnet", "vswitch_subnet")
+    @classmethod
+    def _private(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not value.is_private:
+            raise ValueError("must be a private (RFC 1918) range such as 10.20.0.0/16")
+        return value
+
+    @model_validator(mode="after")
+    def _layout(self) -> NetworkConfig:
+        for key in ("nodes_subnet", "vswitch_subnet"):
+            subnet = getattr(self, key)
+            if not subnet.subnet_of(self.ip_range):
+                raise ValueError(f"{key} {subnet} is not inside ip_range {self.ip_range}")
+        if self.nodes_subnet.overlaps(self.vswitch_subnet):
+            raise ValueError(
+                f"nodes_subnet {self.nodes_subnet} overlaps vswitch_subnet {self.vswitch_subnet}"
+            )
+        return self
+
+    @field_validator("nodes_subnet")
+    @classmethod
+    def _room(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if value.prefixlen > 24:
+            raise ValueError(
+                "too small: the address plan (bastion .2, control plane .11-.15, workers .21-.70) needs a /24"
+            )
+        return value
+
+    @property
+    def network_gateway(self) -> ipaddress.IPv4Address:
+        """Hetzner's router in every network: the first address of ip_range."""
+        return self.ip_range.network_address + 1
+
+    # The address plan in nodes_subnet (fixed, so the inventory and the plan are reviewable).
+    @property
+    def bastion_ip(self) -> ipaddress.IPv4Address:
+        return self.nodes_subnet.network_address + 2
+
+    def control_plane_ip(self, index: int) -> ipaddress.IPv4Address:
+        return self.nodes_subnet.network_address + 11 + index
+
+    def worker_ip(self, index: int) -> ipaddress.IPv4Address:
+        return self.nodes_subnet.network_address + 21 + index
+
+
+_SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]{40,}( \S.*)?$")
+
+
+class SshKeyConfig(_Section):
+    name: str = Field(pattern=_NAME, description="Key name in Hetzner Cloud.")
+    public_key: str = Field(description="OpenSSH public key line (ssh-ed25519 preferred).")
+
+    @field_validator("public_key")
+    @classmethod
+    def _openssh(cls, value: str) -> str:
+        if not _SSH_KEY_RE.match(value.strip()):
+            raise ValueError(
+                "not an OpenSSH public key line; paste the content of id_ed25519.pub "
+                "(ssh-ed25519 AAAA… comment), never the private key"
+            )
+        return value.strip()
+
+
+class AdminConfig(_Section):
+    """Who may reach the bastion over SSH, and with which keys."""
+
+    cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        min_length=1, description="Admin source ranges allowed to SSH into the bastion. Never 0.0.0.0/0."
+    )
+    ssh_keys: list[SshKeyConfig] = Field(min_length=1, description="Public keys installed on every server.")
+
+    @field_validator("cidrs")
+    @classmethod
+    def _not_world(
+        cls, value: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        for net in value:
+            if net.prefixlen < 8:
+                raise ValueError(
+                    f"{net} opens SSH to (nearly) the whole internet; "
+                    "list your admin ranges, e.g. 203.0.113.0/28"
+                )
+        return value
+
+
+class BastionConfig(_Section):
+    """The only server with a public IPv4: SSH jump host and NAT for the private nodes."""
+
+    location: Location = Field(default="fsn1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
+    server_type: str = Field(default="cx22", description="Hetzner server type.")
+    image: str = Field(default="debian-12", description="OS image.")
+
+
+class ControlPlaneConfig(_Section):
+    """RKE2 server nodes (etcd + API server), spread over hosts by a placement group."""
+
+    location: Location = Field(default="fsn1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
+    count: int = Field(default=3, ge=1, le=5, description="Odd number; `prod` needs 3 or 5 for etcd quorum.")
+    server_type: str = Field(default="cx32", description="Hetzner server type.")
+    image: str = Field(default="debian-12", description="OS image.")
+
+    @field_validator("count")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("etcd needs an odd number of members for quorum; use 1, 3 or 5")
+        return value
+
+
+class WorkersConfig(_Section):
+    """CPU agents (the gateway, OpenBao, system workloads)."""
+
+    location: Location = Field(default="nbg1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
+    count: int = Field(default=2, ge=0, le=50, description="Number of CPU worker servers.")
+    server_type: str = Field(default="cx42", description="Hetzner server type.")
+    image: str = Field(default="debian-12", description="OS image.")
+
+
+class GpuServerConfig(_Section):
+    """One dedicated GPU server (Hetzner Robot). Ordered outside Pulumi; declared here."""
+
+    name: str = Field(pattern=_NAME, description="Node name in the cluster.")
+    server_number: int = Field(gt=0, description="Robot server number.")
+    datacenter: str = Field(description="Robot data centre, e.g. FSN1-DC14 (EU sites only).")
+    product: str = Field(default="GEX44", pattern=r"^GEX\d+$", description="Robot product (GEX line).")
+    private_ip: ipaddress.IPv4Address = Field(description="Its address in network.vswitch_subnet.")
+    gpus: int = Field(default=1, ge=1, le=8, description="GPUs in the server (nvidia.com/gpu capacity).")
+
+    @field_validator("datacenter")
+    @classmethod
+    def _eu_dc(cls, value: str) -> str:
+        if residency.ROBOT_DATACENTER_RE.match(value.upper()):
+            return value.upper()
+        raise ValueError(
+            "not an EU Hetzner data centre; dedicated GPU servers must be in FSN1-DCn, NBG1-DCn or HEL1-DCn. "
+            + residency.ART_44
+        )
+
+
+class GpuPoolConfig(_Section):
+    """Dedicated GPU workers joined to the cloud network through a vSwitch subnet."""
+
+    provider: Literal["hetzner-robot"] = Field(
+        default="hetzner-robot", description="Pool provider; further EU GPU clouds plug in behind it."
+    )
+    vswitch_id: int | None = Field(
+        default=None, gt=0, description="Robot vSwitch id (required with servers)."
+    )
+    vlan_id: int = Field(default=4000, ge=4000, le=4091, description="VLAN of the vSwitch (4000-4091).")
+    servers: list[GpuServerConfig] = Field(default_factory=list, description="The GPU servers.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GpuPoolConfig:
+        if self.servers and self.vswitch_id is None:
+            raise ValueError("vswitch_id is required when servers are declared (Robot → vSwitch → its id)")
+        names = [s.name for s in self.servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"server names must be unique, got {names}")
+        return self
+
+
+class LoadBalancerConfig(_Section):
+    """Private load balancer in front of the gateway's ingress (no public interface)."""
+
+    location: Location = Field(default="nbg1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
+    type: str = Field(default="lb11", description="Hetzner load balancer type.")
+    private_ip: ipaddress.IPv4Address = Field(
+        default=ipaddress.IPv4Address("10.20.1.250"), description="Address in network.nodes_subnet."
+    )
+    listen_port: int = Field(default=443, ge=1, le=65535, description="Port Magento connects to.")
+    target_port: int = Field(
+        default=30443, ge=30000, le=32767, description="Ingress NodePort on the workers."
+    )
+
+
+class ExtraHostConfig(_Section):
+    host: str = Field(description="Host name (its subdomains are covered too).")
+    jurisdiction: str = Field(description="EU/EEA country code where the host is operated.")
+    operator: str = Field(min_length=2, description="The legal entity operating it.")
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _eu(cls, value: str) -> str:
+        if value.upper() not in residency.EU_EEA_COUNTRIES:
+            raise ValueError(f"not an EU/EEA country code; {residency.ART_44}")
+        return value.upper()
+
+
+class ResidencyConfig(_Section):
+    """Reviewed additions to the built-in EU endpoint allowlist (shown in every plan)."""
+
+    extra_hosts: list[ExtraHostConfig] = Field(
+        default_factory=list, description="Self-hosted endpoints (registry mirror …) with EU operator."
+    )
+
+    def entries(self) -> list[residency.EuEndpoint]:
+        return [residency.EuEndpoint(h.host.lower(), h.jurisdiction, h.operator) for h in self.extra_hosts]
+
+
+class EndpointsConfig(_Section):
+    """Every endpoint the platform talks to; each must be inside the EU boundary."""
+
+    object_storage: str = Field(description="S3 endpoint for models, audit archive, state.")
+    registry_mirror: str | None = Field(default=None, description="Container registry mirror, if any.")
+    model_source: str = Field(description="Where model weights are pulled from (an S3 URL).")
+    pulumi_backend: str = Field(description="Pulumi state backend, e.g. s3://bucket?endpoint=…")
+
+
+class Rke2Config(_Section):
+    """Kubernetes distribution, installed by the Ansible roles."""
+
+    version: str = Field(
+        default="v1.33.5+rke2r1", pattern=r"^v1\.\d+\.\d+\+rke2r\d+$", description="Pinned RKE2 release."
+    )
+    profile: Literal["cis"] = Field(default="cis", description="RKE2 hardening profile (CIS only).")
+    playbook: str = Field(default="playbooks/cluster.yml", description="Playbook run through ansible-runner.")
+
+
+class BackendConfig(_Section):
+    """State backend guard: the Pulumi SaaS backend is refused unless overridden here."""
+
+    allow_saas: bool = Field(
+        default=False, description="Allow Pulumi Cloud as backend (moves state outside the EU boundary)."
+    )
+    justification: str | None = Field(default=None, description="Required with allow_saas: why.")
+
+    @model_validator(mode="after")
+    def _justified(self) -> BackendConfig:
+        if self.allow_saas and not (self.justification or "").strip():
+            raise ValueError("allow_saas: true needs a justification (it is shown in every plan)")
+        return self
+
+
+class StackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: str = Field(pattern=_NAME)
+    region: RegionConfig
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    admin: AdminConfig
+    bastion: BastionConfig = Field(default_factory=BastionConfig)
+    control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    gpu_pool: GpuPoolConfig = Field(default_factory=GpuPoolConfig)
+    load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    endpoints: EndpointsConfig
+    rke2: Rke2Config = Field(default_factory=Rke2Config)
+    residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        problems: list[str] = []
+        if self.region.environment == "prod" and self.control_plane.count < 3:
+            problems.append(
+                f"control_plane.count: {self.control_plane.count} — region.environment 'prod' needs an HA "
+                "control plane: 3 or 5"
+            )
+        lb_ip = self.load_balancer.private_ip
+        if lb_ip not in self.network.nodes_subnet:
+            problems.append(
+                f"load_balancer.private_ip: {lb_ip} — not in network.nodes_subnet {self.network.nodes_subnet}"
+            )
+        elif lb_ip in self.server_ips():
+            problems.append(
+                f"load_balancer.private_ip: {lb_ip} — taken by a server in the address plan; use e.g. .250"
+            )
+        for i, server in enumerate(self.gpu_pool.servers):
+            if server.private_ip not in self.network.vswitch_subnet:
+                problems.append(
+                    f"gpu_pool.servers.{i}.private_ip: {server.private_ip} — not in network.vswitch_subnet "
+                    f"{self.network.vswitch_subnet}"
+                )
+        extra = self.residency.entries()
+        for key in ("object_storage", "registry_mirror", "model_source", "pulumi_backend"):
+            value = getattr(self.endpoints, key)
+            if value is None:
+                continue
+            saas = key == "pulumi_backend" and residency.host_of(value) in residency.PULUMI_SAAS_HOSTS
+            if saas and self.backend.allow_saas:
+                continue
+            problem = residency.endpoint_problem(value, extra)
+            if problem:
+                problems.append(f"endpoints.{key}: {value!r} — {problem}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def server_ips(self) -> set[ipaddress.IPv4Address]:
+        net = self.network
+        return {
+            net.bastion_ip,
+            *(net.control_plane_ip(i) for i in range(self.control_plane.count)),
+            *(net.worker_ip(i) for i in range(self.workers.count)),
+        }
+
+    def labels(self, role: str) -> dict[str, str]:
+        """Labels for every resource that takes labels (Hetzner label syntax)."""
+        return {
+            "managed-by": "sovereign-llm",
+            "stack": self.stack,
+            "residency": "eu",
+            "jurisdiction": self.region.jurisdiction.lower(),
+            "data-classification": self.region.data_classification,
+            "role": role,
+        }
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        key = f"{PROJECT}:{'.'.join(loc)}" if loc else PROJECT
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            problems.append(f"{key}: missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key — check the spelling against docs/region-stacks.md")
+        elif loc:
+            problems.append(f"{key}: {err['input']!r} — {msg}")
+        else:
+            # cross-section checks already name their keys
+            problems.extend(f"{PROJECT}:{part}" for part in msg.split("\n"))
+    return problems
+
+
+def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:
+    """Build the typed config from the section objects; raise StackConfigError naming every bad key."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise StackConfigError(
+            source,
+            [f"{PROJECT}:{k}: unknown section — allowed: {', '.join(SECTIONS)}" for k in unknown],
+        )
+    try:
+        return StackConfig(stack=stack, **sections)
+    except ValidationError as exc:
+        raise StackConfigError(source, _format_errors(exc)) from None
+
+
+def stack_file(stacks_dir: Path, stack: str) -> Path:
+    return stacks_dir / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(sections of this project, the whole file) from a Pulumi stack file."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise StackConfigError(
+            str(path), ["no such stack file; stacks live in stacks/Pulumi.<stack>.yaml"]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise StackConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    config = document.get("config") or {}
+    sections = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace == PROJECT:
+            sections[name] = value
+    return sections, document
+
+
+def load(stacks_dir: Path, stack: str) -> StackConfig:
+    path = stack_file(stacks_dir, stack)
+    sections, _ = read_stack_file(path)
+    return parse(stack, sections, str(path))
+
+
+def from_pulumi() -> StackConfig:
+    """The config of the running Pulumi stack (``pulumi up`` / ``preview`` or the mocks)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    config = pulumi.Config(PROJECT)
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    names = {k.partition(":")[2] for k in keys if k.startswith(PROJECT + ":")}
+    sections: dict[str, Any] = {name: None for name in names - set(SECTIONS)}
+    for name in SECTIONS:
+        value = config.get_object(name)
+        if value is not None:
+            sections[name] = value
+    return parse(pulumi.get_stack(), sections, f"stack {pulumi.get_stack()!r}")

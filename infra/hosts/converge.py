@@ -1,0 +1,117 @@
+"""Run the host playbook against a stack's inventory through ansible-runner; print the kubeconfig.
+
+Called by the RKE2 bootstrap command resource (``infra/components/cluster.py``) during
+``pulumi up`` as ``sovereign converge``; the inventory arrives in the environment variable
+``SOVEREIGN_INVENTORY`` (JSON) because it holds addresses only known after the servers exist.
+
+Contract with the playbook: it must fetch the admin kubeconfig of the first control-plane
+server to the path in the extra variable ``sovereign_kubeconfig_dest``. This command prints
+that kubeconfig (server address rewritten from 127.0.0.1 to the node's private address) on
+stdout, which the command resource keeps as a secret output. Everything Ansible prints goes to
+stderr, so stdout carries the kubeconfig only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.hosts import inventory as inv
+from infra.hosts.content import REPO_ROOT
+
+INVENTORY_ENV = "SOVEREIGN_INVENTORY"
+
+
+class ConvergeError(RuntimeError):
+    pass
+
+
+def load_inventory(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    raw = environ.get(INVENTORY_ENV)
+    if not raw:
+        raise ConvergeError(
+            f"{INVENTORY_ENV} is not set; `sovereign converge` is run by `pulumi up` (the rke2-bootstrap "
+            "command resource), which passes the stack's inventory as JSON"
+        )
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConvergeError(f"{INVENTORY_ENV} is not valid JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(data, dict) or "children" not in data.get("all", {}):
+        raise ConvergeError(f"{INVENTORY_ENV} must be an Ansible inventory object with all.children")
+    if not inv.hosts_of(data, "control_plane"):
+        raise ConvergeError(
+            f"{INVENTORY_ENV} has no host in group control_plane; there is no cluster to fetch"
+        )
+    return data
+
+
+def _rewrite_server(kubeconfig: str, address: str) -> str:
+    doc = yaml.safe_load(kubeconfig)
+    if not isinstance(doc, dict) or not doc.get("clusters"):
+        raise ConvergeError(
+            "the fetched kubeconfig has no clusters section; check the rke2 role's fetch task"
+        )
+    for cluster in doc["clusters"]:
+        server = cluster.get("cluster", {}).get("server", "")
+        cluster["cluster"]["server"] = server.replace("127.0.0.1", address)
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
+def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -> str:
+    """Run *playbook*; return the kubeconfig it fetched. Raises ConvergeError on any failure."""
+    import ansible_runner
+
+    if not playbook.is_file():
+        raise ConvergeError(
+            f"playbook {playbook} does not exist; the host roles and playbooks/cluster.yml come with the "
+            "host-roles issue. Until then `pulumi up` stops here, after the cloud resources"
+        )
+    with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
+        dest = Path(tmp) / "kubeconfig"
+
+        def forward(event: dict[str, Any]) -> bool:
+            text = event.get("stdout")
+            if text:
+                print(text, file=sys.stderr, flush=True)
+            return True
+
+        # ansible-runner starts ansible-playbook from PATH: the one installed beside this Python
+        env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        result = ansible_runner.run(
+            private_data_dir=str(Path(tmp) / "runner"),
+            playbook=str(playbook.resolve()),
+            inventory=inventory,
+            extravars={"sovereign_kubeconfig_dest": str(dest)},
+            envvars={"PATH": env_path, "ANSIBLE_HOST_KEY_CHECKING": "False"},
+            quiet=True,
+            event_handler=forward,
+            verbosity=verbosity,
+        )
+        if result.rc != 0:
+            raise ConvergeError(f"playbook {playbook.name} failed (status {result.status}, rc {result.rc})")
+        if not dest.is_file():
+            raise ConvergeError(
+                f"playbook {playbook.name} succeeded but fetched no kubeconfig to sovereign_kubeconfig_dest"
+            )
+        first = next(iter(inv.hosts_of(inventory, "control_plane").values()))
+        return _rewrite_server(dest.read_text(encoding="utf-8"), str(first["private_ip"]))
+
+
+def main(playbook: str, verbosity: int = 0) -> int:
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    try:
+        kubeconfig = converge(path, load_inventory(os.environ), verbosity=verbosity)
+    except ConvergeError as exc:
+        print(f"sovereign converge: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(kubeconfig)
+    return 0

@@ -1,0 +1,315 @@
+"""``sovereign plan --stack NAME``: the real program under Pulumi's mocks, for change control.
+
+No Pulumi CLI, no credentials, no network: ``pulumi.runtime.set_mocks`` replaces the engine,
+``infra/program.py`` declares the stack exactly as ``pulumi up`` would, and every registered
+resource is recorded with its inputs. The result:
+
+- a table of every resource (type, name, location, residency label, key properties) on stdout;
+- ``plan.json``: the whole plan (config, resources with inputs, declared hosts, outputs with
+  secrets redacted, policy results);
+- ``kubernetes.yaml``: every Kubernetes object the program declares, as manifests.
+
+Values only known after a real deploy (server ids, the bastion's public address, the
+kubeconfig) are placeholders from the mocks and marked as such; ids are sequence numbers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+
+from infra import config as stack_config
+from infra.config import StackConfig
+from infra.policy import rules
+
+UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
+KUBECONFIG_PLACEHOLDER = "(produced by `sovereign converge` during pulumi up)"
+
+
+@dataclass
+class PlannedResource:
+    urn: str
+    type: str
+    name: str
+    id: str
+    custom: bool
+    parent_type: str | None
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    stack: str
+    config: dict[str, Any]
+    secrets_provider: str | None
+    resources: list[PlannedResource]
+    declared_hosts: list[dict[str, Any]]
+    outputs: dict[str, Any]
+    secret_outputs: list[str]
+    violations: list[rules.Violation] = field(default_factory=list)
+
+    def custom(self) -> list[PlannedResource]:
+        return [r for r in self.resources if r.custom]
+
+    def of_type(self, type_: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        return [manifest(r) for r in self.custom() if r.type.startswith("kubernetes:")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "secrets_provider": self.secrets_provider,
+            "config": self.config,
+            "resources": [asdict(r) for r in self.resources],
+            "declared_hosts": self.declared_hosts,
+            "outputs": {k: ("[secret]" if k in self.secret_outputs else v) for k, v in self.outputs.items()},
+            "policy": {
+                "rules": list(rules.RULES),
+                "checked_resources": len(self.custom()),
+                "violations": [asdict(v) for v in self.violations],
+            },
+        }
+
+
+def _wire(value: Any) -> Any:
+    """Inputs as the engine holds them, with integral numbers shown as integers (the wire
+    format has doubles only: 443 arrives as 443.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Engine stand-in: records each registration, returns its inputs plus computed outputs."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        # deterministic ids (a plan diffed against the last one shows real changes only);
+        # numeric, because hcloud ids are integers and the program converts them
+        digest = hashlib.sha256(f"{args.typ}\0{args.name}".encode()).digest()
+        resource_id = str(int.from_bytes(digest[:4], "big") % 90_000_000 + 10_000_000)
+        state = dict(args.inputs)
+        if args.typ == rules.SERVER:
+            nets = args.inputs.get("publicNets") or [{}]
+            state["ipv4Address"] = (
+                UNKNOWN_IPV4.format(n=digest[4] % 254 + 1) if nets[0].get("ipv4Enabled") else ""
+            )
+        if args.typ == "command:local:Command":
+            state["stdout"] = KUBECONFIG_PLACEHOLDER
+        self.registered[resource_id] = (args.typ, args.name, bool(args.custom), _wire(dict(args.inputs)))
+        return resource_id, state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def _parent_type(urn: str) -> str | None:
+    qualified = urn.split("::")[2]
+    chain = qualified.split("$")
+    return chain[-2] if len(chain) > 1 else None
+
+
+def run(
+    cfg: StackConfig,
+    sections: Mapping[str, Any],
+    *,
+    secrets_provider: str | None = None,
+    role_digest: str | None = None,
+) -> Plan:
+    """Run the program with the stack config *sections* (as in the stack file) under mocks.
+
+    *cfg* is the same config, already validated, so that errors are reported before Pulumi
+    starts; the program reads its own copy from the engine's config, as under ``pulumi up``.
+    """
+    # a fresh context: Pulumi keeps its runtime settings in context variables, so each plan
+    # (several in one test process) starts from a clean engine and a new root stack
+    return contextvars.Context().run(_run, cfg, sections, secrets_provider, role_digest)
+
+
+def _run(
+    cfg: StackConfig, sections: Mapping[str, Any], secrets_provider: str | None, role_digest: str | None
+) -> Plan:
+    from infra import program
+
+    mocks = RecordingMocks()
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_mocks(
+        mocks, project=stack_config.PROJECT, stack=cfg.stack, preview=False, monitor=monitor
+    )
+    # what the CLI does: every config value reaches the program as a string (objects as JSON)
+    pulumi.runtime.set_all_config({f"{stack_config.PROJECT}:{k}": json.dumps(v) for k, v in sections.items()})
+    outputs: dict[str, Any] = {}
+    secret: list[str] = []
+
+    async def declare() -> None:
+        # the configured backend stands in for the login, which a plan does not have
+        for key, value in program.declare(cfg.endpoints.pulumi_backend, role_digest=role_digest).items():
+            out = pulumi.Output.from_input(value)
+            outputs[key] = await out.future()
+            if await out.is_secret():
+                secret.append(key)
+
+    pulumi.runtime.test(declare)()  # type: ignore[no-untyped-call]  # Pulumi's runner for mocks
+
+    resources = []
+    for urn, registration in monitor.get_registered_resources().items():
+        type_, name, custom, inputs = mocks.registered[str(registration.id)]
+        resources.append(
+            PlannedResource(urn, type_, name, str(registration.id), custom, _parent_type(urn), inputs)
+        )
+    resources.sort(key=lambda r: r.urn)
+    hosts = [
+        {"type": "hetzner-robot:dedicated (declared, not managed by Pulumi)", **h}
+        for h in _declared_gpu_hosts(cfg)
+    ]
+    plan = Plan(
+        stack=cfg.stack,
+        config=cfg.model_dump(mode="json"),
+        secrets_provider=secrets_provider,
+        resources=resources,
+        declared_hosts=hosts,
+        outputs=outputs,
+        secret_outputs=secret,
+    )
+    plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
+    return plan
+
+
+def _declared_gpu_hosts(cfg: StackConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "server_number": s.server_number,
+            "datacenter": s.datacenter,
+            "product": s.product,
+            "private_ip": str(s.private_ip),
+            "vswitch_id": cfg.gpu_pool.vswitch_id,
+            "vlan_id": cfg.gpu_pool.vlan_id,
+        }
+        for s in cfg.gpu_pool.servers
+    ]
+
+
+def manifest(resource: PlannedResource) -> dict[str, Any]:
+    """A Kubernetes object from its pulumi-kubernetes type token and inputs."""
+    _, group_version, kind = resource.type.split(":")
+    group, _, version = group_version.rpartition("/")
+    api_version = version if group in ("core", "") else f"{group}/{version}"
+    body = {k: v for k, v in resource.inputs.items() if k not in ("apiVersion", "kind")}
+    return {"apiVersion": api_version, "kind": kind, **body}
+
+
+# Hetzner objects that belong to the project, not to a location
+_GLOBAL = ("Network", "SshKey", "PlacementGroup", "Firewall")
+
+
+def _location(r: PlannedResource) -> str:
+    for key in ("location", "datacenter", "networkZone"):
+        if r.inputs.get(key):
+            return str(r.inputs[key])
+    if r.type.startswith("hcloud:") and r.type.split(":")[-1] in _GLOBAL:
+        return "(project)"
+    return "-"
+
+
+def _summary(r: PlannedResource) -> str:
+    p = r.inputs
+    short = r.type.split(":")[-1]
+    if short == "Server":
+        nets = p.get("publicNets") or [{}]
+        public = "public IPv4" if nets[0].get("ipv4Enabled") else "no public IP"
+        ip = (p.get("networks") or [{}])[0].get("ip", "?")
+        return f"{p.get('serverType')} {p.get('image')}, {public}, private {ip}"
+    if short == "Network":
+        return f"{p.get('ipRange')}, routes to vSwitch: {p.get('exposeRoutesToVswitch')}"
+    if short == "NetworkSubnet":
+        extra = f" vswitch {p.get('vswitchId')}" if p.get("type") == "vswitch" else ""
+        return f"{p.get('type')} {p.get('ipRange')}{extra}"
+    if short == "NetworkRoute":
+        return f"{p.get('destination')} via {p.get('gateway')}"
+    if short == "Firewall":
+        inbound = [r for r in p.get("rules") or [] if r.get("direction") == "in"]
+        allowed = "; ".join(
+            f"{r.get('protocol')}/{r.get('port', '*')} from {','.join(r['sourceIps'])}" for r in inbound
+        )
+        return f"inbound: {allowed or 'none (deny all)'}"
+    if short == "LoadBalancerNetwork":
+        return f"private {p.get('ip')}, public interface: {p.get('enablePublicInterface')}"
+    if short == "LoadBalancerService":
+        return f"{p.get('protocol')} {p.get('listenPort')} -> {p.get('destinationPort')}"
+    if short == "LoadBalancerTarget":
+        return f"{p.get('labelSelector')} (private IPs: {p.get('usePrivateIp')})"
+    if short == "Command":
+        return f"`{p.get('create')}`, {len(p.get('triggers') or [])} triggers"
+    if short in ("PlacementGroup", "LoadBalancer"):
+        return str(p.get("type") or p.get("loadBalancerType"))
+    return ""
+
+
+def table(plan: Plan) -> str:
+    rows = [("TYPE", "NAME", "LOCATION", "RESIDENCY", "KEY PROPERTIES")]
+    for r in plan.custom():
+        labels: Mapping[str, Any] = r.inputs.get("labels") or {}
+        residency_label = labels.get("residency", "-" if r.type not in rules.LABELLED else "MISSING")
+        rows.append(
+            (
+                r.type.split(":")[-1] if r.type.startswith("hcloud:") else r.type,
+                r.name,
+                _location(r),
+                residency_label,
+                _summary(r),
+            )
+        )
+    for h in plan.declared_hosts:
+        rows.append(
+            (
+                "Robot dedicated (declared)",
+                h["name"],
+                h["datacenter"],
+                "eu",
+                f"{h['product']}, server {h['server_number']}, "
+                f"vSwitch {h['vswitch_id']} VLAN {h['vlan_id']}, private {h['private_ip']}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write(plan: Plan, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = out_dir / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    k8s_path = out_dir / "kubernetes.yaml"
+    objects = plan.kubernetes_objects()
+    header = f"# Kubernetes objects of stack {plan.stack} ({len(objects)}), rendered by `sovereign plan`\n"
+    k8s_path.write_text(header + yaml.safe_dump_all(objects, sort_keys=False), encoding="utf-8")
+    return plan_path, k8s_path
+
+
+def plan_stack(stacks_dir: Path, stack: str, *, role_digest: str | None = None) -> Plan:
+    """Load and validate ``stacks/Pulumi.<stack>.yaml``, then run the program under mocks."""
+    path = stack_config.stack_file(stacks_dir, stack)
+    sections, document = stack_config.read_stack_file(path)
+    cfg = stack_config.parse(stack, sections, str(path))
+    return run(cfg, sections, secrets_provider=document.get("secretsprovider"), role_digest=role_digest)

@@ -1,0 +1,104 @@
+"""The region stack: every component, wired. ``infra/__main__.py`` runs it under ``pulumi up``;
+``sovereign plan`` runs the same function under Pulumi's mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra import backend, config
+from infra.components.cluster import Rke2Cluster
+from infra.components.firewall import Firewalls
+from infra.components.gpu_pool import GpuPool
+from infra.components.load_balancer import GatewayLoadBalancer
+from infra.components.network import PrivateNetwork
+from infra.components.placement import PlacementGroups
+from infra.components.servers import Bastion, NodePool
+from infra.components.ssh_keys import SshKeys
+from infra.config import StackConfig
+from infra.hosts import inventory
+
+
+def declare(backend_url: str, *, role_digest: str | None = None) -> dict[str, Any]:
+    """What ``pulumi up`` runs: the stack's config from the engine, the backend guard, the
+    resources, the exports. ``sovereign plan`` calls the same function under mocks."""
+    cfg = config.from_pulumi()
+    backend.check(cfg, backend_url)
+    outputs = build(cfg, role_digest=role_digest)
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs
+
+
+def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]:
+    """Declare every resource of the stack; return the stack outputs (some are secret)."""
+    prefix = cfg.stack
+    network = PrivateNetwork(f"{prefix}-network", cfg)
+    keys = SshKeys(f"{prefix}-ssh", cfg)
+    firewalls = Firewalls(f"{prefix}-firewall", cfg)
+    placement = PlacementGroups(f"{prefix}-placement", cfg)
+    bastion = Bastion(f"{prefix}-bastion", cfg, network, keys.names)
+    net = cfg.network
+    control_plane = NodePool(
+        f"{prefix}-control-plane",
+        cfg,
+        role="control-plane",
+        count=cfg.control_plane.count,
+        location=cfg.control_plane.location,
+        server_type=cfg.control_plane.server_type,
+        image=cfg.control_plane.image,
+        addresses=[net.control_plane_ip(i) for i in range(cfg.control_plane.count)],
+        network=network,
+        placement_group=placement.control_plane,
+        ssh_keys=keys.names,
+        depends_on=[bastion.route, firewalls.nodes],
+    )
+    workers = NodePool(
+        f"{prefix}-workers",
+        cfg,
+        role="worker",
+        count=cfg.workers.count,
+        location=cfg.workers.location,
+        server_type=cfg.workers.server_type,
+        image=cfg.workers.image,
+        addresses=[net.worker_ip(i) for i in range(cfg.workers.count)],
+        network=network,
+        placement_group=placement.workers,
+        ssh_keys=keys.names,
+        depends_on=[bastion.route, firewalls.nodes],
+    )
+    gpu = GpuPool(f"{prefix}-gpu", cfg, network)
+    lb = GatewayLoadBalancer(f"{prefix}-gateway-lb", cfg, network)
+
+    hosts = pulumi.Output.from_input(bastion.public_ip).apply(
+        lambda public_ip: inventory.build(
+            cfg,
+            bastion_public_ip=public_ip,
+            control_plane=dict(zip(control_plane.names, control_plane.private_ips, strict=True)),
+            workers=dict(zip(workers.names, workers.private_ips, strict=True)),
+            gpu_hosts=gpu.hosts,
+        )
+    )
+    cluster = Rke2Cluster(
+        f"{prefix}-rke2",
+        cfg,
+        inventory=hosts,
+        host_ids=[bastion.server.id, *control_plane.ids, *workers.ids],
+        depends_on=[
+            bastion.route,
+            *control_plane.servers,
+            *workers.servers,
+            *([gpu.subnet] if gpu.subnet else []),
+        ],
+        role_digest=role_digest,
+    )
+    return {
+        "network_id": network.network.id,
+        "bastion_public_ip": bastion.public_ip,
+        "gateway_private_ip": lb.private_ip,
+        "control_plane_private_ips": control_plane.private_ips,
+        "worker_private_ips": workers.private_ips,
+        "gpu_hosts": [h["name"] for h in gpu.hosts],
+        "kubeconfig": cluster.kubeconfig,
+    }

@@ -1,0 +1,161 @@
+"""What counts as inside the EU boundary: locations, data centres, jurisdictions, endpoints.
+
+One table, used by the stack config validation (``infra/config.py``), by the policy rules
+that check the rendered plan (``infra/policy/rules.py``) and by the backend guard
+(``infra/backend.py``), so the three can never disagree.
+
+Why a list and not a lookup service: residency is a legal decision that a data-protection
+officer signs off. A curated, reviewed list in the repository (changed by pull request, shown
+in every plan) is auditable; a lookup at run time is neither reviewable nor offline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+ART_44 = (
+    "GDPR Art. 44 forbids transferring personal data to a third country without an adequacy "
+    "decision or appropriate safeguards; patient data must stay inside the EU boundary"
+)
+
+# Hetzner Cloud locations. Only the EU ones may be used.
+HCLOUD_EU_LOCATIONS: dict[str, str] = {
+    "fsn1": "Falkenstein, DE",
+    "nbg1": "Nuremberg, DE",
+    "hel1": "Helsinki, FI",
+}
+HCLOUD_NON_EU_LOCATIONS: dict[str, str] = {
+    "ash": "Ashburn, Virginia, US",
+    "hil": "Hillsboro, Oregon, US",
+    "sin": "Singapore, SG",
+}
+HCLOUD_EU_NETWORK_ZONES = ("eu-central",)
+HCLOUD_NON_EU_NETWORK_ZONES = ("us-east", "us-west", "ap-southeast")
+
+# Hetzner dedicated (Robot) data centres: FSN1-DC1 … FSN1-DC18, NBG1-DC3 …, HEL1-DC1 …
+ROBOT_DATACENTER_RE = re.compile(r"^(?P<site>FSN1|NBG1|HEL1)-DC(?P<n>[1-9][0-9]?)$")
+ROBOT_SITE_LOCATION = {"FSN1": "fsn1", "NBG1": "nbg1", "HEL1": "hel1"}
+
+# EU member states and the EEA states covered by the GDPR (ISO 3166-1 alpha-2).
+EU_EEA_COUNTRIES = frozenset(
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class EuEndpoint:
+    """A host (and its subdomains, e.g. virtual-hosted buckets) run in an EU jurisdiction."""
+
+    host: str
+    jurisdiction: str
+    operator: str
+
+
+# Reviewed EU object-storage endpoints (S3 API). Other hosts need an ``residency.extra_hosts``
+# entry in the stack config, which states the operator and jurisdiction and is shown in the plan.
+EU_ENDPOINTS: tuple[EuEndpoint, ...] = (
+    EuEndpoint("fsn1.your-objectstorage.com", "DE", "Hetzner Online GmbH"),
+    EuEndpoint("nbg1.your-objectstorage.com", "DE", "Hetzner Online GmbH"),
+    EuEndpoint("hel1.your-objectstorage.com", "FI", "Hetzner Online GmbH"),
+    EuEndpoint("s3.fr-par.scw.cloud", "FR", "Scaleway SAS"),
+    EuEndpoint("s3.nl-ams.scw.cloud", "NL", "Scaleway SAS"),
+    EuEndpoint("s3.pl-waw.scw.cloud", "PL", "Scaleway SAS"),
+    EuEndpoint("s3.eu-central-1.ionoscloud.com", "DE", "IONOS SE"),
+    EuEndpoint("s3.eu-central-2.ionoscloud.com", "DE", "IONOS SE"),
+    EuEndpoint("s3.gra.io.cloud.ovh.net", "FR", "OVH SAS"),
+    EuEndpoint("s3.de.io.cloud.ovh.net", "DE", "OVH SAS"),
+)
+
+# Pulumi Cloud: state and (by default) secrets would be held by Pulumi Corp. in the US.
+PULUMI_SAAS_HOSTS = frozenset({"api.pulumi.com", "app.pulumi.com"})
+
+# Names that only resolve inside the cluster or the private network.
+CLUSTER_LOCAL_SUFFIXES = (".svc.cluster.local", ".svc")
+
+
+def host_of(endpoint: str) -> str:
+    """The host name of an endpoint given as a URL or as a bare ``host[:port]``."""
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "//" + text
+    parts = urlsplit(text)
+    if parts.scheme == "s3":
+        # Pulumi's S3 backend: s3://bucket?endpoint=host&region=…; the bucket is not a host
+        endpoint_param = parse_qs(parts.query).get("endpoint", [""])[0]
+        return host_of(endpoint_param) if endpoint_param else ""
+    return (parts.hostname or "").lower().rstrip(".")
+
+
+def match_endpoint(host: str, extra: Iterable[EuEndpoint] = ()) -> EuEndpoint | None:
+    """The allowlist entry that covers *host* (the host itself or a subdomain), if any."""
+    host = host.lower().rstrip(".")
+    for entry in (*EU_ENDPOINTS, *extra):
+        if host == entry.host or host.endswith("." + entry.host):
+            return entry
+    return None
+
+
+def is_private_address(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_private and not ip.is_loopback
+
+
+def endpoint_problem(endpoint: str, extra: Iterable[EuEndpoint] = ()) -> str | None:
+    """None when *endpoint* is inside the boundary, else why not (for a validation error)."""
+    if endpoint.startswith("file://"):
+        return None  # state on the operator's own disk: inside the boundary by construction
+    host = host_of(endpoint)
+    if not host:
+        return (
+            "has no host name; give a URL such as https://fsn1.your-objectstorage.com "
+            "(for an s3:// backend, the endpoint= query parameter)"
+        )
+    if host in PULUMI_SAAS_HOSTS:
+        return f"is Pulumi Cloud (US-operated SaaS); {ART_44}. Use an s3:// backend on EU object storage"
+    if is_private_address(host) or host.endswith(CLUSTER_LOCAL_SUFFIXES):
+        return None
+    if match_endpoint(host, extra) is not None:
+        return None
+    allowed = ", ".join(e.host for e in EU_ENDPOINTS)
+    return (
+        f"host {host!r} is not on the EU allowlist; {ART_44}. Allowed: {allowed}, private addresses, "
+        "cluster-local names, or a residency.extra_hosts entry naming its EU operator and jurisdiction"
+    )

@@ -1,0 +1,199 @@
+"""Stack config validation: one test per rule, each with the bad input it rejects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra import config
+from tests.infra.support import EXAMPLES, sections
+
+
+def problems_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(config.StackConfigError) as info:
+        config.parse("test-stack", data, "test")
+    return info.value.problems
+
+
+def one_problem(data: dict[str, Any]) -> str:
+    found = problems_of(data)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("stack", EXAMPLES)
+def test_example_stacks_are_valid(stack: str) -> None:
+    cfg = config.parse(stack, sections(stack), stack)
+    assert cfg.region.jurisdiction in {"DE", "FI"}
+
+
+def test_prod_example_matches_the_intended_layout() -> None:
+    cfg = config.parse("eu-central-prod", sections(), "x")
+    assert (cfg.control_plane.location, cfg.control_plane.count) == ("fsn1", 3)
+    assert cfg.workers.location == "nbg1"
+    assert {s.datacenter for s in cfg.gpu_pool.servers} == {"FSN1-DC14"}
+    assert cfg.network.vswitch_subnet.overlaps(cfg.network.ip_range)
+
+
+@pytest.mark.parametrize(("section", "where"), [("control_plane", "Ashburn"), ("workers", "Hillsboro")])
+def test_non_eu_cloud_location_is_refused_citing_art_44(section: str, where: str) -> None:
+    data = sections()
+    data[section]["location"] = "ash" if section == "control_plane" else "hil"
+    problem = one_problem(data)
+    assert problem.startswith(f"sovereign-llm:{section}.location: ")
+    assert where in problem and "GDPR Art. 44" in problem and "fsn1, nbg1, hel1" in problem
+
+
+def test_unknown_location_lists_the_allowed_ones() -> None:
+    data = sections()
+    data["bastion"]["location"] = "fra1"
+    problem = one_problem(data)
+    assert "'fra1'" in problem and "unknown Hetzner Cloud location; allowed: fsn1, nbg1, hel1" in problem
+
+
+def test_non_eu_network_zone_is_refused() -> None:
+    data = sections()
+    data["network"]["zone"] = "us-east"
+    assert "GDPR Art. 44" in one_problem(data)
+
+
+def test_gpu_server_outside_an_eu_data_centre_is_refused() -> None:
+    data = sections()
+    data["gpu_pool"]["servers"][0]["datacenter"] = "ASH-DC1"
+    problem = one_problem(data)
+    assert "gpu_pool.servers.0.datacenter: 'ASH-DC1'" in problem and "GDPR Art. 44" in problem
+
+
+def test_jurisdiction_must_be_eu_or_eea() -> None:
+    data = sections()
+    data["region"]["jurisdiction"] = "US"
+    problem = one_problem(data)
+    assert "region.jurisdiction: 'US'" in problem and "EU/EEA" in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("object_storage", "https://s3.us-east-1.amazonaws.com", "not on the EU allowlist"),
+        ("model_source", "s3://models/?endpoint=storage.googleapis.com", "not on the EU allowlist"),
+        ("registry_mirror", "https://registry-1.docker.io", "not on the EU allowlist"),
+        ("pulumi_backend", "https://api.pulumi.com", "Pulumi Cloud"),
+        ("pulumi_backend", "s3://state", "has no host name"),
+    ],
+)
+def test_endpoint_outside_the_boundary_is_refused(key: str, value: str, expected: str) -> None:
+    data = sections()
+    data["endpoints"][key] = value
+    problem = one_problem(data)
+    assert problem.startswith(f"sovereign-llm:endpoints.{key}: {value!r}")
+    assert expected in problem
+    if "has no host" not in expected:
+        assert "GDPR Art. 44" in problem
+
+
+def test_extra_host_must_name_an_eu_jurisdiction() -> None:
+    data = sections()
+    data["residency"]["extra_hosts"][0]["jurisdiction"] = "CH"
+    assert "residency.extra_hosts.0.jurisdiction: 'CH'" in one_problem(data)
+
+
+def test_unlisted_self_hosted_registry_is_refused_until_declared() -> None:
+    data = sections()
+    data["residency"]["extra_hosts"] = []
+    assert "endpoints.registry_mirror: 'https://registry.sovereign.example.de'" in one_problem(data)
+
+
+def test_private_and_cluster_local_endpoints_are_inside_the_boundary() -> None:
+    data = sections()
+    data["endpoints"]["registry_mirror"] = "https://10.20.1.40:5000"
+    data["endpoints"]["model_source"] = "http://minio.storage.svc.cluster.local:9000/models"
+    config.parse("t", data, "t")
+
+
+def test_saas_backend_needs_override_with_justification() -> None:
+    data = sections()
+    data["endpoints"]["pulumi_backend"] = "https://api.pulumi.com"
+    data["backend"] = {"allow_saas": True}
+    assert "backend: " in one_problem(data) and "justification" in one_problem(data)
+    data["backend"]["justification"] = "evaluation account, no patient data"
+    assert config.parse("t", data, "t").backend.allow_saas
+
+
+def test_prod_needs_an_ha_control_plane() -> None:
+    data = sections()
+    data["control_plane"]["count"] = 1
+    assert "control_plane.count: 1" in one_problem(data) and "3 or 5" in one_problem(data)
+
+
+def test_even_control_plane_breaks_etcd_quorum() -> None:
+    data = sections()
+    data["control_plane"]["count"] = 4
+    assert "odd number" in one_problem(data)
+
+
+def test_ssh_open_to_the_world_is_refused() -> None:
+    data = sections()
+    data["admin"]["cidrs"] = ["0.0.0.0/0"]
+    problem = one_problem(data)
+    assert "admin.cidrs" in problem and "whole internet" in problem
+
+
+def test_private_key_pasted_as_public_key_is_refused_without_echo_of_other_keys() -> None:
+    data = sections()
+    data["admin"]["ssh_keys"][0]["public_key"] = "-----BEGIN OPENSSH PRIVATE KEY-----"
+    assert "not an OpenSSH public key line" in one_problem(data)
+
+
+def test_public_ip_range_is_refused() -> None:
+    data = sections()
+    data["network"]["ip_range"] = "8.8.0.0/16"
+    assert "network.ip_range: '8.8.0.0/16'" in problems_of(data)[0]
+
+
+def test_subnets_must_fit_the_network() -> None:
+    data = sections()
+    data["network"]["vswitch_subnet"] = "10.99.2.0/24"
+    assert "vswitch_subnet 10.99.2.0/24 is not inside ip_range" in one_problem(data)
+
+
+def test_gpu_server_address_must_be_in_the_vswitch_subnet() -> None:
+    data = sections()
+    data["gpu_pool"]["servers"][1]["private_ip"] = "10.20.1.12"
+    problem = one_problem(data)
+    assert "gpu_pool.servers.1.private_ip: 10.20.1.12" in problem and "vswitch_subnet" in problem
+
+
+def test_gpu_servers_need_a_vswitch() -> None:
+    data = sections()
+    del data["gpu_pool"]["vswitch_id"]
+    assert "vswitch_id is required" in one_problem(data)
+
+
+def test_load_balancer_address_must_not_collide_with_a_server() -> None:
+    data = sections()
+    data["load_balancer"]["private_ip"] = "10.20.1.11"
+    assert "load_balancer.private_ip: 10.20.1.11" in one_problem(data)
+
+
+def test_missing_required_section_and_unknown_keys_are_named() -> None:
+    data = sections()
+    del data["admin"]
+    data["workers"]["cout"] = 3
+    found = problems_of(data)
+    assert "sovereign-llm:admin: missing" in found[0] or "sovereign-llm:admin: missing" in found[1]
+    assert any(p.startswith("sovereign-llm:workers.cout: unknown key") for p in found)
+
+
+def test_unknown_section_is_named() -> None:
+    data = sections()
+    data["gpupool"] = {}
+    assert one_problem(data).startswith("sovereign-llm:gpupool: unknown section")
+
+
+def test_every_field_is_documented() -> None:
+    for name in config.SECTIONS:
+        model = config.StackConfig.model_fields[name].annotation
+        assert isinstance(model, type)
+        for field_name, field in model.model_fields.items():
+            assert field.description, f"{name}.{field_name} has no description"
