@@ -75,6 +75,8 @@ def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -
         )
     with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
         dest = Path(tmp) / "kubeconfig"
+        runner_dir = Path(tmp) / "runner"
+        runner_dir.mkdir()
 
         def forward(event: dict[str, Any]) -> bool:
             text = event.get("stdout")
@@ -85,11 +87,11 @@ def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -
         # ansible-runner starts ansible-playbook from PATH: the one installed beside this Python
         env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         result = ansible_runner.run(
-            private_data_dir=str(Path(tmp) / "runner"),
+            private_data_dir=str(runner_dir),
             playbook=str(playbook.resolve()),
             inventory=inventory,
             extravars={"sovereign_kubeconfig_dest": str(dest)},
-            envvars={"PATH": env_path, "ANSIBLE_HOST_KEY_CHECKING": "False"},
+            envvars={"PATH": env_path, "ANSIBLE_NOCOLOR": "1"},
             quiet=True,
             event_handler=forward,
             verbosity=verbosity,

@@ -1,0 +1,97 @@
+"""The RKE2 bootstrap's call into Ansible: ``sovereign converge`` through ansible-runner, for real.
+
+The playbook is a test double on the local connection (the real roles come with the host-roles
+issue); everything else — inventory from the environment, ansible-runner, the kubeconfig
+contract, exit codes — is the code ``pulumi up`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra import config
+from infra.hosts import content, inventory
+from tests.infra.support import REPO, sections
+
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+
+
+def stack_inventory() -> dict[str, Any]:
+    cfg = config.parse("eu-central-prod", sections(), "t")
+    return inventory.build(
+        cfg,
+        bastion_public_ip="198.51.100.7",
+        control_plane={"cp-1": "10.20.1.11", "cp-2": "10.20.1.12", "cp-3": "10.20.1.13"},
+        workers={"w-1": "10.20.1.21"},
+        gpu_hosts=[
+            {
+                "name": "gpu-1",
+                "private_ip": "10.20.2.11",
+                "server_number": 1,
+                "datacenter": "FSN1-DC14",
+                "vlan_id": 4000,
+                "gpus": 1,
+            }
+        ],
+    )
+
+
+def converge(playbook: Path, inv: dict[str, Any] | str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_INVENTORY"}
+    if inv is not None:
+        env["SOVEREIGN_INVENTORY"] = inv if isinstance(inv, str) else json.dumps(inv)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", "converge", "--playbook", str(playbook)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_converge_runs_the_playbook_and_prints_only_the_kubeconfig() -> None:
+    result = converge(PLAYBOOKS / "fake_cluster.yml", stack_inventory())
+    assert result.returncode == 0, result.stderr[-3000:]
+    kubeconfig = yaml.safe_load(result.stdout)  # stdout is the kubeconfig and nothing else
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.20.1.11:6443"
+    assert kubeconfig["users"][0]["user"]["token"] == "test-token-eu-central-prod"
+    assert "PLAY RECAP" in result.stderr  # Ansible's output went to stderr
+
+
+def test_a_failing_playbook_fails_the_command() -> None:
+    result = converge(PLAYBOOKS / "failing.yml", stack_inventory())
+    assert result.returncode == 1
+    assert "playbook failing.yml failed (status failed, rc 2)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_playbook_says_where_the_roles_come_from(tmp_path: Path) -> None:
+    result = converge(tmp_path / "cluster.yml", stack_inventory())
+    assert result.returncode == 1 and "host-roles issue" in result.stderr
+
+
+def test_missing_or_broken_inventory_is_explained() -> None:
+    assert "is not set" in converge(PLAYBOOKS / "fake_cluster.yml", None).stderr
+    assert "not valid JSON" in converge(PLAYBOOKS / "fake_cluster.yml", "{oops").stderr
+    empty = stack_inventory()
+    empty["all"]["children"]["control_plane"]["hosts"] = {}
+    assert "no host in group control_plane" in converge(PLAYBOOKS / "fake_cluster.yml", empty).stderr
+
+
+def test_content_hash_follows_role_content(tmp_path: Path) -> None:
+    empty = content.content_hash(tmp_path)
+    (tmp_path / "roles" / "rke2" / "tasks").mkdir(parents=True)
+    task = tmp_path / "roles" / "rke2" / "tasks" / "main.yml"
+    task.write_text("- name: a\n")
+    first = content.content_hash(tmp_path)
+    assert first != empty and content.content_hash(tmp_path) == first
+    task.write_text("- name: b\n")
+    assert content.content_hash(tmp_path) != first

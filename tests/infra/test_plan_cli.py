@@ -1,0 +1,82 @@
+"""``sovereign plan --stack NAME``: exit codes, the table, plan.json and kubernetes.yaml."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra import cli
+from infra.components import servers
+from tests.infra.support import EXAMPLES, REPO, STACKS
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", "plan", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("stack", EXAMPLES)
+def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path) -> None:
+    result = run_plan("--stack", stack, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["TYPE", "NAME", "LOCATION", "RESIDENCY", "KEY", "PROPERTIES"]
+    assert "no violation" in result.stdout
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["stack"] == stack and plan["policy"]["violations"] == []
+    # every custom resource is a row of the table
+    for resource in plan["resources"]:
+        if resource["custom"]:
+            assert resource["name"] in result.stdout
+    assert plan["outputs"]["kubeconfig"] == "[secret]"
+    documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
+    assert documents == []  # the platform layer (namespaces, vLLM, …) adds its objects here
+
+
+def test_non_eu_stack_is_refused_with_art_44(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    text = (STACKS / "Pulumi.eu-central-prod.yaml").read_text()
+    (stacks / "Pulumi.us-east.yaml").write_text(text.replace("location: nbg1", "location: ash"))
+    result = run_plan("--stack", "us-east", "--stacks-dir", str(stacks), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "sovereign-llm:workers.location: 'ash'" in result.stderr
+    assert "GDPR Art. 44" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_stack_file_is_named(tmp_path: Path) -> None:
+    result = run_plan("--stack", "nowhere", "--stacks-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "Pulumi.nowhere.yaml" in result.stderr and "no such stack file" in result.stderr
+
+
+def test_policy_violation_from_the_program_fails_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A program change that gives nodes a public IPv4 passes config validation but not the plan."""
+    real = servers.hcloud.ServerPublicNetArgs
+
+    def public(**kwargs: object) -> object:
+        return real(ipv4_enabled=True, ipv6_enabled=False)
+
+    monkeypatch.setattr(servers.hcloud, "ServerPublicNetArgs", public)
+    shutil.copy(STACKS / "Pulumi.eu-north-dr.yaml", tmp_path / "Pulumi.eu-north-dr.yaml")
+    code = cli.main(
+        ["plan", "--stack", "eu-north-dr", "--stacks-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "[private-nodes] eu-north-dr-workers-1: role 'worker' has a public IPv4" in err
+    assert json.loads((tmp_path / "o" / "plan.json").read_text())["policy"]["violations"]
