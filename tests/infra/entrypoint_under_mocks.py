@@ -1,0 +1,40 @@
+"""Run ``infra/__main__.py`` — the file ``pulumi up`` runs — under Pulumi's mocks, in its own
+process (a refusal ends it with SystemExit, as under ``pulumi up``).
+
+Usage: python -m tests.infra.entrypoint_under_mocks STACK  (config sections as JSON on stdin);
+prints the stack's exports as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from typing import Any
+
+import pulumi
+
+from infra import plan
+from tests.infra.support import REPO
+
+
+def main() -> None:
+    stack = sys.argv[1]
+    data = json.load(sys.stdin)
+    pulumi.runtime.set_mocks(plan.RecordingMocks(), project="sovereign-llm", stack=stack, preview=False)
+    pulumi.runtime.set_all_config({f"sovereign-llm:{k}": json.dumps(v) for k, v in data.items()})
+    exported: dict[str, Any] = {}
+
+    async def program() -> None:
+        runpy.run_path(str(REPO / "infra" / "__main__.py"), run_name="__main__")
+        root = pulumi.runtime.get_root_resource()
+        assert root is not None
+        for key, value in root.outputs.items():  # type: ignore[attr-defined]
+            exported[key] = await pulumi.Output.from_input(value).future()
+
+    pulumi.runtime.test(program)()  # type: ignore[no-untyped-call]
+    print(json.dumps(exported))
+
+
+if __name__ == "__main__":
+    main()

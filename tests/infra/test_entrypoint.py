@@ -1,0 +1,51 @@
+"""``infra/__main__.py`` — the file ``pulumi up`` runs — under Pulumi's mocks, per process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.infra.support import REPO, sections
+
+
+def run_entrypoint(data: dict[str, Any], backend_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PULUMI_BACKEND_URL": backend_url}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.infra.entrypoint_under_mocks", "eu-central-prod"],
+        input=json.dumps(data),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_entrypoint_declares_and_exports_with_a_sovereign_backend() -> None:
+    result = run_entrypoint(sections(), "s3://state?endpoint=fsn1.your-objectstorage.com")
+    assert result.returncode == 0, result.stderr
+    exported = json.loads(result.stdout)
+    assert exported["control_plane_private_ips"] == ["10.20.1.11", "10.20.1.12", "10.20.1.13"]
+    assert exported["gateway_private_ip"] == "10.20.1.250"
+    assert "kubeconfig" in exported
+
+
+def test_entrypoint_refuses_the_saas_backend() -> None:
+    result = run_entrypoint(sections(), "https://api.pulumi.com")
+    assert result.returncode == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(
+        "sovereign-llm: stack 'eu-central-prod': the Pulumi backend is https://api.pulumi.com"
+    )
+    assert "GDPR Art. 44" in first and result.stdout == ""
+
+
+def test_entrypoint_refuses_invalid_config_before_creating_anything() -> None:
+    data = sections()
+    data["gpupool"] = {}
+    result = run_entrypoint(data, "file:///tmp/state")
+    assert result.returncode == 1
+    assert "sovereign-llm:gpupool: unknown section" in result.stderr and result.stdout == ""
