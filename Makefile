@@ -4,7 +4,9 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: up down status test unit lint bench install clean
+STACK ?= eu-central-prod
+
+.PHONY: up down status test unit lint bench install clean plan deploy
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -27,6 +29,13 @@ lint: $(STAMP) ## ruff and mypy
 
 test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
 	$(BIN)/pytest -q -ra
+
+plan: $(STAMP) ## offline plan of a region stack (Pulumi mocks, no credentials): make plan STACK=eu-north-dr
+	$(BIN)/sovereign plan --stack $(STACK)
+
+deploy: $(STAMP) ## real deploy where the Pulumi CLI and credentials exist: make deploy STACK=eu-central-prod
+	@command -v pulumi >/dev/null || { echo "deploy: the Pulumi CLI is not installed here (see docs/region-stacks.md); 'make plan STACK=$(STACK)' runs offline"; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" pulumi up --stack $(STACK)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra tests/unit

@@ -15,7 +15,8 @@ from pydantic_core import PydanticUndefined
 from gateway.settings import GatewaySettings, Upstream
 
 
-def _default(field: FieldInfo) -> str:
+def default_text(field: FieldInfo) -> str:
+    """A field's default as shown in the generated reference pages."""
     if field.default_factory is not None:
         value: Any = field.default_factory()  # type: ignore[call-arg]
     elif field.default is PydanticUndefined:
@@ -35,7 +36,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             rows.extend(_rows(annotation, f"{prefix}{name}."))
             continue
         env = "SOVEREIGN_GATEWAY__" + f"{prefix}{name}".replace(".", "__").upper()
-        rows.append(f"| `{prefix}{name}` | {_default(field)} | `{env}` | {field.description or ''} |")
+        rows.append(f"| `{prefix}{name}` | {default_text(field)} | `{env}` | {field.description or ''} |")
     return rows
 
 
@@ -58,7 +59,7 @@ def render() -> str:
         "|---|---|---|",
     ]
     for name, field in Upstream.model_fields.items():
-        lines.append(f"| `{name}` | {_default(field)} | {field.description or ''} |")
+        lines.append(f"| `{name}` | {default_text(field)} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
 
 

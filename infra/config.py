@@ -172,6 +172,8 @@ _SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) 
 
 
 class SshKeyConfig(_Section):
+    """One admin public key."""
+
     name: str = Field(pattern=_NAME, description="Key name in Hetzner Cloud.")
     public_key: str = Field(description="OpenSSH public key line (ssh-ed25519 preferred).")
 
@@ -299,6 +301,8 @@ class LoadBalancerConfig(_Section):
 
 
 class ExtraHostConfig(_Section):
+    """A reviewed endpoint outside the built-in allowlist."""
+
     host: str = Field(description="Host name (its subdomains are covered too).")
     jurisdiction: str = Field(description="EU/EEA country code where the host is operated.")
     operator: str = Field(min_length=2, description="The legal entity operating it.")

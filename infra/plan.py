@@ -15,6 +15,7 @@ kubeconfig) are placeholders from the mocks and marked as such; ids are sequence
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -28,6 +29,7 @@ import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
 from infra import config as stack_config
+from infra import program
 from infra.config import StackConfig
 from infra.policy import rules
 
@@ -146,8 +148,20 @@ def run(
 def _run(
     cfg: StackConfig, sections: Mapping[str, Any], secrets_provider: str | None, role_digest: str | None
 ) -> Plan:
-    from infra import program
+    # Pulumi's runner drives the loop set for this thread (set_mocks already creates futures
+    # on it): one of its own, whatever the caller did with asyncio (asyncio.run leaves none)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _declare(cfg, sections, secrets_provider, role_digest)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
+
+def _declare(
+    cfg: StackConfig, sections: Mapping[str, Any], secrets_provider: str | None, role_digest: str | None
+) -> Plan:
     mocks = RecordingMocks()
     monitor = MockMonitor(mocks)
     pulumi.runtime.set_mocks(
