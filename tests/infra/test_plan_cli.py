@@ -80,3 +80,33 @@ def test_policy_violation_from_the_program_fails_the_plan(
     assert code == 1
     assert "[private-nodes] eu-north-dr-workers-1: role 'worker' has a public IPv4" in err
     assert json.loads((tmp_path / "o" / "plan.json").read_text())["policy"]["violations"]
+
+
+def test_kubernetes_objects_are_rendered_as_manifests(tmp_path: Path) -> None:
+    """The renderer the platform layer's objects go through (pulumi-kubernetes type tokens)."""
+    from infra import plan as planner
+
+    def k8s(type_: str, name: str, inputs: dict[str, object]) -> planner.PlannedResource:
+        return planner.PlannedResource(f"urn:{name}", type_, name, "1", True, "sovereign:platform:X", inputs)
+
+    namespace = k8s(
+        "kubernetes:core/v1:Namespace",
+        "inference",
+        {"metadata": {"name": "inference", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    policy = k8s(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "deny",
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        },
+    )
+    result = planner.Plan("s", {}, None, [namespace, policy], [], {}, [])
+    planner.write(result, tmp_path)
+    docs = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
+    assert docs[0] == {"apiVersion": "v1", "kind": "Namespace", **namespace.inputs}
+    assert docs[1]["apiVersion"] == "networking.k8s.io/v1" and docs[1]["kind"] == "NetworkPolicy"
+    assert docs[1]["spec"]["policyTypes"] == ["Ingress", "Egress"]
