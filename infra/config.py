@@ -77,6 +77,15 @@ def _check_location(value: str) -> str:
 Location = Annotated[str, AfterValidator(_check_location)]
 
 
+def _check_jurisdiction(value: str) -> str:
+    if value.upper() not in residency.EU_EEA_COUNTRIES:
+        raise ValueError(f"not an EU/EEA country code; {residency.ART_44}. Use e.g. DE, FI, FR, NL")
+    return value.upper()
+
+
+Jurisdiction = Annotated[str, AfterValidator(_check_jurisdiction)]
+
+
 class RegionConfig(_Section):
     """Who and where: labels every resource, names every resource."""
 
@@ -84,19 +93,12 @@ class RegionConfig(_Section):
     environment: Literal["prod", "dr", "staging"] = Field(
         default="prod", description="`prod` requires an HA control plane (3 or 5 servers)."
     )
-    jurisdiction: str = Field(
+    jurisdiction: Jurisdiction = Field(
         default="DE", description="ISO 3166-1 country of the region; must be an EU/EEA state."
     )
     data_classification: Literal["phi", "confidential", "internal"] = Field(
         default="phi", description="Label `data-classification` on every resource that takes labels."
     )
-
-    @field_validator("jurisdiction")
-    @classmethod
-    def _eu(cls, value: str) -> str:
-        if value.upper() not in residency.EU_EEA_COUNTRIES:
-            raise ValueError(f"not an EU/EEA country code; {residency.ART_44}. Use e.g. DE, FI, FR, NL")
-        return value.upper()
 
 
 class NetworkConfig(_Section):
@@ -304,15 +306,8 @@ class ExtraHostConfig(_Section):
     """A reviewed endpoint outside the built-in allowlist."""
 
     host: str = Field(description="Host name (its subdomains are covered too).")
-    jurisdiction: str = Field(description="EU/EEA country code where the host is operated.")
+    jurisdiction: Jurisdiction = Field(description="EU/EEA country code where the host is operated.")
     operator: str = Field(min_length=2, description="The legal entity operating it.")
-
-    @field_validator("jurisdiction")
-    @classmethod
-    def _eu(cls, value: str) -> str:
-        if value.upper() not in residency.EU_EEA_COUNTRIES:
-            raise ValueError(f"not an EU/EEA country code; {residency.ART_44}")
-        return value.upper()
 
 
 class ResidencyConfig(_Section):

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Any
 
 import pulumi
+import pulumi_hcloud as hcloud
 
 from infra import backend, config
 from infra.components.cluster import Rke2Cluster
@@ -16,7 +18,7 @@ from infra.components.network import PrivateNetwork
 from infra.components.placement import PlacementGroups
 from infra.components.servers import Bastion, NodePool
 from infra.components.ssh_keys import SshKeys
-from infra.config import StackConfig
+from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
 from infra.hosts import inventory
 
 
@@ -40,33 +42,40 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
     placement = PlacementGroups(f"{prefix}-placement", cfg)
     bastion = Bastion(f"{prefix}-bastion", cfg, network, keys.names)
     net = cfg.network
-    control_plane = NodePool(
-        f"{prefix}-control-plane",
-        cfg,
-        role="control-plane",
-        count=cfg.control_plane.count,
-        location=cfg.control_plane.location,
-        server_type=cfg.control_plane.server_type,
-        image=cfg.control_plane.image,
-        addresses=[net.control_plane_ip(i) for i in range(cfg.control_plane.count)],
-        network=network,
-        placement_group=placement.control_plane,
-        ssh_keys=keys.names,
-        depends_on=[bastion.route, firewalls.nodes],
+
+    def pool(
+        role: str,
+        section: ControlPlaneConfig | WorkersConfig,
+        addresses: list[IPv4Address],
+        group: hcloud.PlacementGroup,
+        name: str,
+    ) -> NodePool:
+        return NodePool(
+            f"{prefix}-{name}",
+            cfg,
+            role=role,
+            pool=section,
+            addresses=addresses,
+            network=network,
+            placement_group=group,
+            ssh_keys=keys.names,
+            depends_on=[bastion.route, firewalls.nodes],
+        )
+
+    cp_cfg, workers_cfg = cfg.control_plane, cfg.workers
+    control_plane = pool(
+        "control-plane",
+        cp_cfg,
+        [net.control_plane_ip(i) for i in range(cp_cfg.count)],
+        placement.control_plane,
+        "control-plane",
     )
-    workers = NodePool(
-        f"{prefix}-workers",
-        cfg,
-        role="worker",
-        count=cfg.workers.count,
-        location=cfg.workers.location,
-        server_type=cfg.workers.server_type,
-        image=cfg.workers.image,
-        addresses=[net.worker_ip(i) for i in range(cfg.workers.count)],
-        network=network,
-        placement_group=placement.workers,
-        ssh_keys=keys.names,
-        depends_on=[bastion.route, firewalls.nodes],
+    workers = pool(
+        "worker",
+        workers_cfg,
+        [net.worker_ip(i) for i in range(workers_cfg.count)],
+        placement.workers,
+        "workers",
     )
     gpu = GpuPool(f"{prefix}-gpu", cfg, network)
     lb = GatewayLoadBalancer(f"{prefix}-gateway-lb", cfg, network)

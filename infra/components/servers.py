@@ -10,7 +10,7 @@ import pulumi_hcloud as hcloud
 
 from infra.components import cloud_init
 from infra.components.network import PrivateNetwork
-from infra.config import StackConfig
+from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
 
 
 class Bastion(pulumi.ComponentResource):
@@ -59,10 +59,7 @@ class NodePool(pulumi.ComponentResource):
         cfg: StackConfig,
         *,
         role: str,
-        count: int,
-        location: str,
-        server_type: str,
-        image: str,
+        pool: ControlPlaneConfig | WorkersConfig,
         addresses: Sequence[ipaddress.IPv4Address],
         network: PrivateNetwork,
         placement_group: hcloud.PlacementGroup,
@@ -72,15 +69,16 @@ class NodePool(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sovereign:infra:NodePool", name, None, opts)
         self.role = role
+        count = pool.count
         self.private_ips = [str(a) for a in addresses[:count]]
         self.names = [f"{cfg.stack}-{role}-{i + 1}" for i in range(count)]
         self.servers = [
             hcloud.Server(
                 f"{name}-{i + 1}",
                 name=self.names[i],
-                server_type=server_type,
-                image=image,
-                location=location,
+                server_type=pool.server_type,
+                image=pool.image,
+                location=pool.location,
                 placement_group_id=placement_group.id.apply(int),
                 ssh_keys=list(ssh_keys),
                 public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=False, ipv6_enabled=False)],
