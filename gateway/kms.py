@@ -42,9 +42,12 @@ class _Cached:
     expires: float
 
 
-def make_client(address: str, token: str | None, timeout_s: float) -> hvac.Client:
+def make_client(
+    address: str, token: str | None, timeout_s: float, ca_file: Path | None = None
+) -> hvac.Client:
+    verify: str | bool = str(ca_file) if ca_file is not None else True
     # requests (under hvac) takes a float timeout; the stubs say int
-    return hvac.Client(url=address, token=token, timeout=timeout_s)  # type: ignore[arg-type]
+    return hvac.Client(url=address, token=token, timeout=timeout_s, verify=verify)  # type: ignore[arg-type]
 
 
 class KeyProvider:
@@ -54,12 +57,39 @@ class KeyProvider:
         self._tenants: dict[str, _Cached] = {}
         self._audit: tuple[AuditKey, float] | None = None
         self._lock = asyncio.Lock()
+        self._login: tuple[str, float] | None = None
 
     def _client(self) -> hvac.Client:
-        token = self._settings.resolved_token()
+        s = self._settings
+        token = self._kubernetes_login() if s.kubernetes_role else s.resolved_token()
         if not token:
             raise KeyUnavailable("no OpenBao token configured (openbao.token_file or openbao.token)")
-        return make_client(self._settings.address, token, self._settings.timeout_s)
+        return make_client(s.address, token, s.timeout_s, s.ca_file)
+
+    def _kubernetes_login(self) -> str:
+        """A token from OpenBao's Kubernetes auth for the pod's service account, renewed by a new
+        login at half its lifetime (the projected service-account token rotates too)."""
+        if self._login and self._login[1] > time.monotonic():
+            return self._login[0]
+        s = self._settings
+        try:
+            jwt = s.kubernetes_token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise KeyUnavailable(
+                f"no service-account token at {s.kubernetes_token_file} (openbao.kubernetes_token_file)"
+            ) from None
+        client = make_client(s.address, None, s.timeout_s, s.ca_file)
+        try:
+            response = client.auth.kubernetes.login(s.kubernetes_role, jwt, mount_point=s.kubernetes_mount)
+        except hvac.exceptions.VaultError as exc:
+            raise KeyUnavailable(
+                f"OpenBao refused the Kubernetes login as role {s.kubernetes_role!r}: {type(exc).__name__}"
+            ) from None
+        except requests.RequestException:
+            raise KeyUnavailable(f"OpenBao at {s.address} is unreachable (Kubernetes login)") from None
+        auth = response["auth"]
+        self._login = (str(auth["client_token"]), time.monotonic() + float(auth["lease_duration"]) / 2)
+        return self._login[0]
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
         try:

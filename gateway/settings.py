@@ -69,6 +69,20 @@ class OpenBaoSettings(BaseModel):
     token: SecretStr | None = Field(
         default=None, description="The token itself; prefer token_file. Never logged."
     )
+    kubernetes_role: str | None = Field(
+        default=None,
+        description="In a cluster: log in with Kubernetes auth as this role (replaces token/token_file).",
+    )
+    kubernetes_mount: str = Field(
+        default="kubernetes", description="Mount path of the Kubernetes auth method."
+    )
+    kubernetes_token_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="The pod's projected service-account token, sent to OpenBao at login.",
+    )
+    ca_file: Path | None = Field(
+        default=None, description="CA certificate that OpenBao's TLS certificate must chain to."
+    )
     transit_mount: str = Field(default="transit", description="Mount path of the transit engine.")
     tenant_key: str = Field(
         default="tenant-data", description="Transit key (derived) that wraps per-tenant data keys."

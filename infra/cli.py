@@ -8,6 +8,7 @@ sovereign audit verify FILE                  verify the audit trail's chain and 
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
                                              kubernetes.yaml; non-zero on a residency/policy violation
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
+sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
 """
 
 from __future__ import annotations
@@ -219,6 +220,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from infra.platform import weights
+
+    return weights.main(args.weights_args)
+
+
 def cmd_converge(args: argparse.Namespace) -> int:
     from infra.hosts import converge
 
@@ -302,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
     plan.add_argument("--out", help="output folder (default .sovereign/plan/<stack>)")
     plan.set_defaults(func=cmd_plan)
+
+    weights = sub.add_parser(
+        "weights", help="model weights: fetch from EU object storage / verify against the SHA-256 manifest"
+    )
+    weights.add_argument("weights_args", nargs=argparse.REMAINDER, help="fetch … | verify …")
+    weights.set_defaults(func=cmd_weights)
 
     conv = sub.add_parser("converge", help="run the host playbook through ansible-runner (used by pulumi up)")
     conv.add_argument("--playbook", required=True, help="playbook, relative to the repository root")

@@ -44,9 +44,22 @@ SECTIONS = (
     "rke2",
     "residency",
     "backend",
+    "platform",
 )
 
-_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            "must be 1-32 lowercase letters, digits or '-', starting and ending with a letter or digit "
+            "(it becomes part of resource and DNS names), e.g. llama31-8b-awq"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class StackConfigError(ValueError):
@@ -89,7 +102,7 @@ Jurisdiction = Annotated[str, AfterValidator(_check_jurisdiction)]
 class RegionConfig(_Section):
     """Who and where: labels every resource, names every resource."""
 
-    name: str = Field(pattern=_NAME, description="Region name used in resource names, e.g. `eu-central`.")
+    name: Name = Field(description="Region name used in resource names, e.g. `eu-central`.")
     environment: Literal["prod", "dr", "staging"] = Field(
         default="prod", description="`prod` requires an HA control plane (3 or 5 servers)."
     )
@@ -176,7 +189,7 @@ _SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) 
 class SshKeyConfig(_Section):
     """One admin public key."""
 
-    name: str = Field(pattern=_NAME, description="Key name in Hetzner Cloud.")
+    name: Name = Field(description="Key name in Hetzner Cloud.")
     public_key: str = Field(description="OpenSSH public key line (ssh-ed25519 preferred).")
 
     @field_validator("public_key")
@@ -248,7 +261,7 @@ class WorkersConfig(_Section):
 class GpuServerConfig(_Section):
     """One dedicated GPU server (Hetzner Robot). Ordered outside Pulumi; declared here."""
 
-    name: str = Field(pattern=_NAME, description="Node name in the cluster.")
+    name: Name = Field(description="Node name in the cluster.")
     server_number: int = Field(gt=0, description="Robot server number.")
     datacenter: str = Field(description="Robot data centre, e.g. FSN1-DC14 (EU sites only).")
     product: str = Field(default="GEX44", pattern=r"^GEX\d+$", description="Robot product (GEX line).")
@@ -330,6 +343,105 @@ class EndpointsConfig(_Section):
     pulumi_backend: str = Field(description="Pulumi state backend, e.g. s3://bucket?endpoint=…")
 
 
+class InferenceModelConfig(_Section):
+    """One model served by vLLM (one Deployment each)."""
+
+    name: Name = Field(description="Served model name; the gateway policies refer to it.")
+    source: str = Field(
+        description="S3 prefix of the weights on EU object storage, e.g. s3://models/llama-8b-awq/."
+    )
+    manifest: str = Field(
+        default="SHA256SUMS", description="File in `source` listing `sha256  path` per file."
+    )
+    quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8"] = Field(
+        description="vLLM --quantization (quantised models only)."
+    )
+    max_model_len: int = Field(default=8192, ge=512, le=131072, description="vLLM --max-model-len.")
+    gpu_memory_utilization: float = Field(
+        default=0.90, gt=0.1, le=0.95, description="vLLM --gpu-memory-utilization."
+    )
+    gpus: int = Field(default=1, ge=1, le=8, description="nvidia.com/gpu per replica (tensor parallel size).")
+    min_replicas: int = Field(default=1, ge=1, description="Replicas kept when idle.")
+    max_replicas: int = Field(default=2, ge=1, description="Upper bound for autoscaling.")
+    queue_target: int = Field(
+        default=5, ge=1, description="vllm:num_requests_waiting per replica above which KEDA scales out."
+    )
+    image: str = Field(
+        default="vllm/vllm-openai:v0.11.0", description="vLLM image (via the registry mirror)."
+    )
+    volume_gi: int = Field(default=40, ge=5, description="Size of the model's weights volume.")
+
+    @field_validator("source")
+    @classmethod
+    def _s3(cls, value: str) -> str:
+        if not value.startswith("s3://") or len(value) < 6:
+            raise ValueError(
+                "must be an s3:// prefix on the stack's EU object storage, e.g. s3://models/llama-8b/"
+            )
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> InferenceModelConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
+        return self
+
+
+class GatewayDeployConfig(_Section):
+    """The gateway Deployment (image built as in docs/platform.md)."""
+
+    image: str = Field(default="sovereign-llm/gateway:0.1.0", description="Gateway image reference.")
+    min_replicas: int = Field(default=2, ge=1, description="Replicas kept when idle (2+ for availability).")
+    max_replicas: int = Field(default=6, ge=1, description="Upper bound for CPU autoscaling.")
+    cpu: str = Field(default="500m", description="CPU request (and the HPA's 100 %).")
+    memory: str = Field(default="512Mi", description="Memory request and limit.")
+
+
+class OpenBaoDeployConfig(_Section):
+    """OpenBao in the cluster: HA with Raft storage, TLS, audit device (Helm chart)."""
+
+    chart_version: str = Field(default="0.19.1", description="openbao/openbao Helm chart version (pinned).")
+    replicas: int = Field(default=3, ge=1, le=7, description="Raft members; odd, 3+ in prod.")
+    storage_gi: int = Field(default=10, ge=1, description="Raft data volume per member.")
+    audit_storage_gi: int = Field(default=10, ge=1, description="Audit log volume per member.")
+    api_address: str = Field(
+        default="https://127.0.0.1:8200",
+        description="Where `pulumi up` reaches OpenBao to configure it (a tunnel through the bastion).",
+    )
+
+    @field_validator("replicas")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("Raft needs an odd number of members for quorum; use 1, 3 or 5")
+        return value
+
+
+class PlatformConfig(_Section):
+    """The Kubernetes platform: isolation, OpenBao, vLLM, GPU support, gateway, observability."""
+
+    storage_class_rwx: str = Field(
+        default="longhorn", description="ReadWriteMany storage class for model weights (one copy per model)."
+    )
+    gateway: GatewayDeployConfig = Field(default_factory=GatewayDeployConfig, description="The gateway.")
+    openbao: OpenBaoDeployConfig = Field(default_factory=OpenBaoDeployConfig, description="OpenBao.")
+    models: list[InferenceModelConfig] = Field(default_factory=list, description="Models served by vLLM.")
+    gpu_operator_version: str = Field(default="v25.3.4", description="NVIDIA GPU operator chart (pinned).")
+    keda_version: str = Field(
+        default="2.17.2", description="KEDA chart (pinned), for queue-based autoscaling."
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="Namespace of the Prometheus that scrapes the platform."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> PlatformConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return self
+
+
 class Rke2Config(_Section):
     """Kubernetes distribution, installed by the Ansible roles."""
 
@@ -358,7 +470,7 @@ class BackendConfig(_Section):
 class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stack: str = Field(pattern=_NAME)
+    stack: Name
     region: RegionConfig
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     admin: AdminConfig
@@ -371,6 +483,7 @@ class StackConfig(BaseModel):
     rke2: Rke2Config = Field(default_factory=Rke2Config)
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -379,6 +492,16 @@ class StackConfig(BaseModel):
             problems.append(
                 f"control_plane.count: {self.control_plane.count} — region.environment 'prod' needs an HA "
                 "control plane: 3 or 5"
+            )
+        if self.region.environment == "prod" and self.platform.openbao.replicas < 3:
+            problems.append(
+                f"platform.openbao.replicas: {self.platform.openbao.replicas} — region.environment 'prod' "
+                "needs an HA OpenBao: 3 or 5 Raft members"
+            )
+        if self.platform.models and not self.gpu_pool.servers:
+            problems.append(
+                "platform.models: declared, but gpu_pool.servers is empty — vLLM needs GPU workers; "
+                "declare the dedicated GPU servers or remove the models"
             )
         lb_ip = self.load_balancer.private_ip
         if lb_ip not in self.network.nodes_subnet:

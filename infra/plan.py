@@ -33,6 +33,8 @@ from infra import program
 from infra.config import StackConfig
 from infra.policy import rules
 
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+K8S_SECRET = "kubernetes:core/v1:Secret"  # noqa: S105 (a type token, not a password)
 UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
 KUBECONFIG_PLACEHOLDER = "(produced by `sovereign converge` during pulumi up)"
 
@@ -66,7 +68,24 @@ class Plan:
         return [r for r in self.resources if r.type == type_]
 
     def kubernetes_objects(self) -> list[dict[str, Any]]:
-        return [manifest(r) for r in self.custom() if r.type.startswith("kubernetes:")]
+        return [
+            manifest(r) for r in self.custom() if r.type.startswith("kubernetes:") and r.type != HELM_RELEASE
+        ]
+
+    def helm_releases(self) -> list[dict[str, Any]]:
+        """Charts are rendered by Helm at deploy time (the plan has no chart archives): each
+        release with its pinned chart, version, repository, namespace and values."""
+        return [
+            {
+                "name": r.inputs.get("name"),
+                "chart": r.inputs.get("chart"),
+                "version": r.inputs.get("version"),
+                "repository": (r.inputs.get("repositoryOpts") or {}).get("repo"),
+                "namespace": r.inputs.get("namespace"),
+                "values": r.inputs.get("values"),
+            }
+            for r in self.of_type(HELM_RELEASE)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +94,7 @@ class Plan:
             "config": self.config,
             "resources": [asdict(r) for r in self.resources],
             "declared_hosts": self.declared_hosts,
+            "helm_releases": self.helm_releases(),
             "outputs": {k: ("[secret]" if k in self.secret_outputs else v) for k, v in self.outputs.items()},
             "policy": {
                 "rules": list(rules.RULES),
@@ -115,7 +135,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
         if args.typ == "command:local:Command":
             state["stdout"] = KUBECONFIG_PLACEHOLDER
-        self.registered[resource_id] = (args.typ, args.name, bool(args.custom), _wire(dict(args.inputs)))
+        inputs = _wire(dict(args.inputs))
+        if args.typ == K8S_SECRET:  # the plan is a review artefact: secret material never goes in it
+            for key in ("data", "stringData"):
+                if isinstance(inputs.get(key), dict):
+                    inputs[key] = dict.fromkeys(inputs[key], "[secret]")
+        self.registered[resource_id] = (args.typ, args.name, bool(args.custom), inputs)
         return resource_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -270,6 +295,12 @@ def _summary(r: PlannedResource) -> str:
         return f"{p.get('protocol')} {p.get('listenPort')} -> {p.get('destinationPort')}"
     if short == "LoadBalancerTarget":
         return f"{p.get('labelSelector')} (private IPs: {p.get('usePrivateIp')})"
+    if r.type == HELM_RELEASE:
+        repo = (p.get("repositoryOpts") or {}).get("repo")
+        return f"chart {p.get('chart')} {p.get('version')} from {repo} into {p.get('namespace')}"
+    if r.type.startswith("kubernetes:"):
+        meta = p.get("metadata") or {}
+        return "/".join(x for x in (meta.get("namespace"), meta.get("name")) if x)
     if short == "Command":
         return f"`{p.get('create')}`, {len(p.get('triggers') or [])} triggers"
     if short in ("PlacementGroup", "LoadBalancer"):
@@ -281,7 +312,10 @@ def table(plan: Plan) -> str:
     rows = [("TYPE", "NAME", "LOCATION", "RESIDENCY", "KEY PROPERTIES")]
     for r in plan.custom():
         labels: Mapping[str, Any] = r.inputs.get("labels") or {}
-        residency_label = labels.get("residency", "-" if r.type not in rules.LABELLED else "MISSING")
+        k8s_labels: Mapping[str, Any] = (r.inputs.get("metadata") or {}).get("labels") or {}
+        residency_label = labels.get("residency") or k8s_labels.get("sovereign-llm.io/residency")
+        if residency_label is None:
+            residency_label = "MISSING" if r.type in rules.LABELLED else "-"
         rows.append(
             (
                 r.type.split(":")[-1] if r.type.startswith("hcloud:") else r.type,
@@ -317,6 +351,11 @@ def write(plan: Plan, out_dir: Path) -> tuple[Path, Path]:
     k8s_path = out_dir / "kubernetes.yaml"
     objects = plan.kubernetes_objects()
     header = f"# Kubernetes objects of stack {plan.stack} ({len(objects)}), rendered by `sovereign plan`\n"
+    for release in plan.helm_releases():
+        header += (
+            f"# + Helm release {release['name']}: chart {release['chart']} {release['version']} "
+            f"into {release['namespace']} (rendered by Helm at deploy time; values in plan.json)\n"
+        )
     k8s_path.write_text(header + yaml.safe_dump_all(objects, sort_keys=False), encoding="utf-8")
     return plan_path, k8s_path
 

@@ -20,6 +20,7 @@ from infra.components.servers import Bastion, NodePool
 from infra.components.ssh_keys import SshKeys
 from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
 from infra.hosts import inventory
+from infra.platform.layer import PlatformLayer
 
 
 def declare(backend_url: str, *, role_digest: str | None = None) -> dict[str, Any]:
@@ -102,7 +103,11 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
         ],
         role_digest=role_digest,
     )
+    platform = PlatformLayer(f"{prefix}-platform", cfg, kubeconfig=cluster.kubeconfig, depends_on=[cluster])
     return {
+        "gateway_service": platform.gateway.service.metadata.apply(
+            lambda m: f"{m['name']}.{m['namespace']}.svc"
+        ),
         "network_id": network.network.id,
         "bastion_public_ip": bastion.public_ip,
         "gateway_private_ip": lb.private_ip,

@@ -41,7 +41,12 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
             assert resource["name"] in result.stdout
     assert plan["outputs"]["kubeconfig"] == "[secret]"
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
-    assert documents == []  # the platform layer (namespaces, vLLM, …) adds its objects here
+    kinds = {d["kind"] for d in documents}
+    assert {"Namespace", "NetworkPolicy", "Deployment"} <= kinds and "Release" not in kinds
+    assert len(documents) == sum(1 for r in plan["resources"] if r["type"].startswith("kubernetes:")) - len(
+        plan["helm_releases"]
+    )
+    assert {h["name"] for h in plan["helm_releases"]} == {"openbao", "gpu-operator", "keda"}
 
 
 def test_non_eu_stack_is_refused_with_art_44(tmp_path: Path) -> None:

@@ -97,9 +97,11 @@ def test_load_balancer_is_private(example: planner.Plan) -> None:
 def test_every_resource_has_a_component_parent(example: planner.Plan) -> None:
     for r in example.resources:
         if r.custom:
-            assert r.parent_type and r.parent_type.startswith("sovereign:infra:"), r.urn
-        else:
-            assert r.parent_type == "pulumi:pulumi:Stack", r.urn
+            assert r.parent_type and r.parent_type.startswith(("sovereign:infra:", "sovereign:platform:")), (
+                r.urn
+            )
+        else:  # components sit under the stack or under another component (the platform layer)
+            assert r.parent_type == "pulumi:pulumi:Stack" or r.parent_type.startswith("sovereign:"), r.urn
 
 
 def test_kubeconfig_output_is_secret(example: planner.Plan) -> None:

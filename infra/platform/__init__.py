@@ -1,0 +1,1 @@
+"""The platform layer on Kubernetes: one ComponentResource per concern (see layer.py)."""

@@ -1,0 +1,187 @@
+"""The gateway on Kubernetes: ServiceAccount (OpenBao Kubernetes auth), ConfigMap rendered from
+the stack config, Deployment, Service, PodDisruptionBudget, HorizontalPodAutoscaler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from infra.config import StackConfig
+from infra.platform.common import (
+    GATEWAY_NS,
+    GATEWAY_PORT,
+    INFERENCE_NS,
+    OPENBAO_NS,
+    OPENBAO_PORT,
+    VLLM_PORT,
+    container_security,
+    labels,
+    pod_security,
+    selector,
+)
+
+NAME = "gateway"
+OPENBAO_ROLE = "sovereign-gateway"
+
+
+def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
+    """The gateway's settings file (gateway/settings.py) for this stack."""
+    return {
+        "upstreams": {
+            m.name: {"url": f"http://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1", "model": m.name}
+            for m in cfg.platform.models
+        },
+        "openbao": {
+            "address": f"https://openbao.{OPENBAO_NS}.svc:{OPENBAO_PORT}",
+            "ca_file": "/etc/openbao-ca/ca.crt",
+            "kubernetes_role": OPENBAO_ROLE,
+            "wrapped_keys_dir": "/var/lib/sovereign/wrapped",
+        },
+        "audit": {"path": "/var/lib/sovereign/audit/audit.jsonl", "fsync": True},
+        "keys_file": "/etc/sovereign/keys/keys.json",
+    }
+
+
+class GatewayDeployment(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:Gateway", name, None, opts)
+        gw = cfg.platform.gateway
+        meta_labels = labels(cfg, NAME, "gateway")
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
+            automount_service_account_token=False,  # the projected token below is the only one
+            opts=child,
+        )
+        self.config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": "gateway-config", "namespace": GATEWAY_NS, "labels": meta_labels},
+            data={"gateway.yaml": yaml.safe_dump(gateway_settings(cfg), sort_keys=True)},
+            opts=child,
+        )
+        volumes = [
+            {"name": "config", "configMap": {"name": "gateway-config"}},
+            {"name": "client-keys", "secret": {"secretName": "gateway-client-keys"}},
+            {"name": "openbao-ca", "configMap": {"name": "openbao-ca"}},
+            {"name": "state", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {
+                "name": "sa-token",
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "path": "token",
+                                "expirationSeconds": 3600,
+                                "audience": "openbao",
+                            }
+                        }
+                    ]
+                },
+            },
+        ]
+        mounts = [
+            {"name": "config", "mountPath": "/etc/sovereign/config", "readOnly": True},
+            {"name": "client-keys", "mountPath": "/etc/sovereign/keys", "readOnly": True},
+            {"name": "openbao-ca", "mountPath": "/etc/openbao-ca", "readOnly": True},
+            {"name": "state", "mountPath": "/var/lib/sovereign"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {
+                "name": "sa-token",
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            },
+        ]
+        probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
+        container = {
+            "name": NAME,
+            "image": gw.image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": [
+                "gateway",
+                "serve",
+                "--config",
+                "/etc/sovereign/config/gateway.yaml",
+                "--host",
+                "0.0.0.0",
+            ],
+            "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+            "resources": {
+                "requests": {"cpu": gw.cpu, "memory": gw.memory},
+                "limits": {"cpu": "2", "memory": gw.memory},
+            },
+            "startupProbe": {**probe, "failureThreshold": 30},
+            "livenessProbe": probe,
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+            "securityContext": container_security(),
+            "volumeMounts": mounts,
+        }
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
+            spec={
+                "replicas": gw.min_replicas,
+                "selector": {"matchLabels": selector(NAME)},
+                "template": {
+                    "metadata": {"labels": meta_labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security(),
+                        "containers": [container],
+                        "volumes": volumes,
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "kubernetes.io/hostname",
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": selector(NAME)},
+                            }
+                        ],
+                    },
+                },
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
+            spec={"selector": selector(NAME), "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+            opts=child,
+        )
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
+            spec={"minAvailable": 1, "selector": {"matchLabels": selector(NAME)}},
+            opts=child,
+        )
+        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "minReplicas": gw.min_replicas,
+                "maxReplicas": gw.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 70},
+                        },
+                    }
+                ],
+            },
+            opts=child,
+        )
+        self.register_outputs({"service": f"{NAME}.{GATEWAY_NS}.svc"})

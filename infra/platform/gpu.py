@@ -1,0 +1,84 @@
+"""GPU support (NVIDIA GPU operator) and queue-based autoscaling (KEDA), both as pinned Helm releases.
+
+The operator runs with ``driver.enabled=false``: the Ansible role ``nvidia_gpu`` owns the
+kernel driver (pinned, DKMS, persistence mode) on the dedicated GPU servers. The container
+toolkit is pointed at RKE2's containerd (its socket and config template live under
+``/run/k3s`` and ``/var/lib/rancher/rke2``, not the upstream defaults) and registers the
+``nvidia`` RuntimeClass, without becoming the default runtime: only pods that ask for it
+(the vLLM pods) get GPU access. The DCGM exporter publishes per-GPU metrics.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import StackConfig
+from infra.platform.common import GPU_NS, KEDA_NS
+
+GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
+KEDA_REPO = "https://kedacore.github.io/charts"
+RKE2_CONTAINERD = {
+    "CONTAINERD_CONFIG": "/var/lib/rancher/rke2/agent/etc/containerd/config.toml.tmpl",
+    "CONTAINERD_SOCKET": "/run/k3s/containerd/containerd.sock",
+    "CONTAINERD_RUNTIME_CLASS": "nvidia",
+    "CONTAINERD_SET_AS_DEFAULT": "false",
+}
+
+
+def gpu_operator_values() -> dict[str, object]:
+    return {
+        "operator": {"defaultRuntime": "containerd"},
+        "driver": {"enabled": False},  # Ansible (roles/nvidia_gpu) owns the driver
+        "toolkit": {"enabled": True, "env": [{"name": k, "value": v} for k, v in RKE2_CONTAINERD.items()]},
+        "devicePlugin": {"enabled": True},
+        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        "nfd": {"enabled": True},
+        "migManager": {"enabled": False},
+    }
+
+
+class GpuSupport(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:GpuSupport", name, None, opts)
+        self.release = k8s.helm.v3.Release(
+            f"{name}-gpu-operator",
+            name="gpu-operator",
+            chart="gpu-operator",
+            version=cfg.platform.gpu_operator_version,
+            namespace=GPU_NS,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=GPU_OPERATOR_REPO),
+            values=gpu_operator_values(),
+            atomic=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        self.register_outputs({})
+
+
+class Autoscaling(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:Autoscaling", name, None, opts)
+        self.release = k8s.helm.v3.Release(
+            f"{name}-keda",
+            name="keda",
+            chart="keda",
+            version=cfg.platform.keda_version,
+            namespace=KEDA_NS,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=KEDA_REPO),
+            values={"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}},
+            atomic=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        self.register_outputs({})

@@ -1,0 +1,236 @@
+"""vLLM serving, one Deployment per model in the stack config.
+
+Weights: a Job (``sovereign weights fetch``) copies the model from EU object storage into the
+model's ReadWriteMany volume; the vLLM pods mount it read-only and an init container
+(``sovereign weights verify``) checks every file against the SHA-256 manifest before the
+server starts. The vLLM pods themselves have no egress at all (network_policies.py), so
+only the Job's pods ever talk to object storage; ``HF_HUB_OFFLINE=1`` keeps vLLM from trying.
+
+Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from Prometheus
+(queue length is what a patient waiting for an answer feels; GPU utilisation is not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import InferenceModelConfig, StackConfig
+from infra.platform.common import (
+    INFERENCE_NS,
+    VLLM_PORT,
+    container_security,
+    labels,
+    pod_security,
+    selector,
+)
+
+WEIGHTS_MOUNT = "/models"
+
+
+def vllm_args(model: InferenceModelConfig) -> list[str]:
+    return [
+        "--model", f"{WEIGHTS_MOUNT}/{model.name}",
+        "--served-model-name", model.name,
+        "--host", "0.0.0.0",
+        "--port", str(VLLM_PORT),
+        "--quantization", model.quantization,
+        "--max-model-len", str(model.max_model_len),
+        "--gpu-memory-utilization", str(model.gpu_memory_utilization),
+        "--tensor-parallel-size", str(model.gpus),
+        "--disable-log-requests",  # prompts are tokenised, but they still never go to a log
+    ]  # fmt: skip
+
+
+def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
+    return [
+        "weights", "fetch",
+        "--source", model.source,
+        "--endpoint", cfg.endpoints.object_storage,
+        "--manifest", model.manifest,
+        "--dest", f"{WEIGHTS_MOUNT}/{model.name}",
+    ]  # fmt: skip
+
+
+class ModelServer(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        model: InferenceModelConfig,
+        tools_image: str,
+        prometheus_url: str,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:ModelServer", name, None, opts)
+        app = f"vllm-{model.name}"
+        meta = labels(cfg, app, "inference")
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        volume = f"weights-{model.name}"
+        self.volume = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-weights",
+            metadata={"name": volume, "namespace": INFERENCE_NS, "labels": meta},
+            spec={
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": cfg.platform.storage_class_rwx,
+                "resources": {"requests": {"storage": f"{model.volume_gi}Gi"}},
+            },
+            opts=child,
+        )
+        tools_security = container_security()
+        storage = {"name": "weights", "persistentVolumeClaim": {"claimName": volume}}
+        fetch_labels = labels(cfg, f"weights-fetch-{model.name}", "weights-fetch")
+        self.fetch = k8s.batch.v1.Job(
+            f"{name}-fetch",
+            metadata={
+                "name": f"weights-fetch-{model.name}",
+                "namespace": INFERENCE_NS,
+                "labels": fetch_labels,
+            },
+            spec={
+                "backoffLimit": 3,
+                "template": {
+                    "metadata": {"labels": fetch_labels},
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security(),
+                        "containers": [
+                            {
+                                "name": "fetch",
+                                "image": tools_image,
+                                "args": fetch_args(cfg, model),
+                                "envFrom": [{"secretRef": {"name": "object-storage-read"}}],
+                                "resources": {
+                                    "requests": {"cpu": "250m", "memory": "256Mi"},
+                                    "limits": {"cpu": "1", "memory": "512Mi"},
+                                },
+                                "securityContext": tools_security,
+                                "volumeMounts": [{"name": "weights", "mountPath": WEIGHTS_MOUNT}],
+                            }
+                        ],
+                        "volumes": [storage],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.volume]),
+        )
+        health = {"httpGet": {"path": "/health", "port": "http"}}
+        container: dict[str, Any] = {
+            "name": "vllm",
+            "image": model.image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": vllm_args(model),
+            "env": [
+                {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+                {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+                {"name": "DO_NOT_TRACK", "value": "1"},
+                {"name": "HOME", "value": "/tmp"},
+            ],
+            "ports": [{"name": "http", "containerPort": VLLM_PORT}],
+            "resources": {
+                "requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": model.gpus},
+                "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": model.gpus},
+            },
+            # loading a quantised 8B model takes minutes: the startup probe allows 20
+            "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 120},
+            "readinessProbe": {**health, "periodSeconds": 5},
+            "livenessProbe": {**health, "periodSeconds": 15, "failureThreshold": 4},
+            "securityContext": container_security(),
+            "volumeMounts": [
+                {"name": "weights", "mountPath": WEIGHTS_MOUNT, "readOnly": True},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }
+        verify = {
+            "name": "verify-weights",
+            "image": tools_image,
+            "args": [
+                "weights",
+                "verify",
+                "--dir",
+                f"{WEIGHTS_MOUNT}/{model.name}",
+                "--manifest",
+                model.manifest,
+            ],
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "128Mi"},
+                "limits": {"cpu": "2", "memory": "256Mi"},
+            },
+            "securityContext": container_security(),
+            "volumeMounts": [{"name": "weights", "mountPath": WEIGHTS_MOUNT, "readOnly": True}],
+        }
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
+            spec={
+                "replicas": model.min_replicas,
+                "selector": {"matchLabels": selector(app)},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": meta},
+                    "spec": {
+                        "runtimeClassName": "nvidia",
+                        "automountServiceAccountToken": False,
+                        "securityContext": pod_security(),
+                        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                        "tolerations": [
+                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                        ],
+                        "initContainers": [verify],
+                        "containers": [container],
+                        "volumes": [
+                            {**storage, "persistentVolumeClaim": {"claimName": volume, "readOnly": True}},
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+                        ],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.fetch]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
+            spec={
+                "selector": selector(app),
+                "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http"}],
+            },
+            opts=child,
+        )
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector(app)}},
+            opts=child,
+        )
+        query = f'sum(vllm:num_requests_waiting{{namespace="{INFERENCE_NS}",model_name="{model.name}"}})'
+        self.scaler = k8s.apiextensions.CustomResource(
+            f"{name}-scaler",
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
+            spec={
+                "scaleTargetRef": {"name": app},
+                "minReplicaCount": model.min_replicas,
+                "maxReplicaCount": model.max_replicas,
+                "cooldownPeriod": 600,  # GPU pods are slow to start: do not flap
+                "triggers": [
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": prometheus_url,
+                            "query": query,
+                            "threshold": str(model.queue_target),
+                        },
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.deployment]),
+        )
+        self.register_outputs({"service": f"{app}.{INFERENCE_NS}.svc:{VLLM_PORT}"})

@@ -1,0 +1,61 @@
+"""The platform layer: everything on Kubernetes, through one provider built from the cluster's
+kubeconfig (a secret output of the RKE2 bootstrap)."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import StackConfig
+from infra.platform.gateway import GatewayDeployment
+from infra.platform.gpu import Autoscaling, GpuSupport
+from infra.platform.inference import ModelServer
+from infra.platform.namespaces import Namespaces
+from infra.platform.network_policies import NetworkPolicies
+from infra.platform.observability import Observability
+from infra.platform.openbao import OpenBao
+
+
+class PlatformLayer(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        kubeconfig: pulumi.Input[str],
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:PlatformLayer", name, None, opts)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        # children inherit the provider from this component
+        scoped = pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider})
+        self.namespaces = Namespaces(f"{name}-ns", cfg, opts=scoped)
+        ns = list(self.namespaces.by_name.values())
+        self.network = NetworkPolicies(f"{name}-netpol", cfg, depends_on=ns, opts=scoped)
+        isolated = [*ns, *self.network.policies]  # no workload starts before its policies exist
+        self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
+        self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=ns, opts=scoped)
+        self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=ns, opts=scoped)
+        prometheus = f"http://prometheus-operated.{cfg.platform.monitoring_namespace}.svc:9090"
+        self.models = [
+            ModelServer(
+                f"{name}-model-{model.name}",
+                cfg,
+                model,
+                tools_image=cfg.platform.gateway.image,  # `sovereign weights` ships in the gateway image
+                prometheus_url=prometheus,
+                depends_on=[*isolated, self.gpu.release, self.autoscaling.release],
+                opts=scoped,
+            )
+            for model in cfg.platform.models
+        ]
+        self.gateway = GatewayDeployment(
+            f"{name}-gateway", cfg, depends_on=[*isolated, self.openbao.configuration], opts=scoped
+        )
+        self.observability = Observability(f"{name}-observability", cfg, depends_on=ns, opts=scoped)
+        self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})

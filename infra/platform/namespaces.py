@@ -1,0 +1,39 @@
+"""Namespaces with Pod Security Admission labels.
+
+Every namespace enforces "restricted" except ``gpu-operator``: the NVIDIA container toolkit,
+device plugin and DCGM exporter need host access (privileged pods, host paths) to expose the
+GPUs, so that namespace is "privileged" and nothing else runs in it (docs/platform.md).
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import StackConfig
+from infra.platform.common import GATEWAY_NS, GPU_NS, INFERENCE_NS, K8S_VERSION, KEDA_NS, OPENBAO_NS, labels
+
+LEVELS = {
+    GATEWAY_NS: "restricted",
+    INFERENCE_NS: "restricted",
+    OPENBAO_NS: "restricted",
+    KEDA_NS: "restricted",
+    GPU_NS: "privileged",
+}
+
+
+class Namespaces(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sovereign:platform:Namespaces", name, None, opts)
+        self.by_name: dict[str, k8s.core.v1.Namespace] = {}
+        for ns, level in LEVELS.items():
+            pss = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")} | {
+                f"pod-security.kubernetes.io/{mode}-version": K8S_VERSION
+                for mode in ("enforce", "audit", "warn")
+            }
+            self.by_name[ns] = k8s.core.v1.Namespace(
+                f"{name}-{ns}",
+                metadata={"name": ns, "labels": {**labels(cfg, ns, "namespace"), **pss}},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({"namespaces": list(self.by_name)})

@@ -1,0 +1,314 @@
+"""OpenBao in the cluster (Helm chart: HA, Raft storage, TLS, audit device) and its configuration
+through pulumi-vault: transit keys, KV v2, PKI for gateway <-> inference mTLS, Kubernetes auth
+bound to the gateway's service account, least-privilege policies. The file audit device is
+declared in the server configuration.
+
+TLS: a private CA made by ``pulumi-tls`` signs the listener certificate; the CA certificate is
+published to the gateway's namespace. Its private key lives only in the Pulumi state, which the
+stack's secrets provider (OpenBao transit of the operations OpenBao, ``hashivault://``) encrypts.
+
+Unseal: see docs/platform.md ("OpenBao unseal design").
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+import pulumi_vault as vault
+
+from infra.config import StackConfig
+from infra.local import openbao as local_openbao
+from infra.platform.common import GATEWAY_NS, NONROOT_UID, OPENBAO_NS, labels
+from infra.platform.gateway import NAME as GATEWAY_SA
+from infra.platform.gateway import OPENBAO_ROLE
+
+CHART_REPO = "https://openbao.github.io/openbao-helm"
+
+# the local dev server's policies (infra/local/openbao.py), plus what only the cluster has
+GATEWAY_POLICY = (
+    local_openbao.GATEWAY_POLICY
+    + 'path "kv/data/gateway/*" { capabilities = ["read"] }\n'
+    + 'path "pki/issue/gateway-client" { capabilities = ["update"] }\n'
+)
+AUDITOR_POLICY = local_openbao.AUDITOR_POLICY
+
+_RETRY_JOIN = (
+    '  retry_join {{ leader_api_addr = "https://openbao-{i}.openbao-internal:8200" '
+    'leader_ca_cert_file = "/openbao/userconfig/openbao-tls/ca.crt" }}\n'
+)
+
+RAFT_TEMPLATE = """
+ui = false
+disable_mlock = true
+listener "tcp" {
+  address = "[::]:8200"
+  cluster_address = "[::]:8201"
+  tls_cert_file = "/openbao/userconfig/openbao-tls/tls.crt"
+  tls_key_file = "/openbao/userconfig/openbao-tls/tls.key"
+  tls_min_version = "tls13"
+  telemetry { unauthenticated_metrics_access = true }
+}
+storage "raft" {
+  path = "/openbao/data"
+{retry_join}}
+service_registration "kubernetes" {}
+# OpenBao 2.x refuses audit devices enabled through the API: declared here, on its own volume
+audit "file" "file" {
+  options { file_path = "/openbao/audit/audit.log" }
+}
+telemetry { prometheus_retention_time = "30s" disable_hostname = true }
+"""
+
+
+def raft_config(replicas: int) -> str:
+    """The server configuration (HCL): TLS listener, Raft joined to every member, audit device."""
+    joins = "".join(_RETRY_JOIN.format(i=i) for i in range(replicas))
+    return RAFT_TEMPLATE.replace("{retry_join}", joins)
+
+
+def helm_values(cfg: StackConfig) -> dict[str, object]:
+    bao = cfg.platform.openbao
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return {
+        "global": {"tlsDisable": False},
+        "injector": {"enabled": False},  # the gateway logs in itself (Kubernetes auth)
+        "ui": {"enabled": False},
+        "server": {
+            "extraLabels": labels(cfg, "openbao", "kms"),
+            "ha": {
+                "enabled": True,
+                "replicas": bao.replicas,
+                "raft": {"enabled": True, "config": raft_config(bao.replicas)},
+            },
+            "dataStorage": {"enabled": True, "size": f"{bao.storage_gi}Gi"},
+            "auditStorage": {"enabled": True, "size": f"{bao.audit_storage_gi}Gi"},
+            "extraVolumes": [{"type": "secret", "name": "openbao-tls"}],
+            "extraEnvironmentVars": {"BAO_CACERT": "/openbao/userconfig/openbao-tls/ca.crt"},
+            "statefulSet": {
+                "securityContext": {
+                    "pod": {
+                        "runAsNonRoot": True,
+                        "runAsUser": NONROOT_UID,
+                        "runAsGroup": NONROOT_UID,
+                        "fsGroup": NONROOT_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "container": restricted,
+                }
+            },
+            "affinity": {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "openbao"}},
+                            "topologyKey": "kubernetes.io/hostname",
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+class OpenBao(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:OpenBao", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        meta = labels(cfg, "openbao", "kms")
+        # TLS: a private CA for the listener (and the gateway trusts exactly this CA)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P384", opts=child)
+        self.ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=ca_key.private_key_pem,
+            is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"{cfg.stack} openbao CA", organization="sovereign-llm"
+            ),
+            validity_period_hours=24 * 365 * 3,
+            allowed_uses=["cert_signing", "crl_signing"],
+            opts=child,
+        )
+        key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        hosts = [
+            "openbao",
+            f"openbao.{OPENBAO_NS}.svc",
+            f"openbao.{OPENBAO_NS}.svc.cluster.local",
+            "*.openbao-internal",
+            f"*.openbao-internal.{OPENBAO_NS}.svc.cluster.local",
+            "localhost",
+        ]
+        csr = tls.CertRequest(
+            f"{name}-csr",
+            private_key_pem=key.private_key_pem,
+            dns_names=hosts,
+            ip_addresses=["127.0.0.1"],
+            subject=tls.CertRequestSubjectArgs(common_name=f"openbao.{OPENBAO_NS}.svc"),
+            opts=child,
+        )
+        cert = tls.LocallySignedCert(
+            f"{name}-tls",
+            cert_request_pem=csr.cert_request_pem,
+            ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=self.ca.cert_pem,
+            validity_period_hours=24 * 365,
+            early_renewal_hours=24 * 30,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+            opts=child,
+        )
+        deps = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        self.tls_secret = k8s.core.v1.Secret(
+            f"{name}-tls-secret",
+            metadata={"name": "openbao-tls", "namespace": OPENBAO_NS, "labels": meta},
+            type="kubernetes.io/tls",
+            string_data={
+                "tls.crt": cert.cert_pem,
+                "tls.key": key.private_key_pem,  # a secret output of pulumi-tls
+                "ca.crt": self.ca.cert_pem,
+            },
+            opts=deps,
+        )
+        self.ca_for_gateway = k8s.core.v1.ConfigMap(
+            f"{name}-ca-gateway",
+            metadata={"name": "openbao-ca", "namespace": GATEWAY_NS, "labels": meta},
+            data={"ca.crt": self.ca.cert_pem},
+            opts=deps,
+        )
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name="openbao",
+            chart="openbao",
+            version=cfg.platform.openbao.chart_version,
+            namespace=OPENBAO_NS,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
+            values=helm_values(cfg),
+            atomic=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.tls_secret]),
+        )
+        self.configuration = OpenBaoConfiguration(
+            f"{name}-config",
+            cfg,
+            ca_pem=self.ca.cert_pem,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+        )
+        self.register_outputs({"ca_cert_pem": self.ca.cert_pem})
+
+
+class OpenBaoConfiguration(pulumi.ComponentResource):
+    """What ``infra/local/openbao.py`` does for the dev server, declared for the cluster's OpenBao
+    (the audit device is in the server configuration: OpenBao 2.x refuses API-enabled ones)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        ca_pem: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:OpenBaoConfiguration", name, None, opts)
+        # the token comes from VAULT_TOKEN in the operator's environment, never from the stack
+        provider = vault.Provider(
+            f"{name}-provider",
+            address=cfg.platform.openbao.api_address,
+            ca_cert_file=None,
+            skip_tls_verify=False,
+            skip_child_token=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        transit = vault.Mount(f"{name}-transit", path=local_openbao.TRANSIT_MOUNT, type="transit", opts=child)
+        after_transit = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[transit])
+        self.tenant_key = vault.transit.SecretBackendKey(
+            f"{name}-tenant-data",
+            backend=local_openbao.TRANSIT_MOUNT,
+            name=local_openbao.TENANT_KEY,
+            type="aes256-gcm96",
+            derived=True,  # one wrapping key per tenant: the tenant is the derivation context
+            deletion_allowed=False,
+            exportable=False,
+            auto_rotate_period=90 * 24 * 3600,
+            opts=after_transit,
+        )
+        self.audit_key = vault.transit.SecretBackendKey(
+            f"{name}-audit-hmac",
+            backend=local_openbao.TRANSIT_MOUNT,
+            name=local_openbao.AUDIT_KEY,
+            type="aes256-gcm96",
+            deletion_allowed=False,
+            exportable=False,
+            opts=after_transit,
+        )
+        self.kv = vault.Mount(f"{name}-kv", path="kv", type="kv", options={"version": "2"}, opts=child)
+        pki = vault.Mount(
+            f"{name}-pki", path="pki", type="pki", max_lease_ttl_seconds=5 * 365 * 24 * 3600, opts=child
+        )
+        after_pki = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[pki])
+        self.pki_root = vault.pkisecret.SecretBackendRootCert(
+            f"{name}-pki-root",
+            backend="pki",
+            type="internal",
+            common_name=f"{cfg.stack} inference mTLS CA",
+            ttl=str(5 * 365 * 24 * 3600),
+            key_type="ec",
+            key_bits=384,
+            opts=after_pki,
+        )
+        self.pki_roles = [
+            vault.pkisecret.SecretBackendRole(
+                f"{name}-pki-{role}",
+                backend="pki",
+                name=role,
+                allowed_domains=domains,
+                allow_subdomains=True,
+                allow_bare_domains=True,
+                server_flag=role == "inference-server",
+                client_flag=role == "gateway-client",
+                key_type="ec",
+                key_bits=256,
+                max_ttl=str(72 * 3600),
+                ttl=str(24 * 3600),
+                opts=after_pki,
+            )
+            for role, domains in (
+                ("gateway-client", [f"gateway.{GATEWAY_NS}.svc"]),
+                ("inference-server", ["sovereign-inference.svc"]),
+            )
+        ]
+        self.policies = [
+            vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
+            for pname, body in (("sovereign-gateway", GATEWAY_POLICY), ("sovereign-auditor", AUDITOR_POLICY))
+        ]
+        k8s_auth = vault.AuthBackend(f"{name}-k8s-auth", type="kubernetes", path="kubernetes", opts=child)
+        after_auth = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[k8s_auth])
+        self.k8s_auth_config = vault.kubernetes.AuthBackendConfig(
+            f"{name}-k8s-auth-config",
+            backend="kubernetes",
+            kubernetes_host="https://kubernetes.default.svc:443",
+            disable_local_ca_jwt=False,  # OpenBao runs in the cluster: its own SA token reviews tokens
+            opts=after_auth,
+        )
+        self.gateway_role = vault.kubernetes.AuthBackendRole(
+            f"{name}-k8s-role-gateway",
+            backend="kubernetes",
+            role_name=OPENBAO_ROLE,
+            bound_service_account_names=[GATEWAY_SA],
+            bound_service_account_namespaces=[GATEWAY_NS],
+            audience="openbao",
+            token_policies=["sovereign-gateway"],
+            token_ttl=3600,
+            token_max_ttl=24 * 3600,
+            opts=after_auth,
+        )
+        self.register_outputs({"gateway_role": OPENBAO_ROLE})

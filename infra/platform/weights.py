@@ -1,0 +1,151 @@
+"""Model weights: fetch from EU object storage, verify against a SHA-256 manifest.
+
+``sovereign weights fetch`` runs in the weights Job (the only pods allowed to reach object
+storage); ``sovereign weights verify`` runs as the vLLM pods' init container, with no network,
+before the server starts. The manifest is the ``sha256sum`` format (``<hex>  <relative path>``),
+one line per file, kept beside the weights (``SHA256SUMS``).
+
+A file missing from the manifest, a file the manifest lists but the folder lacks, a digest
+mismatch, or a path that escapes the folder fails the step: vLLM never loads weights that
+are not exactly the reviewed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+CHUNK = 1 << 20
+_LINE = re.compile(r"^(?P<digest>[0-9a-f]{64}) [ *](?P<path>\S.*)$")
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Manifest:
+    entries: dict[str, str]  # relative path → sha256 hex
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> Manifest:
+        entries: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            match = _LINE.match(line)
+            if match is None:
+                raise WeightsError(f"{source} line {number}: expected '<sha256 hex>  <path>'")
+            path = match["path"].strip()
+            pure = PurePosixPath(path)
+            if pure.is_absolute() or ".." in pure.parts:
+                raise WeightsError(f"{source} line {number}: path {path!r} leaves the model folder")
+            if path in entries:
+                raise WeightsError(f"{source} line {number}: {path!r} listed twice")
+            entries[path] = match["digest"]
+        if not entries:
+            raise WeightsError(f"{source} lists no files")
+        return cls(entries)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(folder: Path, manifest_name: str = "SHA256SUMS") -> int:
+    """Check every file in *folder* against its manifest; return the number of files checked."""
+    manifest_path = folder / manifest_name
+    if not manifest_path.is_file():
+        raise WeightsError(f"no manifest {manifest_path}; the weights Job writes it with the weights")
+    manifest = Manifest.parse(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
+    present = {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p != manifest_path
+    }
+    missing = sorted(set(manifest.entries) - present)
+    extra = sorted(present - set(manifest.entries))
+    if missing:
+        raise WeightsError(f"{len(missing)} file(s) in the manifest are missing, first: {missing[0]}")
+    if extra:
+        raise WeightsError(f"{len(extra)} file(s) not in the manifest, first: {extra[0]}")
+    for rel, expected in sorted(manifest.entries.items()):
+        if sha256_file(folder / rel) != expected:
+            raise WeightsError(f"{rel}: SHA-256 does not match the manifest; refusing to serve these weights")
+    return len(manifest.entries)
+
+
+def _bucket_and_prefix(source: str) -> tuple[str, str]:
+    parts = urlsplit(source)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise WeightsError(f"source {source!r} must be s3://bucket/prefix/")
+    prefix = parts.path.lstrip("/")
+    return parts.netloc, prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def fetch(source: str, endpoint: str, dest: Path, manifest_name: str = "SHA256SUMS") -> int:
+    """Download the manifest and exactly the files it lists, then verify them; return the count.
+
+    Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a
+    read-only Secret); the endpoint is the stack's EU object storage.
+    """
+    import boto3
+    import botocore.exceptions
+
+    bucket, prefix = _bucket_and_prefix(source)
+    client = boto3.client("s3", endpoint_url=endpoint)
+
+    def download(key: str, target: Path) -> None:
+        try:
+            client.download_file(bucket, key, str(target))
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise WeightsError(f"object storage refused s3://{bucket}/{key}: {code}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise WeightsError(f"object storage at {endpoint} failed: {type(exc).__name__}") from None
+
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest_path = dest / manifest_name
+    download(prefix + manifest_name, manifest_path)
+    manifest = Manifest.parse(
+        manifest_path.read_text(encoding="utf-8"), f"s3://{bucket}/{prefix}{manifest_name}"
+    )
+    for rel in sorted(manifest.entries):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        download(prefix + rel, partial)
+        partial.replace(target)
+    return verify(dest, manifest_name)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sovereign weights")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="download a model from EU object storage and verify it")
+    f.add_argument("--source", required=True, help="s3://bucket/prefix/")
+    f.add_argument("--endpoint", required=True, help="S3 endpoint URL (the stack's object storage)")
+    f.add_argument("--dest", required=True, type=Path)
+    f.add_argument("--manifest", default="SHA256SUMS")
+    v = sub.add_parser("verify", help="verify a model folder against its SHA-256 manifest")
+    v.add_argument("--dir", required=True, type=Path)
+    v.add_argument("--manifest", default="SHA256SUMS")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            count = fetch(args.source, args.endpoint, args.dest, args.manifest)
+        else:
+            count = verify(args.dir, args.manifest)
+    except WeightsError as exc:
+        print(f"sovereign weights: {exc}", file=sys.stderr)
+        return 1
+    print(f"sovereign weights: {count} files verified against {args.manifest}")
+    return 0

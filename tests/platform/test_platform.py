@@ -1,0 +1,244 @@
+"""The platform layer under Pulumi's mocks: isolation, OpenBao, vLLM, GPU support, the gateway,
+observability — and every rendered manifest against the Kubernetes OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.settings import GatewaySettings
+from infra import plan as planner
+from infra.config import Rke2Config
+from tests.infra.support import plan_of, sections
+
+CRD_KINDS = {"ScaledObject", "ServiceMonitor"}  # no CRD schemas offline: checked field by field below
+
+
+@pytest.fixture(scope="module")
+def prod() -> planner.Plan:
+    return plan_of(sections("eu-central-prod"), stack="eu-central-prod")
+
+
+def objects(plan: planner.Plan, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in plan.kubernetes_objects()
+        if o["kind"] == kind and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+
+
+def one(plan: planner.Plan, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objects(plan, kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def test_every_manifest_matches_the_kubernetes_schema_of_the_rke2_release(prod: planner.Plan) -> None:
+    minor = Rke2Config().version.removeprefix("v").split(".")
+    version = f"{minor[0]}.{minor[1]}"
+    checked = 0
+    for obj in prod.kubernetes_objects():
+        if obj["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 25
+
+
+def test_schema_validation_catches_a_mistake(prod: planner.Plan) -> None:
+    deployment = one(prod, "Deployment", "gateway")
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo for "resources"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.33", strict=True)
+
+
+def test_namespaces_enforce_restricted_except_the_gpu_operator(prod: planner.Plan) -> None:
+    levels = {
+        o["metadata"]["name"]: o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+        for o in objects(prod, "Namespace")
+    }
+    assert levels.pop("gpu-operator") == "privileged"
+    assert set(levels.values()) == {"restricted"} and len(levels) == 4
+
+
+def test_every_pod_spec_is_restricted_compliant(prod: planner.Plan) -> None:
+    for kind in ("Deployment", "Job"):
+        for obj in objects(prod, kind):
+            spec = obj["spec"]["template"]["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for c in spec["containers"] + spec.get("initContainers", []):
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+                assert "resources" in c and c["resources"]["limits"]
+            assert not any("hostPath" in v for v in spec.get("volumes", []))
+
+
+def _policies_for(plan: planner.Plan, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [p for p in objects(plan, "NetworkPolicy", namespace) if selects(p["spec"]["podSelector"], labels)]
+
+
+def test_inference_pods_have_no_egress_and_only_the_gateway_as_client(prod: planner.Plan) -> None:
+    vllm = one(prod, "Deployment", "vllm-llama31-8b-awq")
+    pod_labels = vllm["spec"]["template"]["metadata"]["labels"]
+    policies = _policies_for(prod, "sovereign-inference", pod_labels)
+    assert any(
+        p["metadata"]["name"] == "default-deny" and "Egress" in p["spec"]["policyTypes"] for p in policies
+    )
+    assert all(not p["spec"].get("egress") for p in policies)  # no egress rule anywhere: none allowed
+    sources = [peer for p in policies for rule in p["spec"].get("ingress", []) for peer in rule["from"]]
+    namespaces = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
+    assert namespaces == {"sovereign-gateway", "monitoring"}
+    gateway_peer = next(s for s in sources if "podSelector" in s)
+    assert gateway_peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
+
+
+def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
+    gw = one(prod, "Deployment", "gateway")
+    policies = _policies_for(prod, "sovereign-gateway", gw["spec"]["template"]["metadata"]["labels"])
+    egress = [rule for p in policies for rule in p["spec"].get("egress", [])]
+    targets = {
+        (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], port["port"])
+        for rule in egress
+        for peer in rule["to"]
+        for port in rule["ports"]
+    }
+    assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}
+
+
+def test_vllm_deployment(prod: planner.Plan) -> None:
+    spec = one(prod, "Deployment", "vllm-llama31-8b-awq")["spec"]["template"]["spec"]
+    (vllm,) = spec["containers"]
+    assert spec["runtimeClassName"] == "nvidia"
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    args = vllm["args"]
+    for flag, value in (
+        ("--quantization", "awq_marlin"),
+        ("--max-model-len", "8192"),
+        ("--gpu-memory-utilization", "0.9"),
+        ("--served-model-name", "llama31-8b-awq"),
+    ):
+        assert args[args.index(flag) + 1] == value
+    env = {e["name"]: e["value"] for e in vllm["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vllm[probe]["httpGet"]["path"] == "/health"
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
+    (verify,) = spec["initContainers"]
+    assert verify["args"][:2] == ["weights", "verify"]
+    weights = next(v for v in spec["volumes"] if v["name"] == "weights")
+    assert weights["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_weights_come_from_eu_object_storage_through_the_fetch_job(prod: planner.Plan) -> None:
+    job = one(prod, "Job", "weights-fetch-llama31-8b-awq")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["weights", "fetch"]
+    assert args[args.index("--endpoint") + 1] == "https://fsn1.your-objectstorage.com"
+    assert args[args.index("--source") + 1] == "s3://sovereign-models/llama-3.1-8b-instruct-awq/"
+    fetch_labels = job["spec"]["template"]["metadata"]["labels"]
+    egress = [
+        r
+        for p in _policies_for(prod, "sovereign-inference", fetch_labels)
+        for r in p["spec"].get("egress", [])
+    ]
+    https = next(r for r in egress if r["ports"] == [{"protocol": "TCP", "port": 443}])
+    assert "10.0.0.0/8" in https["to"][0]["ipBlock"]["except"]  # not into the cluster or the private network
+
+
+def test_model_pdb_and_queue_autoscaling(prod: planner.Plan) -> None:
+    assert one(prod, "PodDisruptionBudget", "vllm-llama31-8b-awq")["spec"]["maxUnavailable"] == 1
+    scaler = one(prod, "ScaledObject", "vllm-llama31-8b-awq")
+    assert scaler["apiVersion"] == "keda.sh/v1alpha1"
+    (trigger,) = scaler["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert "vllm:num_requests_waiting" in trigger["metadata"]["query"]
+    assert trigger["metadata"]["threshold"] == "5"
+    assert (scaler["spec"]["minReplicaCount"], scaler["spec"]["maxReplicaCount"]) == (1, 2)
+
+
+def test_gateway_deployment_and_its_settings(prod: planner.Plan) -> None:
+    cm = one(prod, "ConfigMap", "gateway-config")
+    settings = GatewaySettings(**yaml.safe_load(cm["data"]["gateway.yaml"]))  # the gateway's own model
+    assert settings.openbao.kubernetes_role == "sovereign-gateway"
+    assert settings.openbao.address == "https://openbao.openbao.svc:8200"
+    assert str(settings.upstreams["llama31-8b-awq"].url).startswith(
+        "http://vllm-llama31-8b-awq.sovereign-inference.svc"
+    )
+    dep = one(prod, "Deployment", "gateway")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "gateway"
+    assert one(prod, "HorizontalPodAutoscaler", "gateway")["spec"]["minReplicas"] == 2
+    assert one(prod, "PodDisruptionBudget", "gateway")["spec"]["minAvailable"] == 1
+
+
+def test_openbao_ha_raft_tls_and_audit(prod: planner.Plan) -> None:
+    (release,) = [r for r in prod.helm_releases() if r["name"] == "openbao"]
+    assert (release["chart"], release["version"]) == ("openbao", "0.19.1")
+    server = release["values"]["server"]
+    assert server["ha"]["enabled"] is True and server["ha"]["replicas"] == 3
+    config = server["ha"]["raft"]["config"]
+    assert 'storage "raft"' in config and config.count("retry_join") == 3
+    assert 'audit "file"' in config and "tls_cert_file" in config
+    assert release["values"]["global"]["tlsDisable"] is False
+    assert server["auditStorage"]["enabled"] is True
+
+
+def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
+    keys = {
+        r.inputs["name"]: r.inputs for r in prod.of_type("vault:transit/secretBackendKey:SecretBackendKey")
+    }
+    assert keys["tenant-data"]["derived"] is True and keys["tenant-data"]["exportable"] is False
+    assert "audit-hmac" in keys
+    mounts = {r.inputs["path"]: r.inputs for r in prod.of_type("vault:index/mount:Mount")}
+    assert mounts["kv"]["options"] == {"version": "2"} and mounts["pki"]["type"] == "pki"
+    (role,) = prod.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+    assert role.inputs["boundServiceAccountNames"] == ["gateway"]
+    assert role.inputs["boundServiceAccountNamespaces"] == ["sovereign-gateway"]
+    assert role.inputs["tokenPolicies"] == ["sovereign-gateway"]
+    policies = {r.inputs["name"]: r.inputs["policy"] for r in prod.of_type("vault:index/policy:Policy")}
+    assert 'path "transit/decrypt/audit-hmac"' in policies["sovereign-auditor"]
+    assert (
+        'path "transit/decrypt/audit-hmac"' not in policies["sovereign-gateway"]
+    )  # cannot unwrap audit keys
+    pki_roles = {
+        r.inputs["name"] for r in prod.of_type("vault:pkiSecret/secretBackendRole:SecretBackendRole")
+    }
+    assert pki_roles == {"gateway-client", "inference-server"}
+
+
+def test_gpu_operator_leaves_the_driver_to_ansible_and_uses_rke2_containerd(prod: planner.Plan) -> None:
+    (release,) = [r for r in prod.helm_releases() if r["name"] == "gpu-operator"]
+    values = release["values"]
+    assert values["driver"]["enabled"] is False
+    env = {e["name"]: e["value"] for e in values["toolkit"]["env"]}
+    assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"
+    assert env["CONTAINERD_CONFIG"].startswith("/var/lib/rancher/rke2/")
+    assert values["dcgmExporter"]["enabled"] is True
+
+
+def test_service_monitors_for_gateway_vllm_and_openbao(prod: planner.Plan) -> None:
+    monitors = {o["metadata"]["name"]: o for o in objects(prod, "ServiceMonitor")}
+    assert set(monitors) == {"gateway", "vllm", "openbao"}
+    for m in monitors.values():
+        assert m["apiVersion"] == "monitoring.coreos.com/v1" and m["spec"]["endpoints"][0]["path"]
+
+
+def test_platform_resources_use_the_cluster_provider(prod: planner.Plan) -> None:
+    (provider,) = prod.of_type("pulumi:providers:kubernetes")
+    assert provider.parent_type == "sovereign:platform:PlatformLayer"
+    assert all(r.parent_type and r.parent_type.startswith("sovereign:") for r in prod.custom())
+
+
+def test_dr_stack_without_models_has_no_inference_deployments() -> None:
+    dr = plan_of(sections("eu-north-dr"), stack="eu-north-dr")
+    assert [o["metadata"]["name"] for o in objects(dr, "Deployment")] == ["gateway"]
+    assert yaml.safe_load(one(dr, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])["upstreams"] == {}
