@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class KeyProvider:
         self._audit: tuple[AuditKey, float] | None = None
         self._lock = asyncio.Lock()
         self._login: tuple[str, float] | None = None
+        self._login_lock = threading.Lock()  # key fetches run in threads: one login serves them all
 
     def _client(self) -> hvac.Client:
         s = self._settings
@@ -69,8 +71,13 @@ class KeyProvider:
     def _kubernetes_login(self) -> str:
         """A token from OpenBao's Kubernetes auth for the pod's service account, renewed by a new
         login at half its lifetime (the projected service-account token rotates too)."""
-        if self._login and self._login[1] > time.monotonic():
+        with self._login_lock:
+            if self._login and self._login[1] > time.monotonic():
+                return self._login[0]
+            self._login = self._kubernetes_login_now()
             return self._login[0]
+
+    def _kubernetes_login_now(self) -> tuple[str, float]:
         s = self._settings
         try:
             jwt = s.kubernetes_token_file.read_text(encoding="utf-8").strip()
@@ -88,8 +95,7 @@ class KeyProvider:
         except requests.RequestException:
             raise KeyUnavailable(f"OpenBao at {s.address} is unreachable (Kubernetes login)") from None
         auth = response["auth"]
-        self._login = (str(auth["client_token"]), time.monotonic() + float(auth["lease_duration"]) / 2)
-        return self._login[0]
+        return str(auth["client_token"]), time.monotonic() + float(auth["lease_duration"]) / 2
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
         try:
