@@ -44,4 +44,11 @@ fi
 
 say "installing sovereign-llm with the local and dev extras"
 .venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev]'
+# checkov pins old versions of packages the project also uses: it gets a venv of its own
+CHECKOV_VERSION=3.3.30
+if ! .venv-tools/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+  say "installing checkov $CHECKOV_VERSION into .venv-tools (IaC scan of the rendered manifests)"
+  "$PYTHON" -m venv .venv-tools
+  .venv-tools/bin/python -m pip install -q "checkov==$CHECKOV_VERSION"
+fi
 say "installed: $(.venv/bin/sovereign --help >/dev/null && echo sovereign) $(.venv/bin/bao version | head -1)"

@@ -106,7 +106,7 @@ class GatewayDeployment(pulumi.ComponentResource):
         container = {
             "name": NAME,
             "image": gw.image,
-            "imagePullPolicy": "IfNotPresent",
+            "imagePullPolicy": "Always",  # re-resolved at the in-boundary mirror on every start
             "args": [
                 "gateway",
                 "serve",

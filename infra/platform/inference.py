@@ -102,17 +102,35 @@ class ModelServer(pulumi.ComponentResource):
                             {
                                 "name": "fetch",
                                 "image": tools_image,
+                                "imagePullPolicy": "Always",
                                 "args": fetch_args(cfg, model),
-                                "envFrom": [{"secretRef": {"name": "object-storage-read"}}],
+                                # read-only S3 keys as a file (an AWS shared-credentials file), not as
+                                # environment variables that end up in process listings and dumps
+                                "env": [
+                                    {
+                                        "name": "AWS_SHARED_CREDENTIALS_FILE",
+                                        "value": "/etc/object-storage/credentials",
+                                    }
+                                ],
                                 "resources": {
                                     "requests": {"cpu": "250m", "memory": "256Mi"},
                                     "limits": {"cpu": "1", "memory": "512Mi"},
                                 },
                                 "securityContext": tools_security,
-                                "volumeMounts": [{"name": "weights", "mountPath": WEIGHTS_MOUNT}],
+                                "volumeMounts": [
+                                    {"name": "weights", "mountPath": WEIGHTS_MOUNT},
+                                    {
+                                        "name": "credentials",
+                                        "mountPath": "/etc/object-storage",
+                                        "readOnly": True,
+                                    },
+                                ],
                             }
                         ],
-                        "volumes": [storage],
+                        "volumes": [
+                            storage,
+                            {"name": "credentials", "secret": {"secretName": "object-storage-read"}},
+                        ],
                     },
                 },
             },
@@ -122,7 +140,7 @@ class ModelServer(pulumi.ComponentResource):
         container: dict[str, Any] = {
             "name": "vllm",
             "image": model.image,
-            "imagePullPolicy": "IfNotPresent",
+            "imagePullPolicy": "Always",
             "args": vllm_args(model),
             "env": [
                 {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -150,6 +168,7 @@ class ModelServer(pulumi.ComponentResource):
         verify = {
             "name": "verify-weights",
             "image": tools_image,
+            "imagePullPolicy": "Always",
             "args": [
                 "weights",
                 "verify",
