@@ -1,0 +1,122 @@
+"""The cluster OpenBao's server configuration (Helm value ``server.ha.raft.config``), run by the
+real ``bao`` binary: TLS 1.3 listener, Raft storage, the declared audit device.
+
+Paths are moved into a temporary folder and the Kubernetes service registration is left out
+(it needs the pod's environment); everything else is the rendered text.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from infra.local.stack import _bao_binary
+from infra.platform.openbao import raft_config
+
+
+def _pki(folder: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test openbao CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openbao.openbao.svc")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (folder / "tls.crt").write_bytes(cert.public_bytes(pem))
+    (folder / "tls.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rendered_server_config_runs_with_tls_raft_and_audit(tmp_path: Path) -> None:
+    tls_dir, data, audit = tmp_path / "tls", tmp_path / "data", tmp_path / "audit"
+    for d in (tls_dir, data, audit):
+        d.mkdir()
+    _pki(tls_dir)
+    port, cluster_port = _free_port(), _free_port()
+    config = (
+        raft_config(3)
+        .replace("/openbao/userconfig/openbao-tls", str(tls_dir))
+        .replace("/openbao/data", str(data))
+        .replace("/openbao/audit", str(audit))
+        .replace('"[::]:8200"', f'"127.0.0.1:{port}"')
+        .replace('"[::]:8201"', f'"127.0.0.1:{cluster_port}"')
+        .replace('service_registration "kubernetes" {}', "")
+    )
+    assert 'service_registration "kubernetes"' in raft_config(3)  # only this test leaves it out
+    hcl = tmp_path / "openbao.hcl"
+    hcl.write_text(
+        config
+        + f'\napi_addr = "https://localhost:{port}"\ncluster_addr = "https://127.0.0.1:{cluster_port}"\n'
+    )
+    log = (tmp_path / "bao.log").open("wb")
+    proc = subprocess.Popen([_bao_binary(), "server", f"-config={hcl}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://localhost:{port}"
+    try:
+        # Raft elects with a 5 s heartbeat timeout: init and unseal may take that long
+        client = httpx.Client(verify=ssl.create_default_context(cafile=str(tls_dir / "ca.crt")), timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = client.get(f"{url}/v1/sys/health")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "bao.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "OpenBao did not start"
+                time.sleep(0.2)
+        assert health.status_code == 501  # uninitialised, sealed: the state a new member starts in
+        init = client.put(f"{url}/v1/sys/init", json={"secret_shares": 5, "secret_threshold": 3}).json()
+        for share in init["keys"][:3]:
+            status = client.put(f"{url}/v1/sys/unseal", json={"key": share}).json()
+        assert status["sealed"] is False
+        headers = {"X-Vault-Token": init["root_token"]}
+        deadline = time.monotonic() + 30
+        while client.get(f"{url}/v1/sys/health").status_code != 200:  # raft leader elected
+            assert time.monotonic() < deadline, "no raft leader"
+            time.sleep(0.2)
+        devices = client.get(f"{url}/v1/sys/audit", headers=headers).json()
+        assert devices["data"]["file/"]["type"] == "file"
+        client.get(f"{url}/v1/sys/mounts", headers=headers)
+        assert (audit / "audit.log").stat().st_size > 0  # requests are being audited
+        # TLS 1.3 only: a TLS 1.2 client is refused
+        old = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            httpx.get(f"{url}/v1/sys/health", verify=old, timeout=5)
+            raise AssertionError("a TLS 1.2 handshake succeeded")
+        except httpx.ConnectError:
+            pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
