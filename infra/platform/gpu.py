@@ -10,6 +10,8 @@ toolkit is pointed at RKE2's containerd (its socket and config template live und
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -38,6 +40,31 @@ def gpu_operator_values() -> dict[str, object]:
     }
 
 
+def pinned_chart(
+    parent: pulumi.Resource,
+    resource_name: str,
+    *,
+    chart: str,
+    version: str,
+    repo: str,
+    namespace: str,
+    values: dict[str, Any],
+    depends_on: list[pulumi.Resource],
+) -> k8s.helm.v3.Release:
+    """A Helm release at a pinned chart version, installed atomically (rolled back on failure)."""
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=chart,
+        chart=chart,
+        version=version,
+        namespace=namespace,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
+        values=values,
+        atomic=True,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+    )
+
+
 class GpuSupport(pulumi.ComponentResource):
     def __init__(
         self,
@@ -47,17 +74,10 @@ class GpuSupport(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:GpuSupport", name, None, opts)
-        self.release = k8s.helm.v3.Release(
-            f"{name}-gpu-operator",
-            name="gpu-operator",
-            chart="gpu-operator",
-            version=cfg.platform.gpu_operator_version,
-            namespace=GPU_NS,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=GPU_OPERATOR_REPO),
-            values=gpu_operator_values(),
-            atomic=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
-        )
+        self.release = pinned_chart(
+            self, f"{name}-gpu-operator", chart="gpu-operator", version=cfg.platform.gpu_operator_version,
+            repo=GPU_OPERATOR_REPO, namespace=GPU_NS, values=gpu_operator_values(), depends_on=depends_on,
+        )  # fmt: skip
         self.register_outputs({})
 
 
@@ -70,15 +90,9 @@ class Autoscaling(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:Autoscaling", name, None, opts)
-        self.release = k8s.helm.v3.Release(
-            f"{name}-keda",
-            name="keda",
-            chart="keda",
-            version=cfg.platform.keda_version,
-            namespace=KEDA_NS,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=KEDA_REPO),
-            values={"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}},
-            atomic=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
-        )
+        values = {"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}}
+        self.release = pinned_chart(
+            self, f"{name}-keda", chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,
+            namespace=KEDA_NS, values=values, depends_on=depends_on,
+        )  # fmt: skip
         self.register_outputs({})

@@ -22,6 +22,7 @@ from infra.local import openbao as local_openbao
 from infra.platform.common import GATEWAY_NS, NONROOT_UID, OPENBAO_NS, labels
 from infra.platform.gateway import NAME as GATEWAY_SA
 from infra.platform.gateway import OPENBAO_ROLE
+from infra.platform.gpu import pinned_chart
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
 
@@ -186,17 +187,11 @@ class OpenBao(pulumi.ComponentResource):
             data={"ca.crt": self.ca.cert_pem},
             opts=deps,
         )
-        self.release = k8s.helm.v3.Release(
-            f"{name}-release",
-            name="openbao",
-            chart="openbao",
-            version=cfg.platform.openbao.chart_version,
-            namespace=OPENBAO_NS,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
-            values=helm_values(cfg),
-            atomic=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.tls_secret]),
-        )
+        self.release = pinned_chart(
+            self, f"{name}-release", chart="openbao", version=cfg.platform.openbao.chart_version,
+            repo=CHART_REPO, namespace=OPENBAO_NS, values=helm_values(cfg),
+            depends_on=[*depends_on, self.tls_secret],
+        )  # fmt: skip
         self.configuration = OpenBaoConfiguration(
             f"{name}-config",
             cfg,
