@@ -139,6 +139,8 @@ class Gateway:
         self.audit = AuditLog(settings.audit.path, self.keys, fsync=settings.audit.fsync)
         self.audit_healthy = True
         self.http = UpstreamClient(settings.limits)
+        # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
+        self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
         self.phi = PHIFilter(load_plugins(settings.phi_plugins))
 
     # -- audit ----------------------------------------------------------------------------
@@ -340,7 +342,9 @@ class Gateway:
     async def forward(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
         try:
-            status, raw = await self.http.post_json(f"{upstream.url}/chat/completions", payload)
+            status, raw = await self.http.post_json(
+                f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url)
+            )
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc, upstream) from None
         ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
@@ -371,7 +375,9 @@ class Gateway:
     async def forward_stream(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
         try:
-            resp = await self.http.open_stream(f"{upstream.url}/chat/completions", payload)
+            resp = await self.http.open_stream(
+                f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url)
+            )
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc, upstream) from None
         if resp.status != 200:
@@ -466,7 +472,7 @@ class Gateway:
             checks["openbao"] = str(exc)
         for alias, upstream in self.settings.upstreams.items():
             try:
-                status = await self.http.probe(f"{upstream.url}/models")
+                status = await self.http.probe(f"{upstream.url}/models", tls=self.tls.get(upstream.url))
                 checks[f"upstream:{alias}"] = "ok" if status == 200 else f"HTTP {status}"
             except UpstreamFailure as exc:
                 checks[f"upstream:{alias}"] = f"unreachable ({exc.kind})"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -160,7 +161,20 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--itl-ms", type=float, default=0.0)
     parser.add_argument("--capture", action="store_true")
+    # serve HTTPS and require a client certificate signed by --tls-client-ca (mTLS, as vLLM does
+    # in the cluster)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca")
     args = parser.parse_args()
+    tls: dict[str, Any] = {}
+    if args.tls_cert:
+        tls = {
+            "ssl_certfile": args.tls_cert,
+            "ssl_keyfile": args.tls_key,
+            "ssl_ca_certs": args.tls_client_ca,
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
     script = Script(tokens=args.tokens, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, capture=args.capture)
     uvicorn.run(
         build_app(script),
@@ -169,6 +183,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         http="httptools",
+        **tls,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,25 @@ CONFIG_ENV = "SOVEREIGN_GATEWAY_CONFIG"
 DEFAULT_ALLOWLIST = ["127.0.0.0/8", "::1/128", "localhost", "*.svc", "*.svc.cluster.local"]
 
 
+class UpstreamTLS(BaseModel):
+    """mTLS to an upstream: the CA its certificate must chain to, and our client certificate."""
+
+    ca_file: Path = Field(description="CA certificate (PEM) the upstream's server certificate must chain to.")
+    cert_file: Path = Field(description="The gateway's client certificate (PEM).")
+    key_file: Path = Field(description="The client certificate's private key (PEM).")
+
+    def context(self) -> ssl.SSLContext:
+        """A client context: TLS 1.2+, the upstream verified against ca_file, our certificate presented."""
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if not path.is_file():
+                raise ValueError(f"tls.{key}: {path} does not exist (mount the certificate Secret there)")
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return ctx
+
+
 class Upstream(BaseModel):
     """One in-boundary inference endpoint (vLLM or llama.cpp, OpenAI-compatible)."""
 
@@ -35,6 +55,9 @@ class Upstream(BaseModel):
     model: str = Field(description="Model name the upstream expects in the `model` field.")
     weights_sha256: str | None = Field(
         default=None, description="SHA-256 of the served weights; recorded in every audit record."
+    )
+    tls: UpstreamTLS | None = Field(
+        default=None, description="mTLS to this upstream (required for an https URL in the cluster)."
     )
     system_role: bool = Field(
         default=True,

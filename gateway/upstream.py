@@ -10,6 +10,7 @@ asyncio event loop's ``sock_connect``, so the egress audit hook sees both.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -90,24 +91,29 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    async def post_json(self, url: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+    async def post_json(
+        self, url: str, payload: dict[str, Any], tls: ssl.SSLContext | None = None
+    ) -> tuple[int, bytes]:
         try:
-            async with self._get().post(url, json=payload) as resp:
+            async with self._get().post(url, json=payload, ssl=tls if tls is not None else True) as resp:
                 return resp.status, await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _classify(exc) from None
 
-    async def open_stream(self, url: str, payload: dict[str, Any]) -> StreamHandle:
+    async def open_stream(
+        self, url: str, payload: dict[str, Any], tls: ssl.SSLContext | None = None
+    ) -> StreamHandle:
         try:
-            resp = await self._get().post(url, json=payload)
+            resp = await self._get().post(url, json=payload, ssl=tls if tls is not None else True)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _classify(exc) from None
         return StreamHandle(resp)
 
-    async def probe(self, url: str, timeout_s: float = 2.0) -> int:
+    async def probe(self, url: str, timeout_s: float = 2.0, tls: ssl.SSLContext | None = None) -> int:
         """HTTP status of a GET, for readiness checks."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._get().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with self._get().get(url, timeout=timeout, ssl=tls if tls is not None else True) as resp:
                 return resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _classify(exc) from None

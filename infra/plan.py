@@ -37,6 +37,17 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 K8S_SECRET = "kubernetes:core/v1:Secret"  # noqa: S105 (a type token, not a password)
 UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
 KUBECONFIG_PLACEHOLDER = "(produced by `sovereign converge` during pulumi up)"
+# outputs only a real deploy produces (certificates and keys): placeholders, marked as such
+_ISSUED = "(issued at deploy time)"
+DEPLOY_TIME_OUTPUTS: dict[str, dict[str, str]] = {
+    "vault:pkiSecret/secretBackendCert:SecretBackendCert": {
+        "serialNumber": _ISSUED, "certificate": _ISSUED, "privateKey": _ISSUED, "issuingCa": _ISSUED,
+    },
+    "tls:index/privateKey:PrivateKey": {"privateKeyPem": _ISSUED},
+    "tls:index/selfSignedCert:SelfSignedCert": {"certPem": _ISSUED},
+    "tls:index/locallySignedCert:LocallySignedCert": {"certPem": _ISSUED},
+    "tls:index/certRequest:CertRequest": {"certRequestPem": _ISSUED},
+}  # fmt: skip
 
 
 @dataclass
@@ -104,11 +115,18 @@ class Plan:
         }
 
 
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # noqa: S105 (Pulumi's public wire marker of a secret value)
+
+
 def _wire(value: Any) -> Any:
     """Inputs as the engine holds them, with integral numbers shown as integers (the wire
-    format has doubles only: 443 arrives as 443.0)."""
+    format has doubles only: 443 arrives as 443.0) and secret values redacted (a map keeps
+    its keys, so a review still sees which entries a Secret has)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, dict) and SECRET_SIG in value:
+        inner = value.get("value")
+        return dict.fromkeys(inner, "[secret]") if isinstance(inner, dict) else "[secret]"
     if isinstance(value, dict):
         return {k: _wire(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -135,6 +153,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
         if args.typ == "command:local:Command":
             state["stdout"] = KUBECONFIG_PLACEHOLDER
+        for key, value in DEPLOY_TIME_OUTPUTS.get(args.typ, {}).items():
+            state[key] = value
         inputs = _wire(dict(args.inputs))
         if args.typ == K8S_SECRET:  # the plan is a review artefact: secret material never goes in it
             for key in ("data", "stringData"):

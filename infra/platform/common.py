@@ -16,6 +16,11 @@ GATEWAY_PORT = 8080
 VLLM_PORT = 8000
 OPENBAO_PORT = 8200
 NONROOT_UID = 10001
+GATEWAY_APP = "gateway"  # Deployment, Service and ServiceAccount name
+GATEWAY_OPENBAO_ROLE = "sovereign-gateway"  # its OpenBao Kubernetes-auth role
+VLLM_TLS_DIR = "/etc/vllm-tls"
+VLLM_SHARED_NAME = f"vllm.{INFERENCE_NS}.svc"  # in every vLLM certificate: the name Prometheus verifies
+GATEWAY_UPSTREAM_TLS_DIR = "/etc/sovereign/upstream-tls"
 
 
 def labels(cfg: StackConfig, name: str, component: str) -> dict[str, str]:

@@ -11,8 +11,11 @@ import yaml
 
 from infra.config import StackConfig
 from infra.platform.common import (
+    GATEWAY_APP,
     GATEWAY_NS,
+    GATEWAY_OPENBAO_ROLE,
     GATEWAY_PORT,
+    GATEWAY_UPSTREAM_TLS_DIR,
     INFERENCE_NS,
     OPENBAO_NS,
     OPENBAO_PORT,
@@ -22,16 +25,25 @@ from infra.platform.common import (
     pod_security,
     selector,
 )
+from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
 
-NAME = "gateway"
-OPENBAO_ROLE = "sovereign-gateway"
+NAME = GATEWAY_APP
+OPENBAO_ROLE = GATEWAY_OPENBAO_ROLE
 
 
 def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     """The gateway's settings file (gateway/settings.py) for this stack."""
     return {
         "upstreams": {
-            m.name: {"url": f"http://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1", "model": m.name}
+            m.name: {
+                "url": f"https://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
+                "model": m.name,
+                "tls": {
+                    "ca_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/ca.crt",
+                    "cert_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.crt",
+                    "key_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.key",
+                },
+            }
             for m in cfg.platform.models
         },
         "openbao": {
@@ -50,6 +62,7 @@ class GatewayDeployment(pulumi.ComponentResource):
         self,
         name: str,
         cfg: StackConfig,
+        openbao: OpenBaoConfiguration,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -57,6 +70,11 @@ class GatewayDeployment(pulumi.ComponentResource):
         gw = cfg.platform.gateway
         meta_labels = labels(cfg, NAME, "gateway")
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        # the client certificate for mTLS to vLLM, from OpenBao's PKI
+        self.upstream_tls, cert_serial = mtls_secret(
+            self, f"{name}-upstream-tls", cfg, openbao, role="gateway-client",
+            common_name=f"{NAME}.{GATEWAY_NS}.svc", namespace=GATEWAY_NS, secret_name="gateway-upstream-tls",
+        )  # fmt: skip
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
@@ -71,6 +89,7 @@ class GatewayDeployment(pulumi.ComponentResource):
         )
         volumes = [
             {"name": "config", "configMap": {"name": "gateway-config"}},
+            {"name": "upstream-tls", "secret": {"secretName": "gateway-upstream-tls"}},
             {"name": "client-keys", "secret": {"secretName": "gateway-client-keys"}},
             {"name": "openbao-ca", "configMap": {"name": "openbao-ca"}},
             {"name": "state", "emptyDir": {}},
@@ -92,6 +111,7 @@ class GatewayDeployment(pulumi.ComponentResource):
         ]
         mounts = [
             {"name": "config", "mountPath": "/etc/sovereign/config", "readOnly": True},
+            {"name": "upstream-tls", "mountPath": GATEWAY_UPSTREAM_TLS_DIR, "readOnly": True},
             {"name": "client-keys", "mountPath": "/etc/sovereign/keys", "readOnly": True},
             {"name": "openbao-ca", "mountPath": "/etc/openbao-ca", "readOnly": True},
             {"name": "state", "mountPath": "/var/lib/sovereign"},
@@ -133,7 +153,11 @@ class GatewayDeployment(pulumi.ComponentResource):
                 "replicas": gw.min_replicas,
                 "selector": {"matchLabels": selector(NAME)},
                 "template": {
-                    "metadata": {"labels": meta_labels},
+                    # a renewed client certificate changes the template, so the pods roll onto it
+                    "metadata": {
+                        "labels": meta_labels,
+                        "annotations": {"sovereign-llm.io/upstream-cert-serial": cert_serial},
+                    },
                     "spec": {
                         "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,

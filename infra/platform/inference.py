@@ -12,6 +12,7 @@ Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from P
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import pulumi
@@ -21,11 +22,14 @@ from infra.config import InferenceModelConfig, StackConfig
 from infra.platform.common import (
     INFERENCE_NS,
     VLLM_PORT,
+    VLLM_SHARED_NAME,
+    VLLM_TLS_DIR,
     container_security,
     labels,
     pod_security,
     selector,
 )
+from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
 
 WEIGHTS_MOUNT = "/models"
 
@@ -41,7 +45,20 @@ def vllm_args(model: InferenceModelConfig) -> list[str]:
         "--gpu-memory-utilization", str(model.gpu_memory_utilization),
         "--tensor-parallel-size", str(model.gpus),
         "--disable-log-requests",  # prompts are tokenised, but they still never go to a log
+        # mTLS: only clients with a certificate from the inference CA (the gateway, Prometheus)
+        "--ssl-certfile", f"{VLLM_TLS_DIR}/tls.crt",
+        "--ssl-keyfile", f"{VLLM_TLS_DIR}/tls.key",
+        "--ssl-ca-certs", f"{VLLM_TLS_DIR}/ca.crt",
+        "--ssl-cert-reqs", str(int(ssl.CERT_REQUIRED)),
     ]  # fmt: skip
+
+
+HEALTH_PROBE = (
+    "import ssl, urllib.request; "
+    f"c = ssl.create_default_context(cafile='{VLLM_TLS_DIR}/ca.crt'); "
+    f"c.load_cert_chain('{VLLM_TLS_DIR}/tls.crt', '{VLLM_TLS_DIR}/tls.key'); "
+    f"urllib.request.urlopen('https://127.0.0.1:{VLLM_PORT}/health', context=c, timeout=4)"
+)
 
 
 def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
@@ -61,12 +78,19 @@ class ModelServer(pulumi.ComponentResource):
         cfg: StackConfig,
         model: InferenceModelConfig,
         tools_image: str,
+        openbao: OpenBaoConfiguration,
         prometheus_url: str,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:ModelServer", name, None, opts)
         app = f"vllm-{model.name}"
+        # the server certificate for mTLS with the gateway (also the client certificate of its probes)
+        self.tls, cert_serial = mtls_secret(
+            self, f"{name}-tls", cfg, openbao, role="inference-server",
+            common_name=f"{app}.{INFERENCE_NS}.svc", namespace=INFERENCE_NS, secret_name=f"{app}-tls",
+            ip_sans=["127.0.0.1"], alt_names=[VLLM_SHARED_NAME],
+        )  # fmt: skip
         meta = labels(cfg, app, "inference")
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         volume = f"weights-{model.name}"
@@ -136,7 +160,9 @@ class ModelServer(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.volume]),
         )
-        health = {"httpGet": {"path": "/health", "port": "http"}}
+        # kubelet's HTTP probes cannot present a client certificate: the probe runs in the
+        # container, with the pod's own certificate, against /health on loopback
+        health = {"exec": {"command": ["python3", "-c", HEALTH_PROBE]}, "timeoutSeconds": 5}
         container: dict[str, Any] = {
             "name": "vllm",
             "image": model.image,
@@ -163,6 +189,7 @@ class ModelServer(pulumi.ComponentResource):
                 {"name": "weights", "mountPath": WEIGHTS_MOUNT, "readOnly": True},
                 {"name": "dshm", "mountPath": "/dev/shm"},
                 {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "tls", "mountPath": VLLM_TLS_DIR, "readOnly": True},
             ],
         }
         verify = {
@@ -192,7 +219,10 @@ class ModelServer(pulumi.ComponentResource):
                 "selector": {"matchLabels": selector(app)},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
                 "template": {
-                    "metadata": {"labels": meta},
+                    "metadata": {
+                        "labels": meta,
+                        "annotations": {"sovereign-llm.io/server-cert-serial": cert_serial},
+                    },
                     "spec": {
                         "runtimeClassName": "nvidia",
                         "automountServiceAccountToken": False,
@@ -206,6 +236,7 @@ class ModelServer(pulumi.ComponentResource):
                         "volumes": [
                             {**storage, "persistentVolumeClaim": {"claimName": volume, "readOnly": True}},
                             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+                            {"name": "tls", "secret": {"secretName": f"{app}-tls"}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
                         ],
                     },

@@ -49,13 +49,20 @@ class PlatformLayer(pulumi.ComponentResource):
                 model,
                 tools_image=cfg.platform.gateway.image,  # `sovereign weights` ships in the gateway image
                 prometheus_url=prometheus,
+                openbao=self.openbao.configuration,
                 depends_on=[*isolated, self.gpu.release, self.autoscaling.release],
                 opts=scoped,
             )
             for model in cfg.platform.models
         ]
         self.gateway = GatewayDeployment(
-            f"{name}-gateway", cfg, depends_on=[*isolated, self.openbao.configuration], opts=scoped
+            f"{name}-gateway",
+            cfg,
+            openbao=self.openbao.configuration,
+            depends_on=[*isolated, self.openbao.configuration],
+            opts=scoped,
         )
-        self.observability = Observability(f"{name}-observability", cfg, depends_on=ns, opts=scoped)
+        self.observability = Observability(
+            f"{name}-observability", cfg, openbao=self.openbao.configuration, depends_on=ns, opts=scoped
+        )
         self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})

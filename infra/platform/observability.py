@@ -13,7 +13,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, labels
+from infra.platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, VLLM_SHARED_NAME, labels
+from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
 
 
 def _monitor(
@@ -41,11 +42,28 @@ class Observability(pulumi.ComponentResource):
         self,
         name: str,
         cfg: StackConfig,
+        openbao: OpenBaoConfiguration,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:Observability", name, None, opts)
         metrics = {"port": "http", "path": "/metrics"}
+        # vLLM requires client certificates: Prometheus scrapes with its own, from OpenBao's PKI
+        self.scrape_tls, _ = mtls_secret(
+            self, f"{name}-vllm-scrape-tls", cfg, openbao, role="metrics-client",
+            common_name=f"prometheus.{cfg.platform.monitoring_namespace}.svc", namespace=INFERENCE_NS,
+            secret_name="vllm-metrics-client",
+        )  # fmt: skip
+        vllm_metrics = {
+            **metrics,
+            "scheme": "https",
+            "tlsConfig": {
+                "ca": {"secret": {"name": "vllm-metrics-client", "key": "ca.crt"}},
+                "cert": {"secret": {"name": "vllm-metrics-client", "key": "tls.crt"}},
+                "keySecret": {"name": "vllm-metrics-client", "key": "tls.key"},
+                "serverName": VLLM_SHARED_NAME,
+            },
+        }
         openbao_tls = {
             "ca": {"secret": {"name": "openbao-tls", "key": "ca.crt"}},
             "serverName": f"openbao.{OPENBAO_NS}.svc",
@@ -59,7 +77,7 @@ class Observability(pulumi.ComponentResource):
         }
         targets = (
             ("gateway", GATEWAY_NS, {"app.kubernetes.io/name": "gateway"}, metrics),
-            ("vllm", INFERENCE_NS, {"app.kubernetes.io/component": "inference"}, metrics),
+            ("vllm", INFERENCE_NS, {"app.kubernetes.io/component": "inference"}, vllm_metrics),
             ("openbao", OPENBAO_NS, {"app.kubernetes.io/name": "openbao"}, openbao_metrics),
         )
         self.monitors = [

@@ -19,12 +19,16 @@ import pulumi_vault as vault
 
 from infra.config import StackConfig
 from infra.local import openbao as local_openbao
-from infra.platform.common import GATEWAY_NS, NONROOT_UID, OPENBAO_NS, labels
-from infra.platform.gateway import NAME as GATEWAY_SA
-from infra.platform.gateway import OPENBAO_ROLE
+from infra.platform.common import GATEWAY_APP as GATEWAY_SA
+from infra.platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
+from infra.platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
 from infra.platform.gpu import pinned_chart
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
+# mTLS certificates live 90 days and are re-issued by `pulumi up` once fewer than 30 remain
+# (run it at least monthly; the pods roll to the new certificate through an annotation)
+CERT_TTL_S = 90 * 24 * 3600
+CERT_RENEW_BEFORE_S = 30 * 24 * 3600
 
 # the local dev server's policies (infra/local/openbao.py), plus what only the cluster has
 GATEWAY_POLICY = (
@@ -260,27 +264,33 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             key_bits=384,
             opts=after_pki,
         )
-        self.pki_roles = [
-            vault.pkisecret.SecretBackendRole(
+        # mTLS between the gateway and vLLM: the inference servers' certificates also serve as
+        # client certificates for their own exec probes; Prometheus scrapes with metrics-client
+        self.pki_roles = {
+            role: vault.pkisecret.SecretBackendRole(
                 f"{name}-pki-{role}",
                 backend="pki",
                 name=role,
                 allowed_domains=domains,
                 allow_subdomains=True,
                 allow_bare_domains=True,
-                server_flag=role == "inference-server",
-                client_flag=role == "gateway-client",
+                allow_ip_sans=True,
+                server_flag=server,
+                client_flag=True,
                 key_type="ec",
                 key_bits=256,
-                max_ttl=str(72 * 3600),
-                ttl=str(24 * 3600),
+                max_ttl=str(CERT_TTL_S),
+                ttl=str(CERT_TTL_S),
                 opts=after_pki,
             )
-            for role, domains in (
-                ("gateway-client", [f"gateway.{GATEWAY_NS}.svc"]),
-                ("inference-server", ["sovereign-inference.svc"]),
+            for role, domains, server in (
+                ("gateway-client", [f"gateway.{GATEWAY_NS}.svc"], False),
+                ("inference-server", [f"{INFERENCE_NS}.svc"], True),
+                ("metrics-client", [f"prometheus.{cfg.platform.monitoring_namespace}.svc"], False),
             )
-        ]
+        }
+        self.provider = provider
+        self.pki_root_ready: list[pulumi.Resource] = [self.pki_root, *self.pki_roles.values()]
         self.policies = [
             vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
             for pname, body in (("sovereign-gateway", GATEWAY_POLICY), ("sovereign-auditor", AUDITOR_POLICY))
@@ -307,3 +317,44 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             opts=after_auth,
         )
         self.register_outputs({"gateway_role": OPENBAO_ROLE})
+
+
+def mtls_secret(
+    parent: pulumi.Resource,
+    resource_name: str,
+    cfg: StackConfig,
+    openbao: OpenBaoConfiguration,
+    *,
+    role: str,
+    common_name: str,
+    namespace: str,
+    secret_name: str,
+    ip_sans: list[str] | None = None,
+    alt_names: list[str] | None = None,
+) -> tuple[k8s.core.v1.Secret, pulumi.Output[str]]:
+    """A certificate from OpenBao's PKI (role *role*) as a ``kubernetes.io/tls`` Secret with the CA.
+
+    Returns the Secret and the certificate's serial number (put it in the pod template's
+    annotations so a renewed certificate rolls the pods)."""
+    cert = vault.pkisecret.SecretBackendCert(
+        f"{resource_name}-cert",
+        backend="pki",
+        name=role,
+        common_name=common_name,
+        ip_sans=ip_sans or [],
+        alt_names=alt_names or [],
+        ttl=str(CERT_TTL_S),
+        auto_renew=True,
+        min_seconds_remaining=CERT_RENEW_BEFORE_S,
+        opts=pulumi.ResourceOptions(
+            parent=parent, provider=openbao.provider, depends_on=openbao.pki_root_ready
+        ),
+    )
+    secret = k8s.core.v1.Secret(
+        f"{resource_name}-secret",
+        metadata={"name": secret_name, "namespace": namespace, "labels": labels(cfg, secret_name, "mtls")},
+        type="kubernetes.io/tls",
+        string_data={"tls.crt": cert.certificate, "tls.key": cert.private_key, "ca.crt": cert.issuing_ca},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return secret, cert.serial_number

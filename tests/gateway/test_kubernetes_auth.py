@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
 import threading
 from collections.abc import Iterator
@@ -20,15 +19,12 @@ from typing import ClassVar
 
 import hvac
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.settings import OpenBaoSettings
 from infra.platform.gateway import NAME as GATEWAY_SA
 from infra.platform.gateway import OPENBAO_ROLE
+from tests import pki
 from tests.support import Bao
 
 NAMESPACE = "sovereign-gateway"
@@ -73,23 +69,6 @@ def service_account_jwt(signature: str) -> str:
     return f"{part({'alg': 'RS256', 'kid': 'stand-in'})}.{part(claims)}.{sig}"
 
 
-def _ca_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in kubernetes CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 @pytest.fixture(scope="module")
 def kubernetes_auth(bao: Bao) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), TokenReviews)
@@ -100,7 +79,7 @@ def kubernetes_auth(bao: Bao) -> Iterator[str]:
     root.write(
         f"auth/{mount}/config",
         kubernetes_host=f"http://127.0.0.1:{server.server_port}",
-        kubernetes_ca_cert=_ca_pem(),
+        kubernetes_ca_cert=pki.ca("stand-in kubernetes CA").cert_pem().decode(),
         disable_local_ca_jwt=True,
         token_reviewer_jwt="reviewer",
     )

@@ -129,7 +129,8 @@ def test_vllm_deployment(prod: planner.Plan) -> None:
     env = {e["name"]: e["value"] for e in vllm["env"]}
     assert env["HF_HUB_OFFLINE"] == "1"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert vllm[probe]["httpGet"]["path"] == "/health"
+        command = vllm[probe]["exec"]["command"]
+        assert command[:2] == ["python3", "-c"] and "https://127.0.0.1:8000/health" in command[2]
     shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
@@ -171,9 +172,9 @@ def test_gateway_deployment_and_its_settings(prod: planner.Plan) -> None:
     settings = GatewaySettings(**yaml.safe_load(cm["data"]["gateway.yaml"]))  # the gateway's own model
     assert settings.openbao.kubernetes_role == "sovereign-gateway"
     assert settings.openbao.address == "https://openbao.openbao.svc:8200"
-    assert str(settings.upstreams["llama31-8b-awq"].url).startswith(
-        "http://vllm-llama31-8b-awq.sovereign-inference.svc"
-    )
+    upstream = settings.upstreams["llama31-8b-awq"]
+    assert upstream.url.startswith("https://vllm-llama31-8b-awq.sovereign-inference.svc")
+    assert upstream.tls is not None and str(upstream.tls.cert_file).startswith("/etc/sovereign/upstream-tls/")
     dep = one(prod, "Deployment", "gateway")
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "gateway"
     assert one(prod, "HorizontalPodAutoscaler", "gateway")["spec"]["minReplicas"] == 2
@@ -212,7 +213,7 @@ def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
     pki_roles = {
         r.inputs["name"] for r in prod.of_type("vault:pkiSecret/secretBackendRole:SecretBackendRole")
     }
-    assert pki_roles == {"gateway-client", "inference-server"}
+    assert pki_roles == {"gateway-client", "inference-server", "metrics-client"}
 
 
 def test_gpu_operator_leaves_the_driver_to_ansible_and_uses_rke2_containerd(prod: planner.Plan) -> None:
@@ -242,3 +243,33 @@ def test_dr_stack_without_models_has_no_inference_deployments() -> None:
     dr = plan_of(sections("eu-north-dr"), stack="eu-north-dr")
     assert [o["metadata"]["name"] for o in objects(dr, "Deployment")] == ["gateway"]
     assert yaml.safe_load(one(dr, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])["upstreams"] == {}
+
+
+def test_gateway_and_vllm_speak_mtls_with_certificates_from_openbao(prod: planner.Plan) -> None:
+    vllm = one(prod, "Deployment", "vllm-llama31-8b-awq")["spec"]["template"]
+    (container,) = vllm["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--ssl-cert-reqs") + 1] == "2"  # ssl.CERT_REQUIRED: no client certificate, no TLS
+    for flag in ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs"):
+        assert args[args.index(flag) + 1].startswith("/etc/vllm-tls/")
+    assert {"name": "tls", "secret": {"secretName": "vllm-llama31-8b-awq-tls"}} in vllm["spec"]["volumes"]
+    assert "sovereign-llm.io/server-cert-serial" in vllm["metadata"]["annotations"]
+    certs = {
+        r.inputs["commonName"]: r.inputs
+        for r in prod.of_type("vault:pkiSecret/secretBackendCert:SecretBackendCert")
+    }
+    server = certs["vllm-llama31-8b-awq.sovereign-inference.svc"]
+    assert server["name"] == "inference-server" and server["autoRenew"] is True
+    assert server["ipSans"] == ["127.0.0.1"] and server["altNames"] == ["vllm.sovereign-inference.svc"]
+    assert certs["gateway.sovereign-gateway.svc"]["name"] == "gateway-client"
+    assert certs["prometheus.monitoring.svc"]["name"] == "metrics-client"
+    secrets = {o["metadata"]["name"]: o for o in objects(prod, "Secret")}
+    assert secrets["gateway-upstream-tls"]["stringData"] == dict.fromkeys(
+        ("tls.crt", "tls.key", "ca.crt"), "[secret]"
+    )
+    gateway_pod = one(prod, "Deployment", "gateway")["spec"]["template"]["spec"]
+    assert {"name": "upstream-tls", "secret": {"secretName": "gateway-upstream-tls"}} in gateway_pod[
+        "volumes"
+    ]
+    monitor = one(prod, "ServiceMonitor", "vllm")["spec"]["endpoints"][0]
+    assert monitor["scheme"] == "https" and monitor["tlsConfig"]["keySecret"]["name"] == "vllm-metrics-client"
