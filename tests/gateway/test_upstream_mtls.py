@@ -3,11 +3,9 @@ requires a client certificate from the inference CA (as vLLM does in the cluster
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import yaml
 
 from gateway.clientkeys import ClientKeyStore
 from tests import pki
-from tests.support import Bao, free_port, gateway_config, running_gateway
+from tests.support import Bao, free_port, gateway_config, running_gateway, wait_for_port
 
 BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_case": "order-support"}}
 
@@ -55,14 +53,7 @@ def tls_upstream(certs: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
              "--tls-client-ca", str(certs["ca"])],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    wait_for_port(proc, port, f"the TLS upstream (log {log})")
     yield f"https://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

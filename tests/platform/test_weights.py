@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from infra.platform import weights
 from tests.infra.support import REPO
+from tests.support import free_port, wait_for_port
 
 FILES = {"config.json": b'{"model_type": "llama"}', "model-00001.safetensors": b"\x00weights" * 1000}
 
@@ -66,9 +65,7 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -76,15 +73,7 @@ def s3() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
+        wait_for_port(proc, port, "the moto S3 server")
         yield url
     finally:
         proc.terminate()
