@@ -408,6 +408,12 @@ class OpenBaoDeployConfig(_Section):
         default="https://127.0.0.1:8200",
         description="Where `pulumi up` reaches OpenBao to configure it (a tunnel through the bastion).",
     )
+    initialised: bool = Field(
+        default=False,
+        description="Set true once the key custodians have initialised and unsealed OpenBao "
+        "(docs/platform.md); until then `pulumi up` installs it but configures nothing in it and "
+        "deploys nothing that needs it (gateway, models, mTLS certificates).",
+    )
 
     @field_validator("replicas")
     @classmethod

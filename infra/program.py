@@ -105,8 +105,10 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
     )
     platform = PlatformLayer(f"{prefix}-platform", cfg, kubeconfig=cluster.kubeconfig, depends_on=[cluster])
     return {
-        "gateway_service": platform.gateway.service.metadata.apply(
-            lambda m: f"{m['name']}.{m['namespace']}.svc"
+        "gateway_service": (
+            platform.gateway.service.metadata.apply(lambda m: f"{m['name']}.{m['namespace']}.svc")
+            if platform.gateway is not None
+            else "(phase 2: after OpenBao is initialised)"
         ),
         "network_id": network.network.id,
         "bastion_public_ip": bastion.public_ip,

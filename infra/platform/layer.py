@@ -41,6 +41,21 @@ class PlatformLayer(pulumi.ComponentResource):
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=ns, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=ns, opts=scoped)
+        self.models: list[ModelServer] = []
+        self.gateway: GatewayDeployment | None = None
+        self.observability: Observability | None = None
+        configured = self.openbao.configuration
+        if configured is None:
+            # phase 1 of a new region: OpenBao is installed but sealed until the custodians
+            # initialise it; everything that needs its keys or certificates waits for phase 2
+            pulumi.log.warn(
+                "platform.openbao.initialised is false: OpenBao is installed but not configured; the "
+                "gateway, the models and their certificates follow once the custodians have initialised "
+                "and unsealed it (docs/platform.md, OpenBao unseal design)",
+                resource=self,
+            )
+            self.register_outputs({})
+            return
         prometheus = f"http://prometheus-operated.{cfg.platform.monitoring_namespace}.svc:9090"
         self.models = [
             ModelServer(
@@ -49,20 +64,16 @@ class PlatformLayer(pulumi.ComponentResource):
                 model,
                 tools_image=cfg.platform.gateway.image,  # `sovereign weights` ships in the gateway image
                 prometheus_url=prometheus,
-                openbao=self.openbao.configuration,
+                openbao=configured,
                 depends_on=[*isolated, self.gpu.release, self.autoscaling.release],
                 opts=scoped,
             )
             for model in cfg.platform.models
         ]
         self.gateway = GatewayDeployment(
-            f"{name}-gateway",
-            cfg,
-            openbao=self.openbao.configuration,
-            depends_on=[*isolated, self.openbao.configuration],
-            opts=scoped,
+            f"{name}-gateway", cfg, openbao=configured, depends_on=[*isolated, configured], opts=scoped
         )
         self.observability = Observability(
-            f"{name}-observability", cfg, openbao=self.openbao.configuration, depends_on=ns, opts=scoped
+            f"{name}-observability", cfg, openbao=configured, depends_on=ns, opts=scoped
         )
         self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})

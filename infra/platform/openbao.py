@@ -196,12 +196,15 @@ class OpenBao(pulumi.ComponentResource):
             repo=CHART_REPO, namespace=OPENBAO_NS, values=helm_values(cfg),
             depends_on=[*depends_on, self.tls_secret],
         )  # fmt: skip
-        self.configuration = OpenBaoConfiguration(
-            f"{name}-config",
-            cfg,
-            ca_pem=self.ca.cert_pem,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
-        )
+        # an uninitialised, sealed OpenBao cannot be configured: phase 2 of a new region
+        self.configuration: OpenBaoConfiguration | None = None
+        if cfg.platform.openbao.initialised:
+            self.configuration = OpenBaoConfiguration(
+                f"{name}-config",
+                cfg,
+                ca_pem=self.ca.cert_pem,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            )
         self.register_outputs({"ca_cert_pem": self.ca.cert_pem})
 
 

@@ -42,7 +42,7 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     assert plan["outputs"]["kubeconfig"] == "[secret]"
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
     kinds = {d["kind"] for d in documents}
-    assert {"Namespace", "NetworkPolicy", "Deployment"} <= kinds and "Release" not in kinds
+    assert {"Namespace", "NetworkPolicy"} <= kinds and "Release" not in kinds
     assert len(documents) == sum(1 for r in plan["resources"] if r["type"].startswith("kubernetes:")) - len(
         plan["helm_releases"]
     )

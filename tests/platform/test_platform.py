@@ -239,8 +239,20 @@ def test_platform_resources_use_the_cluster_provider(prod: planner.Plan) -> None
     assert all(r.parent_type and r.parent_type.startswith("sovereign:") for r in prod.custom())
 
 
-def test_dr_stack_without_models_has_no_inference_deployments() -> None:
+def test_phase_one_installs_openbao_but_nothing_that_needs_its_keys() -> None:
+    """eu-north-dr is a new region (platform.openbao.initialised left false)."""
     dr = plan_of(sections("eu-north-dr"), stack="eu-north-dr")
+    assert "openbao" in {r["name"] for r in dr.helm_releases()}
+    assert not [r for r in dr.custom() if r.type.startswith("vault:")]
+    assert objects(dr, "Deployment") == [] and objects(dr, "ServiceMonitor") == []
+    assert dr.outputs["gateway_service"] == "(phase 2: after OpenBao is initialised)"
+    assert {o["kind"] for o in dr.kubernetes_objects()} >= {"Namespace", "NetworkPolicy", "Secret"}
+
+
+def test_phase_two_without_models_runs_the_gateway_with_no_upstream() -> None:
+    data = sections("eu-north-dr")
+    data["platform"] = {"openbao": {"initialised": True}}
+    dr = plan_of(data, stack="eu-north-dr")
     assert [o["metadata"]["name"] for o in objects(dr, "Deployment")] == ["gateway"]
     assert yaml.safe_load(one(dr, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])["upstreams"] == {}
 
