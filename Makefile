@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test unit lint bench install clean plan deploy
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -36,6 +36,9 @@ plan: $(STAMP) ## offline plan of a region stack (Pulumi mocks, no credentials):
 deploy: $(STAMP) ## real deploy where the Pulumi CLI and credentials exist: make deploy STACK=eu-central-prod
 	@command -v pulumi >/dev/null || { echo "deploy: the Pulumi CLI is not installed here (see docs/region-stacks.md); 'make plan STACK=$(STACK)' runs offline"; exit 2; }
 	PATH="$(abspath $(BIN)):$$PATH" pulumi up --stack $(STACK)
+
+test-hosts: $(STAMP) ## only the real test hosts (systemd-nspawn, as root; first run builds the image)
+	$(BIN)/pytest -q -ra tests/hosts
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra tests/unit

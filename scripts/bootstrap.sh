@@ -20,6 +20,11 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# real test hosts for the Ansible roles (tests/hosts, ../shared/TEST-HOSTS.md)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 if ((${#need_apt[@]})); then
   say "installing system packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

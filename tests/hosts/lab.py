@@ -1,0 +1,180 @@
+"""Real Debian 12 test hosts: systemd-nspawn containers booted from a debootstrap image
+(../shared/TEST-HOSTS.md). The roles are converged on them over SSH, as on real servers.
+
+- The image is built once from Debian's mirror and cached as a tarball, keyed on suite and
+  package list (``~/.cache/sovereign-llm/hosts``).
+- Each host boots with ``systemd -b`` in its own veth link: 10.199.<n>.2/30, host end
+  10.199.<n>.1. Nothing is routed beyond the link: a guest reaches only this machine.
+- A key-only sudo user ``ops`` is the login, as on the cloud servers.
+- Teardown stops exactly the nspawn processes this lab started (clean poweroff on SIGTERM,
+  SIGKILL after a grace period) and removes their root folders; the veths go with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = (
+    "systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,netbase,iproute2,sudo,"
+    "ca-certificates,procps,nftables,auditd"
+)
+CACHE = Path(os.environ.get("SOVEREIGN_HOSTS_CACHE", Path.home() / ".cache" / "sovereign-llm" / "hosts"))
+USER = "ops"
+SUBNET = "10.199"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def _run(*argv: str, timeout: float = 600) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise LabError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
+
+
+def image() -> Path:
+    """The cached root image (a zstd tarball); built with debootstrap when missing."""
+    key = hashlib.sha256(f"{SUITE}|{PACKAGES}".encode()).hexdigest()[:12]
+    tarball = CACHE / f"debian-{SUITE}-{key}.tar.zst"
+    if tarball.exists():
+        return tarball
+    for tool in ("debootstrap", "systemd-nspawn", "zstd"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is missing: run ./scripts/bootstrap.sh (it installs the test-host tools)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build = CACHE / f"build-{key}"
+    shutil.rmtree(build, ignore_errors=True)
+    _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(build), MIRROR, timeout=1200)
+    for host_key in (build / "etc" / "ssh").glob("ssh_host_*"):
+        host_key.unlink()
+    (build / "etc" / "machine-id").write_text("")
+    partial = tarball.with_suffix(".partial")
+    _run("tar", "--zstd", "-cf", str(partial), "-C", str(build), ".")
+    partial.replace(tarball)
+    shutil.rmtree(build)
+    return tarball
+
+
+@dataclass
+class TestHost:
+    name: str
+    index: int
+    root: Path
+    key: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root.parent / f"{self.name}.log"
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET}.{self.index}.2"
+
+    @property
+    def host_end(self) -> str:
+        return f"{SUBNET}.{self.index}.1"
+
+    def _prepare(self, tarball: Path) -> None:
+        self.root.mkdir(parents=True)
+        _run("tar", "--zstd", "-xf", str(tarball), "-C", str(self.root))
+        etc = self.root / "etc"
+        (etc / "hostname").write_text(f"{self.name}\n")
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {self.name}\n")
+        _run("chroot", str(self.root), "ssh-keygen", "-A")
+        _run("chroot", str(self.root), "useradd", "-m", "-s", "/bin/bash", USER)
+        ssh_dir = self.root / "home" / USER / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
+        _run("chroot", str(self.root), "chown", "-R", f"{USER}:{USER}", f"/home/{USER}/.ssh")
+        (etc / "sudoers.d" / USER).write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
+        network = etc / "systemd" / "network"
+        network.mkdir(parents=True, exist_ok=True)
+        (network / "10-host0.network").write_text(
+            f"[Match]\nName=host0\n\n[Network]\nAddress={self.address}/30\n"  # no gateway: nothing routed
+        )
+        _run("chroot", str(self.root), "systemctl", "enable", "systemd-networkd")
+
+    def start(self, tarball: Path, timeout_s: float = 60) -> None:
+        self._prepare(tarball)
+        env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "-b", "-D", str(self.root), f"--machine={self.name}", "--register=no",
+                 "--keep-unit", "--console=passive", "--network-veth"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        veth = f"ve-{self.name}"[:15]
+        deadline = time.monotonic() + timeout_s
+        while subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0:
+            self._check_alive(deadline)
+        _run("ip", "addr", "add", f"{self.host_end}/30", "dev", veth)
+        _run("ip", "link", "set", veth, "up")
+        while True:
+            try:
+                with socket.create_connection((self.address, 22), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            self._check_alive(deadline)
+
+    def _check_alive(self, deadline: float) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise LabError(f"{self.name}: systemd-nspawn exited; see {self.log}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{self.name}: not reachable over SSH in time; see {self.log}")
+        time.sleep(0.2)
+
+    def ssh(self, command: str, user: str = USER, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+             f"{user}@{self.address}", command],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def stop(self, grace_s: float = 30) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # nspawn powers the container off cleanly
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Lab:
+    """A set of test hosts in *workdir*; use as a context manager."""
+
+    def __init__(self, workdir: Path, names: list[str]) -> None:
+        self.workdir = workdir
+        self.key = workdir / "id_ed25519"
+        self.hosts = [TestHost(n, i + 1, workdir / n, self.key) for i, n in enumerate(names)]
+
+    def __enter__(self) -> Lab:
+        tarball = image()
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        try:
+            for host in self.hosts:
+                host.start(tarball)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for host in self.hosts:
+            host.stop()

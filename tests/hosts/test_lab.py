@@ -1,0 +1,36 @@
+"""The test-host lab itself: a real booted Debian 12 host, reachable only over its veth."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.hosts.lab import Lab
+
+
+def test_host_boots_systemd_and_takes_key_logins(lab: Lab) -> None:
+    (host,) = lab.hosts
+    result = host.ssh("cat /etc/debian_version; ps -p 1 -o comm=; sudo -n id -u")
+    assert result.returncode == 0, result.stderr
+    version, init, uid = result.stdout.split()
+    assert version.startswith("12.") and init == "systemd" and uid == "0"
+
+
+def test_a_key_the_host_does_not_know_is_refused(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (host,) = lab.hosts
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    original = host.key
+    host.key = stranger
+    try:
+        assert host.ssh("true").returncode == 255
+    finally:
+        host.key = original
+
+
+def test_the_host_reaches_nothing_beyond_its_link(lab: Lab) -> None:
+    (host,) = lab.hosts
+    assert host.ssh("ip -4 route show default").stdout.strip() == ""
+    link = host.ssh("ip -4 -o addr show dev host0").stdout
+    assert f"{host.address}/30" in link
+    beyond = host.ssh("timeout 3 bash -c 'echo > /dev/tcp/9.9.9.9/443' && echo open || echo unreachable")
+    assert beyond.stdout.strip() == "unreachable"
