@@ -23,9 +23,10 @@ down: $(STAMP) ## stop exactly what `make up` started
 status: $(STAMP)
 	$(BIN)/sovereign status || true
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
 	$(BIN)/ruff check gateway infra tests benchmarks
 	$(BIN)/mypy
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q --profile production roles playbooks
 
 test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
 	$(BIN)/pytest -q -ra

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,19 @@ def _rewrite_server(kubeconfig: str, address: str) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
-def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -> str:
-    """Run *playbook*; return the kubeconfig it fetched. Raises ConvergeError on any failure."""
+@dataclass(frozen=True)
+class PlaybookRun:
+    status: str
+    rc: int
+    ok: dict[str, int]  # host -> tasks that ran fine
+    changed: dict[str, int]  # host -> tasks that changed something (ansible lists only hosts with > 0)
+    failures: list[str]  # "host: task: message" for every failed task
+
+
+def run_playbook(
+    playbook: Path, inventory: dict[str, Any], extravars: dict[str, Any] | None = None, *, verbosity: int = 0
+) -> PlaybookRun:
+    """Run *playbook* through ansible-runner, Ansible's output on stderr as it happens."""
     import ansible_runner
 
     if not playbook.is_file():
@@ -73,31 +85,54 @@ def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -
             f"playbook {playbook} does not exist; the host roles and playbooks/cluster.yml come with the "
             "host-roles issue. Until then `pulumi up` stops here, after the cloud resources"
         )
-    with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
-        dest = Path(tmp) / "kubeconfig"
-        runner_dir = Path(tmp) / "runner"
-        runner_dir.mkdir()
+    failures: list[str] = []
 
-        def forward(event: dict[str, Any]) -> bool:
-            text = event.get("stdout")
-            if text:
-                print(text, file=sys.stderr, flush=True)
-            return True
+    def forward(event: dict[str, Any]) -> bool:
+        text = event.get("stdout")
+        if text:
+            print(text, file=sys.stderr, flush=True)
+        if event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
+            data = event.get("event_data", {})
+            if not data.get("ignore_errors"):
+                message = str((data.get("res") or {}).get("msg", "failed"))[:300]
+                failures.append(f"{data.get('host')}: {data.get('task')}: {message}")
+        return True
 
+    with tempfile.TemporaryDirectory(prefix="sovereign-ansible-") as tmp:
         # ansible-runner starts ansible-playbook from PATH: the one installed beside this Python
         env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         result = ansible_runner.run(
-            private_data_dir=str(runner_dir),
+            private_data_dir=tmp,
             playbook=str(playbook.resolve()),
             inventory=inventory,
-            extravars={"sovereign_kubeconfig_dest": str(dest)},
-            envvars={"PATH": env_path, "ANSIBLE_NOCOLOR": "1"},
+            extravars=extravars or {},
+            envvars={
+                "PATH": env_path,
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+            },
             quiet=True,
             event_handler=forward,
             verbosity=verbosity,
         )
-        if result.rc != 0:
-            raise ConvergeError(f"playbook {playbook.name} failed (status {result.status}, rc {result.rc})")
+        stats = result.stats or {}
+    return PlaybookRun(
+        str(result.status),
+        int(result.rc),
+        dict(stats.get("ok") or {}),
+        dict(stats.get("changed") or {}),
+        failures,
+    )
+
+
+def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -> str:
+    """Run *playbook*; return the kubeconfig it fetched. Raises ConvergeError on any failure."""
+    with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
+        dest = Path(tmp) / "kubeconfig"
+        run = run_playbook(playbook, inventory, {"sovereign_kubeconfig_dest": str(dest)}, verbosity=verbosity)
+        if run.rc != 0:
+            detail = f"; first failure: {run.failures[0]}" if run.failures else ""
+            raise ConvergeError(f"playbook {playbook.name} failed (status {run.status}, rc {run.rc}){detail}")
         if not dest.is_file():
             raise ConvergeError(
                 f"playbook {playbook.name} succeeded but fetched no kubeconfig to sovereign_kubeconfig_dest"

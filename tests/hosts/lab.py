@@ -67,7 +67,7 @@ def image() -> Path:
 
 
 @dataclass
-class TestHost:
+class LabHost:
     name: str
     index: int
     root: Path
@@ -162,7 +162,7 @@ class Lab:
     def __init__(self, workdir: Path, names: list[str]) -> None:
         self.workdir = workdir
         self.key = workdir / "id_ed25519"
-        self.hosts = [TestHost(n, i + 1, workdir / n, self.key) for i, n in enumerate(names)]
+        self.hosts = [LabHost(n, i + 1, workdir / n, self.key) for i, n in enumerate(names)]
 
     def __enter__(self) -> Lab:
         tarball = image()

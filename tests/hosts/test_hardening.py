@@ -1,0 +1,105 @@
+"""The hardening role, converged through ansible-runner on a real booted Debian 12 host, then
+verified by behaviour with testinfra (../shared/TEST-HOSTS.md)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import testinfra
+
+from infra.hosts.content import REPO_ROOT
+from infra.hosts.converge import PlaybookRun, run_playbook
+from tests.hosts.lab import USER, Lab, LabHost
+
+PLAYBOOK = REPO_ROOT / "playbooks" / "hardening.yml"
+SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+
+def inventory(lab: Lab) -> dict[str, Any]:
+    hosts = {
+        h.name: {"ansible_host": h.address, "ansible_user": USER, "ansible_ssh_private_key_file": str(h.key),
+                 "ansible_ssh_common_args": SSH_ARGS, "hardening_ssh_allowed_sources": [h.host_end]}
+        for h in lab.hosts
+    }  # fmt: skip
+    return {"all": {"hosts": hosts, "vars": {"hardening_private_cidrs": ["10.199.0.0/16"]}}}
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab) -> Iterator[tuple[PlaybookRun, PlaybookRun]]:
+    first = run_playbook(PLAYBOOK, inventory(lab))
+    second = run_playbook(PLAYBOOK, inventory(lab))
+    yield first, second
+
+
+@pytest.fixture(scope="module")
+def node(lab: Lab, converged: tuple[PlaybookRun, PlaybookRun]) -> tuple[LabHost, Any]:
+    host = lab.hosts[0]
+    return host, testinfra.get_host(
+        f"ssh://{USER}@{host.address}", ssh_identity_file=str(host.key), ssh_extra_args=SSH_ARGS, sudo=True
+    )
+
+
+def test_converges_and_the_second_run_changes_nothing(converged: tuple[PlaybookRun, PlaybookRun]) -> None:
+    first, second = converged
+    assert first.rc == 0, first.failures
+    assert sum(first.changed.values()) > 0
+    assert second.rc == 0, second.failures
+    assert second.ok.get("node1", 0) >= 5 and sum(second.changed.values()) == 0
+
+
+def test_empty_ssh_source_list_is_refused_before_anything_changes(lab: Lab) -> None:
+    inv = inventory(lab)
+    for vars_ in inv["all"]["hosts"].values():
+        vars_["hardening_ssh_allowed_sources"] = []
+    run = run_playbook(PLAYBOOK, inv)
+    assert run.rc != 0
+    assert "hardening_ssh_allowed_sources is empty" in run.failures[0]
+
+
+def test_sshd_effective_settings(node: tuple[LabHost, Any]) -> None:
+    _, host = node
+    effective = dict(
+        line.split(" ", 1)
+        for line in host.check_output("sshd -T -C user=ops,host=x,addr=10.199.1.1").splitlines()
+    )
+    assert effective["permitrootlogin"] == "no"
+    assert effective["passwordauthentication"] == "no"
+    assert effective["maxauthtries"] == "3"
+    assert effective["x11forwarding"] == "no"
+    assert set(effective["ciphers"].split(",")) <= {
+        "chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com"
+    }  # fmt: skip
+    assert effective["kexalgorithms"].startswith("sntrup761x25519-sha512@openssh.com")
+
+
+def test_root_login_is_refused(node: tuple[LabHost, Any]) -> None:
+    test_host, host = node
+    host.run_expect([0], "install -d -m 700 /root/.ssh && cp /home/ops/.ssh/authorized_keys /root/.ssh/")
+    assert test_host.ssh("true", user="root").returncode == 255  # even with an authorised key
+    assert test_host.ssh("true").returncode == 0
+
+
+def test_firewall_drops_what_is_not_allowed(node: tuple[LabHost, Any]) -> None:
+    test_host, host = node
+    ruleset = host.check_output("nft list chain inet sovereign input")
+    assert "policy drop" in ruleset and f"ip saddr {test_host.host_end} tcp dport 22 accept" in ruleset
+    # a port a service listens on, but which the firewall does not open, is unreachable from outside
+    host.run_expect([0], "systemd-run --unit=probe-listener python3 -m http.server 8088 --bind 0.0.0.0")
+    try:
+        assert host.run("timeout 5 bash -c 'until ss -ltn | grep -q :8088; do sleep 0.2; done'").rc == 0
+        with pytest.raises(OSError):
+            socket.create_connection((test_host.address, 8088), timeout=3).close()
+    finally:
+        host.run("systemctl stop probe-listener")
+
+
+def test_kernel_parameters_know_this_is_a_kubernetes_node(node: tuple[LabHost, Any]) -> None:
+    _, host = node
+    config = host.file("/etc/sysctl.d/60-sovereign-hardening.conf").content_string
+    assert "net.ipv4.ip_forward = 1" in config and "net.ipv4.conf.all.accept_redirects = 0" in config
+    # net.* lives in the container's own network namespace: the live values are checkable here
+    assert host.sysctl("net.ipv4.conf.all.accept_redirects") == 0
+    assert host.sysctl("net.ipv4.ip_forward") == 1
