@@ -395,6 +395,9 @@ class GatewayDeployConfig(_Section):
     max_replicas: int = Field(default=6, ge=1, description="Upper bound for CPU autoscaling.")
     cpu: str = Field(default="500m", description="CPU request (and the HPA's 100 %).")
     memory: str = Field(default="512Mi", description="Memory request and limit.")
+    state_volume_gi: int = Field(
+        default=5, ge=1, description="Per-pod volume for its audit chain and wrapped data keys (retained)."
+    )
 
 
 class OpenBaoDeployConfig(_Section):

@@ -14,7 +14,9 @@ from infra.config import PROJECT, SECTIONS, StackConfig
 
 
 def _nested(annotation: object) -> type[BaseModel] | None:
-    """The model inside list[Model] (server entries, SSH keys, extra hosts), if any."""
+    """A sub-model (platform.gateway) or the model inside list[Model] (servers, keys), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
     for arg in typing.get_args(annotation):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
@@ -28,9 +30,11 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
         lines.append(f"| `{prefix}{name}` | {default_text(field)} | {field.description or ''} |")
         inner = _nested(field.annotation)
         if inner is not None:
-            nested.append((f"{prefix}{name}[]", inner))
+            is_list = typing.get_origin(field.annotation) is list
+            nested.append((f"{prefix}{name}{'[]' if is_list else ''}", inner))
     for title, inner in nested:
-        lines += ["", f"Each entry of `{title}`:", "", *_table(inner, "")]
+        intro = f"Each entry of `{title}`:" if title.endswith("[]") else f"`{title}`:"
+        lines += ["", intro, "", *_table(inner, "")]
     return lines
 
 

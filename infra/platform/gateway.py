@@ -92,7 +92,6 @@ class GatewayDeployment(pulumi.ComponentResource):
             {"name": "upstream-tls", "secret": {"secretName": "gateway-upstream-tls"}},
             {"name": "client-keys", "secret": {"secretName": "gateway-client-keys"}},
             {"name": "openbao-ca", "configMap": {"name": "openbao-ca"}},
-            {"name": "state", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
             {
                 "name": "sa-token",
@@ -146,12 +145,27 @@ class GatewayDeployment(pulumi.ComponentResource):
             "securityContext": container_security(),
             "volumeMounts": mounts,
         }
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
+        # A StatefulSet, not a Deployment: each pod writes its own audit chain (one writer per
+        # chain) and keeps it, with its wrapped data keys, on a volume of its own that outlives
+        # restarts and scale-in (retained), until the audit archive has shipped it.
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
             metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
             spec={
                 "replicas": gw.min_replicas,
+                "serviceName": NAME,
+                "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": selector(NAME)},
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "state", "labels": meta_labels},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": f"{gw.state_volume_gi}Gi"}},
+                        },
+                    }
+                ],
                 "template": {
                     # a renewed client certificate changes the template, so the pods roll onto it
                     "metadata": {
@@ -193,7 +207,7 @@ class GatewayDeployment(pulumi.ComponentResource):
             f"{name}-hpa",
             metadata={"name": NAME, "namespace": GATEWAY_NS, "labels": meta_labels},
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": NAME},
                 "minReplicas": gw.min_replicas,
                 "maxReplicas": gw.max_replicas,
                 "metrics": [

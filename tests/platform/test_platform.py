@@ -52,7 +52,7 @@ def test_every_manifest_matches_the_kubernetes_schema_of_the_rke2_release(prod: 
 
 
 def test_schema_validation_catches_a_mistake(prod: planner.Plan) -> None:
-    deployment = one(prod, "Deployment", "gateway")
+    deployment = one(prod, "StatefulSet", "gateway")
     broken = yaml.safe_load(yaml.safe_dump(deployment))
     broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo for "resources"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -69,7 +69,7 @@ def test_namespaces_enforce_restricted_except_the_gpu_operator(prod: planner.Pla
 
 
 def test_every_pod_spec_is_restricted_compliant(prod: planner.Plan) -> None:
-    for kind in ("Deployment", "Job"):
+    for kind in ("Deployment", "StatefulSet", "Job"):
         for obj in objects(prod, kind):
             spec = obj["spec"]["template"]["spec"]
             assert spec["securityContext"]["runAsNonRoot"] is True
@@ -101,7 +101,7 @@ def test_inference_pods_have_no_egress_and_only_the_gateway_as_client(prod: plan
 
 
 def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
-    gw = one(prod, "Deployment", "gateway")
+    gw = one(prod, "StatefulSet", "gateway")
     policies = _policies_for(prod, "sovereign-gateway", gw["spec"]["template"]["metadata"]["labels"])
     egress = [rule for p in policies for rule in p["spec"].get("egress", [])]
     targets = {
@@ -175,7 +175,7 @@ def test_gateway_deployment_and_its_settings(prod: planner.Plan) -> None:
     upstream = settings.upstreams["llama31-8b-awq"]
     assert upstream.url.startswith("https://vllm-llama31-8b-awq.sovereign-inference.svc")
     assert upstream.tls is not None and str(upstream.tls.cert_file).startswith("/etc/sovereign/upstream-tls/")
-    dep = one(prod, "Deployment", "gateway")
+    dep = one(prod, "StatefulSet", "gateway")
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "gateway"
     assert one(prod, "HorizontalPodAutoscaler", "gateway")["spec"]["minReplicas"] == 2
     assert one(prod, "PodDisruptionBudget", "gateway")["spec"]["minAvailable"] == 1
@@ -244,7 +244,7 @@ def test_phase_one_installs_openbao_but_nothing_that_needs_its_keys() -> None:
     dr = plan_of(sections("eu-north-dr"), stack="eu-north-dr")
     assert "openbao" in {r["name"] for r in dr.helm_releases()}
     assert not [r for r in dr.custom() if r.type.startswith("vault:")]
-    assert objects(dr, "Deployment") == [] and objects(dr, "ServiceMonitor") == []
+    assert objects(dr, "Deployment") == objects(dr, "StatefulSet") == objects(dr, "ServiceMonitor") == []
     assert dr.outputs["gateway_service"] == "(phase 2: after OpenBao is initialised)"
     assert {o["kind"] for o in dr.kubernetes_objects()} >= {"Namespace", "NetworkPolicy", "Secret"}
 
@@ -253,7 +253,7 @@ def test_phase_two_without_models_runs_the_gateway_with_no_upstream() -> None:
     data = sections("eu-north-dr")
     data["platform"] = {"openbao": {"initialised": True}}
     dr = plan_of(data, stack="eu-north-dr")
-    assert [o["metadata"]["name"] for o in objects(dr, "Deployment")] == ["gateway"]
+    assert [o["metadata"]["name"] for o in objects(dr, "StatefulSet")] == ["gateway"]
     assert yaml.safe_load(one(dr, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])["upstreams"] == {}
 
 
@@ -279,9 +279,26 @@ def test_gateway_and_vllm_speak_mtls_with_certificates_from_openbao(prod: planne
     assert secrets["gateway-upstream-tls"]["stringData"] == dict.fromkeys(
         ("tls.crt", "tls.key", "ca.crt"), "[secret]"
     )
-    gateway_pod = one(prod, "Deployment", "gateway")["spec"]["template"]["spec"]
+    gateway_pod = one(prod, "StatefulSet", "gateway")["spec"]["template"]["spec"]
     assert {"name": "upstream-tls", "secret": {"secretName": "gateway-upstream-tls"}} in gateway_pod[
         "volumes"
     ]
     monitor = one(prod, "ServiceMonitor", "vllm")["spec"]["endpoints"][0]
     assert monitor["scheme"] == "https" and monitor["tlsConfig"]["keySecret"]["name"] == "vllm-metrics-client"
+
+
+def test_gateway_audit_chains_survive_restarts_and_scale_in(prod: planner.Plan) -> None:
+    gateway = one(prod, "StatefulSet", "gateway")["spec"]
+    assert gateway["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    (claim,) = gateway["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "state"
+    mounts = {m["name"]: m["mountPath"] for m in gateway["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["state"] == "/var/lib/sovereign"
+    settings = yaml.safe_load(one(prod, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
+    assert settings["audit"]["path"].startswith("/var/lib/sovereign/")
+    assert settings["openbao"]["wrapped_keys_dir"].startswith("/var/lib/sovereign/")
+    hpa = one(prod, "HorizontalPodAutoscaler", "gateway")["spec"]["scaleTargetRef"]
+    assert hpa == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "gateway"}
