@@ -221,7 +221,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from infra.platform import weights
+    from infra.k8s_platform import weights
 
     return weights.main(args.weights_args)
 

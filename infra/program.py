@@ -20,7 +20,7 @@ from infra.components.servers import Bastion, NodePool
 from infra.components.ssh_keys import SshKeys
 from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
 from infra.hosts import inventory
-from infra.platform.layer import PlatformLayer
+from infra.k8s_platform.layer import PlatformLayer
 
 
 def declare(backend_url: str, *, role_digest: str | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 OpenBao checks a service-account token by asking the Kubernetes API (TokenReview). There is
 no cluster here, so a TokenReview endpoint on loopback stands in for the API server; OpenBao,
 its Kubernetes auth method, the role and the policies are real, configured as the platform
-layer configures them (infra/platform/openbao.py).
+layer configures them (infra/k8s_platform/openbao.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pytest
 
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.settings import OpenBaoSettings
-from infra.platform.gateway import NAME as GATEWAY_SA
-from infra.platform.gateway import OPENBAO_ROLE
+from infra.k8s_platform.gateway import NAME as GATEWAY_SA
+from infra.k8s_platform.gateway import OPENBAO_ROLE
 from tests import pki
 from tests.support import Bao
 

@@ -26,7 +26,8 @@ def main() -> None:
     exported: dict[str, Any] = {}
 
     async def program() -> None:
-        runpy.run_path(str(REPO / "infra" / "__main__.py"), run_name="__main__")
+        # the directory, as the Pulumi language host runs it (it puts infra/ first on sys.path)
+        runpy.run_path(str(REPO / "infra"), run_name="__main__")
         root = pulumi.runtime.get_root_resource()
         assert root is not None
         for key, value in root.outputs.items():  # type: ignore[attr-defined]

@@ -49,3 +49,10 @@ def test_entrypoint_refuses_invalid_config_before_creating_anything() -> None:
     result = run_entrypoint(data, "file:///tmp/state")
     assert result.returncode == 1
     assert "sovereign-llm:gpupool: unknown section" in result.stderr and result.stdout == ""
+
+
+def test_no_module_of_the_program_directory_shadows_the_standard_library() -> None:
+    """The language host puts infra/ first on sys.path: an infra/platform package would be
+    imported for every `import platform` after the program starts."""
+    names = {p.stem for p in (REPO / "infra").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert names & set(sys.stdlib_module_names) == set()

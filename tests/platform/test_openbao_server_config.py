@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from infra.k8s_platform.openbao import raft_config
 from infra.local.stack import _bao_binary
-from infra.platform.openbao import raft_config
 from tests import pki
 
 

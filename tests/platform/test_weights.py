@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.platform import weights
+from infra.k8s_platform import weights
 from tests.infra.support import REPO
 from tests.support import free_port, wait_for_port
 

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.common import (
+from infra.k8s_platform.common import (
     GATEWAY_NS,
     GATEWAY_PORT,
     INFERENCE_NS,

@@ -13,8 +13,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, VLLM_SHARED_NAME, labels
-from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
+from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, VLLM_SHARED_NAME, labels
+from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 
 def _monitor(

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import InferenceModelConfig, StackConfig
-from infra.platform.common import (
+from infra.k8s_platform.common import (
     INFERENCE_NS,
     VLLM_PORT,
     VLLM_SHARED_NAME,
@@ -29,7 +29,7 @@ from infra.platform.common import (
     pod_security,
     selector,
 )
-from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
+from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 WEIGHTS_MOUNT = "/models"
 

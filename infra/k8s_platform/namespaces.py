@@ -11,7 +11,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.common import GATEWAY_NS, GPU_NS, INFERENCE_NS, K8S_VERSION, KEDA_NS, OPENBAO_NS, labels
+from infra.k8s_platform.common import (
+    GATEWAY_NS,
+    GPU_NS,
+    INFERENCE_NS,
+    K8S_VERSION,
+    KEDA_NS,
+    OPENBAO_NS,
+    labels,
+)
 
 LEVELS = {
     GATEWAY_NS: "restricted",

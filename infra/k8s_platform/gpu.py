@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.common import GPU_NS, KEDA_NS
+from infra.k8s_platform.common import GPU_NS, KEDA_NS
 
 GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
 KEDA_REPO = "https://kedacore.github.io/charts"

@@ -7,13 +7,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.platform.gateway import GatewayDeployment
-from infra.platform.gpu import Autoscaling, GpuSupport
-from infra.platform.inference import ModelServer
-from infra.platform.namespaces import Namespaces
-from infra.platform.network_policies import NetworkPolicies
-from infra.platform.observability import Observability
-from infra.platform.openbao import OpenBao
+from infra.k8s_platform.gateway import GatewayDeployment
+from infra.k8s_platform.gpu import Autoscaling, GpuSupport
+from infra.k8s_platform.inference import ModelServer
+from infra.k8s_platform.namespaces import Namespaces
+from infra.k8s_platform.network_policies import NetworkPolicies
+from infra.k8s_platform.observability import Observability
+from infra.k8s_platform.openbao import OpenBao
 
 
 class PlatformLayer(pulumi.ComponentResource):

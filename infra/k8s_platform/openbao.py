@@ -18,11 +18,11 @@ import pulumi_tls as tls
 import pulumi_vault as vault
 
 from infra.config import StackConfig
+from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
+from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
+from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
+from infra.k8s_platform.gpu import pinned_chart
 from infra.local import openbao as local_openbao
-from infra.platform.common import GATEWAY_APP as GATEWAY_SA
-from infra.platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
-from infra.platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
-from infra.platform.gpu import pinned_chart
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
 # mTLS certificates live 90 days and are re-issued by `pulumi up` once fewer than 30 remain

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra.config import StackConfig
-from infra.platform.common import (
+from infra.k8s_platform.common import (
     GATEWAY_APP,
     GATEWAY_NS,
     GATEWAY_OPENBAO_ROLE,
@@ -25,7 +25,7 @@ from infra.platform.common import (
     pod_security,
     selector,
 )
-from infra.platform.openbao import OpenBaoConfiguration, mtls_secret
+from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 NAME = GATEWAY_APP
 OPENBAO_ROLE = GATEWAY_OPENBAO_ROLE
