@@ -99,6 +99,17 @@ def _check_jurisdiction(value: str) -> str:
 Jurisdiction = Annotated[str, AfterValidator(_check_jurisdiction)]
 
 
+def _quorum(consensus: str) -> AfterValidator:
+    """Member counts of a consensus group (etcd, Raft) must be odd."""
+
+    def check(value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"{consensus} needs an odd number of members for quorum; use 1, 3 or 5")
+        return value
+
+    return AfterValidator(check)
+
+
 class RegionConfig(_Section):
     """Who and where: labels every resource, names every resource."""
 
@@ -237,16 +248,11 @@ class ControlPlaneConfig(_Section):
     """RKE2 server nodes (etcd + API server), spread over hosts by a placement group."""
 
     location: Location = Field(default="fsn1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
-    count: int = Field(default=3, ge=1, le=5, description="Odd number; `prod` needs 3 or 5 for etcd quorum.")
+    count: Annotated[int, _quorum("etcd")] = Field(
+        default=3, ge=1, le=5, description="Odd number; `prod` needs 3 or 5 for etcd quorum."
+    )
     server_type: str = Field(default="cx32", description="Hetzner server type.")
     image: str = Field(default="debian-12", description="OS image.")
-
-    @field_validator("count")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("etcd needs an odd number of members for quorum; use 1, 3 or 5")
-        return value
 
 
 class WorkersConfig(_Section):
@@ -404,7 +410,9 @@ class OpenBaoDeployConfig(_Section):
     """OpenBao in the cluster: HA with Raft storage, TLS, audit device (Helm chart)."""
 
     chart_version: str = Field(default="0.19.1", description="openbao/openbao Helm chart version (pinned).")
-    replicas: int = Field(default=3, ge=1, le=7, description="Raft members; odd, 3+ in prod.")
+    replicas: Annotated[int, _quorum("Raft")] = Field(
+        default=3, ge=1, le=7, description="Raft members; odd, 3+ in prod."
+    )
     storage_gi: int = Field(default=10, ge=1, description="Raft data volume per member.")
     audit_storage_gi: int = Field(default=10, ge=1, description="Audit log volume per member.")
     api_address: str = Field(
@@ -417,13 +425,6 @@ class OpenBaoDeployConfig(_Section):
         "(docs/platform.md); until then `pulumi up` installs it but configures nothing in it and "
         "deploys nothing that needs it (gateway, models, mTLS certificates).",
     )
-
-    @field_validator("replicas")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("Raft needs an odd number of members for quorum; use 1, 3 or 5")
-        return value
 
 
 class PlatformConfig(_Section):

@@ -197,3 +197,10 @@ def test_every_field_is_documented() -> None:
         assert isinstance(model, type)
         for field_name, field in model.model_fields.items():
             assert field.description, f"{name}.{field_name} has no description"
+
+
+def test_even_raft_membership_breaks_openbao_quorum() -> None:
+    data = sections()
+    data["platform"]["openbao"]["replicas"] = 4
+    problem = one_problem(data)
+    assert "platform.openbao.replicas: 4" in problem and "Raft needs an odd number" in problem
