@@ -1,0 +1,91 @@
+"""Convergence and idempotence timings of the host roles on a real test host.
+
+A Debian 12 host under systemd-nspawn (tests/hosts/lab.py, image from the cache), the
+hardening playbook converged through ansible-runner twice: the first run changes the host,
+the second must change nothing (and shows what a no-op `pulumi up` re-run costs). Several
+fresh hosts in a row, so the medians say something on this noisy machine.
+
+Run as root: .venv/bin/python benchmarks/host_roles.py [--hosts 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra.hosts.content import REPO_ROOT
+from infra.hosts.converge import run_playbook
+from tests.hosts.lab import USER, Lab
+
+PLAYBOOK = REPO_ROOT / "playbooks" / "hardening.yml"
+SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+
+def one_host(workdir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    with Lab(workdir, ["bench1"]) as lab:
+        booted = time.perf_counter() - started
+        host = lab.hosts[0]
+        inventory = {
+            "all": {
+                "hosts": {
+                    host.name: {
+                        "ansible_host": host.address,
+                        "ansible_user": USER,
+                        "ansible_ssh_private_key_file": str(host.key),
+                        "ansible_ssh_common_args": SSH_ARGS,
+                        "hardening_ssh_allowed_sources": [host.host_end],
+                    }
+                },
+                "vars": {"hardening_private_cidrs": ["10.199.0.0/16"]},
+            }
+        }  # fmt: skip
+        timings: dict[str, Any] = {"boot_s": round(booted, 2)}
+        for label in ("first", "second"):
+            t0 = time.perf_counter()
+            run = run_playbook(PLAYBOOK, inventory)
+            timings[f"{label}_s"] = round(time.perf_counter() - t0, 2)
+            timings[f"{label}_changed"] = sum(run.changed.values())
+            if run.rc != 0:
+                raise SystemExit(f"converge failed: {run.failures}")
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "host_roles.json"))
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.hosts):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_host(Path(tmp)))
+    print("| host | boot s | first converge s (changed) | second converge s (changed) |")
+    print("|---|---|---|---|")
+    for i, r in enumerate(runs, 1):
+        first_run, second_run = (
+            f"{r['first_s']} ({r['first_changed']})",
+            f"{r['second_s']} ({r['second_changed']})",
+        )
+        print(f"| {i} | {r['boot_s']} | {first_run} | {second_run} |")
+    first = statistics.median(r["first_s"] for r in runs)
+    second = statistics.median(r["second_s"] for r in runs)
+    ratio = second / first
+    print(
+        f"\nmedian first converge {first:.1f} s, second (no change) {second:.1f} s: {ratio:.2f} of the first"
+    )
+    Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
