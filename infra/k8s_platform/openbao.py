@@ -12,12 +12,16 @@ Unseal: see docs/platform.md ("OpenBao unseal design").
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 import pulumi_vault as vault
 
+from gateway.files import write_private
 from infra.config import StackConfig
+from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
 from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
@@ -208,6 +212,21 @@ class OpenBao(pulumi.ComponentResource):
         self.register_outputs({"ca_cert_pem": self.ca.cert_pem})
 
 
+TRUST_DIR = REPO_ROOT / ".sovereign" / "openbao"
+
+
+def ca_trust_file(stack: str, ca_pem: str, folder: Path = TRUST_DIR) -> str:
+    """The private CA as a file for the pulumi-vault provider, which takes a path only.
+
+    Written from the stack's own state on every run (it is the CA this stack created), so the
+    provider verifies OpenBao's certificate instead of skipping verification. A plan has no
+    real certificate yet: nothing is written then, the path is still returned."""
+    path = folder / f"{stack}-ca.pem"
+    if ca_pem.startswith("-----BEGIN CERTIFICATE-----"):
+        write_private(path, ca_pem)
+    return str(path)
+
+
 class OpenBaoConfiguration(pulumi.ComponentResource):
     """What ``infra/local/openbao.py`` does for the dev server, declared for the cluster's OpenBao
     (the audit device is in the server configuration: OpenBao 2.x refuses API-enabled ones)."""
@@ -224,7 +243,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         provider = vault.Provider(
             f"{name}-provider",
             address=cfg.platform.openbao.api_address,
-            ca_cert_file=None,
+            ca_cert_file=pulumi.Output.from_input(ca_pem).apply(lambda pem: ca_trust_file(cfg.stack, pem)),
             skip_tls_verify=False,
             skip_child_token=True,
             opts=pulumi.ResourceOptions(parent=self),

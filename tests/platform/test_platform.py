@@ -3,6 +3,7 @@ observability — and every rendered manifest against the Kubernetes OpenAPI sch
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -12,6 +13,8 @@ import yaml
 from gateway.settings import GatewaySettings
 from infra import plan as planner
 from infra.config import Rke2Config
+from infra.k8s_platform.openbao import ca_trust_file
+from tests import pki
 from tests.infra.support import plan_of, sections
 
 CRD_KINDS = {"ScaledObject", "ServiceMonitor"}  # no CRD schemas offline: checked field by field below
@@ -302,3 +305,15 @@ def test_gateway_audit_chains_survive_restarts_and_scale_in(prod: planner.Plan) 
     assert settings["openbao"]["wrapped_keys_dir"].startswith("/var/lib/sovereign/")
     hpa = one(prod, "HorizontalPodAutoscaler", "gateway")["spec"]["scaleTargetRef"]
     assert hpa == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "gateway"}
+
+
+def test_openbao_provider_verifies_tls_against_the_stacks_own_ca(prod: planner.Plan, tmp_path: Path) -> None:
+    (provider,) = prod.of_type("pulumi:providers:vault")
+    assert provider.inputs["skipTlsVerify"] in (False, "false")
+    assert provider.inputs["caCertFile"].endswith(".sovereign/openbao/eu-central-prod-ca.pem")
+    # the file is written from the real certificate at deploy time, never from a plan placeholder
+    pem = pki.ca("test").cert_pem().decode()
+    assert ca_trust_file("s", "(issued at deploy time)", tmp_path) == str(tmp_path / "s-ca.pem")
+    assert not (tmp_path / "s-ca.pem").exists()
+    ca_trust_file("s", pem, tmp_path)
+    assert (tmp_path / "s-ca.pem").read_text() == pem
