@@ -30,6 +30,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
 from infra import config as stack_config
 from infra import program
+from infra.components.gpu_pool import declared_hosts
 from infra.config import StackConfig
 from infra.policy import rules
 
@@ -236,7 +237,7 @@ def _declare(
     resources.sort(key=lambda r: r.urn)
     hosts = [
         {"type": "hetzner-robot:dedicated (declared, not managed by Pulumi)", **h}
-        for h in _declared_gpu_hosts(cfg)
+        for h in declared_hosts(cfg)
     ]
     plan = Plan(
         stack=cfg.stack,
@@ -249,21 +250,6 @@ def _declare(
     )
     plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
     return plan
-
-
-def _declared_gpu_hosts(cfg: StackConfig) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": s.name,
-            "server_number": s.server_number,
-            "datacenter": s.datacenter,
-            "product": s.product,
-            "private_ip": str(s.private_ip),
-            "vswitch_id": cfg.gpu_pool.vswitch_id,
-            "vlan_id": cfg.gpu_pool.vlan_id,
-        }
-        for s in cfg.gpu_pool.servers
-    ]
 
 
 def manifest(resource: PlannedResource) -> dict[str, Any]:

@@ -20,6 +20,25 @@ from infra.components.network import PrivateNetwork
 from infra.config import StackConfig
 
 
+def declared_hosts(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The dedicated GPU servers as the inventory and the plan show them."""
+    pool = cfg.gpu_pool
+    return [
+        {
+            "name": s.name,
+            "private_ip": str(s.private_ip),
+            "server_number": s.server_number,
+            "datacenter": s.datacenter,
+            "location": residency.ROBOT_SITE_LOCATION[s.datacenter.split("-")[0]],
+            "product": s.product,
+            "gpus": s.gpus,
+            "vswitch_id": pool.vswitch_id,
+            "vlan_id": pool.vlan_id,
+        }
+        for s in pool.servers
+    ]
+
+
 class GpuPool(pulumi.ComponentResource):
     def __init__(
         self, name: str, cfg: StackConfig, network: PrivateNetwork, opts: pulumi.ResourceOptions | None = None
@@ -37,17 +56,5 @@ class GpuPool(pulumi.ComponentResource):
                 ip_range=str(cfg.network.vswitch_subnet),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[network.nodes_subnet]),
             )
-        self.hosts: list[dict[str, Any]] = [
-            {
-                "name": s.name,
-                "private_ip": str(s.private_ip),
-                "server_number": s.server_number,
-                "datacenter": s.datacenter,
-                "location": residency.ROBOT_SITE_LOCATION[s.datacenter.split("-")[0]],
-                "product": s.product,
-                "gpus": s.gpus,
-                "vlan_id": pool.vlan_id,
-            }
-            for s in pool.servers
-        ]
+        self.hosts = declared_hosts(cfg)
         self.register_outputs({"hosts": self.hosts})
