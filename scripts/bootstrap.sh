@@ -25,11 +25,17 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v apt-cacher-ng >/dev/null 2>&1 || need_apt+=(apt-cacher-ng)  # the guests' package proxy
 if ((${#need_apt[@]})); then
   say "installing system packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+  if [[ " ${need_apt[*]} " == *" apt-cacher-ng "* ]] && command -v systemctl >/dev/null 2>&1; then
+    # the test lab runs its own instance bound to its veths; the packaged service would listen
+    # on every interface of this machine
+    $SUDO systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -6,6 +6,8 @@
 - Each host boots with ``systemd -b`` in its own veth link: 10.199.<n>.2/30, host end
   10.199.<n>.1. Nothing is routed beyond the link: a guest reaches only this machine.
 - A key-only sudo user ``ops`` is the login, as on the cloud servers.
+- Packages: an apt-cacher-ng started by the lab, bound only to the host ends of the veths and
+  forwarding only to Debian's mirror (``ForceManaged``); its cache persists in the cache folder.
 - Teardown stops exactly the nspawn processes this lab started (clean poweroff on SIGTERM,
   SIGKILL after a grace period) and removes their root folders; the veths go with them.
 """
@@ -31,6 +33,7 @@ PACKAGES = (
 CACHE = Path(os.environ.get("SOVEREIGN_HOSTS_CACHE", Path.home() / ".cache" / "sovereign-llm" / "hosts"))
 USER = "ops"
 SUBNET = "10.199"
+PROXY_PORT = 13142  # not apt-cacher-ng's 3142, which a system-wide instance may hold on 0.0.0.0
 
 
 class LabError(RuntimeError):
@@ -86,6 +89,10 @@ class LabHost:
     def host_end(self) -> str:
         return f"{SUBNET}.{self.index}.1"
 
+    @property
+    def apt_mirror(self) -> str:
+        return f"http://{self.host_end}:{PROXY_PORT}"
+
     def _prepare(self, tarball: Path) -> None:
         self.root.mkdir(parents=True)
         _run("tar", "--zstd", "-xf", str(tarball), "-C", str(self.root))
@@ -98,6 +105,11 @@ class LabHost:
         ssh_dir.mkdir(mode=0o700)
         (ssh_dir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
         _run("chroot", str(self.root), "chown", "-R", f"{USER}:{USER}", f"/home/{USER}/.ssh")
+        (etc / "apt" / "sources.list").write_text(
+            f"deb {self.apt_mirror}/debian {SUITE} main\n"
+            f"deb {self.apt_mirror}/debian {SUITE}-updates main\n"
+            f"deb {self.apt_mirror}/debian-security {SUITE}-security main\n"
+        )
         (etc / "sudoers.d" / USER).write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
         network = etc / "systemd" / "network"
         network.mkdir(parents=True, exist_ok=True)
@@ -156,13 +168,63 @@ class LabHost:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class PackageProxy:
+    """apt-cacher-ng for the guests: listens only on the veths' host ends, fetches only from
+    Debian's mirror (ForceManaged refuses every other origin), cache kept between runs."""
+
+    def __init__(self, workdir: Path, addresses: list[str]) -> None:
+        self.conf = workdir / "acng"
+        self.addresses = addresses
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30) -> None:
+        if shutil.which("apt-cacher-ng") is None:
+            raise LabError(
+                "apt-cacher-ng is missing: run ./scripts/bootstrap.sh (it installs the test-host tools)"
+            )
+        cache = CACHE / "apt"
+        for folder in (self.conf, cache, self.conf / "log"):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.conf / "acng.conf").write_text(
+            f"CacheDir: {cache}\nLogDir: {self.conf / 'log'}\nSupportDir: /usr/lib/apt-cacher-ng\n"
+            f"Port: {PROXY_PORT}\nBindAddress: {' '.join(self.addresses)}\nForceManaged: 1\n"
+            "Remap-debrep: /debian ; deb.debian.org/debian\n"
+            "Remap-secdeb: /debian-security ; deb.debian.org/debian-security\n"
+            "ForeGround: 1\nExThreshold: 4\n"
+        )
+        with (self.conf / "log" / "stdout.log").open("wb") as out:
+            self.proc = subprocess.Popen(
+                ["apt-cacher-ng", "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                socket.create_connection((self.addresses[0], PROXY_PORT), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise LabError(f"apt-cacher-ng did not start; see {self.conf / 'log'}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
 class Lab:
-    """A set of test hosts in *workdir*; use as a context manager."""
+    """A set of test hosts in *workdir*, with their package proxy; use as a context manager."""
 
     def __init__(self, workdir: Path, names: list[str]) -> None:
         self.workdir = workdir
         self.key = workdir / "id_ed25519"
         self.hosts = [LabHost(n, i + 1, workdir / n, self.key) for i, n in enumerate(names)]
+        self.proxy = PackageProxy(workdir, [h.host_end for h in self.hosts])
 
     def __enter__(self) -> Lab:
         tarball = image()
@@ -170,11 +232,13 @@ class Lab:
         try:
             for host in self.hosts:
                 host.start(tarball)
+            self.proxy.start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.proxy.stop()
         for host in self.hosts:
             host.stop()

@@ -130,3 +130,38 @@ def test_unused_modules_cannot_load(node: tuple[LabHost, Any]) -> None:
     _, host = node
     config = host.file("/etc/modprobe.d/60-sovereign-hardening.conf").content_string
     assert "install usb-storage /bin/false" in config and "blacklist cramfs" in config
+
+
+def test_unattended_upgrades_take_security_origins_only(node: tuple[LabHost, Any]) -> None:
+    _, host = node
+    periodic = host.check_output("apt-config dump APT::Periodic")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
+    # unattended-upgrade itself reads the configuration (through the lab's package proxy)
+    dry = host.run("unattended-upgrade --dry-run --debug 2>&1")
+    assert dry.rc == 0, dry.stdout[-2000:]
+    allowed = next(line for line in dry.stdout.splitlines() if line.startswith("Allowed origins are:"))
+    origins = allowed.removeprefix("Allowed origins are:").split(", ")
+    assert origins and all(o.strip().endswith("label=Debian-Security") for o in origins), origins
+    assert "nvidia-" in host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    assert host.service("apt-daily-upgrade.timer").is_enabled
+
+
+def test_time_is_synced_from_eu_servers(node: tuple[LabHost, Any]) -> None:
+    _, host = node
+    config = host.check_output("systemd-analyze cat-config systemd/timesyncd.conf")
+    assert "NTP=ntp1.hetzner.de ntp2.hetzner.com ntp3.hetzner.net" in config
+    assert host.service("systemd-timesyncd").is_enabled
+
+
+def test_time_sync_is_live() -> None:
+    pytest.skip("VM/GPU tier: systemd-timesyncd does not run in a container (the host's clock is shared)")
+
+
+def test_system_file_permissions(node: tuple[LabHost, Any]) -> None:
+    _, host = node
+    shadow = host.file("/etc/shadow")
+    assert (shadow.user, shadow.group, shadow.mode) == ("root", "shadow", 0o640)
+    assert host.file("/etc/passwd").mode == 0o644
+    assert host.file("/etc/ssh/sshd_config").mode == 0o600
+    keys = host.check_output("find /etc/ssh -name 'ssh_host_*_key' -printf '%m %u\\n' | sort -u")
+    assert keys == "600 root"

@@ -34,3 +34,15 @@ def test_the_host_reaches_nothing_beyond_its_link(lab: Lab) -> None:
     assert f"{host.address}/30" in link
     beyond = host.ssh("timeout 3 bash -c 'echo > /dev/tcp/9.9.9.9/443' && echo open || echo unreachable")
     assert beyond.stdout.strip() == "unreachable"
+
+
+def test_packages_come_through_the_lab_proxy_from_debian_only(lab: Lab) -> None:
+    (host,) = lab.hosts
+    update = host.ssh("sudo -n apt-get update -q", timeout=300)
+    assert update.returncode == 0, update.stderr
+    assert f"{host.apt_mirror}/debian-security" in update.stdout
+    # the proxy forwards only to Debian's mirror: any other origin is refused
+    other = host.ssh(
+        f"python3 -c \"import urllib.request as u; u.urlopen('{host.apt_mirror}/pypi.org/simple/')\""
+    )
+    assert other.returncode != 0 and "403" in other.stderr + other.stdout
