@@ -1,11 +1,13 @@
 """GPU support (NVIDIA GPU operator) and queue-based autoscaling (KEDA), both as pinned Helm releases.
 
-The operator runs with ``driver.enabled=false``: the Ansible role ``nvidia_gpu`` owns the
-kernel driver (pinned, DKMS, persistence mode) on the dedicated GPU servers. The container
-toolkit is pointed at RKE2's containerd (its socket and config template live under
-``/run/k3s`` and ``/var/lib/rancher/rke2``, not the upstream defaults) and registers the
-``nvidia`` RuntimeClass, without becoming the default runtime: only pods that ask for it
-(the vLLM pods) get GPU access. The DCGM exporter publishes per-GPU metrics.
+The operator runs with ``driver.enabled=false`` and ``toolkit.enabled=false``: the Ansible
+role ``nvidia_gpu`` owns the kernel driver (pinned branch, persistence mode) and the pinned
+container toolkit on the dedicated GPU servers, and RKE2's agent, finding
+``nvidia-container-runtime`` on the host, adds the ``nvidia`` runtime to the containerd
+configuration it generates (one owner for that file). The ``nvidia`` RuntimeClass (RKE2's
+runtime-classes chart) is not the default runtime: only pods that ask for it (the vLLM pods)
+get GPU access. The operator's validator is told where RKE2's containerd lives. The DCGM
+exporter publishes per-GPU metrics.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ RKE2_CONTAINERD = {
 def gpu_operator_values() -> dict[str, object]:
     return {
         "operator": {"defaultRuntime": "containerd"},
-        "driver": {"enabled": False},  # Ansible (roles/nvidia_gpu) owns the driver
-        "toolkit": {"enabled": True, "env": [{"name": k, "value": v} for k, v in RKE2_CONTAINERD.items()]},
+        "driver": {"enabled": False},  # Ansible (roles/nvidia_gpu) owns the driver ...
+        "toolkit": {  # ... and the container toolkit; RKE2 configures its containerd for it
+            "enabled": False,
+            "env": [{"name": k, "value": v} for k, v in RKE2_CONTAINERD.items()],
+        },
         "devicePlugin": {"enabled": True},
         "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": True}},
         "nfd": {"enabled": True},

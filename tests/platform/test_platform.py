@@ -219,10 +219,13 @@ def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
     assert pki_roles == {"gateway-client", "inference-server", "metrics-client"}
 
 
-def test_gpu_operator_leaves_the_driver_to_ansible_and_uses_rke2_containerd(prod: planner.Plan) -> None:
+def test_gpu_operator_leaves_driver_and_toolkit_to_ansible_and_uses_rke2_containerd(
+    prod: planner.Plan,
+) -> None:
     (release,) = [r for r in prod.helm_releases() if r["name"] == "gpu-operator"]
     values = release["values"]
     assert values["driver"]["enabled"] is False
+    assert values["toolkit"]["enabled"] is False  # roles/nvidia_gpu installs it on the host
     env = {e["name"]: e["value"] for e in values["toolkit"]["env"]}
     assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"
     assert env["CONTAINERD_CONFIG"].startswith("/var/lib/rancher/rke2/")
