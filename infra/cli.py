@@ -229,7 +229,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_converge(args: argparse.Namespace) -> int:
     from infra.hosts import converge
 
-    return converge.main(args.playbook, verbosity=args.verbose)
+    return converge.main(args.playbook, verbosity=args.verbose, token_stdin=args.token_stdin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("converge", help="run the host playbook through ansible-runner (used by pulumi up)")
     conv.add_argument("--playbook", required=True, help="playbook, relative to the repository root")
+    conv.add_argument(
+        "--token-stdin", action="store_true", help="read the cluster's join token from stdin (pulumi up does)"
+    )
     conv.add_argument("-v", "--verbose", action="count", default=0)
     conv.set_defaults(func=cmd_converge)
     return parser

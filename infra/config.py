@@ -296,6 +296,18 @@ class GpuPoolConfig(_Section):
     )
     vlan_id: int = Field(default=4000, ge=4000, le=4091, description="VLAN of the vSwitch (4000-4091).")
     servers: list[GpuServerConfig] = Field(default_factory=list, description="The GPU servers.")
+    driver_branch: Literal["535", "570", "580"] = Field(
+        default="580", description="NVIDIA driver branch, pinned (580 is the LTS branch)."
+    )
+    container_toolkit_version: str = Field(
+        default="1.18.0-1", description="NVIDIA container toolkit package version, pinned."
+    )
+    nvidia_apt_mirror: str | None = Field(
+        default=None,
+        description="EU mirror of NVIDIA's apt repositories: <mirror>/cuda/<os>/x86_64 and "
+        "<mirror>/libnvidia-container/stable/deb/amd64, each with its signing key as key.asc. "
+        "Required for the container toolkit.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GpuPoolConfig:
@@ -460,6 +472,36 @@ class Rke2Config(_Section):
     )
     profile: Literal["cis"] = Field(default="cis", description="RKE2 hardening profile (CIS only).")
     playbook: str = Field(default="playbooks/cluster.yml", description="Playbook run through ansible-runner.")
+    artifact_url: str | None = Field(
+        default=None,
+        description="EU mirror of the release's assets ({version} is replaced), e.g. "
+        "https://fsn1.your-objectstorage.com/artefacts/rke2/{version}. Required to converge.",
+    )
+    artifact_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of rke2.linux-amd64.tar.gz for `version` (from the release's "
+        "sha256sum-amd64.txt). Required to converge: nothing is downloaded unpinned.",
+    )
+    airgap_images: bool = Field(
+        default=False, description="Preload the core image tarball from the mirror (airgap)."
+    )
+    airgap_images_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of rke2-images-core.linux-amd64.tar.zst.",
+    )
+
+    @model_validator(mode="after")
+    def _pinned_images(self) -> Rke2Config:
+        if self.airgap_images and not self.airgap_images_sha256:
+            raise ValueError(
+                "airgap_images: true needs airgap_images_sha256 (from the release's sha256sum-amd64.txt)"
+            )
+        return self
+
+    def release_url(self) -> str | None:
+        return self.artifact_url.replace("{version}", self.version).rstrip("/") if self.artifact_url else None
 
 
 class BackendConfig(_Section):
@@ -539,6 +581,13 @@ class StackConfig(BaseModel):
             problem = residency.endpoint_problem(value, extra)
             if problem:
                 problems.append(f"endpoints.{key}: {value!r} — {problem}")
+        for key, value in (
+            ("rke2.artifact_url", self.rke2.artifact_url),
+            ("gpu_pool.nvidia_apt_mirror", self.gpu_pool.nvidia_apt_mirror),
+        ):
+            problem = residency.endpoint_problem(value, extra) if value else None
+            if problem:
+                problems.append(f"{key}: {value!r} — {problem}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -48,6 +48,7 @@ DEPLOY_TIME_OUTPUTS: dict[str, dict[str, str]] = {
     "tls:index/selfSignedCert:SelfSignedCert": {"certPem": _ISSUED},
     "tls:index/locallySignedCert:LocallySignedCert": {"certPem": _ISSUED},
     "tls:index/certRequest:CertRequest": {"certRequestPem": _ISSUED},
+    "random:index/randomPassword:RandomPassword": {"result": "(generated at deploy time)"},
 }  # fmt: skip
 
 

@@ -2,8 +2,10 @@
 
 Hetzner's pattern for private nodes: the network has a route 0.0.0.0/0 → bastion, and each
 node sends its default route to the network's router (first address of the range), which
-forwards to the bastion; the bastion masquerades. Everything else on the hosts (hardening,
-RKE2, GPU stack) is the Ansible roles' job, not cloud-init's.
+forwards to the bastion; the bastion masquerades (until the hardening role's nftables ruleset
+takes the NAT over). Every server also gets the admin user ``ops`` (key-only, sudo), which the
+Ansible roles log in as: the hardening role forbids root logins. Everything else on the hosts
+(hardening, RKE2, GPU stack) is the Ansible roles' job, not cloud-init's.
 """
 
 from __future__ import annotations
@@ -11,13 +13,31 @@ from __future__ import annotations
 import yaml
 
 from infra.config import StackConfig
+from infra.hosts.inventory import ADMIN_USER
 
 # Hetzner's recursive resolvers (in Hetzner's EU network), reached through the NAT.
 HETZNER_RESOLVERS = ("185.12.64.1", "185.12.64.2")
 
 
-def _document(body: dict[str, object]) -> str:
-    return "#cloud-config\n" + yaml.safe_dump(body, sort_keys=False)
+def _admin(cfg: StackConfig) -> dict[str, object]:
+    return {
+        "users": [
+            {
+                "name": ADMIN_USER,
+                "groups": ["sudo"],
+                "shell": "/bin/bash",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [k.public_key for k in cfg.admin.ssh_keys],
+            }
+        ],
+        "disable_root": True,
+        "ssh_pwauth": False,
+    }
+
+
+def _document(cfg: StackConfig, body: dict[str, object]) -> str:
+    return "#cloud-config\n" + yaml.safe_dump({**_admin(cfg), **body}, sort_keys=False)
 
 
 def bastion(cfg: StackConfig) -> str:
@@ -30,6 +50,7 @@ def bastion(cfg: StackConfig) -> str:
         "[Install]\nWantedBy=multi-user.target\n"
     )
     return _document(
+        cfg,
         {
             "packages": ["iptables"],
             "write_files": [
@@ -41,7 +62,7 @@ def bastion(cfg: StackConfig) -> str:
                 ["systemctl", "daemon-reload"],
                 ["systemctl", "enable", "--now", "sovereign-nat.service"],
             ],
-        }
+        },
     )
 
 
@@ -54,6 +75,7 @@ def private_node(cfg: StackConfig) -> str:
         "[Install]\nWantedBy=multi-user.target\n"
     )
     return _document(
+        cfg,
         {
             "write_files": [
                 {"path": "/etc/systemd/system/sovereign-default-route.service", "content": route_unit},
@@ -66,5 +88,5 @@ def private_node(cfg: StackConfig) -> str:
                 ["systemctl", "daemon-reload"],
                 ["systemctl", "enable", "--now", "sovereign-default-route.service"],
             ],
-        }
+        },
     )

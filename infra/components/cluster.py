@@ -5,6 +5,10 @@ machine running ``pulumi up``. Its triggers are the ids of every cloud server, t
 servers and a digest of the roles and playbooks: replacing a host or editing a role re-runs
 it; an unchanged stack does not. The kubeconfig it prints is a secret output (encrypted in
 state by the stack's secrets provider, never shown in clear by the CLI).
+
+The cluster's join token is a ``random.RandomPassword``, generated once and kept as a secret in
+state; the command reads it on stdin (``--token-stdin``; not in its environment, where other
+processes of the same user could read it) and passes it to the rke2 role.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from typing import Any
 
 import pulumi
 import pulumi_command as command
+import pulumi_random as random
 
 from infra.config import StackConfig
 from infra.hosts.content import content_hash
 
 
 def converge_command(cfg: StackConfig) -> str:
-    return f"sovereign converge --playbook {cfg.rke2.playbook}"
+    return f"sovereign converge --playbook {cfg.rke2.playbook} --token-stdin"
 
 
 class Rke2Cluster(pulumi.ComponentResource):
@@ -38,11 +43,16 @@ class Rke2Cluster(pulumi.ComponentResource):
         super().__init__("sovereign:infra:Rke2Cluster", name, None, opts)
         self.role_digest = role_digest or content_hash()
         gpu_keys = [f"robot:{s.server_number}" for s in cfg.gpu_pool.servers]
+        self.token = random.RandomPassword(
+            f"{name}-join-token", length=64, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
         self.bootstrap = command.local.Command(
             f"{name}-bootstrap",
             create=converge_command(cfg),
             update=converge_command(cfg),
             environment={"SOVEREIGN_INVENTORY": pulumi.Output.json_dumps(inventory)},
+            # pulumi's stubs type Output.secret's argument as Never; it takes any Input
+            stdin=pulumi.Output.secret(pulumi.Output.format("{0}\n", self.token.result)),  # type: ignore[arg-type]
             triggers=[*host_ids, *gpu_keys, f"roles:{self.role_digest}", f"rke2:{cfg.rke2.version}"],
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(depends_on), additional_secret_outputs=["stdout"]

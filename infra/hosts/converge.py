@@ -125,11 +125,14 @@ def run_playbook(
     )
 
 
-def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -> str:
+def converge(playbook: Path, inventory: dict[str, Any], *, token: str = "", verbosity: int = 0) -> str:
     """Run *playbook*; return the kubeconfig it fetched. Raises ConvergeError on any failure."""
     with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
         dest = Path(tmp) / "kubeconfig"
-        run = run_playbook(playbook, inventory, {"sovereign_kubeconfig_dest": str(dest)}, verbosity=verbosity)
+        extravars: dict[str, Any] = {"sovereign_kubeconfig_dest": str(dest)}
+        if token:
+            extravars["rke2_token"] = token
+        run = run_playbook(playbook, inventory, extravars, verbosity=verbosity)
         if run.rc != 0:
             detail = f"; first failure: {run.failures[0]}" if run.failures else ""
             raise ConvergeError(f"playbook {playbook.name} failed (status {run.status}, rc {run.rc}){detail}")
@@ -141,12 +144,25 @@ def converge(playbook: Path, inventory: dict[str, Any], *, verbosity: int = 0) -
         return _rewrite_server(dest.read_text(encoding="utf-8"), str(first["private_ip"]))
 
 
-def main(playbook: str, verbosity: int = 0) -> int:
+def read_token(stream: Any) -> str:
+    """The cluster's join token, one line on *stream* (the command resource's stdin: a secret
+    there is not visible in the process environment, unlike an environment variable)."""
+    token = stream.readline().strip()
+    if len(token) < 32:
+        raise ConvergeError(
+            f"--token-stdin: expected the cluster's join token (at least 32 characters) on stdin, got "
+            f"{len(token)} characters; `pulumi up` passes it from the stack's random join token"
+        )
+    return str(token)
+
+
+def main(playbook: str, verbosity: int = 0, *, token_stdin: bool = False) -> int:
     path = Path(playbook)
     if not path.is_absolute():
         path = REPO_ROOT / path
     try:
-        kubeconfig = converge(path, load_inventory(os.environ), verbosity=verbosity)
+        token = read_token(sys.stdin) if token_stdin else ""
+        kubeconfig = converge(path, load_inventory(os.environ), token=token, verbosity=verbosity)
     except ConvergeError as exc:
         print(f"sovereign converge: {exc}", file=sys.stderr)
         return 1

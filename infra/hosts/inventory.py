@@ -1,8 +1,19 @@
 """The Ansible inventory of a region stack, built from the stack config and the created servers.
 
 Groups: ``bastion`` (reached directly), ``control_plane``, ``workers`` and ``gpu`` (reached
-through the bastion with ProxyJump; they have no public address). The group names are the
-contract with the roles (``roles/``, ``playbooks/cluster.yml``).
+through the bastion with ProxyJump; they have no public address). The group names and the
+variables set here are the contract with the roles (``roles/``, ``playbooks/cluster.yml``):
+
+- every host is reached as the key-only sudo user ``ops`` (cloud-init creates it on the cloud
+  servers; on the Robot GPU servers installimage's post-install script does, see
+  docs/host-roles.md), because the hardening role forbids root logins;
+- ``hardening_*``: SSH only from the admin ranges (bastion) or from the bastion (nodes); the
+  cluster ports open to the private network only; the bastion forwards and masquerades the
+  private network (it is the NAT) but is no Kubernetes node;
+- ``rke2_*``: the pinned release on the EU mirror with its checksum; the first control-plane
+  server initialises the cluster, every other node joins it;
+- ``nvidia_gpu_*``: the driver branch, the toolkit version and the EU mirror of NVIDIA's
+  repositories for the GPU servers, which are tainted for GPU workloads only.
 """
 
 from __future__ import annotations
@@ -10,6 +21,29 @@ from __future__ import annotations
 from typing import Any
 
 from infra.config import StackConfig
+
+ADMIN_USER = "ops"
+SUPERVISOR_PORT = 9345
+
+
+def _nvidia_vars(cfg: StackConfig) -> dict[str, Any]:
+    pool = cfg.gpu_pool
+    found: dict[str, Any] = {
+        "nvidia_gpu_driver_branch": pool.driver_branch,
+        "nvidia_gpu_container_toolkit_version": pool.container_toolkit_version,
+    }
+    if pool.nvidia_apt_mirror:
+        mirror = pool.nvidia_apt_mirror.rstrip("/")
+        os_dir = "{{ 'ubuntu2404' if ansible_distribution == 'Ubuntu' else 'debian12' }}"
+        cuda = f"{mirror}/cuda/{os_dir}/x86_64"
+        toolkit = f"{mirror}/libnvidia-container/stable/deb/amd64"
+        found |= {
+            "nvidia_gpu_cuda_repository_url": cuda,
+            "nvidia_gpu_cuda_repository_key": f"{cuda}/key.asc",
+            "nvidia_gpu_container_toolkit_repository_url": toolkit,
+            "nvidia_gpu_container_toolkit_repository_key": f"{toolkit}/key.asc",
+        }
+    return found
 
 
 def build(
@@ -21,12 +55,16 @@ def build(
     gpu_hosts: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Inventory in Ansible's JSON/YAML form; the maps are node name → private IP."""
-    ssh_args = f"-o ProxyJump=root@{bastion_public_ip} -o StrictHostKeyChecking=accept-new"
-    jump = {"ansible_ssh_common_args": ssh_args}
+    ssh_args = f"-o ProxyJump={ADMIN_USER}@{bastion_public_ip} -o StrictHostKeyChecking=accept-new"
+    bastion_ip = str(cfg.network.bastion_ip)
+    node = {"ansible_ssh_common_args": ssh_args, "hardening_ssh_allowed_sources": [bastion_ip]}
+    first_server = next(iter(control_plane.values()), None)
+    server_url = f"https://{first_server}:{SUPERVISOR_PORT}" if first_server else ""
+    release = cfg.rke2.release_url()
     return {
         "all": {
             "vars": {
-                "ansible_user": "root",
+                "ansible_user": ADMIN_USER,
                 "sovereign_stack": cfg.stack,
                 "sovereign_jurisdiction": cfg.region.jurisdiction,
                 "sovereign_network_cidr": str(cfg.network.ip_range),
@@ -34,32 +72,51 @@ def build(
                 "sovereign_vswitch_subnet": str(cfg.network.vswitch_subnet),
                 "sovereign_gateway_lb_ip": str(cfg.load_balancer.private_ip),
                 "sovereign_registry_mirror": cfg.endpoints.registry_mirror,
+                "hardening_private_cidrs": [str(cfg.network.ip_range)],
                 "rke2_version": cfg.rke2.version,
                 "rke2_profile": cfg.rke2.profile,
-                # the first control-plane server initialises the cluster; the others join it
-                "rke2_server_url": f"https://{next(iter(control_plane.values()))}:9345"
-                if control_plane
-                else None,
+                "rke2_artifact_url": release or "",
+                "rke2_artifact_sha256": cfg.rke2.artifact_sha256 or "",
+                "rke2_airgap_images": cfg.rke2.airgap_images,
+                "rke2_airgap_images_sha256": cfg.rke2.airgap_images_sha256 or "",
+                "rke2_registry_mirror": cfg.endpoints.registry_mirror or "",
             },
             "children": {
                 "bastion": {
                     "hosts": {
                         f"{cfg.stack}-bastion": {
                             "ansible_host": bastion_public_ip,
-                            "private_ip": str(cfg.network.bastion_ip),
+                            "private_ip": bastion_ip,
+                            "hardening_ssh_allowed_sources": [str(c) for c in cfg.admin.cidrs],
+                            "hardening_kubernetes_node": False,
+                            "hardening_nat_sources": [str(cfg.network.ip_range)],
+                            "hardening_private_cidrs": [],
                         }
                     }
                 },
                 "control_plane": {
-                    "vars": jump,
-                    "hosts": {n: {"ansible_host": ip, "private_ip": ip} for n, ip in control_plane.items()},
+                    "vars": node,
+                    "hosts": {
+                        n: {
+                            "ansible_host": ip,
+                            "private_ip": ip,
+                            # the first server initialises the cluster; the others join it
+                            "rke2_server_url": "" if ip == first_server else server_url,
+                        }
+                        for n, ip in control_plane.items()
+                    },
                 },
                 "workers": {
-                    "vars": jump,
+                    "vars": {**node, "rke2_server_url": server_url},
                     "hosts": {n: {"ansible_host": ip, "private_ip": ip} for n, ip in workers.items()},
                 },
                 "gpu": {
-                    "vars": jump,
+                    "vars": {
+                        **node,
+                        "rke2_server_url": server_url,
+                        "rke2_node_taints": ["nvidia.com/gpu=present:NoSchedule"],  # GPU workloads only
+                        **_nvidia_vars(cfg),
+                    },
                     "hosts": {
                         h["name"]: {
                             "ansible_host": h["private_ip"],

@@ -165,3 +165,29 @@ def test_system_file_permissions(node: tuple[LabHost, Any]) -> None:
     assert host.file("/etc/ssh/sshd_config").mode == 0o600
     keys = host.check_output("find /etc/ssh -name 'ssh_host_*_key' -printf '%m %u\\n' | sort -u")
     assert keys == "600 root"
+
+
+def test_a_bastion_forwards_and_masquerades_only_the_private_network(
+    lab: Lab, node: tuple[LabHost, Any]
+) -> None:
+    _, host = node
+    playbook = REPO_ROOT / "tests" / "hosts" / "playbooks" / "firewall.yml"
+    bastion = inventory(lab)
+    bastion["all"]["vars"] |= {
+        "hardening_kubernetes_node": False,
+        "hardening_nat_sources": ["10.20.0.0/16"],
+        "hardening_nat_interface": "host0",
+        "hardening_private_cidrs": [],
+    }
+    try:
+        assert run_playbook(playbook, bastion).rc == 0
+        nat = host.check_output("nft list table ip sovereign_nat")
+        assert 'ip saddr 10.20.0.0/16 oifname "host0" masquerade' in nat
+        forward = host.check_output("nft list chain inet sovereign forward")
+        assert "policy drop" in forward and 'ip saddr 10.20.0.0/16 oifname "host0" accept' in forward
+        assert host.sysctl("net.ipv4.ip_forward") == 1
+        assert "tcp dport { 6443" not in host.check_output("nft list chain inet sovereign input")
+    finally:  # back to a Kubernetes node, as the other tests expect
+        assert run_playbook(playbook, inventory(lab)).rc == 0
+    assert host.run("nft list table ip sovereign_nat").rc != 0
+    assert "policy accept" in host.check_output("nft list chain inet sovereign forward")

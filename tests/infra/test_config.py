@@ -204,3 +204,33 @@ def test_even_raft_membership_breaks_openbao_quorum() -> None:
     data["platform"]["openbao"]["replicas"] = 4
     problem = one_problem(data)
     assert "platform.openbao.replicas: 4" in problem and "Raft needs an odd number" in problem
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("rke2", "artifact_url", "https://github.com/rancher/rke2/releases/download/{version}"),
+        ("gpu_pool", "nvidia_apt_mirror", "https://developer.download.nvidia.com/compute"),
+    ],
+)
+def test_host_artefact_sources_must_be_inside_the_boundary(section: str, key: str, value: str) -> None:
+    data = sections()
+    data[section][key] = value
+    problem = one_problem(data)
+    assert problem.startswith(f"sovereign-llm:{section}.{key}: ") and "GDPR Art. 44" in problem
+
+
+def test_rke2_checksums_must_be_sha256_and_airgap_images_pinned() -> None:
+    data = sections()
+    data["rke2"]["artifact_sha256"] = "not-a-checksum"
+    assert one_problem(data).startswith("sovereign-llm:rke2.artifact_sha256: 'not-a-checksum'")
+    data = sections()
+    data["rke2"]["airgap_images"] = True
+    assert "airgap_images: true needs airgap_images_sha256" in one_problem(data)
+
+
+def test_rke2_release_url_takes_the_version() -> None:
+    cfg = config.parse("eu-central-prod", sections(), "x")
+    assert cfg.rke2.release_url() == (
+        "https://fsn1.your-objectstorage.com/sovereign-artefacts/rke2/v1.33.5+rke2r1"
+    )

@@ -43,12 +43,15 @@ def stack_inventory() -> dict[str, Any]:
     )
 
 
-def converge(playbook: Path, inv: dict[str, Any] | str | None) -> subprocess.CompletedProcess[str]:
+def converge(
+    playbook: Path, inv: dict[str, Any] | str | None, token: str = "t" * 64
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_INVENTORY"}
     if inv is not None:
         env["SOVEREIGN_INVENTORY"] = inv if isinstance(inv, str) else json.dumps(inv)
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "converge", "--playbook", str(playbook)],
+        [sys.executable, "-m", "infra.cli", "converge", "--playbook", str(playbook), "--token-stdin"],
+        input=token + "\n",
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -64,6 +67,7 @@ def test_converge_runs_the_playbook_and_prints_only_the_kubeconfig() -> None:
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.20.1.11:6443"
     assert kubeconfig["users"][0]["user"]["token"] == "test-token-eu-central-prod"
     assert "PLAY RECAP" in result.stderr  # Ansible's output went to stderr
+    assert "t" * 64 not in result.stderr  # the join token reached the play (checked there), not the log
 
 
 def test_a_failing_playbook_fails_the_command() -> None:
@@ -76,6 +80,12 @@ def test_a_failing_playbook_fails_the_command() -> None:
 def test_missing_playbook_says_where_the_roles_come_from(tmp_path: Path) -> None:
     result = converge(tmp_path / "cluster.yml", stack_inventory())
     assert result.returncode == 1 and "host-roles issue" in result.stderr
+
+
+def test_a_missing_or_short_join_token_is_refused() -> None:
+    result = converge(PLAYBOOKS / "fake_cluster.yml", stack_inventory(), token="short")
+    assert result.returncode == 1 and "--token-stdin: expected the cluster's join token" in result.stderr
+    assert "got 5 characters" in result.stderr and "short" not in result.stderr.replace("got 5", "")
 
 
 def test_missing_or_broken_inventory_is_explained() -> None:

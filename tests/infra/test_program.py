@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+import yaml
 
 from infra import plan as planner
 from infra.policy import rules
@@ -52,6 +53,15 @@ def test_private_nodes_route_out_through_the_bastion_nat(example: planner.Plan) 
     node = next(s for s in example.of_type(SERVER) if s.inputs["labels"]["role"] == "worker")
     gateway = str(ipaddress.ip_network(example.config["network"]["ip_range"]).network_address + 1)
     assert f"ip route replace default via {gateway}" in node.inputs["userData"]
+
+
+def test_every_server_gets_the_key_only_admin_user_the_roles_log_in_as(example: planner.Plan) -> None:
+    keys = [k["public_key"] for k in example.config["admin"]["ssh_keys"]]
+    for server in example.of_type(SERVER):
+        doc = yaml.safe_load(server.inputs["userData"])
+        (user,) = doc["users"]
+        assert (user["name"], user["lock_passwd"], user["ssh_authorized_keys"]) == ("ops", True, keys)
+        assert doc["disable_root"] is True and doc["ssh_pwauth"] is False
 
 
 def test_firewalls_deny_by_default_and_allow_ssh_from_admins_to_the_bastion_only(
@@ -134,10 +144,14 @@ def test_rke2_bootstrap_runs_ansible_with_hosts_and_role_digest_as_triggers() ->
     triggers = cmd.inputs["triggers"]
     assert server_ids <= set(triggers)
     assert "roles:" + "a" * 64 in triggers and "robot:2345671" in triggers
-    assert cmd.inputs["create"] == "sovereign converge --playbook playbooks/cluster.yml"
+    assert cmd.inputs["create"] == "sovereign converge --playbook playbooks/cluster.yml --token-stdin"
     assert cmd.parent_type == "sovereign:infra:Rke2Cluster"
     inventory = cmd.inputs["environment"]["SOVEREIGN_INVENTORY"]
     assert '"control_plane"' in inventory and "10.20.2.11" in inventory
+    # the join token: generated once, a secret in state, redacted in the plan
+    (token,) = prod.of_type("random:index/randomPassword:RandomPassword")
+    assert token.inputs["length"] == 64 and token.parent_type == "sovereign:infra:Rke2Cluster"
+    assert cmd.inputs["stdin"] == "[secret]" and cmd.inputs["create"].endswith("--token-stdin")
 
 
 def test_a_role_change_changes_the_triggers() -> None:
