@@ -8,6 +8,8 @@ sovereign audit verify FILE                  verify the audit trail's chain and 
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
                                              kubernetes.yaml; non-zero on a residency/policy violation
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
+sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
+sovereign verify --stack NAME                testinfra checks of the stack's hosts, JUnit report
 sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
@@ -226,6 +228,33 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return weights.main(args.weights_args)
 
 
+def _hosts_inventory(args: argparse.Namespace) -> dict[str, Any] | None:
+    from infra.hosts import operate
+
+    try:
+        return operate.load_inventory(args.stack, args.inventory)
+    except operate.HostsError as exc:
+        print(f"sovereign {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_harden(args: argparse.Namespace) -> int:
+    from infra.hosts import operate
+
+    hosts = _hosts_inventory(args)
+    return 2 if hosts is None else operate.harden(hosts, verbosity=args.verbose)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from infra.hosts import operate
+
+    hosts = _hosts_inventory(args)
+    if hosts is None:
+        return 2
+    junit = args.junit or Path("reports") / f"verify-{args.stack or 'inventory'}.xml"
+    return operate.verify(hosts, junit)
+
+
 def cmd_converge(args: argparse.Namespace) -> int:
     from infra.hosts import converge
 
@@ -315,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("weights_args", nargs=argparse.REMAINDER, help="fetch … | verify …")
     weights.set_defaults(func=cmd_weights)
+
+    for name, helptext, func in (
+        ("harden", "harden a stack's hosts (playbooks/hardening.yml through ansible-runner)", cmd_harden),
+        ("verify", "check a stack's hosts with the testinfra suite; JUnit report", cmd_verify),
+    ):
+        hp = sub.add_parser(name, help=helptext)
+        source = hp.add_mutually_exclusive_group(required=True)
+        source.add_argument("--stack", help="region stack; its inventory output is read with the Pulumi CLI")
+        source.add_argument(
+            "--inventory", type=Path, help="inventory JSON (`pulumi stack output inventory --json`)"
+        )
+        if name == "verify":
+            hp.add_argument("--junit", type=Path, help="JUnit report path (default reports/verify-STACK.xml)")
+        else:
+            hp.add_argument("-v", "--verbose", action="count", default=0)
+        hp.set_defaults(func=func)
 
     conv = sub.add_parser("converge", help="run the host playbook through ansible-runner (used by pulumi up)")
     conv.add_argument("--playbook", required=True, help="playbook, relative to the repository root")

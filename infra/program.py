@@ -116,5 +116,7 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
         "control_plane_private_ips": control_plane.private_ips,
         "worker_private_ips": workers.private_ips,
         "gpu_hosts": [h["name"] for h in gpu.hosts],
+        # what `sovereign harden|verify --stack` read (addresses and settings, no secret)
+        "inventory": hosts,
         "kubeconfig": cluster.kubeconfig,
     }

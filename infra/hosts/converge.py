@@ -82,8 +82,8 @@ def run_playbook(
 
     if not playbook.is_file():
         raise ConvergeError(
-            f"playbook {playbook} does not exist; the host roles and playbooks/cluster.yml come with the "
-            "host-roles issue. Until then `pulumi up` stops here, after the cloud resources"
+            f"playbook {playbook} does not exist; check the stack's rke2.playbook (default "
+            "playbooks/cluster.yml, relative to the repository root)"
         )
     failures: list[str] = []
 

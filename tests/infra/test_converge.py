@@ -1,7 +1,8 @@
 """The RKE2 bootstrap's call into Ansible: ``sovereign converge`` through ansible-runner, for real.
 
-The playbook is a test double on the local connection (the real roles come with the host-roles
-issue); everything else — inventory from the environment, ansible-runner, the kubeconfig
+The playbook is a test double on the local connection that checks the inventory contract (the
+real playbooks/cluster.yml runs on real test hosts in tests/hosts/test_cluster.py); everything
+else — inventory from the environment, the token on stdin, ansible-runner, the kubeconfig
 contract, exit codes — is the code ``pulumi up`` runs.
 """
 
@@ -77,9 +78,9 @@ def test_a_failing_playbook_fails_the_command() -> None:
     assert result.stdout == ""
 
 
-def test_missing_playbook_says_where_the_roles_come_from(tmp_path: Path) -> None:
+def test_missing_playbook_names_the_stack_key(tmp_path: Path) -> None:
     result = converge(tmp_path / "cluster.yml", stack_inventory())
-    assert result.returncode == 1 and "host-roles issue" in result.stderr
+    assert result.returncode == 1 and "check the stack's rke2.playbook" in result.stderr
 
 
 def test_a_missing_or_short_join_token_is_refused() -> None:
