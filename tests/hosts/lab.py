@@ -220,10 +220,10 @@ class PackageProxy:
 class Lab:
     """A set of test hosts in *workdir*, with their package proxy; use as a context manager."""
 
-    def __init__(self, workdir: Path, names: list[str]) -> None:
+    def __init__(self, workdir: Path, names: list[str], first_index: int = 1) -> None:
         self.workdir = workdir
         self.key = workdir / "id_ed25519"
-        self.hosts = [LabHost(n, i + 1, workdir / n, self.key) for i, n in enumerate(names)]
+        self.hosts = [LabHost(n, first_index + i, workdir / n, self.key) for i, n in enumerate(names)]
         self.proxy = PackageProxy(workdir, [h.host_end for h in self.hosts])
 
     def __enter__(self) -> Lab:

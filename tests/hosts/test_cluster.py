@@ -1,7 +1,8 @@
 """The stack's own entry points on a real Debian 12 host: ``sovereign harden`` and the real
 ``playbooks/cluster.yml`` (hardening, then RKE2 as the first server; the GPU play has no host),
 then ``sovereign verify`` — the post-deploy testinfra suite CI runs after ``pulumi up`` — with
-its JUnit report. The host is in the ``control_plane`` group, as in a stack inventory."""
+its JUnit report. The host is in the ``control_plane`` group, as in a stack inventory; it is a
+fresh host of its own (node2), so the other modules' hosts start from the image too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,12 @@ from tests.hosts.lab import USER, Lab
 from tests.hosts.test_hardening import SSH_ARGS
 
 TOKEN = "k" * 48
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with Lab(Path(tmp_path_factory.mktemp("cluster-hosts")), ["node2"], first_index=2) as running:
+        yield running
 
 
 def stack_like_inventory(lab: Lab, mirror: tuple[Mirror, str]) -> dict[str, Any]:
@@ -90,12 +98,12 @@ def test_harden_names_host_task_and_message_on_failure(
     lab: Lab, mirror: tuple[Mirror, str], tmp_path: Path
 ) -> None:
     inv = stack_like_inventory(lab, mirror)
-    inv["all"]["children"]["control_plane"]["hosts"]["node1"]["hardening_ssh_allowed_sources"] = []
+    inv["all"]["children"]["control_plane"]["hosts"]["node2"]["hardening_ssh_allowed_sources"] = []
     broken = tmp_path / "inventory.json"
     broken.write_text(json.dumps(inv))
     result = sovereign("harden", "--inventory", str(broken))
     assert result.returncode == 1
-    assert "  node1: Refuse an empty SSH source list (it would lock everyone out): " in result.stderr
+    assert "  node2: Refuse an empty SSH source list (it would lock everyone out): " in result.stderr
     assert "hardening_ssh_allowed_sources is empty" in result.stderr
 
 
