@@ -4,8 +4,8 @@ it cannot be read (the runs against real hosts are in tests/hosts/test_cluster.p
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
