@@ -24,7 +24,7 @@ status: $(STAMP)
 	$(BIN)/sovereign status || true
 
 lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
-	$(BIN)/ruff check gateway infra tests benchmarks roles
+	$(BIN)/ruff check gateway infra tests benchmarks roles loadtests
 	$(BIN)/mypy
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q --profile production roles playbooks

@@ -10,6 +10,7 @@ sovereign plan --stack NAME                  the region stack under Pulumi's moc
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
 sovereign verify --stack NAME                testinfra checks of the stack's hosts, JUnit report
+sovereign loadtest --target URL --profile P  Locust suite headless against a gateway, SLA verdict
 sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
 """
 
@@ -255,6 +256,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return operate.verify(hosts, junit)
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadtests import cli as loadtest
+    from loadtests.sla import SlaError
+
+    try:
+        argv = loadtest.command(
+            target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
+            run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
+            arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
+        )  # fmt: skip
+    except (loadtest.LoadtestError, SlaError) as exc:
+        print(f"sovereign loadtest: {exc}", file=sys.stderr)
+        return 2
+    return loadtest.run(argv, args.out)
+
+
 def cmd_converge(args: argparse.Namespace) -> int:
     from infra.hosts import converge
 
@@ -360,6 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             hp.add_argument("-v", "--verbose", action="count", default=0)
         hp.set_defaults(func=func)
+
+    lt = sub.add_parser("loadtest", help="Locust suite headless against a gateway; exits 1 on an SLA miss")
+    lt.add_argument("--target", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")
+    lt.add_argument("--profile", required=True, help="SLA profile: gpu-interactive, gpu-standard, cpu-local")
+    lt.add_argument("--users", type=int, default=4, help="concurrent users (streams)")
+    lt.add_argument("--spawn-rate", type=float, default=1.0, help="users started per second (ramp-up)")
+    lt.add_argument("--run-time", default="60s", help="e.g. 90s, 10m")
+    lt.add_argument(
+        "--arrival-rate", type=float, default=0.0, help="requests/s over all users (0: closed loop)"
+    )
+    lt.add_argument("--processes", type=int, default=0, help="fork a master and N worker processes")
+    lt.add_argument("--use-cases", default="", help="comma list of workflows (default: all, weighted)")
+    lt.add_argument("--api-key-file", type=Path, help="API key file (default: the local stack's demo key)")
+    lt.add_argument("--out", type=Path, default=Path("reports") / "loadtest", help="report folder")
+    lt.set_defaults(func=cmd_loadtest)
 
     conv = sub.add_parser("converge", help="run the host playbook through ansible-runner (used by pulumi up)")
     conv.add_argument("--playbook", required=True, help="playbook, relative to the repository root")

@@ -53,8 +53,8 @@ if ! ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; 
   say "built in $(( $(date +%s) - start )) s, cached in $WHEEL_CACHE"
 fi
 
-say "installing sovereign-llm with the local and dev extras"
-.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev]'
+say "installing sovereign-llm with the local, dev and load extras"
+.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev,load]'
 # checkov pins old versions of packages the project also uses: it gets a venv of its own
 CHECKOV_VERSION=3.3.30
 if ! .venv-tools/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then

@@ -1,0 +1,1 @@
+"""Locust load tests of the gateway against healthcare SLA profiles (docs/load-tests.md)."""

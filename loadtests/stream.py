@@ -1,0 +1,75 @@
+"""Measure one OpenAI-compatible SSE stream: time to first token, inter-token latency, time per
+output token, end-to-end latency and output tokens per second.
+
+``measure`` takes the stream's lines paired with the clock reading at which each line was
+read, so the arithmetic is tested without a network, and the Locust user feeds it the real
+lines as they arrive. A stream that ends without ``finish_reason``, or carries an error event,
+is a failure (the gateway sends an error event and no ``[DONE]`` when an upstream breaks off).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class StreamFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamMetrics:
+    ttft_ms: float
+    itl_ms: list[float]  # one gap per pair of consecutive content events
+    tpot_ms: float | None  # None with a single output token
+    e2e_ms: float
+    output_tokens: int
+    tokens_per_s: float
+
+    def as_samples(self) -> dict[str, list[float]]:
+        samples = {"ttft_ms": [self.ttft_ms], "itl_ms": list(self.itl_ms), "e2e_ms": [self.e2e_ms],
+                   "tokens_per_s": [self.tokens_per_s]}  # fmt: skip
+        if self.tpot_ms is not None:
+            samples["tpot_ms"] = [self.tpot_ms]
+        return samples
+
+
+def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics:
+    """*started*: clock reading (seconds) when the request was sent; *lines*: (clock, line)."""
+    content_at: list[float] = []
+    finish: str | None = None
+    usage_tokens: int | None = None
+    ended = started
+    for at, raw in lines:
+        line = raw.strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        ended = at
+        if data == "[DONE]":
+            break
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            raise StreamFailure("malformed SSE event (not JSON)") from None
+        if "error" in event:
+            code = (event.get("error") or {}).get("code", "error")
+            raise StreamFailure(f"error event in the stream ({code})")
+        if event.get("usage"):
+            usage_tokens = event["usage"].get("completion_tokens")
+        for choice in event.get("choices") or []:
+            if (choice.get("delta") or {}).get("content"):
+                content_at.append(at)
+            finish = choice.get("finish_reason") or finish
+    if finish is None:
+        raise StreamFailure("the stream ended without finish_reason (incomplete answer)")
+    if not content_at:
+        raise StreamFailure("the stream carried no content")
+    ttft = (content_at[0] - started) * 1000
+    e2e = (ended - started) * 1000
+    tokens = usage_tokens or len(content_at)
+    itl = [(b - a) * 1000 for a, b in itertools.pairwise(content_at)]
+    tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
+    return StreamMetrics(ttft, itl, tpot, e2e, tokens, tokens / (e2e / 1000) if e2e > 0 else 0.0)
