@@ -14,6 +14,10 @@ request bodies it received when capturing is on. Modes:
 - ``truncate``: the SSE stream ends after half the words, with no finish_reason;
 - ``echo``: the answer is the last user message as received (streamed in pieces of
   ``chunk_chars`` characters, so tokens are cut across events).
+
+With ``stamp`` on, every SSE event carries ``x_received_at`` (when the request arrived) and
+``x_sent_at`` (when the event was written), wall-clock seconds: the truth against which the load
+tests' measurement of TTFT and inter-token latency is checked.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Script:
     word: str = "ok"
     capture: bool = False
     chunk_chars: int = 3
+    stamp: bool = False
 
 
 def build_app(script: Script | None = None) -> Starlette:
@@ -59,6 +64,7 @@ def build_app(script: Script | None = None) -> Starlette:
         return [state.word] * state.tokens
 
     async def chat(request: Request) -> Response:
+        received_at = time.time()
         body = await request.json()
         if state.capture:
             captured.append(body)
@@ -105,6 +111,8 @@ def build_app(script: Script | None = None) -> Starlette:
                     "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 }
+                if state.stamp:
+                    event |= {"x_received_at": received_at, "x_sent_at": time.time()}
                 return b"data: " + json.dumps(event).encode() + b"\n\n"
 
             if state.ttft_ms:

@@ -54,7 +54,6 @@ def command(
         "-u", str(users), "-r", f"{spawn_rate:g}", "-t", run_time,
         "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--json-file", str(out / "locust"),
         "--sla-profile", profile, "--sla-out", str(out), "--arrival-rate", f"{arrival_rate:g}",
-        "--stop-timeout", "60",
     ]  # fmt: skip
     if key is not None:
         argv += ["--api-key-file", str(key)]

@@ -20,7 +20,7 @@ from typing import Any
 
 from locust import HttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import report, sla, workflows
 from loadtests.stream import StreamFailure, measure
@@ -88,6 +88,13 @@ def _verdict(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
         return
     options = environment.parsed_options
+    # Locust fires `quitting` before it stops the users: stop them first, so the verdict and
+    # Locust's final stats count the same finished streams (the master waits for every worker's
+    # final report; a local run kills its user greenlets and waits until they are gone)
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.stop()
+    elif environment.runner is not None:
+        environment.runner.user_greenlets.kill(block=True)
     profile = sla.load_profile(options.sla_profile)
     values = {name: [v for _, v in pairs] for name, pairs in SAMPLES.values.items()}
     verdict = sla.evaluate(profile, values, SAMPLES.requests, SAMPLES.failures)
@@ -139,7 +146,6 @@ class GatewayUser(HttpUser):
         flow = self.rng.choices(self.flows, weights=[w.weight for w in self.flows])[0]
         body = flow.request(self.rng)
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
-        SAMPLES.requests += 1
         started = time.perf_counter()
         with self.client.post(
             "/v1/chat/completions",
@@ -149,7 +155,9 @@ class GatewayUser(HttpUser):
             catch_response=True,
             name=flow.use_case,
         ) as response:
+            # counted once done: a stream cut off by the end of the run counts neither way
             if response.status_code != 200:
+                SAMPLES.requests += 1
                 SAMPLES.failures += 1
                 response.failure(f"HTTP {response.status_code}")
                 return
@@ -159,10 +167,12 @@ class GatewayUser(HttpUser):
                 )
                 metrics = measure(started, lines)
             except StreamFailure as exc:
+                SAMPLES.requests += 1
                 SAMPLES.failures += 1
                 response.failure(str(exc))
                 return
             response.success()
+        SAMPLES.requests += 1
         SAMPLES.add(metrics.as_samples(), time.time())
         fire = self.environment.events.request.fire
         for name, values in metrics.as_samples().items():

@@ -58,7 +58,8 @@ class Profile(BaseModel):
 
 
 def load_profile(name: str, directory: Path = PROFILES) -> Profile:
-    path = directory / f"{name}.yaml"
+    """A shipped profile by name, or a profile file of your own by its path (``*.yaml``)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
         raise SlaError(f"--profile {name!r}: no such SLA profile; known: {known} (in {directory})")

@@ -27,18 +27,27 @@ class StreamMetrics:
     e2e_ms: float
     output_tokens: int
     tokens_per_s: float
+    # measured minus true, when the upstream stamps its events (the accuracy check only)
+    ttft_error_ms: float | None = None
+    itl_error_ms: list[float] | None = None
 
     def as_samples(self) -> dict[str, list[float]]:
         samples = {"ttft_ms": [self.ttft_ms], "itl_ms": list(self.itl_ms), "e2e_ms": [self.e2e_ms],
                    "tokens_per_s": [self.tokens_per_s]}  # fmt: skip
         if self.tpot_ms is not None:
             samples["tpot_ms"] = [self.tpot_ms]
+        if self.ttft_error_ms is not None:
+            samples["ttft_error_ms"] = [self.ttft_error_ms]
+        if self.itl_error_ms is not None:
+            samples["itl_error_ms"] = list(self.itl_error_ms)
         return samples
 
 
 def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics:
     """*started*: clock reading (seconds) when the request was sent; *lines*: (clock, line)."""
     content_at: list[float] = []
+    sent_at: list[float] = []  # the upstream's own stamps of the content events, when it sends them
+    received_at: float | None = None
     finish: str | None = None
     usage_tokens: int | None = None
     ended = started
@@ -62,6 +71,9 @@ def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics
         for choice in event.get("choices") or []:
             if (choice.get("delta") or {}).get("content"):
                 content_at.append(at)
+                if "x_sent_at" in event:
+                    sent_at.append(float(event["x_sent_at"]))
+                    received_at = float(event["x_received_at"])
             finish = choice.get("finish_reason") or finish
     if finish is None:
         raise StreamFailure("the stream ended without finish_reason (incomplete answer)")
@@ -72,4 +84,10 @@ def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics
     tokens = usage_tokens or len(content_at)
     itl = [(b - a) * 1000 for a, b in itertools.pairwise(content_at)]
     tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
-    return StreamMetrics(ttft, itl, tpot, e2e, tokens, tokens / (e2e / 1000) if e2e > 0 else 0.0)
+    ttft_error = itl_error = None
+    if received_at is not None and len(sent_at) == len(content_at):
+        ttft_error = ttft - (sent_at[0] - received_at) * 1000
+        true_gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent_at)]
+        itl_error = [m - t for m, t in zip(itl, true_gaps, strict=True)]
+    rate = tokens / (e2e / 1000) if e2e > 0 else 0.0
+    return StreamMetrics(ttft, itl, tpot, e2e, tokens, rate, ttft_error, itl_error)

@@ -125,7 +125,8 @@ class Upstream:
 
     def reset(self) -> None:
         self.script(
-            mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False, chunk_chars=3
+            mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False, chunk_chars=3,
+            stamp=False,
         )
 
     def captured(self) -> list[dict[str, Any]]:

@@ -57,3 +57,18 @@ def test_malformed_and_empty_streams_fail() -> None:
 def test_a_single_token_has_no_tpot() -> None:
     m = measure(0.0, [(0.1, event("x", finish="stop")), (0.1, "data: [DONE]")])
     assert m.tpot_ms is None and "tpot_ms" not in m.as_samples()
+
+
+def test_stamped_events_give_the_measurement_error_against_the_truth() -> None:
+    def stamped(content: str, sent: float, finish: str | None = None) -> str:
+        body = {"choices": [{"delta": {"content": content}, "finish_reason": finish}],
+                "x_received_at": 1000.0, "x_sent_at": sent}  # fmt: skip
+        return "data: " + json.dumps(body)
+
+    # the client saw each event 1 ms after the upstream sent it, and sent the request 0.5 ms early
+    lines = [(5.2015, stamped("a", 1000.2)), (5.2215, stamped("b", 1000.22, "stop")), (5.222, "data: [DONE]")]
+    m = measure(5.0005 - 0.0005, lines)
+    assert m.ttft_error_ms == pytest.approx(1.5)
+    assert m.itl_error_ms == pytest.approx([0.0], abs=1e-6)
+    assert set(m.as_samples()) >= {"ttft_error_ms", "itl_error_ms"}
+    assert measure(0.0, [(0.1, event("x", finish="stop"))]).ttft_error_ms is None  # unstamped: no error
