@@ -8,6 +8,7 @@ gateway. ``down`` stops exactly the processes recorded there.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -137,6 +138,27 @@ class LocalStack:
         seconds = wait_ready(name, proc, ready, timeout_s, log)
         self.progress.ready(name, seconds, f"{self.profile.url(name)}  (log {log})")
 
+    def _archive_previous_run(self) -> None:
+        """The dev OpenBao keeps its keys in memory: a new `up` has new transit keys, so the last
+        run's wrapped tenant data keys and its audit trail (HMAC'd and signed under the old keys)
+        can no longer be used with it. Move them aside, never delete them."""
+        previous = [
+            p
+            for p in (self.paths.secrets / "wrapped-keys", self.paths.audit, Path(f"{self.paths.audit}.head"))
+            if p.exists() and (p.is_file() or any(p.iterdir()))
+        ]
+        if not previous:
+            return
+        archive = self.paths.root / "archive" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        archive.mkdir(parents=True, exist_ok=True)
+        os.chmod(archive, 0o700)
+        for path in previous:
+            path.rename(archive / path.name)
+        self.progress.line(
+            f"  archived the last run's wrapped keys and audit trail in {archive} (they belong to the last "
+            "run's OpenBao keys; the dev server keeps keys in memory only)"
+        )
+
     # -- components -----------------------------------------------------------------------
     def _openbao(self) -> None:
         root = secrets.token_urlsafe(24)
@@ -258,6 +280,7 @@ class LocalStack:
             )
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         self.progress.line(f"sovereign up: local sovereign stack in {self.paths.root}")
+        self._archive_previous_run()
         t0 = time.monotonic()
         try:
             self._openbao()

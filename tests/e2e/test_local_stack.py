@@ -78,6 +78,23 @@ def test_streamed_answer_from_the_real_model(stack: tuple[Path, dict[str, object
     assert any(c["choices"][0].get("finish_reason") for c in chunks)
 
 
+def test_a_short_headless_load_test_through_the_gateway_meets_the_cpu_profile(
+    stack: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    out = tmp_path / "loadtest"
+    result = sovereign(
+        "loadtest", "--target", f"http://127.0.0.1:{port}", "--profile", "cpu-local", "--users", "1",
+        "--spawn-rate", "1", "--run-time", "20s", "--api-key-file", str(state / "secrets" / "demo.key"),
+        "--out", str(out), timeout=180,
+    )  # fmt: skip
+    verdict = json.loads((out / "sla.json").read_text())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert verdict["passed"] and verdict["failures"] == 0 and verdict["requests"] >= 3
+    assert "SLA profile cpu-local: PASSED" in result.stdout + result.stderr
+
+
 def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
     profile, info = stack
     state: Path = info["state"]  # type: ignore[assignment]
@@ -99,3 +116,21 @@ def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, d
     for comp in recorded.values():
         assert not alive(comp["pid"], comp["start_ticks"])
     assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"
+
+
+def test_up_again_after_down_archives_the_last_runs_keys_and_works(
+    stack: tuple[Path, dict[str, object]],
+) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    before = (state / "audit" / "audit.jsonl").read_text()
+    again = sovereign("up", "--profile", str(profile))
+    try:
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        assert "archived the last run's wrapped keys and audit trail" in again.stdout
+        assert "answer:" in again.stdout  # the demo request went through with the new keys
+        (archive,) = (state / "archive").iterdir()
+        assert (archive / "audit.jsonl").read_text() == before  # moved aside, not lost
+        assert any((archive / "wrapped-keys").iterdir())
+    finally:
+        sovereign("down", "--profile", str(profile))
