@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -44,6 +44,9 @@ test-hosts: $(STAMP) ## only the real test hosts (systemd-nspawn, as root; first
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra tests/unit
+
+loadtest: $(STAMP) ## Locust suite headless against the running local stack (make up first): make loadtest PROFILE=cpu-local
+	$(BIN)/sovereign loadtest --target http://127.0.0.1:8080 --profile $(or $(PROFILE),cpu-local) --users $(or $(USERS),1) --run-time $(or $(RUN_TIME),60s)
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -17,7 +17,7 @@ request bodies it received when capturing is on. Modes:
 
 With ``stamp`` on, every SSE event carries ``x_received_at`` (when the request arrived) and
 ``x_sent_at`` (when the event was written), wall-clock seconds: the truth against which the load
-tests' measurement of TTFT and inter-token latency is checked.
+tests' measurement of TTFT and inter-token latency is checked (client and upstream on one machine).
 """
 
 from __future__ import annotations

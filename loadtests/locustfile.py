@@ -135,6 +135,7 @@ class GatewayUser(HttpUser):
         return float(constant(0)(self))
 
     def on_start(self) -> None:
+        self.client.trust_env = False  # no proxy or .netrc lookups per request: they would count as latency
         options = self.environment.parsed_options
         self.api_key = _api_key(options)
         self.flows = workflows.select(getattr(options, "use_cases", "") if options else "")
@@ -146,7 +147,7 @@ class GatewayUser(HttpUser):
         flow = self.rng.choices(self.flows, weights=[w.weight for w in self.flows])[0]
         body = flow.request(self.rng)
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         with self.client.post(
             "/v1/chat/completions",
             json=body,
@@ -165,7 +166,7 @@ class GatewayUser(HttpUser):
                 lines = (
                     (time.perf_counter(), line) for line in response.iter_lines(decode_unicode=True) if line
                 )
-                metrics = measure(started, lines)
+                metrics = measure(started, lines, started_wall=started_wall)
             except StreamFailure as exc:
                 SAMPLES.requests += 1
                 SAMPLES.failures += 1

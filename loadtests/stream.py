@@ -43,11 +43,18 @@ class StreamMetrics:
         return samples
 
 
-def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics:
-    """*started*: clock reading (seconds) when the request was sent; *lines*: (clock, line)."""
+def measure(
+    started: float, lines: Iterable[tuple[float, str]], *, started_wall: float | None = None
+) -> StreamMetrics:
+    """*started*: clock reading (seconds) when the request was sent; *lines*: (clock, line).
+
+    With *started_wall* (``time.time()`` read together with *started*) and an upstream that
+    stamps its events (``x_sent_at``, same machine, same wall clock), the measurement error is
+    computed too: measured TTFT minus the time the first token actually left the upstream, and
+    each measured gap minus the gap between the upstream's sends. What is left is how late the
+    client noticed the tokens."""
     content_at: list[float] = []
     sent_at: list[float] = []  # the upstream's own stamps of the content events, when it sends them
-    received_at: float | None = None
     finish: str | None = None
     usage_tokens: int | None = None
     ended = started
@@ -73,7 +80,6 @@ def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics
                 content_at.append(at)
                 if "x_sent_at" in event:
                     sent_at.append(float(event["x_sent_at"]))
-                    received_at = float(event["x_received_at"])
             finish = choice.get("finish_reason") or finish
     if finish is None:
         raise StreamFailure("the stream ended without finish_reason (incomplete answer)")
@@ -85,8 +91,8 @@ def measure(started: float, lines: Iterable[tuple[float, str]]) -> StreamMetrics
     itl = [(b - a) * 1000 for a, b in itertools.pairwise(content_at)]
     tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
     ttft_error = itl_error = None
-    if received_at is not None and len(sent_at) == len(content_at):
-        ttft_error = ttft - (sent_at[0] - received_at) * 1000
+    if started_wall is not None and sent_at and len(sent_at) == len(content_at):
+        ttft_error = ttft - (sent_at[0] - started_wall) * 1000
         true_gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent_at)]
         itl_error = [m - t for m, t in zip(itl, true_gaps, strict=True)]
     rate = tokens / (e2e / 1000) if e2e > 0 else 0.0

@@ -65,10 +65,13 @@ def test_stamped_events_give_the_measurement_error_against_the_truth() -> None:
                 "x_received_at": 1000.0, "x_sent_at": sent}  # fmt: skip
         return "data: " + json.dumps(body)
 
-    # the client saw each event 1 ms after the upstream sent it, and sent the request 0.5 ms early
+    # request sent at wall 1000.0 (monotonic 5.0); the client noticed each event 1.5 ms after it left
     lines = [(5.2015, stamped("a", 1000.2)), (5.2215, stamped("b", 1000.22, "stop")), (5.222, "data: [DONE]")]
-    m = measure(5.0005 - 0.0005, lines)
+    m = measure(5.0, lines, started_wall=1000.0)
     assert m.ttft_error_ms == pytest.approx(1.5)
     assert m.itl_error_ms == pytest.approx([0.0], abs=1e-6)
     assert set(m.as_samples()) >= {"ttft_error_ms", "itl_error_ms"}
-    assert measure(0.0, [(0.1, event("x", finish="stop"))]).ttft_error_ms is None  # unstamped: no error
+    assert (
+        measure(0.0, [(0.1, event("x", finish="stop"))], started_wall=1.0).ttft_error_ms is None
+    )  # unstamped
+    assert measure(5.0, lines).ttft_error_ms is None  # no wall-clock start: no error either
