@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import run_playbook
 from tests.hosts.conftest import VERSION, Mirror, standin_release
-from tests.hosts.lab import USER, Lab
+from tests.hosts.lab import Lab
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "hardening.yml"
 CLUSTER = REPO_ROOT / "playbooks" / "cluster.yml"
-SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
 
 def one_host(workdir: Path) -> dict[str, Any]:
@@ -40,20 +39,7 @@ def one_host(workdir: Path) -> dict[str, Any]:
     with Lab(workdir, ["bench1"]) as lab:
         booted = time.perf_counter() - started
         host = lab.hosts[0]
-        inventory = {
-            "all": {
-                "hosts": {
-                    host.name: {
-                        "ansible_host": host.address,
-                        "ansible_user": USER,
-                        "ansible_ssh_private_key_file": str(host.key),
-                        "ansible_ssh_common_args": SSH_ARGS,
-                        "hardening_ssh_allowed_sources": [host.host_end],
-                    }
-                },
-                "vars": {"hardening_private_cidrs": ["10.199.0.0/16"]},
-            }
-        }  # fmt: skip
+        inventory = lab.inventory()
         timings: dict[str, Any] = {"boot_s": round(booted, 2)}
         for label in ("first", "second"):
             t0 = time.perf_counter()

@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -33,6 +34,8 @@ PACKAGES = (
 CACHE = Path(os.environ.get("SOVEREIGN_HOSTS_CACHE", Path.home() / ".cache" / "sovereign-llm" / "hosts"))
 USER = "ops"
 SUBNET = "10.199"
+# the lab's hosts are created fresh each run: their host keys are new every time
+SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 PROXY_PORT = 13142  # not apt-cacher-ng's 3142, which a system-wide instance may hold on 0.0.0.0
 
 
@@ -151,11 +154,20 @@ class LabHost:
 
     def ssh(self, command: str, user: str = USER, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+            ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", *SSH_ARGS.split(), "-o", "ConnectTimeout=5",
              f"{user}@{self.address}", command],
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
+
+    def ansible_vars(self) -> dict[str, Any]:
+        """How Ansible reaches this host: as ``ops`` with the lab's key; SSH allowed from the host end."""
+        return {
+            "ansible_host": self.address,
+            "ansible_user": USER,
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": SSH_ARGS,
+            "hardening_ssh_allowed_sources": [self.host_end],
+        }
 
     def stop(self, grace_s: float = 30) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -225,6 +237,15 @@ class Lab:
         self.key = workdir / "id_ed25519"
         self.hosts = [LabHost(n, first_index + i, workdir / n, self.key) for i, n in enumerate(names)]
         self.proxy = PackageProxy(workdir, [h.host_end for h in self.hosts])
+
+    def inventory(self) -> dict[str, Any]:
+        """An Ansible inventory of every host, the lab's range as the private network."""
+        return {
+            "all": {
+                "hosts": {h.name: h.ansible_vars() for h in self.hosts},
+                "vars": {"hardening_private_cidrs": [f"{SUBNET}.0.0/16"]},
+            }
+        }
 
     def __enter__(self) -> Lab:
         tarball = image()

@@ -19,8 +19,7 @@ import pytest
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
 from tests.hosts.conftest import VERSION, Mirror
-from tests.hosts.lab import USER, Lab
-from tests.hosts.test_hardening import SSH_ARGS
+from tests.hosts.lab import Lab
 
 TOKEN = "k" * 48
 
@@ -37,9 +36,6 @@ def stack_like_inventory(lab: Lab, mirror: tuple[Mirror, str]) -> dict[str, Any]
     return {
         "all": {
             "vars": {
-                "ansible_user": USER,
-                "ansible_ssh_private_key_file": str(host.key),
-                "ansible_ssh_common_args": SSH_ARGS,
                 "hardening_private_cidrs": ["10.199.0.0/16"],
                 "rke2_version": VERSION,
                 "rke2_artifact_url": f"{server.url}/{VERSION}",
@@ -50,12 +46,7 @@ def stack_like_inventory(lab: Lab, mirror: tuple[Mirror, str]) -> dict[str, Any]
                 "bastion": {"hosts": {}},
                 "control_plane": {
                     "hosts": {
-                        host.name: {
-                            "ansible_host": host.address,
-                            "private_ip": host.address,
-                            "hardening_ssh_allowed_sources": [host.host_end],
-                            "rke2_server_url": "",
-                        }
+                        host.name: {**host.ansible_vars(), "private_ip": host.address, "rke2_server_url": ""}
                     }
                 },
                 "workers": {"hosts": {}},

@@ -12,25 +12,15 @@ import testinfra
 
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
-from tests.hosts.lab import USER, Lab, LabHost
+from tests.hosts.lab import SSH_ARGS, USER, Lab, LabHost
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "hardening.yml"
-SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-
-
-def inventory(lab: Lab) -> dict[str, Any]:
-    hosts = {
-        h.name: {"ansible_host": h.address, "ansible_user": USER, "ansible_ssh_private_key_file": str(h.key),
-                 "ansible_ssh_common_args": SSH_ARGS, "hardening_ssh_allowed_sources": [h.host_end]}
-        for h in lab.hosts
-    }  # fmt: skip
-    return {"all": {"hosts": hosts, "vars": {"hardening_private_cidrs": ["10.199.0.0/16"]}}}
 
 
 @pytest.fixture(scope="module")
 def converged(lab: Lab) -> Iterator[tuple[PlaybookRun, PlaybookRun]]:
-    first = run_playbook(PLAYBOOK, inventory(lab))
-    second = run_playbook(PLAYBOOK, inventory(lab))
+    first = run_playbook(PLAYBOOK, lab.inventory())
+    second = run_playbook(PLAYBOOK, lab.inventory())
     yield first, second
 
 
@@ -51,7 +41,7 @@ def test_converges_and_the_second_run_changes_nothing(converged: tuple[PlaybookR
 
 
 def test_empty_ssh_source_list_is_refused_before_anything_changes(lab: Lab) -> None:
-    inv = inventory(lab)
+    inv = lab.inventory()
     for vars_ in inv["all"]["hosts"].values():
         vars_["hardening_ssh_allowed_sources"] = []
     run = run_playbook(PLAYBOOK, inv)
@@ -172,7 +162,7 @@ def test_a_bastion_forwards_and_masquerades_only_the_private_network(
 ) -> None:
     _, host = node
     playbook = REPO_ROOT / "tests" / "hosts" / "playbooks" / "firewall.yml"
-    bastion = inventory(lab)
+    bastion = lab.inventory()
     bastion["all"]["vars"] |= {
         "hardening_kubernetes_node": False,
         "hardening_nat_sources": ["10.20.0.0/16"],
@@ -188,6 +178,6 @@ def test_a_bastion_forwards_and_masquerades_only_the_private_network(
         assert host.sysctl("net.ipv4.ip_forward") == 1
         assert "tcp dport { 6443" not in host.check_output("nft list chain inet sovereign input")
     finally:  # back to a Kubernetes node, as the other tests expect
-        assert run_playbook(playbook, inventory(lab)).rc == 0
+        assert run_playbook(playbook, lab.inventory()).rc == 0
     assert host.run("nft list table ip sovereign_nat").rc != 0
     assert "policy accept" in host.check_output("nft list chain inet sovereign forward")

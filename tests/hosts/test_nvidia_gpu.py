@@ -10,7 +10,6 @@ import pytest
 
 from infra.hosts.converge import run_playbook
 from tests.hosts.lab import Lab
-from tests.hosts.test_hardening import inventory
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "nvidia_gpu.yml"
 
@@ -18,7 +17,7 @@ PLAYBOOK = Path(__file__).parent / "playbooks" / "nvidia_gpu.yml"
 def test_a_host_without_gpu_and_without_the_label_is_a_clean_no_op(
     lab: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = run_playbook(PLAYBOOK, inventory(lab))
+    run = run_playbook(PLAYBOOK, lab.inventory())
     assert run.rc == 0, run.failures
     assert sum(run.changed.values()) == 0
     assert (
@@ -31,7 +30,7 @@ def test_a_host_without_gpu_and_without_the_label_is_a_clean_no_op(
 
 
 def test_a_gpu_labelled_host_that_shows_no_gpu_fails_loudly(lab: Lab) -> None:
-    inv: dict[str, Any] = inventory(lab)
+    inv: dict[str, Any] = lab.inventory()
     inv["all"]["children"] = {"gpu": {"hosts": {"node1": {}}}}  # the stack labels it a GPU host
     run = run_playbook(PLAYBOOK, inv)
     assert run.rc != 0

@@ -18,7 +18,6 @@ import pytest
 from infra.hosts.converge import PlaybookRun, run_playbook
 from tests.hosts.conftest import TOKEN_PATH, VERSION, Mirror
 from tests.hosts.lab import Lab
-from tests.hosts.test_hardening import inventory
 from tests.support import Bao
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "rke2.yml"
@@ -26,7 +25,7 @@ PLAYBOOK = Path(__file__).parent / "playbooks" / "rke2.yml"
 
 def rke2_inventory(lab: Lab, mirror: tuple[Mirror, str], bao: Bao, **overrides: Any) -> dict[str, Any]:
     server, sha = mirror
-    inv = inventory(lab)
+    inv = lab.inventory()
     inv["all"]["vars"].update(
         {
             "rke2_version": VERSION,
