@@ -265,6 +265,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
             run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
             arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
+            stamps=args.stamps,
         )  # fmt: skip
     except (loadtest.LoadtestError, SlaError) as exc:
         print(f"sovereign loadtest: {exc}", file=sys.stderr)
@@ -389,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lt.add_argument("--processes", type=int, default=0, help="fork a master and N worker processes")
     lt.add_argument("--use-cases", default="", help="comma list of workflows (default: all, weighted)")
+    lt.add_argument(
+        "--stamps", choices=("kernel", "read"), default="kernel",
+        help="when a token arrived: the kernel's receive stamp (default) or the clock when Python read it",
+    )  # fmt: skip
     lt.add_argument("--api-key-file", type=Path, help="API key file (default: the local stack's demo key)")
     lt.add_argument("--out", type=Path, default=Path("reports") / "loadtest", help="report folder")
     lt.set_defaults(func=cmd_loadtest)

@@ -35,6 +35,7 @@ def command(
     arrival_rate: float = 0.0,
     processes: int = 0,
     use_cases: str = "",
+    stamps: str = "kernel",
 ) -> list[str]:
     if not target.startswith(("http://", "https://")):
         raise LoadtestError(f"--target {target!r}: give the gateway's base URL, e.g. http://127.0.0.1:8080")
@@ -54,6 +55,7 @@ def command(
         "-u", str(users), "-r", f"{spawn_rate:g}", "-t", run_time,
         "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--json-file", str(out / "locust"),
         "--sla-profile", profile, "--sla-out", str(out), "--arrival-rate", f"{arrival_rate:g}",
+        "--stamps", stamps,
     ]  # fmt: skip
     if key is not None:
         argv += ["--api-key-file", str(key)]

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests import report, sla, workflows
+from loadtests import arrival, report, sla, workflows
 from loadtests.stream import StreamFailure, measure
 
 
@@ -66,6 +67,10 @@ def _options(parser: Any) -> None:
         help="constant arrival rate in requests/s over all users (0: closed loop, each user at once again)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic patient data")
+    parser.add_argument(
+        "--stamps", choices=("kernel", "read"), default="kernel",
+        help="when a token arrived: the kernel's receive stamp (loadtests/arrival.py) or the clock at read",
+    )  # fmt: skip
 
 
 def _init(environment: Environment, **_: Any) -> None:
@@ -73,6 +78,8 @@ def _init(environment: Environment, **_: Any) -> None:
     if options is None:
         return
     sla.load_profile(options.sla_profile)  # a bad profile name fails before any load
+    if options.stamps == "kernel":
+        arrival.enable()  # kernel receive stamps from the first packet on
     workflows.select(options.use_cases)
 
 
@@ -115,13 +122,11 @@ events.worker_report.add_listener(_receive)
 events.quitting.add_listener(_verdict)
 
 
-def _lines(stream: Any) -> Iterator[tuple[float, str]]:
-    """The SSE lines as they arrive, each with the clock reading when it was read (geventhttpclient
-    reads the de-chunked body line by line; `read(n)` would wait for n bytes)."""
-    while line := stream.readline(b"\n"):
+def _decoded(lines: list[tuple[float, bytes]]) -> Iterator[tuple[float, str]]:
+    for at, line in lines:
         text = line.decode("utf-8", errors="replace").strip()
         if text:
-            yield time.perf_counter(), text
+            yield at, text
 
 
 def _api_key(options: Any) -> str:
@@ -156,7 +161,7 @@ class GatewayUser(FastHttpUser):
         flow = self.rng.choices(self.flows, weights=[w.weight for w in self.flows])[0]
         body = flow.request(self.rng)
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
-        started, started_wall = time.perf_counter(), time.time()
+        started = time.time()  # the wall clock: the kernel stamps arrivals on it (loadtests/arrival.py)
         with self.client.post(
             "/v1/chat/completions",
             json=body,
@@ -171,8 +176,13 @@ class GatewayUser(FastHttpUser):
                 SAMPLES.failures += 1
                 response.failure(f"HTTP {response.status_code}")
                 return
+            kernel = getattr(self.environment.parsed_options, "stamps", "kernel") == "kernel"
+            lines = arrival.read_lines(response.stream, kernel=kernel)
+            # parse once no other stream has bytes waiting: the parsing and the metric events
+            # below would otherwise run between another stream's arrival and its clock reading
+            gevent.idle()
             try:
-                metrics = measure(started, _lines(response.stream), started_wall=started_wall)
+                metrics = measure(started, _decoded(lines), started_wall=started)
             except StreamFailure as exc:
                 SAMPLES.requests += 1
                 SAMPLES.failures += 1

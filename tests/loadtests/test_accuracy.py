@@ -1,7 +1,7 @@
 """The measurement against the truth: the scripted upstream stamps when each token left it;
 50 concurrent streams in one Locust process; the measured TTFT and inter-token gaps must be
-within 2 ms of the truth (median of the absolute error; the tails are recorded in
-benchmarks/README.md#load-test-accuracy)."""
+within 2 ms of the truth for 95 % of the streams and gaps (the p99 and the maximum are recorded
+in benchmarks/README.md#load-test-accuracy)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
+from loadtests.sla import percentile
 from tests.loadtests.test_runs import loadtest
 from tests.support import Upstream
 
@@ -22,8 +23,8 @@ def test_ttft_and_inter_token_latency_within_2_ms_at_50_streams(upstream: Upstre
     ttft_error = [abs(v) for _, v in samples["ttft_error_ms"]]
     itl_error = [abs(v) for _, v in samples["itl_error_ms"]]
     assert len(ttft_error) >= 200 and len(itl_error) >= 200 * 19 * 0.9  # every stream and gap stamped
-    assert statistics.median(ttft_error) <= 2.0
-    assert statistics.median(itl_error) <= 2.0
+    assert percentile(ttft_error, 95) <= 2.0, percentile(ttft_error, 95)
+    assert percentile(itl_error, 95) <= 2.0, percentile(itl_error, 95)
     # and the scripted delays themselves are what was measured, give or take the same margin
     assert abs(statistics.median(v for _, v in samples["itl_ms"]) - 30) <= 2.0
 
