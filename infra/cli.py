@@ -12,6 +12,8 @@ sovereign harden --stack NAME                harden the stack's hosts (inventory
 sovereign verify --stack NAME                testinfra checks of the stack's hosts, JUnit report
 sovereign loadtest --target URL --profile P  Locust suite headless against a gateway, SLA verdict
 sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
+sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets (infra/storage_cli.py)
+sovereign models import|verify|public-key …  approved weights with a signed manifest in the model bucket
 """
 
 from __future__ import annotations
@@ -362,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("weights_args", nargs=argparse.REMAINDER, help="fetch … | verify …")
     weights.set_defaults(func=cmd_weights)
+
+    from infra import storage_cli
+
+    storage_cli.add_parsers(sub)
 
     for name, helptext, func in (
         ("harden", "harden a stack's hosts (playbooks/hardening.yml through ansible-runner)", cmd_harden),

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -45,6 +46,7 @@ SECTIONS = (
     "residency",
     "backend",
     "platform",
+    "storage",
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -519,6 +521,59 @@ class BackendConfig(_Section):
         return self
 
 
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """(bucket, prefix ending in '/' or empty) of ``s3://bucket/prefix?query``."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not _BUCKET_RE.match(parts.netloc) or ".." in parts.netloc:
+        raise ValueError(
+            "must be s3://<bucket>/<prefix>/ with an S3 bucket name (3-63 lowercase letters, digits, "
+            "'-' or '.'), e.g. s3://sovereign-audit-eu-central/gateway/"
+        )
+    prefix = parts.path.lstrip("/")
+    return parts.netloc, prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+class StorageConfig(_Section):
+    """Buckets on the stack's EU object storage (``sovereign bootstrap-backend`` creates them):
+    Pulumi state (the bucket of endpoints.pulumi_backend), model weights (endpoints.model_source)
+    and the audit archive under Object Lock."""
+
+    audit_archive: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix/ for the gateway's sealed audit segments (Object Lock bucket).",
+    )
+    audit_retention_days: int = Field(
+        default=3650, ge=1, le=36500,
+        description="Object Lock retention of each audit segment (10 years, as § 630f BGB for records).",
+    )  # fmt: skip
+    audit_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
+        default="COMPLIANCE",
+        description="COMPLIANCE: nobody, root included, deletes before the retention ends.",
+    )
+    state_noncurrent_days: int = Field(
+        default=90, ge=1, description="Old versions of Pulumi state objects expire after this many days."
+    )
+    region: str | None = Field(
+        default=None,
+        description="S3 region of the endpoint (Hetzner: fsn1); default: endpoints.pulumi_backend's region=.",
+    )
+    manifest_signing_key: Name = Field(
+        default="model-manifests",
+        description="OpenBao transit key (ed25519) that signs model manifests (`sovereign models import`).",
+    )
+
+    @field_validator("audit_archive")
+    @classmethod
+    def _archive(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bucket, prefix = s3_location(value)
+        return f"s3://{bucket}/{prefix}"
+
+
 class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -536,6 +591,7 @@ class StackConfig(BaseModel):
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -588,6 +644,11 @@ class StackConfig(BaseModel):
             problem = residency.endpoint_problem(value, extra) if value else None
             if problem:
                 problems.append(f"{key}: {value!r} — {problem}")
+        if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
+            problems.append(
+                f"storage.audit_lock_mode: {self.storage.audit_lock_mode!r} — region.environment 'prod' "
+                "needs COMPLIANCE (GOVERNANCE lets privileged users delete audit records early)"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self

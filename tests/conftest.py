@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Bao, Upstream, start_bao, start_upstream
+from tests.support import Bao, S3Server, Upstream, start_bao, start_s3, start_upstream
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,21 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
     server = start_bao(tmp_path_factory.mktemp("bao"))
     yield server
     server.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server, with this process holding its access key (as an operator's shell would)."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,14 @@ class Upstream:
 
     def reset(self) -> None:
         self.script(
-            mode="normal", tokens=16, ttft_ms=0, itl_ms=0, hang_s=30, word="ok", capture=False, chunk_chars=3,
+            mode="normal",
+            tokens=16,
+            ttft_ms=0,
+            itl_ms=0,
+            hang_s=30,
+            word="ok",
+            capture=False,
+            chunk_chars=3,
             stamp=False,
         )
 
@@ -195,3 +202,61 @@ def running_gateway(config: Path, tmp: Path) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server as a process on loopback, with IAM authentication switched on: only the
+    access key it created for the tests (``env``) is accepted."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    env: dict[str, str]
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_s3() -> S3Server:
+    import json
+
+    import boto3
+
+    port = free_port()
+    # moto checks credentials after the first three requests: the three that create the key
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_port(proc, port, "the moto S3 server")
+    iam = boto3.client(
+        "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )  # fmt: skip
+    iam.create_user(UserName="ops")
+    key = iam.create_access_key(UserName="ops")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="ops", PolicyName="all", PolicyDocument=json.dumps(policy))
+    return S3Server(
+        proc, url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    )

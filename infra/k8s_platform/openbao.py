@@ -271,6 +271,15 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             exportable=False,
             opts=after_transit,
         )
+        self.manifest_key = vault.transit.SecretBackendKey(
+            f"{name}-model-manifests",
+            backend=local_openbao.TRANSIT_MOUNT,
+            name=cfg.storage.manifest_signing_key,
+            type="ed25519",  # signs model manifests (`sovereign models import`); public half checks them
+            deletion_allowed=False,
+            exportable=False,
+            opts=after_transit,
+        )
         self.kv = vault.Mount(f"{name}-kv", path="kv", type="kv", options={"version": "2"}, opts=child)
         pki = vault.Mount(
             f"{name}-pki", path="pki", type="pki", max_lease_ttl_seconds=5 * 365 * 24 * 3600, opts=child

@@ -99,7 +99,7 @@ def fetch(source: str, endpoint: str, dest: Path, manifest_name: str = "SHA256SU
     import botocore.exceptions
 
     bucket, prefix = _bucket_and_prefix(source)
-    client = boto3.client("s3", endpoint_url=endpoint)
+    client = boto3.session.Session().client("s3", endpoint_url=endpoint)
 
     def download(key: str, target: Path) -> None:
         try:

@@ -16,6 +16,7 @@ import hvac
 TRANSIT_MOUNT = "transit"
 TENANT_KEY = "tenant-data"
 AUDIT_KEY = "audit-hmac"
+MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
 
 GATEWAY_POLICY = f"""
 # sovereign-gateway: what the gateway needs, nothing more.
@@ -27,6 +28,12 @@ path "{TRANSIT_MOUNT}/datakey/plaintext/{AUDIT_KEY}" {{ capabilities = ["update"
 AUDITOR_POLICY = f"""
 # sovereign-auditor: unwrap audit HMAC keys to verify the trail; nothing else.
 path "{TRANSIT_MOUNT}/decrypt/{AUDIT_KEY}" {{ capabilities = ["update"] }}
+"""
+
+PUBLISHER_POLICY = f"""
+# sovereign-model-publisher: sign model manifests (`sovereign models import`) and read the public key.
+path "{TRANSIT_MOUNT}/sign/{MANIFEST_KEY}" {{ capabilities = ["update"] }}
+path "{TRANSIT_MOUNT}/keys/{MANIFEST_KEY}" {{ capabilities = ["read"] }}
 """
 
 
@@ -57,8 +64,10 @@ def bootstrap(address: str, root_token: str) -> Tokens:
         TENANT_KEY, key_type="aes256-gcm96", derived=True, mount_point=TRANSIT_MOUNT
     )
     client.secrets.transit.create_key(AUDIT_KEY, key_type="aes256-gcm96", mount_point=TRANSIT_MOUNT)
+    client.secrets.transit.create_key(MANIFEST_KEY, key_type="ed25519", mount_point=TRANSIT_MOUNT)
     client.sys.create_or_update_policy("sovereign-gateway", GATEWAY_POLICY)
     client.sys.create_or_update_policy("sovereign-auditor", AUDITOR_POLICY)
+    client.sys.create_or_update_policy("sovereign-model-publisher", PUBLISHER_POLICY)
 
     def token(policy: str) -> str:
         created = client.auth.token.create(

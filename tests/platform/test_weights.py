@@ -6,15 +6,13 @@ import hashlib
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from infra.k8s_platform import weights
 from tests.infra.support import REPO
-from tests.support import free_port, wait_for_port
+from tests.support import S3Server
 
 FILES = {"config.json": b'{"model_type": "llama"}', "model-00001.safetensors": b"\x00weights" * 1000}
 
@@ -63,34 +61,11 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "does not match" in bad.stderr
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_port(proc, port, "the moto S3 server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def bucket(s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "eu-central-1",
-    }.items():
-        monkeypatch.setenv(key, value)
+def bucket(s3: S3Server) -> str:
     bucket_name = f"models-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("s3", endpoint_url=s3)
-    client.create_bucket(Bucket=bucket_name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    client = s3.client()
+    client.create_bucket(Bucket=bucket_name)
     for name, data in FILES.items():
         client.put_object(Bucket=bucket_name, Key=f"llama/{name}", Body=data)
     client.put_object(Bucket=bucket_name, Key="llama/SHA256SUMS", Body=manifest_for(FILES).encode())
@@ -98,18 +73,20 @@ def bucket(s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return bucket_name
 
 
-def test_fetch_downloads_exactly_the_listed_files_and_verifies(s3: str, bucket: str, tmp_path: Path) -> None:
+def test_fetch_downloads_exactly_the_listed_files_and_verifies(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
     dest = tmp_path / "llama"
-    assert weights.fetch(f"s3://{bucket}/llama/", s3, dest) == 2
+    assert weights.fetch(f"s3://{bucket}/llama/", s3.url, dest) == 2
     assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "config.json", "model-00001.safetensors"]
 
 
-def test_fetch_of_tampered_object_fails(s3: str, bucket: str, tmp_path: Path) -> None:
-    boto3.client("s3", endpoint_url=s3).put_object(Bucket=bucket, Key="llama/config.json", Body=b"tampered")
+def test_fetch_of_tampered_object_fails(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    s3.client().put_object(Bucket=bucket, Key="llama/config.json", Body=b"tampered")
     with pytest.raises(weights.WeightsError, match=r"config\.json: SHA-256 does not match"):
-        weights.fetch(f"s3://{bucket}/llama/", s3, tmp_path / "llama")
+        weights.fetch(f"s3://{bucket}/llama/", s3.url, tmp_path / "llama")
 
 
-def test_fetch_of_missing_model_names_the_object(s3: str, bucket: str, tmp_path: Path) -> None:
+def test_fetch_of_missing_model_names_the_object(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     with pytest.raises(weights.WeightsError, match=rf"refused s3://{bucket}/nothing/SHA256SUMS: 404"):
-        weights.fetch(f"s3://{bucket}/nothing/", s3, tmp_path / "x")
+        weights.fetch(f"s3://{bucket}/nothing/", s3.url, tmp_path / "x")

@@ -1,0 +1,141 @@
+"""``sovereign bootstrap-backend`` and ``sovereign models``: the stack's EU object storage.
+
+sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets; login lines
+sovereign models import --stack S --model M --from DIR    signed manifest, resumable upload
+sovereign models verify --stack S --model M  signature and every object against the manifest
+sovereign models public-key --out FILE       the signing key's public half, for offline checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"sovereign {command}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _stack(args: argparse.Namespace) -> Any:
+    from infra import config
+
+    return config.load(Path(args.stacks_dir), args.stack)
+
+
+def openbao_access(args: argparse.Namespace) -> tuple[str, str]:
+    """(address, token) from the flags, else VAULT_ADDR / VAULT_TOKEN (as the bao CLI reads them)."""
+    from infra.models import ModelsError
+
+    address = args.openbao_address or os.environ.get("VAULT_ADDR")
+    if not address:
+        raise ModelsError("no OpenBao address: pass --openbao-address URL or set VAULT_ADDR")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError:
+            raise ModelsError(f"--token-file {args.token_file}: cannot be read") from None
+    else:
+        token = os.environ.get("VAULT_TOKEN", "")
+    if not token:
+        raise ModelsError("no OpenBao token: pass --token-file FILE or set VAULT_TOKEN")
+    return address, token
+
+
+def cmd_bootstrap_backend(args: argparse.Namespace) -> int:
+    from infra import objectstore
+    from infra.config import StackConfigError
+
+    try:
+        cfg = _stack(args)
+        reports = objectstore.bootstrap(cfg)
+    except (StackConfigError, objectstore.StorageError) as exc:
+        return _fail("bootstrap-backend", exc)
+    print(f"stack {cfg.stack}: buckets on {objectstore.endpoint_url(cfg.endpoints.object_storage)}")
+    for report in reports:
+        print("\n".join(report.lines()))
+    print("\nState and secrets inside the boundary (once per stack):")
+    print("\n".join(f"  {line}" for line in objectstore.login_lines(cfg)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from infra import models, objectstore
+    from infra.config import StackConfigError
+
+    try:
+        if args.models_command == "public-key":
+            address, token = openbao_access(args)
+            keys = models.public_keys(address, token, args.key)
+            args.out.write_text(models.dump_public_keys(keys), encoding="utf-8")
+            print(f"sovereign models: {len(keys)} public key version(s) of {args.key!r} in {args.out}")
+            return 0
+        cfg = _stack(args)
+        if args.models_command == "import":
+            address, token = openbao_access(args)
+            result = models.import_model(
+                cfg, args.model, args.source, openbao_address=address, token=token,
+                state_dir=args.state_dir, part_size=args.part_size_mib * models.MIB,
+            )  # fmt: skip
+            print(
+                f"sovereign models: {args.model}: {result.uploaded} file(s) uploaded ({result.bytes} bytes), "
+                f"{result.skipped} already there; manifest signed with "
+                f"{cfg.storage.manifest_signing_key} v{result.key_version}"
+            )
+            return 0
+        if args.public_key:
+            keys = models.load_public_keys(args.public_key)
+        else:
+            address, token = openbao_access(args)
+            keys = models.public_keys(address, token, cfg.storage.manifest_signing_key)
+        count = models.verify_model(cfg, args.model, keys)
+        print(f"sovereign models: {args.model}: signature valid, {count} file(s) match the signed manifest")
+        return 0
+    except (StackConfigError, models.ModelsError, objectstore.StorageError) as exc:
+        return _fail("models", exc)
+
+
+def _openbao_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--openbao-address", help="OpenBao URL (default: VAULT_ADDR)")
+    parser.add_argument("--token-file", help="file with an OpenBao token (default: VAULT_TOKEN)")
+
+
+def add_parsers(sub: Any) -> None:
+    boot = sub.add_parser(
+        "bootstrap-backend", help="create the stack's state, model and audit-archive buckets (idempotent)"
+    )
+    boot.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    boot.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    boot.set_defaults(func=cmd_bootstrap_backend)
+
+    models = sub.add_parser("models", help="approved model weights in the EU model bucket, signed manifests")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    imp = msub.add_parser("import", help="hash, sign and upload an approved model folder (resumable)")
+    ver = msub.add_parser("verify", help="check the manifest signature and every object in the bucket")
+    for p in (imp, ver):
+        p.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+        p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+        p.add_argument("--model", required=True, help="a platform.models name of the stack")
+        _openbao_flags(p)
+    imp.add_argument("--from", dest="source", required=True, type=Path, help="the approved model's folder")
+    imp.add_argument("--part-size-mib", type=int, default=64, help="multipart part size (at least 5)")
+    imp.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".sovereign") / "uploads",
+        help="where resumable uploads are noted",
+    )
+    ver.add_argument(
+        "--public-key", type=Path, help="public key file (`models public-key`) instead of OpenBao"
+    )
+    pub = msub.add_parser("public-key", help="write the manifest signing key's public half to a file")
+    _openbao_flags(pub)
+    pub.add_argument("--key", default="model-manifests", help="transit key (storage.manifest_signing_key)")
+    pub.add_argument("--out", type=Path, required=True)
+    for p in (imp, ver, pub):
+        p.set_defaults(func=cmd_models)
