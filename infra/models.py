@@ -72,7 +72,8 @@ def _transit(address: str, token: str) -> Any:
 def _openbao_error(exc: Exception, key: str, address: str, action: str) -> ModelsError:
     import hvac.exceptions
 
-    if isinstance(exc, hvac.exceptions.InvalidPath):
+    missing = isinstance(exc, hvac.exceptions.InvalidRequest) and "not found" in str(exc).lower()
+    if isinstance(exc, hvac.exceptions.InvalidPath) or missing:
         return ModelsError(
             f"transit key {key!r} does not exist on OpenBao at {address}: create it with "
             f"`bao write -f {TRANSIT_MOUNT}/keys/{key} type=ed25519` (the platform layer declares it)"
@@ -183,6 +184,8 @@ class Uploader:
         if part_size < 5 * MIB:
             raise ModelsError(f"part size {part_size // MIB} MiB: S3 needs at least 5 MiB per part")
         self.s3, self.endpoint, self.state_dir, self.part_size = s3, endpoint, state_dir, part_size
+        self.parts_sent = 0
+        self.parts_resumed = 0  # parts an earlier, interrupted run had sent already
 
     def present(self, up: Upload) -> bool:
         import botocore.exceptions
@@ -261,6 +264,9 @@ class Uploader:
                         ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
                     )  # fmt: skip
                     etag = answer["ETag"]
+                    self.parts_sent += 1
+                else:
+                    self.parts_resumed += 1
                 completed.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
                 progress(len(chunk))
         self.s3.complete_multipart_upload(
@@ -303,6 +309,8 @@ class ImportResult:
     skipped: int
     bytes: int
     key_version: int
+    parts_sent: int
+    parts_resumed: int
 
 
 def import_model(
@@ -350,7 +358,9 @@ def import_model(
         (where.manifest + SIGNATURE_SUFFIX, json.dumps(signature, indent=2).encode()),
     ):
         s3.put_object(Bucket=where.bucket, Key=where.prefix + name, Body=body, ChecksumAlgorithm="SHA256")
-    return ImportResult(len(todo), len(uploads) - len(todo), sent, version)
+    return ImportResult(
+        len(todo), len(uploads) - len(todo), sent, version, uploader.parts_sent, uploader.parts_resumed
+    )
 
 
 def _read(s3: Any, bucket: str, key: str, endpoint: str, stack: str) -> bytes:
@@ -371,7 +381,15 @@ def verify_model(cfg: StackConfig, model: str, keys: dict[int, bytes]) -> int:
     endpoint = objectstore.endpoint_url(cfg.endpoints.object_storage)
     objectstore.require_bucket(s3, where.bucket, endpoint, cfg.stack)
     base = f"s3://{where.bucket}/{where.prefix}"
-    manifest = _read(s3, where.bucket, where.prefix + where.manifest, endpoint, cfg.stack)
+    try:
+        manifest = _read(s3, where.bucket, where.prefix + where.manifest, endpoint, cfg.stack)
+    except objectstore.StorageError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        raise ModelsError(
+            f"{base}{where.manifest} does not exist: the model was never imported (or its import was "
+            f"interrupted); run `sovereign models import --stack {cfg.stack} --model {model} --from DIR`"
+        ) from None
     signature = _read(s3, where.bucket, where.prefix + where.manifest + SIGNATURE_SUFFIX, endpoint, cfg.stack)
     check_signature(manifest, signature, keys, f"{base}{where.manifest}{SIGNATURE_SUFFIX}")
     try:

@@ -84,8 +84,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             )  # fmt: skip
             print(
                 f"sovereign models: {args.model}: {result.uploaded} file(s) uploaded ({result.bytes} bytes), "
-                f"{result.skipped} already there; manifest signed with "
-                f"{cfg.storage.manifest_signing_key} v{result.key_version}"
+                f"{result.skipped} already there, {result.parts_resumed} part(s) resumed; manifest signed "
+                f"with {cfg.storage.manifest_signing_key} v{result.key_version}"
             )
             return 0
         if args.public_key:
