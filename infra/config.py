@@ -12,6 +12,7 @@ policy rules, so a value that slips past one is caught by the other.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from pathlib import Path
@@ -564,6 +565,27 @@ class StorageConfig(_Section):
         default="model-manifests",
         description="OpenBao transit key (ed25519) that signs model manifests (`sovereign models import`).",
     )
+
+    manifest_public_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Public halves of the signing key by version (`sovereign models public-key`); "
+        "when set, the weights Job refuses a manifest without a valid signature.",
+    )
+
+    @field_validator("manifest_public_keys")
+    @classmethod
+    def _public_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for version, key in value.items():
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError:
+                raw = b""
+            if not version.isdigit() or len(raw) != 32:
+                raise ValueError(
+                    f"version {version!r}: expected a key version number and a base64 ed25519 public key "
+                    "(32 bytes), as `sovereign models public-key --out FILE` writes them"
+                )
+        return value
 
     @field_validator("audit_archive")
     @classmethod

@@ -30,10 +30,9 @@ from typing import Any
 
 from infra import objectstore
 from infra.config import StackConfig, s3_location
-from infra.k8s_platform.weights import Manifest, WeightsError, sha256_file
+from infra.k8s_platform.weights import SIGNATURE_SUFFIX, Manifest, WeightsError, sha256_file
 from infra.local.openbao import TRANSIT_MOUNT
 
-SIGNATURE_SUFFIX = ".sig"
 SIGNATURE_FORMAT = "sovereign-manifest-signature/1"
 MIB = 1 << 20
 

@@ -12,6 +12,7 @@ Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from P
 
 from __future__ import annotations
 
+import json
 import ssl
 from typing import Any
 
@@ -61,14 +62,20 @@ HEALTH_PROBE = (
 )
 
 
+MANIFEST_KEY_MOUNT = "/etc/model-manifest-key"
+
+
 def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
-    return [
+    args = [
         "weights", "fetch",
         "--source", model.source,
         "--endpoint", cfg.endpoints.object_storage,
         "--manifest", model.manifest,
         "--dest", f"{WEIGHTS_MOUNT}/{model.name}",
     ]  # fmt: skip
+    if cfg.storage.manifest_public_keys:  # the manifest must carry a valid signature
+        args += ["--public-key", f"{MANIFEST_KEY_MOUNT}/keys.json"]
+    return args
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -106,6 +113,24 @@ class ModelServer(pulumi.ComponentResource):
         )
         tools_security = container_security()
         storage = {"name": "weights", "persistentVolumeClaim": {"claimName": volume}}
+        fetch_mounts: list[dict[str, Any]] = [
+            {"name": "weights", "mountPath": WEIGHTS_MOUNT},
+            {"name": "credentials", "mountPath": "/etc/object-storage", "readOnly": True},
+        ]
+        fetch_volumes: list[dict[str, Any]] = [
+            storage,
+            {"name": "credentials", "secret": {"secretName": "object-storage-read"}},
+        ]
+        if cfg.storage.manifest_public_keys:
+            self.manifest_key = k8s.core.v1.ConfigMap(
+                f"{name}-manifest-key",
+                metadata={"name": f"manifest-key-{model.name}", "namespace": INFERENCE_NS, "labels": meta},
+                data={"keys.json": json.dumps(cfg.storage.manifest_public_keys, sort_keys=True)},
+                opts=child,
+            )
+            fetch_mounts.append({"name": "manifest-key", "mountPath": MANIFEST_KEY_MOUNT, "readOnly": True})
+            key_volume = {"name": "manifest-key", "configMap": {"name": f"manifest-key-{model.name}"}}
+            fetch_volumes.append(key_volume)
         fetch_labels = labels(cfg, f"weights-fetch-{model.name}", "weights-fetch")
         self.fetch = k8s.batch.v1.Job(
             f"{name}-fetch",
@@ -141,20 +166,10 @@ class ModelServer(pulumi.ComponentResource):
                                     "limits": {"cpu": "1", "memory": "512Mi"},
                                 },
                                 "securityContext": tools_security,
-                                "volumeMounts": [
-                                    {"name": "weights", "mountPath": WEIGHTS_MOUNT},
-                                    {
-                                        "name": "credentials",
-                                        "mountPath": "/etc/object-storage",
-                                        "readOnly": True,
-                                    },
-                                ],
+                                "volumeMounts": fetch_mounts,
                             }
                         ],
-                        "volumes": [
-                            storage,
-                            {"name": "credentials", "secret": {"secretName": "object-storage-read"}},
-                        ],
+                        "volumes": fetch_volumes,
                     },
                 },
             },

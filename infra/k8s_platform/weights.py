@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+SIGNATURE_SUFFIX = ".sig"  # the manifest's signature beside it (``sovereign models import``)
 _LINE = re.compile(r"^(?P<digest>[0-9a-f]{64}) [ *](?P<path>\S.*)$")
 
 
@@ -66,8 +67,11 @@ def verify(folder: Path, manifest_name: str = "SHA256SUMS") -> int:
     if not manifest_path.is_file():
         raise WeightsError(f"no manifest {manifest_path}; the weights Job writes it with the weights")
     manifest = Manifest.parse(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
+    signature_path = folder / (manifest_name + SIGNATURE_SUFFIX)
     present = {
-        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p != manifest_path
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p not in {manifest_path, signature_path}
     }
     missing = sorted(set(manifest.entries) - present)
     extra = sorted(present - set(manifest.entries))
@@ -89,8 +93,18 @@ def _bucket_and_prefix(source: str) -> tuple[str, str]:
     return parts.netloc, prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
-def fetch(source: str, endpoint: str, dest: Path, manifest_name: str = "SHA256SUMS") -> int:
+def fetch(
+    source: str,
+    endpoint: str,
+    dest: Path,
+    manifest_name: str = "SHA256SUMS",
+    public_keys: dict[int, bytes] | None = None,
+) -> int:
     """Download the manifest and exactly the files it lists, then verify them; return the count.
+
+    With *public_keys* (the signing key's public halves, ``sovereign models public-key``) the
+    manifest's signature (``<manifest>.sig``, written by ``sovereign models import``) must be
+    valid before any weight file is downloaded.
 
     Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a
     read-only Secret); the endpoint is the stack's EU object storage.
@@ -113,6 +127,18 @@ def fetch(source: str, endpoint: str, dest: Path, manifest_name: str = "SHA256SU
     dest.mkdir(parents=True, exist_ok=True)
     manifest_path = dest / manifest_name
     download(prefix + manifest_name, manifest_path)
+    if public_keys is not None:
+        from infra.models import ModelsError, check_signature
+
+        signature_path = dest / (manifest_name + SIGNATURE_SUFFIX)
+        download(prefix + manifest_name + SIGNATURE_SUFFIX, signature_path)
+        try:
+            check_signature(
+                manifest_path.read_bytes(), signature_path.read_bytes(), public_keys,
+                f"s3://{bucket}/{prefix}{manifest_name}{SIGNATURE_SUFFIX}",
+            )  # fmt: skip
+        except ModelsError as exc:
+            raise WeightsError(str(exc)) from None
     manifest = Manifest.parse(
         manifest_path.read_text(encoding="utf-8"), f"s3://{bucket}/{prefix}{manifest_name}"
     )
@@ -135,13 +161,22 @@ def main(argv: list[str]) -> int:
     f.add_argument("--endpoint", required=True, help="S3 endpoint URL (the stack's object storage)")
     f.add_argument("--dest", required=True, type=Path)
     f.add_argument("--manifest", default="SHA256SUMS")
+    f.add_argument("--public-key", type=Path, help="signing key file: the manifest must be signed")
     v = sub.add_parser("verify", help="verify a model folder against its SHA-256 manifest")
     v.add_argument("--dir", required=True, type=Path)
     v.add_argument("--manifest", default="SHA256SUMS")
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
-            count = fetch(args.source, args.endpoint, args.dest, args.manifest)
+            keys = None
+            if args.public_key:
+                from infra.models import ModelsError, load_public_keys
+
+                try:
+                    keys = load_public_keys(args.public_key)
+                except ModelsError as exc:
+                    raise WeightsError(str(exc)) from None
+            count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys)
         else:
             count = verify(args.dir, args.manifest)
     except WeightsError as exc:

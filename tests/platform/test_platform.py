@@ -159,6 +159,22 @@ def test_weights_come_from_eu_object_storage_through_the_fetch_job(prod: planner
     assert "10.0.0.0/8" in https["to"][0]["ipBlock"]["except"]  # not into the cluster or the private network
 
 
+def test_with_public_keys_the_fetch_job_requires_a_signed_manifest(prod: planner.Plan) -> None:
+    unsigned = one(prod, "Job", "weights-fetch-llama31-8b-awq")["spec"]["template"]["spec"]
+    assert "--public-key" not in unsigned["containers"][0]["args"]  # the example sets no key yet
+    config = sections("eu-central-prod")
+    public = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # RFC 8032 test 1's public key
+    config["storage"] = {**config["storage"], "manifest_public_keys": {"1": public}}
+    signed = plan_of(config, stack="eu-central-prod")
+    spec = one(signed, "Job", "weights-fetch-llama31-8b-awq")["spec"]["template"]["spec"]
+    args = spec["containers"][0]["args"]
+    key_file = args[args.index("--public-key") + 1]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "manifest-key"]
+    assert key_file.startswith(mount["mountPath"] + "/")
+    config_map = one(signed, "ConfigMap", "manifest-key-llama31-8b-awq")
+    assert yaml.safe_load(config_map["data"][key_file.rsplit("/", 1)[1]]) == {"1": public}
+
+
 def test_model_pdb_and_queue_autoscaling(prod: planner.Plan) -> None:
     assert one(prod, "PodDisruptionBudget", "vllm-llama31-8b-awq")["spec"]["maxUnavailable"] == 1
     scaler = one(prod, "ScaledObject", "vllm-llama31-8b-awq")

@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
@@ -122,8 +124,8 @@ def test_verify_names_what_was_tampered_with(
     bao: Bao,
     tmp_path: Path,
     s3: S3Server,
-    tamper,
-    message: str,  # type: ignore[no-untyped-def]
+    tamper: Callable[[Any, str, str], object],
+    message: str,
 ) -> None:
     do_import(cfg, folder, bao, tmp_path)
     target = models.target(cfg, MODEL)
@@ -137,7 +139,7 @@ def test_a_manifest_signed_by_another_key_is_refused(
 ) -> None:
     do_import(cfg, folder, bao, tmp_path)
     other = hvac.Client(url=bao.address, token=bao.root)
-    other.secrets.transit.create_key("someone-else", key_type="ed25519")
+    other.secrets.transit.create_key("someone-else", key_type="ed25519")  # type: ignore[no-untyped-call]
     foreign = models.public_keys(bao.address, bao.root, "someone-else")
     with pytest.raises(models.ModelsError, match="signature does not match"):
         models.verify_model(cfg, MODEL, foreign)
@@ -194,3 +196,20 @@ def test_cli_import_and_offline_verify_with_the_public_key(
     no_token = subprocess.run([*base, "models", "verify", *common], cwd=tmp_path, capture_output=True,
                               text=True, timeout=120, env=no_vault)  # fmt: skip
     assert no_token.returncode == 1 and "--openbao-address URL or set VAULT_ADDR" in no_token.stderr
+
+
+def test_the_weights_job_checks_the_signature_when_given_the_public_key(
+    cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path, s3: S3Server
+) -> None:
+    from infra.k8s_platform import weights
+
+    do_import(cfg, folder, bao, tmp_path)
+    source = next(m.source for m in cfg.platform.models if m.name == MODEL)
+    dest = tmp_path / "volume" / MODEL
+    assert weights.fetch(source, s3.url, dest, public_keys=keys(bao)) == 3
+    assert weights.verify(dest) == 3  # the init container's check, with the signature beside the manifest
+    target = models.target(cfg, MODEL)
+    forged = b"0" * 64 + b"  config.json\n"
+    s3.client().put_object(Bucket=target.bucket, Key=target.prefix + "SHA256SUMS", Body=forged)
+    with pytest.raises(weights.WeightsError, match="signature does not match"):
+        weights.fetch(source, s3.url, tmp_path / "again", public_keys=keys(bao))
