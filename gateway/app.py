@@ -8,6 +8,7 @@ Neither prompt nor answer text is logged or audited; only ids, counts, outcomes,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -136,7 +137,11 @@ class Gateway:
                 log.warning("use case %s names model %s, which no upstream serves", policy.name, policy.model)
         self.client_keys = ClientKeyStore(settings.keys_file)
         self.keys = keys or KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
-        self.audit = AuditLog(settings.audit.path, self.keys, fsync=settings.audit.fsync)
+        self.audit = AuditLog(
+            settings.audit.path, self.keys, fsync=settings.audit.fsync,
+            segment_max_bytes=settings.audit.segment_max_bytes,
+            segment_max_age_s=settings.audit.segment_max_age_s,
+        )  # fmt: skip
         self.audit_healthy = True
         self.http = UpstreamClient(settings.limits)
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
@@ -144,6 +149,20 @@ class Gateway:
         self.phi = PHIFilter(load_plugins(settings.phi_plugins))
 
     # -- audit ----------------------------------------------------------------------------
+    async def seal_audit_segments(self) -> None:
+        """Seal the active audit segment when it is due, also without traffic, so that records
+        reach the archive within about segment_max_age_s (records are appended from this loop
+        too, so the two never interleave)."""
+        interval = min(60.0, self.settings.audit.segment_max_age_s)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.audit.seal_if_due()
+            except AuditWriteError as exc:
+                AUDIT_FAILURES.inc()
+                self.audit_healthy = False
+                log.error("audit segment not sealed: %s", exc)
+
     def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
         REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
         if ex.use_case:
@@ -523,7 +542,9 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sealer = asyncio.create_task(gw.seal_audit_segments())
         yield
+        sealer.cancel()
         await gw.http.close()
         gw.audit.close()
         gw.keys.forget()

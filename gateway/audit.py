@@ -9,6 +9,15 @@ introduces each key by its wrapped (encrypted) form, so a verifier with decrypt 
 the transit key recovers it, and nobody without OpenBao can forge a record. A sidecar
 ``<file>.head`` holds the latest (seq, hash, mac) so a cut-off tail is detected too.
 
+**Segments.** The trail is cut into segments so that finished parts can be archived: when
+the active file reaches ``segment_max_bytes`` or ``segment_max_age_s``, it is sealed — renamed
+to ``<file>.segments/<first seq, 12 digits>.jsonl``, read-only — and the chain continues in a
+fresh active file (seq and prev carry on; the first record of every segment introduces its
+key again, so each segment can be checked on its own given its predecessor's last hash).
+``sovereign audit ship`` copies sealed segments, in order, to the Object Lock archive, and
+:func:`verify` checks the whole chain across archived segments, local segments and the active
+file, naming any records that no segment holds.
+
 Records never contain prompt or answer text: callers pass counts, ids and outcomes only.
 Hand-written because no maintained library keeps an HMAC'd hash chain in JSONL.
 """
@@ -19,7 +28,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,36 +75,86 @@ def _head_mac(key: bytes, seq: int, digest: str) -> str:
     return hmac.new(key, f"head:{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-class AuditLog:
-    """Appends records to the chain. Not thread-safe: use from one event loop."""
+def segments_dir(path: Path) -> Path:
+    """Where the sealed segments of the trail *path* live."""
+    return path.with_name(path.name + ".segments")
 
-    def __init__(self, path: Path, keys: AuditKeySource, fsync: bool = True) -> None:
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:012d}.jsonl"
+
+
+def local_segments(path: Path) -> list[tuple[int, Path]]:
+    """The sealed segments of *path*, (first seq, file), in chain order."""
+    folder = segments_dir(path)
+    if not folder.is_dir():
+        return []
+    found = []
+    for item in folder.iterdir():
+        stem = item.name.removesuffix(".jsonl")
+        if item.name.endswith(".jsonl") and stem.isdigit() and len(stem) == 12:
+            found.append((int(stem), item))
+    return sorted(found)
+
+
+def _edge_records(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(first, last) record of a trail file, or None when it is empty."""
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                last = json.loads(line)
+            except ValueError:
+                raise AuditWriteError(
+                    f"audit trail {path} ends in a damaged record; run "
+                    "`sovereign audit verify` and archive the file before starting a new one"
+                ) from None
+            first = first or last
+    return (first, last) if first is not None and last is not None else None
+
+
+class AuditLog:
+    """Appends records to the chain and seals full segments. Not thread-safe: use from one
+    event loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        keys: AuditKeySource,
+        fsync: bool = True,
+        segment_max_bytes: int | None = None,
+        segment_max_age_s: float | None = None,
+    ) -> None:
         self.path = path
         self.head_path = path.with_name(path.name + ".head")
         self._keys = keys
         self._fsync = fsync
+        self._max_bytes = segment_max_bytes
+        self._max_age_s = segment_max_age_s
         self._kid: str | None = None
         self._head_fd: int | None = None
+        self._segment_first: int | None = None  # seq of the active file's first record
+        self._segment_bytes = 0
+        self._segment_started = 0.0  # time.monotonic() of the active file's first record
         self._seq, self._prev = self._resume()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> tuple[int, str]:
-        """Continue an existing chain after its last complete record."""
-        if not self.path.exists():
-            return 0, GENESIS
-        last: dict[str, Any] | None = None
-        with self.path.open("rb") as fh:
-            for line in fh:
-                try:
-                    last = json.loads(line)
-                except ValueError:
-                    raise AuditWriteError(
-                        f"audit trail {self.path} ends in a damaged record; run "
-                        "`sovereign audit verify` and archive the file before starting a new one"
-                    ) from None
-        if last is None:
-            return 0, GENESIS
-        return int(last["seq"]) + 1, str(last["hash"])
+        """Continue an existing chain after its last complete record (in the active file, else
+        in the newest sealed segment)."""
+        edges = _edge_records(self.path) if self.path.exists() else None
+        if edges is not None:
+            self._segment_first = int(edges[0]["seq"])
+            self._segment_bytes = self.path.stat().st_size
+            self._segment_started = time.monotonic()  # its age restarts with the process
+            return int(edges[1]["seq"]) + 1, str(edges[1]["hash"])
+        sealed = local_segments(self.path)
+        if sealed:
+            edges = _edge_records(sealed[-1][1])
+            if edges is not None:
+                return int(edges[1]["seq"]) + 1, str(edges[1]["hash"])
+        return 0, GENESIS
 
     @property
     def next_seq(self) -> int:
@@ -115,7 +175,40 @@ class AuditLog:
         if key.kid != self._kid:
             self._write({"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key)
             self._kid = key.kid
-        return self._write({"kind": "request", "kid": key.kid, **fields}, key)
+        record = self._write({"kind": "request", "kid": key.kid, **fields}, key)
+        self.seal_if_due()
+        return record
+
+    def seal_if_due(self) -> Path | None:
+        """Seal the active segment when it reached its size or age limit; the sealed file."""
+        if self._segment_first is None:
+            return None
+        full = self._max_bytes is not None and self._segment_bytes >= self._max_bytes
+        old = self._max_age_s is not None and time.monotonic() - self._segment_started >= self._max_age_s
+        return self.seal() if full or old else None
+
+    def seal(self) -> Path | None:
+        """Close the active segment: rename it into the segments folder, read-only. The chain
+        continues in a new active file, whose first record introduces the key again."""
+        if self._segment_first is None or not self.path.exists():
+            return None
+        folder = segments_dir(self.path)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        target = folder / segment_name(self._segment_first)
+        try:
+            if target.exists():
+                raise AuditWriteError(f"audit segment {target} exists already; the trail was tampered with")
+            os.rename(self.path, target)
+            os.chmod(target, 0o400)
+            fd = os.open(folder, os.O_RDONLY)  # the rename is durable once the folder is synced
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditWriteError(f"cannot seal audit segment {target}: {exc.strerror}") from None
+        self._segment_first, self._segment_bytes, self._kid = None, 0, None
+        return target
 
     def _write_head(self, data: bytes) -> None:
         """Overwrite the head in place with one fixed-size write (a rename per record costs
@@ -159,6 +252,9 @@ class AuditLog:
             self._write_head(canonical(head))
         except OSError as exc:
             raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
+        if self._segment_first is None:
+            self._segment_first, self._segment_started = record["seq"], time.monotonic()
+        self._segment_bytes += len(line)
         self._seq += 1
         self._prev = record["hash"]
         return record
@@ -172,9 +268,34 @@ class VerifyResult:
     line: int | None = None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as fh:
-        yield from enumerate(fh, start=1)
+@dataclass(frozen=True)
+class Segment:
+    """A sealed segment of the chain, wherever it is kept (a local file, the archive)."""
+
+    first_seq: int
+    source: str  # for messages: a path or an s3:// URL
+    read: Callable[[], bytes]
+
+
+def _pieces(path: Path, archived: Sequence[Segment]) -> tuple[list[Segment], str | None]:
+    """The trail's segments in chain order (local and archived, each once) then the active
+    file; or the reason a segment kept twice differs between its copies."""
+    by_first: dict[int, Segment] = {}
+    for first, file in local_segments(path):
+        by_first[first] = Segment(first, str(file), file.read_bytes)
+    for segment in archived:
+        known = by_first.get(segment.first_seq)
+        if known is None:
+            by_first[segment.first_seq] = segment
+        elif hashlib.sha256(known.read()).digest() != hashlib.sha256(segment.read()).digest():
+            return [], (
+                f"segment {segment_name(segment.first_seq)} differs between {known.source} and "
+                f"{segment.source}: one copy was altered"
+            )
+    pieces = [by_first[k] for k in sorted(by_first)]
+    if path.exists() and path.stat().st_size:
+        pieces.append(Segment(-1, str(path), path.read_bytes))  # first seq: whatever comes next
+    return pieces, None
 
 
 def _check(
@@ -213,8 +334,12 @@ def _check(
     return None, digest
 
 
-def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) -> VerifyResult:
-    """Verify the whole chain in *path*; stop at and name the first broken record.
+def verify(
+    path: Path, unwrap: Callable[[str], bytes], check_head: bool = True, archived: Sequence[Segment] = ()
+) -> VerifyResult:
+    """Verify the whole chain — the *archived* segments, the sealed segments beside *path* and
+    the active file *path* — and stop at and name the first broken record, or the first
+    records that no segment holds.
 
     *unwrap* turns a key record's wrapped key into the HMAC key (OpenBao transit decrypt).
     With *check_head*, the signed head must name a record of the trail: a head beyond the
@@ -237,18 +362,36 @@ def verify(path: Path, unwrap: Callable[[str], bytes], check_head: bool = True) 
             and all(isinstance(head.get(k), str) for k in ("hash", "kid", "mac"))
         ):
             return VerifyResult(False, 0, f"head file {head_path} is damaged")
+    pieces, conflict = _pieces(path, archived)
+    if conflict is not None:
+        return VerifyResult(False, 0, conflict)
     keys: dict[str, bytes] = {}
     prev = GENESIS
     count = 0
     hash_at_head: str | None = None
-    for lineno, raw in _lines(path):
-        why, digest = _check(raw, count, prev, keys, unwrap)
-        if why is not None:
-            return VerifyResult(False, count, f"line {lineno} (seq {count}): {why}", lineno)
-        if head is not None and count == head["seq"]:
-            hash_at_head = digest
-        prev = digest
-        count += 1
+    previous = "the start of the chain"
+    for piece in pieces:
+        if piece.first_seq > count:
+            return VerifyResult(
+                False, count,
+                f"records {count}-{piece.first_seq - 1} are missing: no segment, local or archived, holds "
+                f"them (the chain jumps from {previous} to {piece.source})",
+            )  # fmt: skip
+        if 0 <= piece.first_seq < count:
+            return VerifyResult(
+                False, count, f"{piece.source} starts at seq {piece.first_seq}, inside {previous}"
+            )
+        for lineno, raw in enumerate(piece.read().splitlines(keepends=True), start=1):
+            why, digest = _check(raw, count, prev, keys, unwrap)
+            if why is not None:
+                return VerifyResult(
+                    False, count, f"{piece.source} line {lineno} (seq {count}): {why}", lineno
+                )
+            if head is not None and count == head["seq"]:
+                hash_at_head = digest
+            prev = digest
+            count += 1
+        previous = piece.source
 
     if head is not None:
         head_key = keys.get(head["kid"])

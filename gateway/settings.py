@@ -137,6 +137,14 @@ class AuditSettings(BaseModel):
         default=True,
         description="fdatasync after every record so an acknowledged request is on disk.",
     )
+    segment_max_bytes: int = Field(
+        default=64 << 20, ge=4096,
+        description="Seal the active segment (for `sovereign audit ship`) once it holds this many bytes.",
+    )  # fmt: skip
+    segment_max_age_s: float = Field(
+        default=3600, gt=0,
+        description="... or once its first record is this old (checked every minute, also when idle).",
+    )  # fmt: skip
 
 
 class LimitSettings(BaseModel):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditKey, AuditLog, AuditWriteError, verify
+from gateway.audit import AuditKey, AuditLog, AuditWriteError, Segment, local_segments, verify
 
 KEYS = {"wrapped-1": os.urandom(32), "wrapped-2": os.urandom(32)}
 
@@ -155,3 +155,90 @@ def test_missing_head_is_reported(trail: Path) -> None:
     result = verify(trail, unwrap)
     assert not result.ok and "missing" in result.message
     assert verify(trail, unwrap, check_head=False).ok
+
+
+# -- segments ---------------------------------------------------------------------------------
+
+
+def segmented(tmp_path: Path, records: int, max_bytes: int = 1500) -> Path:
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=False, segment_max_bytes=max_bytes)
+    for i in range(records):
+        log.append({"request_id": f"r{i}", "status": 200, "pad": "x" * 200})
+    return tmp_path / "audit.jsonl"
+
+
+def test_full_segments_are_sealed_and_the_chain_runs_across_them(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 20)
+    sealed = local_segments(trail)
+    assert len(sealed) >= 3
+    for first, file in sealed:
+        assert file.name == f"{first:012d}.jsonl" and file.stat().st_mode & 0o777 == 0o400
+        assert json.loads(file.read_text().splitlines()[0])["kind"] == "key"  # each segment names its key
+    result = verify(trail, unwrap)
+    assert result.ok, result.message
+    assert result.records == 20 + len(sealed) + (1 if trail.exists() else 0)  # requests + key records
+
+
+def test_a_restart_after_a_seal_continues_from_the_newest_segment(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 6)
+    log = AuditLog(trail, StaticKeys(), fsync=False)
+    log.seal()
+    assert not trail.exists()
+    resumed = AuditLog(trail, StaticKeys(), fsync=False)
+    assert resumed.next_seq == log.next_seq
+    resumed.append({"request_id": "after-restart"})
+    assert verify(trail, unwrap).ok
+
+
+def test_a_missing_segment_is_named_as_the_records_it_held(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 20)
+    sealed = local_segments(trail)
+    (first, middle), (after, _) = sealed[1], sealed[2]
+    middle.chmod(0o600)
+    middle.unlink()
+    result = verify(trail, unwrap)
+    assert not result.ok
+    assert (
+        f"records {first}-{after - 1} are missing: no segment, local or archived, holds them"
+        in result.message
+    )
+
+
+def test_archived_segments_fill_in_for_pruned_local_ones(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 20)
+    archived = []
+    for first, file in local_segments(trail)[:-1]:  # shipped and pruned; the newest stays local
+        data = file.read_bytes()
+        archived.append(Segment(first, f"s3://archive/{file.name}", lambda data=data: data))
+        file.chmod(0o600)
+        file.unlink()
+    assert not verify(trail, unwrap).ok
+    result = verify(trail, unwrap, archived=archived)
+    assert result.ok, result.message
+
+
+def test_a_segment_that_differs_between_local_and_archive_is_named(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 20)
+    first, file = local_segments(trail)[0]
+    altered = file.read_bytes().replace(b'"status":200', b'"status":500', 1)
+    result = verify(trail, unwrap, archived=[Segment(first, "s3://archive/x", lambda: altered)])
+    assert not result.ok
+    assert f"segment {first:012d}.jsonl differs between {file} and s3://archive/x" in result.message
+
+
+def test_an_edit_inside_a_segment_names_the_segment_and_line(tmp_path: Path) -> None:
+    trail = segmented(tmp_path, 20)
+    _, file = local_segments(trail)[1]
+    file.chmod(0o600)
+    ls = lines(file)
+    ls[1] = ls[1].replace('"status":200', '"status":204')
+    file.write_text("".join(ls))
+    result = verify(trail, unwrap)
+    assert not result.ok and f"{file} line 2" in result.message and "edited" in result.message
+
+
+def test_a_segment_is_sealed_by_age(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=False, segment_max_age_s=0.0)
+    log.append({"request_id": "r0"})  # due at once: sealed right after its record
+    assert [f for f, _ in local_segments(tmp_path / "audit.jsonl")] == [0]
+    assert log.seal_if_due() is None  # nothing open
