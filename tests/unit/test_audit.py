@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -208,8 +209,8 @@ def test_archived_segments_fill_in_for_pruned_local_ones(tmp_path: Path) -> None
     trail = segmented(tmp_path, 20)
     archived = []
     for first, file in local_segments(trail)[:-1]:  # shipped and pruned; the newest stays local
-        data = file.read_bytes()
-        archived.append(Segment(first, f"s3://archive/{file.name}", lambda data=data: data))
+        content = functools.partial(bytes, file.read_bytes())
+        archived.append(Segment(first, f"s3://archive/{file.name}", content))
         file.chmod(0o600)
         file.unlink()
     assert not verify(trail, unwrap).ok
