@@ -11,7 +11,7 @@ import ipaddress
 import os
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -129,6 +129,33 @@ class OpenBaoSettings(BaseModel):
         return None
 
 
+class ReviewedHost(BaseModel):
+    """An object-storage host outside the built-in EU allowlist, reviewed in the stack config
+    (residency.extra_hosts)."""
+
+    host: str = Field(description="Host name.")
+    jurisdiction: str = Field(description="EU/EEA country code where it is operated.")
+    operator: str = Field(description="The legal entity operating it.")
+
+
+class AuditArchiveSettings(BaseModel):
+    """Where `sovereign audit ship` puts sealed segments: the stack's Object Lock bucket."""
+
+    url: str = Field(description="s3://bucket/prefix/ of the archive (storage.audit_archive).")
+    endpoint: str = Field(description="S3 endpoint URL (endpoints.object_storage).")
+    region: str | None = Field(default=None, description="S3 region of the endpoint.")
+    retention_days: int = Field(default=3650, ge=1, description="Object Lock retention per segment.")
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
+        default="COMPLIANCE", description="Object Lock mode."
+    )
+    chain: str | None = Field(
+        default=None, description="Name of this trail in the archive; default: the host name (the pod's)."
+    )
+    reviewed_hosts: list[ReviewedHost] = Field(
+        default_factory=list, description="The endpoint's allowlist entry when it is not built in."
+    )
+
+
 class AuditSettings(BaseModel):
     """The tamper-evident audit trail (hash-chained, HMAC-signed JSONL)."""
 
@@ -145,6 +172,9 @@ class AuditSettings(BaseModel):
         default=3600, gt=0,
         description="... or once its first record is this old (checked every minute, also when idle).",
     )  # fmt: skip
+    archive: AuditArchiveSettings | None = Field(
+        default=None, description="The Object Lock archive sealed segments are shipped to, if any."
+    )
 
 
 class LimitSettings(BaseModel):

@@ -4,7 +4,8 @@ sovereign up | down | status                 the local sovereign stack (stacks/l
 sovereign gateway serve --config FILE        run the gateway
 sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
 sovereign gateway keys list | revoke KEY_ID
-sovereign audit verify FILE                  verify the audit trail's chain and signatures
+sovereign audit verify FILE [--stack S]      verify the audit trail's chain and signatures (and archive)
+sovereign audit ship FILE --stack S          ship sealed audit segments to the Object Lock archive
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
                                              kubernetes.yaml; non-zero on a residency/policy violation
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
@@ -124,10 +125,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         return _usage_error(f"--token-file {token_file} does not exist; pass an auditor token file")
     path = Path(args.file)
-    if not path.exists():
+    if not path.exists() and not path.with_name(path.name + ".segments").is_dir():
         return _usage_error(f"audit file {path} does not exist")
     unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
-    result = verify(path, unwrap, check_head=not args.no_head)
+    from infra import storage_cli
+
+    archived = storage_cli.archived_segments(args)  # the Object Lock archive, with --stack or --config
+    result = verify(path, unwrap, check_head=not args.no_head, archived=archived)
     print(("OK " if result.ok else "BROKEN ") + result.message)
     return 0 if result.ok else 1
 
@@ -352,6 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--transit-mount", default="transit")
     ver.add_argument("--no-head", action="store_true", help="skip the truncation check against FILE.head")
     ver.set_defaults(func=cmd_audit_verify)
+    from infra import storage_cli
+
+    storage_cli.add_archive_flags(ver)
+    ship = audit.add_parser("ship", help="ship sealed audit segments to the Object Lock archive, in order")
+    ship.add_argument("file", help="the audit trail (its sealed segments are in FILE.segments/)")
+    storage_cli.add_archive_flags(ship, required=True)
+    ship.add_argument(
+        "--prune", action="store_true", help="delete local segments the archive holds (not the newest)"
+    )
+    ship.add_argument(
+        "--every", type=float, help="keep running, shipping every N seconds (the pod's sidecar)"
+    )
+    ship.set_defaults(func=storage_cli.cmd_audit_ship)
 
     plan = sub.add_parser("plan", help="offline plan of a region stack (Pulumi mocks, no credentials)")
     plan.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")

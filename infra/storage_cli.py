@@ -100,6 +100,67 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _fail("models", exc)
 
 
+def add_archive_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """Where the archive is: the stack's storage.audit_archive, or the gateway settings' audit.archive."""
+    where = parser.add_mutually_exclusive_group(required=required)
+    where.add_argument("--stack", help="region stack whose storage.audit_archive holds the archive")
+    where.add_argument("--gateway-config", type=Path, help="gateway settings with audit.archive (in the pod)")
+    parser.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    parser.add_argument(
+        "--chain", help="the trail's name in the archive (default: the gateway pod's host name)"
+    )
+
+
+def _archive(args: argparse.Namespace) -> Any:
+    from infra import audit_archive
+
+    if args.stack:
+        return audit_archive.from_stack(_stack(args), args.chain or audit_archive.default_chain())
+    from gateway.settings import load_settings
+
+    settings = load_settings(args.gateway_config)
+    if settings.audit.archive is None:
+        from infra.objectstore import StorageError
+
+        raise StorageError(f"--gateway-config {args.gateway_config}: audit.archive is not set")
+    return audit_archive.from_settings(settings.audit.archive, args.chain)
+
+
+def archived_segments(args: argparse.Namespace) -> list[Any]:
+    """The archived segments for ``audit verify``; none without --stack / --gateway-config."""
+    if not (args.stack or args.gateway_config):
+        return []
+    from infra import audit_archive
+
+    return audit_archive.segments(_archive(args))
+
+
+def cmd_audit_ship(args: argparse.Namespace) -> int:
+    from gateway.audit import AuditWriteError
+    from infra import audit_archive, objectstore
+    from infra.config import StackConfigError
+
+    trail = Path(args.file)
+    try:
+        archive = _archive(args)
+        if args.every:
+
+            def report(line: str) -> None:
+                print(f"sovereign audit ship: {line}", flush=True)
+
+            audit_archive.ship_every(trail, archive, args.every, args.prune, report)
+        result = audit_archive.ship(trail, archive, prune=args.prune)
+    except (StackConfigError, objectstore.StorageError, AuditWriteError) as exc:
+        return _fail("audit ship", exc)
+    for url in result.shipped:
+        print(f"shipped {url}")
+    print(
+        f"sovereign audit ship: {len(result.shipped)} segment(s) shipped to {archive.url()}, "
+        f"{result.already} already there, {len(result.pruned)} local copies pruned"
+    )
+    return 0
+
+
 def _openbao_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--openbao-address", help="OpenBao URL (default: VAULT_ADDR)")
     parser.add_argument("--token-file", help="file with an OpenBao token (default: VAULT_TOKEN)")
