@@ -224,10 +224,16 @@ def ship(trail: Path, archive: Archive, prune: bool = False) -> ShipResult:
 
 
 def ship_every(
-    trail: Path, archive: Archive, interval_s: float, prune: bool, report: Callable[[str], None]
+    trail: Path,
+    archive: Archive,
+    interval_s: float,
+    prune: bool,
+    report: Callable[[str], None],
+    heartbeat: Path | None = None,
 ) -> None:
     """Ship, then again every *interval_s* seconds (the gateway pod's sidecar); a failure is
-    reported and retried at the next round, never fatal."""
+    reported and retried at the next round, never fatal. *heartbeat* is touched after every
+    round, for the container's liveness probe (a hung round stops the touches)."""
     while True:
         try:
             result = ship(trail, archive, prune)
@@ -235,4 +241,6 @@ def ship_every(
                 report(f"shipped {len(result.shipped)}, pruned {len(result.pruned)}")
         except (objectstore.StorageError, AuditWriteError) as exc:
             report(f"error: {exc}")
+        if heartbeat is not None:
+            heartbeat.touch()
         time.sleep(interval_s)

@@ -368,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument(
         "--every", type=float, help="keep running, shipping every N seconds (the pod's sidecar)"
     )
+    ship.add_argument("--heartbeat", type=Path, help="with --every: file touched after each round (liveness)")
     ship.set_defaults(func=storage_cli.cmd_audit_ship)
 
     plan = sub.add_parser("plan", help="offline plan of a region stack (Pulumi mocks, no credentials)")

@@ -148,7 +148,7 @@ def cmd_audit_ship(args: argparse.Namespace) -> int:
             def report(line: str) -> None:
                 print(f"sovereign audit ship: {line}", flush=True)
 
-            audit_archive.ship_every(trail, archive, args.every, args.prune, report)
+            audit_archive.ship_every(trail, archive, args.every, args.prune, report, args.heartbeat)
         result = audit_archive.ship(trail, archive, prune=args.prune)
     except (StackConfigError, objectstore.StorageError, AuditWriteError) as exc:
         return _fail("audit ship", exc)

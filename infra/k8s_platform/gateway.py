@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from infra import objectstore, residency
 from infra.config import StackConfig
 from infra.k8s_platform.common import (
     GATEWAY_APP,
@@ -31,8 +32,37 @@ NAME = GATEWAY_APP
 OPENBAO_ROLE = GATEWAY_OPENBAO_ROLE
 
 
+AUDIT_TRAIL = "/var/lib/sovereign/audit/audit.jsonl"
+SETTINGS_FILE = "/etc/sovereign/config/gateway.yaml"
+AUDIT_SHIP_INTERVAL_S = 60
+SHIP_HEARTBEAT = "/tmp/audit-ship.alive"
+
+
+def audit_archive_settings(cfg: StackConfig) -> dict[str, Any] | None:
+    """Where the pod's audit-ship sidecar sends sealed segments (gateway/settings.py's
+    audit.archive), with the object storage's reviewed allowlist entry if it is not built in."""
+    if cfg.storage.audit_archive is None:
+        return None
+    host = residency.host_of(cfg.endpoints.object_storage)
+    reviewed = [
+        e for e in cfg.residency.extra_hosts if host == e.host.lower() or host.endswith("." + e.host.lower())
+    ]
+    return {
+        "url": cfg.storage.audit_archive,
+        "endpoint": cfg.endpoints.object_storage,
+        "region": objectstore.stack_region(cfg),
+        "retention_days": cfg.storage.audit_retention_days,
+        "lock_mode": cfg.storage.audit_lock_mode,
+        "reviewed_hosts": [e.model_dump() for e in reviewed],
+    }
+
+
 def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     """The gateway's settings file (gateway/settings.py) for this stack."""
+    audit: dict[str, Any] = {"path": AUDIT_TRAIL, "fsync": True}
+    archive = audit_archive_settings(cfg)
+    if archive is not None:
+        audit["archive"] = archive
     return {
         "upstreams": {
             m.name: {
@@ -52,7 +82,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
             "kubernetes_role": OPENBAO_ROLE,
             "wrapped_keys_dir": "/var/lib/sovereign/wrapped",
         },
-        "audit": {"path": "/var/lib/sovereign/audit/audit.jsonl", "fsync": True},
+        "audit": audit,
         "keys_file": "/etc/sovereign/keys/keys.json",
     }
 
@@ -130,7 +160,7 @@ class GatewayDeployment(pulumi.ComponentResource):
                 "gateway",
                 "serve",
                 "--config",
-                "/etc/sovereign/config/gateway.yaml",
+                SETTINGS_FILE,
                 "--host",
                 "0.0.0.0",
             ],
@@ -145,6 +175,35 @@ class GatewayDeployment(pulumi.ComponentResource):
             "securityContext": container_security(),
             "volumeMounts": mounts,
         }
+        containers = [container]
+        heartbeat_probe = {
+            "exec": {"command": ["python", "-c", "import os, sys, time; sys.exit(time.time() - "
+                                 f"os.path.getmtime({SHIP_HEARTBEAT!r}) > {5 * AUDIT_SHIP_INTERVAL_S})"]},
+            "initialDelaySeconds": 30, "periodSeconds": AUDIT_SHIP_INTERVAL_S,
+        }  # fmt: skip
+        if audit_archive_settings(cfg) is not None:
+            # the audit-ship sidecar: sealed segments to the Object Lock archive, under the pod's
+            # name (one chain per pod); its keys may only write to the archive bucket
+            containers.append({
+                "name": "audit-ship",
+                "image": gw.image,
+                "imagePullPolicy": "Always",
+                "args": ["audit", "ship", AUDIT_TRAIL, "--gateway-config", SETTINGS_FILE,
+                         "--every", str(AUDIT_SHIP_INTERVAL_S), "--prune", "--heartbeat", SHIP_HEARTBEAT],
+                "env": [{"name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/etc/object-storage/credentials"}],
+                "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
+                              "limits": {"cpu": "200m", "memory": "256Mi"}},
+                # alive while its rounds go on: the heartbeat is touched after every round
+                "livenessProbe": heartbeat_probe, "readinessProbe": heartbeat_probe,
+                "securityContext": container_security(),
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/sovereign/config", "readOnly": True},
+                    {"name": "state", "mountPath": "/var/lib/sovereign"},
+                    {"name": "archive-keys", "mountPath": "/etc/object-storage", "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            })  # fmt: skip
+            volumes.append({"name": "archive-keys", "secret": {"secretName": "object-storage-audit"}})
         # A StatefulSet, not a Deployment: each pod writes its own audit chain (one writer per
         # chain) and keeps it, with its wrapped data keys, on a volume of its own that outlives
         # restarts and scale-in (retained), until the audit archive has shipped it.
@@ -176,7 +235,7 @@ class GatewayDeployment(pulumi.ComponentResource):
                         "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,
                         "securityContext": pod_security(),
-                        "containers": [container],
+                        "containers": containers,
                         "volumes": volumes,
                         "topologySpreadConstraints": [
                             {

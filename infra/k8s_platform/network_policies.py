@@ -4,7 +4,9 @@
   no egress at all, not even DNS. The weights are fetched by a separate Job whose pods may
   reach object storage; the vLLM pods only read the verified copy.
 - gateway: ingress from the ingress controller and Prometheus; egress only to inference,
-  OpenBao and DNS.
+  OpenBao and DNS — plus, where the stack has an audit archive, HTTPS to public addresses for
+  the pod's audit-ship sidecar (the gateway process itself refuses any connection outside its
+  egress allowlist: gateway/egress.py).
 - openbao: ingress from the gateway, Prometheus and its Raft peers; egress to its peers,
   DNS and the Kubernetes API (TokenReview for Kubernetes auth).
 """
@@ -37,6 +39,11 @@ DNS_EGRESS = {
     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
 }
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+# object storage (public EU endpoints) over HTTPS, nothing in the cluster or the private network
+PUBLIC_HTTPS = {
+    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+    "ports": [{"protocol": "TCP", "port": 443}],
+}
 
 
 def _ns(name: str) -> dict[str, Any]:
@@ -81,13 +88,7 @@ class NetworkPolicies(pulumi.ComponentResource):
             "weights-fetch-egress",
             {"matchLabels": {"app.kubernetes.io/component": "weights-fetch"}},
             ["Egress"],
-            egress=[
-                DNS_EGRESS,
-                {
-                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
-                    "ports": [{"protocol": "TCP", "port": 443}],
-                },
-            ],
+            egress=[DNS_EGRESS, PUBLIC_HTTPS],
         )
         self._policy(
             GATEWAY_NS,
@@ -106,6 +107,15 @@ class NetworkPolicies(pulumi.ComponentResource):
                 DNS_EGRESS,
             ],
         )
+        if cfg.storage.audit_archive is not None:
+            # the audit-ship sidecar: sealed audit segments to the Object Lock bucket over HTTPS
+            self._policy(
+                GATEWAY_NS,
+                "gateway-audit-ship",
+                {"matchLabels": {"app.kubernetes.io/name": "gateway"}},
+                ["Egress"],
+                egress=[PUBLIC_HTTPS],
+            )
         raft = [{"protocol": "TCP", "port": OPENBAO_PORT}, {"protocol": "TCP", "port": 8201}]
         self._policy(
             OPENBAO_NS,

@@ -103,17 +103,56 @@ def test_inference_pods_have_no_egress_and_only_the_gateway_as_client(prod: plan
     assert gateway_peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
 
 
-def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
-    gw = one(prod, "StatefulSet", "gateway")
-    policies = _policies_for(prod, "sovereign-gateway", gw["spec"]["template"]["metadata"]["labels"])
+def _gateway_egress(plan: planner.Plan) -> tuple[set[tuple[str, int]], list[dict[str, Any]]]:
+    """(in-cluster (namespace, port) targets, ipBlock rules) of the gateway pods."""
+    gw = one(plan, "StatefulSet", "gateway")
+    policies = _policies_for(plan, "sovereign-gateway", gw["spec"]["template"]["metadata"]["labels"])
     egress = [rule for p in policies for rule in p["spec"].get("egress", [])]
     targets = {
         (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], port["port"])
         for rule in egress
         for peer in rule["to"]
+        if "namespaceSelector" in peer
         for port in rule["ports"]
     }
+    return targets, [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+
+
+def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
+    targets, outside = _gateway_egress(prod)
     assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}
+    # outside the cluster: only HTTPS to public addresses, for the audit-ship sidecar
+    (rule,) = outside
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(rule["to"][0]["ipBlock"]["except"])
+
+
+def test_the_audit_ship_sidecar_sends_sealed_segments_to_the_archive(prod: planner.Plan) -> None:
+    spec = one(prod, "StatefulSet", "gateway")["spec"]["template"]["spec"]
+    gateway, shipper = spec["containers"]
+    assert shipper["name"] == "audit-ship" and shipper["image"] == gateway["image"]
+    args = shipper["args"]
+    assert args[:3] == ["audit", "ship", "/var/lib/sovereign/audit/audit.jsonl"] and "--prune" in args
+    mounts = {m["name"]: m["mountPath"] for m in shipper["volumeMounts"]}
+    assert mounts["state"] == "/var/lib/sovereign"  # the same volume as the gateway's trail
+    settings = GatewaySettings(
+        **yaml.safe_load(one(prod, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
+    )
+    assert settings.audit.archive is not None
+    assert settings.audit.archive.url == "s3://sovereign-audit-eu-central/gateway/"
+    assert (settings.audit.archive.lock_mode, settings.audit.archive.retention_days) == ("COMPLIANCE", 3650)
+    assert settings.audit.archive.endpoint == "https://fsn1.your-objectstorage.com"
+
+
+def test_without_an_audit_archive_the_gateway_has_no_way_out() -> None:
+    config = sections("eu-central-prod")
+    config["storage"] = {}
+    plan = plan_of(config, stack="eu-central-prod")
+    targets, outside = _gateway_egress(plan)
+    assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}
+    assert outside == []
+    spec = one(plan, "StatefulSet", "gateway")["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["gateway"]
 
 
 def test_vllm_deployment(prod: planner.Plan) -> None:

@@ -9,6 +9,8 @@ import itertools
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,38 @@ def test_cli_ship_and_verify_across_the_archive_with_openbao_keys(
     assert verified.stdout.startswith("OK ")
     local_only = sovereign("audit", "verify", str(trail), *bao_flags)
     assert local_only.returncode == 1 and "are missing" in local_only.stdout
+
+
+def test_the_sidecar_mode_keeps_shipping_new_segments(stack: StackFactory, tmp_path: Path) -> None:
+    cfg = stack("eu-sidecar")
+    objectstore.bootstrap(cfg)
+    archive = audit_archive.from_stack(cfg, "gateway-1")
+    trail = write_trail(tmp_path / "audit.jsonl", 12)
+    heartbeat = tmp_path / "alive"
+    command = [sys.executable, "-m", "infra.cli", "audit", "ship", str(trail), "--stack", "eu-sidecar",
+               "--stacks-dir", str(tmp_path / "stacks"), "--chain", "gateway-1", "--every", "0.2",
+               "--heartbeat", str(heartbeat)]  # fmt: skip
+    sidecar = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert sidecar.poll() is None, sidecar.stdout.read() if sidecar.stdout else ""
+            assert time.monotonic() < deadline, f"the sidecar did not {what}"
+            time.sleep(0.1)
+
+    try:
+        until(
+            lambda: len(audit_archive.archived(archive)) == len(local_segments(trail)),
+            "ship the first segments",
+        )
+        until(heartbeat.exists, "touch its heartbeat")
+        write_trail(trail, 12)  # the gateway writes on and seals more segments
+        until(
+            lambda: len(audit_archive.archived(archive)) == len(local_segments(trail)),
+            "ship the new segments",
+        )
+    finally:
+        sidecar.terminate()
+        sidecar.wait(timeout=10)
+    assert verify(trail, unwrap, archived=audit_archive.segments(archive)).ok
