@@ -144,7 +144,12 @@ class LocalStack:
         can no longer be used with it. Move them aside, never delete them."""
         previous = [
             p
-            for p in (self.paths.secrets / "wrapped-keys", self.paths.audit, Path(f"{self.paths.audit}.head"))
+            for p in (
+                self.paths.secrets / "wrapped-keys",
+                self.paths.audit,
+                Path(f"{self.paths.audit}.head"),
+                Path(f"{self.paths.audit}.segments"),  # its sealed segments (gateway/audit.py)
+            )
             if p.exists() and (p.is_file() or any(p.iterdir()))
         ]
         if not previous:
