@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -34,6 +34,9 @@ test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBa
 
 plan: $(STAMP) ## offline plan of a region stack (Pulumi mocks, no credentials): make plan STACK=eu-north-dr
 	$(BIN)/sovereign plan --stack $(STACK)
+
+evidence: $(STAMP) ## compliance evidence of a region stack (Markdown, HTML, PDF): make evidence STACK=eu-central-prod
+	$(BIN)/sovereign evidence --stack $(STACK) --pdf
 
 deploy: $(STAMP) ## real deploy where the Pulumi CLI and credentials exist: make deploy STACK=eu-central-prod
 	@command -v pulumi >/dev/null || { echo "deploy: the Pulumi CLI is not installed here (see docs/region-stacks.md); 'make plan STACK=$(STACK)' runs offline"; exit 2; }

@@ -15,6 +15,7 @@ sovereign loadtest --target URL --profile P  Locust suite headless against a gat
 sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
 sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets (infra/storage_cli.py)
 sovereign models import|verify|public-key …  approved weights with a signed manifest in the model bucket
+sovereign evidence --stack NAME              compliance evidence: data flow, residency, controls (md, html)
 """
 
 from __future__ import annotations
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infra import storage_cli
 
     storage_cli.add_parsers(sub)
+    from infra.evidence import cli as evidence_cli
+
+    evidence_cli.add_parser(sub)
 
     for name, helptext, func in (
         ("harden", "harden a stack's hosts (playbooks/hardening.yml through ansible-runner)", cmd_harden),

@@ -367,7 +367,12 @@ class EndpointsConfig(_Section):
 class InferenceModelConfig(_Section):
     """One model served by vLLM (one Deployment each)."""
 
-    name: Name = Field(description="Served model name; the gateway policies refer to it.")
+    name: Name = Field(description="Served model name (also a gateway model alias).")
+    aliases: list[Name] = Field(
+        default_factory=list,
+        description="More gateway model aliases this model answers: the `model` that use-case "
+        "policies name (the shipped policies name `chat`).",
+    )
     source: str = Field(
         description="S3 prefix of the weights on EU object storage, e.g. s3://models/llama-8b-awq/."
     )
@@ -628,6 +633,15 @@ class StackConfig(BaseModel):
                 f"platform.openbao.replicas: {self.platform.openbao.replicas} — region.environment 'prod' "
                 "needs an HA OpenBao: 3 or 5 Raft members"
             )
+        served: dict[str, str] = {}
+        for i, m in enumerate(self.platform.models):
+            for alias in (m.name, *m.aliases):
+                if alias in served:
+                    problems.append(
+                        f"platform.models.{i}: alias {alias!r} is already served by model {served[alias]!r}; "
+                        "each alias must name one model"
+                    )
+                served.setdefault(alias, m.name)
         if self.platform.models and not self.gpu_pool.servers:
             problems.append(
                 "platform.models: declared, but gpu_pool.servers is empty — vLLM needs GPU workers; "

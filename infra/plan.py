@@ -266,7 +266,9 @@ def manifest(resource: PlannedResource) -> dict[str, Any]:
 _GLOBAL = ("Network", "SshKey", "PlacementGroup", "Firewall")
 
 
-def _location(r: PlannedResource) -> str:
+def location(r: PlannedResource) -> str:
+    """Where a resource lives: its location, data centre or network zone; "(project)" for
+    Hetzner objects that belong to the project."""
     for key in ("location", "datacenter", "networkZone"):
         if r.inputs.get(key):
             return str(r.inputs[key])
@@ -275,7 +277,7 @@ def _location(r: PlannedResource) -> str:
     return "-"
 
 
-def _summary(r: PlannedResource) -> str:
+def summary(r: PlannedResource) -> str:
     p = r.inputs
     short = r.type.split(":")[-1]
     if short == "Server":
@@ -327,9 +329,9 @@ def table(plan: Plan) -> str:
             (
                 r.type.split(":")[-1] if r.type.startswith("hcloud:") else r.type,
                 r.name,
-                _location(r),
+                location(r),
                 residency_label,
-                _summary(r),
+                summary(r),
             )
         )
     for h in plan.declared_hosts:

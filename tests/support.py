@@ -158,7 +158,7 @@ def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, *
     token_file.write_text(token)
     config: dict[str, Any] = {
         "upstreams": {
-            "local-gemma": {"url": f"{upstream_url}/v1", "model": "scripted", "weights_sha256": "ab" * 32}
+            "chat": {"url": f"{upstream_url}/v1", "model": "scripted", "weights_sha256": "ab" * 32}
         },
         "openbao": {
             "address": bao_address,

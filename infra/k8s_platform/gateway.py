@@ -65,7 +65,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         audit["archive"] = archive
     return {
         "upstreams": {
-            m.name: {
+            alias: {
                 "url": f"https://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
                 "model": m.name,
                 "tls": {
@@ -75,6 +75,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
                 },
             }
             for m in cfg.platform.models
+            for alias in (m.name, *m.aliases)
         },
         "openbao": {
             "address": f"https://openbao.{OPENBAO_NS}.svc:{OPENBAO_PORT}",

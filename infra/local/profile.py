@@ -24,7 +24,7 @@ class Ports(BaseModel):
 
 class ModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    alias: str = Field(default="local-gemma", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    alias: str = Field(default="chat", pattern=r"^[a-z0-9][a-z0-9.-]*$")
     n_threads: int = Field(default=1, ge=1, le=64)
     n_ctx: int = Field(default=2048, ge=256)
 

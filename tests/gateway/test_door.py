@@ -86,7 +86,7 @@ def test_health_and_readiness(gateway: Proc) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"openbao": "ok", "upstream:local-gemma": "ok", "audit": "ok"}
+    assert ready.json()["checks"] == {"openbao": "ok", "upstream:chat": "ok", "audit": "ok"}
 
 
 def test_chat_goes_through_and_is_audited_without_text(
@@ -95,7 +95,7 @@ def test_chat_goes_through_and_is_audited_without_text(
     resp = chat(gateway, api_key, body(), **{"x-request-id": "req-123"})
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert answer["model"] == "local-gemma"
+    assert answer["model"] == "chat"
     assert answer["choices"][0]["message"]["content"].startswith("ok ok")
     assert resp.headers["x-request-id"] == "req-123"
     record = audit_records(gw_dir)[-1]
@@ -140,7 +140,7 @@ def test_streaming_relays_events_and_audits(
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == "ok ok ok ok ok"
-    assert {c["model"] for c in chunks} == {"local-gemma"}
+    assert {c["model"] for c in chunks} == {"chat"}
     record = audit_records(gw_dir)[-1]
     assert record["stream"] is True and record["outcome"] == "ok" and record["finish_reason"] == "stop"
     assert record["latency_ms"]["ttft"] is not None
@@ -149,7 +149,7 @@ def test_streaming_relays_events_and_audits(
 def test_models_needs_a_key_and_lists_aliases(gateway: Proc, api_key: str) -> None:
     assert httpx.get(f"{gateway.url}/v1/models").status_code == 401
     resp = httpx.get(f"{gateway.url}/v1/models", headers={"authorization": f"Bearer {api_key}"})
-    assert [m["id"] for m in resp.json()["data"]] == ["local-gemma"]
+    assert [m["id"] for m in resp.json()["data"]] == ["chat"]
 
 
 def test_keys_missing_invalid_revoked_and_tenant_mismatch(gateway: Proc, api_key: str, gw_dir: Path) -> None:

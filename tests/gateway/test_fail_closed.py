@@ -77,11 +77,11 @@ def test_upstream_down_means_502(tmp_path: Path, bao: Bao) -> None:
 def test_public_upstream_is_refused_at_start(tmp_path: Path, bao: Bao, url: str) -> None:
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, "http://127.0.0.1:1")
     data = yaml.safe_load(config.read_text())
-    data["upstreams"]["local-gemma"]["url"] = url
+    data["upstreams"]["chat"]["url"] = url
     config.write_text(yaml.safe_dump(data))
     proc = start_expecting_refusal(config)
     assert proc.returncode == 1
-    assert "upstreams.local-gemma.url" in proc.stderr
+    assert "upstreams.chat.url" in proc.stderr
     assert "outside the compliance boundary" in proc.stderr
     assert "GDPR Art. 44" in proc.stderr
 

@@ -70,7 +70,7 @@ def mtls(certs: dict[str, Path], who: str) -> dict[str, Any]:
 def config_with_tls(tmp: Path, bao: Bao, url: str, tls: dict[str, Any]) -> Path:
     path = gateway_config(tmp, bao.address, bao.gateway_token, url)
     config = yaml.safe_load(path.read_text())
-    config["upstreams"]["local-gemma"]["tls"] = tls
+    config["upstreams"]["chat"]["tls"] = tls
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -90,7 +90,7 @@ def test_gateway_talks_to_the_upstream_over_mtls(
         assert resp.status_code == 200, resp.text
         assert resp.json()["choices"][0]["message"]["content"]
         ready = httpx.get(f"{gw.url}/readyz", timeout=10).json()
-        assert ready["checks"]["upstream:local-gemma"] == "ok"
+        assert ready["checks"]["upstream:chat"] == "ok"
 
 
 def test_a_certificate_from_another_ca_is_refused_by_the_upstream(

@@ -14,7 +14,7 @@ from gateway.settings import GatewaySettings
 def gateway(tmp_path: Path, system_role: bool) -> Gateway:
     settings = GatewaySettings(
         upstreams={
-            "local-gemma": {"url": "http://127.0.0.1:9/v1", "model": "gemma", "system_role": system_role}
+            "chat": {"url": "http://127.0.0.1:9/v1", "model": "gemma", "system_role": system_role}
         },
         audit={"path": tmp_path / "audit.jsonl"},
         keys_file=tmp_path / "keys.json",
@@ -43,7 +43,7 @@ def test_system_prompt_placement(tmp_path: Path, system_role: bool) -> None:
     gw = gateway(tmp_path, system_role)
     policy = gw.policies["appointment-scheduling"]
     texts = [m.text() for m in REQUEST.messages]
-    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["local-gemma"], texts)
+    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["chat"], texts)
     assert body["model"] == "gemma" and body["max_tokens"] == 10 and body["stop"] == ["\n"]
     assert "user" not in body and "sovereign" not in body
     roles = [m["role"] for m in body["messages"]]
