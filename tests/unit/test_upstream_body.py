@@ -13,9 +13,7 @@ from gateway.settings import GatewaySettings
 
 def gateway(tmp_path: Path, system_role: bool) -> Gateway:
     settings = GatewaySettings(
-        upstreams={
-            "chat": {"url": "http://127.0.0.1:9/v1", "model": "gemma", "system_role": system_role}
-        },
+        upstreams={"chat": {"url": "http://127.0.0.1:9/v1", "model": "gemma", "system_role": system_role}},
         audit={"path": tmp_path / "audit.jsonl"},
         keys_file=tmp_path / "keys.json",
         openbao={"wrapped_keys_dir": tmp_path / "keys"},
