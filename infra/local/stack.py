@@ -194,8 +194,8 @@ class LocalStack:
         write_private(self.paths.secrets / "auditor.token", tokens.auditor)
         self.progress.line(
             f"  {'openbao':<9} bootstrapped {time.monotonic() - t0:4.2f} s  transit keys "
-            f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}; policies sovereign-gateway, "
-            "sovereign-auditor; file audit device"
+            f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}, {openbao.MANIFEST_KEY}; policies sovereign-gateway, "
+            "sovereign-auditor, sovereign-model-publisher; file audit device"
         )
 
     def _model(self) -> None:
