@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import ValidationError
@@ -585,15 +586,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         data = [{"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post(
-        "/v1/chat/completions",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
-            }
-        },
-    )
+    @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         try:
             return await gw.chat(request)
@@ -602,4 +595,22 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
             log.error("unhandled %s in chat request", type(exc).__name__)
             return JSONResponse(openai_error("internal error", "server_error", "internal_error"), 500)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the request contract: the handler reads the body itself (to
+        refuse unknown fields by name), so the schema is added here, its parts as components."""
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes)  # fmt: skip
+            body = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["ChatRequest"] = body
+            document["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+            }
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
