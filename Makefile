@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -50,6 +50,9 @@ unit: $(STAMP)
 
 loadtest: $(STAMP) ## Locust suite headless against the running local stack (make up first): make loadtest PROFILE=cpu-local
 	$(BIN)/sovereign loadtest --target http://127.0.0.1:8080 --profile $(or $(PROFILE),cpu-local) --users $(or $(USERS),1) --run-time $(or $(RUN_TIME),60s)
+
+fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a real gateway (tests/boundary)
+	SOVEREIGN_FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -s tests/boundary/test_fuzz.py
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -1,8 +1,10 @@
 """The request contract: OpenAI-compatible chat completions plus the ``sovereign`` extension.
 
 Unknown top-level fields are refused (422 naming the field) rather than forwarded: an
-unreviewed field is a way for patient data to reach the model unseen. ``user`` is accepted
-for client compatibility but never forwarded (it is an end-user identifier).
+unreviewed field is a way for patient data to reach the model unseen. Types are strict, as in
+the published schema: ``"stream": 0`` or ``"temperature": "0.5"`` is refused, not
+reinterpreted. ``user`` is accepted for client compatibility but never forwarded (it is an
+end-user identifier).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = Field(default=None, max_length=64)
@@ -37,14 +39,14 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class SovereignExtension(BaseModel):
     """Magento's extension field: the use case and the structured patient context."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     use_case: str | None = Field(default=None, description="Use-case id, e.g. appointment-scheduling.")
     context: PatientContext | None = Field(
         default=None, description="Structured patient context; never forwarded as it is."
@@ -52,7 +54,7 @@ class SovereignExtension(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(default=None, description="Model alias; the use case decides if omitted.")
     messages: list[Message] = Field(min_length=1, max_length=256)

@@ -58,6 +58,14 @@ class PatientContext(BaseModel):
     order_ids: list[str] = Field(default_factory=list, max_length=50)
     product: Product | None = None
 
+    @field_validator("date_of_birth", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        # pydantic would read a number as seconds since 1970: a birth date is text, YYYY-MM-DD
+        if value is not None and not isinstance(value, str | date):
+            raise ValueError("must be an ISO date string, YYYY-MM-DD")
+        return value
+
     @field_validator("kvnr")
     @classmethod
     def _kvnr(cls, v: str | None) -> str | None:

@@ -104,7 +104,7 @@ def test_chat_goes_through_and_is_audited_without_text(
     assert record["use_case"] == "patient-support"
     assert record["outcome"] == "ok" and record["status"] == 200
     assert record["upstream_model"] == "scripted" and record["weights_sha256"] == "ab" * 32
-    assert record["policy_version"].startswith("2+")
+    assert record["policy_version"].startswith("3+")
     assert record["latency_ms"]["upstream"] > 0
     assert record["bytes"]["request"] > 0 and record["bytes"]["response"] == len(resp.content)
     trail = (gw_dir / "audit" / "audit.jsonl").read_text()
@@ -199,6 +199,15 @@ def test_use_case_unknown_missing_header_and_conflict(gateway: Proc, api_key: st
         ),
         (json.dumps(body(logit_bias={"SECRET-VALUE-77": 1})).encode(), 422, "invalid_field", "logit_bias"),
         (json.dumps(body(messages=[])).encode(), 422, "invalid_field", "messages"),
+        # strict types, as the published schema says: nothing is reinterpreted (found by fuzzing)
+        (json.dumps(body(stream=0)).encode(), 422, "invalid_field", "stream"),
+        (json.dumps(body(temperature="0.5")).encode(), 422, "invalid_field", "temperature"),
+        (
+            json.dumps(body(sovereign={"context": {"date_of_birth": 12345678}})).encode(),
+            422,
+            "invalid_field",
+            "sovereign.context.date_of_birth",
+        ),
         (
             json.dumps({"sovereign": {"use_case": "patient-support"}}).encode(),
             422,
