@@ -1,0 +1,147 @@
+"""Fault injection with real processes: OpenBao stopped under load and started again. The
+gateway fails closed while it is gone (503, nothing forwarded) and recovers by itself once it
+is back, without a restart; the audit chain verifies afterwards.
+
+A dev server keeps its keys in memory, so a restart would be a different OpenBao: this test
+runs a real server with Raft storage, initialised and unsealed like production (one key share).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import hvac
+import pytest
+
+from gateway.audit import verify
+from gateway.clientkeys import ClientKeyStore
+from gateway.kms import transit_unwrapper
+from infra.local import openbao
+from tests.support import Proc, Upstream, free_port, gateway_config, running_gateway, start_process
+
+
+@dataclass
+class PersistentBao:
+    config: Path
+    log: Path
+    address: str
+    unseal_key: str = ""
+    root: str = ""
+    tokens: openbao.Tokens | None = None
+    proc: Proc | None = None
+
+    def start(self) -> None:
+        from infra.local.stack import _bao_binary
+
+        self.proc = start_process(
+            "openbao", [_bao_binary(), "server", f"-config={self.config}"], self.address,
+            "/v1/sys/health?uninitcode=200&sealedcode=200", self.log,
+        )  # fmt: skip
+        client = hvac.Client(url=self.address)
+        if not client.sys.is_initialized():  # type: ignore[no-untyped-call]
+            answer = client.sys.initialize(secret_shares=1, secret_threshold=1)  # type: ignore[no-untyped-call]
+            self.unseal_key, self.root = answer["keys"][0], answer["root_token"]
+        client.sys.submit_unseal_key(self.unseal_key)
+        # unsealed is not yet serving: Raft elects this node leader first (health 200 = active)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{self.address}/v1/sys/health", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "OpenBao did not become active after unsealing"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def persistent_bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PersistentBao]:
+    tmp = tmp_path_factory.mktemp("bao-file")
+    port, cluster_port = free_port(), free_port()
+    (tmp / "data").mkdir()
+    config = tmp / "openbao.hcl"
+    config.write_text(
+        f'storage "raft" {{\n  path = "{tmp / "data"}"\n  node_id = "bao-1"\n}}\n'
+        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+        f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+        + openbao.server_config(tmp / "audit.log")
+    )
+    bao = PersistentBao(config, tmp / "openbao.log", f"http://127.0.0.1:{port}")
+    bao.start()
+    bao.tokens = openbao.bootstrap(bao.address, bao.root)
+    yield bao
+    bao.stop()
+
+
+@dataclass
+class Load:
+    """Clients sending chat requests without pause until stopped; every answer counted."""
+
+    url: str
+    key: str
+    statuses: Counter[int] = field(default_factory=Counter)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def client(self) -> None:
+        body = {"messages": [{"role": "user", "content": "Termin für Erika Mustermann bitte"}],
+                "sovereign": {"context": {"name": "Erika Mustermann"}}}  # fmt: skip
+        headers = {"authorization": f"Bearer {self.key}", "x-sovereign-use-case": "appointment-scheduling"}
+        with httpx.Client(timeout=30) as http:
+            while not self.stopped.is_set():
+                self.statuses[
+                    http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers).status_code
+                ] += 1
+
+    def until(self, status: int, more_than: int, within_s: float = 60) -> None:
+        deadline = time.monotonic() + within_s
+        start = self.statuses[status]
+        while self.statuses[status] <= start + more_than:
+            assert time.monotonic() < deadline, (
+                f"no {more_than} more answers {status} within {within_s} s: {self.statuses}"
+            )
+            time.sleep(0.05)
+
+
+def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_restart(
+    persistent_bao: PersistentBao, upstream: Upstream, tmp_path: Path
+) -> None:
+    assert persistent_bao.tokens is not None
+    upstream.script(capture=True)
+    # a short key TTL, so the outage reaches the requests within the test (default: 300 s)
+    config = gateway_config(tmp_path, persistent_bao.address, persistent_bao.tokens.gateway, upstream.url,
+                            openbao={"key_ttl_s": 1.0, "timeout_s": 1.0})  # fmt: skip
+    with running_gateway(config, tmp_path) as gateway:
+        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
+        load = Load(gateway.url, key)
+        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
+        for c in clients:
+            c.start()
+        try:
+            load.until(200, 20)  # serving
+            persistent_bao.stop()  # OpenBao gone, under load
+            load.until(503, 20)  # fail closed: refused, not forwarded
+            forwarded_during = len(upstream.captured())
+            load.until(503, 10)
+            assert len(upstream.captured()) <= forwarded_during + 3  # at most those already in flight
+            persistent_bao.start()  # back, same keys (Raft storage), unsealed by its custodian
+            load.until(200, 20)  # recovered: the same gateway process, no restart
+        finally:
+            load.stopped.set()
+            for c in clients:
+                c.join(timeout=30)
+        print(f"\nOpenBao stopped and started under load: statuses {dict(sorted(load.statuses.items()))}, "
+              f"{len(upstream.captured())} forwarded")  # fmt: skip
+        assert gateway.proc.poll() is None
+        assert set(load.statuses) <= {200, 503}, load.statuses  # nothing else: no 500, no hang
+        assert len(upstream.captured()) == load.statuses[200]  # every forwarded request was answered
+    unwrap = transit_unwrapper(persistent_bao.address, persistent_bao.tokens.auditor, openbao.AUDIT_KEY)
+    result = verify(tmp_path / "audit" / "audit.jsonl", unwrap)
+    assert result.ok, result.message
+    assert result.records >= load.statuses[200]
