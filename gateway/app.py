@@ -142,6 +142,7 @@ class Gateway:
             settings.audit.path, self.keys, fsync=settings.audit.fsync,
             segment_max_bytes=settings.audit.segment_max_bytes,
             segment_max_age_s=settings.audit.segment_max_age_s,
+            min_free_bytes=settings.audit.min_free_bytes,
         )  # fmt: skip
         self.audit_healthy = True
         self.http = UpstreamClient(settings.limits)
@@ -179,7 +180,10 @@ class Gateway:
             self.audit_healthy = False
             log.error("audit record for request %s not written: %s", ex.request_id, exc)
             return None
-        self.audit_healthy = True
+        # below the disk reserve: the next requests are refused before they are forwarded
+        self.audit_healthy = self.audit.space_ok()
+        if not self.audit_healthy:
+            log.error("audit trail disk below its reserve (audit.min_free_bytes): refusing requests")
         return record
 
     # -- request handling ------------------------------------------------------------------

@@ -24,6 +24,7 @@ Hand-written because no maintained library keeps an HMAC'd hash chain in JSONL.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -125,6 +126,7 @@ class AuditLog:
         fsync: bool = True,
         segment_max_bytes: int | None = None,
         segment_max_age_s: float | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.path = path
         self.head_path = path.with_name(path.name + ".head")
@@ -132,6 +134,7 @@ class AuditLog:
         self._fsync = fsync
         self._max_bytes = segment_max_bytes
         self._max_age_s = segment_max_age_s
+        self._min_free = min_free_bytes
         self._kid: str | None = None
         self._head_fd: int | None = None
         self._segment_first: int | None = None  # seq of the active file's first record
@@ -161,13 +164,31 @@ class AuditLog:
         return self._seq
 
     def check_writable(self) -> None:
-        """Raise AuditWriteError when a record could not be appended now."""
+        """Raise AuditWriteError when a record could not be appended now: the file cannot be
+        opened for appending, or its disk has less free space than the reserve."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("ab"):
                 pass
         except OSError as exc:
             raise AuditWriteError(f"audit trail {self.path} is not writable: {exc.strerror}") from None
+        free = self.free_bytes()
+        if free < self._min_free:
+            raise AuditWriteError(
+                f"audit trail {self.path}: {free // 1024} KiB free on its disk, below the reserve "
+                f"audit.min_free_bytes ({self._min_free // 1024} KiB): free space or move audit.path"
+            )
+
+    def free_bytes(self) -> int:
+        """Free space on the trail's disk for an unprivileged writer."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    def space_ok(self) -> bool:
+        return self.free_bytes() >= self._min_free
 
     def append(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Sign and append one request record; returns the sealed record."""
@@ -243,10 +264,17 @@ class AuditLog:
             # replaced file is noticed at once); raw os calls skip the io layer's objects
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                if os.write(fd, line) != len(line):
-                    raise OSError(28, "short write")
-                if self._fsync:
-                    os.fdatasync(fd)  # data and size; half the cost of fsync here
+                size = os.fstat(fd).st_size  # one writer: where this record starts
+                try:
+                    if os.write(fd, line) != len(line):
+                        raise OSError(28, "No space left on device (short write)")
+                    if self._fsync:
+                        os.fdatasync(fd)  # data and size; half the cost of fsync here
+                except OSError:
+                    # never leave half a record: the chain would end in a damaged line
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
             self._write_head(canonical(head))

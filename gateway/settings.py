@@ -172,6 +172,10 @@ class AuditSettings(BaseModel):
         default=3600, gt=0,
         description="... or once its first record is this old (checked every minute, also when idle).",
     )  # fmt: skip
+    min_free_bytes: int = Field(
+        default=8 << 20, ge=0,
+        description="Refuse requests (503) before forwarding once the trail's disk has less free space.",
+    )  # fmt: skip
     archive: AuditArchiveSettings | None = Field(
         default=None, description="The Object Lock archive sealed segments are shipped to, if any."
     )

@@ -9,6 +9,7 @@ runs a real server with Raft storage, initialised and unsealed like production (
 from __future__ import annotations
 
 import secrets
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from infra.local import openbao
-from tests.support import Proc, Upstream, free_port, gateway_config, running_gateway, start_process
+from tests.support import Bao, Proc, Upstream, free_port, gateway_config, running_gateway, start_process
 
 
 @dataclass
@@ -145,3 +146,55 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
     result = verify(tmp_path / "audit" / "audit.jsonl", unwrap)
     assert result.ok, result.message
     assert result.records >= load.statuses[200]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs for the audit trail (a real full disk: ENOSPC from the kernel)."""
+    mount = tmp_path / "auditfs"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"needs root to mount a small tmpfs: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("reserve", [16 * 1024, 0], ids=["refused-at-the-reserve", "write-fails-ENOSPC"])
+def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
+    bao: Bao, upstream: Upstream, tmp_path: Path, small_disk: Path, reserve: int
+) -> None:
+    """With the reserve, requests are refused before they are forwarded and /readyz says why;
+    without it, the write itself fails (ENOSPC): the answer is withheld, and the half-written
+    record is cut off again, so the chain stays whole."""
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (200 * 1024))  # leaves room for a few dozen records
+    audit = {"path": str(small_disk / "audit" / "audit.jsonl"), "fsync": True, "min_free_bytes": reserve}
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url, audit=audit)
+    with running_gateway(config, tmp_path) as gateway:
+        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
+        load = Load(gateway.url, key)
+        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
+        for c in clients:
+            c.start()
+        try:
+            load.until(200, 5)
+            load.until(503, 20)  # the disk is full: refused, not served without a record
+            if reserve:
+                ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+                assert ready.status_code == 503 and "below the reserve" in ready.json()["checks"]["audit"]
+            filler.unlink()  # space again
+            load.until(200, 20)  # served again, same process
+        finally:
+            load.stopped.set()
+            for c in clients:
+                c.join(timeout=30)
+        assert set(load.statuses) <= {200, 503}, load.statuses
+    trail = small_disk / "audit" / "audit.jsonl"
+    result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY))
+    assert result.ok, result.message  # no half-written record was left behind
+    requests = sum(1 for line in trail.read_text().splitlines() if '"kind":"request"' in line)
+    assert requests == load.statuses[200]  # every answer served has its record, and only those
