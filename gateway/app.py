@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from gateway.audit import AuditLog, AuditWriteError
+from gateway.audit import AuditKey, AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.filter import PHIFilter, load_plugins
@@ -82,6 +82,9 @@ class Exchange:
 
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    # the audit key current when the request was admitted: its record is signed with it even
+    # when the key's time in memory ends while the answer is still on its way
+    audit_key: AuditKey | None = field(default=None, repr=False)
     tenant: str | None = None
     key_id: str | None = None
     use_case: str | None = None
@@ -174,7 +177,7 @@ class Gateway:
         if ex.tenant is None:
             return None  # unauthenticated: metrics and access log only
         try:
-            record = self.audit.append(ex.record(outcome, status))
+            record = self.audit.append(ex.record(outcome, status), key=ex.audit_key)
         except (AuditWriteError, KeyUnavailable) as exc:
             AUDIT_FAILURES.inc()
             self.audit_healthy = False
@@ -330,6 +333,7 @@ class Gateway:
                 self.audit_healthy = True
             try:
                 data_key = await self.keys.ensure(key.tenant)
+                ex.audit_key = self.keys.current()
             except KeyUnavailable as exc:
                 log.error("request %s refused, keys unavailable: %s", request_id, exc)
                 raise GatewayError(

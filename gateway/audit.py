@@ -31,7 +31,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +48,7 @@ class AuditWriteError(RuntimeError):
 class AuditKey:
     kid: str
     wrapped: str
-    key: bytes
+    key: bytes = field(repr=False)  # the plaintext HMAC key: never in a log or a traceback
 
 
 class AuditKeySource(Protocol):
@@ -190,9 +190,10 @@ class AuditLog:
     def space_ok(self) -> bool:
         return self.free_bytes() >= self._min_free
 
-    def append(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Sign and append one request record; returns the sealed record."""
-        key = self._keys.current()
+    def append(self, fields: dict[str, Any], key: AuditKey | None = None) -> dict[str, Any]:
+        """Sign and append one request record with *key* (default: the current audit key);
+        returns the sealed record."""
+        key = key or self._keys.current()
         if key.kid != self._kid:
             self._write({"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key)
             self._kid = key.kid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -88,6 +89,7 @@ class Load:
     url: str
     key: str
     statuses: Counter[int] = field(default_factory=Counter)
+    unrestored: int = 0  # answers served without the patient's real name put back
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def client(self) -> None:
@@ -96,9 +98,10 @@ class Load:
         headers = {"authorization": f"Bearer {self.key}", "x-sovereign-use-case": "appointment-scheduling"}
         with httpx.Client(timeout=30) as http:
             while not self.stopped.is_set():
-                self.statuses[
-                    http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers).status_code
-                ] += 1
+                answer = http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers)
+                self.statuses[answer.status_code] += 1
+                if answer.status_code == 200 and "Erika Mustermann" not in answer.text:
+                    self.unrestored += 1
 
     def until(self, status: int, more_than: int, within_s: float = 60) -> None:
         deadline = time.monotonic() + within_s
@@ -114,7 +117,7 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
     persistent_bao: PersistentBao, upstream: Upstream, tmp_path: Path
 ) -> None:
     assert persistent_bao.tokens is not None
-    upstream.script(capture=True)
+    upstream.script(mode="echo", capture=True)
     # a short key TTL, so the outage reaches the requests within the test (default: 300 s)
     config = gateway_config(tmp_path, persistent_bao.address, persistent_bao.tokens.gateway, upstream.url,
                             openbao={"key_ttl_s": 1.0, "timeout_s": 1.0})  # fmt: skip
@@ -141,6 +144,7 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
               f"{len(upstream.captured())} forwarded")  # fmt: skip
         assert gateway.proc.poll() is None
         assert set(load.statuses) <= {200, 503}, load.statuses  # nothing else: no 500, no hang
+        assert load.unrestored == 0
         assert len(upstream.captured()) == load.statuses[200]  # every forwarded request was answered
     unwrap = transit_unwrapper(persistent_bao.address, persistent_bao.tokens.auditor, openbao.AUDIT_KEY)
     result = verify(tmp_path / "audit" / "audit.jsonl", unwrap)
@@ -170,6 +174,7 @@ def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
     """With the reserve, requests are refused before they are forwarded and /readyz says why;
     without it, the write itself fails (ENOSPC): the answer is withheld, and the half-written
     record is cut off again, so the chain stays whole."""
+    upstream.script(mode="echo", capture=True)
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (200 * 1024))  # leaves room for a few dozen records
     audit = {"path": str(small_disk / "audit" / "audit.jsonl"), "fsync": True, "min_free_bytes": reserve}
@@ -197,4 +202,38 @@ def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
     result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY))
     assert result.ok, result.message  # no half-written record was left behind
     requests = sum(1 for line in trail.read_text().splitlines() if '"kind":"request"' in line)
+    assert load.unrestored == 0
     assert requests == load.statuses[200]  # every answer served has its record, and only those
+
+
+def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upstream, tmp_path: Path) -> None:
+    """Three rotations of the tenant's data key while requests keep coming: every answer is
+    served and restored, the tokens the model sees change, the patient's name never reaches it."""
+    upstream.script(mode="echo", capture=True)
+    config = gateway_config(
+        tmp_path, bao.address, bao.gateway_token, upstream.url, openbao={"key_ttl_s": 0.5}
+    )
+    tenant = "clinic-" + secrets.token_hex(3)
+    with running_gateway(config, tmp_path) as gateway:
+        _, key = ClientKeyStore(tmp_path / "keys.json").create(tenant)
+        load = Load(gateway.url, key)
+        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
+        for c in clients:
+            c.start()
+        try:
+            for _ in range(3):
+                load.until(200, 15)
+                rotated = subprocess.run(
+                    [sys.executable, "-m", "infra.cli", "gateway", "tenant-key", "rotate", "--tenant", tenant,
+                     "--config", str(config)], capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+                assert rotated.returncode == 0, rotated.stderr
+            load.until(200, 15)
+        finally:
+            load.stopped.set()
+            for c in clients:
+                c.join(timeout=30)
+    assert set(load.statuses) == {200} and load.unrestored == 0, (load.statuses, load.unrestored)
+    seen = [m["messages"][-1]["content"] for m in upstream.captured()]
+    assert len(seen) == load.statuses[200] and not any("Erika" in text for text in seen)
+    assert len(set(seen)) >= 2  # the name's token changed with the key
