@@ -87,7 +87,7 @@ class Load:
     """Clients sending chat requests without pause until stopped; every answer counted."""
 
     url: str
-    key: str
+    key: str = field(repr=False)
     statuses: Counter[int] = field(default_factory=Counter)
     unrestored: int = 0  # answers served without the patient's real name put back
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -237,3 +237,36 @@ def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upst
     seen = [m["messages"][-1]["content"] for m in upstream.captured()]
     assert len(seen) == load.statuses[200] and not any("Erika" in text for text in seen)
     assert len(set(seen)) >= 2  # the name's token changed with the key
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [({"mode": "hang", "hang_s": 30}, 504), ({"mode": "malformed"}, 502), ({"mode": "status500"}, 502),
+     ({"mode": "normal", "ttft_ms": 1500}, 504)],
+    ids=["hangs", "malformed", "fails", "too-slow"],
+)  # fmt: skip
+def test_a_failing_upstream_under_load_gets_clear_errors_and_leaves_no_stuck_workers(
+    bao: Bao, upstream: Upstream, tmp_path: Path, script: dict[str, object], expected: int
+) -> None:
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url,
+                            limits={"read_timeout_s": 1.0})  # fmt: skip
+    with running_gateway(config, tmp_path) as gateway:
+        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
+        upstream.script(mode="echo")
+        load = Load(gateway.url, key)
+        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(4)]
+        for c in clients:
+            c.start()
+        try:
+            load.until(200, 10)
+            upstream.script(**script)
+            load.until(expected, 8)  # each answered in time, with the error that names the cause
+            upstream.script(mode="echo", ttft_ms=0)  # one call: no answer in between from another mode
+            load.until(200, 20, within_s=15)  # back to normal: no worker is left waiting
+        finally:
+            load.stopped.set()
+            for c in clients:
+                c.join(timeout=30)
+        assert not any(c.is_alive() for c in clients)
+        assert set(load.statuses) <= {200, expected}, load.statuses
+        assert load.unrestored == 0
