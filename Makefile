@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -53,6 +53,9 @@ loadtest: $(STAMP) ## Locust suite headless against the running local stack (mak
 
 fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a real gateway (tests/boundary)
 	SOVEREIGN_FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -s tests/boundary/test_fuzz.py
+
+canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under load, every place scanned (tests/boundary)
+	SOVEREIGN_CANARY_MESSAGES=10000 $(BIN)/pytest -q -s tests/boundary/test_canaries.py
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -10,6 +10,7 @@ IBAN, another phone number, another KVNR) appear that the context does not know.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,6 +20,7 @@ from faker import Faker
 from gateway.phi.checksums import kvnr_with_check_digit, luhn_valid
 from gateway.phi.context import MONTHS_DE, MONTHS_EN
 from gateway.phi.detect import UMLAUT_EXPANSIONS as _UMLAUTS
+from gateway.phi.detect import skeleton
 
 
 @dataclass
@@ -144,3 +146,37 @@ def generate(n: int, seed: int = 7, filler_sentences: int = 0) -> list[Item]:
                    other_kvnr, other_phone, street, f"{postcode} {city}", customer_id, order_id]  # fmt: skip
         items.append(Item(context=context, text=text, locale=locale, secrets=secrets))
     return items
+
+
+def leaked(secret: str, sent: str) -> bool:
+    """The secret, as written or in any spacing/case/punctuation, is in what was sent."""
+    return bool(leaks([secret], sent))
+
+
+def leaks(secrets: list[str], text: str) -> list[str]:
+    """The *secrets* found in *text*, as written or in any spacing, case or punctuation (the
+    text is folded once, and its 8-character windows indexed, so a whole log file can be
+    scanned for a hundred thousand values)."""
+    lower, folded = text.lower(), skeleton(text)
+    windows = {folded[i : i + 8] for i in range(len(folded) - 7)}
+    found = []
+    for secret in secrets:
+        sk = skeleton(secret)
+        if len(sk) >= 8 and sk[:8] not in windows:
+            continue  # neither as written nor reformatted: its folded start is nowhere
+        plain = secret.lower()  # a substring test first: the word-bounded search only where it is
+        as_written = plain in lower and re.search(r"(?<!\w)" + re.escape(plain) + r"(?!\w)", lower)
+        if as_written or (len(sk) >= 6 and sk in folded):
+            found.append(secret)
+    return found
+
+
+def distinctive(secret: str) -> bool:
+    """A value that cannot turn up by chance in text about other things: not a single name or
+    word ("Field" is a surname and a word of an error message), not a short number (six digits
+    are a timestamp's microseconds). Full names, e-mail addresses, IBANs, KVNRs, phone numbers,
+    dates with a year and ids of eight or more characters are."""
+    folded = skeleton(secret)
+    if len(folded) < 8:
+        return False
+    return any(c.isdigit() for c in secret) or "@" in secret or " " in secret.strip()

@@ -179,7 +179,7 @@ def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, *
 
 
 @contextmanager
-def running_gateway(config: Path, tmp: Path) -> Iterator[Proc]:
+def running_gateway(config: Path, tmp: Path, log_level: str = "warning") -> Iterator[Proc]:
     port = free_port()
     proc = start_process(
         "gateway",
@@ -192,7 +192,7 @@ def running_gateway(config: Path, tmp: Path) -> Iterator[Proc]:
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            log_level,
         ],
         f"http://127.0.0.1:{port}",
         "/healthz",

@@ -4,7 +4,6 @@ restored; the audit trail counts, never shows."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,8 @@ import httpx
 import pytest
 
 from gateway.clientkeys import ClientKeyStore
-from gateway.phi.detect import skeleton
 from gateway.policy import load_policies
-from tests.phi_corpus import generate
+from tests.phi_corpus import generate, leaked
 from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
 
 USE_CASES = sorted(load_policies())
@@ -36,14 +34,6 @@ def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]
 @pytest.fixture(scope="module")
 def api_key(gw_dir: Path) -> str:
     return ClientKeyStore(gw_dir / "keys.json").create("clinic-leak")[1]
-
-
-def leaked(secret: str, sent: str) -> bool:
-    """The secret, as written or in any spacing/case/punctuation, is in what was sent."""
-    if re.search(r"(?<!\w)" + re.escape(secret.lower()) + r"(?!\w)", sent.lower()):
-        return True
-    sk = skeleton(secret)
-    return len(sk) >= 6 and sk in skeleton(sent)
 
 
 def test_leak_check_catches_leaks() -> None:
