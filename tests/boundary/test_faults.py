@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,7 @@ class Load:
     key: str = field(repr=False)
     statuses: Counter[int] = field(default_factory=Counter)
     unrestored: int = 0  # answers served without the patient's real name put back
+    stuck: int = 0  # clients still waiting after the run
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def client(self) -> None:
@@ -113,6 +115,24 @@ class Load:
             time.sleep(0.05)
 
 
+@contextmanager
+def under_load(gateway: Proc, keys_file: Path, tenant: str = "", clients: int = 3) -> Iterator[Load]:
+    """*clients* threads sending to *gateway* with a new key of *tenant* until the block ends;
+    they are stopped and joined on the way out (``load.stuck`` counts any that did not end)."""
+    _, key = ClientKeyStore(keys_file).create(tenant or "clinic-" + secrets.token_hex(3))
+    load = Load(gateway.url, key)
+    threads = [threading.Thread(target=load.client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield load
+    finally:
+        load.stopped.set()
+        for t in threads:
+            t.join(timeout=30)
+        load.stuck = sum(t.is_alive() for t in threads)
+
+
 def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_restart(
     persistent_bao: PersistentBao, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -122,12 +142,7 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
     config = gateway_config(tmp_path, persistent_bao.address, persistent_bao.tokens.gateway, upstream.url,
                             openbao={"key_ttl_s": 1.0, "timeout_s": 1.0})  # fmt: skip
     with running_gateway(config, tmp_path) as gateway:
-        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
-        load = Load(gateway.url, key)
-        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
-        for c in clients:
-            c.start()
-        try:
+        with under_load(gateway, tmp_path / "keys.json") as load:
             load.until(200, 20)  # serving
             persistent_bao.stop()  # OpenBao gone, under load
             load.until(503, 20)  # fail closed: refused, not forwarded
@@ -136,10 +151,6 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
             assert len(upstream.captured()) <= forwarded_during + 3  # at most those already in flight
             persistent_bao.start()  # back, same keys (Raft storage), unsealed by its custodian
             load.until(200, 20)  # recovered: the same gateway process, no restart
-        finally:
-            load.stopped.set()
-            for c in clients:
-                c.join(timeout=30)
         print(f"\nOpenBao stopped and started under load: statuses {dict(sorted(load.statuses.items()))}, "
               f"{len(upstream.captured())} forwarded")  # fmt: skip
         assert gateway.proc.poll() is None
@@ -180,12 +191,7 @@ def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
     audit = {"path": str(small_disk / "audit" / "audit.jsonl"), "fsync": True, "min_free_bytes": reserve}
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url, audit=audit)
     with running_gateway(config, tmp_path) as gateway:
-        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
-        load = Load(gateway.url, key)
-        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
-        for c in clients:
-            c.start()
-        try:
+        with under_load(gateway, tmp_path / "keys.json") as load:
             load.until(200, 5)
             load.until(503, 20)  # the disk is full: refused, not served without a record
             if reserve:
@@ -193,10 +199,6 @@ def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
                 assert ready.status_code == 503 and "below the reserve" in ready.json()["checks"]["audit"]
             filler.unlink()  # space again
             load.until(200, 20)  # served again, same process
-        finally:
-            load.stopped.set()
-            for c in clients:
-                c.join(timeout=30)
         assert set(load.statuses) <= {200, 503}, load.statuses
     trail = small_disk / "audit" / "audit.jsonl"
     result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY))
@@ -214,25 +216,18 @@ def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upst
         tmp_path, bao.address, bao.gateway_token, upstream.url, openbao={"key_ttl_s": 0.5}
     )
     tenant = "clinic-" + secrets.token_hex(3)
-    with running_gateway(config, tmp_path) as gateway:
-        _, key = ClientKeyStore(tmp_path / "keys.json").create(tenant)
-        load = Load(gateway.url, key)
-        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(3)]
-        for c in clients:
-            c.start()
-        try:
-            for _ in range(3):
-                load.until(200, 15)
-                rotated = subprocess.run(
-                    [sys.executable, "-m", "infra.cli", "gateway", "tenant-key", "rotate", "--tenant", tenant,
-                     "--config", str(config)], capture_output=True, text=True, timeout=120, check=False,
-                )  # fmt: skip
-                assert rotated.returncode == 0, rotated.stderr
+    with (
+        running_gateway(config, tmp_path) as gateway,
+        under_load(gateway, tmp_path / "keys.json", tenant) as load,
+    ):
+        for _ in range(3):
             load.until(200, 15)
-        finally:
-            load.stopped.set()
-            for c in clients:
-                c.join(timeout=30)
+            rotated = subprocess.run(
+                [sys.executable, "-m", "infra.cli", "gateway", "tenant-key", "rotate", "--tenant", tenant,
+                 "--config", str(config)], capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert rotated.returncode == 0, rotated.stderr
+        load.until(200, 15)
     assert set(load.statuses) == {200} and load.unrestored == 0, (load.statuses, load.unrestored)
     seen = [m["messages"][-1]["content"] for m in upstream.captured()]
     assert len(seen) == load.statuses[200] and not any("Erika" in text for text in seen)
@@ -251,22 +246,13 @@ def test_a_failing_upstream_under_load_gets_clear_errors_and_leaves_no_stuck_wor
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url,
                             limits={"read_timeout_s": 1.0})  # fmt: skip
     with running_gateway(config, tmp_path) as gateway:
-        _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic-" + secrets.token_hex(3))
         upstream.script(mode="echo")
-        load = Load(gateway.url, key)
-        clients = [threading.Thread(target=load.client, daemon=True) for _ in range(4)]
-        for c in clients:
-            c.start()
-        try:
+        with under_load(gateway, tmp_path / "keys.json", clients=4) as load:
             load.until(200, 10)
             upstream.script(**script)
             load.until(expected, 8)  # each answered in time, with the error that names the cause
             upstream.script(mode="echo", ttft_ms=0)  # one call: no answer in between from another mode
             load.until(200, 20, within_s=15)  # back to normal: no worker is left waiting
-        finally:
-            load.stopped.set()
-            for c in clients:
-                c.join(timeout=30)
-        assert not any(c.is_alive() for c in clients)
+        assert load.stuck == 0
         assert set(load.statuses) <= {200, expected}, load.statuses
         assert load.unrestored == 0
