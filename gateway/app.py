@@ -184,9 +184,10 @@ class Gateway:
             log.error("audit record for request %s not written: %s", ex.request_id, exc)
             return None
         # below the disk reserve: the next requests are refused before they are forwarded
-        self.audit_healthy = self.audit.space_ok()
-        if not self.audit_healthy:
+        space_ok = self.audit.space_ok()
+        if self.audit_healthy and not space_ok:  # said once, when it happens, not per request
             log.error("audit trail disk below its reserve (audit.min_free_bytes): refusing requests")
+        self.audit_healthy = space_ok
         return record
 
     # -- request handling ------------------------------------------------------------------
