@@ -12,6 +12,8 @@ request bodies it received when capturing is on. Modes:
 - ``hang``: accept, then send nothing for ``hang_s`` seconds;
 - ``malformed``: non-JSON body / non-JSON SSE event;
 - ``truncate``: the SSE stream ends after half the words, with no finish_reason;
+- ``drop``: the connection dies after half the words: the chunked body is never finished
+  (the server aborts it, as a crashed or killed model server would);
 - ``echo``: the answer is the last user message as received (streamed in pieces of
   ``chunk_chars`` characters, so tokens are cut across events).
 
@@ -119,7 +121,7 @@ def build_app(script: Script | None = None) -> Starlette:
                 await asyncio.sleep(state.ttft_ms / 1000)
             yield chunk({"role": "assistant", "content": ""})
             ws = words(body)
-            cut = len(ws) // 2 if state.mode == "truncate" else len(ws)
+            cut = len(ws) // 2 if state.mode in ("truncate", "drop") else len(ws)
             sep = "" if state.mode == "echo" else " "
             for i, w in enumerate(ws[:cut]):
                 if i and state.itl_ms:
@@ -130,6 +132,8 @@ def build_app(script: Script | None = None) -> Starlette:
                 yield chunk({"content": (sep if i else "") + w})
             if state.mode == "truncate":
                 return
+            if state.mode == "drop":  # uvicorn closes the connection without the last chunk
+                raise ConnectionAbortedError("scripted: the connection dies mid-answer")
             yield chunk({}, "stop")
             yield b"data: [DONE]\n\n"
 

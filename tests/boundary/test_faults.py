@@ -8,6 +8,7 @@ runs a real server with Raft storage, initialised and unsealed like production (
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -85,27 +86,33 @@ def persistent_bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Persist
 
 @dataclass
 class Load:
-    """Clients sending chat requests without pause until stopped; every answer counted."""
+    """Clients sending chat requests without pause until stopped; every answer counted: by its
+    HTTP status, or for a stream that broke after its 200 by the code of its error event."""
 
     url: str
     key: str = field(repr=False)
-    statuses: Counter[int] = field(default_factory=Counter)
+    stream: bool = False
+    statuses: Counter[int | str] = field(default_factory=Counter)
     unrestored: int = 0  # answers served without the patient's real name put back
     stuck: int = 0  # clients still waiting after the run
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def client(self) -> None:
         body = {"messages": [{"role": "user", "content": "Termin für Erika Mustermann bitte"}],
-                "sovereign": {"context": {"name": "Erika Mustermann"}}}  # fmt: skip
+                "sovereign": {"context": {"name": "Erika Mustermann"}}, "stream": self.stream}  # fmt: skip
         headers = {"authorization": f"Bearer {self.key}", "x-sovereign-use-case": "appointment-scheduling"}
         with httpx.Client(timeout=30) as http:
             while not self.stopped.is_set():
                 answer = http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers)
-                self.statuses[answer.status_code] += 1
-                if answer.status_code == 200 and "Erika Mustermann" not in answer.text:
+                outcome: int | str = answer.status_code
+                text = answer.text
+                if self.stream and outcome == 200:
+                    outcome, text = streamed(text)
+                self.statuses[outcome] += 1
+                if outcome == 200 and "Erika Mustermann" not in text:
                     self.unrestored += 1
 
-    def until(self, status: int, more_than: int, within_s: float = 60) -> None:
+    def until(self, status: int | str, more_than: int, within_s: float = 60) -> None:
         deadline = time.monotonic() + within_s
         start = self.statuses[status]
         while self.statuses[status] <= start + more_than:
@@ -115,12 +122,27 @@ class Load:
             time.sleep(0.05)
 
 
+def streamed(sse: str) -> tuple[int | str, str]:
+    """(200, the answer's text) for a stream that ended with [DONE]; else (the code of its
+    last event's error, "") — a stream that ends neither way is counted as "unterminated"."""
+    events = [line[len("data: ") :] for line in sse.splitlines() if line.startswith("data: ")]
+    if events and events[-1] == "[DONE]":
+        return 200, "".join(
+            c["delta"].get("content") or "" for e in events[:-1] for c in json.loads(e)["choices"]
+        )
+    error = json.loads(events[-1]).get("error") if events else None
+    return (str(error["code"]) if error else "unterminated"), ""
+
+
 @contextmanager
-def under_load(gateway: Proc, keys_file: Path, tenant: str = "", clients: int = 3) -> Iterator[Load]:
-    """*clients* threads sending to *gateway* with a new key of *tenant* until the block ends;
-    they are stopped and joined on the way out (``load.stuck`` counts any that did not end)."""
+def under_load(
+    gateway: Proc, keys_file: Path, tenant: str = "", clients: int = 3, stream: bool = False
+) -> Iterator[Load]:
+    """*clients* threads sending to *gateway* (streamed requests with *stream*) with a new key
+    of *tenant* until the block ends; they are stopped and joined on the way out
+    (``load.stuck`` counts any that did not end)."""
     _, key = ClientKeyStore(keys_file).create(tenant or "clinic-" + secrets.token_hex(3))
-    load = Load(gateway.url, key)
+    load = Load(gateway.url, key, stream)
     threads = [threading.Thread(target=load.client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -235,23 +257,29 @@ def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upst
 
 
 @pytest.mark.parametrize(
-    ("script", "expected"),
-    [({"mode": "hang", "hang_s": 30}, 504), ({"mode": "malformed"}, 502), ({"mode": "status500"}, 502),
-     ({"mode": "normal", "ttft_ms": 1500}, 504)],
-    ids=["hangs", "malformed", "fails", "too-slow"],
+    ("stream", "script", "expected"),
+    [(False, {"mode": "hang", "hang_s": 30}, 504), (False, {"mode": "malformed"}, 502),
+     (False, {"mode": "status500"}, 502), (False, {"mode": "normal", "ttft_ms": 1500}, 504),
+     (True, {"mode": "hang", "hang_s": 30}, 504), (True, {"mode": "malformed"}, "upstream_malformed"),
+     (True, {"mode": "truncate"}, "upstream_incomplete"), (True, {"mode": "drop"}, "upstream_incomplete"),
+     (True, {"mode": "echo", "itl_ms": 1500}, "upstream_timeout")],
+    ids=["hangs", "malformed", "fails", "too-slow", "stream-hangs", "stream-malformed-sse",
+         "stream-ends-early", "stream-connection-dies", "stream-stalls-mid-answer"],
 )  # fmt: skip
 def test_a_failing_upstream_under_load_gets_clear_errors_and_leaves_no_stuck_workers(
-    bao: Bao, upstream: Upstream, tmp_path: Path, script: dict[str, object], expected: int
+    bao: Bao, upstream: Upstream, tmp_path: Path, stream: bool, script: dict[str, object], expected: int | str
 ) -> None:
+    """A stream that breaks after its 200 ends with an error event that names the cause."""
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url,
                             limits={"read_timeout_s": 1.0})  # fmt: skip
     with running_gateway(config, tmp_path) as gateway:
         upstream.script(mode="echo")
-        with under_load(gateway, tmp_path / "keys.json", clients=4) as load:
+        with under_load(gateway, tmp_path / "keys.json", clients=4, stream=stream) as load:
             load.until(200, 10)
             upstream.script(**script)
             load.until(expected, 8)  # each answered in time, with the error that names the cause
-            upstream.script(mode="echo", ttft_ms=0)  # one call: no answer in between from another mode
+            # one call: no answer in between from another mode
+            upstream.script(mode="echo", ttft_ms=0, itl_ms=0)
             load.until(200, 20, within_s=15)  # back to normal: no worker is left waiting
         assert load.stuck == 0
         assert set(load.statuses) <= {200, expected}, load.statuses
