@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -56,6 +56,9 @@ fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a
 
 canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under load, every place scanned (tests/boundary)
 	SOVEREIGN_CANARY_MESSAGES=10000 $(BIN)/pytest -q -s tests/boundary/test_canaries.py
+
+soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of it (tests/boundary)
+	SOVEREIGN_SOAK_SECONDS=600 SOVEREIGN_SOAK_CAPACITY_SECONDS=20 $(BIN)/pytest -q -s tests/boundary/test_soak.py
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
