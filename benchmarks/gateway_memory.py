@@ -38,13 +38,16 @@ from tests.support import free_port, gateway_config, start_bao, start_process, s
 
 def serve_traced(config: Path, port: int, snapshots: Path) -> None:
     """The gateway as ``sovereign gateway serve`` runs it, under tracemalloc; SIGUSR1 writes
-    snapshot N+1 (after a full garbage collection) to *snapshots*."""
+    snapshot N+1 (after a full garbage collection) to *snapshots*, renamed into place whole."""
     tracemalloc.start(1)  # one frame: where each block was allocated
     taken = count(1)
 
     def snapshot(*_: object) -> None:
         gc.collect()
-        tracemalloc.take_snapshot().dump(str(snapshots / f"snapshot-{next(taken)}.bin"))
+        final = snapshots / f"snapshot-{next(taken)}.bin"
+        partial = final.with_suffix(".partial")
+        tracemalloc.take_snapshot().dump(str(partial))
+        partial.rename(final)  # whole or not there: the reader never sees half a dump
 
     signal.signal(signal.SIGUSR1, snapshot)
     from gateway.server import serve
@@ -100,9 +103,8 @@ def main() -> int:
     def checkpoint(n: int) -> tuple[int, float, float, tracemalloc.Snapshot]:
         file = tmp / f"snapshot-{n}.bin"
         os.kill(gateway.proc.pid, signal.SIGUSR1)
-        while not file.exists() or file.stat().st_size == 0:
+        while not file.exists():
             time.sleep(0.2)  # the gateway writes it (a poll for a file, not a timing)
-        time.sleep(1)  # let the dump finish before reading it
         snap = tracemalloc.Snapshot.load(str(file))
         traced = sum(s.size for s in snap.statistics("filename"))
         return sent, rss_bytes(gateway.proc.pid) / 2**20, traced / 2**20, snap

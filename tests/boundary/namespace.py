@@ -121,7 +121,7 @@ class Namespace:
 @contextmanager
 def observed_namespace(prefix: str) -> Iterator[Namespace]:
     """A fresh namespace (only ``lo``, every address routed to it, nftables recording every
-    new connection), deleted afterwards with everything in it."""
+    new connection), deleted afterwards (stop the processes started in it first)."""
     ns = Namespace(f"{prefix}-{os.getpid()}")
     ns._run("ip", "netns", "add", ns.name)
     try:

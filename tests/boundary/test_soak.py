@@ -35,6 +35,7 @@ from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from gateway.policy import load_policies
 from infra.local import openbao
+from loadtests.sla import percentile
 from tests.phi_corpus import Item, generate
 from tests.support import Bao, Upstream, gateway_config, running_gateway
 
@@ -92,8 +93,7 @@ class Tally:
 
 def percentiles(seconds: list[float]) -> dict[int, float]:
     """p50, p90 and p99 of *seconds*, in milliseconds."""
-    ordered = sorted(seconds)
-    return {p: 1000 * ordered[min(len(ordered) - 1, len(ordered) * p // 100)] for p in (50, 90, 99)}
+    return {p: 1000 * percentile(seconds, p) for p in (50, 90, 99)}
 
 
 def rss_bytes(pid: int) -> int:
