@@ -8,6 +8,11 @@
 - A key-only sudo user ``ops`` is the login, as on the cloud servers.
 - Packages: an apt-cacher-ng started by the lab, bound only to the host ends of the veths and
   forwarding only to Debian's mirror (``ForceManaged``); its cache persists in the cache folder.
+  The image carries no package lists (debootstrap's name its build mirror, not the proxy): the
+  roles fetch them, as on a new server. Where this machine's own apt needs the mirror's Release
+  checks relaxed (``Acquire::Check-Valid-Until``/``Check-Date`` set false here, for a mirror that
+  serves a snapshot whose Release files are past their Valid-Until), the guests get the same
+  setting in their own apt.conf.d, written by the lab: the roles never relax apt's checks.
 - Teardown stops exactly the nspawn processes this lab started (clean poweroff on SIGTERM,
   SIGKILL after a grace period) and removes their root folders; the veths go with them.
 """
@@ -37,6 +42,10 @@ SUBNET = "10.199"
 # the lab's hosts are created fresh each run: their host keys are new every time
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 PROXY_PORT = 13142  # not apt-cacher-ng's 3142, which a system-wide instance may hold on 0.0.0.0
+# bump when image() changes what it makes from the same suite and packages
+IMAGE_RECIPE = 2
+# this machine's apt settings that the guests inherit (they reach the same mirror through the proxy)
+HOST_APT_CHECKS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
 
 
 class LabError(RuntimeError):
@@ -49,9 +58,25 @@ def _run(*argv: str, timeout: float = 600) -> None:
         raise LabError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
 
 
+def host_apt_checks(dump: str | None = None) -> str:
+    """The apt.conf lines that give a guest this machine's relaxed Release checks, if any.
+
+    *dump* is ``apt-config dump`` output (read from this machine when None). Only the settings in
+    HOST_APT_CHECKS, only when this machine turns them off: a guest never gets a check this
+    machine keeps."""
+    if dump is None:
+        dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, check=True).stdout
+    lines = []
+    for line in dump.splitlines():
+        name, _, value = line.strip().rstrip(";").partition(" ")
+        if name in HOST_APT_CHECKS and value.strip('"').lower() in ("false", "0", "no"):
+            lines.append(f'{name} "false";')
+    return "".join(f"{line}\n" for line in sorted(set(lines)))
+
+
 def image() -> Path:
     """The cached root image (a zstd tarball); built with debootstrap when missing."""
-    key = hashlib.sha256(f"{SUITE}|{PACKAGES}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{SUITE}|{PACKAGES}|{IMAGE_RECIPE}".encode()).hexdigest()[:12]
     tarball = CACHE / f"debian-{SUITE}-{key}.tar.zst"
     if tarball.exists():
         return tarball
@@ -65,6 +90,11 @@ def image() -> Path:
     for host_key in (build / "etc" / "ssh").glob("ssh_host_*"):
         host_key.unlink()
     (build / "etc" / "machine-id").write_text("")
+    # debootstrap's package lists name its build mirror, which the guests do not use; left in the
+    # image they only make /var/lib/apt/lists look freshly updated
+    for lists in (build / "var" / "lib" / "apt" / "lists").glob("*"):
+        if lists.is_file():
+            lists.unlink()
     partial = tarball.with_suffix(".partial")
     _run("tar", "--zstd", "-cf", str(partial), "-C", str(build), ".")
     partial.replace(tarball)
@@ -113,6 +143,11 @@ class LabHost:
             f"deb {self.apt_mirror}/debian {SUITE}-updates main\n"
             f"deb {self.apt_mirror}/debian-security {SUITE}-security main\n"
         )
+        if checks := host_apt_checks():
+            (etc / "apt" / "apt.conf.d" / "99sovereign-lab-mirror").write_text(
+                "// written by the test lab (tests/hosts/lab.py): the host machine's own apt relaxes\n"
+                "// these checks for the mirror it reaches; the guests reach the same mirror\n" + checks
+            )
         (etc / "sudoers.d" / USER).write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
         network = etc / "systemd" / "network"
         network.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,3 @@ def test_a_gpu_labelled_host_that_shows_no_gpu_fails_loudly(lab: Lab) -> None:
     (failure,) = run.failures
     assert failure.startswith("node1: Fail loudly on a GPU-labelled host that shows no GPU:")
     assert "shows no NVIDIA GPU on its PCI bus" in failure
-
-
-def test_the_gpu_path_needs_a_gpu() -> None:
-    pytest.skip(
-        "GPU tier: driver install, nvidia-smi and the container toolkit need a server with an NVIDIA GPU"
-    )

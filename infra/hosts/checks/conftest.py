@@ -1,11 +1,17 @@
-"""Fixtures of the host checks: the host's inventory groups and whether it is a container
-(checks that need a kernel of its own are skipped there, with the reason, never passed)."""
+"""Fixtures of the host checks: the host's inventory groups, the settings the roles applied
+(each role's documented defaults under the inventory's own values) and whether the host is a
+container (checks that need a kernel of its own are skipped there, with the reason, never passed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import yaml
+
+from infra.hosts.content import REPO_ROOT
+
+HARDENING_DEFAULTS = REPO_ROOT / "roles" / "hardening" / "defaults" / "main.yml"
 
 
 @pytest.fixture
@@ -17,6 +23,13 @@ def groups(host: Any) -> set[str]:
 def hostvars(host: Any) -> dict[str, Any]:
     variables: dict[str, Any] = host.ansible.get_variables()
     return variables
+
+
+@pytest.fixture
+def hardening(hostvars: dict[str, Any]) -> dict[str, Any]:
+    """The hardening role's settings for this host: its defaults, overridden by the inventory."""
+    defaults: dict[str, Any] = yaml.safe_load(HARDENING_DEFAULTS.read_text())
+    return {**defaults, **{k: v for k, v in hostvars.items() if k.startswith("hardening_")}}
 
 
 @pytest.fixture
