@@ -21,6 +21,7 @@ sovereign evidence --stack NAME              compliance evidence: data flow, res
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,13 +198,16 @@ def cmd_tenant_key_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from infra import catalogue
     from infra import plan as planner
     from infra.config import StackConfigError
     from infra.policy.rules import RULES
 
+    if stale := catalogue.load().stale(datetime.date.today()):
+        print(stale, file=sys.stderr)
     try:
         result = planner.plan_stack(Path(args.stacks_dir), args.stack)
-    except StackConfigError as exc:
+    except (StackConfigError, planner.HetznerRefusal) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_dir = Path(args.out) if args.out else REPO_ROOT / ".sovereign" / "plan" / args.stack

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from infra import residency
+from infra import catalogue, residency
 
 PROJECT = "sovereign-llm"
 SECTIONS = (
@@ -91,6 +91,15 @@ def _check_location(value: str) -> str:
 
 
 Location = Annotated[str, AfterValidator(_check_location)]
+
+
+def _check_server_type(value: str) -> str:
+    if problem := catalogue.load().server_type_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+ServerType = Annotated[str, AfterValidator(_check_server_type)]
 
 
 def _check_jurisdiction(value: str) -> str:
@@ -243,7 +252,9 @@ class BastionConfig(_Section):
     """The only server with a public IPv4: SSH jump host and NAT for the private nodes."""
 
     location: Location = Field(default="fsn1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
-    server_type: str = Field(default="cx22", description="Hetzner server type.")
+    server_type: ServerType = Field(
+        default="cx23", description="Server type: orderable and x86 (infra/catalogue/hetzner-cloud.yaml)."
+    )
     image: str = Field(default="debian-12", description="OS image.")
 
 
@@ -254,7 +265,9 @@ class ControlPlaneConfig(_Section):
     count: Annotated[int, _quorum("etcd")] = Field(
         default=3, ge=1, le=5, description="Odd number; `prod` needs 3 or 5 for etcd quorum."
     )
-    server_type: str = Field(default="cx32", description="Hetzner server type.")
+    server_type: ServerType = Field(
+        default="cx33", description="Server type: orderable and x86 (infra/catalogue/hetzner-cloud.yaml)."
+    )
     image: str = Field(default="debian-12", description="OS image.")
 
 
@@ -262,8 +275,15 @@ class WorkersConfig(_Section):
     """CPU agents (the gateway, OpenBao, system workloads)."""
 
     location: Location = Field(default="nbg1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
-    count: int = Field(default=2, ge=0, le=50, description="Number of CPU worker servers.")
-    server_type: str = Field(default="cx42", description="Hetzner server type.")
+    count: int = Field(
+        default=2,
+        ge=0,
+        le=50,
+        description="Number of CPU worker servers; spread over one placement group per 10 (Hetzner's limit).",
+    )
+    server_type: ServerType = Field(
+        default="cx43", description="Server type: orderable and x86 (infra/catalogue/hetzner-cloud.yaml)."
+    )
     image: str = Field(default="debian-12", description="OS image.")
 
 

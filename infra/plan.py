@@ -28,8 +28,8 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
+from infra import catalogue, program
 from infra import config as stack_config
-from infra import program
 from infra.components.gpu_pool import declared_hosts
 from infra.config import StackConfig
 from infra.policy import rules
@@ -136,13 +136,40 @@ def _wire(value: Any) -> Any:
     return value
 
 
+class HetznerRefusal(RuntimeError):
+    """What the Hetzner Cloud API would answer to a registration: the plan stops, as pulumi up would."""
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Engine stand-in: records each registration, returns its inputs plus computed outputs."""
+    """Engine stand-in: records each registration, returns its inputs plus computed outputs.
+
+    It refuses what the Hetzner Cloud API refuses, from infra/catalogue/hetzner-cloud.yaml: a
+    server type that is no longer (or never was) on sale, and an eleventh server in one spread
+    placement group (docs.hetzner.com/cloud/placement-groups/overview)."""
 
     def __init__(self) -> None:
         self.registered: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
+        self.placed: dict[Any, list[str]] = {}
+
+    def _refuse_like_hetzner(self, args: MockResourceArgs) -> None:
+        known = catalogue.load()
+        server_type = str(args.inputs.get("serverType", ""))
+        if server_type not in known.server_types:
+            problem = known.server_type_problem(server_type) or "not on sale"
+            raise HetznerRefusal(f"{args.name}: Hetzner refuses server type {server_type!r}: {problem}")
+        group = args.inputs.get("placementGroupId")
+        if group is not None:
+            members = self.placed.setdefault(group, [])
+            members.append(args.name)
+            if len(members) > known.spread_max_servers:
+                raise HetznerRefusal(
+                    f"{args.name}: Hetzner refuses an eleventh server in one spread placement group "
+                    f"(at most {known.spread_max_servers}; already {', '.join(members[:-1])})"
+                )
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == rules.SERVER:
+            self._refuse_like_hetzner(args)
         # deterministic ids (a plan diffed against the last one shows real changes only);
         # numeric, because hcloud ids are integers and the program converts them
         digest = hashlib.sha256(f"{args.typ}\0{args.name}".encode()).digest()

@@ -48,7 +48,7 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
         role: str,
         section: ControlPlaneConfig | WorkersConfig,
         addresses: list[IPv4Address],
-        group: hcloud.PlacementGroup,
+        groups: list[hcloud.PlacementGroup],
         name: str,
     ) -> NodePool:
         return NodePool(
@@ -58,7 +58,7 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
             pool=section,
             addresses=addresses,
             network=network,
-            placement_group=group,
+            placement_groups=groups,
             ssh_keys=keys.names,
             depends_on=[bastion.route, firewalls.nodes],
         )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_hcloud as hcloud
 
+from infra import catalogue
 from infra.components import cloud_init
 from infra.components.network import PrivateNetwork
 from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
@@ -62,7 +63,7 @@ class NodePool(pulumi.ComponentResource):
         pool: ControlPlaneConfig | WorkersConfig,
         addresses: Sequence[ipaddress.IPv4Address],
         network: PrivateNetwork,
-        placement_group: hcloud.PlacementGroup,
+        placement_groups: Sequence[hcloud.PlacementGroup],
         ssh_keys: Sequence[pulumi.Input[str]],
         depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
@@ -70,6 +71,9 @@ class NodePool(pulumi.ComponentResource):
         super().__init__("sovereign:infra:NodePool", name, None, opts)
         self.role = role
         count = pool.count
+        per_group = catalogue.load().spread_max_servers
+        if len(placement_groups) * per_group < count:
+            raise ValueError(f"{role}: {count} servers need {-(-count // per_group)} spread placement groups")
         self.private_ips = [str(a) for a in addresses[:count]]
         self.names = [f"{cfg.stack}-{role}-{i + 1}" for i in range(count)]
         self.servers = [
@@ -79,7 +83,8 @@ class NodePool(pulumi.ComponentResource):
                 server_type=pool.server_type,
                 image=pool.image,
                 location=pool.location,
-                placement_group_id=placement_group.id.apply(int),
+                # in order, filling each group to Hetzner's limit before the next
+                placement_group_id=placement_groups[i // per_group].id.apply(int),
                 ssh_keys=list(ssh_keys),
                 public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=False, ipv6_enabled=False)],
                 networks=[hcloud.ServerNetworkArgs(network_id=network.network_id, ip=self.private_ips[i])],
