@@ -4,7 +4,8 @@ A ``pulumi_command`` local command runs ``sovereign converge`` (infra/hosts/conv
 machine running ``pulumi up``. Its triggers are the ids of every cloud server, the declared GPU
 servers and a digest of the roles and playbooks: replacing a host or editing a role re-runs
 it; an unchanged stack does not. The kubeconfig it prints is a secret output (encrypted in
-state by the stack's secrets provider, never shown in clear by the CLI).
+state by the stack's secrets provider, never shown in clear by the CLI, and never written to
+the ``pulumi up`` log: the command logs its stderr only).
 
 The cluster's join token is a ``random.RandomPassword``, generated once and kept as a secret in
 state; the command reads it on stdin (``--token-stdin``; not in its environment, where other
@@ -54,6 +55,10 @@ class Rke2Cluster(pulumi.ComponentResource):
             # pulumi's stubs type Output.secret's argument as Never; it takes any Input
             stdin=pulumi.Output.secret(pulumi.Output.format("{0}\n", self.token.result)),  # type: ignore[arg-type]
             triggers=[*host_ids, *gpu_keys, f"roles:{self.role_digest}", f"rke2:{cfg.rke2.version}"],
+            # stdout is the cluster-admin kubeconfig: captured (secret), never logged; pulumi-command
+            # logs both streams by default (its docs: "If there might be secrets in the output, you
+            # can disable logging here"). Ansible's progress goes to stderr and stays visible.
+            logging=command.local.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(depends_on), additional_secret_outputs=["stdout"]
             ),

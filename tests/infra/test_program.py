@@ -152,6 +152,8 @@ def test_rke2_bootstrap_runs_ansible_with_hosts_and_role_digest_as_triggers() ->
     (token,) = prod.of_type("random:index/randomPassword:RandomPassword")
     assert token.inputs["length"] == 64 and token.parent_type == "sovereign:infra:Rke2Cluster"
     assert cmd.inputs["stdin"] == "[secret]" and cmd.inputs["create"].endswith("--token-stdin")
+    # its stdout is the cluster-admin kubeconfig: never in the pulumi up log (Ansible's stderr is)
+    assert cmd.inputs["logging"] == "stderr"
 
 
 def test_a_role_change_changes_the_triggers() -> None:
