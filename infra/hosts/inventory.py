@@ -7,7 +7,8 @@ variables set here are the contract with the roles (``roles/``, ``playbooks/clus
 - every host is reached as the key-only sudo user ``ops`` (cloud-init creates it on the cloud
   servers; on the Robot GPU servers installimage's post-install script does, see
   docs/host-roles.md), because the hardening role forbids root logins;
-- ``hardening_*``: SSH only from the admin ranges (bastion) or from the bastion (nodes); the
+- ``hardening_*``: SSH only from the admin ranges (bastion) or from the bastion (nodes), TCP
+  forwarding ("local") only on the bastion, which ProxyJump goes through; the
   cluster ports open to the private network only; the bastion forwards and masquerades the
   private network (it is the NAT) but is no Kubernetes node;
 - ``rke2_*``: the pinned release on the EU mirror with its checksum; the first control-plane
@@ -89,6 +90,8 @@ def build(
                             "private_ip": bastion_ip,
                             "hardening_ssh_allowed_sources": [str(c) for c in cfg.admin.cidrs],
                             "hardening_kubernetes_node": False,
+                            # ProxyJump to every node and the operator's tunnels go through it
+                            "hardening_ssh_allow_tcp_forwarding": "local",
                             "hardening_nat_sources": [str(cfg.network.ip_range)],
                             "hardening_private_cidrs": [],
                         }

@@ -31,17 +31,52 @@ VERSION = "v1.33.5+rke2r1"
 TOKEN_PATH = "sovereign/eu-test/rke2"
 
 
+# RKE2's CIS kernel parameters (rancher/rke2 pkg/rke2/rke2_linux.go, kernelRuntimeParameters;
+# the release's share/rke2/rke2-cis-sysctl.conf lists the same)
+CIS_SYSCTL = {"vm.panic_on_oom": 0, "vm.overcommit_memory": 1, "kernel.panic": 10, "kernel.panic_on_oops": 1}
+
+# The stand-in refuses to start for the reasons the real binary does with `profile: cis`
+# (rancher/rke2 pkg/rke2/rke2_linux.go, validateCISReqs): on a server a missing etcd user or
+# group, on every node a kernel parameter whose live value (read from /proc/sys) differs; it
+# exits 1 with RKE2's messages. Otherwise it tells systemd it is ready (the units are
+# Type=notify, as RKE2's) and runs until stopped. Any other arguments print the version.
+STANDIN_RKE2 = """#!/bin/bash
+role=$1
+if [[ $role == server || $role == agent ]]; then
+  if grep -qE '^profile: *"?cis' /etc/rancher/rke2/config.yaml 2>/dev/null; then
+    errors=()
+    if [[ $role == server ]]; then
+      getent passwd etcd >/dev/null || errors+=("missing required: user: unknown user etcd")
+      getent group etcd >/dev/null || errors+=("missing required: group: unknown group etcd")
+    fi
+    for kv in CIS_PAIRS; do
+      key=${kv%%=*} want=${kv#*=}
+      have=$(< "/proc/sys/${key//.//}")
+      [[ $have == "$want" ]] || errors+=("invalid kernel parameter value $key=$have - expected $want")
+    done
+    if ((${#errors[@]})); then
+      printf 'level=fatal msg="%s"\\n' "${errors[@]}" >&2
+      exit 1
+    fi
+  fi
+  systemd-notify --ready
+  exec sleep infinity
+fi
+echo 'rke2 version VERSION (test stand-in)'
+"""
+
+
 def standin_release(version: str) -> bytes:
+    pairs = " ".join(f"{k}={v}" for k, v in CIS_SYSCTL.items())
     files = {
-        "bin/rke2": f"#!/bin/sh\necho 'rke2 version {version} (test stand-in)'\n",
+        "bin/rke2": STANDIN_RKE2.replace("CIS_PAIRS", pairs).replace("VERSION", version),
         **{
             f"lib/systemd/system/rke2-{kind}.service": f"[Unit]\nDescription=RKE2 {kind} (stand-in)\n\n"
-            f"[Service]\nType=notify\nExecStart=/usr/local/bin/rke2 {kind}\n\n"
+            f"[Service]\nType=notify\nNotifyAccess=all\nExecStart=/usr/local/bin/rke2 {kind}\n\n"
             "[Install]\nWantedBy=multi-user.target\n"
             for kind in ("server", "agent")
         },
-        "share/rke2/rke2-cis-sysctl.conf": "vm.panic_on_oom=0\nvm.overcommit_memory=1\nkernel.panic=10\n"
-        "kernel.panic_on_oops=1\n",
+        "share/rke2/rke2-cis-sysctl.conf": "".join(f"{k}={v}\n" for k, v in CIS_SYSCTL.items()),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

@@ -4,7 +4,9 @@
 - The image is built once from Debian's mirror and cached as a tarball, keyed on suite and
   package list (``~/.cache/sovereign-llm/hosts``).
 - Each host boots with ``systemd -b`` in its own veth link: 10.199.<n>.2/30, host end
-  10.199.<n>.1. Nothing is routed beyond the link: a guest reaches only this machine.
+  10.199.<n>.1. Nothing is routed beyond the link: a guest reaches only this machine. A zone
+  lab puts its hosts on one bridge instead (10.199.50.0/24, this machine .1), so a bastion
+  and the nodes behind it reach each other as on the private network.
 - A key-only sudo user ``ops`` is the login, as on the cloud servers.
 - Packages: an apt-cacher-ng started by the lab, bound only to the host ends of the veths and
   forwarding only to Debian's mirror (``ForceManaged``); its cache persists in the cache folder.
@@ -41,11 +43,13 @@ USER = "ops"
 SUBNET = "10.199"
 # the lab's hosts are created fresh each run: their host keys are new every time
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+ZONE_NET = 50  # 10.199.50.0/24: the bridge of a zone lab (its hosts' indexes stay below 50 elsewhere)
 PROXY_PORT = 13142  # not apt-cacher-ng's 3142, which a system-wide instance may hold on 0.0.0.0
 # bump when image() changes what it makes from the same suite and packages
 IMAGE_RECIPE = 2
 # this machine's apt settings that the guests inherit (they reach the same mirror through the proxy)
 HOST_APT_CHECKS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+APT_FALSE = ("0", "no", "false", "without", "off", "disable")
 
 
 class LabError(RuntimeError):
@@ -66,11 +70,13 @@ def host_apt_checks(dump: str | None = None) -> str:
     machine keeps."""
     if dump is None:
         dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, check=True).stdout
+    canonical = {name.lower(): name for name in HOST_APT_CHECKS}  # apt's keys ignore case
     lines = []
     for line in dump.splitlines():
         name, _, value = line.strip().rstrip(";").partition(" ")
-        if name in HOST_APT_CHECKS and value.strip('"').lower() in ("false", "0", "no"):
-            lines.append(f'{name} "false";')
+        # apt's StringToBool (apt-pkg/contrib/strutl.cc) reads these as false
+        if name.lower() in canonical and value.strip('"').lower() in APT_FALSE:
+            lines.append(f'{canonical[name.lower()]} "false";')
     return "".join(f"{line}\n" for line in sorted(set(lines)))
 
 
@@ -104,10 +110,15 @@ def image() -> Path:
 
 @dataclass
 class LabHost:
+    """One booted host. Alone on its veth (10.199.<index>.2/30), or, with *zone*, on a bridge it
+    shares with the zone's other hosts (10.199.<ZONE_NET>.<index + 1>/24; systemd-nspawn's
+    --network-zone), as a bastion and the nodes behind it are."""
+
     name: str
     index: int
     root: Path
     key: Path
+    zone: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -116,11 +127,20 @@ class LabHost:
 
     @property
     def address(self) -> str:
-        return f"{SUBNET}.{self.index}.2"
+        return f"{SUBNET}.{ZONE_NET}.{self.index + 1}" if self.zone else f"{SUBNET}.{self.index}.2"
 
     @property
     def host_end(self) -> str:
-        return f"{SUBNET}.{self.index}.1"
+        return f"{SUBNET}.{ZONE_NET}.1" if self.zone else f"{SUBNET}.{self.index}.1"
+
+    @property
+    def prefix(self) -> int:
+        return 24 if self.zone else 30
+
+    @property
+    def link(self) -> str:
+        """This machine's end of the host's network: its veth, or the zone's bridge."""
+        return f"vz-{self.zone}"[:15] if self.zone else f"ve-{self.name}"[:15]
 
     @property
     def apt_mirror(self) -> str:
@@ -152,7 +172,7 @@ class LabHost:
         network = etc / "systemd" / "network"
         network.mkdir(parents=True, exist_ok=True)
         (network / "10-host0.network").write_text(
-            f"[Match]\nName=host0\n\n[Network]\nAddress={self.address}/30\n"  # no gateway: nothing routed
+            f"[Match]\nName=host0\n\n[Network]\nAddress={self.address}/{self.prefix}\n"  # no gateway
         )
         _run("chroot", str(self.root), "systemctl", "enable", "systemd-networkd")
 
@@ -162,15 +182,22 @@ class LabHost:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 ["systemd-nspawn", "-b", "-D", str(self.root), f"--machine={self.name}", "--register=no",
-                 "--keep-unit", "--console=passive", "--network-veth"],
+                 "--keep-unit", "--console=passive",
+                 f"--network-zone={self.zone}" if self.zone else "--network-veth"],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
-        veth = f"ve-{self.name}"[:15]
         deadline = time.monotonic() + timeout_s
-        while subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0:
+        while subprocess.run(["ip", "link", "show", self.link], capture_output=True).returncode != 0:
             self._check_alive(deadline)
-        _run("ip", "addr", "add", f"{self.host_end}/30", "dev", veth)
-        _run("ip", "link", "set", veth, "up")
+        # a zone's bridge is shared: the first of its hosts gives it this machine's address
+        if (
+            f"{self.host_end}/"
+            not in subprocess.run(
+                ["ip", "-4", "-o", "addr", "show", "dev", self.link], capture_output=True, text=True
+            ).stdout
+        ):
+            _run("ip", "addr", "add", f"{self.host_end}/{self.prefix}", "dev", self.link)
+        _run("ip", "link", "set", self.link, "up")
         while True:
             try:
                 with socket.create_connection((self.address, 22), timeout=1) as s:
@@ -267,11 +294,13 @@ class PackageProxy:
 class Lab:
     """A set of test hosts in *workdir*, with their package proxy; use as a context manager."""
 
-    def __init__(self, workdir: Path, names: list[str], first_index: int = 1) -> None:
+    def __init__(
+        self, workdir: Path, names: list[str], first_index: int = 1, zone: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.key = workdir / "id_ed25519"
-        self.hosts = [LabHost(n, first_index + i, workdir / n, self.key) for i, n in enumerate(names)]
-        self.proxy = PackageProxy(workdir, [h.host_end for h in self.hosts])
+        self.hosts = [LabHost(n, first_index + i, workdir / n, self.key, zone) for i, n in enumerate(names)]
+        self.proxy = PackageProxy(workdir, sorted({h.host_end for h in self.hosts}))
 
     def inventory(self) -> dict[str, Any]:
         """An Ansible inventory of every host, the lab's range as the private network."""

@@ -6,6 +6,7 @@ suite, infra/hosts/checks, which tests/hosts/test_cluster.py runs against a lab 
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,17 @@ def test_a_failed_package_list_update_stops_the_role_with_apts_reason(lab: Lab) 
     assert sum(run.changed.values()) == 0  # nothing installed or changed before the stop
 
 
+def test_a_client_alive_count_of_0_is_refused_before_anything_changes(lab: Lab) -> None:
+    inv = lab.inventory()
+    inv["all"]["vars"]["hardening_ssh_client_alive_count_max"] = 0  # "never drop" since OpenSSH 8.2
+    run = run_playbook(PLAYBOOK, inv)
+    assert run.rc != 0
+    (failure,) = run.failures
+    assert failure.startswith("node1: Refuse client-alive settings that switch the dead-client check off:")
+    assert "must both be above 0" in failure
+    assert sum(run.changed.values()) == 0
+
+
 def test_empty_ssh_source_list_is_refused_before_anything_changes(lab: Lab) -> None:
     inv = lab.inventory()
     for vars_ in inv["all"]["hosts"].values():
@@ -87,6 +99,33 @@ def test_firewall_drops_what_is_not_allowed(node: tuple[LabHost, Any]) -> None:
             socket.create_connection((test_host.address, 8088), timeout=3).close()
     finally:
         host.run("systemctl stop probe-listener")
+
+
+def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
+    node: tuple[LabHost, Any],
+) -> None:
+    test_host, host = node
+    pod = "10.42.7.9"  # RKE2's default cluster-cidr, 10.42.0.0/16
+    # kube-proxy and Canal write their own tables (iptables-nft); the role's reload must keep them
+    host.run_expect([0], "nft add table ip lab-kube-proxy && nft add chain ip lab-kube-proxy probe")
+    host.run_expect([0], "systemctl reload nftables")  # what the role's handler and an operator do
+    assert host.run("nft list chain ip lab-kube-proxy probe").rc == 0, "a reload wiped another table"
+    host.run("nft delete table ip lab-kube-proxy")
+    # a pod's address on this machine's end of the link; the node routes it back over the link,
+    # as the CNI routes its pods
+    subprocess.run(["ip", "addr", "add", f"{pod}/32", "dev", f"ve-{test_host.name}"[:15]], check=True)
+    host.run_expect([0], f"ip route replace {pod}/32 dev host0")
+    host.run_expect([0], "systemd-run --unit=pod-probe python3 -m http.server 8089 --bind 0.0.0.0")
+    try:
+        assert host.run("timeout 5 bash -c 'until ss -ltn | grep -q :8089; do sleep 0.2; done'").rc == 0
+        with socket.create_connection((test_host.address, 8089), timeout=5, source_address=(pod, 0)):
+            pass  # accepted: pods reach their own node
+        with pytest.raises(OSError):  # the same port from a source that is neither pod nor allowed
+            socket.create_connection((test_host.address, 8089), timeout=3).close()
+    finally:
+        host.run("systemctl stop pod-probe")
+        host.run(f"ip route del {pod}/32 dev host0")
+        subprocess.run(["ip", "addr", "del", f"{pod}/32", "dev", f"ve-{test_host.name}"[:15]], check=False)
 
 
 def test_a_bastion_forwards_and_masquerades_only_the_private_network(

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from infra.hosts.converge import PlaybookRun, run_playbook
-from tests.hosts.conftest import TOKEN_PATH, VERSION, Mirror
+from tests.hosts.conftest import CIS_SYSCTL, TOKEN_PATH, VERSION, Mirror
 from tests.hosts.lab import Lab
 from tests.support import Bao
 
@@ -103,6 +103,40 @@ def test_a_tampered_artefact_is_refused_and_not_installed(
     assert failure.startswith("node1: Download the release from the EU mirror (checksum pinned):")
     assert "checksum" in failure.lower()
     assert lab.hosts[0].ssh("test -e /usr/local/share/rke2/.installed-v1.33.6+rke2r1").returncode == 1
+
+
+def drifting() -> list[str]:
+    """RKE2's CIS kernel parameters whose value differs here: a container shares this machine's
+    vm.* and kernel.* (read-only), so these are the ones no lab host can have live."""
+    live = {k: int(Path("/proc/sys", k.replace(".", "/")).read_text()) for k in CIS_SYSCTL}
+    return [f"{k}={live[k]} (RKE2 expects {v})" for k, v in CIS_SYSCTL.items() if live[k] != v]
+
+
+def test_the_stand_in_refuses_to_start_as_rke2_does(
+    lab: Lab, converged: tuple[PlaybookRun, PlaybookRun]
+) -> None:
+    if not drifting():
+        pytest.skip("this machine's kernel already has RKE2's CIS values: nothing for the stand-in to refuse")
+    start = lab.hosts[0].ssh("sudo /usr/local/bin/rke2 server")
+    assert start.returncode == 1
+    key, _, rest = drifting()[0].partition("=")
+    have, want = rest.split(" (RKE2 expects ")
+    assert f"invalid kernel parameter value {key}={have} - expected {want.rstrip(')')}" in start.stderr
+
+
+def test_rke2_is_not_started_while_its_cis_kernel_parameters_are_not_live(
+    lab: Lab, mirror: tuple[Mirror, str], bao: Bao, join_token: str, monkeypatch: pytest.MonkeyPatch,
+    converged: tuple[PlaybookRun, PlaybookRun],
+) -> None:  # fmt: skip
+    if not drifting():
+        pytest.skip("this machine's kernel already has RKE2's CIS values: nothing to refuse")
+    monkeypatch.setenv("BAO_TOKEN", bao.root)
+    run = run_playbook(PLAYBOOK, rke2_inventory(lab, mirror, bao, rke2_start=True))
+    assert run.rc != 0
+    (failure,) = run.failures
+    assert failure.startswith("node1: Refuse to start RKE2 while its CIS kernel parameters are not live:")
+    assert drifting()[0] in failure
+    assert lab.hosts[0].ssh("systemctl is-active rke2-server").stdout.strip() != "active"
 
 
 @pytest.mark.parametrize(

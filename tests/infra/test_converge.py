@@ -106,3 +106,15 @@ def test_content_hash_follows_role_content(tmp_path: Path) -> None:
     assert first != empty and content.content_hash(tmp_path) == first
     task.write_text("- name: b\n")
     assert content.content_hash(tmp_path) != first
+
+
+def test_only_the_bastion_forwards_and_every_node_is_reached_through_it() -> None:
+    inv = stack_inventory()["all"]
+    (bastion,) = inv["children"]["bastion"]["hosts"].values()
+    # ProxyJump is a direct-tcpip channel, which sshd refuses under AllowTcpForwarding no
+    assert bastion["hardening_ssh_allow_tcp_forwarding"] == "local"
+    for group in ("control_plane", "workers", "gpu"):
+        node_vars = inv["children"][group]["vars"]
+        assert "hardening_ssh_allow_tcp_forwarding" not in node_vars  # the role's default: "no"
+        assert "ProxyJump=ops@198.51.100.7" in node_vars["ansible_ssh_common_args"]
+        assert node_vars["hardening_ssh_allowed_sources"] == [bastion["private_ip"]]

@@ -1,0 +1,199 @@
+"""The real `playbooks/cluster.yml` through a real, hardened bastion, as `pulumi up` runs it.
+
+A zone lab: the bastion and a control-plane node share one bridge (the private network), and
+this machine plays the operator. The inventory's bastion and node settings are the ones
+``infra.hosts.inventory.build`` gives a stack (only the addresses are the lab's), so Ansible
+reaches the node with ProxyJump through the bastion, across a converge that hardens and
+reloads the bastion's sshd. After it, the node's firewall takes SSH only from the bastion.
+
+The refusal the double must show is OpenSSH's own: ProxyJump opens a direct-tcpip channel on
+the bastion, which sshd refuses under ``AllowTcpForwarding no`` (serverloop.c,
+server_request_direct_tcpip, logging "refused local port forward"; the client's jump leg then
+stops with "stdio forwarding failed").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import config
+from infra.hosts import inventory
+from infra.hosts.content import REPO_ROOT
+from infra.hosts.converge import PlaybookRun, run_playbook
+from tests.hosts.conftest import VERSION, Mirror
+from tests.hosts.lab import Lab, LabHost
+from tests.infra.support import sections
+
+TOKEN = "b" * 48
+CLUSTER = REPO_ROOT / "playbooks" / "cluster.yml"
+HARDENING = REPO_ROOT / "playbooks" / "hardening.yml"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    # "jumphost", not "bastion": Ansible warns when a host is named like its group
+    with Lab(Path(tmp_path_factory.mktemp("site")), ["jumphost", "node3"], zone="sovsite") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ssh_config(lab: Lab) -> Path:
+    """The operator's ssh configuration: the lab key, no known-hosts file (new host keys each
+    run). ssh hands -F to the ProxyJump leg as well (ssh.c), so both legs use it."""
+    path = lab.workdir / "ssh_config"
+    path.write_text(
+        f"Host *\n  User ops\n  IdentityFile {lab.key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 5\n"
+    )
+    return path
+
+
+def site_inventory(
+    lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path, **bastion_vars: Any
+) -> dict[str, Any]:
+    bastion, node = lab.hosts
+    cfg = config.parse("eu-central-prod", sections(), "lab")
+    stack = inventory.build(
+        cfg,
+        bastion_public_ip=bastion.address,
+        control_plane={node.name: node.address},
+        workers={},
+        gpu_hosts=[],
+    )["all"]
+    server, sha = mirror
+    site = str(f"{bastion.address.rsplit('.', 1)[0]}.0/{bastion.prefix}")
+    real_bastion = next(iter(stack["children"]["bastion"]["hosts"].values()))
+    control_plane = stack["children"]["control_plane"]
+    jump = control_plane["vars"]["ansible_ssh_common_args"]  # the stack's ProxyJump through the bastion
+    return {
+        "all": {
+            "vars": {
+                **stack["vars"],
+                "hardening_private_cidrs": [site],
+                "rke2_artifact_url": f"{server.url}/{VERSION}",
+                "rke2_artifact_sha256": sha,
+                "rke2_registry_mirror": "",
+                "rke2_start": False,  # RKE2 cannot run in a container
+                "ansible_ssh_common_args": f"-F {ssh_config}",
+            },
+            "children": {
+                "bastion": {
+                    "hosts": {
+                        bastion.name: {
+                            **real_bastion,  # the stack's bastion settings, forwarding included
+                            "ansible_host": bastion.address,
+                            "hardening_ssh_allowed_sources": [bastion.host_end],  # the operator
+                            "hardening_nat_sources": [site],
+                            "hardening_nat_interface": "host0",
+                            **bastion_vars,
+                        }
+                    }
+                },
+                "control_plane": {
+                    "vars": {
+                        **control_plane["vars"],
+                        "ansible_ssh_common_args": f"-F {ssh_config} {jump}",
+                        "hardening_ssh_allowed_sources": [bastion.address],
+                    },
+                    "hosts": control_plane["hosts"],
+                },
+            },
+        }
+    }
+
+
+def ssh(
+    ssh_config: Path, host: LabHost, command: str, jump: LabHost | None = None
+) -> subprocess.CompletedProcess[str]:
+    via = ["-J", f"ops@{jump.address}"] if jump else []
+    return subprocess.run(
+        ["ssh", "-F", str(ssh_config), *via, f"ops@{host.address}", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path) -> tuple[PlaybookRun, PlaybookRun]:
+    inv = site_inventory(lab, mirror, ssh_config)
+    return run_playbook(CLUSTER, inv, {"rke2_token": TOKEN}), run_playbook(
+        CLUSTER, inv, {"rke2_token": TOKEN}
+    )
+
+
+def test_the_inventory_reaches_the_node_only_with_proxyjump(
+    lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path
+) -> None:
+    node_vars = site_inventory(lab, mirror, ssh_config)["all"]["children"]["control_plane"]["vars"]
+    assert f"ProxyJump=ops@{lab.hosts[0].address}" in node_vars["ansible_ssh_common_args"]
+
+
+@pytest.mark.timeout(1800)  # the fixture: two converges of two hosts (apt, packages, RKE2)
+def test_the_cluster_playbook_converges_through_the_bastion_and_the_second_run_changes_nothing(
+    converged: tuple[PlaybookRun, PlaybookRun],
+) -> None:
+    first, second = converged
+    assert first.rc == 0, first.failures
+    assert {"jumphost", "node3"} <= set(first.ok)
+    assert second.rc == 0, second.failures
+    assert sum(second.changed.values()) == 0, second.changed
+
+
+def test_after_it_the_node_takes_ssh_only_through_the_bastion(
+    lab: Lab, ssh_config: Path, converged: tuple[PlaybookRun, PlaybookRun]
+) -> None:
+    bastion, node = lab.hosts
+    assert ssh(ssh_config, node, "true", jump=bastion).returncode == 0
+    direct = ssh(ssh_config, node, "true")  # from the operator's machine, not through the bastion
+    assert direct.returncode == 255
+
+
+def test_verify_passes_through_the_bastion(
+    lab: Lab,
+    mirror: tuple[Mirror, str],
+    ssh_config: Path,
+    converged: tuple[PlaybookRun, PlaybookRun],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "inventory.json"
+    path.write_text(json.dumps(site_inventory(lab, mirror, ssh_config)))
+    junit = tmp_path / "verify.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "verify", "--inventory", str(path), "--junit", str(junit)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 failed" in result.stderr
+    report = junit.read_text()
+    assert "test_sshd_is_key_only_without_root[ansible://jumphost]" in report  # both hosts checked
+    assert "test_sshd_is_key_only_without_root[ansible://node3]" in report
+
+
+def test_a_bastion_without_forwarding_refuses_the_jump(
+    lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path, converged: tuple[PlaybookRun, PlaybookRun]
+) -> None:
+    bastion, node = lab.hosts
+    only_bastion = site_inventory(lab, mirror, ssh_config, hardening_ssh_allow_tcp_forwarding="no")
+    del only_bastion["all"]["children"]["control_plane"]
+    try:
+        assert run_playbook(HARDENING, only_bastion).rc == 0
+        jump = ssh(ssh_config, node, "true", jump=bastion)
+        assert jump.returncode == 255
+        assert "stdio forwarding failed" in jump.stderr  # the jump leg's channel was refused
+        # ... by the bastion's sshd itself (serverloop.c logs the refusal at INFO)
+        refused = bastion.ssh("sudo journalctl -u ssh --no-pager -o cat | grep 'refused local port forward'")
+        assert f"target {node.address} port 22" in refused.stdout, refused.stdout + refused.stderr
+    finally:
+        only_bastion["all"]["children"]["bastion"]["hosts"][bastion.name][
+            "hardening_ssh_allow_tcp_forwarding"
+        ] = "local"
+        assert run_playbook(HARDENING, only_bastion).rc == 0
+    assert ssh(ssh_config, node, "true", jump=bastion).returncode == 0
