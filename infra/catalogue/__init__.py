@@ -36,7 +36,7 @@ class Catalogue:
         if value in self.withdrawn:
             return (
                 "withdrawn by Hetzner, it can no longer be ordered; use "
-                f"{self.withdrawn[value]!r}, the same size {where}"
+                f"{self.withdrawn[value]!r}, its nearest replacement {where}"
             )
         if value not in self.server_types:
             families = sorted({t.rstrip("0123456789") for t in self.server_types})

@@ -31,15 +31,16 @@ VERSION = "v1.33.5+rke2r1"
 TOKEN_PATH = "sovereign/eu-test/rke2"
 
 
-# RKE2's CIS kernel parameters (rancher/rke2 pkg/rke2/rke2_linux.go, kernelRuntimeParameters;
-# the release's share/rke2/rke2-cis-sysctl.conf lists the same)
+# RKE2's CIS kernel parameters (rancher/rke2 v1.33 pkg/cli/cmds/profile_linux.go; the release's
+# share/rke2/rke2-cis-sysctl.conf lists the same)
 CIS_SYSCTL = {"vm.panic_on_oom": 0, "vm.overcommit_memory": 1, "kernel.panic": 10, "kernel.panic_on_oops": 1}
 
 # The stand-in refuses to start for the reasons the real binary does with `profile: cis`
-# (rancher/rke2 pkg/rke2/rke2_linux.go, validateCISReqs): on a server a missing etcd user or
-# group, on every node a kernel parameter whose live value (read from /proc/sys) differs; it
-# exits 1 with RKE2's messages. Otherwise it tells systemd it is ready (the units are
-# Type=notify, as RKE2's) and runs until stopped. Any other arguments print the version.
+# (rancher/rke2 v1.33 pkg/cli/cmds/profile_linux.go: validateETCDReqs, validateKernelReqs): on a
+# server a missing etcd user or group, on every node a kernel parameter whose live value (read
+# from /proc/sys) differs; it exits 1 with RKE2's messages. Otherwise it tells systemd it is
+# ready (the units are Type=notify, as RKE2's) and runs until stopped. Any other arguments
+# print the version.
 STANDIN_RKE2 = """#!/bin/bash
 role=$1
 if [[ $role == server || $role == agent ]]; then

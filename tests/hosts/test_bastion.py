@@ -129,13 +129,6 @@ def converged(lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path) -> tuple[P
     )
 
 
-def test_the_inventory_reaches_the_node_only_with_proxyjump(
-    lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path
-) -> None:
-    node_vars = site_inventory(lab, mirror, ssh_config)["all"]["children"]["control_plane"]["vars"]
-    assert f"ProxyJump=ops@{lab.hosts[0].address}" in node_vars["ansible_ssh_common_args"]
-
-
 @pytest.mark.timeout(1800)  # the fixture: two converges of two hosts (apt, packages, RKE2)
 def test_the_cluster_playbook_converges_through_the_bastion_and_the_second_run_changes_nothing(
     converged: tuple[PlaybookRun, PlaybookRun],

@@ -120,6 +120,8 @@ def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
         assert host.run("timeout 5 bash -c 'until ss -ltn | grep -q :8089; do sleep 0.2; done'").rc == 0
         with socket.create_connection((test_host.address, 8089), timeout=5, source_address=(pod, 0)):
             pass  # accepted: pods reach their own node
+        with pytest.raises(OSError):  # but never its SSH
+            socket.create_connection((test_host.address, 22), timeout=3, source_address=(pod, 0)).close()
         with pytest.raises(OSError):  # the same port from a source that is neither pod nor allowed
             socket.create_connection((test_host.address, 8089), timeout=3).close()
     finally:
