@@ -51,6 +51,10 @@ class Catalogue:
             )
         return None
 
+    def spread_groups(self, servers: int) -> int:
+        """How many spread placement groups *servers* need (at least one)."""
+        return max(1, -(-servers // self.spread_max_servers))
+
     def stale(self, today: dt.date) -> str | None:
         """A warning when the catalogue is older than STALE_AFTER on *today*; None otherwise."""
         age = today - self.as_of

@@ -15,9 +15,8 @@ from infra.config import StackConfig
 class PlacementGroups(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sovereign:infra:PlacementGroups", name, None, opts)
-        per_group = catalogue.load().spread_max_servers
         self.control_plane = [self._spread(name, cfg, "control-plane")]  # at most 5: one group
-        n = max(1, -(-cfg.workers.count // per_group))
+        n = catalogue.load().spread_groups(cfg.workers.count)
         # the first group keeps its name (and so its URN) when a pool grows past 10
         self.workers = [self._spread(name, cfg, f"workers-{g + 1}" if g else "workers") for g in range(n)]
         self.register_outputs(

@@ -71,9 +71,10 @@ class NodePool(pulumi.ComponentResource):
         super().__init__("sovereign:infra:NodePool", name, None, opts)
         self.role = role
         count = pool.count
-        per_group = catalogue.load().spread_max_servers
-        if len(placement_groups) * per_group < count:
-            raise ValueError(f"{role}: {count} servers need {-(-count // per_group)} spread placement groups")
+        known = catalogue.load()
+        per_group = known.spread_max_servers
+        if len(placement_groups) < (needed := known.spread_groups(count)):
+            raise ValueError(f"{role}: {count} servers need {needed} spread placement groups")
         self.private_ips = [str(a) for a in addresses[:count]]
         self.names = [f"{cfg.stack}-{role}-{i + 1}" for i in range(count)]
         self.servers = [

@@ -113,7 +113,7 @@ def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
     host.run("nft delete table ip lab-kube-proxy")
     # a pod's address on this machine's end of the link; the node routes it back over the link,
     # as the CNI routes its pods
-    subprocess.run(["ip", "addr", "add", f"{pod}/32", "dev", f"ve-{test_host.name}"[:15]], check=True)
+    subprocess.run(["ip", "addr", "add", f"{pod}/32", "dev", test_host.link], check=True)
     host.run_expect([0], f"ip route replace {pod}/32 dev host0")
     host.run_expect([0], "systemd-run --unit=pod-probe python3 -m http.server 8089 --bind 0.0.0.0")
     try:
@@ -127,7 +127,7 @@ def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
     finally:
         host.run("systemctl stop pod-probe")
         host.run(f"ip route del {pod}/32 dev host0")
-        subprocess.run(["ip", "addr", "del", f"{pod}/32", "dev", f"ve-{test_host.name}"[:15]], check=False)
+        subprocess.run(["ip", "addr", "del", f"{pod}/32", "dev", test_host.link], check=False)
 
 
 def test_a_bastion_forwards_and_masquerades_only_the_private_network(
