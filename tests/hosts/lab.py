@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -50,6 +51,8 @@ IMAGE_RECIPE = 2
 # this machine's apt settings that the guests inherit (they reach the same mirror through the proxy)
 HOST_APT_CHECKS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
 APT_FALSE = ("0", "no", "false", "without", "off", "disable")
+# labs share host names, subnets, the proxy's port and its cache: one lab at a time on a machine
+LOCK = Path(os.environ.get("SOVEREIGN_LAB_LOCK", "/tmp/sovereign-lab.lock"))
 
 
 class LabError(RuntimeError):
@@ -301,6 +304,7 @@ class Lab:
         self.key = workdir / "id_ed25519"
         self.hosts = [LabHost(n, first_index + i, workdir / n, self.key, zone) for i, n in enumerate(names)]
         self.proxy = PackageProxy(workdir, sorted({h.host_end for h in self.hosts}))
+        self._lock: Any = None
 
     def inventory(self) -> dict[str, Any]:
         """An Ansible inventory of every host, the lab's range as the private network."""
@@ -312,9 +316,12 @@ class Lab:
         }
 
     def __enter__(self) -> Lab:
-        tarball = image()
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        # waits while another lab (another pytest run, a helper's) holds the machine's lab names
+        self._lock = LOCK.open("a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
+            tarball = image()
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
             for host in self.hosts:
                 host.start(tarball)
             self.proxy.start()
@@ -324,6 +331,11 @@ class Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proxy.stop()
-        for host in self.hosts:
-            host.stop()
+        try:
+            self.proxy.stop()
+            for host in self.hosts:
+                host.stop()
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
+                self._lock = None
