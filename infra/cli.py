@@ -9,6 +9,7 @@ sovereign audit ship FILE --stack S          ship sealed audit segments to the O
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
                                              kubernetes.yaml; non-zero on a residency/policy violation
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
+sovereign tunnel open|close|status --stack N SSH tunnel through the bastion to the Kubernetes API
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
 sovereign verify --stack NAME                testinfra checks of the stack's hosts, JUnit report
 sovereign loadtest --target URL --profile P  Locust suite headless against a gateway, SLA verdict
@@ -267,6 +268,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return operate.verify(hosts, junit)
 
 
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from infra.hosts import tunnel
+    from infra.hosts.converge import INVENTORY_ENV
+
+    if args.stack is None and args.inventory is None and os.environ.get(INVENTORY_ENV):
+        try:  # how `pulumi up` calls it (infra/components/api_access.py)
+            hosts: dict[str, Any] | None = json.loads(os.environ[INVENTORY_ENV])
+        except json.JSONDecodeError as exc:
+            return _usage_error(f"{INVENTORY_ENV} is not valid JSON ({exc.msg} at {exc.pos})")
+    else:
+        hosts = _hosts_inventory(args)
+    if hosts is None:
+        return 2
+    try:
+        t = tunnel.Tunnel.from_inventory(hosts)
+        if args.tunnel_command == "open":
+            target = tunnel.open_tunnel(t)
+            print(f"sovereign tunnel: 127.0.0.1:{t.local_port} -> {target}:{tunnel.API_PORT} via {t.bastion}",
+                  file=sys.stderr)  # fmt: skip
+            print(target)
+        elif args.tunnel_command == "close":
+            closed = tunnel.close(t)
+            print(f"sovereign tunnel: {'closed' if closed else 'was not open'}", file=sys.stderr)
+        else:
+            state = tunnel.status(t)
+            print(json.dumps(state))
+            return 0 if state["answers"] else 1
+    except tunnel.TunnelError as exc:
+        print(f"sovereign tunnel: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from loadtests import cli as loadtest
     from loadtests.sla import SlaError
@@ -410,6 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             hp.add_argument("-v", "--verbose", action="count", default=0)
         hp.set_defaults(func=func)
+
+    tun = sub.add_parser(
+        "tunnel", help="SSH tunnel through the bastion to the Kubernetes API (pulumi up opens it)"
+    )
+    tun.add_argument("tunnel_command", choices=("open", "close", "status"))
+    tsource = tun.add_mutually_exclusive_group()
+    tsource.add_argument("--stack", help="region stack; its inventory output is read with the Pulumi CLI")
+    tsource.add_argument(
+        "--inventory", type=Path, help="inventory JSON (`pulumi stack output inventory --json`)"
+    )
+    tun.set_defaults(func=cmd_tunnel)
 
     lt = sub.add_parser("loadtest", help="Locust suite headless against a gateway; exits 1 on an SLA miss")
     lt.add_argument("--target", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")

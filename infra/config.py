@@ -233,6 +233,16 @@ class AdminConfig(_Section):
         min_length=1, description="Admin source ranges allowed to SSH into the bastion. Never 0.0.0.0/0."
     )
     ssh_keys: list[SshKeyConfig] = Field(min_length=1, description="Public keys installed on every server.")
+    api_tunnel_port: int = Field(
+        default=16443,
+        ge=1024,
+        le=65535,
+        description=(
+            "Local port of the SSH tunnel through the bastion to the Kubernetes API (`sovereign tunnel`; "
+            "`pulumi up` opens it); the stack's kubeconfig points at 127.0.0.1 on this port. One per "
+            "stack open at the same time."
+        ),
+    )
 
     @field_validator("cidrs")
     @classmethod

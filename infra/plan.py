@@ -73,6 +73,8 @@ class Plan:
     outputs: dict[str, Any]
     secret_outputs: list[str]
     violations: list[rules.Violation] = field(default_factory=list)
+    # local commands `pulumi up` would run on this machine (invokes), in order
+    invoked: list[dict[str, Any]] = field(default_factory=list)
 
     def custom(self) -> list[PlannedResource]:
         return [r for r in self.resources if r.custom]
@@ -140,6 +142,9 @@ class HetznerRefusal(RuntimeError):
     """What the Hetzner Cloud API would answer to a registration: the plan stops, as pulumi up would."""
 
 
+LOCAL_RUN = "command:local:run"  # pulumi-command's invoke (infra/components/api_access.py)
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Engine stand-in: records each registration, returns its inputs plus computed outputs.
 
@@ -150,6 +155,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.registered: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
         self.placed: dict[Any, list[str]] = {}
+        # the local commands a run invokes, each with the resources registered before it
+        self.invoked: list[dict[str, Any]] = []
 
     def _refuse_like_hetzner(self, args: MockResourceArgs) -> None:
         known = catalogue.load()
@@ -193,7 +200,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return resource_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        if args.token == LOCAL_RUN:  # pulumi up runs it on this machine; the plan does not
+            before = [f"{typ}::{name}" for typ, name, _, _ in self.registered.values()]
+            self.invoked.append(
+                {"token": args.token, "command": str(args.args.get("command", "")), "after": before}
+            )
+            return {"stdout": "", "stderr": ""}, []
+        return {}, []
 
 
 def _parent_type(urn: str) -> str | None:
@@ -277,6 +290,7 @@ def _declare(
         secret_outputs=secret,
     )
     plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
+    plan.invoked = mocks.invoked
     return plan
 
 

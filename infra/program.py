@@ -10,6 +10,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from infra import backend, config
+from infra.components import api_access
 from infra.components.cluster import Rke2Cluster
 from infra.components.firewall import Firewalls
 from infra.components.gpu_pool import GpuPool
@@ -103,7 +104,9 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
         ],
         role_digest=role_digest,
     )
-    platform = PlatformLayer(f"{prefix}-platform", cfg, kubeconfig=cluster.kubeconfig, depends_on=[cluster])
+    # the API is private: the platform's provider goes through the bastion tunnel (api_access.py)
+    kubeconfig = api_access.tunnelled(cluster.kubeconfig, hosts)
+    platform = PlatformLayer(f"{prefix}-platform", cfg, kubeconfig=kubeconfig, depends_on=[cluster])
     return {
         "gateway_service": (
             platform.gateway.service.metadata.apply(lambda m: f"{m['name']}.{m['namespace']}.svc")

@@ -6,9 +6,11 @@ Called by the RKE2 bootstrap command resource (``infra/components/cluster.py``) 
 
 Contract with the playbook: it must fetch the admin kubeconfig of the first control-plane
 server to the path in the extra variable ``sovereign_kubeconfig_dest``. This command prints
-that kubeconfig (server address rewritten from 127.0.0.1 to the node's private address) on
-stdout, which the command resource keeps as a secret output. Everything Ansible prints goes to
-stderr, so stdout carries the kubeconfig only.
+that kubeconfig on stdout, which the command resource keeps as a secret output. Its server stays
+127.0.0.1 (a name RKE2's serving certificate carries); its port becomes the stack's
+``admin.api_tunnel_port``, the local end of the SSH tunnel through the bastion
+(``sovereign tunnel``, infra/hosts/tunnel.py) by which Pulumi and kubectl reach the API.
+Everything Ansible prints goes to stderr, so stdout carries the kubeconfig only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -50,18 +53,30 @@ def load_inventory(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]
         raise ConvergeError(
             f"{INVENTORY_ENV} has no host in group control_plane; there is no cluster to fetch"
         )
+    port = data["all"].get("vars", {}).get("sovereign_api_tunnel_port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+        raise ConvergeError(
+            f"{INVENTORY_ENV} has no all.vars.sovereign_api_tunnel_port in 1024-65535 (the stack's "
+            "admin.api_tunnel_port, where the kubeconfig will point); build it with infra.hosts.inventory"
+        )
     return data
 
 
-def _rewrite_server(kubeconfig: str, address: str) -> str:
+def _through_tunnel(kubeconfig: str, port: int) -> str:
+    """RKE2's admin kubeconfig with its server moved to the tunnel's local port."""
     doc = yaml.safe_load(kubeconfig)
     if not isinstance(doc, dict) or not doc.get("clusters"):
         raise ConvergeError(
             "the fetched kubeconfig has no clusters section; check the rke2 role's fetch task"
         )
     for cluster in doc["clusters"]:
-        server = cluster.get("cluster", {}).get("server", "")
-        cluster["cluster"]["server"] = server.replace("127.0.0.1", address)
+        url = urlsplit(str((cluster.get("cluster") or {}).get("server", "")))
+        if url.hostname != "127.0.0.1":
+            raise ConvergeError(
+                "the fetched kubeconfig's server is not RKE2's https://127.0.0.1:6443; fetch "
+                "/etc/rancher/rke2/rke2.yaml unchanged (the tunnel needs the 127.0.0.1 name)"
+            )
+        cluster["cluster"]["server"] = urlunsplit(url._replace(netloc=f"127.0.0.1:{port}"))
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -140,8 +155,8 @@ def converge(playbook: Path, inventory: dict[str, Any], *, token: str = "", verb
             raise ConvergeError(
                 f"playbook {playbook.name} succeeded but fetched no kubeconfig to sovereign_kubeconfig_dest"
             )
-        first = next(iter(inv.hosts_of(inventory, "control_plane").values()))
-        return _rewrite_server(dest.read_text(encoding="utf-8"), str(first["private_ip"]))
+        port = int(inventory["all"]["vars"]["sovereign_api_tunnel_port"])
+        return _through_tunnel(dest.read_text(encoding="utf-8"), port)
 
 
 def read_token(stream: Any) -> str:

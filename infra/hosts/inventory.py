@@ -72,6 +72,8 @@ def build(
                 "sovereign_network_gateway": str(cfg.network.network_gateway),
                 "sovereign_vswitch_subnet": str(cfg.network.vswitch_subnet),
                 "sovereign_gateway_lb_ip": str(cfg.load_balancer.private_ip),
+                # `sovereign tunnel` (infra/hosts/tunnel.py) and the kubeconfig `sovereign converge` prints
+                "sovereign_api_tunnel_port": cfg.admin.api_tunnel_port,
                 "sovereign_registry_mirror": cfg.endpoints.registry_mirror,
                 "hardening_private_cidrs": [str(cfg.network.ip_range)],
                 "rke2_version": cfg.rke2.version,

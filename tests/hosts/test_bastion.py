@@ -14,7 +14,10 @@ stops with "stdio forwarding failed").
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,14 +27,34 @@ from typing import Any
 import pytest
 
 from infra import config
-from infra.hosts import inventory
+from infra.hosts import inventory, tunnel
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
+from tests import pki
 from tests.hosts.conftest import VERSION, Mirror
 from tests.hosts.lab import Lab, LabHost
 from tests.infra.support import sections
 
 TOKEN = "b" * 48
+# Stand-in for the API server's TLS endpoint on a control-plane node: a certificate naming
+# 127.0.0.1, as RKE2's does (its own admin kubeconfig points at https://127.0.0.1:6443), and
+# /readyz. The tunnel is what is tested: real ssh, real hardened sshd, real node firewall.
+API_STANDIN = """
+import http.server, ssl
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/readyz"
+        body = b"ok" if ok else b"not found"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.ThreadingHTTPServer(("0.0.0.0", 6443), Api)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("/home/ops/api.crt", "/home/ops/api.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
 CLUSTER = REPO_ROOT / "playbooks" / "cluster.yml"
 HARDENING = REPO_ROOT / "playbooks" / "hardening.yml"
 
@@ -170,8 +193,13 @@ def test_verify_passes_through_the_bastion(
     assert "test_sshd_is_key_only_without_root[ansible://node3]" in report
 
 
-def test_a_bastion_without_forwarding_refuses_the_jump(
-    lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path, converged: tuple[PlaybookRun, PlaybookRun]
+def test_a_bastion_without_forwarding_refuses_the_jump_and_the_api_tunnel(
+    lab: Lab,
+    mirror: tuple[Mirror, str],
+    ssh_config: Path,
+    converged: tuple[PlaybookRun, PlaybookRun],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bastion, node = lab.hosts
     only_bastion = site_inventory(lab, mirror, ssh_config, hardening_ssh_allow_tcp_forwarding="no")
@@ -184,9 +212,127 @@ def test_a_bastion_without_forwarding_refuses_the_jump(
         # ... by the bastion's sshd itself (serverloop.c logs the refusal at INFO)
         refused = bastion.ssh("sudo journalctl -u ssh --no-pager -o cat | grep 'refused local port forward'")
         assert f"target {node.address} port 22" in refused.stdout, refused.stdout + refused.stderr
+        # the API tunnel is the same channel: refused, and said so
+        monkeypatch.setenv(tunnel.STATE_DIR_ENV, str(tmp_path))
+        t = tunnel.Tunnel.from_inventory(api_inventory(lab, mirror, ssh_config, free_port()))
+        with pytest.raises(tunnel.TunnelError, match="refuses TCP forwarding"):
+            tunnel.open_tunnel(t)
+        assert not list(tmp_path.glob("*.sock"))
     finally:
         only_bastion["all"]["children"]["bastion"]["hosts"][bastion.name][
             "hardening_ssh_allow_tcp_forwarding"
         ] = "local"
         assert run_playbook(HARDENING, only_bastion).rc == 0
     assert ssh(ssh_config, node, "true", jump=bastion).returncode == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_inventory(lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path, port: int) -> dict[str, Any]:
+    """The site's inventory with a control-plane server that is gone listed first."""
+    inv = site_inventory(lab, mirror, ssh_config)
+    servers = inv["all"]["children"]["control_plane"]["hosts"]
+    gone = f"{lab.hosts[0].address.rsplit('.', 1)[0]}.250"  # on the bridge, no host behind it
+    inv["all"]["children"]["control_plane"]["hosts"] = {"gone": {"private_ip": gone}, **servers}
+    inv["all"]["vars"]["sovereign_api_tunnel_port"] = port
+    return inv
+
+
+def get_readyz(port: int, ca: Path) -> str:
+    """What kubectl does with the stack's kubeconfig: HTTPS to 127.0.0.1, the cluster CA trusted,
+    the name checked against the certificate."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=ssl.create_default_context(cafile=ca), timeout=30
+    )
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def api_ca(lab: Lab, ssh_config: Path, converged: tuple[PlaybookRun, PlaybookRun]) -> Path:
+    bastion, node = lab.hosts
+    authority = pki.ca("lab cluster CA")
+    crt, key = pki.leaf(authority, "kube-apiserver", ips=("127.0.0.1", node.address), server=True).write(
+        lab.workdir / "api", "api"
+    )
+    (lab.workdir / "api" / "api.py").write_text(API_STANDIN)
+    copy = subprocess.run(
+        ["scp", "-F", str(ssh_config), "-J", f"ops@{bastion.address}", str(crt), str(key),
+         str(lab.workdir / "api" / "api.py"), f"ops@{node.address}:"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert copy.returncode == 0, copy.stderr
+    started = ssh(
+        ssh_config, node, "setsid -f python3 /home/ops/api.py >/dev/null 2>&1 </dev/null", jump=bastion
+    )
+    assert started.returncode == 0, started.stderr
+    ca = lab.workdir / "api" / "ca.crt"
+    ca.write_bytes(authority.cert_pem())
+    return ca
+
+
+def test_the_api_tunnel_reaches_a_live_server_through_the_bastion_and_kubectl_trusts_it(
+    lab: Lab,
+    mirror: tuple[Mirror, str],
+    ssh_config: Path,
+    api_ca: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(tunnel.STATE_DIR_ENV, str(tmp_path))
+    port = free_port()
+    t = tunnel.Tunnel.from_inventory(api_inventory(lab, mirror, ssh_config, port))
+    node = lab.hosts[1]
+    try:
+        assert tunnel.open_tunnel(t) == node.address  # the gone server first, skipped
+        assert get_readyz(port, api_ca) == "ok"
+        master = tunnel.status(t)
+        assert master == {"open": True, "target": node.address, "local": f"127.0.0.1:{port}", "answers": True}
+        sock = next(tmp_path.glob("*.sock"))
+        pid = subprocess.run(
+            ["ssh", "-S", str(sock), "-O", "check", "x"], capture_output=True, text=True
+        ).stderr
+        assert "Master running" in pid
+        assert tunnel.open_tunnel(t) == node.address  # again: the same master, kept as it is
+        again = subprocess.run(["ssh", "-S", str(sock), "-O", "check", "x"], capture_output=True, text=True)
+        assert again.stderr == pid
+    finally:
+        closed = tunnel.close(t)
+    assert closed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_with_no_server_answering_the_tunnel_names_each_one_and_why(
+    lab: Lab,
+    mirror: tuple[Mirror, str],
+    ssh_config: Path,
+    api_ca: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(tunnel.STATE_DIR_ENV, str(tmp_path))
+    bastion, node = lab.hosts
+    assert ssh(ssh_config, node, "pkill -f /home/ops/api.py; true", jump=bastion).returncode == 0
+    t = tunnel.Tunnel.from_inventory(api_inventory(lab, mirror, ssh_config, free_port()))
+    try:
+        with pytest.raises(tunnel.TunnelError) as refused:
+            tunnel.open_tunnel(t)
+    finally:
+        started = ssh(
+            ssh_config, node, "setsid -f python3 /home/ops/api.py >/dev/null 2>&1 </dev/null", jump=bastion
+        )
+    message = str(refused.value)
+    assert "no control-plane server answered on port 6443" in message
+    # the bastion's own reasons, as its sshd reported them for each server
+    assert f"{node.address} (connect failed: Connection refused)" in message
+    assert ".250 (connect failed: No route to host)" in message
+    assert not list(tmp_path.glob("*.sock"))  # nothing left running
+    assert started.returncode == 0

@@ -136,7 +136,9 @@ def test_rke2_is_not_started_while_its_cis_kernel_parameters_are_not_live(
     (failure,) = run.failures
     assert failure.startswith("node1: Refuse to start RKE2 while its CIS kernel parameters are not live:")
     assert drifting()[0] in failure
-    assert lab.hosts[0].ssh("systemctl is-active rke2-server").stdout.strip() != "active"
+    # never started at all (not merely "not active": the stand-in would fail a start anyway)
+    started = lab.hosts[0].ssh("systemctl show -p ExecMainStartTimestampMonotonic --value rke2-server")
+    assert started.stdout.strip() == "0", started.stdout + started.stderr
 
 
 @pytest.mark.parametrize(

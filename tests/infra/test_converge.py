@@ -65,7 +65,8 @@ def test_converge_runs_the_playbook_and_prints_only_the_kubeconfig() -> None:
     result = converge(PLAYBOOKS / "fake_cluster.yml", stack_inventory())
     assert result.returncode == 0, result.stderr[-3000:]
     kubeconfig = yaml.safe_load(result.stdout)  # stdout is the kubeconfig and nothing else
-    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.20.1.11:6443"
+    # RKE2's 127.0.0.1 (a name its certificate carries) at the local end of the bastion tunnel
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:16443"
     assert kubeconfig["users"][0]["user"]["token"] == "test-token-eu-central-prod"
     assert "PLAY RECAP" in result.stderr  # Ansible's output went to stderr
     assert "t" * 64 not in result.stderr  # the join token reached the play (checked there), not the log
