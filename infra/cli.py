@@ -226,6 +226,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if result.config["backend"]["allow_saas"]:
         print(f"WARNING: Pulumi SaaS backend allowed: {result.config['backend']['justification']}")
     print(f"plan:       {plan_path}\nkubernetes: {k8s_path}")
+    for blocker in result.blockers:
+        print(f"WARNING: `pulumi up` would stop before creating anything: {blocker}", file=sys.stderr)
     if result.violations:
         print(f"\n{len(result.violations)} policy violation(s):", file=sys.stderr)
         for violation in result.violations:

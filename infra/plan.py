@@ -73,6 +73,8 @@ class Plan:
     outputs: dict[str, Any]
     secret_outputs: list[str]
     violations: list[rules.Violation] = field(default_factory=list)
+    # what `pulumi up` would refuse before creating anything (program.deploy_blockers)
+    blockers: list[str] = field(default_factory=list)
     # local commands `pulumi up` would run on this machine (invokes), in order
     invoked: list[dict[str, Any]] = field(default_factory=list)
 
@@ -109,6 +111,7 @@ class Plan:
             "config": self.config,
             "resources": [asdict(r) for r in self.resources],
             "declared_hosts": self.declared_hosts,
+            "deploy_blockers": self.blockers,
             "helm_releases": self.helm_releases(),
             "outputs": {k: ("[secret]" if k in self.secret_outputs else v) for k, v in self.outputs.items()},
             "policy": {
@@ -261,7 +264,8 @@ def _declare(
 
     async def declare() -> None:
         # the configured backend stands in for the login, which a plan does not have
-        for key, value in program.declare(cfg.endpoints.pulumi_backend, role_digest=role_digest).items():
+        declared = program.declare(cfg.endpoints.pulumi_backend, role_digest=role_digest, deploying=False)
+        for key, value in declared.items():
             out = pulumi.Output.from_input(value)
             outputs[key] = await out.future()
             if await out.is_secret():
@@ -291,6 +295,7 @@ def _declare(
     )
     plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
     plan.invoked = mocks.invoked
+    plan.blockers = program.deploy_blockers(cfg)
     return plan
 
 

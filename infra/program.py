@@ -24,11 +24,32 @@ from infra.hosts import inventory
 from infra.k8s_platform.layer import PlatformLayer
 
 
-def declare(backend_url: str, *, role_digest: str | None = None) -> dict[str, Any]:
+def deploy_blockers(cfg: StackConfig) -> list[str]:
+    """What would stop a real ``pulumi up`` after servers exist, found before any is created.
+    A plan shows them as warnings (a review of an unfinished stack is still useful)."""
+    found = []
+    if not cfg.rke2.artifact_url:
+        found.append(
+            "rke2.artifact_url is not set: the rke2 role downloads the release only from an EU mirror; "
+            "mirror the release's assets there (docs/host-roles.md, rke2) and set its URL"
+        )
+    if not cfg.rke2.artifact_sha256:
+        found.append(
+            "rke2.artifact_sha256 is not set: the rke2 role downloads nothing unpinned; set the SHA-256 "
+            "of rke2.linux-amd64.tar.gz from the release's sha256sum-amd64.txt"
+        )
+    return found
+
+
+def declare(backend_url: str, *, role_digest: str | None = None, deploying: bool = True) -> dict[str, Any]:
     """What ``pulumi up`` runs: the stack's config from the engine, the backend guard, the
-    resources, the exports. ``sovereign plan`` calls the same function under mocks."""
+    resources, the exports. ``sovereign plan`` calls the same function under mocks
+    (``deploying=False``: what would block a deploy is reported, not raised)."""
     cfg = config.from_pulumi()
     backend.check(cfg, backend_url)
+    if deploying and (blockers := deploy_blockers(cfg)):
+        # before any resource: without them the first server would be created, then converge fail
+        raise config.StackConfigError(f"{cfg.stack} (not deployable yet)", blockers)
     outputs = build(cfg, role_digest=role_digest)
     for key, value in outputs.items():
         pulumi.export(key, value)

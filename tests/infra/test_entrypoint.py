@@ -24,8 +24,15 @@ def run_entrypoint(data: dict[str, Any], backend_url: str) -> subprocess.Complet
     )
 
 
+def pinned() -> dict[str, Any]:
+    """The example stack with the RKE2 checksum its operator fills in before the first deploy."""
+    data = sections()
+    data["rke2"]["artifact_sha256"] = "5" * 64
+    return data
+
+
 def test_entrypoint_declares_and_exports_with_a_sovereign_backend() -> None:
-    result = run_entrypoint(sections(), "s3://state?endpoint=fsn1.your-objectstorage.com")
+    result = run_entrypoint(pinned(), "s3://state?endpoint=fsn1.your-objectstorage.com")
     assert result.returncode == 0, result.stderr
     exported = json.loads(result.stdout)
     assert exported["control_plane_private_ips"] == ["10.20.1.11", "10.20.1.12", "10.20.1.13"]
@@ -34,7 +41,7 @@ def test_entrypoint_declares_and_exports_with_a_sovereign_backend() -> None:
 
 
 def test_entrypoint_refuses_the_saas_backend() -> None:
-    result = run_entrypoint(sections(), "https://api.pulumi.com")
+    result = run_entrypoint(pinned(), "https://api.pulumi.com")
     assert result.returncode == 1
     first = result.stderr.splitlines()[0]
     assert first.startswith(
@@ -49,6 +56,21 @@ def test_entrypoint_refuses_invalid_config_before_creating_anything() -> None:
     result = run_entrypoint(data, "file:///tmp/state")
     assert result.returncode == 1
     assert "sovereign-llm:gpupool: unknown section" in result.stderr and result.stdout == ""
+
+
+def test_an_unpinned_rke2_release_stops_pulumi_up_before_the_first_server() -> None:
+    """Without the checksum the rke2 role refuses to download: found after every server exists,
+    unless the program stops first."""
+    data = sections()
+    assert "artifact_sha256" not in data["rke2"]  # the example leaves it to the operator
+    result = run_entrypoint(data, "file:///tmp/state")
+    assert result.returncode == 1 and result.stdout == ""
+    head, line = result.stderr.splitlines()[:2]  # (the mock harness may add asyncio noise after)
+    assert head == "sovereign-llm: eu-central-prod (not deployable yet): invalid stack config:"
+    assert line.strip().startswith("rke2.artifact_sha256 is not set") and "sha256sum-amd64.txt" in line
+    del data["rke2"]["artifact_url"]
+    both = run_entrypoint(data, "file:///tmp/state").stderr
+    assert "rke2.artifact_url is not set" in both and "rke2.artifact_sha256 is not set" in both
 
 
 def test_no_module_of_the_program_directory_shadows_the_standard_library() -> None:

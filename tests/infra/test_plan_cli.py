@@ -40,6 +40,10 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         if resource["custom"]:
             assert resource["name"] in result.stdout
     assert plan["outputs"]["kubeconfig"] == "[secret]"
+    # the examples leave the RKE2 checksum to the operator: the review says pulumi up would stop
+    (blocker,) = plan["deploy_blockers"]
+    assert blocker.startswith("rke2.artifact_sha256 is not set")
+    assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
     kinds = {d["kind"] for d in documents}
     assert {"Namespace", "NetworkPolicy"} <= kinds and "Release" not in kinds
