@@ -41,6 +41,7 @@ import shlex
 import socket
 import ssl
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ SSH_OPTIONS = (
     "LogLevel=INFO",  # channel refusals are logged at INFO (channels.c, "open failed")
 )
 PROBE_TIMEOUT_S = 15.0
+MAX_SOCKET_PATH = 107
 
 
 class TunnelError(RuntimeError):
@@ -130,12 +132,40 @@ def state_dir() -> Path:
     return path
 
 
+def socket_dir() -> Path:
+    """Where the control sockets live: a short path of this user's own. A Unix socket's path is
+    at most 107 bytes (unix(7), sun_path) and ssh binds the master's socket first under a
+    17-character temporary suffix (mux.c, muxserver_listen), so the cache folder, under a deep
+    home, can be too long."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    path = base / f"sovereign-tunnels-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not path.is_dir() or path.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise TunnelError(
+            f"{path} is not a private folder of this user (owner, mode or type); remove it, or set "
+            "XDG_RUNTIME_DIR to this user's runtime folder"
+        )
+    return path
+
+
+def control_socket(t: Tunnel) -> Path:
+    """The tunnel's control socket (one per stack, bastion and local port)."""
+    key = hashlib.sha256(f"{t.stack}\0{t.bastion}\0{t.local_port}".encode()).hexdigest()[:16]
+    sock = socket_dir() / f"{key}.sock"
+    if len(str(sock)) + 17 > MAX_SOCKET_PATH:
+        raise TunnelError(
+            f"the tunnel's control socket path would be {len(str(sock)) + 17} bytes, over the "
+            f"{MAX_SOCKET_PATH} a Unix socket takes; set XDG_RUNTIME_DIR to a shorter folder of this user"
+        )
+    return sock
+
+
 def _paths(t: Tunnel) -> tuple[Path, Path, Path]:
-    """Control socket, state file and ssh log of *t* (short names: a socket path is at most
-    104-108 bytes, unix(7))."""
-    key = hashlib.sha256(f"{t.stack}\0{t.bastion}\0{t.local_port}".encode()).hexdigest()[:12]
-    base = state_dir() / f"{t.stack[:24]}-{key}"
-    return base.with_suffix(".sock"), base.with_suffix(".json"), base.with_suffix(".log")
+    """Control socket, state file and ssh log of *t*."""
+    sock = control_socket(t)
+    base = state_dir() / f"{t.stack[:40]}-{sock.stem}"
+    return sock, base.with_suffix(".json"), base.with_suffix(".log")
 
 
 def _ssh(t: Tunnel, sock: Path, *args: str) -> list[str]:

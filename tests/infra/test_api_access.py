@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +98,26 @@ def test_the_cli_reads_the_inventory_pulumi_passes_and_reports_a_closed_tunnel(t
     )  # fmt: skip
     assert broken.returncode == 2
     assert "SOVEREIGN_INVENTORY is not valid JSON" in broken.stderr
+
+
+def test_the_control_socket_is_private_and_short_enough_for_a_unix_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t = tunnel.Tunnel.from_inventory(stack_inventory())
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
+        base = Path(short)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", short)
+        sock = tunnel.control_socket(t)
+        assert len(str(sock)) + 17 <= tunnel.MAX_SOCKET_PATH  # ssh binds <path>.<16 random> first
+        assert sock.parent.stat().st_mode & 0o777 == 0o700
+        deep = base / ("d" * 70)
+        deep.mkdir()
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+        with pytest.raises(tunnel.TunnelError, match="over the 107 a Unix socket takes; set XDG_RUNTIME_DIR"):
+            tunnel.control_socket(t)
+        shared = base / "shared" / f"sovereign-tunnels-{os.getuid()}"
+        shared.mkdir(parents=True)
+        shared.chmod(0o777)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared.parent))
+        with pytest.raises(tunnel.TunnelError, match="not a private folder of this user"):
+            tunnel.control_socket(t)
