@@ -27,6 +27,7 @@ lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
 	$(BIN)/ruff check gateway infra tests benchmarks roles loadtests
 	$(BIN)/mypy
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
+	$(BIN)/mypy roles/vswitch/filter_plugins
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q --profile production roles playbooks
 
 test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)

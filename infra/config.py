@@ -50,6 +50,11 @@ SECTIONS = (
     "storage",
 )
 
+# Stack secrets under the project namespace that are no section: Pulumi secrets read by the
+# program itself (infra/components/cluster.py), never parsed into the typed config (which lands
+# in plan.json). Set with `pulumi config set --secret sovereign-llm:<key>`.
+SECRET_KEYS = ("etcd_s3_access_key", "etcd_s3_secret_key")
+
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 
@@ -502,6 +507,68 @@ class PlatformConfig(_Section):
         return self
 
 
+_CRON_FIELD_RE = re.compile(r"^(\*|\d{1,2}(-\d{1,2})?)(/\d{1,2})?(,(\*|\d{1,2}(-\d{1,2})?)(/\d{1,2})?)*$")
+_S3_FOLDER_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+class EtcdSnapshotsConfig(_Section):
+    """etcd snapshots of the RKE2 servers, each uploaded to a bucket on the stack's EU object
+    storage (endpoints.object_storage, region as storage.region). RKE2 keeps local copies too;
+    the S3 copy is what survives the loss of the servers (docs/runbooks/etcd-restore.md)."""
+
+    bucket: str = Field(
+        description="Bucket on endpoints.object_storage for the snapshots (create it first: RKE2 "
+        "does not; it must not be the state or the audit archive bucket)."
+    )
+    folder: str = Field(
+        default="etcd", description="Prefix in the bucket (`etcd-s3-folder`), e.g. `etcd/eu-central`."
+    )
+    schedule_cron: str = Field(
+        default="0 */6 * * *",
+        description="When each server takes a snapshot (`etcd-snapshot-schedule-cron`, five cron "
+        "fields, the servers' local time).",
+    )
+    retention: int = Field(
+        default=28, ge=1, le=1000,
+        description="Snapshots kept on S3 per server (`etcd-s3-retention`): 28 = 7 days at 4 a day.",
+    )  # fmt: skip
+    local_retention: int = Field(
+        default=5, ge=1, le=1000,
+        description="Snapshots kept on each server's disk (`etcd-snapshot-retention`, RKE2's default 5).",
+    )  # fmt: skip
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value) or ".." in value:
+            raise ValueError(
+                "not an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.', "
+                "e.g. sovereign-etcd-eu-central"
+            )
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not _S3_FOLDER_RE.match(value) or ".." in value.split("/"):
+            raise ValueError(
+                "must be a prefix without leading or trailing '/' (letters, digits, '.', '_', '-' "
+                "and '/'), e.g. etcd/eu-central"
+            )
+        return value
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
+            raise ValueError(
+                "must be five cron fields (minute hour day month weekday: numbers, '*', ranges, "
+                "steps and lists), e.g. '0 */6 * * *' for every six hours"
+            )
+        return " ".join(fields)
+
+
 class Rke2Config(_Section):
     """Kubernetes distribution, installed by the Ansible roles."""
 
@@ -528,6 +595,12 @@ class Rke2Config(_Section):
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="SHA-256 of rke2-images-core.linux-amd64.tar.zst.",
+    )
+    etcd_snapshots: EtcdSnapshotsConfig | None = Field(
+        default=None,
+        description="etcd snapshots to the stack's EU object storage (required in `prod`); the access "
+        "keys are the stack secrets `etcd_s3_access_key` and `etcd_s3_secret_key` "
+        "(`pulumi config set --secret`), never in this section.",
     )
 
     @model_validator(mode="after")
@@ -692,6 +765,17 @@ class StackConfig(BaseModel):
                     f"gpu_pool.servers.{i}.private_ip: {server.private_ip} — not in network.vswitch_subnet "
                     f"{self.network.vswitch_subnet}"
                 )
+            elif server.private_ip in (
+                self.network.vswitch_subnet.network_address,
+                self.network.vswitch_subnet.network_address + 1,
+                self.network.vswitch_subnet.broadcast_address,
+            ):
+                # the first usable address is the cloud network's router on a vSwitch subnet
+                # (docs.hetzner.com/cloud/networks/connect-dedi-vswitch, "Example routes")
+                problems.append(
+                    f"gpu_pool.servers.{i}.private_ip: {server.private_ip} — the network, broadcast or "
+                    f"vSwitch gateway address of {self.network.vswitch_subnet}; use .11 upwards"
+                )
         extra = self.residency.entries()
         for key in ("object_storage", "registry_mirror", "model_source", "pulumi_backend"):
             value = getattr(self.endpoints, key)
@@ -710,6 +794,7 @@ class StackConfig(BaseModel):
             problem = residency.endpoint_problem(value, extra) if value else None
             if problem:
                 problems.append(f"{key}: {value!r} — {problem}")
+        problems.extend(self._etcd_snapshot_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
                 f"storage.audit_lock_mode: {self.storage.audit_lock_mode!r} — region.environment 'prod' "
@@ -718,6 +803,33 @@ class StackConfig(BaseModel):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _etcd_snapshot_problems(self) -> list[str]:
+        snapshots = self.rke2.etcd_snapshots
+        if snapshots is None:
+            if self.region.environment == "prod":
+                return [
+                    "rke2.etcd_snapshots: missing — region.environment 'prod' needs etcd snapshots on the EU "
+                    "object storage (RKE2 alone keeps them on the servers' disks, lost with the servers); "
+                    "set at least rke2.etcd_snapshots.bucket"
+                ]
+            return []
+        problems = []
+        if urlsplit(self.endpoints.object_storage).scheme != "https":
+            problems.append(
+                "rke2.etcd_snapshots: endpoints.object_storage must be an https:// URL — RKE2 uploads the "
+                "snapshots (they hold every Secret of the cluster) over TLS only in this platform"
+            )
+        taken = {"storage.audit_archive": self.storage.audit_archive}
+        if self.endpoints.pulumi_backend.startswith("s3://"):
+            taken["endpoints.pulumi_backend"] = self.endpoints.pulumi_backend
+        for key, url in taken.items():
+            if url and urlsplit(url).netloc == snapshots.bucket:
+                problems.append(
+                    f"rke2.etcd_snapshots.bucket: {snapshots.bucket!r} — already the bucket of {key}; give "
+                    "the snapshots a bucket of their own (its retention and access differ)"
+                )
+        return problems
 
     def server_ips(self) -> set[ipaddress.IPv4Address]:
         net = self.network
@@ -759,6 +871,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
 
 def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:
     """Build the typed config from the section objects; raise StackConfigError naming every bad key."""
+    sections = {k: v for k, v in sections.items() if k not in SECRET_KEYS}
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise StackConfigError(
@@ -808,7 +921,7 @@ def from_pulumi() -> StackConfig:
     config = pulumi.Config(PROJECT)
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
     names = {k.partition(":")[2] for k in keys if k.startswith(PROJECT + ":")}
-    sections: dict[str, Any] = {name: None for name in names - set(SECTIONS)}
+    sections: dict[str, Any] = {name: None for name in names - set(SECTIONS) - set(SECRET_KEYS)}
     for name in SECTIONS:
         value = config.get_object(name)
         if value is not None:

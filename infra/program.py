@@ -38,6 +38,15 @@ def deploy_blockers(cfg: StackConfig) -> list[str]:
             "rke2.artifact_sha256 is not set: the rke2 role downloads nothing unpinned; set the SHA-256 "
             "of rke2.linux-amd64.tar.gz from the release's sha256sum-amd64.txt"
         )
+    if cfg.rke2.etcd_snapshots is not None:
+        stack_config = pulumi.Config(config.PROJECT)
+        for key in config.SECRET_KEYS:
+            if stack_config.get_secret(key) is None:
+                found.append(
+                    f"rke2.etcd_snapshots needs the S3 key {key}, a stack secret: "
+                    f"`pulumi config set --secret {config.PROJECT}:{key}` (the object storage's key with "
+                    "write access to the snapshot bucket only)"
+                )
     return found
 
 

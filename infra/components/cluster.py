@@ -21,8 +21,23 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from infra.config import StackConfig
+from infra.config import PROJECT, SECRET_KEYS, StackConfig
 from infra.hosts.content import content_hash
+
+
+def converge_stdin(cfg: StackConfig, token: pulumi.Input[str]) -> pulumi.Output[str]:
+    """One line of JSON for `sovereign converge --token-stdin`: the join token and, with
+    rke2.etcd_snapshots, the S3 keys (stack secrets; absent ones make the rke2 role refuse, naming
+    the `pulumi config set --secret` to run). Secret throughout; never an argv or an environment."""
+    values: dict[str, pulumi.Input[str]] = {"token": token}
+    if cfg.rke2.etcd_snapshots is not None:
+        config = pulumi.Config(PROJECT)
+        for key in SECRET_KEYS:  # etcd_s3_access_key, etcd_s3_secret_key
+            value = config.get_secret(key)
+            if value is not None:
+                values[key] = value
+    line = pulumi.Output.json_dumps(values).apply(lambda text: text + "\n")
+    return pulumi.Output.secret(line)
 
 
 def converge_command(cfg: StackConfig) -> str:
@@ -53,7 +68,7 @@ class Rke2Cluster(pulumi.ComponentResource):
             update=converge_command(cfg),
             environment={"SOVEREIGN_INVENTORY": pulumi.Output.json_dumps(inventory)},
             # pulumi's stubs type Output.secret's argument as Never; it takes any Input
-            stdin=pulumi.Output.secret(pulumi.Output.format("{0}\n", self.token.result)),  # type: ignore[arg-type]
+            stdin=converge_stdin(cfg, self.token.result),
             triggers=[*host_ids, *gpu_keys, f"roles:{self.role_digest}", f"rke2:{cfg.rke2.version}"],
             # stdout is the cluster-admin kubeconfig: captured (secret), never logged; pulumi-command
             # logs both streams by default (its docs: "If there might be secrets in the output, you

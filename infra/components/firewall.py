@@ -1,8 +1,14 @@
 """Firewalls, deny by default.
 
-Hetzner Cloud firewalls filter the public interface. Inbound is denied unless a rule allows
-it, so the node firewall has no inbound rule at all (the nodes have no public interface
-either: two independent layers). The bastion allows SSH and ICMP from the admin ranges only.
+Hetzner Cloud Firewalls filter a cloud server's public interfaces only, never traffic in a
+private Network (https://docs.hetzner.com/cloud/firewalls/faq, "Can Firewalls secure traffic to
+my private Hetzner Cloud Networks?"), and they cannot be applied to dedicated (Robot) servers.
+Inbound is denied unless a rule allows it. The bastion allows SSH and ICMP from the admin
+ranges only. The nodes are created without a public interface, so their firewall (no inbound
+rule at all) filters nothing today: it is a guard that denies everything the moment a node
+gets a public interface by mistake, not a second layer for the private network, which the
+hosts' own nftables rules filter (roles/hardening). The GPU servers' public uplinks are closed
+by the host firewall and the Robot firewall (docs/host-roles.md).
 Firewalls attach by label selector, so a server created later is covered from its first boot.
 """
 
@@ -39,7 +45,7 @@ class Firewalls(pulumi.ComponentResource):
         self.nodes = hcloud.Firewall(
             f"{name}-nodes",
             name=f"{cfg.stack}-nodes",
-            rules=[],  # deny all inbound on any public interface
+            rules=[],  # deny all inbound on a public interface, should a node ever get one
             apply_tos=[
                 hcloud.FirewallApplyToArgs(
                     label_selector=f"stack={cfg.stack},role in ({','.join(NODE_ROLES)})"

@@ -140,13 +140,14 @@ def run_playbook(
     )
 
 
-def converge(playbook: Path, inventory: dict[str, Any], *, token: str = "", verbosity: int = 0) -> str:
+def converge(
+    playbook: Path, inventory: dict[str, Any], *, secrets: dict[str, str] | None = None, verbosity: int = 0
+) -> str:
     """Run *playbook*; return the kubeconfig it fetched. Raises ConvergeError on any failure."""
     with tempfile.TemporaryDirectory(prefix="sovereign-converge-") as tmp:
         dest = Path(tmp) / "kubeconfig"
         extravars: dict[str, Any] = {"sovereign_kubeconfig_dest": str(dest)}
-        if token:
-            extravars["rke2_token"] = token
+        extravars.update(secrets or {})  # role variables: rke2_token, rke2_etcd_s3_*_key (no_log there)
         run = run_playbook(playbook, inventory, extravars, verbosity=verbosity)
         if run.rc != 0:
             detail = f"; first failure: {run.failures[0]}" if run.failures else ""
@@ -159,16 +160,49 @@ def converge(playbook: Path, inventory: dict[str, Any], *, token: str = "", verb
         return _through_tunnel(dest.read_text(encoding="utf-8"), port)
 
 
-def read_token(stream: Any) -> str:
-    """The cluster's join token, one line on *stream* (the command resource's stdin: a secret
-    there is not visible in the process environment, unlike an environment variable)."""
-    token = stream.readline().strip()
+# what `pulumi up` may send on stdin, and the role variable each becomes
+STDIN_SECRETS = {
+    "token": "rke2_token",
+    "etcd_s3_access_key": "rke2_etcd_s3_access_key",
+    "etcd_s3_secret_key": "rke2_etcd_s3_secret_key",
+}
+
+
+def read_secrets(stream: Any) -> dict[str, str]:
+    """The stack's secrets for the roles, one line on *stream* (the command resource's stdin: a
+    secret there is not visible in the process environment, unlike an environment variable): a
+    JSON object with the join token and, with rke2.etcd_snapshots, the S3 keys; a bare token line
+    is still read as the token. Errors name keys and lengths, never a value."""
+    line = stream.readline().strip()
+    if line.startswith("{"):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConvergeError(
+                "--token-stdin: the line on stdin starts like JSON but is not valid JSON (its content is not "
+                'shown); `pulumi up` sends {"token": …, "etcd_s3_access_key": …, "etcd_s3_secret_key": …}'
+            ) from None
+        unknown = sorted(set(data) - set(STDIN_SECRETS)) if isinstance(data, dict) else ["(not an object)"]
+        if unknown or not all(isinstance(v, str) for v in data.values()):
+            raise ConvergeError(
+                f"--token-stdin: expected a JSON object of strings with the keys {', '.join(STDIN_SECRETS)}; "
+                f"unexpected: {', '.join(unknown) or 'a value that is not a string'}"
+            )
+    else:
+        data = {"token": line}
+    token = data.get("token", "")
     if len(token) < 32:
         raise ConvergeError(
             f"--token-stdin: expected the cluster's join token (at least 32 characters) on stdin, got "
             f"{len(token)} characters; `pulumi up` passes it from the stack's random join token"
         )
-    return str(token)
+    if bool(data.get("etcd_s3_access_key")) != bool(data.get("etcd_s3_secret_key")):
+        missing = "etcd_s3_secret_key" if data.get("etcd_s3_access_key") else "etcd_s3_access_key"
+        raise ConvergeError(
+            f"--token-stdin: {missing} is missing or empty while the other S3 key is set; set both with "
+            f"`pulumi config set --secret sovereign-llm:{missing}`"
+        )
+    return {STDIN_SECRETS[k]: v for k, v in data.items() if v}
 
 
 def main(playbook: str, verbosity: int = 0, *, token_stdin: bool = False) -> int:
@@ -176,8 +210,8 @@ def main(playbook: str, verbosity: int = 0, *, token_stdin: bool = False) -> int
     if not path.is_absolute():
         path = REPO_ROOT / path
     try:
-        token = read_token(sys.stdin) if token_stdin else ""
-        kubeconfig = converge(path, load_inventory(os.environ), token=token, verbosity=verbosity)
+        secrets = read_secrets(sys.stdin) if token_stdin else {}
+        kubeconfig = converge(path, load_inventory(os.environ), secrets=secrets, verbosity=verbosity)
     except ConvergeError as exc:
         print(f"sovereign converge: {exc}", file=sys.stderr)
         return 1

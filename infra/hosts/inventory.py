@@ -14,13 +14,19 @@ variables set here are the contract with the roles (``roles/``, ``playbooks/clus
 - ``rke2_*``: the pinned release on the EU mirror with its checksum; the first control-plane
   server initialises the cluster, every other node joins it;
 - ``nvidia_gpu_*``: the driver branch, the toolkit version and the EU mirror of NVIDIA's
-  repositories for the GPU servers, which are tainted for GPU workloads only.
+  repositories for the GPU servers, which are tainted for GPU workloads only;
+- GPU servers: ``vswitch_vlan_id`` and ``private_ip`` for the ``vswitch`` role (the VLAN link to
+  the cloud network), their public uplink closed (``hardening_public_interfaces``), and Canal
+  told to use the private network's interface on every node (``rke2_canal_*``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
+from infra import objectstore
 from infra.config import StackConfig
 
 ADMIN_USER = "ops"
@@ -44,6 +50,58 @@ def _nvidia_vars(cfg: StackConfig) -> dict[str, Any]:
             "nvidia_gpu_container_toolkit_repository_url": toolkit,
             "nvidia_gpu_container_toolkit_repository_key": f"{toolkit}/key.asc",
         }
+    return found
+
+
+def _etcd_snapshot_vars(cfg: StackConfig) -> dict[str, Any]:
+    """The servers' etcd snapshot settings; the S3 access keys are not here (they are Pulumi secrets
+    that `sovereign converge` passes as extra variables, never in the inventory)."""
+    snapshots = cfg.rke2.etcd_snapshots
+    if snapshots is None:
+        return {"rke2_etcd_s3": False}
+    return {
+        "rke2_etcd_snapshot_schedule_cron": snapshots.schedule_cron,
+        "rke2_etcd_snapshot_retention": snapshots.local_retention,
+        "rke2_etcd_s3": True,
+        # RKE2 takes a host[:port] (TLS unless etcd-s3-insecure, which the role never sets)
+        "rke2_etcd_s3_endpoint": urlsplit(cfg.endpoints.object_storage).netloc,
+        "rke2_etcd_s3_region": objectstore.stack_region(cfg) or "",
+        "rke2_etcd_s3_bucket": snapshots.bucket,
+        "rke2_etcd_s3_folder": snapshots.folder,
+        "rke2_etcd_s3_retention": snapshots.retention,
+    }
+
+
+# Hetzner's vSwitch carries at most 1400-byte packets
+# (https://docs.hetzner.com/robot/dedicated-server/network/vswitch); flannel's VXLAN header takes
+# 50 of them, so pods get 1350 wherever a pod packet may cross the vSwitch.
+VSWITCH_MTU = 1400
+VXLAN_OVERHEAD = 50
+
+
+def address_regex(network: ipaddress.IPv4Network) -> str:
+    """An anchored regular expression that matches exactly the addresses of *network* as dotted
+    quads (flannel's --iface-regex is matched against each interface's addresses first)."""
+    octets = network.network_address.packed
+    last = network.broadcast_address.packed
+    parts = []
+    for first, final in zip(octets, last, strict=True):
+        if first == final:
+            parts.append(str(first))
+        elif (first, final) == (0, 255):
+            parts.append("[0-9]{1,3}")
+        else:
+            parts.append("(?:" + "|".join(str(n) for n in range(first, final + 1)) + ")")
+    return "^" + r"\.".join(parts) + "$"
+
+
+def _gpu_network_vars(cfg: StackConfig) -> dict[str, Any]:
+    """Canal over the private network on every node: flannel's interface is the one holding a
+    private address (on a GPU server the vSwitch link, not the public uplink its default route
+    uses; rancher/rke2#1889), and pods' MTU fits the vSwitch when the stack has GPU servers."""
+    found: dict[str, Any] = {"rke2_canal_iface_regex": address_regex(cfg.network.ip_range)}
+    if cfg.gpu_pool.servers:
+        found["rke2_canal_veth_mtu"] = VSWITCH_MTU - VXLAN_OVERHEAD
     return found
 
 
@@ -83,6 +141,8 @@ def build(
                 "rke2_airgap_images": cfg.rke2.airgap_images,
                 "rke2_airgap_images_sha256": cfg.rke2.airgap_images_sha256 or "",
                 "rke2_registry_mirror": cfg.endpoints.registry_mirror or "",
+                **_gpu_network_vars(cfg),
+                **_etcd_snapshot_vars(cfg),
             },
             "children": {
                 "bastion": {
@@ -120,6 +180,9 @@ def build(
                         **node,
                         "rke2_server_url": server_url,
                         "rke2_node_taints": ["nvidia.com/gpu=present:NoSchedule"],  # GPU workloads only
+                        # the public uplink takes nothing new: SSH and the cluster come over the
+                        # vSwitch (the `vswitch` role; ansible_host is the vSwitch address)
+                        "hardening_public_interfaces": ["{{ ansible_default_ipv4.interface | default('') }}"],
                         **_nvidia_vars(cfg),
                     },
                     "hosts": {

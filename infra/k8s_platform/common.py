@@ -11,6 +11,7 @@ INFERENCE_NS = "sovereign-inference"
 OPENBAO_NS = "openbao"
 GPU_NS = "gpu-operator"
 KEDA_NS = "keda"
+UPGRADE_NS = "system-upgrade"  # the system-upgrade-controller and its upgrade Jobs (upgrades.py)
 K8S_VERSION = "v1.33"  # Pod Security Standards version pinned to the RKE2 minor in use
 GATEWAY_PORT = 8080
 VLLM_PORT = 8000

@@ -14,6 +14,7 @@ from infra.k8s_platform.namespaces import Namespaces
 from infra.k8s_platform.network_policies import NetworkPolicies
 from infra.k8s_platform.observability import Observability
 from infra.k8s_platform.openbao import OpenBao
+from infra.k8s_platform.upgrades import SystemUpgrade
 
 
 class PlatformLayer(pulumi.ComponentResource):
@@ -41,6 +42,8 @@ class PlatformLayer(pulumi.ComponentResource):
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=ns, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=ns, opts=scoped)
+        # RKE2 upgrades: the system-upgrade-controller and its Plans at rke2.version (phase 1 too)
+        self.upgrades = SystemUpgrade(f"{name}-upgrades", cfg, depends_on=ns, opts=scoped)
         self.models: list[ModelServer] = []
         self.gateway: GatewayDeployment | None = None
         self.observability: Observability | None = None

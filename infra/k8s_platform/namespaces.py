@@ -1,8 +1,11 @@
 """Namespaces with Pod Security Admission labels.
 
-Every namespace enforces "restricted" except ``gpu-operator``: the NVIDIA container toolkit,
-device plugin and DCGM exporter need host access (privileged pods, host paths) to expose the
-GPUs, so that namespace is "privileged" and nothing else runs in it (docs/platform.md).
+Every namespace enforces "restricted" except two: ``gpu-operator`` (the NVIDIA container
+toolkit, device plugin and DCGM exporter need host access, privileged pods and host paths, to
+expose the GPUs) and ``system-upgrade`` (the system-upgrade-controller's upgrade Jobs run
+privileged in the host's namespaces to replace RKE2's binary and restart it:
+rancher/system-upgrade-controller pkg/upgrade/job/job.go). Nothing else runs in them
+(docs/platform.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from infra.k8s_platform.common import (
     K8S_VERSION,
     KEDA_NS,
     OPENBAO_NS,
+    UPGRADE_NS,
     labels,
 )
 
@@ -27,6 +31,7 @@ LEVELS = {
     OPENBAO_NS: "restricted",
     KEDA_NS: "restricted",
     GPU_NS: "privileged",
+    UPGRADE_NS: "privileged",
 }
 
 

@@ -110,6 +110,13 @@ def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
     host.run_expect([0], "nft add table ip lab-kube-proxy && nft add chain ip lab-kube-proxy probe")
     host.run_expect([0], "systemctl reload nftables")  # what the role's handler and an operator do
     assert host.run("nft list chain ip lab-kube-proxy probe").rc == 0, "a reload wiped another table"
+    # a restart or a stop (an operator, a package upgrade) too: Debian's unit flushes on stop
+    host.run_expect([0], "systemctl restart nftables")
+    assert host.run("nft list chain ip lab-kube-proxy probe").rc == 0, "a restart wiped another table"
+    assert host.run("nft list table inet sovereign").rc == 0  # and the role's own rules are back
+    host.run_expect([0], "systemctl stop nftables")
+    assert host.run("nft list chain ip lab-kube-proxy probe").rc == 0, "a stop wiped another table"
+    host.run_expect([0], "systemctl start nftables")
     host.run("nft delete table ip lab-kube-proxy")
     # a pod's address on this machine's end of the link; the node routes it back over the link,
     # as the CNI routes its pods

@@ -22,7 +22,11 @@ def main() -> None:
     stack = sys.argv[1]
     data = json.load(sys.stdin)
     pulumi.runtime.set_mocks(plan.RecordingMocks(), project="sovereign-llm", stack=stack, preview=False)
-    pulumi.runtime.set_all_config({f"sovereign-llm:{k}": json.dumps(v) for k, v in data.items()})
+    # as the CLI passes them: strings as they are (the stack's secrets), objects as JSON
+    pulumi.runtime.set_all_config(
+        {f"sovereign-llm:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in data.items()},
+        secret_keys=[f"sovereign-llm:{k}" for k, v in data.items() if isinstance(v, str)],
+    )
     exported: dict[str, Any] = {}
 
     async def program() -> None:

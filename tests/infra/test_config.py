@@ -164,6 +164,14 @@ def test_gpu_server_address_must_be_in_the_vswitch_subnet() -> None:
     assert "gpu_pool.servers.1.private_ip: 10.20.1.12" in problem and "vswitch_subnet" in problem
 
 
+@pytest.mark.parametrize("address", ["10.20.2.0", "10.20.2.1", "10.20.2.255"])
+def test_gpu_server_address_must_not_be_the_vswitch_gateway_or_the_subnet_edges(address: str) -> None:
+    data = sections()
+    data["gpu_pool"]["servers"][0]["private_ip"] = address
+    problem = one_problem(data)
+    assert f"gpu_pool.servers.0.private_ip: {address}" in problem and "vSwitch gateway" in problem
+
+
 def test_gpu_servers_need_a_vswitch() -> None:
     data = sections()
     del data["gpu_pool"]["vswitch_id"]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from infra import config
@@ -119,3 +120,26 @@ def test_only_the_bastion_forwards_and_every_node_is_reached_through_it() -> Non
         assert "hardening_ssh_allow_tcp_forwarding" not in node_vars  # the role's default: "no"
         assert "ProxyJump=ops@198.51.100.7" in node_vars["ansible_ssh_common_args"]
         assert node_vars["hardening_ssh_allowed_sources"] == [bastion["private_ip"]]
+
+
+def test_the_secrets_on_stdin_become_role_variables_and_errors_never_show_them() -> None:
+    import io
+
+    from infra.hosts.converge import ConvergeError, read_secrets
+
+    token, access, secret = "t" * 64, "AK" + "1" * 18, "s3cret" * 7
+    line = json.dumps({"token": token, "etcd_s3_access_key": access, "etcd_s3_secret_key": secret})
+    assert read_secrets(io.StringIO(line + "\n")) == {
+        "rke2_token": token, "rke2_etcd_s3_access_key": access, "rke2_etcd_s3_secret_key": secret,
+    }  # fmt: skip
+    assert read_secrets(io.StringIO(token + "\n")) == {"rke2_token": token}  # a bare token line
+    bad = [
+        (json.dumps({"token": token, "etcd_s3_access_key": access}), "etcd_s3_secret_key is missing"),
+        (json.dumps({"token": token, "etcd_s3_secret": secret}), "unexpected: etcd_s3_secret"),
+        ('{"token": "' + token + '", ' + secret, "not valid JSON"),
+        (json.dumps({"token": "short", "etcd_s3_secret_key": secret}), "got 5 characters"),
+    ]
+    for text, needle in bad:
+        with pytest.raises(ConvergeError, match=needle) as refused:
+            read_secrets(io.StringIO(text + "\n"))
+        assert secret not in str(refused.value) and token not in str(refused.value)

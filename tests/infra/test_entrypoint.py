@@ -28,6 +28,7 @@ def pinned() -> dict[str, Any]:
     """The example stack with the RKE2 checksum its operator fills in before the first deploy."""
     data = sections()
     data["rke2"]["artifact_sha256"] = "5" * 64
+    data |= {"etcd_s3_access_key": "AK" + "7" * 18, "etcd_s3_secret_key": "S" * 40}  # the S3 keys (secrets)
     return data
 
 

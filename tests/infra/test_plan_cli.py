@@ -40,10 +40,16 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         if resource["custom"]:
             assert resource["name"] in result.stdout
     assert plan["outputs"]["kubeconfig"] == "[secret]"
-    # the examples leave the RKE2 checksum to the operator: the review says pulumi up would stop
-    (blocker,) = plan["deploy_blockers"]
-    assert blocker.startswith("rke2.artifact_sha256 is not set")
-    assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr
+    # the examples leave the RKE2 checksum and the S3 keys to the operator: the review says
+    # pulumi up would stop
+    blockers = plan["deploy_blockers"]
+    assert blockers[0].startswith("rke2.artifact_sha256 is not set")
+    secrets = ["etcd_s3_access_key", "etcd_s3_secret_key"] if plan["config"]["rke2"]["etcd_snapshots"] else []
+    assert [b.split(",")[0] for b in blockers[1:]] == [
+        f"rke2.etcd_snapshots needs the S3 key {key}" for key in secrets
+    ]
+    for blocker in blockers:
+        assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
     kinds = {d["kind"] for d in documents}
     assert {"Namespace", "NetworkPolicy"} <= kinds and "Release" not in kinds

@@ -17,7 +17,8 @@ from infra.k8s_platform.openbao import ca_trust_file
 from tests import pki
 from tests.infra.support import plan_of, sections
 
-CRD_KINDS = {"ScaledObject", "ServiceMonitor"}  # no CRD schemas offline: checked field by field below
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan"}  # no CRD schemas offline: checked field by field
+# below (Plan: against its pinned CRD in test_upgrades.py)
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +63,13 @@ def test_schema_validation_catches_a_mistake(prod: planner.Plan) -> None:
         kubernetes_validate.validate(broken, "1.33", strict=True)
 
 
-def test_namespaces_enforce_restricted_except_the_gpu_operator(prod: planner.Plan) -> None:
+def test_namespaces_enforce_restricted_except_the_gpu_operator_and_the_upgrades(prod: planner.Plan) -> None:
     levels = {
         o["metadata"]["name"]: o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
         for o in objects(prod, "Namespace")
     }
     assert levels.pop("gpu-operator") == "privileged"
+    assert levels.pop("system-upgrade") == "privileged"  # the upgrade Jobs replace RKE2 on the host
     assert set(levels.values()) == {"restricted"} and len(levels) == 4
 
 
@@ -305,7 +307,10 @@ def test_phase_one_installs_openbao_but_nothing_that_needs_its_keys() -> None:
     dr = plan_of(sections("eu-north-dr"), stack="eu-north-dr")
     assert "openbao" in {r["name"] for r in dr.helm_releases()}
     assert not [r for r in dr.custom() if r.type.startswith("vault:")]
-    assert objects(dr, "Deployment") == objects(dr, "StatefulSet") == objects(dr, "ServiceMonitor") == []
+    # the system-upgrade-controller needs no key: it comes in phase 1 (RKE2 upgrades from day one)
+    keyless = [o["metadata"]["name"] for o in objects(dr, "Deployment")]
+    assert keyless == ["system-upgrade-controller"]
+    assert objects(dr, "StatefulSet") == objects(dr, "ServiceMonitor") == []
     assert dr.outputs["gateway_service"] == "(phase 2: after OpenBao is initialised)"
     assert {o["kind"] for o in dr.kubernetes_objects()} >= {"Namespace", "NetworkPolicy", "Secret"}
 

@@ -1,0 +1,155 @@
+"""RKE2 upgrades under Pulumi's mocks: the system-upgrade-controller and its two Plans, each Plan
+validated against the Plan CRD of the pinned controller release (upstream's generated file, byte
+for byte), as strictly as the API server validates a custom resource."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import jsonschema
+import pytest
+
+from infra import plan as planner
+from infra.k8s_platform import upgrades
+from tests.infra.support import plan_of, sections
+
+
+@pytest.fixture(scope="module")
+def prod() -> planner.Plan:
+    return plan_of(sections("eu-central-prod"), stack="eu-central-prod")
+
+
+def _strict(node: Any) -> Any:
+    """The CRD's structural schema with unknown fields refused. The API server prunes unknown
+    fields of a custom resource, or refuses them with field validation Strict (kubectl's default
+    since Kubernetes 1.27, KEP-2885); either way a misspelt field never reaches the controller."""
+    if isinstance(node, dict):
+        out = {k: _strict(v) for k, v in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def plan_schema() -> dict[str, Any]:
+    crd = upgrades.plan_crd()
+    assert crd["spec"]["group"] == "upgrade.cattle.io" and crd["spec"]["names"]["kind"] == "Plan"
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1" and v["served"]]
+    schema: dict[str, Any] = _strict(served["schema"]["openAPIV3Schema"])
+    return schema
+
+
+def validate(obj: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(plan_schema()).validate(obj)
+
+
+def plans(plan: planner.Plan) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in plan.kubernetes_objects() if o["kind"] == "Plan"}
+
+
+def test_the_crd_is_the_pinned_release_s_own() -> None:
+    digest = hashlib.sha256(upgrades.CRD_FILE.read_bytes()).hexdigest()
+    assert digest == upgrades.CRD_SHA256  # pkg/crds/yaml/generated/upgrade.cattle.io_plans.yaml at v0.16.3
+
+
+def test_both_plans_match_the_crd_schema(prod: planner.Plan) -> None:
+    found = plans(prod)
+    assert set(found) == {"rke2-server", "rke2-agent"}
+    for obj in found.values():
+        assert obj["apiVersion"] == "upgrade.cattle.io/v1"
+        assert obj["metadata"]["namespace"] == "system-upgrade"
+        validate(obj)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("spec", "concurency"), 1),  # misspelt
+        (("spec", "drain", "deleteEmptyDirData"), True),  # wrong case: kubectl would keep emptyDirs
+        (("spec", "concurrency"), "1"),
+        (("spec", "upgrade"), None),  # required
+    ],
+)
+def test_the_schema_check_refuses_what_the_api_server_refuses(
+    prod: planner.Plan, path: tuple[str, ...], value: Any
+) -> None:
+    broken = copy.deepcopy(plans(prod)["rke2-agent"])
+    *parents, leaf = path
+    target = broken
+    for key in parents:
+        target = target[key]
+    if value is None:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_servers_then_agents_one_node_at_a_time_at_the_stack_s_version(prod: planner.Plan) -> None:
+    found = plans(prod)
+    server, agent = found["rke2-server"]["spec"], found["rke2-agent"]["spec"]
+    for spec in (server, agent):
+        assert spec["version"] == "v1.33.5+rke2r1"  # rke2.version of the stack
+        assert spec["concurrency"] == 1 and spec["cordon"] is True
+        assert spec["upgrade"] == {"image": "rancher/rke2-upgrade"}
+        assert spec["serviceAccountName"] == "system-upgrade"
+    control_plane = {"key": "node-role.kubernetes.io/control-plane", "values": ["true"]}
+    assert {**control_plane, "operator": "In"} in server["nodeSelector"]["matchExpressions"]
+    assert {**control_plane, "operator": "NotIn"} in agent["nodeSelector"]["matchExpressions"]
+    assert "drain" not in server  # etcd and the control plane restart in place
+    assert agent["drain"]["deleteEmptydirData"] is True and agent["drain"]["timeout"] == "10m"
+    assert agent["prepare"] == {"image": "rancher/rke2-upgrade", "args": ["prepare", "rke2-server"]}
+    # the GPU agents are tainted; the upgrade Job tolerates only "unschedulable" by itself
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in agent["tolerations"]
+
+
+def test_a_new_rke2_version_moves_both_plans() -> None:
+    config = sections("eu-central-prod")
+    config["rke2"] = {**config["rke2"], "version": "v1.33.6+rke2r1"}
+    found = plans(plan_of(config, stack="eu-central-prod"))
+    assert {p["spec"]["version"] for p in found.values()} == {"v1.33.6+rke2r1"}
+
+
+def test_the_controller_is_pinned_restricted_and_on_a_server(prod: planner.Plan) -> None:
+    (deployment,) = [
+        o
+        for o in prod.kubernetes_objects()
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "system-upgrade-controller"
+    ]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "rancher/system-upgrade-controller:v0.16.3"
+    assert pod["metadata"]["labels"]["upgrade.cattle.io/controller"] == "system-upgrade-controller"
+    assert not any("hostPath" in v for v in pod["spec"]["volumes"])
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert (
+        terms["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "node-role.kubernetes.io/control-plane"
+    )
+    (config_map,) = [
+        o for o in prod.kubernetes_objects() if o["metadata"]["name"] == "default-controller-env"
+    ]
+    assert config_map["data"]["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"] == "rancher/kubectl:v1.30.3"
+    (namespace,) = [
+        o
+        for o in prod.kubernetes_objects()
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == "system-upgrade"
+    ]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_the_crd_is_declared_beside_the_plans(prod: planner.Plan) -> None:
+    (crd,) = [o for o in prod.kubernetes_objects() if o["kind"] == "CustomResourceDefinition"]
+    assert crd["metadata"]["name"] == "plans.upgrade.cattle.io"
+    plan_resources = [r for r in prod.custom() if r.type == "kubernetes:upgrade.cattle.io/v1:Plan"]
+    assert len(plan_resources) == 2
+    for r in plan_resources:
+        assert r.parent_type == "sovereign:platform:SystemUpgrade"
