@@ -73,8 +73,11 @@ def _etcd_snapshot_vars(cfg: StackConfig) -> dict[str, Any]:
 
 
 # Hetzner's vSwitch carries at most 1400-byte packets
-# (https://docs.hetzner.com/robot/dedicated-server/network/vswitch); flannel's VXLAN header takes
-# 50 of them, so pods get 1350 wherever a pod packet may cross the vSwitch.
+# (https://docs.hetzner.com/robot/dedicated-server/network/vswitch), a cloud network's interfaces
+# 1450 (https://docs.hetzner.com/cloud/networks/technical-concepts/architecture); flannel's VXLAN
+# header takes 50 of them, so pods get 1400, or 1350 wherever a pod packet may cross the vSwitch.
+# The chart's own default (rke2-canal values.yaml, calico.vethuMTU: 1450) fits neither.
+CLOUD_NETWORK_MTU = 1450
 VSWITCH_MTU = 1400
 VXLAN_OVERHEAD = 50
 
@@ -98,11 +101,12 @@ def address_regex(network: ipaddress.IPv4Network) -> str:
 def _gpu_network_vars(cfg: StackConfig) -> dict[str, Any]:
     """Canal over the private network on every node: flannel's interface is the one holding a
     private address (on a GPU server the vSwitch link, not the public uplink its default route
-    uses; rancher/rke2#1889), and pods' MTU fits the vSwitch when the stack has GPU servers."""
-    found: dict[str, Any] = {"rke2_canal_iface_regex": address_regex(cfg.network.ip_range)}
-    if cfg.gpu_pool.servers:
-        found["rke2_canal_veth_mtu"] = VSWITCH_MTU - VXLAN_OVERHEAD
-    return found
+    uses; rancher/rke2#1889), and pods' MTU fits the smallest link a pod packet crosses."""
+    link = VSWITCH_MTU if cfg.gpu_pool.servers else CLOUD_NETWORK_MTU
+    return {
+        "rke2_canal_iface_regex": address_regex(cfg.network.ip_range),
+        "rke2_canal_veth_mtu": link - VXLAN_OVERHEAD,
+    }
 
 
 def build(

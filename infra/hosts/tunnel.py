@@ -42,6 +42,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,11 @@ def answers_tls(port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:*port* (connections of an earlier tunnel waiting out
+    TIME_WAIT do not count: SO_REUSEADDR, as ssh's own listener sets it)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -239,6 +243,11 @@ def close(t: Tunnel) -> bool:
     """Stop the tunnel's master (and with it the forward); True if one was running."""
     sock, state, _ = _paths(t)
     was_open = sock.exists() and _control(t, sock, "-O", "exit").returncode == 0
+    # the master acknowledges "exit" before it has gone: wait until it answers no more
+    for _ in range(100):
+        if not sock.exists() or _control(t, sock, "-O", "check").returncode != 0:
+            break
+        time.sleep(0.1)
     sock.unlink(missing_ok=True)
     state.unlink(missing_ok=True)
     return was_open
@@ -256,7 +265,7 @@ def open_tunnel(t: Tunnel) -> str:
             _control(t, sock, "-O", "cancel", "-L", _forward(t, current))
     else:
         sock.unlink(missing_ok=True)
-        if not _port_free(t.local_port):
+        if not port_free(t.local_port):
             raise TunnelError(
                 f"127.0.0.1:{t.local_port} is taken by another program (another stack's tunnel or a "
                 f"kubectl port-forward?); stop it, or give this stack another {PORT_FIELD}"

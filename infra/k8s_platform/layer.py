@@ -30,6 +30,11 @@ class PlatformLayer(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=kubeconfig,
+            # replaced only when this changes: a new tunnel port or a re-run of the bootstrap
+            # (whose kubeconfig is unknown during preview) would otherwise replace the provider and
+            # with it every object of the platform (pulumi-kubernetes DiffConfig: "If present, this
+            # value will control the provider's replacement behavior")
+            cluster_identifier=f"{cfg.stack}-rke2",
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
@@ -42,8 +47,6 @@ class PlatformLayer(pulumi.ComponentResource):
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=ns, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=ns, opts=scoped)
-        # RKE2 upgrades: the system-upgrade-controller and its Plans at rke2.version (phase 1 too)
-        self.upgrades = SystemUpgrade(f"{name}-upgrades", cfg, depends_on=ns, opts=scoped)
         self.models: list[ModelServer] = []
         self.gateway: GatewayDeployment | None = None
         self.observability: Observability | None = None
@@ -56,6 +59,9 @@ class PlatformLayer(pulumi.ComponentResource):
                 "gateway, the models and their certificates follow once the custodians have initialised "
                 "and unsealed it (docs/platform.md, OpenBao unseal design)",
                 resource=self,
+            )
+            self.upgrades = self._upgrades(
+                name, cfg, [*isolated, self.openbao, self.gpu, self.autoscaling], scoped
             )
             self.register_outputs({})
             return
@@ -79,4 +85,16 @@ class PlatformLayer(pulumi.ComponentResource):
         self.observability = Observability(
             f"{name}-observability", cfg, openbao=configured, depends_on=ns, opts=scoped
         )
+        everything = [*isolated, self.openbao, self.gpu, self.autoscaling, *self.models, self.gateway]
+        self.upgrades = self._upgrades(name, cfg, [*everything, self.observability], scoped)
         self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})
+
+    @staticmethod
+    def _upgrades(
+        name: str, cfg: StackConfig, before: list[pulumi.Resource], opts: pulumi.ResourceOptions
+    ) -> SystemUpgrade:
+        """RKE2 upgrades (phase 1 too), declared after everything else: a new Plan makes the
+        controller cordon (and, for agents, drain) every node once, one at a time, even at the
+        version it runs (v0.16.3 SelectConcurrentNodes selects each node without the Plan's hash
+        label), so the rest of the platform is in place before that begins."""
+        return SystemUpgrade(f"{name}-upgrades", cfg, depends_on=before, opts=opts)

@@ -301,7 +301,14 @@ class SystemUpgrade(pulumi.ComponentResource):
                 f"{name}-{plan}",
                 api_version="upgrade.cattle.io/v1",
                 kind="Plan",
-                metadata={"name": plan, "namespace": UPGRADE_NS, "labels": {**meta, "rke2-upgrade": role}},
+                # not the controller's labels: the controller copies a Plan's labels (but those with
+                # "cattle.io/") onto its Job pods (v0.16.3 pkg/upgrade/job/job.go), and its own pod's
+                # anti-affinity on app.kubernetes.io/name would keep the Job off that server forever
+                metadata={
+                    "name": plan,
+                    "namespace": UPGRADE_NS,
+                    "labels": {**labels(cfg, "rke2-upgrade", "upgrades"), "rke2-upgrade": role},
+                },
                 spec=spec,
                 opts=after,
             )

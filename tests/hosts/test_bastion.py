@@ -308,8 +308,7 @@ def test_the_api_tunnel_reaches_a_live_server_through_the_bastion_and_kubectl_tr
     finally:
         closed = tunnel.close(t)
     assert closed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # the port is free again
+    assert tunnel.port_free(port)  # nothing listens there any more
 
 
 def test_with_no_server_answering_the_tunnel_names_each_one_and_why(

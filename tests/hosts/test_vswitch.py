@@ -207,6 +207,67 @@ def test_the_uplink_takes_nothing_new_even_from_an_allowed_source(
     assert opened.stdout.strip() == "ok", opened.stderr
 
 
+def test_a_nodeport_on_the_uplink_never_reaches_a_pod(
+    lab: Lab, converged: tuple[PlaybookRun, PlaybookRun, PlaybookRun]
+) -> None:
+    """kube-proxy's NodePorts are DNATed in prerouting and forwarded to the pod: the input chain
+    never sees them, so the uplink must be closed on the forward path too."""
+    host = lab.hosts[0]
+    pod = "10.42.9.9"  # a pod on another node, reached over the vSwitch (RKE2's cluster-cidr)
+    nodeport = (
+        "sudo sysctl -qw net.ipv4.ip_forward=1"  # as on every Kubernetes node
+        " && sudo nft add table ip lab-kube-proxy"
+        " && sudo nft add chain ip lab-kube-proxy prerouting '{ type nat hook prerouting priority dstnat; }'"
+        f" && sudo nft add rule ip lab-kube-proxy prerouting tcp dport 30443 dnat to {pod}:8443"
+        f" && sudo ip route replace {pod}/32 via {GATEWAY}"
+    )
+    added = over_vswitch(host, nodeport)
+    assert added.returncode == 0, added.stderr
+
+    def dropped() -> int:
+        chain = over_vswitch(host, "sudo nft list chain inet sovereign forward")
+        assert chain.returncode == 0, chain.stderr
+        found = re.search(r'iifname "host0" ct state new counter packets (\d+) bytes \d+ drop', chain.stdout)
+        assert found, chain.stdout
+        return int(found.group(1))
+
+    try:
+        before = dropped()
+        with pytest.raises(OSError):
+            socket.create_connection((host.address, 30443), timeout=3).close()
+        assert dropped() > before  # the DNATed connection was dropped on its way to the pod
+    finally:
+        over_vswitch(host, f"sudo nft delete table ip lab-kube-proxy; sudo ip route del {pod}/32; true")
+
+
+def test_a_changed_unit_recreates_the_link_only_where_it_differs(
+    lab: Lab, converged: tuple[PlaybookRun, PlaybookRun, PlaybookRun]
+) -> None:
+    """Deleting the link deletes the VXLAN device flannel built on it and cuts the SSH session
+    riding it: a unit change that leaves the link as it is must not touch it."""
+    host = lab.hosts[0]
+    unit = "/etc/systemd/system/sovereign-vswitch.service"
+
+    def ifindex() -> int:
+        (link,) = guest_json(host, f"ip -json link show dev {LINK}")
+        return int(link["ifindex"])
+
+    before = ifindex()
+    assert over_vswitch(host, f"echo '# edited' | sudo tee -a {unit} >/dev/null").returncode == 0
+    cosmetic = run_playbook(PLAYBOOK, inventory(lab, over_vswitch=True))
+    assert cosmetic.rc == 0, cosmetic.failures
+    assert cosmetic.changed  # the unit was rewritten ...
+    assert ifindex() == before  # ... and the link left as it was
+    # a unit change while the live link differs (here its MTU) recreates it
+    drift = f"echo '# edited' | sudo tee -a {unit} >/dev/null && sudo ip link set dev {LINK} mtu 1300"
+    assert over_vswitch(host, drift).returncode == 0
+    fixed = run_playbook(PLAYBOOK, inventory(lab, over_vswitch=True))
+    assert fixed.rc == 0, fixed.failures
+    assert ifindex() != before
+    (link,) = guest_json(host, f"ip -json link show dev {LINK}")
+    assert link["mtu"] == 1400
+
+
 def test_the_link_is_rebuilt_at_every_start(
     lab: Lab, converged: tuple[PlaybookRun, PlaybookRun, PlaybookRun]
 ) -> None:

@@ -27,7 +27,10 @@ def test_the_platform_provider_waits_for_the_tunnel_opened_after_the_bootstrap()
     assert any(r.startswith("command:local:Command::") and r.endswith("-rke2-bootstrap") for r in before)
     # the Kubernetes provider (and so every platform object) is registered after the tunnel is open
     assert not any(r.startswith("pulumi:providers:kubernetes::") for r in before)
-    assert plan.of_type("pulumi:providers:kubernetes")
+    (provider,) = plan.of_type("pulumi:providers:kubernetes")
+    # a new tunnel port or a re-run bootstrap changes the kubeconfig: the provider, and with it
+    # every platform object, is replaced only when this identifier changes
+    assert provider.inputs["clusterIdentifier"] == "eu-central-prod-rke2"
 
 
 def test_the_tunnel_reaches_the_bastion_as_ansible_does_and_targets_every_server_in_order() -> None:
@@ -121,3 +124,17 @@ def test_the_control_socket_is_private_and_short_enough_for_a_unix_socket(
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared.parent))
         with pytest.raises(tunnel.TunnelError, match="not a private folder of this user"):
             tunnel.control_socket(t)
+
+
+def test_a_port_is_free_once_nothing_listens_even_with_connections_in_time_wait() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    assert not tunnel.port_free(port)  # listening: taken
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _ = listener.accept()
+    served.close()  # the side that closes first keeps the port in TIME_WAIT
+    client.close()
+    listener.close()
+    assert tunnel.port_free(port)

@@ -153,3 +153,40 @@ def test_the_crd_is_declared_beside_the_plans(prod: planner.Plan) -> None:
     assert len(plan_resources) == 2
     for r in plan_resources:
         assert r.parent_type == "sovereign:platform:SystemUpgrade"
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against *labels*
+    (k8s.io/apimachinery pkg/apis/meta/v1 LabelSelector semantics)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values):
+            return False
+        if (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def test_a_plans_job_is_never_kept_off_a_node_by_the_controllers_anti_affinity(prod: planner.Plan) -> None:
+    """The Job runs on the node it upgrades, the controller's server too: its pod labels (the
+    Plan's, but those with "cattle.io/", plus the controller's own; v0.16.3 job.go) must not match
+    the controller pod's required anti-affinity, which the scheduler applies to incoming pods
+    (kube-scheduler interpodaffinity, satisfyExistingPodsAntiAffinity)."""
+    (deployment,) = [
+        o
+        for o in prod.kubernetes_objects()
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "system-upgrade-controller"
+    ]
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    terms = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    controller_pod = deployment["spec"]["template"]["metadata"]["labels"]
+    assert any(_matches(t["labelSelector"], controller_pod) for t in terms)  # the selector is live
+    for name, obj in plans(prod).items():
+        job_pod = {k: v for k, v in obj["metadata"]["labels"].items() if "cattle.io/" not in k}
+        job_pod |= {
+            "upgrade.cattle.io/controller": "system-upgrade-controller",
+            "upgrade.cattle.io/plan": name,
+        }
+        assert not any(_matches(t["labelSelector"], job_pod) for t in terms), name
