@@ -304,7 +304,6 @@ class Lab:
         self.key = workdir / "id_ed25519"
         self.hosts = [LabHost(n, first_index + i, workdir / n, self.key, zone) for i, n in enumerate(names)]
         self.proxy = PackageProxy(workdir, sorted({h.host_end for h in self.hosts}))
-        self._lock: Any = None
 
     def inventory(self) -> dict[str, Any]:
         """An Ansible inventory of every host, the lab's range as the private network."""
@@ -315,10 +314,27 @@ class Lab:
             }
         }
 
+    # labs of one process (a session's lab and a module's) are made to coexist; only another
+    # process's labs clash: the lock is taken by the first lab of a process, released by its last
+    _lock_file: Any = None
+    _lock_holders = 0
+
+    @classmethod
+    def _acquire(cls) -> None:
+        if cls._lock_holders == 0:
+            cls._lock_file = LOCK.open("a")
+            fcntl.flock(cls._lock_file, fcntl.LOCK_EX)  # waits while another process's lab runs
+        cls._lock_holders += 1
+
+    @classmethod
+    def _release(cls) -> None:
+        cls._lock_holders -= 1
+        if cls._lock_holders == 0 and cls._lock_file is not None:
+            cls._lock_file.close()  # releases the flock
+            cls._lock_file = None
+
     def __enter__(self) -> Lab:
-        # waits while another lab (another pytest run, a helper's) holds the machine's lab names
-        self._lock = LOCK.open("a")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._acquire()
         try:
             tarball = image()
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
@@ -336,6 +352,4 @@ class Lab:
             for host in self.hosts:
                 host.stop()
         finally:
-            if self._lock is not None:
-                self._lock.close()  # releases the flock
-                self._lock = None
+            self._release()

@@ -11,6 +11,7 @@ test_cluster.py; the running cluster on the VM tier, skipped there with the reas
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,48 @@ def test_configuration_has_the_cis_profile_and_the_token_from_openbao(
     assert config["tls-san"] == ["10.20.1.5"] and "server" not in config  # the first server
     registries = yaml.safe_load(host.ssh("sudo cat /etc/rancher/rke2/registries.yaml").stdout)
     assert registries["mirrors"]["docker.io"]["endpoint"] == ["https://registry.example.eu"]
+    # every pull as containerd would make it with these two files: only the EU mirror
+    for image, path in [
+        ("nginx:1.27", "docker.io/library/nginx"),
+        (
+            "docker.io/rancher/hardened-kubernetes:v1.33.5-rke2r1-build20250910",
+            "docker.io/rancher/hardened-kubernetes",
+        ),
+        ("nvcr.io/nvidia/gpu-operator:v25.3.4", "nvcr.io/nvidia/gpu-operator"),
+        ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause"),
+        ("quay.io/openbao/openbao:2.4.1", "quay.io/openbao/openbao"),
+        ("ghcr.io/kedacore/keda:2.17.2", "ghcr.io/kedacore/keda"),
+        ("registry.example.eu/sovereign-llm/gateway:0.1.0", "sovereign-llm/gateway"),
+    ]:
+        assert pulls(image, registries, config) == [f"https://registry.example.eu/v2/{path}"], image
+    assert pulls("gcr.io/distroless/static:nonroot", registries, config) == []  # not mirrored: no pull
+
+
+def pulls(image: str, registries: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The URLs containerd tries for *image* under RKE2's registries.yaml and config.yaml: each
+    mirror endpoint of the image's registry with the first matching rewrite applied to the
+    repository, then the registry's default endpoint (index.docker.io for docker.io) without
+    rewrites, unless disable-default-registry-endpoint is set (docs.rke2.io/install/private_registry:
+    "Default Endpoint Fallback", "Rewrites"; a first component with a "." or ":" is a registry,
+    anything else is docker.io, library/ for single names)."""
+    name = image.split("@")[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
+    first, _, rest = name.partition("/")
+    registry, repository = (first, rest) if rest and ("." in first or ":" in first) else ("docker.io", name)
+    if registry == "docker.io" and "/" not in repository:
+        repository = f"library/{repository}"
+    mirror = (registries.get("mirrors") or {}).get(registry) or {}
+    urls = []
+    for endpoint in mirror.get("endpoint") or []:
+        path = repository
+        for pattern, replacement in (mirror.get("rewrite") or {}).items():
+            if re.search(pattern, path):
+                path = re.sub(pattern, replacement.replace("$1", r"\1"), path, count=1)
+                break
+        urls.append(f"{endpoint.rstrip('/')}/v2/{path}")
+    if not config.get("disable-default-registry-endpoint"):
+        default = "https://index.docker.io" if registry == "docker.io" else f"https://{registry}"
+        urls.append(f"{default}/v2/{repository}")
+    return urls
 
 
 def test_the_join_token_never_reaches_the_output(
