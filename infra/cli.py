@@ -7,7 +7,8 @@ sovereign gateway keys list | revoke KEY_ID
 sovereign audit verify FILE [--stack S]      verify the audit trail's chain and signatures (and archive)
 sovereign audit ship FILE --stack S          ship sealed audit segments to the Object Lock archive
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
-                                             kubernetes.yaml; non-zero on a residency/policy violation
+                                             kubernetes.yaml, completeness findings; non-zero on a
+                                             residency/policy violation
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
 sovereign tunnel open|close|status --stack N SSH tunnel through the bastion to the Kubernetes API
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
@@ -228,13 +229,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"plan:       {plan_path}\nkubernetes: {k8s_path}")
     for blocker in result.blockers:
         print(f"WARNING: `pulumi up` would stop before creating anything: {blocker}", file=sys.stderr)
+    if result.findings:
+        verdict = "" if planner.COMPLETENESS_FAILS_PLAN else " (reported, not yet failing the plan)"
+        print(f"\n{len(result.findings)} completeness finding(s){verdict}:", file=sys.stderr)
+        for finding in result.findings:
+            print(f"  {finding}", file=sys.stderr)
+    else:
+        print("completeness: every kind, StorageClass, reference, image and namespace policy is provided")
     if result.violations:
         print(f"\n{len(result.violations)} policy violation(s):", file=sys.stderr)
         for violation in result.violations:
             print(f"  {violation}", file=sys.stderr)
         return 1
     print(f"policy: {len(custom)} resources checked against {len(RULES)} rules, no violation")
-    return 0
+    return 1 if result.findings and planner.COMPLETENESS_FAILS_PLAN else 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:

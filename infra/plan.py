@@ -19,7 +19,7 @@ import asyncio
 import contextvars
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,11 @@ from infra import catalogue, program
 from infra import config as stack_config
 from infra.components.gpu_pool import declared_hosts
 from infra.config import StackConfig
-from infra.policy import rules
+from infra.policy import completeness, rules
 
+# Completeness findings (infra/policy/completeness.py) are reported but do not fail `sovereign
+# plan` (nor, in the policy pack, `pulumi preview`) until the example stacks are complete
+COMPLETENESS_FAILS_PLAN = False
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 K8S_SECRET = "kubernetes:core/v1:Secret"  # noqa: S105 (a type token, not a password)
 UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
@@ -61,6 +64,11 @@ class PlannedResource:
     custom: bool
     parent_type: str | None
     inputs: dict[str, Any]
+    # the parent's URN and the URNs this resource waits for: its depends_on and the resources
+    # its inputs come from, components already expanded to their custom children by the SDK
+    # (what the engine receives in RegisterResource)
+    parent: str | None = None
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +85,8 @@ class Plan:
     blockers: list[str] = field(default_factory=list)
     # local commands `pulumi up` would run on this machine (invokes), in order
     invoked: list[dict[str, Any]] = field(default_factory=list)
+    # what the Kubernetes objects need and the program does not provide (issue #19)
+    findings: list[completeness.Finding] = field(default_factory=list)
 
     def custom(self) -> list[PlannedResource]:
         return [r for r in self.resources if r.custom]
@@ -118,6 +128,11 @@ class Plan:
                 "rules": list(rules.RULES),
                 "checked_resources": len(self.custom()),
                 "violations": [asdict(v) for v in self.violations],
+            },
+            "completeness": {
+                "fails_plan": COMPLETENESS_FAILS_PLAN,
+                "operator_inputs": [asdict(i) for i in completeness.OPERATOR_INPUTS],
+                "findings": [asdict(f) for f in self.findings],
             },
         }
 
@@ -212,6 +227,23 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, []
 
 
+class RecordingMonitor(MockMonitor):
+    """Pulumi's mock monitor, keeping what ``MockResourceArgs`` leaves out: each registration's
+    parent and dependencies (``RegisterResourceRequest.dependencies``), so a plan can prove
+    that one resource is created after another."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.parents: dict[str, str] = {}
+        self.dependencies: dict[str, list[str]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        self.parents[response.urn] = request.parent
+        self.dependencies[response.urn] = sorted(set(request.dependencies))
+        return response
+
+
 def _parent_type(urn: str) -> str | None:
     qualified = urn.split("::")[2]
     chain = qualified.split("$")
@@ -253,7 +285,7 @@ def _declare(
     cfg: StackConfig, sections: Mapping[str, Any], secrets_provider: str | None, role_digest: str | None
 ) -> Plan:
     mocks = RecordingMocks()
-    monitor = MockMonitor(mocks)
+    monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(
         mocks, project=stack_config.PROJECT, stack=cfg.stack, preview=False, monitor=monitor
     )
@@ -273,13 +305,7 @@ def _declare(
 
     pulumi.runtime.test(declare)()  # type: ignore[no-untyped-call]  # Pulumi's runner for mocks
 
-    resources = []
-    for urn, registration in monitor.get_registered_resources().items():
-        type_, name, custom, inputs = mocks.registered[str(registration.id)]
-        resources.append(
-            PlannedResource(urn, type_, name, str(registration.id), custom, _parent_type(urn), inputs)
-        )
-    resources.sort(key=lambda r: r.urn)
+    resources = _recorded(mocks, monitor)
     hosts = [
         {"type": "hetzner-robot:dedicated (declared, not managed by Pulumi)", **h}
         for h in declared_hosts(cfg)
@@ -296,7 +322,59 @@ def _declare(
     plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
     plan.invoked = mocks.invoked
     plan.blockers = program.deploy_blockers(cfg)
+    plan.findings = completeness.check(
+        completeness_view(resources), registry_mirror=cfg.endpoints.registry_mirror
+    )
     return plan
+
+
+def completeness_view(resources: list[PlannedResource]) -> list[completeness.Resource]:
+    """The plan's resources as the completeness check (and the policy pack) sees them."""
+    return [
+        completeness.Resource(r.urn, r.type, r.name, r.custom, r.inputs, r.parent, tuple(r.dependencies))
+        for r in resources
+    ]
+
+
+def _recorded(mocks: RecordingMocks, monitor: RecordingMonitor) -> list[PlannedResource]:
+    resources = []
+    for urn, registration in monitor.get_registered_resources().items():
+        type_, name, custom, inputs = mocks.registered[str(registration.id)]
+        resources.append(
+            PlannedResource(
+                urn, type_, name, str(registration.id), custom, _parent_type(urn), inputs,
+                parent=monitor.parents.get(urn) or None, dependencies=monitor.dependencies.get(urn, []),
+            )
+        )  # fmt: skip
+    resources.sort(key=lambda r: r.urn)
+    return resources
+
+
+def record(declare: Callable[[], object], *, stack: str = "program") -> list[PlannedResource]:
+    """Any program (a function that declares resources) under the same mocks as a plan: every
+    resource it registers, with inputs, parent and dependencies. For checks of a few resources
+    without a whole stack (tests/infra/test_completeness.py)."""
+
+    def run_it() -> list[PlannedResource]:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            mocks = RecordingMocks()
+            monitor = RecordingMonitor(mocks)
+            pulumi.runtime.set_mocks(
+                mocks, project=stack_config.PROJECT, stack=stack, preview=False, monitor=monitor
+            )
+
+            async def body() -> None:
+                declare()
+
+            pulumi.runtime.test(body)()  # type: ignore[no-untyped-call]  # Pulumi's runner for mocks
+            return _recorded(mocks, monitor)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    return contextvars.Context().run(run_it)
 
 
 def manifest(resource: PlannedResource) -> dict[str, Any]:

@@ -1,18 +1,28 @@
 """Policy pack for real previews and updates: ``pulumi preview --policy-pack infra/policy``.
 
 Every rule of ``rules.py`` as a mandatory resource validation policy, so a real deploy is held
-to exactly what ``sovereign plan`` checks offline.
+to exactly what ``sovereign plan`` checks offline; and the completeness check
+(``completeness.py``) as a stack validation policy, which sees every resource with its parent
+and dependencies. Completeness is advisory until ``infra.plan.COMPLETENESS_FAILS_PLAN`` is
+switched on. The stack's registry mirror comes from the pack's config
+(``--policy-pack-config``: ``{"completeness": {"registry_mirror": "https://…"}}``); without it
+images must still be by digest and from no public registry.
 """
 
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyConfigSchema,
     PolicyPack,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from infra.policy import rules
+from infra.plan import COMPLETENESS_FAILS_PLAN
+from infra.policy import completeness, rules
 
 
 def _policy(rule: str, fn: rules.Rule) -> ResourceValidationPolicy:
@@ -28,4 +38,33 @@ def _policy(rule: str, fn: rules.Rule) -> ResourceValidationPolicy:
     )
 
 
-PolicyPack(name="sovereign-residency", policies=[_policy(r, f) for r, f in rules.RULES.items()])
+def _resource(r: PolicyResource) -> completeness.Resource:
+    # components (the project's sovereign:* types and the stack) hold no Kubernetes object
+    custom = not r.resource_type.startswith(("sovereign:", "pulumi:pulumi:"))
+    parent = r.parent.urn if r.parent is not None else None
+    deps = tuple(d.urn for d in r.dependencies)
+    return completeness.Resource(r.urn, r.resource_type, r.name, custom, r.props, parent, deps)
+
+
+def _completeness(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    resources = [_resource(r) for r in args.resources]
+    by_label = {r.label(): r.urn for r in resources if r.custom and r.type.startswith("kubernetes:")}
+    mirror = args.get_config().get("registry_mirror")
+    for finding in completeness.check(resources, registry_mirror=mirror, require_mirror=mirror is not None):
+        # a finding's resource starts with the object's label, which ends in its unique Pulumi name
+        urn = next((u for label, u in by_label.items() if finding.resource.startswith(label)), None)
+        report_violation(str(finding), urn)
+
+
+COMPLETENESS = StackValidationPolicy(
+    name="completeness",
+    description=(completeness.__doc__ or "completeness").strip().splitlines()[0],
+    enforcement_level=EnforcementLevel.MANDATORY if COMPLETENESS_FAILS_PLAN else EnforcementLevel.ADVISORY,
+    validate=_completeness,
+    config_schema=PolicyConfigSchema(properties={"registry_mirror": {"type": "string"}}),
+)
+
+PolicyPack(
+    name="sovereign-residency",
+    policies=[*(_policy(r, f) for r, f in rules.RULES.items()), COMPLETENESS],
+)

@@ -95,3 +95,40 @@ def test_bastion_may_have_ipv4_but_not_ipv6() -> None:
     assert rules.check(rules.SERVER, "b", bastion) == []
     bastion["publicNets"] = [{"ipv4Enabled": True, "ipv6Enabled": True}]
     assert [v.rule for v in rules.check(rules.SERVER, "b", bastion)] == ["private-nodes"]
+
+
+def analyze_stack(stub: analyzer_pb2_grpc.AnalyzerStub, resources: list[dict[str, Any]]) -> list[Any]:
+    request = analyzer_pb2.AnalyzeStackRequest()
+    for r in resources:
+        struct = struct_pb2.Struct()
+        struct.update(r["props"])
+        request.resources.append(
+            analyzer_pb2.AnalyzerResource(
+                type=r["type"],
+                properties=struct,
+                urn=r["urn"],
+                name=r["name"],
+                dependencies=r.get("deps", []),
+            )
+        )
+    return list(stub.AnalyzeStack(request, timeout=30).diagnostics)
+
+
+def test_the_pack_reports_completeness_over_the_whole_stack(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    """A ServiceMonitor whose CRD nothing installs, and one created after its CRD."""
+    monitor = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
+    crd = {
+        "type": "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        "urn": "urn:pulumi:s::p::crd::sm",
+        "name": "sm",
+        "props": {"spec": {"group": "monitoring.coreos.com", "names": {"kind": "ServiceMonitor"}}},
+    }
+    meta = {"metadata": {"name": "m", "namespace": "kube-system"}}
+    lonely = {"type": monitor, "urn": "urn:pulumi:s::p::sm::a", "name": "a", "props": meta}
+    diagnostics = analyze_stack(analyzer, [lonely])
+    assert [(d.policyName, d.urn) for d in diagnostics] == [("completeness", lonely["urn"])]
+    assert "ServiceMonitor kube-system/m [a]: missing the CustomResourceDefinition" in diagnostics[0].message
+    # advisory until infra.plan.COMPLETENESS_FAILS_PLAN is switched on
+    assert diagnostics[0].enforcementLevel == analyzer_pb2.ADVISORY
+    after = {**lonely, "deps": [crd["urn"]]}
+    assert analyze_stack(analyzer, [crd, after]) == []

@@ -1,0 +1,525 @@
+"""Completeness: what the Kubernetes objects of a program need, the program provides (issue #19).
+
+Checked over every resource of a program, with its parent and dependencies:
+
+- **crd**: every kind that is neither built into Kubernetes nor installed by RKE2 has its
+  CustomResourceDefinition installed earlier in the same program: by a CustomResourceDefinition
+  resource or a Helm release (charts.py) that the resource depends on (``depends_on``, inputs,
+  or a custom-resource parent, followed transitively). The same for what a Helm release renders
+  or its operator creates (KEDA's ServiceMonitor, the GPU operator's DCGM ServiceMonitor).
+- **storage-class**: every PersistentVolumeClaim (and StatefulSet volumeClaimTemplate, and a
+  chart's claims) names a StorageClass the program provides; one without a class needs a
+  default StorageClass, and RKE2 has none.
+- **reference**: every Secret, ConfigMap and ServiceAccount a pod references (volumes,
+  projected sources, env, envFrom, imagePullSecrets, serviceAccountName; and a chart's pods
+  through its values) is declared by the program, created by a chart, built in, or listed in
+  ``OPERATOR_INPUTS`` with the command that creates it.
+- **image**: every container image (and every image a chart runs) comes from the stack's EU
+  registry mirror by digest: ``<mirror host>/<path>[:<tag>]@sha256:<64 hex>``.
+- **namespace-policy**: every namespace the program declares has a default-deny NetworkPolicy
+  (empty pod selector, Ingress and Egress, no rule) and a Pod Security ``enforce`` label; every
+  namespace an object lands in is declared (or is one of RKE2's).
+- **chart**: every Helm release's chart and version is declared in charts.py.
+
+The same function runs in ``sovereign plan`` (infra/plan.py, under Pulumi's mocks) and in the
+policy pack (a stack validation policy, infra/policy/__main__.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.policy import charts
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+POD_CARRIERS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CLUSTER_SCOPED = frozenset(
+    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "StorageClass",
+     "PersistentVolume", "RuntimeClass", "PriorityClass", "ValidatingWebhookConfiguration",
+     "MutatingWebhookConfiguration", "APIService", "Node", "ClusterPolicy", "NVIDIADriver"}
+)  # fmt: skip
+# registries outside the boundary: never acceptable, whatever the mirror
+PUBLIC_REGISTRIES = frozenset(
+    {"docker.io", "registry-1.docker.io", "index.docker.io", "quay.io", "ghcr.io", "gcr.io",
+     "registry.k8s.io", "k8s.gcr.io", "nvcr.io", "public.ecr.aws", "mcr.microsoft.com"}
+)  # fmt: skip
+_DIGEST_REF = re.compile(
+    r"^(?P<host>[A-Za-z0-9.-]+(?::\d+)?)/(?P<path>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
+    r"(?::[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$"
+)
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+
+
+@dataclass(frozen=True)
+class OperatorInput:
+    """An object the program references but does not create: an operator creates it, with
+    exactly this command, before ``pulumi up`` (listed in the deploy steps)."""
+
+    kind: str  # Secret | ConfigMap | ServiceAccount
+    name: str
+    namespace: str
+    created_by: str  # the exact `sovereign …` / `kubectl create secret …` command
+    docs: str  # where the deploy steps describe it
+
+
+# Nothing is an operator input today: every referenced object must be declared by the program.
+OPERATOR_INPUTS: tuple[OperatorInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # crd | storage-class | reference | image | namespace-policy | chart
+    resource: str  # the object (kind namespace/name) and its Pulumi resource name
+    missing: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.resource}: missing {self.missing} ({self.fix})"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A registered resource as both the plan and the policy pack see it."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    inputs: Mapping[str, Any]
+    parent: str | None = None
+    dependencies: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def group_kind(self) -> tuple[str, str]:
+        """(API group, kind) of a ``kubernetes:<group>/<version>:<Kind>`` type token."""
+        _, group_version, kind = self.type.split(":", 2)
+        group = group_version.rpartition("/")[0]
+        return ("" if group == "core" else group), kind
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta = self.inputs.get("metadata")
+        return meta if isinstance(meta, Mapping) else {}
+
+    @property
+    def namespace(self) -> str | None:
+        if self.type == HELM_RELEASE:
+            return str(self.inputs.get("namespace") or "default")
+        if self.group_kind[1] in CLUSTER_SCOPED:
+            return None
+        return str(self.meta.get("namespace") or "default")
+
+    def label(self) -> str:
+        if self.type == HELM_RELEASE:
+            i = self.inputs
+            return f"Helm release {i.get('name')} (chart {i.get('chart')} {i.get('version')}) [{self.name}]"
+        where = "/".join(x for x in (self.namespace, str(self.meta.get("name", "?"))) if x)
+        return f"{self.group_kind[1]} {where} [{self.name}]"
+
+
+def _kubernetes(resources: Iterable[Resource]) -> list[Resource]:
+    return [r for r in resources if r.custom and r.type.startswith("kubernetes:")]
+
+
+def _at(node: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _list(node: Any) -> list[Any]:
+    return [x for x in node if isinstance(x, Mapping)] if isinstance(node, list) else []
+
+
+class _Program:
+    def __init__(self, resources: Sequence[Resource]) -> None:
+        self.by_urn = {r.urn: r for r in resources}
+        self.children: dict[str, list[str]] = {}
+        for r in resources:
+            if r.parent:
+                self.children.setdefault(r.parent, []).append(r.urn)
+        self.k8s = _kubernetes(resources)
+        self._closures: dict[str, frozenset[str]] = {}
+
+    def _expand(self, urn: str) -> Iterator[str]:
+        """A component stands for its children (the SDK already expands depends_on on local
+        components; this covers any that reach us unexpanded)."""
+        r = self.by_urn.get(urn)
+        if r is not None and not r.custom:
+            for child in self.children.get(urn, []):
+                yield from self._expand(child)
+        else:
+            yield urn
+
+    def before(self, resource: Resource) -> frozenset[str]:
+        """Every resource that is created before *resource*: its dependencies and custom-resource
+        parents, transitively (a child registers once its parent's creation returned)."""
+        cached = self._closures.get(resource.urn)
+        if cached is not None:
+            return cached
+        seen: set[str] = set()
+        todo = [resource.urn]
+        while todo:
+            current = self.by_urn.get(todo.pop())
+            if current is None:
+                continue
+            direct = [u for d in current.dependencies for u in self._expand(d)]
+            parent = self.by_urn.get(current.parent or "")
+            if parent is not None and parent.custom:
+                direct.append(parent.urn)
+            for urn in direct:
+                if urn not in seen:
+                    seen.add(urn)
+                    todo.append(urn)
+        self._closures[resource.urn] = frozenset(seen)
+        return self._closures[resource.urn]
+
+
+def _chart_facts(release: Resource) -> charts.ChartFacts | None:
+    i = release.inputs
+    rule = charts.CHARTS.get((str(i.get("chart")), str(i.get("version"))))
+    values = i.get("values") if isinstance(i.get("values"), Mapping) else None
+    return rule(values, str(i.get("name") or i.get("chart"))) if rule else None
+
+
+def _pod_spec(r: Resource) -> Mapping[str, Any] | None:
+    path = POD_CARRIERS.get(r.group_kind[1])
+    spec = _at(r.inputs, path) if path and r.group_kind[0] in ("", "apps", "batch") else None
+    return spec if isinstance(spec, Mapping) else None
+
+
+def _containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [
+        c for key in ("initContainers", "containers", "ephemeralContainers") for c in _list(spec.get(key))
+    ]
+
+
+def pod_references(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of every Secret, ConfigMap and ServiceAccount a pod spec needs (optional
+    references left out)."""
+    refs: list[tuple[str, str]] = []
+
+    def add(kind: str, ref: Any, key: str = "name") -> None:
+        if isinstance(ref, Mapping) and not ref.get("optional") and isinstance(ref.get(key), str):
+            refs.append((kind, ref[key]))
+
+    for volume in _list(spec.get("volumes")):
+        add("Secret", volume.get("secret"), "secretName")
+        add("ConfigMap", volume.get("configMap"))
+        for source in _list(_at(volume, ("projected", "sources"))):
+            add("Secret", source.get("secret"))
+            add("ConfigMap", source.get("configMap"))
+    for container in _containers(spec):
+        for env in _list(container.get("env")):
+            add("Secret", _at(env, ("valueFrom", "secretKeyRef")))
+            add("ConfigMap", _at(env, ("valueFrom", "configMapKeyRef")))
+        for env_from in _list(container.get("envFrom")):
+            add("Secret", env_from.get("secretRef"))
+            add("ConfigMap", env_from.get("configMapRef"))
+    for pull in _list(spec.get("imagePullSecrets")):
+        add("Secret", pull)
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+    if isinstance(account, str) and account:
+        refs.append(("ServiceAccount", account))
+    return refs
+
+
+def registry_host(mirror: str | None) -> str | None:
+    """The host of ``endpoints.registry_mirror`` (a URL or a bare host)."""
+    if not mirror:
+        return None
+    rest = mirror.split("://", 1)[-1]
+    return rest.split("/", 1)[0].lower()
+
+
+def image_problem(image: str, mirror: str | None, *, require_mirror: bool = True) -> str | None:
+    """What is wrong with *image*, or None. With require_mirror False (the policy pack without
+    a configured mirror) the host only has to be outside the known public registries."""
+    match = _DIGEST_REF.match(image)
+    if match is None:
+        where = f"{mirror}/<path>" if mirror else "<EU mirror>/<path>"
+        return f"a digest: {image!r} is not {where}@sha256:<64 hex>"
+    host = match["host"].lower()
+    if "." not in host and ":" not in host and host != "localhost":
+        host = "docker.io"  # Docker's rule: a first component without a dot is a path on Docker Hub
+    if mirror is None:
+        if require_mirror:
+            return "an EU registry mirror: endpoints.registry_mirror is not set"
+        if host in PUBLIC_REGISTRIES:
+            return f"the EU mirror: {image!r} is pulled from the public registry {host}"
+        return None
+    if host != mirror:
+        return f"the EU mirror: {image!r} is pulled from {host}, not {mirror}"
+    return None
+
+
+def check(
+    resources: Sequence[Resource],
+    *,
+    registry_mirror: str | None,
+    require_mirror: bool = True,
+    operator_inputs: Sequence[OperatorInput] = OPERATOR_INPUTS,
+) -> list[Finding]:
+    """Every completeness finding of a program's resources (sorted, without duplicates)."""
+    program = _Program(resources)
+    mirror = registry_host(registry_mirror)
+    findings: list[Finding] = []
+    facts = {r.urn: _chart_facts(r) for r in program.k8s if r.type == HELM_RELEASE}
+    findings += _charts_known(program, facts)
+    findings += _crds(program, facts)
+    findings += _storage(program, facts)
+    findings += _references(program, facts, operator_inputs)
+    findings += _images(program, facts, mirror, require_mirror)
+    findings += _namespaces(program)
+    unique = {(f.kind, f.resource, f.missing): f for f in findings}
+    return sorted(unique.values(), key=lambda f: (f.kind, f.resource, f.missing))
+
+
+def _charts_known(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> list[Finding]:
+    return [
+        Finding(
+            "chart",
+            program.by_urn[urn].label(),
+            f"a declaration of what chart {program.by_urn[urn].inputs.get('chart')} "
+            f"{program.by_urn[urn].inputs.get('version')} installs and renders",
+            "read its templates at that version and add it to infra/policy/charts.py CHARTS",
+        )
+        for urn, got in facts.items()
+        if got is None
+    ]
+
+
+def _crds(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> list[Finding]:
+    builtin = {(k.group, k.kind) for k in charts.RKE2_CRDS}
+    providers: dict[tuple[str, str], list[Resource]] = {}
+    for r in program.k8s:
+        if r.type == CRD:
+            spec = r.inputs.get("spec") or {}
+            key = (str(spec.get("group")), str(_at(spec, ("names", "kind"))))
+            providers.setdefault(key, []).append(r)
+        got = facts.get(r.urn)
+        for installed in got.crds if got else []:
+            providers.setdefault((installed.group, installed.kind), []).append(r)
+    needs: list[tuple[Resource, str, str, str]] = []  # (resource, group, kind, why)
+    for r in program.k8s:
+        if r.type == HELM_RELEASE:
+            got = facts.get(r.urn)
+            for used in got.uses if got else []:
+                needs.append((r, used.group, used.kind, f"the release renders or creates it: {used.source}"))
+            continue
+        group, kind = r.group_kind
+        if group not in charts.BUILTIN_GROUPS:
+            needs.append((r, group, kind, "the object is of this kind"))
+    findings = []
+    for r, group, kind, why in needs:
+        if group in charts.BUILTIN_GROUPS or (group, kind) in builtin:
+            continue
+        offered = providers.get((group, kind), [])
+        before = program.before(r)
+        if any(p.urn == r.urn or p.urn in before for p in offered):
+            continue
+        crd = f"the CustomResourceDefinition of {kind} ({group})"
+        if offered:
+            names = ", ".join(p.label() for p in offered)
+            findings.append(
+                Finding(
+                    "crd",
+                    r.label(),
+                    f"{crd} installed earlier: {names} provides it but is not among its dependencies",
+                    f"add depends_on on the provider; {why}",
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "crd",
+                    r.label(),
+                    f"{crd}: nothing in the program installs it",
+                    f"install it (a chart or CRD resource) and depend on it; {why}",
+                )
+            )
+    return findings
+
+
+def _storage(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> list[Finding]:
+    classes: dict[str, bool] = dict(charts.RKE2_STORAGE_CLASSES)
+    for r in program.k8s:
+        if r.group_kind == ("storage.k8s.io", "StorageClass"):
+            default = str((r.meta.get("annotations") or {}).get(DEFAULT_CLASS)).lower() == "true"
+            classes[str(r.meta.get("name"))] = default
+        got = facts.get(r.urn)
+        for name, default in got.storage_classes if got else []:
+            classes[name] = classes.get(name, False) or default
+    claims: list[tuple[Resource, str, str | None]] = []
+    for r in program.k8s:
+        group_kind = r.group_kind
+        if group_kind == ("", "PersistentVolumeClaim"):
+            claims.append((r, "", _at(r.inputs, ("spec", "storageClassName"))))
+        elif group_kind == ("apps", "StatefulSet"):
+            for template in _list(_at(r.inputs, ("spec", "volumeClaimTemplates"))):
+                name = str(_at(template, ("metadata", "name")))
+                claims.append((r, f"volumeClaimTemplate {name}", _at(template, ("spec", "storageClassName"))))
+        got = facts.get(r.urn)
+        for claim in got.claims if got else []:
+            claims.append((r, f"volumeClaimTemplate {claim.name} ({claim.source})", claim.storage_class))
+    findings = []
+    provided = ", ".join(sorted(classes)) or "none"
+    for r, what, storage_class in claims:
+        subject = f"{r.label()} {what}".rstrip()
+        if storage_class == "":
+            continue  # binds a pre-created PersistentVolume only, no provisioner involved
+        if storage_class is None:
+            if not any(classes.values()):
+                findings.append(
+                    Finding(
+                        "storage-class",
+                        subject,
+                        "a default StorageClass: the claim names "
+                        "no class and the program provides no default (RKE2 has none)",
+                        f"name a StorageClass the program installs (provided: {provided})",
+                    )
+                )
+        elif storage_class not in classes:
+            findings.append(
+                Finding(
+                    "storage-class",
+                    subject,
+                    f"StorageClass {storage_class!r}: nothing in the program provides it",
+                    f"install its provisioner, or use one provided: {provided}",
+                )
+            )
+    return findings
+
+
+def _references(
+    program: _Program, facts: Mapping[str, charts.ChartFacts | None], inputs: Sequence[OperatorInput]
+) -> list[Finding]:
+    declared: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
+    for r in program.k8s:
+        group_kind = r.group_kind
+        if group_kind in (("", "Secret"), ("", "ConfigMap"), ("", "ServiceAccount")):
+            declared.add((group_kind[1], r.namespace or "default", str(r.meta.get("name"))))
+        got = facts.get(r.urn)
+        for made in got.creates if got else []:
+            declared.add((made.kind, r.namespace or "default", made.name))
+    by_operator = {(i.kind, i.namespace, i.name) for i in inputs}
+    findings = []
+
+    def need(r: Resource, kind: str, name: str, via: str) -> None:
+        namespace = r.namespace or "default"
+        key = (kind, namespace, name)
+        if key in declared or key in by_operator or (kind, name) in charts.RKE2_IN_EVERY_NAMESPACE:
+            return
+        findings.append(
+            Finding(
+                "reference",
+                r.label(),
+                f"{kind} {namespace}/{name} ({via}): neither declared by the program nor an operator input",
+                "declare it in the program, or list it in OPERATOR_INPUTS (infra/policy/completeness.py) "
+                "with the command that creates it",
+            )
+        )
+
+    for r in program.k8s:
+        spec = _pod_spec(r)
+        if spec is not None:
+            for kind, name in pod_references(spec):
+                need(r, kind, name, "referenced by its pods")
+        got = facts.get(r.urn)
+        for ref in got.references if got else []:
+            need(r, ref.kind, ref.name, f"referenced through its values: {ref.source}")
+    return findings
+
+
+def _images(
+    program: _Program, facts: Mapping[str, charts.ChartFacts | None], mirror: str | None, require_mirror: bool
+) -> list[Finding]:
+    findings = []
+    fix = (
+        f"mirror it to {mirror or 'the EU registry'} and reference it by digest "
+        "(<mirror>/<path>@sha256:<digest>, e.g. from `crane digest`)"
+    )
+    for r in program.k8s:
+        spec = _pod_spec(r)
+        images = [(str(c.get("name")), str(c.get("image")), "") for c in _containers(spec)] if spec else []
+        got = facts.get(r.urn)
+        images += [
+            (i.component, i.ref, f"; the chart's image: {i.source}") for i in (got.images if got else [])
+        ]
+        for container, image, source in images:
+            problem = image_problem(image, mirror, require_mirror=require_mirror)
+            if problem:
+                findings.append(Finding("image", f"{r.label()} container {container}", problem, fix + source))
+    return findings
+
+
+def _namespaces(program: _Program) -> list[Finding]:
+    declared = {str(r.meta.get("name")): r for r in program.k8s if r.group_kind == ("", "Namespace")}
+    findings = []
+    for r in program.k8s:
+        namespace = r.namespace
+        if namespace and namespace not in declared and namespace not in charts.RKE2_NAMESPACES:
+            findings.append(
+                Finding(
+                    "namespace-policy",
+                    r.label(),
+                    f"namespace {namespace}: not declared by the program (so it has no policies)",
+                    "declare it with Namespaces (Pod Security labels) and its default-deny NetworkPolicy",
+                )
+            )
+    for name, ns in declared.items():
+        denies = [
+            p
+            for p in program.k8s
+            if p.group_kind == ("networking.k8s.io", "NetworkPolicy")
+            and p.namespace == name
+            and _denies_all(p)
+        ]
+        if not denies:
+            findings.append(
+                Finding(
+                    "namespace-policy",
+                    ns.label(),
+                    "a default-deny NetworkPolicy (podSelector {}, policyTypes Ingress and Egress, no rules)",
+                    "add one to NetworkPolicies, then the flows the namespace's pods need",
+                )
+            )
+        labels = ns.meta.get("labels") or {}
+        if not labels.get("pod-security.kubernetes.io/enforce"):
+            findings.append(
+                Finding(
+                    "namespace-policy",
+                    ns.label(),
+                    "the Pod Security label pod-security.kubernetes.io/enforce",
+                    "set its level in Namespaces (LEVELS)",
+                )
+            )
+    return findings
+
+
+def _denies_all(policy: Resource) -> bool:
+    spec = policy.inputs.get("spec") or {}
+    selector = spec.get("podSelector")
+    everything = (
+        isinstance(selector, Mapping)
+        and not selector.get("matchLabels")
+        and not selector.get("matchExpressions")
+    )
+    types = set(spec.get("policyTypes") or [])
+    return (
+        everything and {"Ingress", "Egress"} <= types and not spec.get("ingress") and not spec.get("egress")
+    )
