@@ -53,7 +53,18 @@ SECTIONS = (
 # Stack secrets under the project namespace that are no section: Pulumi secrets read by the
 # program itself (infra/components/cluster.py), never parsed into the typed config (which lands
 # in plan.json). Set with `pulumi config set --secret sovereign-llm:<key>`.
-SECRET_KEYS = ("etcd_s3_access_key", "etcd_s3_secret_key")
+# stack secrets (`pulumi config set --secret sovereign-llm:KEY`), never in a section
+ETCD_SECRET_KEYS = ("etcd_s3_access_key", "etcd_s3_secret_key")
+# the platform's Secrets (infra/k8s_platform/secrets.py): the gateway's client-key store, the weights
+# Job's read-only keys, the audit-ship sidecar's write-only keys
+PLATFORM_SECRET_KEYS = (
+    "gateway_client_keys",
+    "models_s3_access_key",
+    "models_s3_secret_key",
+    "audit_s3_access_key",
+    "audit_s3_secret_key",
+)
+SECRET_KEYS = ETCD_SECRET_KEYS + PLATFORM_SECRET_KEYS
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
@@ -451,7 +462,10 @@ class InferenceModelConfig(_Section):
 class GatewayDeployConfig(_Section):
     """The gateway Deployment (image built as in docs/platform.md)."""
 
-    image: str = Field(default="sovereign-llm/gateway:0.1.0", description="Gateway image reference.")
+    image: str = Field(
+        default="sovereign-llm/gateway:0.1.0",
+        description="Gateway image reference (its client keys: the stack secret `gateway_client_keys`).",
+    )
     min_replicas: int = Field(default=2, ge=1, description="Replicas kept when idle (2+ for availability).")
     max_replicas: int = Field(default=6, ge=1, description="Upper bound for CPU autoscaling.")
     cpu: str = Field(default="500m", description="CPU request (and the HPA's 100 %).")
@@ -466,7 +480,11 @@ class OpenBaoDeployConfig(_Section):
 
     chart_version: str = Field(default="0.19.1", description="openbao/openbao Helm chart version (pinned).")
     replicas: Annotated[int, _quorum("Raft")] = Field(
-        default=3, ge=1, le=7, description="Raft members; odd, 3+ in prod."
+        default=3,
+        ge=1,
+        le=7,
+        description="Raft members: odd, 3+ in prod, one per node "
+        "(control_plane.count + workers.count at most).",
     )
     storage_gi: int = Field(default=10, ge=1, description="Raft data volume per member.")
     audit_storage_gi: int = Field(default=10, ge=1, description="Audit log volume per member.")
@@ -490,7 +508,11 @@ class PlatformConfig(_Section):
     )
     gateway: GatewayDeployConfig = Field(default_factory=GatewayDeployConfig, description="The gateway.")
     openbao: OpenBaoDeployConfig = Field(default_factory=OpenBaoDeployConfig, description="OpenBao.")
-    models: list[InferenceModelConfig] = Field(default_factory=list, description="Models served by vLLM.")
+    models: list[InferenceModelConfig] = Field(
+        default_factory=list,
+        description="Models served by vLLM; the weights Job's read-only key is the stack secrets "
+        "`models_s3_access_key` and `models_s3_secret_key`.",
+    )
     gpu_operator_version: str = Field(default="v25.3.4", description="NVIDIA GPU operator chart (pinned).")
     keda_version: str = Field(
         default="2.17.2", description="KEDA chart (pinned), for queue-based autoscaling."
@@ -652,7 +674,8 @@ class StorageConfig(_Section):
 
     audit_archive: str | None = Field(
         default=None,
-        description="s3://bucket/prefix/ for the gateway's sealed audit segments (Object Lock bucket).",
+        description="s3://bucket/prefix/ for the gateway's sealed audit segments (Object Lock bucket); "
+        "its write-only key is the stack secrets `audit_s3_access_key` and `audit_s3_secret_key`.",
     )
     audit_retention_days: int = Field(
         default=3650, ge=1, le=36500,
@@ -735,6 +758,16 @@ class StackConfig(BaseModel):
             problems.append(
                 f"platform.openbao.replicas: {self.platform.openbao.replicas} — region.environment 'prod' "
                 "needs an HA OpenBao: 3 or 5 Raft members"
+            )
+        bao, nodes = self.platform.openbao.replicas, self.openbao_nodes()
+        if bao > nodes:
+            problems.append(
+                f"platform.openbao.replicas: {bao} — OpenBao keeps one Raft member per node (required "
+                f"anti-affinity) and may run on {nodes} node(s) (control_plane.count "
+                f"{self.control_plane.count} + workers.count {self.workers.count}; the GPU servers are "
+                f"tainted for GPU workloads): {bao - nodes} member(s) would stay Pending; set "
+                f"platform.openbao.replicas to {nodes if nodes % 2 else nodes - 1} (odd, at most the "
+                "nodes), or add workers"
             )
         served: dict[str, str] = {}
         for i, m in enumerate(self.platform.models):
@@ -830,6 +863,12 @@ class StackConfig(BaseModel):
                     "the snapshots a bucket of their own (its retention and access differ)"
                 )
         return problems
+
+    def openbao_nodes(self) -> int:
+        """Nodes an OpenBao member may be scheduled on: the control-plane servers and the CPU workers
+        (no taint: infra/hosts/inventory.py taints only the GPU servers, nvidia.com/gpu:NoSchedule,
+        and OpenBao's Helm values add no toleration and no nodeSelector)."""
+        return self.control_plane.count + self.workers.count
 
     def server_ips(self) -> set[ipaddress.IPv4Address]:
         net = self.network

@@ -350,6 +350,9 @@ def login_lines(cfg: StackConfig) -> list[str]:
         backend += ("&" if "?" in backend else "?") + "s3ForcePathStyle=true"
     return [
         f"pulumi login '{backend}'",
-        "export VAULT_ADDR=<operations OpenBao URL> VAULT_TOKEN=<token with transit encrypt/decrypt>",
+        # the hashivault:// keeper (gocloud.dev) reads VAULT_SERVER_URL/VAULT_SERVER_TOKEN before
+        # VAULT_ADDR/VAULT_TOKEN, which stay for the cluster's OpenBao (docs/region-stacks.md)
+        "export VAULT_SERVER_URL=<operations OpenBao URL> "
+        "VAULT_SERVER_TOKEN=<token with transit encrypt/decrypt on pulumi-" + cfg.stack + ">",
         f"pulumi stack init {cfg.stack} --secrets-provider='hashivault://pulumi-{cfg.stack}'",
     ]

@@ -40,13 +40,17 @@ def deploy_blockers(cfg: StackConfig) -> list[str]:
         )
     if cfg.rke2.etcd_snapshots is not None:
         stack_config = pulumi.Config(config.PROJECT)
-        for key in config.SECRET_KEYS:
+        for key in config.ETCD_SECRET_KEYS:
             if stack_config.get_secret(key) is None:
                 found.append(
                     f"rke2.etcd_snapshots needs the S3 key {key}, a stack secret: "
                     f"`pulumi config set --secret {config.PROJECT}:{key}` (the object storage's key with "
                     "write access to the snapshot bucket only)"
                 )
+    # the platform's Secrets from stack secrets (gateway client keys, object-storage keys)
+    from infra.k8s_platform import secrets as platform_secrets
+
+    found.extend(platform_secrets.missing(cfg))
     return found
 
 

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from infra.config import PROJECT, SECRET_KEYS, StackConfig
+from infra.config import ETCD_SECRET_KEYS, PROJECT, StackConfig
 from infra.hosts.content import content_hash
 
 
@@ -32,7 +32,7 @@ def converge_stdin(cfg: StackConfig, token: pulumi.Input[str]) -> pulumi.Output[
     values: dict[str, pulumi.Input[str]] = {"token": token}
     if cfg.rke2.etcd_snapshots is not None:
         config = pulumi.Config(PROJECT)
-        for key in SECRET_KEYS:  # etcd_s3_access_key, etcd_s3_secret_key
+        for key in ETCD_SECRET_KEYS:  # etcd_s3_access_key, etcd_s3_secret_key
             value = config.get_secret(key)
             if value is not None:
                 values[key] = value

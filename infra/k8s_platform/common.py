@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
+
 from infra.config import StackConfig
 
 GATEWAY_NS = "sovereign-gateway"
@@ -58,3 +60,48 @@ def container_security() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+# --- how long a workload may take to start: Pulumi's customTimeouts and Helm's wait derive from it ---
+# Kubernetes' probe defaults (core/v1 Probe): periodSeconds 10, failureThreshold 3, initialDelaySeconds 0
+_PROBE_DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "failureThreshold": 3}
+# pulling an image from the in-boundary registry mirror (imagePullPolicy Always): an allowance, not a
+# probe; vLLM's image is ~10 GB, the others are a few hundred MB
+IMAGE_PULL_S = 300
+VLLM_IMAGE_PULL_S = 900
+# what Pulumi adds on top of a budget: the controllers' status updates reaching the API
+STATUS_MARGIN_S = 60
+
+
+def probe_budget_s(probe: dict[str, Any]) -> int:
+    """Seconds a probe lets a container take before it acts: initialDelaySeconds +
+    failureThreshold * periodSeconds (a startup or liveness probe then restarts the container)."""
+    p = {**_PROBE_DEFAULTS, **probe}
+    return int(p["initialDelaySeconds"]) + int(p["failureThreshold"]) * int(p["periodSeconds"])
+
+
+def container_start_s(container: dict[str, Any]) -> int:
+    """The longest a container may take to become Ready before kubelet gives up on it: its startup
+    probe's budget (or, without one, its liveness probe's; or its readiness probe's), plus one
+    readiness period for the first successful readiness check."""
+    first = container.get("startupProbe") or container.get("livenessProbe") or container.get("readinessProbe")
+    budget = probe_budget_s(first) if first else 0
+    readiness = container.get("readinessProbe")
+    if readiness is not None and first is not readiness:
+        budget += int({**_PROBE_DEFAULTS, **readiness}["periodSeconds"])
+    return budget
+
+
+def pod_start_s(containers: list[dict[str, Any]], *, pull_s: int = IMAGE_PULL_S, init_s: int = 0) -> int:
+    """One pod from scheduled to Ready: image pull, init containers (*init_s*), then the slowest
+    container's start budget (containers start together)."""
+    return pull_s + init_s + max((container_start_s(c) for c in containers), default=0)
+
+
+def custom_timeouts(create_s: int, update_s: int | None = None) -> pulumi.CustomTimeouts:
+    """Pulumi's customTimeouts from budgets in seconds (plus STATUS_MARGIN_S): Pulumi's default of
+    10 minutes is shorter than several of this platform's workloads take to start."""
+    update = create_s if update_s is None else update_s
+    return pulumi.CustomTimeouts(
+        create=f"{create_s + STATUS_MARGIN_S}s", update=f"{update + STATUS_MARGIN_S}s"
+    )

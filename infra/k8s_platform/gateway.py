@@ -22,8 +22,10 @@ from infra.k8s_platform.common import (
     OPENBAO_PORT,
     VLLM_PORT,
     container_security,
+    custom_timeouts,
     labels,
     pod_security,
+    pod_start_s,
     selector,
 )
 from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
@@ -205,6 +207,10 @@ class GatewayDeployment(pulumi.ComponentResource):
                 ],
             })  # fmt: skip
             volumes.append({"name": "archive-keys", "secret": {"secretName": "object-storage-audit"}})
+        # Pulumi waits for the StatefulSet: created pods start together (podManagementPolicy Parallel);
+        # a rolling update replaces them one at a time, up to max_replicas of them (the HPA's)
+        self.start_s = pod_start_s(containers)
+        timeouts = custom_timeouts(self.start_s, gw.max_replicas * self.start_s)
         # A StatefulSet, not a Deployment: each pod writes its own audit chain (one writer per
         # chain) and keeps it, with its wrapped data keys, on a volume of its own that outlives
         # restarts and scale-in (retained), until the audit archive has shipped it.
@@ -249,7 +255,7 @@ class GatewayDeployment(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, custom_timeouts=timeouts),
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",

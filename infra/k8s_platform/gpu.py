@@ -12,13 +12,14 @@ exporter publishes per-GPU metrics.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.k8s_platform.common import GPU_NS, KEDA_NS
+from infra.k8s_platform.common import GPU_NS, IMAGE_PULL_S, KEDA_NS, container_start_s, custom_timeouts
 
 GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
 KEDA_REPO = "https://kedacore.github.io/charts"
@@ -45,6 +46,65 @@ def gpu_operator_values() -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class ChartWait:
+    """What Helm's wait (``atomic`` implies it) waits for in a chart at one version: the probes of
+    each workload it checks, read from the chart's templates and values at that version. The
+    release's timeout is the slowest of them plus an image pull; a chart upgrade re-reads them
+    (tests/platform/test_timeouts.py fails while the version here and the pinned one differ)."""
+
+    chart: str
+    version: str
+    source: str
+    probes: dict[str, dict[str, Any]]  # workload -> its container's probes (Kubernetes field names)
+
+    def budget_s(self) -> int:
+        return IMAGE_PULL_S + max(container_start_s(c) for c in self.probes.values())
+
+
+# github.com/NVIDIA/gpu-operator at v25.3.4, deployments/gpu-operator/
+GPU_OPERATOR_WAIT = ChartWait(
+    "gpu-operator",
+    "v25.3.4",
+    "github.com/NVIDIA/gpu-operator@v25.3.4 deployments/gpu-operator/templates/operator.yaml and "
+    "charts/node-feature-discovery/values.yaml (master, worker; nfd-gc has no probe)",
+    {
+        # templates/operator.yaml: fixed in the template
+        "gpu-operator": {
+            "livenessProbe": {"initialDelaySeconds": 15, "periodSeconds": 20},
+            "readinessProbe": {"initialDelaySeconds": 5, "periodSeconds": 10},
+        },
+        # node-feature-discovery v0.17.3 values.yaml: master.startupProbe failureThreshold 30 (period
+        # default 10): five minutes, alone as long as Helm's default timeout
+        "nfd-master": {"startupProbe": {"failureThreshold": 30}, "readinessProbe": {"failureThreshold": 10}},
+        "nfd-worker": {
+            "livenessProbe": {"initialDelaySeconds": 10},
+            "readinessProbe": {"initialDelaySeconds": 5, "failureThreshold": 10},
+        },
+    },
+)
+# github.com/kedacore/charts at v2.17.2, keda/values.yaml
+KEDA_WAIT = ChartWait(
+    "keda",
+    "2.17.2",
+    "github.com/kedacore/charts@v2.17.2 keda/values.yaml (operator, metricsServer, webhooks)",
+    {
+        "keda-operator": {
+            "livenessProbe": {"initialDelaySeconds": 25, "periodSeconds": 10, "failureThreshold": 3},
+            "readinessProbe": {"initialDelaySeconds": 20, "periodSeconds": 3, "failureThreshold": 3},
+        },
+        "keda-operator-metrics-apiserver": {
+            "livenessProbe": {"initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3},
+            "readinessProbe": {"initialDelaySeconds": 5, "periodSeconds": 3, "failureThreshold": 3},
+        },
+        "keda-admission-webhooks": {
+            "livenessProbe": {"initialDelaySeconds": 25, "periodSeconds": 10, "failureThreshold": 3},
+            "readinessProbe": {"initialDelaySeconds": 20, "periodSeconds": 3, "failureThreshold": 3},
+        },
+    },
+)
+
+
 def pinned_chart(
     parent: pulumi.Resource,
     resource_name: str,
@@ -55,8 +115,12 @@ def pinned_chart(
     namespace: str,
     values: dict[str, Any],
     depends_on: list[pulumi.Resource],
+    wait_s: int,
 ) -> k8s.helm.v3.Release:
-    """A Helm release at a pinned chart version, installed atomically (rolled back on failure)."""
+    """A Helm release at a pinned chart version, installed atomically (rolled back on failure).
+
+    ``atomic`` makes Helm wait until the release's workloads are ready, for ``timeout`` seconds
+    (pulumi-kubernetes' default: 300): *wait_s*, the chart's own start budget (ChartWait)."""
     return k8s.helm.v3.Release(
         resource_name,
         name=chart,
@@ -66,7 +130,10 @@ def pinned_chart(
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
         values=values,
         atomic=True,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+        timeout=wait_s,
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=depends_on, custom_timeouts=custom_timeouts(wait_s)
+        ),
     )
 
 
@@ -82,6 +149,7 @@ class GpuSupport(pulumi.ComponentResource):
         self.release = pinned_chart(
             self, f"{name}-gpu-operator", chart="gpu-operator", version=cfg.platform.gpu_operator_version,
             repo=GPU_OPERATOR_REPO, namespace=GPU_NS, values=gpu_operator_values(), depends_on=depends_on,
+            wait_s=GPU_OPERATOR_WAIT.budget_s(),
         )  # fmt: skip
         self.register_outputs({})
 
@@ -98,6 +166,6 @@ class Autoscaling(pulumi.ComponentResource):
         values = {"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}}
         self.release = pinned_chart(
             self, f"{name}-keda", chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,
-            namespace=KEDA_NS, values=values, depends_on=depends_on,
+            namespace=KEDA_NS, values=values, depends_on=depends_on, wait_s=KEDA_WAIT.budget_s(),
         )  # fmt: skip
         self.register_outputs({})

@@ -13,6 +13,7 @@ Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from P
 from __future__ import annotations
 
 import json
+import math
 import ssl
 from typing import Any
 
@@ -21,13 +22,17 @@ import pulumi_kubernetes as k8s
 
 from infra.config import InferenceModelConfig, StackConfig
 from infra.k8s_platform.common import (
+    IMAGE_PULL_S,
     INFERENCE_NS,
+    VLLM_IMAGE_PULL_S,
     VLLM_PORT,
     VLLM_SHARED_NAME,
     VLLM_TLS_DIR,
     container_security,
+    custom_timeouts,
     labels,
     pod_security,
+    pod_start_s,
     selector,
 )
 from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
@@ -63,6 +68,25 @@ HEALTH_PROBE = (
 
 
 MANIFEST_KEY_MOUNT = "/etc/model-manifest-key"
+
+# How long the weights take, from the model's volume size: the slowest rates this platform accepts
+# (the object storage is in the stack's own region; verify hashes every file on the RWX volume)
+FETCH_MIB_S = 50
+VERIFY_MIB_S = 100
+FETCH_BACKOFF_LIMIT = 3  # retries of the fetch Job; the Job controller waits 10 s, 20 s, 40 s between
+
+
+def fetch_deadline_s(model: InferenceModelConfig) -> int:
+    """The fetch Job's activeDeadlineSeconds: an image pull, then every attempt copying the whole
+    volume at FETCH_MIB_S, with the Job controller's back-off (10 s, doubling) between attempts."""
+    transfer = math.ceil(model.volume_gi * 1024 / FETCH_MIB_S)
+    backoff: int = sum(10 * 2**i for i in range(FETCH_BACKOFF_LIMIT))
+    return IMAGE_PULL_S + (FETCH_BACKOFF_LIMIT + 1) * transfer + backoff
+
+
+def verify_s(model: InferenceModelConfig) -> int:
+    """The init container `sovereign weights verify`: an image pull, then hashing the volume."""
+    return IMAGE_PULL_S + math.ceil(model.volume_gi * 1024 / VERIFY_MIB_S)
 
 
 def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
@@ -140,7 +164,9 @@ class ModelServer(pulumi.ComponentResource):
                 "labels": fetch_labels,
             },
             spec={
-                "backoffLimit": 3,
+                "backoffLimit": FETCH_BACKOFF_LIMIT,
+                # Kubernetes fails the Job past this; Pulumi waits a margin longer (custom_timeouts)
+                "activeDeadlineSeconds": fetch_deadline_s(model),
                 "template": {
                     "metadata": {"labels": fetch_labels},
                     "spec": {
@@ -173,7 +199,11 @@ class ModelServer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.volume]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*depends_on, self.volume],
+                custom_timeouts=custom_timeouts(fetch_deadline_s(model)),
+            ),
         )
         # kubelet's HTTP probes cannot present a client certificate: the probe runs in the
         # container, with the pod's own certificate, against /health on loopback
@@ -226,11 +256,16 @@ class ModelServer(pulumi.ComponentResource):
             "securityContext": container_security(),
             "volumeMounts": [{"name": "weights", "mountPath": WEIGHTS_MOUNT, "readOnly": True}],
         }
+        # one pod: the vLLM image, the verify init container, then the startup probe's 20 minutes
+        self.start_s = pod_start_s([container], pull_s=VLLM_IMAGE_PULL_S, init_s=verify_s(model))
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
             spec={
                 "replicas": model.min_replicas,
+                # without progress for this long the Deployment reports ProgressDeadlineExceeded, which
+                # Pulumi takes as failure: the default 600 s is shorter than one pod's start
+                "progressDeadlineSeconds": self.start_s,
                 "selector": {"matchLabels": selector(app)},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
                 "template": {
@@ -257,7 +292,13 @@ class ModelServer(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.fetch]),
+            # created pods start together; a rolling update (maxSurge 0, maxUnavailable 1) replaces
+            # them one at a time, up to max_replicas of them (KEDA's)
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*depends_on, self.fetch],
+                custom_timeouts=custom_timeouts(self.start_s, model.max_replicas * self.start_s),
+            ),
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",

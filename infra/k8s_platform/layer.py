@@ -14,6 +14,7 @@ from infra.k8s_platform.namespaces import Namespaces
 from infra.k8s_platform.network_policies import NetworkPolicies
 from infra.k8s_platform.observability import Observability
 from infra.k8s_platform.openbao import OpenBao
+from infra.k8s_platform.secrets import StackSecrets
 from infra.k8s_platform.upgrades import SystemUpgrade
 
 
@@ -65,6 +66,9 @@ class PlatformLayer(pulumi.ComponentResource):
             )
             self.register_outputs({})
             return
+        # the Secrets made of stack secrets (client keys, object-storage keys): before what mounts them
+        self.secrets = StackSecrets(f"{name}-secrets", cfg, depends_on=ns, opts=scoped)
+        mounted = list(self.secrets.by_name.values())
         prometheus = f"http://prometheus-operated.{cfg.platform.monitoring_namespace}.svc:9090"
         self.models = [
             ModelServer(
@@ -74,18 +78,30 @@ class PlatformLayer(pulumi.ComponentResource):
                 tools_image=cfg.platform.gateway.image,  # `sovereign weights` ships in the gateway image
                 prometheus_url=prometheus,
                 openbao=configured,
-                depends_on=[*isolated, self.gpu.release, self.autoscaling.release],
+                depends_on=[*isolated, *mounted, self.gpu.release, self.autoscaling.release],
                 opts=scoped,
             )
             for model in cfg.platform.models
         ]
         self.gateway = GatewayDeployment(
-            f"{name}-gateway", cfg, openbao=configured, depends_on=[*isolated, configured], opts=scoped
+            f"{name}-gateway",
+            cfg,
+            openbao=configured,
+            depends_on=[*isolated, *mounted, configured],
+            opts=scoped,
         )
         self.observability = Observability(
             f"{name}-observability", cfg, openbao=configured, depends_on=ns, opts=scoped
         )
-        everything = [*isolated, self.openbao, self.gpu, self.autoscaling, *self.models, self.gateway]
+        everything = [
+            *isolated,
+            self.openbao,
+            self.gpu,
+            self.autoscaling,
+            self.secrets,
+            *self.models,
+            self.gateway,
+        ]
         self.upgrades = self._upgrades(name, cfg, [*everything, self.observability], scoped)
         self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})
 

@@ -14,7 +14,22 @@ import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
 from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, VLLM_SHARED_NAME, labels
-from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
+from infra.k8s_platform.openbao import OpenBaoConfiguration, helm_values, mtls_secret
+
+# the chart's headless Service (templates/server-headless-service.yaml, label openbao-internal):
+# every member, sealed ones included (publishNotReadyAddresses), once each; selecting by name
+# alone would match the openbao, -active and -standby Services too and scrape members twice
+OPENBAO_SCRAPED = {"app.kubernetes.io/name": "openbao", "openbao-internal": "true"}
+
+
+def openbao_port_name(tls_disabled: bool = False) -> str:
+    """The name chart 0.19.1 gives port 8200 on its Services: the scheme ("openbao.scheme")."""
+    return "http" if tls_disabled else "https"
+
+
+def openbao_tls_disabled(cfg: StackConfig) -> bool:
+    values: dict[str, Any] = helm_values(cfg)
+    return bool(values["global"]["tlsDisable"])
 
 
 def _monitor(
@@ -69,7 +84,9 @@ class Observability(pulumi.ComponentResource):
             "serverName": f"openbao.{OPENBAO_NS}.svc",
         }
         openbao_metrics = {
-            "port": "http",
+            # chart 0.19.1 names the Services' 8200 port after its scheme ("openbao.scheme" in
+            # templates/_helpers.tpl: "https" unless global.tlsDisable), and TLS is on
+            "port": openbao_port_name(openbao_tls_disabled(cfg)),
             "path": "/v1/sys/metrics",
             "params": {"format": ["prometheus"]},
             "scheme": "https",
@@ -78,7 +95,7 @@ class Observability(pulumi.ComponentResource):
         targets = (
             ("gateway", GATEWAY_NS, {"app.kubernetes.io/name": "gateway"}, metrics),
             ("vllm", INFERENCE_NS, {"app.kubernetes.io/component": "inference"}, vllm_metrics),
-            ("openbao", OPENBAO_NS, {"app.kubernetes.io/name": "openbao"}, openbao_metrics),
+            ("openbao", OPENBAO_NS, OPENBAO_SCRAPED, openbao_metrics),
         )
         self.monitors = [
             _monitor(self, name, cfg, target, ns, match, endpoint, depends_on)

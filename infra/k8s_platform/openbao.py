@@ -25,7 +25,7 @@ from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
 from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
-from infra.k8s_platform.gpu import pinned_chart
+from infra.k8s_platform.gpu import ChartWait, pinned_chart
 from infra.local import openbao as local_openbao
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
@@ -41,6 +41,25 @@ GATEWAY_POLICY = (
     + 'path "pki/issue/gateway-client" { capabilities = ["update"] }\n'
 )
 AUDITOR_POLICY = local_openbao.AUDITOR_POLICY
+
+
+def publisher_policy(cfg: StackConfig) -> str:
+    """The local stack's ``sovereign-model-publisher`` (sign manifests, read the public key), for the
+    stack's signing key (``storage.manifest_signing_key``): what `sovereign models import` needs."""
+    return local_openbao.publisher_policy(cfg.storage.manifest_signing_key)
+
+
+# chart 0.19.1 (github.com/openbao/openbao-helm, tag openbao-0.19.1, charts/openbao/): the server's
+# start script (templates/_helpers.tpl, "openbao.args", used by templates/server-statefulset.yaml)
+# runs `cp /openbao/config/extraconfig-from-values.hcl /tmp/storageconfig.hcl` and sed -i on the
+# copy before `bao server -config=/tmp/storageconfig.hcl`: with readOnlyRootFilesystem, /tmp must be
+# a volume. The chart's `server.volumes` / `server.volumeMounts` (values.yaml, rendered by
+# "openbao.volumes" / "openbao.mounts" with toYaml) add it.
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+# the chart's server readinessProbe (values.yaml server.readinessProbe: exec `bao status`, which
+# exits 2 while sealed), set here explicitly so the release's wait derives from it
+READINESS_PROBE = {"enabled": True, "initialDelaySeconds": 5, "periodSeconds": 5, "failureThreshold": 2}
 
 _RETRY_JOIN = (
     '  retry_join {{ leader_api_addr = "https://openbao-{i}.openbao-internal:8200" '
@@ -76,6 +95,21 @@ def raft_config(replicas: int) -> str:
     return RAFT_TEMPLATE.replace("{retry_join}", joins)
 
 
+def chart_wait(cfg: StackConfig) -> ChartWait:
+    """What Helm's wait covers in this release. The StatefulSet keeps the chart's ``OnDelete``
+    update strategy (below), which Helm's readiness check skips (helm pkg/kube/ready.go,
+    statefulSetReady: "If the update strategy is not a rolling update, there will be nothing to
+    wait for"): the members stay sealed, never Ready, until the custodians unseal them. The budget
+    still covers one member's readiness, from the probe the values set."""
+    probe = {k: v for k, v in READINESS_PROBE.items() if k != "enabled"}
+    return ChartWait(
+        "openbao",
+        cfg.platform.openbao.chart_version,
+        "helm_values() below (server.readinessProbe)",
+        {"openbao": {"readinessProbe": probe}},
+    )
+
+
 def helm_values(cfg: StackConfig) -> dict[str, object]:
     bao = cfg.platform.openbao
     restricted = {
@@ -99,6 +133,13 @@ def helm_values(cfg: StackConfig) -> dict[str, object]:
             "dataStorage": {"enabled": True, "size": f"{bao.storage_gi}Gi"},
             "auditStorage": {"enabled": True, "size": f"{bao.audit_storage_gi}Gi"},
             "extraVolumes": [{"type": "secret", "name": "openbao-tls"}],
+            # the start script copies the configuration to /tmp (TMP_VOLUME above)
+            "volumes": [TMP_VOLUME],
+            "volumeMounts": [TMP_MOUNT],
+            # the chart's default, pinned: sealed members are never Ready, so a RollingUpdate
+            # StatefulSet would hold Helm's wait (atomic) until it rolls the release back
+            "updateStrategyType": "OnDelete",
+            "readinessProbe": READINESS_PROBE,
             "extraEnvironmentVars": {"BAO_CACERT": "/openbao/userconfig/openbao-tls/ca.crt"},
             "statefulSet": {
                 "securityContext": {
@@ -198,7 +239,7 @@ class OpenBao(pulumi.ComponentResource):
         self.release = pinned_chart(
             self, f"{name}-release", chart="openbao", version=cfg.platform.openbao.chart_version,
             repo=CHART_REPO, namespace=OPENBAO_NS, values=helm_values(cfg),
-            depends_on=[*depends_on, self.tls_secret],
+            depends_on=[*depends_on, self.tls_secret], wait_s=chart_wait(cfg).budget_s(),
         )  # fmt: skip
         # an uninitialised, sealed OpenBao cannot be configured: phase 2 of a new region
         self.configuration: OpenBaoConfiguration | None = None
@@ -324,7 +365,11 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         self.pki_root_ready: list[pulumi.Resource] = [self.pki_root, *self.pki_roles.values()]
         self.policies = [
             vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
-            for pname, body in (("sovereign-gateway", GATEWAY_POLICY), ("sovereign-auditor", AUDITOR_POLICY))
+            for pname, body in (
+                ("sovereign-gateway", GATEWAY_POLICY),
+                ("sovereign-auditor", AUDITOR_POLICY),
+                ("sovereign-model-publisher", publisher_policy(cfg)),
+            )
         ]
         k8s_auth = vault.AuthBackend(f"{name}-k8s-auth", type="kubernetes", path="kubernetes", opts=child)
         after_auth = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[k8s_auth])

@@ -30,11 +30,17 @@ AUDITOR_POLICY = f"""
 path "{TRANSIT_MOUNT}/decrypt/{AUDIT_KEY}" {{ capabilities = ["update"] }}
 """
 
-PUBLISHER_POLICY = f"""
+
+def publisher_policy(key: str = MANIFEST_KEY) -> str:
+    """sovereign-model-publisher for the signing key *key* (the cluster's uses the stack's key name)."""
+    return f"""
 # sovereign-model-publisher: sign model manifests (`sovereign models import`) and read the public key.
-path "{TRANSIT_MOUNT}/sign/{MANIFEST_KEY}" {{ capabilities = ["update"] }}
-path "{TRANSIT_MOUNT}/keys/{MANIFEST_KEY}" {{ capabilities = ["read"] }}
+path "{TRANSIT_MOUNT}/sign/{key}" {{ capabilities = ["update"] }}
+path "{TRANSIT_MOUNT}/keys/{key}" {{ capabilities = ["read"] }}
 """
+
+
+PUBLISHER_POLICY = publisher_policy()
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,14 @@ def ssh(
 @pytest.fixture(scope="module")
 def converged(lab: Lab, mirror: tuple[Mirror, str], ssh_config: Path) -> tuple[PlaybookRun, PlaybookRun]:
     inv = site_inventory(lab, mirror, ssh_config)
-    return run_playbook(CLUSTER, inv, {"rke2_token": TOKEN}), run_playbook(
-        CLUSTER, inv, {"rke2_token": TOKEN}
-    )
+    # what `sovereign converge` passes from stdin: the join token and, the stack having etcd
+    # snapshots (prod), the S3 keys
+    secrets = {
+        "rke2_token": TOKEN,
+        "rke2_etcd_s3_access_key": "AK" + "1" * 18,
+        "rke2_etcd_s3_secret_key": "s" * 40,
+    }
+    return run_playbook(CLUSTER, inv, secrets), run_playbook(CLUSTER, inv, secrets)
 
 
 @pytest.mark.timeout(1800)  # the fixture: two converges of two hosts (apt, packages, RKE2)

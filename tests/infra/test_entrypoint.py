@@ -29,7 +29,18 @@ def pinned() -> dict[str, Any]:
     data = sections()
     data["rke2"]["artifact_sha256"] = "5" * 64
     data |= {"etcd_s3_access_key": "AK" + "7" * 18, "etcd_s3_secret_key": "S" * 40}  # the S3 keys (secrets)
-    return data
+    return data | platform_secrets()
+
+
+def platform_secrets() -> dict[str, Any]:
+    """The stack secrets phase 2's Secrets are made of (gateway client keys, object-storage keys)."""
+    return {
+        "gateway_client_keys": {"keys": []},
+        "models_s3_access_key": "AK" + "8" * 18,
+        "models_s3_secret_key": "M" * 40,
+        "audit_s3_access_key": "AK" + "9" * 18,
+        "audit_s3_secret_key": "A" * 40,
+    }
 
 
 def test_entrypoint_declares_and_exports_with_a_sovereign_backend() -> None:

@@ -45,9 +45,18 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     blockers = plan["deploy_blockers"]
     assert blockers[0].startswith("rke2.artifact_sha256 is not set")
     secrets = ["etcd_s3_access_key", "etcd_s3_secret_key"] if plan["config"]["rke2"]["etcd_snapshots"] else []
-    assert [b.split(",")[0] for b in blockers[1:]] == [
-        f"rke2.etcd_snapshots needs the S3 key {key}" for key in secrets
-    ]
+    expected = [f"rke2.etcd_snapshots needs the S3 key {key}" for key in secrets]
+    if plan["config"]["platform"]["openbao"]["initialised"]:  # phase 2 mounts the platform's Secrets
+        expected += [
+            f"sovereign-llm:{key} is not set: a stack secret that the Secret {secret} is made of"
+            for secret, keys in (
+                ("sovereign-gateway/gateway-client-keys", ["gateway_client_keys"]),
+                ("sovereign-inference/object-storage-read", ["models_s3_access_key", "models_s3_secret_key"]),
+                ("sovereign-gateway/object-storage-audit", ["audit_s3_access_key", "audit_s3_secret_key"]),
+            )
+            for key in keys
+        ]
+    assert [b.split(",")[0].split(" (for ")[0] for b in blockers[1:]] == expected
     for blocker in blockers:
         assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))

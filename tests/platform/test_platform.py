@@ -317,7 +317,7 @@ def test_phase_one_installs_openbao_but_nothing_that_needs_its_keys() -> None:
 
 def test_phase_two_without_models_runs_the_gateway_with_no_upstream() -> None:
     data = sections("eu-north-dr")
-    data["platform"] = {"openbao": {"initialised": True}}
+    data["platform"] = {"openbao": {"initialised": True, "replicas": 1}}  # two nodes: one member
     dr = plan_of(data, stack="eu-north-dr")
     assert [o["metadata"]["name"] for o in objects(dr, "StatefulSet")] == ["gateway"]
     assert yaml.safe_load(one(dr, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])["upstreams"] == {}

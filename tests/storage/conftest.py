@@ -36,6 +36,10 @@ def stack(s3: S3Server, tmp_path: Path) -> StackFactory:
             {"host": "127.0.0.1", "jurisdiction": "DE", "operator": "test S3 server on loopback (moto)"}
         )
         sections["sovereign-llm:storage"]["audit_archive"] = f"s3://audit-{tag}/gateway/"
+        # the test S3 server speaks http; RKE2's etcd snapshots go over https only and are required
+        # in prod alone, and the buckets these tests make do not depend on the environment
+        sections["sovereign-llm:region"]["environment"] = "staging"
+        sections["sovereign-llm:rke2"].pop("etcd_snapshots", None)
         for section, values in changes.items():
             sections.setdefault(f"sovereign-llm:{section}", {}).update(values)
         stacks = tmp_path / "stacks"

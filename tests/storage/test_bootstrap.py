@@ -118,7 +118,7 @@ def test_missing_bucket_settings_name_the_key(stack: StackFactory, changes: dict
 
 def test_prod_refuses_governance_mode(stack: StackFactory) -> None:
     with pytest.raises(config.StackConfigError, match=r"storage\.audit_lock_mode.*needs COMPLIANCE"):
-        stack(storage={"audit_lock_mode": "GOVERNANCE"})
+        stack(storage={"audit_lock_mode": "GOVERNANCE"}, region={"environment": "prod"})
 
 
 def test_cli_prints_the_login_lines(stack: StackFactory, tmp_path: Path) -> None:

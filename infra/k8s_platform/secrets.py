@@ -1,0 +1,155 @@
+"""The platform's Secrets that hold material from the operator, each created by the program from
+Pulumi stack secrets (``pulumi config set --secret sovereign-llm:KEY``, encrypted in the stack
+by its ``hashivault://`` secrets provider), like the etcd snapshot keys (infra/components/cluster.py):
+
+- ``gateway-client-keys`` (sovereign-gateway), mounted by the gateway (``keys_file``): the stack
+  secret ``gateway_client_keys``, the key store `sovereign gateway keys create --keys-file FILE`
+  writes (key ids, tenants, SHA-256 hashes of the keys; the key itself is shown once, to the operator);
+- ``object-storage-read`` (sovereign-inference), mounted by the weights fetch Job:
+  ``models_s3_access_key`` and ``models_s3_secret_key`` (read-only on the model bucket);
+- ``object-storage-audit`` (sovereign-gateway), mounted by the ``audit-ship`` sidecar:
+  ``audit_s3_access_key`` and ``audit_s3_secret_key`` (write-only on the audit archive).
+
+Why stack secrets and not OpenBao: the S3 keys are issued by the object storage's console
+(Hetzner has no API that OpenBao could rotate them through), and the client-key store is
+the output of an offline command; the cluster's OpenBao would only be one more copy. Why not
+a `kubectl create secret` step: a Secret the program declares is reviewed in the plan, restored
+by ``pulumi up`` and never forgotten on a new region.
+
+Only phase 2 deploys what mounts them (platform.openbao.initialised), so only phase 2 needs them.
+A missing one stops ``pulumi up`` before anything is created (program.deploy_blockers); a plan
+shows the blocker and declares the Secret anyway (its values are never in the plan: plan.py masks
+every Secret's data).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi.runtime.config import get_config
+
+from infra.config import PROJECT, StackConfig
+from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, labels
+
+PLAN_PLACEHOLDER = "(a stack secret: set before `pulumi up`)"
+
+
+@dataclass(frozen=True)
+class StackSecret:
+    name: str  # the Kubernetes Secret
+    namespace: str
+    keys: tuple[str, ...]  # the stack secrets it is made of
+    needed_by: str
+    how: str  # what the operator runs to set them (no value in it)
+
+
+GATEWAY_CLIENT_KEYS = StackSecret(
+    "gateway-client-keys",
+    GATEWAY_NS,
+    ("gateway_client_keys",),
+    "the gateway's client-key file keys.json",
+    "`sovereign gateway keys create --keys-file gateway-keys.json --tenant TENANT` (prints the key for "
+    f"the client once), then `pulumi config set --secret {PROJECT}:gateway_client_keys < gateway-keys.json`",
+)
+OBJECT_STORAGE_READ = StackSecret(
+    "object-storage-read",
+    INFERENCE_NS,
+    ("models_s3_access_key", "models_s3_secret_key"),
+    "the weights fetch Job",
+    f"`pulumi config set --secret {PROJECT}:models_s3_access_key` and `… {PROJECT}:models_s3_secret_key` "
+    "(an object-storage key that may only read the model bucket, endpoints.model_source)",
+)
+OBJECT_STORAGE_AUDIT = StackSecret(
+    "object-storage-audit",
+    GATEWAY_NS,
+    ("audit_s3_access_key", "audit_s3_secret_key"),
+    "the gateway's audit-ship sidecar",
+    f"`pulumi config set --secret {PROJECT}:audit_s3_access_key` and `… {PROJECT}:audit_s3_secret_key` "
+    "(an object-storage key that may only write to the audit archive bucket, storage.audit_archive)",
+)
+
+
+def required(cfg: StackConfig) -> list[StackSecret]:
+    """The Secrets this stack's platform mounts (phase 2 only: phase 1 deploys nothing that does)."""
+    if not cfg.platform.openbao.initialised:
+        return []
+    needed = [GATEWAY_CLIENT_KEYS]
+    if cfg.platform.models:
+        needed.append(OBJECT_STORAGE_READ)
+    if cfg.storage.audit_archive is not None:
+        needed.append(OBJECT_STORAGE_AUDIT)
+    return needed
+
+
+def missing(cfg: StackConfig) -> list[str]:
+    """One line per stack secret a required Secret lacks (names and commands, never a value)."""
+    # whether it is set, without making an Output of the value (get_secret's would never be awaited)
+    return [
+        f"{PROJECT}:{key} is not set: a stack secret that the Secret {s.namespace}/{s.name} is made of "
+        f"(for {s.needed_by}); {s.how}"
+        for s in required(cfg)
+        for key in s.keys
+        if get_config(f"{PROJECT}:{key}") is None
+    ]
+
+
+def _credentials_file(access: str, secret: str) -> str:
+    """An AWS shared-credentials file (AWS_SHARED_CREDENTIALS_FILE in the pods), default profile."""
+    return f"[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"
+
+
+def key_store(value: Any) -> str:
+    """The gateway's key store (gateway/clientkeys.py) as the file it reads; refuses anything else
+    naming the stack secret, never showing the value."""
+    data = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ValueError(
+            f"{PROJECT}:gateway_client_keys: not a gateway key store (a JSON object with a `keys` list); "
+            "set it from the file `sovereign gateway keys create --keys-file FILE` writes (value not shown)"
+        )
+    return json.dumps(data, sort_keys=True)
+
+
+class StackSecrets(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:StackSecrets", name, None, opts)
+        config = pulumi.Config(PROJECT)
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+
+        def value(key: str) -> pulumi.Output[Any]:
+            found = config.get_secret_object(key) if key == "gateway_client_keys" else config.get_secret(key)
+            # only a plan gets here without it: `pulumi up` stopped before anything (deploy_blockers)
+            return pulumi.Output.secret(PLAN_PLACEHOLDER) if found is None else pulumi.Output.secret(found)
+
+        self.by_name: dict[str, k8s.core.v1.Secret] = {}
+        data: dict[str, pulumi.Input[str]]
+        for s in required(cfg):
+            if s is GATEWAY_CLIENT_KEYS:
+                data = {
+                    "keys.json": value("gateway_client_keys").apply(
+                        lambda v: v if v == PLAN_PLACEHOLDER else key_store(v)
+                    )
+                }
+            else:
+                access, secret = (value(k) for k in s.keys)
+                pair = pulumi.Output.all(access, secret)
+                data = {"credentials": pair.apply(lambda a: _credentials_file(*a))}
+            meta = {"name": s.name, "namespace": s.namespace, "labels": labels(cfg, s.name, "credentials")}
+            self.by_name[s.name] = k8s.core.v1.Secret(
+                f"{name}-{s.name}",
+                metadata=meta,
+                type="Opaque",
+                string_data=data,
+                opts=child,
+            )
+        self.register_outputs({})
