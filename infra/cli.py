@@ -9,6 +9,7 @@ sovereign audit ship FILE --stack S          ship sealed audit segments to the O
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
                                              kubernetes.yaml, completeness findings; non-zero on a
                                              residency/policy violation
+sovereign images list --stack NAME           every image the stack needs: upstream -> EU mirror, digest
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
 sovereign tunnel open|close|status --stack N SSH tunnel through the bastion to the Kubernetes API
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
@@ -229,6 +230,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"plan:       {plan_path}\nkubernetes: {k8s_path}")
     for blocker in result.blockers:
         print(f"WARNING: `pulumi up` would stop before creating anything: {blocker}", file=sys.stderr)
+    if result.findings_as_blockers:
+        print(
+            f"completeness: {len(result.findings_as_blockers)} image finding(s) are the image deploy "
+            "blockers above (plan.json completeness.deploy_blockers)",
+            file=sys.stderr,
+        )
     if result.findings:
         verdict = "" if planner.COMPLETENESS_FAILS_PLAN else " (reported, not yet failing the plan)"
         print(f"\n{len(result.findings)} completeness finding(s){verdict}:", file=sys.stderr)
@@ -243,6 +250,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 1
     print(f"policy: {len(custom)} resources checked against {len(RULES)} rules, no violation")
     return 1 if result.findings and planner.COMPLETENESS_FAILS_PLAN else 0
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from infra import config, images
+    from infra.config import StackConfigError
+
+    try:
+        cfg = config.load(Path(args.stacks_dir), args.stack)
+    except StackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    needed = images.required(cfg)
+    mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
+    print(
+        f"# stack {cfg.stack}: {len(needed)} images, each to mirror to {mirror}, "
+        "then its digest in platform.images"
+    )
+    missing = 0
+    for image in needed:
+        target = image.mirror(cfg) or f"<endpoints.registry_mirror>/{images.mirror_path_hint(image.upstream)}"
+        digest = image.digest(cfg)
+        missing += digest is None
+        print(f"{image.upstream} -> {target} {digest or '(no digest)'}  # {'; '.join(image.used_by)}")
+    if missing:
+        print(
+            f"{missing} image(s) without a digest: `crane digest <mirror reference>` after mirroring",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -428,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
     plan.add_argument("--out", help="output folder (default .sovereign/plan/<stack>)")
     plan.set_defaults(func=cmd_plan)
+
+    img = sub.add_parser("images", help="the container images of a region stack").add_subparsers(
+        dest="images_command", required=True
+    )
+    img_list = img.add_parser(
+        "list", help="every image the stack needs: upstream -> EU mirror reference, digest"
+    )
+    img_list.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    img_list.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    img_list.set_defaults(func=cmd_images_list)
 
     weights = sub.add_parser(
         "weights", help="model weights: fetch from EU object storage / verify against the SHA-256 manifest"

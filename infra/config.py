@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from infra import catalogue, residency
+from infra.images import check_images
 
 PROJECT = "sovereign-llm"
 SECTIONS = (
@@ -503,8 +504,10 @@ class OpenBaoDeployConfig(_Section):
 class PlatformConfig(_Section):
     """The Kubernetes platform: isolation, OpenBao, vLLM, GPU support, gateway, observability."""
 
-    storage_class_rwx: str = Field(
-        default="longhorn", description="ReadWriteMany storage class for model weights (one copy per model)."
+    weights_storage_class: str = Field(
+        default="local-path",
+        description="StorageClass of each model's weights volume: `local-path`, the GPU servers' own disks "
+        "(local-path-provisioner, installed by the platform; Robot servers cannot attach cloud volumes).",
     )
     gateway: GatewayDeployConfig = Field(default_factory=GatewayDeployConfig, description="The gateway.")
     openbao: OpenBaoDeployConfig = Field(default_factory=OpenBaoDeployConfig, description="OpenBao.")
@@ -519,6 +522,14 @@ class PlatformConfig(_Section):
     )
     monitoring_namespace: str = Field(
         default="monitoring", description="Namespace of the Prometheus that scrapes the platform."
+    )
+    images: Annotated[dict[str, str], AfterValidator(check_images)] = Field(
+        default_factory=dict,
+        description="Digest of each image on endpoints.registry_mirror, keyed by its upstream "
+        "reference (`sovereign images list --stack S` prints them; e.g. "
+        "`docker.io/vllm/vllm-openai:v0.11.0: sha256:<64 hex>` from `crane digest` after "
+        "mirroring). The program names every image <mirror>/<registry>/<path>:<tag>@<digest>; one "
+        "without a digest blocks the deploy.",
     )
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
-from infra import catalogue, program
+from infra import catalogue, images, program
 from infra import config as stack_config
 from infra.components.gpu_pool import declared_hosts
 from infra.config import StackConfig
@@ -36,7 +36,7 @@ from infra.policy import completeness, rules
 
 # Completeness findings (infra/policy/completeness.py) are reported but do not fail `sovereign
 # plan` (nor, in the policy pack, `pulumi preview`) until the example stacks are complete
-COMPLETENESS_FAILS_PLAN = False
+COMPLETENESS_FAILS_PLAN = True
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 K8S_SECRET = "kubernetes:core/v1:Secret"  # noqa: S105 (a type token, not a password)
 UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
@@ -87,6 +87,8 @@ class Plan:
     invoked: list[dict[str, Any]] = field(default_factory=list)
     # what the Kubernetes objects need and the program does not provide (issue #19)
     findings: list[completeness.Finding] = field(default_factory=list)
+    # image findings whose image is a deploy blocker (no mirror, no digest): reported once, there
+    findings_as_blockers: list[completeness.Finding] = field(default_factory=list)
 
     def custom(self) -> list[PlannedResource]:
         return [r for r in self.resources if r.custom]
@@ -133,6 +135,8 @@ class Plan:
                 "fails_plan": COMPLETENESS_FAILS_PLAN,
                 "operator_inputs": [asdict(i) for i in completeness.OPERATOR_INPUTS],
                 "findings": [asdict(f) for f in self.findings],
+                # the check is strict; these image findings are deploy blockers above
+                "deploy_blockers": [asdict(f) for f in self.findings_as_blockers],
             },
         }
 
@@ -322,9 +326,14 @@ def _declare(
     plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
     plan.invoked = mocks.invoked
     plan.blockers = program.deploy_blockers(cfg)
-    plan.findings = completeness.check(
-        completeness_view(resources), registry_mirror=cfg.endpoints.registry_mirror
-    )
+    strict = completeness.check(completeness_view(resources), registry_mirror=cfg.endpoints.registry_mirror)
+    # an image without a digest (or without a mirror) is a deploy blocker already: `pulumi up` stops
+    # before it reaches a cluster, so the plan reports it once, as the blocker that names the command
+    blocked = images.blocked(cfg)
+    plan.findings_as_blockers = [
+        f for f in strict if f.kind == "image" and f.image and images.normalize(f.image) in blocked
+    ]
+    plan.findings = [f for f in strict if f not in plan.findings_as_blockers]
     return plan
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_hcloud as hcloud
 
-from infra import backend, config
+from infra import backend, config, images
 from infra.components import api_access
 from infra.components.cluster import Rke2Cluster
 from infra.components.firewall import Firewalls
@@ -51,6 +51,15 @@ def deploy_blockers(cfg: StackConfig) -> list[str]:
     from infra.k8s_platform import secrets as platform_secrets
 
     found.extend(platform_secrets.missing(cfg))
+    # every image by digest from the EU registry mirror: no mirror, and each image without a digest
+    found.extend(images.blockers(cfg))
+    # the Secret kube-system/hcloud of the cloud controller and the CSI driver (cluster_services.py)
+    if pulumi.Config("hcloud").get_secret("token") is None:
+        found.append(
+            "hcloud:token is not set: the Hetzner Cloud API token (read and write, this project only) "
+            "that creates the servers and, as the Secret kube-system/hcloud, runs the cloud controller "
+            "manager and the CSI driver: `pulumi config set --secret hcloud:token`"
+        )
     return found
 
 
@@ -140,7 +149,9 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
     )
     # the API is private: the platform's provider goes through the bastion tunnel (api_access.py)
     kubeconfig = api_access.tunnelled(cluster.kubeconfig, hosts)
-    platform = PlatformLayer(f"{prefix}-platform", cfg, kubeconfig=kubeconfig, depends_on=[cluster])
+    platform = PlatformLayer(
+        f"{prefix}-platform", cfg, kubeconfig=kubeconfig, depends_on=[cluster], network_id=network.network.id
+    )
     return {
         "gateway_service": (
             platform.gateway.service.metadata.apply(lambda m: f"{m['name']}.{m['namespace']}.svc")

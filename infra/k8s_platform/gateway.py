@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import objectstore, residency
+from infra import images, objectstore, residency
 from infra.config import StackConfig
 from infra.k8s_platform.common import (
     GATEWAY_APP,
@@ -157,7 +157,7 @@ class GatewayDeployment(pulumi.ComponentResource):
         probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
         container = {
             "name": NAME,
-            "image": gw.image,
+            "image": images.reference(cfg, gw.image),
             "imagePullPolicy": "Always",  # re-resolved at the in-boundary mirror on every start
             "args": [
                 "gateway",
@@ -189,7 +189,7 @@ class GatewayDeployment(pulumi.ComponentResource):
             # name (one chain per pod); its keys may only write to the archive bucket
             containers.append({
                 "name": "audit-ship",
-                "image": gw.image,
+                "image": images.reference(cfg, gw.image),
                 "imagePullPolicy": "Always",
                 "args": ["audit", "ship", AUDIT_TRAIL, "--gateway-config", SETTINGS_FILE,
                          "--every", str(AUDIT_SHIP_INTERVAL_S), "--prune", "--heartbeat", SHIP_HEARTBEAT],

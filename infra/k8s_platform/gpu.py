@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import images
 from infra.config import StackConfig
 from infra.k8s_platform.common import GPU_NS, IMAGE_PULL_S, KEDA_NS, container_start_s, custom_timeouts
 
@@ -121,13 +122,15 @@ def pinned_chart(
 
     ``atomic`` makes Helm wait until the release's workloads are ready, for ``timeout`` seconds
     (pulumi-kubernetes' default: 300): *wait_s*, the chart's own start budget (ChartWait)."""
+    # an OCI registry names the chart in the reference itself; a Helm repository takes repository_opts
+    oci = repo.startswith("oci://")
     return k8s.helm.v3.Release(
         resource_name,
         name=chart,
-        chart=chart,
+        chart=f"{repo}/{chart}" if oci else chart,
         version=version,
         namespace=namespace,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
+        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repo),
         values=values,
         atomic=True,
         timeout=wait_s,
@@ -148,8 +151,10 @@ class GpuSupport(pulumi.ComponentResource):
         super().__init__("sovereign:platform:GpuSupport", name, None, opts)
         self.release = pinned_chart(
             self, f"{name}-gpu-operator", chart="gpu-operator", version=cfg.platform.gpu_operator_version,
-            repo=GPU_OPERATOR_REPO, namespace=GPU_NS, values=gpu_operator_values(), depends_on=depends_on,
-            wait_s=GPU_OPERATOR_WAIT.budget_s(),
+            repo=GPU_OPERATOR_REPO, namespace=GPU_NS,
+            values=images.chart_values(cfg, "gpu-operator", cfg.platform.gpu_operator_version,
+                                       gpu_operator_values()),
+            depends_on=depends_on, wait_s=GPU_OPERATOR_WAIT.budget_s(),
         )  # fmt: skip
         self.register_outputs({})
 
@@ -166,6 +171,7 @@ class Autoscaling(pulumi.ComponentResource):
         values = {"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}}
         self.release = pinned_chart(
             self, f"{name}-keda", chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,
-            namespace=KEDA_NS, values=values, depends_on=depends_on, wait_s=KEDA_WAIT.budget_s(),
+            namespace=KEDA_NS, values=images.chart_values(cfg, "keda", cfg.platform.keda_version, values),
+            depends_on=depends_on, wait_s=KEDA_WAIT.budget_s(),
         )  # fmt: skip
         self.register_outputs({})

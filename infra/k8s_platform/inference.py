@@ -20,8 +20,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import images
 from infra.config import InferenceModelConfig, StackConfig
 from infra.k8s_platform.common import (
+    GPU_NODE_LABEL,
+    GPU_TOLERATION,
     IMAGE_PULL_S,
     INFERENCE_NS,
     VLLM_IMAGE_PULL_S,
@@ -129,8 +132,10 @@ class ModelServer(pulumi.ComponentResource):
             f"{name}-weights",
             metadata={"name": volume, "namespace": INFERENCE_NS, "labels": meta},
             spec={
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": cfg.platform.storage_class_rwx,
+                # the GPU server's own disk (local-path, cluster_services.py): one node, so ReadWriteOnce,
+                # which every pod on that node may mount (the Job writes, the vLLM pods read)
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": cfg.platform.weights_storage_class,
                 "resources": {"requests": {"storage": f"{model.volume_gi}Gi"}},
             },
             opts=child,
@@ -170,6 +175,9 @@ class ModelServer(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": fetch_labels},
                     "spec": {
+                        # on a GPU server: the weights volume is that server's disk
+                        "nodeSelector": {GPU_NODE_LABEL: "true"},
+                        "tolerations": [GPU_TOLERATION],
                         "restartPolicy": "OnFailure",
                         "automountServiceAccountToken": False,
                         "securityContext": pod_security(),
@@ -210,7 +218,7 @@ class ModelServer(pulumi.ComponentResource):
         health = {"exec": {"command": ["python3", "-c", HEALTH_PROBE]}, "timeoutSeconds": 5}
         container: dict[str, Any] = {
             "name": "vllm",
-            "image": model.image,
+            "image": images.reference(cfg, model.image),  # the EU mirror, by digest
             "imagePullPolicy": "Always",
             "args": vllm_args(model),
             "env": [
@@ -277,10 +285,8 @@ class ModelServer(pulumi.ComponentResource):
                         "runtimeClassName": "nvidia",
                         "automountServiceAccountToken": False,
                         "securityContext": pod_security(),
-                        "nodeSelector": {"nvidia.com/gpu.present": "true"},
-                        "tolerations": [
-                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-                        ],
+                        "nodeSelector": {GPU_NODE_LABEL: "true"},
+                        "tolerations": [GPU_TOLERATION],
                         "initContainers": [verify],
                         "containers": [container],
                         "volumes": [

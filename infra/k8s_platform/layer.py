@@ -6,10 +6,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import images
 from infra.config import StackConfig
+from infra.k8s_platform.cluster_services import ClusterServices
 from infra.k8s_platform.gateway import GatewayDeployment
 from infra.k8s_platform.gpu import Autoscaling, GpuSupport
 from infra.k8s_platform.inference import ModelServer
+from infra.k8s_platform.monitoring import Monitoring
 from infra.k8s_platform.namespaces import Namespaces
 from infra.k8s_platform.network_policies import NetworkPolicies
 from infra.k8s_platform.observability import Observability
@@ -25,6 +28,7 @@ class PlatformLayer(pulumi.ComponentResource):
         cfg: StackConfig,
         kubeconfig: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
+        network_id: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:PlatformLayer", name, None, opts)
@@ -41,13 +45,20 @@ class PlatformLayer(pulumi.ComponentResource):
         )
         # children inherit the provider from this component
         scoped = pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider})
+        # first: the cloud controller initialises the cloud nodes (until then they carry the
+        # node.cloudprovider.kubernetes.io/uninitialized taint), then the storage provisioners
+        self.cluster = ClusterServices(f"{name}-cluster", cfg, network_id=network_id, opts=scoped)
         self.namespaces = Namespaces(f"{name}-ns", cfg, opts=scoped)
         ns = list(self.namespaces.by_name.values())
         self.network = NetworkPolicies(f"{name}-netpol", cfg, depends_on=ns, opts=scoped)
-        isolated = [*ns, *self.network.policies]  # no workload starts before its policies exist
+        # no workload starts before its policies, the initialised nodes and the StorageClasses exist
+        isolated = [*ns, *self.network.policies, self.cluster.ccm, *self.cluster.storage]
+        # the prometheus-operator CRDs before every ServiceMonitor user (KEDA, GPU operator, ours)
+        self.monitoring = Monitoring(f"{name}-monitoring", cfg, depends_on=isolated, opts=scoped)
+        monitored = [*isolated, self.monitoring.release]
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
-        self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=ns, opts=scoped)
-        self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=ns, opts=scoped)
+        self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=monitored, opts=scoped)
+        self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=monitored, opts=scoped)
         self.models: list[ModelServer] = []
         self.gateway: GatewayDeployment | None = None
         self.observability: Observability | None = None
@@ -62,7 +73,7 @@ class PlatformLayer(pulumi.ComponentResource):
                 resource=self,
             )
             self.upgrades = self._upgrades(
-                name, cfg, [*isolated, self.openbao, self.gpu, self.autoscaling], scoped
+                name, cfg, [*isolated, self.monitoring, self.openbao, self.gpu, self.autoscaling], scoped
             )
             self.register_outputs({})
             return
@@ -75,7 +86,8 @@ class PlatformLayer(pulumi.ComponentResource):
                 f"{name}-model-{model.name}",
                 cfg,
                 model,
-                tools_image=cfg.platform.gateway.image,  # `sovereign weights` ships in the gateway image
+                # `sovereign weights` ships in the gateway image (the EU mirror, by digest)
+                tools_image=images.reference(cfg, cfg.platform.gateway.image),
                 prometheus_url=prometheus,
                 openbao=configured,
                 depends_on=[*isolated, *mounted, self.gpu.release, self.autoscaling.release],
@@ -91,10 +103,11 @@ class PlatformLayer(pulumi.ComponentResource):
             opts=scoped,
         )
         self.observability = Observability(
-            f"{name}-observability", cfg, openbao=configured, depends_on=ns, opts=scoped
+            f"{name}-observability", cfg, openbao=configured, depends_on=monitored, opts=scoped
         )
         everything = [
             *isolated,
+            self.monitoring,
             self.openbao,
             self.gpu,
             self.autoscaling,

@@ -39,7 +39,7 @@ class Namespaces(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sovereign:platform:Namespaces", name, None, opts)
         self.by_name: dict[str, k8s.core.v1.Namespace] = {}
-        for ns, level in LEVELS.items():
+        for ns, level in {**LEVELS, cfg.platform.monitoring_namespace: "restricted"}.items():  # + Prometheus
             pss = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")} | {
                 f"pod-security.kubernetes.io/{mode}-version": K8S_VERSION
                 for mode in ("enforce", "audit", "warn")

@@ -9,6 +9,36 @@
   egress allowlist: gateway/egress.py).
 - openbao: ingress from the gateway, Prometheus and its Raft peers; egress to its peers,
   DNS and the Kubernetes API (TokenReview for Kubernetes auth).
+- keda (chart 2.17.2): every pod reaches the Kubernetes API (the chart's own Cilium policies,
+  templates/*/ciliumnetworkpolicy.yaml, allow ``kube-apiserver`` egress to all three) and DNS;
+  the API server reaches the metrics apiserver (APIService v1beta1.external.metrics.k8s.io ->
+  Service port 443 -> container 6443, templates/metrics-server/apiservice.yaml, service.yaml) and
+  the admission webhooks (ValidatingWebhookConfiguration -> Service 443 -> container 9443,
+  templates/webhooks/validatingconfiguration.yaml, service.yaml); the metrics apiserver reaches
+  the operator's gRPC port 9666 (``--metrics-service-address=keda-operator.keda.svc…:9666``,
+  templates/metrics-server/deployment.yaml); the operator queries Prometheus for the ScaledObjects'
+  trigger (inference.py, port 9090) and is scraped on 8080 (prometheus.operator.port, its
+  ServiceMonitor).
+- gpu-operator (v25.3.4): every pod (operator, node-feature-discovery master/worker/gc, GPU feature
+  discovery, device plugin, validators, DCGM exporter) is a client of the Kubernetes API and
+  nothing else; Prometheus scrapes the DCGM exporter on 9400 (assets/state-dcgm-exporter
+  0900_daemonset.yaml, 0700_service_monitor.yaml). node-feature-discovery 0.17 talks to the
+  master through NodeFeature objects, not gRPC. No DNS: client-go reaches the API by the
+  ``kubernetes`` Service's address from KUBERNETES_SERVICE_HOST.
+- monitoring (kube-prometheus-stack 88.5.3): Prometheus scrapes each ServiceMonitor's namespace
+  on its port only (gateway 8080, vLLM 8000, OpenBao 8200, KEDA's operator 8080, the DCGM
+  exporter 9400, itself 9090/8080 and the operator 8080), reads the targets from the Kubernetes
+  API (kubernetes_sd) and is queried by KEDA's operator on 9090; the operator is a client of the
+  Kubernetes API; both resolve names (DNS).
+- system-upgrade: the controller is a client of the Kubernetes API only (v0.16.3, no metrics
+  endpoint); its upgrade Jobs run with hostNetwork (pkg/upgrade/job/job.go), which no
+  NetworkPolicy governs.
+
+The Kubernetes API: pods dial the ``kubernetes`` Service (RKE2's service-cidr default
+10.43.0.0/16, its first address, port 443), which Canal's Calico policy evaluates after the DNAT to
+the servers' addresses on 6443; both are allowed. The API server's own connections (webhooks,
+aggregated APIs) come from the servers' addresses, or from a server's flannel VXLAN address in the
+pod network (10.42.0.0/16, RKE2's cluster-cidr default) when the pod runs on another node.
 """
 
 from __future__ import annotations
@@ -22,11 +52,21 @@ from infra.config import StackConfig
 from infra.k8s_platform.common import (
     GATEWAY_NS,
     GATEWAY_PORT,
+    GPU_NS,
     INFERENCE_NS,
+    KEDA_NS,
     OPENBAO_NS,
     OPENBAO_PORT,
+    UPGRADE_NS,
     VLLM_PORT,
     labels,
+)
+from infra.k8s_platform.monitoring import (
+    OPERATOR_POD,
+    OPERATOR_PORT,
+    PROMETHEUS_POD,
+    PROMETHEUS_PORT,  # prometheus-operated (inference.py's ScaledObject trigger)
+    RELOADER_PORT,
 )
 
 DNS_EGRESS = {
@@ -44,6 +84,47 @@ PUBLIC_HTTPS = {
     "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
     "ports": [{"protocol": "TCP", "port": 443}],
 }
+
+
+# RKE2 defaults (docs.rke2.io/reference/server_config: cluster-cidr, service-cidr); the roles set neither
+RKE2_CLUSTER_CIDR = "10.42.0.0/16"
+KUBERNETES_SERVICE_IP = "10.43.0.1"  # the first address of service-cidr 10.43.0.0/16
+KEDA_METRICS_APISERVER_PORT = 6443  # keda values.yaml service.portHttpsTarget
+KEDA_WEBHOOK_PORT = 9443  # keda templates/webhooks/deployment.yaml webhooks.port | default 9443
+KEDA_OPERATOR_GRPC_PORT = 9666  # keda templates/manager/service.yaml metricsservice
+KEDA_OPERATOR_METRICS_PORT = 8080  # keda values.yaml prometheus.operator.port
+DCGM_EXPORTER_PORT = 9400  # gpu-operator assets/state-dcgm-exporter/0900_daemonset.yaml
+
+
+def api_server_egress(cfg: StackConfig) -> list[dict[str, Any]]:
+    """To the Kubernetes API: the ``kubernetes`` Service and the servers' addresses on 6443."""
+    servers = [
+        {"ipBlock": {"cidr": f"{cfg.network.control_plane_ip(i)}/32"}} for i in range(cfg.control_plane.count)
+    ]
+    return [
+        {
+            "to": [{"ipBlock": {"cidr": f"{KUBERNETES_SERVICE_IP}/32"}}],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        },
+        {"to": servers, "ports": [{"protocol": "TCP", "port": 6443}]},
+    ]
+
+
+def from_api_server(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Peers of the API server's own connections: the servers, and the pod network (a server's
+    flannel VXLAN address when the target pod runs on another node)."""
+    servers = [
+        {"ipBlock": {"cidr": f"{cfg.network.control_plane_ip(i)}/32"}} for i in range(cfg.control_plane.count)
+    ]
+    return [*servers, {"ipBlock": {"cidr": RKE2_CLUSTER_CIDR}}]
+
+
+def _app(name: str) -> dict[str, Any]:
+    return {"matchLabels": {"app": name}}
+
+
+def _tcp(port: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port}]
 
 
 def _ns(name: str) -> dict[str, Any]:
@@ -69,8 +150,10 @@ class NetworkPolicies(pulumi.ComponentResource):
         self._cfg, self._name, self._deps = cfg, name, depends_on
         monitoring = cfg.platform.monitoring_namespace
         self.policies: list[k8s.networking.v1.NetworkPolicy] = []
-        for ns in (GATEWAY_NS, INFERENCE_NS, OPENBAO_NS):
+        for ns in (GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, KEDA_NS, GPU_NS, UPGRADE_NS, monitoring):
             self._policy(ns, "default-deny", {}, ["Ingress", "Egress"])
+        self._operators(cfg)
+        self._monitoring(cfg)
         # inference: from the gateway only (and the metrics scrape); no egress rule at all
         self._policy(
             INFERENCE_NS,
@@ -140,6 +223,100 @@ class NetworkPolicies(pulumi.ComponentResource):
             ],
         )
         self.register_outputs({"count": len(self.policies)})
+
+    def _operators(self, cfg: StackConfig) -> None:
+        """KEDA, the GPU operator and the system-upgrade-controller: exactly their flows."""
+        monitoring = cfg.platform.monitoring_namespace
+        api = api_server_egress(cfg)
+
+        self._policy(KEDA_NS, "keda-api-dns", {}, ["Egress"], egress=[*api, DNS_EGRESS])
+        self._policy(
+            KEDA_NS,
+            "keda-operator",
+            _app("keda-operator"),
+            ["Ingress", "Egress"],
+            ingress=[
+                {"from": [{"podSelector": _app("keda-operator-metrics-apiserver")}],
+                 "ports": _tcp(KEDA_OPERATOR_GRPC_PORT)},
+                {"from": [_from(monitoring)], "ports": _tcp(KEDA_OPERATOR_METRICS_PORT)},
+            ],
+            egress=[{"to": [_from(monitoring)], "ports": _tcp(PROMETHEUS_PORT)}],
+        )  # fmt: skip
+        self._policy(
+            KEDA_NS,
+            "keda-metrics-apiserver",
+            _app("keda-operator-metrics-apiserver"),
+            ["Ingress", "Egress"],
+            ingress=[{"from": from_api_server(cfg), "ports": _tcp(KEDA_METRICS_APISERVER_PORT)}],
+            egress=[{"to": [{"podSelector": _app("keda-operator")}], "ports": _tcp(KEDA_OPERATOR_GRPC_PORT)}],
+        )
+        self._policy(
+            KEDA_NS,
+            "keda-admission-webhooks",
+            _app("keda-admission-webhooks"),
+            ["Ingress"],
+            ingress=[{"from": from_api_server(cfg), "ports": _tcp(KEDA_WEBHOOK_PORT)}],
+        )
+        self._policy(GPU_NS, "gpu-operator-api", {}, ["Egress"], egress=api)
+        self._policy(
+            GPU_NS,
+            "dcgm-exporter-scrape",
+            _app("nvidia-dcgm-exporter"),
+            ["Ingress"],
+            ingress=[{"from": [_from(monitoring)], "ports": _tcp(DCGM_EXPORTER_PORT)}],
+        )
+        self._policy(
+            UPGRADE_NS,
+            "system-upgrade-controller-api",
+            {"matchLabels": {"upgrade.cattle.io/controller": "system-upgrade-controller"}},
+            ["Egress"],
+            egress=api,
+        )
+
+    def _monitoring(self, cfg: StackConfig) -> None:
+        """kube-prometheus-stack (monitoring.py): Prometheus scrapes every ServiceMonitor's port
+        and nothing else; the operator is a client of the Kubernetes API only."""
+        ns = cfg.platform.monitoring_namespace
+        api = api_server_egress(cfg)
+        prometheus = {"podSelector": {"matchLabels": PROMETHEUS_POD}}
+        operator = {"podSelector": {"matchLabels": OPERATOR_POD}}
+        # one rule per ServiceMonitor target: observability.py (gateway, vLLM, OpenBao), KEDA's
+        # operator (gpu.py, prometheus.operator.serviceMonitor), the GPU operator's DCGM exporter
+        # (dcgmExporter.serviceMonitor), and the chart's own (Prometheus and its config reloader:
+        # templates/prometheus/servicemonitor.yaml; the operator: prometheus-operator/servicemonitor.yaml)
+        scrape = [
+            {"to": [_from(GATEWAY_NS, "gateway")], "ports": _tcp(GATEWAY_PORT)},
+            {"to": [_from(INFERENCE_NS)], "ports": _tcp(VLLM_PORT)},
+            {"to": [_from(OPENBAO_NS, "openbao")], "ports": _tcp(OPENBAO_PORT)},
+            {"to": [{**_ns(KEDA_NS), "podSelector": _app("keda-operator")}],
+             "ports": _tcp(KEDA_OPERATOR_METRICS_PORT)},
+            {"to": [{**_ns(GPU_NS), "podSelector": _app("nvidia-dcgm-exporter")}],
+             "ports": _tcp(DCGM_EXPORTER_PORT)},
+            {"to": [prometheus], "ports": _tcp(PROMETHEUS_PORT) + _tcp(RELOADER_PORT)},
+            {"to": [operator], "ports": _tcp(OPERATOR_PORT)},
+        ]  # fmt: skip
+        self._policy(
+            ns,
+            "prometheus",
+            {"matchLabels": PROMETHEUS_POD},
+            ["Ingress", "Egress"],
+            ingress=[
+                # KEDA's ScaledObject trigger (inference.py) and the self-scrape
+                {"from": [{**_ns(KEDA_NS), "podSelector": _app("keda-operator")}],
+                 "ports": _tcp(PROMETHEUS_PORT)},
+                {"from": [prometheus], "ports": _tcp(PROMETHEUS_PORT) + _tcp(RELOADER_PORT)},
+            ],
+            # kubernetes_sd_configs: the targets' Endpoints from the API server
+            egress=[*scrape, *api, DNS_EGRESS],
+        )  # fmt: skip
+        self._policy(
+            ns,
+            "prometheus-operator",
+            {"matchLabels": OPERATOR_POD},
+            ["Ingress", "Egress"],
+            ingress=[{"from": [prometheus], "ports": _tcp(OPERATOR_PORT)}],
+            egress=[*api, DNS_EGRESS],
+        )
 
     def _policy(
         self,

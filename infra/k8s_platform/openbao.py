@@ -20,6 +20,7 @@ import pulumi_tls as tls
 import pulumi_vault as vault
 
 from gateway.files import write_private
+from infra import images
 from infra.config import StackConfig
 from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
@@ -238,7 +239,8 @@ class OpenBao(pulumi.ComponentResource):
         )
         self.release = pinned_chart(
             self, f"{name}-release", chart="openbao", version=cfg.platform.openbao.chart_version,
-            repo=CHART_REPO, namespace=OPENBAO_NS, values=helm_values(cfg),
+            repo=CHART_REPO, namespace=OPENBAO_NS,
+            values=images.chart_values(cfg, "openbao", cfg.platform.openbao.chart_version, helm_values(cfg)),
             depends_on=[*depends_on, self.tls_secret], wait_s=chart_wait(cfg).budget_s(),
         )  # fmt: skip
         # an uninitialised, sealed OpenBao cannot be configured: phase 2 of a new region

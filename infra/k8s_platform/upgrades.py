@@ -19,10 +19,12 @@ is Pod Security "restricted" (the upgrade Jobs it creates are privileged, hence 
 (``crds/upgrade.cattle.io_plans.yaml``, byte for byte, sha256 below): Pulumi creates it before
 the Plans; the controller applies the same CRD at start (pkg/upgrade/controller.go), a no-op.
 
-Images (rancher/system-upgrade-controller, rancher/kubectl, rancher/rke2-upgrade) come through
-RKE2's registry mirror (roles/rke2 registries.yaml: docker.io goes to the EU mirror); the
-rke2-upgrade tag is the Plan's version with ``+`` replaced by ``-`` (pkg/upgrade/plan/plan.go
-MungeVersion), so each RKE2 release's upgrade image must be mirrored before its version is set.
+Images (rancher/system-upgrade-controller, rancher/kubectl, rancher/rke2-upgrade) are named by
+digest on the stack's EU registry mirror (infra/images.py, ``platform.images``). The rke2-upgrade
+tag is the Plan's version with ``+`` replaced by ``-`` (pkg/upgrade/plan/plan.go MungeVersion);
+the Plans name that image with its tag and digest, which the controller keeps as it is (it adds
+the version only to a name-only image: pkg/upgrade/container/container.go WithLatestTag), so
+each RKE2 release's upgrade image is mirrored, and its digest set, before its version is.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from infra import images
 from infra.config import StackConfig
 from infra.k8s_platform.common import UPGRADE_NS, container_security, labels
 
@@ -44,7 +47,7 @@ SUC_COMMIT = (
 SUC_IMAGE = f"rancher/system-upgrade-controller:{SUC_VERSION}"
 # upstream's default (pkg/upgrade/job/job.go defaultKubectlImage and manifests ConfigMap): cordon, drain
 KUBECTL_IMAGE = "rancher/kubectl:v1.30.3"
-RKE2_UPGRADE_IMAGE = "rancher/rke2-upgrade"  # tagged by the controller with the Plan's version
+RKE2_UPGRADE_IMAGE = "rancher/rke2-upgrade"  # tagged with the Plan's version (rke2_upgrade_image)
 CRD_FILE = Path(__file__).parent / "crds" / "upgrade.cattle.io_plans.yaml"
 # sha256 of pkg/crds/yaml/generated/upgrade.cattle.io_plans.yaml at SUC_VERSION (SUC_COMMIT)
 CRD_SHA256 = "d26cb57b27012e7ea2992e10707741e36c3eb2031bf8b41aaf7d1e611c878376"
@@ -54,7 +57,8 @@ SERVER_PLAN = "rke2-server"
 AGENT_PLAN = "rke2-agent"
 NOBODY = 65534  # the controller's user in upstream's Deployment
 
-# upstream's manifests/system-upgrade-controller.yaml ConfigMap default-controller-env
+# upstream's manifests/system-upgrade-controller.yaml ConfigMap default-controller-env (the kubectl
+# image: controller_env, from the mirror by digest)
 CONTROLLER_ENV = {
     "SYSTEM_UPGRADE_CONTROLLER_DEBUG": "false",
     "SYSTEM_UPGRADE_CONTROLLER_THREADS": "2",
@@ -67,6 +71,17 @@ CONTROLLER_ENV = {
     "SYSTEM_UPGRADE_JOB_TTL_SECONDS_AFTER_FINISH": "900",
     "SYSTEM_UPGRADE_PLAN_POLLING_INTERVAL": "15m",
 }
+
+
+def rke2_upgrade_image(version: str) -> str:
+    """The upgrade image of an RKE2 release: its tag is the version with ``+`` as ``-``
+    (v0.16.3 pkg/upgrade/plan/plan.go MungeVersion)."""
+    return f"{RKE2_UPGRADE_IMAGE}:{version.replace('+', '-')}"
+
+
+def controller_env(cfg: StackConfig) -> dict[str, str]:
+    return {**CONTROLLER_ENV, "SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE": images.reference(cfg, KUBECTL_IMAGE)}
+
 
 # A node labelled rke2-upgrade=disabled (or false) is left out of both Plans (RKE2's documented
 # selector, inverted: every node takes part unless an operator holds it back).
@@ -82,7 +97,7 @@ def plan_crd() -> dict[str, Any]:
     return crd
 
 
-def server_plan_spec(version: str) -> dict[str, Any]:
+def server_plan_spec(version: str, image: str) -> dict[str, Any]:
     """The servers: one at a time, cordoned (not drained: etcd and the control plane restart in
     place, as in RKE2's example server Plan)."""
     return {
@@ -92,12 +107,12 @@ def server_plan_spec(version: str) -> dict[str, Any]:
         # a server tainted CriticalAddonsOnly (a dedicated control plane) still gets its Job
         "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
         "serviceAccountName": SERVICE_ACCOUNT,
-        "upgrade": {"image": RKE2_UPGRADE_IMAGE},
+        "upgrade": {"image": image},
         "version": version,
     }
 
 
-def agent_plan_spec(version: str) -> dict[str, Any]:
+def agent_plan_spec(version: str, image: str) -> dict[str, Any]:
     """The agents: after every server (prepare), one at a time, drained first."""
     return {
         "concurrency": 1,
@@ -108,9 +123,9 @@ def agent_plan_spec(version: str) -> dict[str, Any]:
         # the Job tolerates only node.kubernetes.io/unschedulable by itself (pkg/upgrade/job/job.go);
         # the GPU servers carry nvidia.com/gpu=present:NoSchedule (infra/hosts/inventory.py)
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "prepare": {"image": RKE2_UPGRADE_IMAGE, "args": ["prepare", SERVER_PLAN]},
+        "prepare": {"image": image, "args": ["prepare", SERVER_PLAN]},
         "serviceAccountName": SERVICE_ACCOUNT,
-        "upgrade": {"image": RKE2_UPGRADE_IMAGE},
+        "upgrade": {"image": image},
         "version": version,
     }
 
@@ -239,7 +254,7 @@ def controller_pod(cfg: StackConfig) -> dict[str, Any]:
             "containers": [
                 {
                     "name": CONTROLLER,
-                    "image": SUC_IMAGE,
+                    "image": images.reference(cfg, SUC_IMAGE),
                     "imagePullPolicy": "Always",  # re-resolved at the in-boundary mirror (CKV_K8S_15)
                     "securityContext": {**container_security(), "runAsUser": NOBODY, "runAsGroup": NOBODY},
                     "envFrom": [{"configMapRef": {"name": "default-controller-env"}}],
@@ -281,7 +296,7 @@ class SystemUpgrade(pulumi.ComponentResource):
         env = k8s.core.v1.ConfigMap(
             f"{name}-env",
             metadata={"name": "default-controller-env", "namespace": UPGRADE_NS, "labels": meta},
-            data=CONTROLLER_ENV,
+            data=controller_env(cfg),
             opts=child,
         )
         rbac = _rbac(cfg, self, name)
@@ -296,6 +311,7 @@ class SystemUpgrade(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.crd, account, env, *rbac]),
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, self.crd, self.deployment])
+        upgrade_image = images.reference(cfg, rke2_upgrade_image(cfg.rke2.version))
         self.plans = [
             k8s.apiextensions.CustomResource(
                 f"{name}-{plan}",
@@ -313,8 +329,8 @@ class SystemUpgrade(pulumi.ComponentResource):
                 opts=after,
             )
             for plan, role, spec in (
-                (SERVER_PLAN, "server", server_plan_spec(cfg.rke2.version)),
-                (AGENT_PLAN, "agent", agent_plan_spec(cfg.rke2.version)),
+                (SERVER_PLAN, "server", server_plan_spec(cfg.rke2.version, upgrade_image)),
+                (AGENT_PLAN, "agent", agent_plan_spec(cfg.rke2.version, upgrade_image)),
             )
         ]
         self.register_outputs({"version": cfg.rke2.version})

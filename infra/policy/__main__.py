@@ -3,8 +3,8 @@
 Every rule of ``rules.py`` as a mandatory resource validation policy, so a real deploy is held
 to exactly what ``sovereign plan`` checks offline; and the completeness check
 (``completeness.py``) as a stack validation policy, which sees every resource with its parent
-and dependencies. Completeness is advisory until ``infra.plan.COMPLETENESS_FAILS_PLAN`` is
-switched on. The stack's registry mirror comes from the pack's config
+and dependencies, mandatory while ``infra.plan.COMPLETENESS_FAILS_PLAN`` is on (it is).
+The stack's registry mirror comes from the pack's config
 (``--policy-pack-config``: ``{"completeness": {"registry_mirror": "https://…"}}``); without it
 images must still be by digest and from no public registry.
 """

@@ -21,6 +21,13 @@ GPU_OPERATOR = "https://github.com/NVIDIA/gpu-operator/blob/v25.3.4"
 RKE2 = "https://github.com/rancher/rke2/blob/v1.33.5%2Brke2r1"
 GPU_CHART = f"{GPU_OPERATOR}/deployments/gpu-operator"
 NFD_CHART = f"{GPU_CHART}/charts/node-feature-discovery"
+KUBE_PROMETHEUS = "https://github.com/prometheus-community/helm-charts/blob/kube-prometheus-stack-88.5.3/charts/kube-prometheus-stack"
+HCLOUD_CSI = "https://github.com/hetznercloud/csi-driver/blob/v2.22.1/chart"
+HCLOUD_CCM = "https://github.com/hetznercloud/hcloud-cloud-controller-manager/blob/v1.35.0/chart"
+LOCAL_PATH = (
+    "https://github.com/rancher/local-path-provisioner/blob/v0.0.37/deploy/chart/local-path-provisioner"
+)
+LOCAL_PATH_OCI = "oci://ghcr.io/rancher/local-path-provisioner/charts/local-path-provisioner"
 
 PROMETHEUS_OPERATOR = "monitoring.coreos.com"
 
@@ -283,11 +290,328 @@ def gpu_operator(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
     return ChartFacts(crds=crds, uses=uses, images=images)
 
 
+# --- kube-prometheus-stack 88.5.3 (prometheus-community/helm-charts, tag kube-prometheus-stack-88.5.3;
+# appVersion v0.93.1, the prometheus-operator) ------------------------------------------------------
+KUBE_PROMETHEUS_CRDS = (
+    ("Alertmanager", "crd-alertmanagers.yaml"),
+    ("AlertmanagerConfig", "crd-alertmanagerconfigs.yaml"),
+    ("PodMonitor", "crd-podmonitors.yaml"),
+    ("Probe", "crd-probes.yaml"),
+    ("Prometheus", "crd-prometheuses.yaml"),
+    ("PrometheusAgent", "crd-prometheusagents.yaml"),
+    ("PrometheusRule", "crd-prometheusrules.yaml"),
+    ("ScrapeConfig", "crd-scrapeconfigs.yaml"),
+    ("ServiceMonitor", "crd-servicemonitors.yaml"),
+    ("ThanosRuler", "crd-thanosrulers.yaml"),
+)
+
+
+def _kps_image(values: Mapping[str, Any] | None, key: str, repo: str, tag: str) -> str:
+    """``{{ global.imageRegistry | default <key>.registry }}/<repository>:<tag>[@sha256:<sha>]``
+    (templates/prometheus-operator/deployment.yaml, templates/prometheus/prometheus.yaml)."""
+    registry = value(values, "global.imageRegistry", None) or value(values, f"{key}.registry", "quay.io")
+    got = f"{registry}/{value(values, f'{key}.repository', repo)}:{value(values, f'{key}.tag', '') or tag}"
+    sha = value(values, f"{key}.sha", "")
+    return f"{got}@sha256:{sha}" if sha else got
+
+
+def kube_prometheus_stack(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
+    crds = []
+    if _on(values, "crds.enabled", True):  # Chart.yaml dependency crds (condition crds.enabled)
+        crds = [
+            Kind(PROMETHEUS_OPERATOR, kind, f"{KUBE_PROMETHEUS}/charts/crds/crds/{file}")
+            for kind, file in KUBE_PROMETHEUS_CRDS
+        ]
+    uses = []
+    if _on(values, "prometheus.enabled", True):
+        uses.append(
+            Kind(PROMETHEUS_OPERATOR, "Prometheus", f"{KUBE_PROMETHEUS}/templates/prometheus/prometheus.yaml")
+        )
+        uses.append(
+            Kind(
+                PROMETHEUS_OPERATOR,
+                "ServiceMonitor",
+                f"{KUBE_PROMETHEUS}/templates/prometheus/servicemonitor.yaml",
+            )
+        )
+    if _on(values, "alertmanager.enabled", True):
+        uses.append(
+            Kind(
+                PROMETHEUS_OPERATOR,
+                "Alertmanager",
+                f"{KUBE_PROMETHEUS}/templates/alertmanager/alertmanager.yaml",
+            )
+        )
+    if _on(values, "defaultRules.create", True):
+        uses.append(
+            Kind(PROMETHEUS_OPERATOR, "PrometheusRule", f"{KUBE_PROMETHEUS}/templates/prometheus/rules-1.14")
+        )
+    # the Prometheus StatefulSet (made by the operator) claims storageSpec.volumeClaimTemplate; without
+    # storageSpec the data is an emptyDir (templates/prometheus/prometheus.yaml "storage:")
+    claims = []
+    template = value(values, "prometheus.prometheusSpec.storageSpec.volumeClaimTemplate", None)
+    if _on(values, "prometheus.enabled", True) and isinstance(template, Mapping):
+        storage_class = value(template, "spec.storageClassName", None)
+        source = f"{KUBE_PROMETHEUS}/templates/prometheus/prometheus.yaml (storage)"
+        claims.append(Claim("prometheus-db", storage_class, source))
+    images = [
+        Image(
+            "prometheus-operator",
+            _kps_image(
+                values, "prometheusOperator.image", "prometheus-operator/prometheus-operator", "v0.93.1"
+            ),
+            f"{KUBE_PROMETHEUS}/templates/prometheus-operator/deployment.yaml",
+        ),
+        Image(
+            "prometheus-config-reloader",
+            _kps_image(
+                values,
+                "prometheusOperator.prometheusConfigReloader.image",
+                "prometheus-operator/prometheus-config-reloader",
+                "v0.93.1",
+            ),
+            f"{KUBE_PROMETHEUS}/templates/prometheus-operator/deployment.yaml (--prometheus-config-reloader)",
+        ),
+    ]
+    if _on(values, "prometheus.enabled", True):
+        images.append(
+            Image(
+                "prometheus",
+                _kps_image(
+                    values, "prometheus.prometheusSpec.image", "prometheus/prometheus", "v3.14.0-distroless"
+                ),
+                f"{KUBE_PROMETHEUS}/templates/prometheus/prometheus.yaml",
+            )
+        )
+    if _on(values, "alertmanager.enabled", True):
+        images.append(
+            Image(
+                "alertmanager",
+                _kps_image(
+                    values, "alertmanager.alertmanagerSpec.image", "prometheus/alertmanager", "v0.34.0"
+                ),
+                f"{KUBE_PROMETHEUS}/templates/alertmanager/alertmanager.yaml",
+            )
+        )
+    if _on(values, "prometheusOperator.admissionWebhooks.enabled", True) and _on(
+        values, "prometheusOperator.admissionWebhooks.patch.enabled", True
+    ):
+        images.append(
+            Image(
+                "admission-webhook-certgen",
+                _kps_image(
+                    values,
+                    "prometheusOperator.admissionWebhooks.patch.image",
+                    "jkroepke/kube-webhook-certgen",
+                    "1.8.7",
+                ).replace("quay.io/", "ghcr.io/", 1)
+                if not value(values, "prometheusOperator.admissionWebhooks.patch.image.registry", None)
+                else _kps_image(
+                    values,
+                    "prometheusOperator.admissionWebhooks.patch.image",
+                    "jkroepke/kube-webhook-certgen",
+                    "1.8.7",
+                ),
+                f"{KUBE_PROMETHEUS}/templates/prometheus-operator/admission-webhooks/job-patch/job-createSecret.yaml",
+            )
+        )
+    # sub-charts the values leave on run images of their own: not declared, so refused here
+    for sub in ("grafana", "kubeStateMetrics", "nodeExporter"):
+        if _on(values, f"{sub}.enabled", True):
+            images.append(
+                Image(sub, f"<sub-chart {sub}: not declared in infra/policy/charts.py>", KUBE_PROMETHEUS)
+            )
+    fullname = release if "kube-prometheus-stack" in release else f"{release}-kube-prometheus-stack"
+    creates = [
+        Ref(
+            "ServiceAccount",
+            f"{fullname[:26].rstrip('-')}-operator",
+            f"{KUBE_PROMETHEUS}/templates/prometheus-operator/serviceaccount.yaml",
+        ),
+        Ref(
+            "ServiceAccount",
+            f"{fullname[:26].rstrip('-')}-prometheus",
+            f"{KUBE_PROMETHEUS}/templates/prometheus/serviceaccount.yaml",
+        ),
+    ]
+    # TLS on the operator's web port (values.yaml prometheusOperator.tls.enabled: true) mounts the
+    # Secret <fullname>-admission (templates/prometheus-operator/deployment.yaml "tls-secret"),
+    # created by the admission webhooks' certificate Job (job-patch/job-createSecret.yaml) or
+    # cert-manager (certmanager.yaml); without either nothing creates it
+    references: list[Ref] = []
+    if _on(values, "prometheusOperator.tls.enabled", True):
+        secret = Ref(
+            "Secret",
+            f"{fullname[:26].rstrip('-')}-admission",
+            f"{KUBE_PROMETHEUS}/templates/prometheus-operator/deployment.yaml (tls-secret)",
+        )
+        webhooks = _on(values, "prometheusOperator.admissionWebhooks.enabled", True)
+        made = _on(values, "prometheusOperator.admissionWebhooks.patch.enabled", True) or _on(
+            values, "prometheusOperator.admissionWebhooks.certManager.enabled", False
+        )
+        (creates if webhooks and made else references).append(secret)
+    return ChartFacts(
+        crds=crds, uses=uses, claims=claims, references=references, images=images, creates=creates
+    )
+
+
+# --- hcloud-csi 2.22.1 (hetznercloud/csi-driver, tag v2.22.1) -------------------------------------
+
+
+def hcloud_csi(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
+    # templates/core/storageclass.yaml: one StorageClass per storageClasses entry, is-default-class from
+    # defaultStorageClass, volumeBindingMode WaitForFirstConsumer fixed in the template
+    classes = [
+        (str(c.get("name")), str(c.get("defaultStorageClass", False)).lower() == "true")
+        for c in value(values, "storageClasses", [{"name": "hcloud-volumes", "defaultStorageClass": True}])
+        if isinstance(c, Mapping)
+    ]
+    references, creates = [], []
+    token = f"{HCLOUD_CSI}/templates/controller/deployment.yaml (HCLOUD_TOKEN)"
+    if value(values, "controller.hcloudToken.value", ""):
+        creates.append(
+            Ref("Secret", "hcloud-csi-hcloud-token", f"{HCLOUD_CSI}/templates/controller/secret.yaml")
+        )
+    elif not value(values, "controller.hcloudToken.file", ""):
+        references.append(
+            Ref("Secret", str(value(values, "controller.hcloudToken.existingSecret.name", "hcloud")), token)
+        )
+    uses = []
+    if _on(values, "metrics.enabled", False) and _on(values, "metrics.serviceMonitor.enabled", False):
+        uses.append(
+            Kind(
+                PROMETHEUS_OPERATOR,
+                "ServiceMonitor",
+                f"{HCLOUD_CSI}/templates/controller/servicemonitor.yaml",
+            )
+        )
+    # templates/_common_images.tpl: "{{ name }}:{{ tag }}", values.yaml defaults
+    images = []
+    sig = "registry.k8s.io/sig-storage"
+    driver = "docker.io/hetznercloud/hcloud-csi-driver"
+    for component, key, name, tag in (
+        ("csi-attacher", "controller.image.csiAttacher", f"{sig}/csi-attacher", "v4.11.0"),
+        ("csi-resizer", "controller.image.csiResizer", f"{sig}/csi-resizer", "v2.1.0"),
+        ("csi-provisioner", "controller.image.csiProvisioner", f"{sig}/csi-provisioner", "v6.2.0"),
+        ("controller-liveness-probe", "controller.image.livenessProbe", f"{sig}/livenessprobe", "v2.18.0"),
+        ("controller", "controller.image.hcloudCSIDriver", driver, "v2.22.1"),
+        ("csi-node-driver-registrar", "node.image.csiNodeDriverRegistrar", f"{sig}/csi-node-driver-registrar",
+         "v2.16.0"),
+        ("node-liveness-probe", "node.image.livenessProbe", f"{sig}/livenessprobe", "v2.18.0"),
+        ("node", "node.image.hcloudCSIDriver", driver, "v2.22.1"),
+    ):  # fmt: skip
+        got_tag = str(value(values, f"{key}.tag", tag)).replace("v{{ .Chart.Version }}", "v2.22.1")
+        ref = (
+            f"{value(values, f'{key}.name', name)}:{got_tag}"
+            if got_tag
+            else str(value(values, f"{key}.name", name))
+        )
+        images.append(Image(component, ref, f"{HCLOUD_CSI}/templates/_common_images.tpl"))
+    return ChartFacts(
+        uses=uses, references=references, creates=creates, storage_classes=classes, images=images
+    )
+
+
+# --- hcloud-cloud-controller-manager 1.35.0 (hetznercloud/hcloud-cloud-controller-manager, v1.35.0) --
+
+
+def hcloud_ccm(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
+    # templates/deployment.yaml: env from values.env (and networking.network with networking.enabled)
+    env = dict(value(values, "env", {}) or {})
+    default_env = {
+        "HCLOUD_TOKEN": {"valueFrom": {"secretKeyRef": {"name": "hcloud", "key": "token"}}},
+        "ROBOT_USER": {
+            "valueFrom": {"secretKeyRef": {"name": "hcloud", "key": "robot-user", "optional": True}}
+        },
+        "ROBOT_PASSWORD": {
+            "valueFrom": {"secretKeyRef": {"name": "hcloud", "key": "robot-password", "optional": True}}
+        },
+    }
+    merged = {**default_env, **{k: v for k, v in env.items() if v is not None}}
+    if _on(values, "networking.enabled", False):
+        merged["HCLOUD_NETWORK"] = value(
+            values,
+            "networking.network",
+            {"valueFrom": {"secretKeyRef": {"name": "hcloud", "key": "network"}}},
+        )
+    references = []
+    for variable, spec in merged.items():
+        ref = value(spec, "valueFrom.secretKeyRef", None) if isinstance(spec, Mapping) else None
+        if isinstance(ref, Mapping) and not ref.get("optional"):
+            references.append(
+                Ref(
+                    "Secret", str(ref.get("name")), f"{HCLOUD_CCM}/templates/deployment.yaml (env {variable})"
+                )
+            )
+    uses = []
+    if _on(values, "monitoring.enabled", True) and _on(values, "monitoring.podMonitor.enabled", False):
+        uses.append(Kind(PROMETHEUS_OPERATOR, "PodMonitor", f"{HCLOUD_CCM}/templates/podmonitor.yaml"))
+    # "{{ image.repository }}:{{ tpl image.tag }}", tag default "v{{ $.Chart.Version }}"
+    repository = value(values, "image.repository", "docker.io/hetznercloud/hcloud-cloud-controller-manager")
+    tag = str(value(values, "image.tag", "v1.35.0")).replace("v{{ $.Chart.Version }}", "v1.35.0")
+    images = [
+        Image(
+            "hcloud-cloud-controller-manager",
+            f"{repository}:{tag}",
+            f"{HCLOUD_CCM}/templates/deployment.yaml",
+        )
+    ]
+    creates = [
+        Ref(
+            "ServiceAccount", "hcloud-cloud-controller-manager", f"{HCLOUD_CCM}/templates/serviceaccount.yaml"
+        )
+    ]
+    return ChartFacts(uses=uses, references=references, images=images, creates=creates)
+
+
+# --- local-path-provisioner 0.0.37 (rancher/local-path-provisioner, tag v0.0.37; OCI chart on ghcr.io) --
+
+
+def local_path_provisioner(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
+    classes = []
+    if _on(values, "storageClass.create", True):  # templates/storageclass.yaml
+        classes.append(
+            (
+                str(value(values, "storageClass.name", "local-path")),
+                _on(values, "storageClass.defaultClass", False),
+            )
+        )
+    registry = value(values, "privateRegistry.registryUrl", None)
+    prefix = f"{registry}/" if registry else ""
+    images = [
+        Image(
+            "local-path-provisioner",
+            f"{prefix}{value(values, 'image.repository', 'docker.io/rancher/local-path-provisioner')}:"
+            f"{value(values, 'image.tag', 'v0.0.37')}",
+            f"{LOCAL_PATH}/templates/deployment.yaml",
+        ),
+        Image(  # the helper pod that creates and removes each volume's folder on its node
+            "helper-pod",
+            f"{prefix}{value(values, 'helperImage.repository', 'docker.io/library/busybox')}:"
+            f"{value(values, 'helperImage.tag', 'latest')}",
+            f"{LOCAL_PATH}/templates/deployment.yaml (--helper-image)",
+        ),
+    ]
+    creates = [
+        Ref(
+            "ConfigMap",
+            str(value(values, "configmap.name", "local-path-config")),
+            f"{LOCAL_PATH}/templates/configmap.yaml",
+        ),
+        Ref("ServiceAccount", "local-path-provisioner", f"{LOCAL_PATH}/templates/serviceaccount.yaml"),
+    ]
+    return ChartFacts(storage_classes=classes, images=images, creates=creates)
+
+
 ChartRule = Callable[[Mapping[str, Any] | None, str], ChartFacts]
 CHARTS: dict[tuple[str, str], ChartRule] = {
     ("keda", "2.17.2"): keda,
     ("openbao", "0.19.1"): openbao,
     ("gpu-operator", "v25.3.4"): gpu_operator,
+    ("kube-prometheus-stack", "88.5.3"): kube_prometheus_stack,
+    ("hcloud-csi", "2.22.1"): hcloud_csi,
+    ("hcloud-cloud-controller-manager", "1.35.0"): hcloud_ccm,
+    (LOCAL_PATH_OCI, "0.0.37"): local_path_provisioner,
 }
 
 

@@ -84,6 +84,7 @@ class Finding:
     resource: str  # the object (kind namespace/name) and its Pulumi resource name
     missing: str
     fix: str
+    image: str | None = None  # an image finding's reference (infra/plan.py: a deploy blocker's)
 
     def __str__(self) -> str:
         return f"[{self.kind}] {self.resource}: missing {self.missing} ({self.fix})"
@@ -445,6 +446,27 @@ def _references(
     return findings
 
 
+# images a controller runs that no pod template names: the system-upgrade-controller's (v0.16.3)
+# Plans (spec.upgrade.image, spec.prepare.image: its upgrade Jobs' containers, pkg/upgrade/job/job.go)
+# and the kubectl of its cordon/drain containers (SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE in its env ConfigMap)
+SUC_SOURCE = "; the system-upgrade-controller's Job image (pkg/upgrade/job/job.go)"
+
+
+def _controller_images(r: Resource) -> list[tuple[str, str, str]]:
+    found = []
+    if r.group_kind == ("upgrade.cattle.io", "Plan"):
+        spec = r.inputs.get("spec")
+        for part in ("prepare", "upgrade"):
+            container = spec.get(part) if isinstance(spec, Mapping) else None
+            if isinstance(container, Mapping) and container.get("image"):
+                found.append((part, str(container["image"]), SUC_SOURCE))
+    elif r.group_kind == ("", "ConfigMap"):
+        data = r.inputs.get("data")
+        if isinstance(data, Mapping) and data.get("SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"):
+            found.append(("kubectl", str(data["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"]), SUC_SOURCE))
+    return found
+
+
 def _images(
     program: _Program, facts: Mapping[str, charts.ChartFacts | None], mirror: str | None, require_mirror: bool
 ) -> list[Finding]:
@@ -460,10 +482,13 @@ def _images(
         images += [
             (i.component, i.ref, f"; the chart's image: {i.source}") for i in (got.images if got else [])
         ]
+        images += _controller_images(r)
         for container, image, source in images:
             problem = image_problem(image, mirror, require_mirror=require_mirror)
             if problem:
-                findings.append(Finding("image", f"{r.label()} container {container}", problem, fix + source))
+                findings.append(
+                    Finding("image", f"{r.label()} container {container}", problem, fix + source, image)
+                )
     return findings
 
 

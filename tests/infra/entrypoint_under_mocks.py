@@ -23,9 +23,11 @@ def main() -> None:
     data = json.load(sys.stdin)
     pulumi.runtime.set_mocks(plan.RecordingMocks(), project="sovereign-llm", stack=stack, preview=False)
     # as the CLI passes them: strings as they are (the stack's secrets), objects as JSON
+    # and the provider's token, as every real stack has it (pulumi config set --secret hcloud:token)
     pulumi.runtime.set_all_config(
-        {f"sovereign-llm:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in data.items()},
-        secret_keys=[f"sovereign-llm:{k}" for k, v in data.items() if isinstance(v, str)],
+        {f"sovereign-llm:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+        | {"hcloud:token": "test-token"},
+        secret_keys=[f"sovereign-llm:{k}" for k, v in data.items() if isinstance(v, str)] + ["hcloud:token"],
     )
     exported: dict[str, Any] = {}
 

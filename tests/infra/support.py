@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
 
-from infra import config, plan
+from infra import config, images, plan
 
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"
@@ -21,3 +22,20 @@ def sections(stack: str = "eu-central-prod") -> dict[str, Any]:
 def plan_of(data: dict[str, Any], stack: str = "test-stack", role_digest: str = "d" * 64) -> plan.Plan:
     cfg = config.parse(stack, data, "test")
     return plan.run(cfg, data, role_digest=role_digest)
+
+
+def fake_digest(upstream: str) -> str:
+    """A test's own value (never a real image's): distinct per image."""
+    return "sha256:" + hashlib.sha256(upstream.encode()).hexdigest()
+
+
+def with_digests(stack: str = "eu-central-prod", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """*data* (default: the example stack) with a test digest in ``platform.images`` for every
+    image the program deploys with it, as an operator sets them after mirroring."""
+    data = copy.deepcopy(data) if data is not None else sections(stack)
+    cfg = config.parse(stack, data, "test")
+    data["platform"] = {
+        **data.get("platform", {}),
+        "images": {i.upstream: fake_digest(i.upstream) for i in images.required(cfg)},
+    }
+    return data

@@ -411,10 +411,55 @@ def test_the_plan_carries_its_findings() -> None:
     example = plan_of(sections())
     report = example.to_json()["completeness"]
     assert report["fails_plan"] is plan.COMPLETENESS_FAILS_PLAN
-    assert report["findings"] == [
-        {"kind": f.kind, "resource": f.resource, "missing": f.missing, "fix": f.fix} for f in example.findings
+    fields = ("kind", "resource", "missing", "fix", "image")
+    assert report["findings"] == [{k: getattr(f, k) for k in fields} for f in example.findings]
+    # an image without a digest is a deploy blocker (the example sets no digests): its findings are
+    # reported once, there, each naming the image a blocker names
+    assert report["deploy_blockers"] == [
+        {k: getattr(f, k) for k in fields} for f in example.findings_as_blockers
     ]
+    assert example.findings_as_blockers
+    for finding in example.findings_as_blockers:
+        assert finding.kind == "image" and finding.image
+        # the blocker names where the image goes on the mirror: the reference the pod has now
+        named = [b for b in example.blockers if b.startswith("platform.images has no digest")]
+        assert any(f"on the mirror as {finding.image}," in b for b in named), finding
+    assert not [f for f in example.findings if f.kind == "image"]
     # every resource of the real program has its dependencies recorded: the gateway waits for OpenBao
     by_name = {r.name: r for r in example.resources}
     gateway = by_name["test-stack-platform-gateway-statefulset"]
     assert any("openbao" in urn for urn in gateway.dependencies)
+
+
+def test_the_upgrade_images_a_controller_runs_are_checked_too() -> None:
+    """The system-upgrade-controller's Plans and kubectl image name no pod template, yet its Jobs
+    pull them: each must be the mirror by digest as well."""
+    mirror = "https://registry.example.de"
+    digest = "@sha256:" + "1" * 64
+
+    def plan_resource(image: str) -> completeness.Resource:
+        spec = {"upgrade": {"image": image}, "prepare": {"image": image, "args": ["prepare", "s"]}}
+        meta = {"name": "rke2-agent", "namespace": "system-upgrade"}
+        return completeness.Resource(
+            "urn:plan", "kubernetes:upgrade.cattle.io/v1:Plan", "p", True, {"metadata": meta, "spec": spec}
+        )
+
+    def env(image: str) -> completeness.Resource:
+        meta = {"name": "default-controller-env", "namespace": "system-upgrade"}
+        data = {"SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE": image}
+        return completeness.Resource(
+            "urn:env", "kubernetes:core/v1:ConfigMap", "e", True, {"metadata": meta, "data": data}
+        )
+
+    def image_findings(*resources: completeness.Resource) -> list[Finding]:
+        found = completeness.check(resources, registry_mirror=mirror)
+        return [f for f in found if f.kind == "image"]
+
+    public = image_findings(
+        plan_resource("rancher/rke2-upgrade:v1.33.5-rke2r1"), env("rancher/kubectl:v1.30.3")
+    )
+    assert sorted(f.resource.rsplit(" ", 1)[-1] for f in public) == ["kubectl", "prepare", "upgrade"]
+    assert {f.image for f in public} == {"rancher/rke2-upgrade:v1.33.5-rke2r1", "rancher/kubectl:v1.30.3"}
+    on_mirror = "registry.example.de/docker.io/rancher/rke2-upgrade:v1.33.5-rke2r1" + digest
+    kubectl = "registry.example.de/docker.io/rancher/kubectl:v1.30.3" + digest
+    assert image_findings(plan_resource(on_mirror), env(kubectl)) == []

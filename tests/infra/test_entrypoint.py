@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.infra.support import REPO, sections
+from tests.infra.support import REPO, sections, with_digests
 
 
 def run_entrypoint(data: dict[str, Any], backend_url: str) -> subprocess.CompletedProcess[str]:
@@ -25,11 +25,13 @@ def run_entrypoint(data: dict[str, Any], backend_url: str) -> subprocess.Complet
 
 
 def pinned() -> dict[str, Any]:
-    """The example stack with the RKE2 checksum its operator fills in before the first deploy."""
+    """The example stack with what its operator fills in before the first deploy: the RKE2
+    checksum, the etcd S3 keys and the platform's stack secrets, and each image's digest on the
+    mirror (platform.images; the harness sets hcloud:token)."""
     data = sections()
     data["rke2"]["artifact_sha256"] = "5" * 64
     data |= {"etcd_s3_access_key": "AK" + "7" * 18, "etcd_s3_secret_key": "S" * 40}  # the S3 keys (secrets)
-    return data | platform_secrets()
+    return with_digests("eu-central-prod", data | platform_secrets())
 
 
 def platform_secrets() -> dict[str, Any]:
@@ -90,3 +92,14 @@ def test_no_module_of_the_program_directory_shadows_the_standard_library() -> No
     imported for every `import platform` after the program starts."""
     names = {p.stem for p in (REPO / "infra").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert names & set(sys.stdlib_module_names) == set()
+
+
+def test_an_image_without_its_digest_stops_pulumi_up_before_anything_is_created() -> None:
+    data = pinned()
+    del data["platform"]["images"]["docker.io/rancher/kubectl:v1.30.3"]
+    result = run_entrypoint(data, "file:///tmp/state")
+    assert result.returncode == 1 and result.stdout == ""
+    head, line = result.stderr.splitlines()[:2]
+    assert head == "sovereign-llm: eu-central-prod (not deployable yet): invalid stack config:"
+    assert line.strip().startswith("platform.images has no digest for docker.io/rancher/kubectl:v1.30.3")
+    assert "crane digest registry.sovereign.example.de/docker.io/rancher/kubectl:v1.30.3" in line

@@ -40,23 +40,61 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         if resource["custom"]:
             assert resource["name"] in result.stdout
     assert plan["outputs"]["kubeconfig"] == "[secret]"
-    # the examples leave the RKE2 checksum and the S3 keys to the operator: the review says
-    # pulumi up would stop
+    # the examples leave to the operator what only the operator has: the RKE2 checksum, the S3
+    # keys, the platform's stack secrets, each image's digest on the mirror (and the mirror itself
+    # where none is set), the Hetzner Cloud token; the review says pulumi up would stop, once per item
     blockers = plan["deploy_blockers"]
     assert blockers[0].startswith("rke2.artifact_sha256 is not set")
-    secrets = ["etcd_s3_access_key", "etcd_s3_secret_key"] if plan["config"]["rke2"]["etcd_snapshots"] else []
-    expected = [f"rke2.etcd_snapshots needs the S3 key {key}" for key in secrets]
-    if plan["config"]["platform"]["openbao"]["initialised"]:  # phase 2 mounts the platform's Secrets
-        expected += [
-            f"sovereign-llm:{key} is not set: a stack secret that the Secret {secret} is made of"
-            for secret, keys in (
-                ("sovereign-gateway/gateway-client-keys", ["gateway_client_keys"]),
-                ("sovereign-inference/object-storage-read", ["models_s3_access_key", "models_s3_secret_key"]),
-                ("sovereign-gateway/object-storage-audit", ["audit_s3_access_key", "audit_s3_secret_key"]),
-            )
-            for key in keys
-        ]
-    assert [b.split(",")[0].split(" (for ")[0] for b in blockers[1:]] == expected
+    config = plan["config"]
+    categories = {
+        "checksum": "rke2.artifact_sha256 is not set",
+        "etcd keys": "rke2.etcd_snapshots needs the S3 key ",
+        "platform secrets": "sovereign-llm:",
+        "mirror": "endpoints.registry_mirror is not set",
+        "image digests": "platform.images has no digest for ",
+        "hcloud token": "hcloud:token is not set",
+    }
+    found: dict[str, list[str]] = {name: [] for name in categories}
+    for blocker in blockers:
+        (name,) = [n for n, prefix in categories.items() if blocker.startswith(prefix)]  # nothing else
+        found[name].append(blocker)
+    assert len(found["checksum"]) == 1 and len(found["hcloud token"]) == 1
+    etcd = ["etcd_s3_access_key", "etcd_s3_secret_key"] if config["rke2"]["etcd_snapshots"] else []
+    assert [b.split(",")[0].rsplit(" ", 1)[-1] for b in found["etcd keys"]] == etcd
+    # phase 2 mounts the platform's Secrets: each stack secret they are made of, by name
+    secrets = [
+        "gateway_client_keys", "models_s3_access_key", "models_s3_secret_key",
+        "audit_s3_access_key", "audit_s3_secret_key",
+    ] if config["platform"]["openbao"]["initialised"] else []  # fmt: skip
+    assert [
+        b.split(" is not set")[0].removeprefix("sovereign-llm:") for b in found["platform secrets"]
+    ] == secrets
+    assert len(found["mirror"]) == (0 if config["endpoints"].get("registry_mirror") else 1)
+    # one blocker per image the stack runs (sovereign images list), each once: the Helm releases'
+    # (among them the cluster services and the monitoring stack), the upgrade images and phase 2's
+    listed = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "images", "list", "--stack", stack],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.splitlines()[1:]  # fmt: skip
+    needed = [line.split(" -> ")[0] for line in listed]
+    named = [b.removeprefix(categories["image digests"]).split(" ")[0] for b in found["image digests"]]
+    assert sorted(named) == sorted(needed) and len(set(named)) == len(named)
+    for image in (
+        "docker.io/hetznercloud/hcloud-cloud-controller-manager:v1.35.0",
+        "docker.io/hetznercloud/hcloud-csi-driver:v2.22.1",
+        "docker.io/rancher/local-path-provisioner:v0.0.37",
+        "quay.io/prometheus/prometheus:v3.14.0-distroless",
+        "quay.io/prometheus-operator/prometheus-operator:v0.93.1",
+        "docker.io/rancher/rke2-upgrade:v1.33.5-rke2r1",
+    ):
+        assert image in named
+    assert ("docker.io/vllm/vllm-openai:v0.11.0" in named) is config["platform"]["openbao"]["initialised"]
+    # and no image finding besides them: each is one of these blockers
+    completeness = plan["completeness"]
+    assert not [f for f in completeness["findings"] if f["kind"] == "image"]
+    assert completeness["deploy_blockers"] and all(
+        f["kind"] == "image" for f in completeness["deploy_blockers"]
+    )
     for blocker in blockers:
         assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr
     documents = list(yaml.safe_load_all((tmp_path / "kubernetes.yaml").read_text()))
@@ -65,7 +103,12 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     assert len(documents) == sum(1 for r in plan["resources"] if r["type"].startswith("kubernetes:")) - len(
         plan["helm_releases"]
     )
-    assert {h["name"] for h in plan["helm_releases"]} == {"openbao", "gpu-operator", "keda"}
+    assert {h["name"] for h in plan["helm_releases"]} == {
+        "openbao", "gpu-operator", "keda", "hcloud-cloud-controller-manager", "hcloud-csi",
+        "local-path-provisioner", "kube-prometheus-stack",
+    }  # fmt: skip
+    # no completeness finding on the example stacks (the images are the blockers above)
+    assert completeness["findings"] == []
 
 
 def test_non_eu_stack_is_refused_with_art_44(tmp_path: Path) -> None:
@@ -104,6 +147,21 @@ def test_policy_violation_from_the_program_fails_the_plan(
     assert code == 1
     assert "[private-nodes] eu-north-dr-workers-1: role 'worker' has a public IPv4" in err
     assert json.loads((tmp_path / "o" / "plan.json").read_text())["policy"]["violations"]
+
+
+def test_an_incomplete_stack_fails_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The weights on a StorageClass nothing installs: valid config, a plan that stops."""
+    document = yaml.safe_load((STACKS / "Pulumi.eu-central-prod.yaml").read_text())
+    document["config"]["sovereign-llm:platform"]["weights_storage_class"] = "longhorn"
+    (tmp_path / "Pulumi.eu-central-prod.yaml").write_text(yaml.safe_dump(document))
+    code = cli.main(
+        ["plan", "--stack", "eu-central-prod", "--stacks-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "missing StorageClass 'longhorn': nothing in the program provides it" in err
+    report = json.loads((tmp_path / "o" / "plan.json").read_text())["completeness"]
+    assert report["fails_plan"] is True and [f["kind"] for f in report["findings"]] == ["storage-class"]
 
 
 def test_kubernetes_objects_are_rendered_as_manifests(tmp_path: Path) -> None:

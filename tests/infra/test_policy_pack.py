@@ -128,7 +128,7 @@ def test_the_pack_reports_completeness_over_the_whole_stack(analyzer: analyzer_p
     diagnostics = analyze_stack(analyzer, [lonely])
     assert [(d.policyName, d.urn) for d in diagnostics] == [("completeness", lonely["urn"])]
     assert "ServiceMonitor kube-system/m [a]: missing the CustomResourceDefinition" in diagnostics[0].message
-    # advisory until infra.plan.COMPLETENESS_FAILS_PLAN is switched on
-    assert diagnostics[0].enforcementLevel == analyzer_pb2.ADVISORY
+    # mandatory: a real preview stops on it, as the plan does
+    assert diagnostics[0].enforcementLevel == analyzer_pb2.MANDATORY
     after = {**lonely, "deps": [crd["urn"]]}
     assert analyze_stack(analyzer, [crd, after]) == []

@@ -70,7 +70,7 @@ def test_namespaces_enforce_restricted_except_the_gpu_operator_and_the_upgrades(
     }
     assert levels.pop("gpu-operator") == "privileged"
     assert levels.pop("system-upgrade") == "privileged"  # the upgrade Jobs replace RKE2 on the host
-    assert set(levels.values()) == {"restricted"} and len(levels) == 4
+    assert set(levels.values()) == {"restricted"} and len(levels) == 5  # + monitoring (Prometheus)
 
 
 def test_every_pod_spec_is_restricted_compliant(prod: planner.Plan) -> None:
@@ -380,3 +380,136 @@ def test_openbao_provider_verifies_tls_against_the_stacks_own_ca(prod: planner.P
     assert not (tmp_path / "s-ca.pem").exists()
     ca_trust_file("s", pem, tmp_path)
     assert (tmp_path / "s-ca.pem").read_text() == pem
+
+
+def test_the_operators_namespaces_deny_by_default_and_allow_only_their_flows(prod: planner.Plan) -> None:
+    """keda, gpu-operator and system-upgrade: default-deny, then the API server, DNS (KEDA), the
+    API server's calls into KEDA, the metrics apiserver -> operator gRPC, Prometheus (network_policies.py)."""
+    by_ns: dict[str, dict[str, dict[str, Any]]] = {}
+    for p in objects(prod, "NetworkPolicy"):
+        by_ns.setdefault(p["metadata"]["namespace"], {})[p["metadata"]["name"]] = p["spec"]
+    for ns in ("keda", "gpu-operator", "system-upgrade"):
+        deny = by_ns[ns]["default-deny"]
+        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    servers = {f"10.20.1.{11 + i}/32" for i in range(3)}
+
+    def cidrs(rules: list[dict[str, Any]], port: int) -> set[str]:
+        return {
+            peer["ipBlock"]["cidr"]
+            for rule in rules
+            if any(p["port"] == port for p in rule["ports"])
+            for peer in rule["to" if "to" in rule else "from"]
+            if "ipBlock" in peer
+        }
+
+    api = by_ns["gpu-operator"]["gpu-operator-api"]["egress"]
+    assert cidrs(api, 443) == {"10.43.0.1/32"} and cidrs(api, 6443) <= servers | {"10.20.1.0/24"}
+    assert by_ns["system-upgrade"]["system-upgrade-controller-api"]["egress"] == api
+    assert "ingress" not in by_ns["system-upgrade"]["system-upgrade-controller-api"]
+    metrics = by_ns["keda"]["keda-metrics-apiserver"]
+    assert cidrs(metrics["ingress"], 6443) >= {"10.42.0.0/16"}
+    assert cidrs(by_ns["keda"]["keda-admission-webhooks"]["ingress"], 9443) >= {"10.42.0.0/16"}
+    operator = by_ns["keda"]["keda-operator"]
+    assert {p["port"] for r in operator["ingress"] for p in r["ports"]} == {9666, 8080}
+    assert operator["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9090}]
+    dcgm = by_ns["gpu-operator"]["dcgm-exporter-scrape"]
+    assert dcgm["podSelector"] == {"matchLabels": {"app": "nvidia-dcgm-exporter"}}
+    assert dcgm["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9400}]
+    # no namespace-policy finding for the namespaces this layer owns
+    assert not [
+        f for f in prod.findings if f.kind == "namespace-policy" and any(n in f.resource for n in by_ns)
+    ]
+
+
+def _peers(rules: list[dict[str, Any]], side: str) -> set[tuple[str | None, str, int]]:
+    """(namespace or None for the policy's own, pod selector as text, port) of each peer of *rules*."""
+    return {
+        (
+            (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name"),
+            str(sorted((peer.get("podSelector") or {}).get("matchLabels", {}).items())),
+            port["port"],
+        )
+        for rule in rules
+        for peer in rule[side]
+        if "ipBlock" not in peer
+        for port in rule["ports"]
+    }
+
+
+def test_monitoring_denies_by_default_and_scrapes_exactly_the_service_monitors_ports(
+    prod: planner.Plan,
+) -> None:
+    """Prometheus reaches each ServiceMonitor's namespace on its port, each of those namespaces lets
+    it in on that port, and nothing else; the operator only talks to the API (network_policies.py)."""
+    policies = {p["metadata"]["name"]: p["spec"] for p in objects(prod, "NetworkPolicy", "monitoring")}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    prometheus_pod = {
+        "app.kubernetes.io/name": "prometheus",
+        "prometheus": "kube-prometheus-stack-prometheus",
+    }
+    operator_pod = {"app": "kube-prometheus-stack-operator", "release": "kube-prometheus-stack"}
+    prometheus = [
+        s for s in policies.values() if s["podSelector"] and selects(s["podSelector"], prometheus_pod)
+    ]
+    operator = [s for s in policies.values() if s["podSelector"] and selects(s["podSelector"], operator_pod)]
+    assert len(prometheus) == 1 and len(operator) == 1
+    egress = prometheus[0]["egress"]
+    scraped = {(ns or "monitoring", port) for ns, _, port in _peers(egress, "to")}
+    assert scraped == {
+        ("sovereign-gateway", 8080),
+        ("sovereign-inference", 8000),
+        ("openbao", 8200),
+        ("keda", 8080),  # KEDA's operator (its ServiceMonitor, gpu.py)
+        ("gpu-operator", 9400),  # the DCGM exporter (its ServiceMonitor)
+        ("monitoring", 9090),  # Prometheus itself
+        ("monitoring", 8080),  # its config reloader and the operator (no TLS: monitoring.py)
+        ("kube-system", 53),
+    }
+    # every namespace with one of the program's ServiceMonitors is scraped
+    assert {m["metadata"]["namespace"] for m in objects(prod, "ServiceMonitor")} <= {ns for ns, _ in scraped}
+    # and each scraped namespace lets Prometheus in on that port
+    for ns, port in scraped - {("kube-system", 53)} - {("monitoring", p) for p in (9090, 8080)}:
+        ingress = [r for p in objects(prod, "NetworkPolicy", ns) for r in p["spec"].get("ingress", [])]
+        assert any(peer_ns == "monitoring" and p == port for peer_ns, _, p in _peers(ingress, "from")), (
+            ns,
+            port,
+        )
+    # the API server (kubernetes_sd) and nothing outside the cluster
+    api = {peer["ipBlock"]["cidr"] for rule in egress for peer in rule["to"] if "ipBlock" in peer}
+    assert api == {"10.43.0.1/32"} | {f"10.20.1.{11 + i}/32" for i in range(3)}
+    # in: KEDA's operator queries it (the ScaledObjects' trigger), and its own self-scrape
+    assert {(ns, port) for ns, _, port in _peers(prometheus[0]["ingress"], "from")} == {
+        ("keda", 9090),
+        (None, 9090),
+        (None, 8080),
+    }
+    # the operator: scraped by Prometheus only; out only to the API server and DNS
+    assert {(ns, port) for ns, _, port in _peers(operator[0]["ingress"], "from")} == {(None, 8080)}
+    assert {(ns, port) for ns, _, port in _peers(operator[0]["egress"], "to")} == {("kube-system", 53)}
+    assert not [f for f in prod.findings if f.kind == "namespace-policy"]
+
+
+def test_the_prometheus_operator_serves_without_the_webhooks_certificate(
+    prod: planner.Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the admission webhooks off nothing creates the Secret <fullname>-admission that the
+    operator's TLS mounts (kube-prometheus-stack 88.5.3 deployment.yaml): TLS is off, and turning
+    it back on is a completeness finding naming that Secret."""
+    from infra.k8s_platform import monitoring
+
+    (release,) = [
+        r for r in prod.of_type(planner.HELM_RELEASE) if r.inputs["chart"] == "kube-prometheus-stack"
+    ]
+    assert release.inputs["values"]["prometheusOperator"]["tls"] == {"enabled": False}
+    assert not [f for f in prod.findings if "kube-prometheus-stack" in f.resource]
+    chart_values = monitoring.values
+
+    def with_tls(cfg: Any) -> dict[str, Any]:
+        values = chart_values(cfg)
+        del values["prometheusOperator"]["tls"]
+        return values
+
+    monkeypatch.setattr(monitoring, "values", with_tls)
+    broken = plan_of(sections("eu-central-prod"), stack="eu-central-prod")
+    found = [f for f in broken.findings if "kube-prometheus-stack" in f.resource]
+    assert len(found) == 1 and "kube-prometheus-stack-admission" in str(found[0]), found

@@ -11,14 +11,28 @@ from typing import Any
 import jsonschema
 import pytest
 
+from infra import images
 from infra import plan as planner
 from infra.k8s_platform import upgrades
-from tests.infra.support import plan_of, sections
+from infra.policy import completeness
+from tests.infra.support import fake_digest, plan_of, sections, with_digests
+
+MIRROR = "registry.sovereign.example.de"  # endpoints.registry_mirror of eu-central-prod
 
 
 @pytest.fixture(scope="module")
 def prod() -> planner.Plan:
-    return plan_of(sections("eu-central-prod"), stack="eu-central-prod")
+    """The example stack with the digests its operator sets after mirroring (platform.images)."""
+    return plan_of(with_digests("eu-central-prod"), stack="eu-central-prod")
+
+
+def _on_the_mirror(reference: str, upstream: str) -> images.Ref:
+    """*reference* is *upstream* on the stack's mirror, pinned by its digest in platform.images."""
+    assert completeness.image_problem(reference, MIRROR) is None, reference
+    ref, source = images.parse(reference), images.parse(upstream)
+    assert (ref.registry, ref.path, ref.tag) == (MIRROR, f"{source.registry}/{source.path}", source.tag)
+    assert ref.digest == fake_digest(source.name)
+    return ref
 
 
 def _strict(node: Any) -> Any:
@@ -100,14 +114,18 @@ def test_servers_then_agents_one_node_at_a_time_at_the_stack_s_version(prod: pla
     for spec in (server, agent):
         assert spec["version"] == "v1.33.5+rke2r1"  # rke2.version of the stack
         assert spec["concurrency"] == 1 and spec["cordon"] is True
-        assert spec["upgrade"] == {"image": "rancher/rke2-upgrade"}
+        # the upgrade image of that version (tag: the version with + as -), by digest from the mirror;
+        # tagged already, so the controller does not append the version (container.go WithLatestTag)
+        ref = _on_the_mirror(spec["upgrade"]["image"], "docker.io/rancher/rke2-upgrade:v1.33.5-rke2r1")
+        assert ref.tag == spec["version"].replace("+", "-")
         assert spec["serviceAccountName"] == "system-upgrade"
     control_plane = {"key": "node-role.kubernetes.io/control-plane", "values": ["true"]}
     assert {**control_plane, "operator": "In"} in server["nodeSelector"]["matchExpressions"]
     assert {**control_plane, "operator": "NotIn"} in agent["nodeSelector"]["matchExpressions"]
     assert "drain" not in server  # etcd and the control plane restart in place
     assert agent["drain"]["deleteEmptydirData"] is True and agent["drain"]["timeout"] == "10m"
-    assert agent["prepare"] == {"image": "rancher/rke2-upgrade", "args": ["prepare", "rke2-server"]}
+    # the agents wait for every server (prepare), with the same image as the upgrade itself
+    assert agent["prepare"] == {"image": agent["upgrade"]["image"], "args": ["prepare", "rke2-server"]}
     # the GPU agents are tainted; the upgrade Job tolerates only "unschedulable" by itself
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in agent["tolerations"]
 
@@ -115,8 +133,12 @@ def test_servers_then_agents_one_node_at_a_time_at_the_stack_s_version(prod: pla
 def test_a_new_rke2_version_moves_both_plans() -> None:
     config = sections("eu-central-prod")
     config["rke2"] = {**config["rke2"], "version": "v1.33.6+rke2r1"}
-    found = plans(plan_of(config, stack="eu-central-prod"))
+    moved = plan_of(with_digests("eu-central-prod") | {"rke2": config["rke2"]}, stack="eu-central-prod")
+    found = plans(moved)
     assert {p["spec"]["version"] for p in found.values()} == {"v1.33.6+rke2r1"}
+    # the new release's upgrade image has no digest yet: the Plans name it, and pulumi up stops
+    assert {images.parse(p["spec"]["upgrade"]["image"]).tag for p in found.values()} == {"v1.33.6-rke2r1"}
+    assert [b for b in moved.blockers if "docker.io/rancher/rke2-upgrade:v1.33.6-rke2r1" in b]
 
 
 def test_the_controller_is_pinned_restricted_and_on_a_server(prod: planner.Plan) -> None:
@@ -127,7 +149,7 @@ def test_the_controller_is_pinned_restricted_and_on_a_server(prod: planner.Plan)
     ]
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == "rancher/system-upgrade-controller:v0.16.3"
+    _on_the_mirror(container["image"], f"docker.io/rancher/system-upgrade-controller:{upgrades.SUC_VERSION}")
     assert pod["metadata"]["labels"]["upgrade.cattle.io/controller"] == "system-upgrade-controller"
     assert not any("hostPath" in v for v in pod["spec"]["volumes"])
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -137,7 +159,9 @@ def test_the_controller_is_pinned_restricted_and_on_a_server(prod: planner.Plan)
     (config_map,) = [
         o for o in prod.kubernetes_objects() if o["metadata"]["name"] == "default-controller-env"
     ]
-    assert config_map["data"]["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"] == "rancher/kubectl:v1.30.3"
+    # the cordon/drain Jobs' kubectl (upstream's default tag), by digest from the mirror too
+    kubectl = config_map["data"]["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"]
+    _on_the_mirror(kubectl, "docker.io/rancher/kubectl:v1.30.3")
     (namespace,) = [
         o
         for o in prod.kubernetes_objects()
