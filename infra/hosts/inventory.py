@@ -30,6 +30,10 @@ from infra import objectstore
 from infra.config import StackConfig
 
 ADMIN_USER = "ops"
+# cloud servers are initialised by the hcloud cloud-controller-manager (infra/k8s_platform/
+# cluster_services.py): kubelet with --cloud-provider=external from their first join; the Robot
+# GPU servers are not (the CCM runs without Robot support) and keep RKE2's defaults
+CLOUD_NODE = {"rke2_cloud_provider_name": "external"}
 SUPERVISOR_PORT = 9345
 
 
@@ -164,7 +168,8 @@ def build(
                     }
                 },
                 "control_plane": {
-                    "vars": node,
+                    # the hcloud CCM (platform layer) initialises the cloud servers, not RKE2's own
+                    "vars": {**node, **CLOUD_NODE, "rke2_disable_cloud_controller": True},
                     "hosts": {
                         n: {
                             "ansible_host": ip,
@@ -176,7 +181,7 @@ def build(
                     },
                 },
                 "workers": {
-                    "vars": {**node, "rke2_server_url": server_url},
+                    "vars": {**node, **CLOUD_NODE, "rke2_server_url": server_url},
                     "hosts": {n: {"ansible_host": ip, "private_ip": ip} for n, ip in workers.items()},
                 },
                 "gpu": {

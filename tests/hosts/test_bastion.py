@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from infra import config
 from infra.hosts import inventory, tunnel
@@ -177,6 +178,19 @@ def test_after_it_the_node_takes_ssh_only_through_the_bastion(
     assert direct.returncode == 255
     # dropped by the node's firewall (nftables), not refused by a stopped sshd or a failed login
     assert "Connection timed out" in direct.stderr, direct.stderr
+
+
+def test_the_control_plane_node_waits_for_the_hcloud_ccm(
+    lab: Lab, ssh_config: Path, converged: tuple[PlaybookRun, PlaybookRun]
+) -> None:
+    """The stack's inventory through the real rke2 role: an external cloud controller from the
+    first join, not RKE2's own (it would set rke2:// provider ids the hcloud CCM cannot adopt)."""
+    bastion, node = lab.hosts
+    read = ssh(ssh_config, node, "sudo cat /etc/rancher/rke2/config.yaml", jump=bastion)
+    assert read.returncode == 0, read.stderr
+    config = yaml.safe_load(read.stdout)
+    assert config["cloud-provider-name"] == "external"
+    assert config["disable-cloud-controller"] is True
 
 
 def test_verify_passes_through_the_bastion(

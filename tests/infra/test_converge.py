@@ -143,3 +143,18 @@ def test_the_secrets_on_stdin_become_role_variables_and_errors_never_show_them()
         with pytest.raises(ConvergeError, match=needle) as refused:
             read_secrets(io.StringIO(text + "\n"))
         assert secret not in str(refused.value) and token not in str(refused.value)
+
+
+def test_the_cloud_servers_wait_for_the_hcloud_ccm_and_the_gpu_servers_do_not() -> None:
+    """An external cloud controller sets a node's provider id at its first join (it is never
+    changed afterwards), so the cloud servers carry cloud-provider-name from the start and the
+    servers do not run RKE2's own controller; the Robot GPU servers, which the hcloud CCM cannot
+    see without Robot credentials, keep RKE2's defaults (else they would stay tainted
+    uninitialized)."""
+    children = stack_inventory()["all"]["children"]
+    for group in ("control_plane", "workers"):
+        assert children[group]["vars"]["rke2_cloud_provider_name"] == "external", group
+    assert children["control_plane"]["vars"]["rke2_disable_cloud_controller"] is True
+    assert "rke2_disable_cloud_controller" not in children["workers"]["vars"]
+    gpu = children["gpu"]["vars"]
+    assert "rke2_cloud_provider_name" not in gpu and "rke2_disable_cloud_controller" not in gpu
