@@ -28,6 +28,7 @@ import yaml
 
 from infra.hosts import inventory as inv
 from infra.hosts.content import REPO_ROOT
+from infra.hosts.tunnel import is_tunnel_port
 
 INVENTORY_ENV = "SOVEREIGN_INVENTORY"
 
@@ -53,8 +54,7 @@ def load_inventory(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]
         raise ConvergeError(
             f"{INVENTORY_ENV} has no host in group control_plane; there is no cluster to fetch"
         )
-    port = data["all"].get("vars", {}).get("sovereign_api_tunnel_port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+    if not is_tunnel_port(data["all"].get("vars", {}).get("sovereign_api_tunnel_port")):
         raise ConvergeError(
             f"{INVENTORY_ENV} has no all.vars.sovereign_api_tunnel_port in 1024-65535 (the stack's "
             "admin.api_tunnel_port, where the kubeconfig will point); build it with infra.hosts.inventory"

@@ -71,6 +71,11 @@ class TunnelError(RuntimeError):
     pass
 
 
+def is_tunnel_port(value: Any) -> bool:
+    """Whether *value* is a usable local port for the tunnel (admin.api_tunnel_port's range)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1024 <= value <= 65535
+
+
 def _var(inventory: dict[str, Any], host: dict[str, Any], group: str, name: str) -> Any:
     """A variable as Ansible resolves it for a host: host, then its group, then ``all``."""
     group_vars = inventory["all"]["children"].get(group, {}).get("vars") or {}
@@ -102,15 +107,16 @@ class Tunnel:
         targets = tuple(str(h.get("private_ip") or h.get("ansible_host")) for h in servers)
         if not targets:
             raise TunnelError("the inventory has no host in group control_plane: there is no API to reach")
-        port = _var(inventory, host, "bastion", "sovereign_api_tunnel_port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+
+        def var(name: str) -> Any:
+            return _var(inventory, host, "bastion", name)
+
+        port = var("sovereign_api_tunnel_port")
+        if not is_tunnel_port(port):
             raise TunnelError(
                 f"the inventory's sovereign_api_tunnel_port is missing or not a port in 1024-65535; it comes "
                 f"from the stack's {PORT_FIELD}: run `pulumi up` with this version to refresh the inventory"
             )
-
-        def var(name: str) -> Any:
-            return _var(inventory, host, "bastion", name)
 
         args: list[str] = shlex.split(str(var("ansible_ssh_common_args") or ""))
         if var("ansible_ssh_private_key_file"):
