@@ -21,6 +21,7 @@ from infra.components.servers import Bastion, NodePool
 from infra.components.ssh_keys import SshKeys
 from infra.config import ControlPlaneConfig, StackConfig, WorkersConfig
 from infra.hosts import inventory
+from infra.k8s_platform import secrets as platform_secrets
 from infra.k8s_platform.layer import PlatformLayer
 
 
@@ -48,8 +49,6 @@ def deploy_blockers(cfg: StackConfig) -> list[str]:
                     "write access to the snapshot bucket only)"
                 )
     # the platform's Secrets from stack secrets (gateway client keys, object-storage keys)
-    from infra.k8s_platform import secrets as platform_secrets
-
     found.extend(platform_secrets.missing(cfg))
     # every image by digest from the EU registry mirror: no mirror, and each image without a digest
     found.extend(images.blockers(cfg))
