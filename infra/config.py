@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from infra import catalogue, residency
 from infra.images import check_images
@@ -369,9 +370,44 @@ class GpuPoolConfig(_Section):
         return self
 
 
+# an error whose message names the key and the rule but never repeats the value (_format_errors)
+NOT_ECHOED = "value_not_echoed"
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# names only the cluster resolves: the ingress certificate must never carry one (the internal
+# mTLS names live under .svc, issued from the other PKI mount)
+_CLUSTER_SUFFIXES = (".svc", ".cluster.local", ".local", ".localhost")
+
+
+def _check_hostname(value: str) -> str:
+    """A fully qualified DNS name (RFC 1123 labels, lowercase, no wildcard, not an IP address)."""
+    labels = value.split(".")
+    if (
+        len(value) > 253
+        or len(labels) < 2
+        or not all(_DNS_LABEL_RE.match(label) for label in labels)
+        or labels[-1].isdigit()
+        or value.endswith(_CLUSTER_SUFFIXES)
+    ):
+        raise PydanticCustomError(
+            NOT_ECHOED,
+            "load_balancer.hostname must be the fully qualified DNS name Magento connects to: at least two "
+            "labels of lowercase letters, digits and '-' (1-63 characters each, not starting or ending with "
+            "'-'), 253 characters at most, no wildcard, no IP address, no cluster-internal suffix (.svc, "
+            ".cluster.local, .local, .localhost), e.g. llm-gateway.shop.example.de",
+        )
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_check_hostname)]
+
+
 class LoadBalancerConfig(_Section):
     """Private load balancer in front of the gateway's ingress (no public interface)."""
 
+    hostname: Hostname = Field(
+        description="DNS name Magento uses for the gateway (resolving to private_ip); the ingress "
+        "certificate is issued for it and for private_ip."
+    )
     location: Location = Field(default="nbg1", description="Hetzner Cloud location (fsn1, nbg1, hel1).")
     type: str = Field(default="lb11", description="Hetzner load balancer type.")
     private_ip: ipaddress.IPv4Address = Field(
@@ -749,7 +785,7 @@ class StackConfig(BaseModel):
     control_plane: ControlPlaneConfig = Field(default_factory=ControlPlaneConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     gpu_pool: GpuPoolConfig = Field(default_factory=GpuPoolConfig)
-    load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    load_balancer: LoadBalancerConfig
     endpoints: EndpointsConfig
     rke2: Rke2Config = Field(default_factory=Rke2Config)
     residency: ResidencyConfig = Field(default_factory=ResidencyConfig)
@@ -909,6 +945,8 @@ def _format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             problems.append(f"{key}: missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)")
+        elif err["type"] == NOT_ECHOED:
+            problems.append(f"{key}: {msg}")  # the value is not repeated
         elif err["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key — check the spelling against docs/region-stacks.md")
         elif loc:

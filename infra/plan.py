@@ -47,6 +47,7 @@ DEPLOY_TIME_OUTPUTS: dict[str, dict[str, str]] = {
     "vault:pkiSecret/secretBackendCert:SecretBackendCert": {
         "serialNumber": _ISSUED, "certificate": _ISSUED, "privateKey": _ISSUED, "issuingCa": _ISSUED,
     },
+    "vault:pkiSecret/secretBackendRootCert:SecretBackendRootCert": {"certificate": _ISSUED},
     "tls:index/privateKey:PrivateKey": {"privateKeyPem": _ISSUED},
     "tls:index/selfSignedCert:SelfSignedCert": {"certPem": _ISSUED},
     "tls:index/locallySignedCert:LocallySignedCert": {"certPem": _ISSUED},

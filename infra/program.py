@@ -157,6 +157,14 @@ def build(cfg: StackConfig, *, role_digest: str | None = None) -> dict[str, Any]
             if platform.gateway is not None
             else "(phase 2: after OpenBao is initialised)"
         ),
+        # the front door: the URL Magento calls and the CA it must trust (OpenBao mount pki-ingress)
+        "gateway_url": f"https://{cfg.load_balancer.hostname}"
+        + ("" if cfg.load_balancer.listen_port == 443 else f":{cfg.load_balancer.listen_port}"),
+        "gateway_ingress_ca_pem": (
+            platform.ingress.ca_pem
+            if platform.ingress is not None
+            else "(phase 2: after OpenBao is initialised)"
+        ),
         "network_id": network.network.id,
         "bastion_public_ip": bastion.public_ip,
         "gateway_private_ip": lb.private_ip,

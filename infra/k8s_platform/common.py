@@ -14,6 +14,12 @@ OPENBAO_NS = "openbao"
 GPU_NS = "gpu-operator"
 KEDA_NS = "keda"
 KUBE_SYSTEM = "kube-system"  # RKE2's; the cloud controller and the storage provisioners (cluster_services.py)
+# RKE2's ingress controller pods in kube-system (rke2-ingress-nginx 4.12.600, templates/_helpers.tpl
+# "ingress-nginx.selectorLabels" + component controller; ingress.py): the gateway's only HTTP client
+INGRESS_CONTROLLER_PODS = {
+    "app.kubernetes.io/name": "rke2-ingress-nginx",
+    "app.kubernetes.io/component": "controller",
+}
 GPU_NODE_LABEL = "nvidia.com/gpu.present"  # set by the GPU operator on nodes with an NVIDIA GPU
 # the GPU servers' taint (infra/hosts/inventory.py rke2_node_taints nvidia.com/gpu=present:NoSchedule)
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

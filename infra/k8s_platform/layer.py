@@ -12,6 +12,7 @@ from infra.k8s_platform.cluster_services import ClusterServices
 from infra.k8s_platform.gateway import GatewayDeployment
 from infra.k8s_platform.gpu import Autoscaling, GpuSupport
 from infra.k8s_platform.inference import ModelServer
+from infra.k8s_platform.ingress import GatewayIngress, IngressController
 from infra.k8s_platform.monitoring import Monitoring
 from infra.k8s_platform.namespaces import Namespaces
 from infra.k8s_platform.network_policies import NetworkPolicies
@@ -59,9 +60,15 @@ class PlatformLayer(pulumi.ComponentResource):
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=monitored, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=monitored, opts=scoped)
+        # the front door's controller (RKE2's ingress-nginx on the load balancer's NodePort): needs no
+        # key, so phase 1 too; the gateway's policy admits its pods before it forwards anything
+        self.ingress_controller = IngressController(
+            f"{name}-ingress-controller", cfg, depends_on=list(self.network.policies), opts=scoped
+        )
         self.models: list[ModelServer] = []
         self.gateway: GatewayDeployment | None = None
         self.observability: Observability | None = None
+        self.ingress: GatewayIngress | None = None
         configured = self.openbao.configuration
         if configured is None:
             # phase 1 of a new region: OpenBao is installed but sealed until the custodians
@@ -73,7 +80,17 @@ class PlatformLayer(pulumi.ComponentResource):
                 resource=self,
             )
             self.upgrades = self._upgrades(
-                name, cfg, [*isolated, self.monitoring, self.openbao, self.gpu, self.autoscaling], scoped
+                name,
+                cfg,
+                [
+                    *isolated,
+                    self.monitoring,
+                    self.openbao,
+                    self.gpu,
+                    self.autoscaling,
+                    self.ingress_controller,
+                ],
+                scoped,
             )
             self.register_outputs({})
             return
@@ -102,6 +119,14 @@ class PlatformLayer(pulumi.ComponentResource):
             depends_on=[*isolated, *mounted, configured],
             opts=scoped,
         )
+        # the gateway behind the private load balancer: TLS from the front door's own CA (pki-ingress)
+        self.ingress = GatewayIngress(
+            f"{name}-ingress",
+            cfg,
+            openbao=configured,
+            depends_on=[self.gateway, self.ingress_controller],
+            opts=scoped,
+        )
         self.observability = Observability(
             f"{name}-observability", cfg, openbao=configured, depends_on=monitored, opts=scoped
         )
@@ -114,9 +139,13 @@ class PlatformLayer(pulumi.ComponentResource):
             self.secrets,
             *self.models,
             self.gateway,
+            self.ingress_controller,
+            self.ingress,
         ]
         self.upgrades = self._upgrades(name, cfg, [*everything, self.observability], scoped)
-        self.register_outputs({"gateway": "gateway.sovereign-gateway.svc"})
+        self.register_outputs(
+            {"gateway": "gateway.sovereign-gateway.svc", "ingress_host": cfg.load_balancer.hostname}
+        )
 
     @staticmethod
     def _upgrades(

@@ -54,7 +54,9 @@ from infra.k8s_platform.common import (
     GATEWAY_PORT,
     GPU_NS,
     INFERENCE_NS,
+    INGRESS_CONTROLLER_PODS,
     KEDA_NS,
+    KUBE_SYSTEM,
     OPENBAO_NS,
     OPENBAO_PORT,
     UPGRADE_NS,
@@ -180,7 +182,12 @@ class NetworkPolicies(pulumi.ComponentResource):
             ["Ingress", "Egress"],
             ingress=[
                 {
-                    "from": [_from("kube-system"), _from(monitoring)],
+                    # the ingress controller's pods only (RKE2's rke2-ingress-nginx, ingress.py), not
+                    # every pod of kube-system
+                    "from": [
+                        {**_ns(KUBE_SYSTEM), "podSelector": {"matchLabels": dict(INGRESS_CONTROLLER_PODS)}},
+                        _from(monitoring),
+                    ],
                     "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
                 }
             ],

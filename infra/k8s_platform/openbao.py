@@ -1,5 +1,6 @@
 """OpenBao in the cluster (Helm chart: HA, Raft storage, TLS, audit device) and its configuration
-through pulumi-vault: transit keys, KV v2, PKI for gateway <-> inference mTLS, Kubernetes auth
+through pulumi-vault: transit keys, KV v2, PKI for gateway <-> inference mTLS (and, on a mount of its
+own, the front door's: ingress.py), Kubernetes auth
 bound to the gateway's service account, least-privilege policies. The file audit device is
 declared in the server configuration.
 
@@ -34,6 +35,10 @@ CHART_REPO = "https://openbao.github.io/openbao-helm"
 # (run it at least monthly; the pods roll to the new certificate through an annotation)
 CERT_TTL_S = 90 * 24 * 3600
 CERT_RENEW_BEFORE_S = 30 * 24 * 3600
+# the mTLS CA (gateway <-> vLLM, Prometheus) and the front door's CA are separate PKI mounts
+MTLS_PKI_MOUNT = "pki"
+INGRESS_PKI_MOUNT = "pki-ingress"
+INGRESS_ROLE = "gateway-ingress"  # server certificates for load_balancer.hostname (ingress.py)
 
 # the local dev server's policies (infra/local/openbao.py), plus what only the cluster has
 GATEWAY_POLICY = (
@@ -365,6 +370,50 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         }
         self.provider = provider
         self.pki_root_ready: list[pulumi.Resource] = [self.pki_root, *self.pki_roles.values()]
+        # the front door's own CA (the one Magento trusts), on a mount of its own: its role can
+        # issue a server certificate for the load balancer's host name only, so that trust never
+        # extends to the internal mTLS names, and the inference CA stays unknown to Magento
+        ingress_pki = vault.Mount(
+            f"{name}-pki-ingress",
+            path=INGRESS_PKI_MOUNT,
+            type="pki",
+            max_lease_ttl_seconds=5 * 365 * 24 * 3600,
+            opts=child,
+        )
+        after_ingress_pki = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ingress_pki])
+        self.ingress_pki_root = vault.pkisecret.SecretBackendRootCert(
+            f"{name}-pki-ingress-root",
+            backend=INGRESS_PKI_MOUNT,
+            type="internal",
+            common_name=f"{cfg.stack} gateway ingress CA",
+            ttl=str(5 * 365 * 24 * 3600),
+            key_type="ec",
+            key_bits=384,
+            opts=after_ingress_pki,
+        )
+        self.ingress_pki_role = vault.pkisecret.SecretBackendRole(
+            f"{name}-pki-{INGRESS_ROLE}",
+            backend=INGRESS_PKI_MOUNT,
+            name=INGRESS_ROLE,
+            allowed_domains=[cfg.load_balancer.hostname],
+            allow_bare_domains=True,  # exactly the host name: no subdomain, glob, wildcard or localhost
+            allow_subdomains=False,
+            allow_glob_domains=False,
+            allow_wildcard_certificates=False,
+            allow_localhost=False,
+            allow_any_name=False,
+            enforce_hostnames=True,
+            allow_ip_sans=True,  # the load balancer's private address (a role cannot restrict IP SANs)
+            server_flag=True,
+            client_flag=False,
+            key_type="ec",
+            key_bits=256,
+            max_ttl=str(CERT_TTL_S),
+            ttl=str(CERT_TTL_S),
+            opts=after_ingress_pki,
+        )
+        self.ingress_ca_pem: pulumi.Output[str] = self.ingress_pki_root.certificate
+        self.ingress_pki_ready: list[pulumi.Resource] = [self.ingress_pki_root, self.ingress_pki_role]
         self.policies = [
             vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
             for pname, body in (
@@ -409,14 +458,18 @@ def mtls_secret(
     secret_name: str,
     ip_sans: list[str] | None = None,
     alt_names: list[str] | None = None,
+    backend: str = MTLS_PKI_MOUNT,
+    component: str = "mtls",
 ) -> tuple[k8s.core.v1.Secret, pulumi.Output[str]]:
-    """A certificate from OpenBao's PKI (role *role*) as a ``kubernetes.io/tls`` Secret with the CA.
+    """A certificate from OpenBao's PKI (role *role* of the mount *backend*: the mTLS CA by
+    default, ``INGRESS_PKI_MOUNT`` for the front door) as a ``kubernetes.io/tls`` Secret with the CA.
 
     Returns the Secret and the certificate's serial number (put it in the pod template's
     annotations so a renewed certificate rolls the pods)."""
+    ready = openbao.ingress_pki_ready if backend == INGRESS_PKI_MOUNT else openbao.pki_root_ready
     cert = vault.pkisecret.SecretBackendCert(
         f"{resource_name}-cert",
-        backend="pki",
+        backend=backend,
         name=role,
         common_name=common_name,
         ip_sans=ip_sans or [],
@@ -424,13 +477,11 @@ def mtls_secret(
         ttl=str(CERT_TTL_S),
         auto_renew=True,
         min_seconds_remaining=CERT_RENEW_BEFORE_S,
-        opts=pulumi.ResourceOptions(
-            parent=parent, provider=openbao.provider, depends_on=openbao.pki_root_ready
-        ),
+        opts=pulumi.ResourceOptions(parent=parent, provider=openbao.provider, depends_on=ready),
     )
     secret = k8s.core.v1.Secret(
         f"{resource_name}-secret",
-        metadata={"name": secret_name, "namespace": namespace, "labels": labels(cfg, secret_name, "mtls")},
+        metadata={"name": secret_name, "namespace": namespace, "labels": labels(cfg, secret_name, component)},
         type="kubernetes.io/tls",
         string_data={"tls.crt": cert.certificate, "tls.key": cert.private_key, "ca.crt": cert.issuing_ca},
         opts=pulumi.ResourceOptions(parent=parent),

@@ -643,6 +643,14 @@ RKE2_COMPONENTS = {
     "rke2-runtimeclasses": "RuntimeClasses, among them nvidia",
 }
 RKE2_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# IngressClasses RKE2's packaged charts create: rke2-ingress-nginx 4.12.600 (the chart_versions.yaml
+# entry of v1.33.5+rke2r1; rancher/rke2-charts assets/rke2-ingress-nginx/rke2-ingress-nginx-4.12.600.tgz)
+# renders templates/controller-ingressclass.yaml with controller.ingressClassResource.name (values.yaml:
+# nginx, enabled: true); infra/k8s_platform/ingress.py's HelmChartConfig leaves both as they are
+RKE2_INGRESS_CLASSES = {
+    "nginx": "rke2-ingress-nginx 4.12.600 templates/controller-ingressclass.yaml "
+    "(values.yaml controller.ingressClassResource.name)",
+}
 # in every namespace: the "default" ServiceAccount (ServiceAccount controller) and the
 # "kube-root-ca.crt" ConfigMap (root CA publisher), both kube-controller-manager
 RKE2_IN_EVERY_NAMESPACE = frozenset({("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")})

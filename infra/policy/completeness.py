@@ -13,7 +13,8 @@ Checked over every resource of a program, with its parent and dependencies:
 - **reference**: every Secret, ConfigMap and ServiceAccount a pod references (volumes,
   projected sources, env, envFrom, imagePullSecrets, serviceAccountName; and a chart's pods
   through its values) is declared by the program, created by a chart, built in, or listed in
-  ``OPERATOR_INPUTS`` with the command that creates it.
+  ``OPERATOR_INPUTS`` with the command that creates it. Every Ingress's TLS Secrets and backend
+  Services are declared in its namespace, and its IngressClass is declared or one of RKE2's.
 - **image**: every container image (and every image a chart runs) comes from the stack's EU
   registry mirror by digest: ``<mirror host>/<path>[:<tag>]@sha256:<64 hex>``.
 - **namespace-policy**: every namespace the program declares has a default-deny NetworkPolicy
@@ -284,6 +285,7 @@ def check(
     findings += _crds(program, facts)
     findings += _storage(program, facts)
     findings += _references(program, facts, operator_inputs)
+    findings += _ingresses(program, operator_inputs)
     findings += _images(program, facts, mirror, require_mirror)
     findings += _namespaces(program)
     unique = {(f.kind, f.resource, f.missing): f for f in findings}
@@ -548,3 +550,61 @@ def _denies_all(policy: Resource) -> bool:
     return (
         everything and {"Ingress", "Egress"} <= types and not spec.get("ingress") and not spec.get("egress")
     )
+
+
+def _ingresses(program: _Program, inputs: Sequence[OperatorInput]) -> list[Finding]:
+    """An Ingress's TLS Secrets (spec.tls[].secretName), backend Services (default backend and
+    each rule's paths) and IngressClass (spec.ingressClassName) exist: an Ingress naming a
+    missing Secret is served with the controller's self-signed certificate, one naming a missing
+    class is served by no controller at all."""
+    declared: set[tuple[str, str, str]] = set()
+    classes = set(charts.RKE2_INGRESS_CLASSES)
+    for r in program.k8s:
+        group_kind = r.group_kind
+        if group_kind in (("", "Secret"), ("", "Service")):
+            declared.add((group_kind[1], r.namespace or "default", str(r.meta.get("name"))))
+        elif group_kind == ("networking.k8s.io", "IngressClass"):
+            classes.add(str(r.meta.get("name")))
+    declared |= {(i.kind, i.namespace, i.name) for i in inputs}
+    findings = []
+    for r in program.k8s:
+        if r.group_kind != ("networking.k8s.io", "Ingress"):
+            continue
+        spec = r.inputs.get("spec") or {}
+        namespace = r.namespace or "default"
+        needs = [
+            ("Secret", t.get("secretName"), "spec.tls") for t in _list(spec.get("tls")) if t.get("secretName")
+        ]
+        backends = [spec.get("defaultBackend")] + [
+            path.get("backend")
+            for rule in _list(spec.get("rules"))
+            for path in _list(_at(rule, ("http", "paths")))
+        ]
+        needs += [
+            ("Service", b["service"].get("name"), "a backend")
+            for b in backends
+            if isinstance(b, Mapping) and isinstance(b.get("service"), Mapping)
+        ]
+        for kind, name, via in needs:
+            if (kind, namespace, str(name)) not in declared:
+                findings.append(
+                    Finding(
+                        "reference",
+                        r.label(),
+                        f"{kind} {namespace}/{name} ({via} of the Ingress): not declared by the program",
+                        "declare it in the program (the Ingress's namespace)",
+                    )
+                )
+        ingress_class = spec.get("ingressClassName")
+        if ingress_class is None or str(ingress_class) not in classes:
+            provided = ", ".join(sorted(classes))
+            findings.append(
+                Finding(
+                    "reference",
+                    r.label(),
+                    f"IngressClass {ingress_class!r} (spec.ingressClassName): neither declared by the "
+                    f"program nor one of RKE2's (provided: {provided})",
+                    "name a class the program or RKE2 provides (infra/policy/charts.py RKE2_INGRESS_CLASSES)",
+                )
+            )
+    return findings

@@ -17,8 +17,9 @@ from infra.k8s_platform.openbao import ca_trust_file
 from tests import pki
 from tests.infra.support import plan_of, sections
 
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan"}  # no CRD schemas offline: checked field by field
-# below (Plan: against its pinned CRD in test_upgrades.py)
+# no CRD schemas offline: checked field by field below (Plan: against its pinned CRD in
+# test_upgrades.py; HelmChartConfig: against the chart's values in test_ingress.py)
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan", "HelmChartConfig"}
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +274,7 @@ def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
     pki_roles = {
         r.inputs["name"] for r in prod.of_type("vault:pkiSecret/secretBackendRole:SecretBackendRole")
     }
-    assert pki_roles == {"gateway-client", "inference-server", "metrics-client"}
+    assert pki_roles == {"gateway-client", "inference-server", "metrics-client", "gateway-ingress"}
 
 
 def test_gpu_operator_leaves_driver_and_toolkit_to_ansible_and_uses_rke2_containerd(
