@@ -537,11 +537,14 @@ class OpenBaoDeployConfig(_Section):
     )
 
 
+NODE_LOCAL_CLASS = "local-path"  # the GPU servers' disks (infra/k8s_platform/cluster_services.py)
+
+
 class PlatformConfig(_Section):
     """The Kubernetes platform: isolation, OpenBao, vLLM, GPU support, gateway, observability."""
 
     weights_storage_class: str = Field(
-        default="local-path",
+        default=NODE_LOCAL_CLASS,
         description="StorageClass of each model's weights volume: `local-path`, the GPU servers' own disks "
         "(local-path-provisioner, installed by the platform; Robot servers cannot attach cloud volumes).",
     )
@@ -830,6 +833,20 @@ class StackConfig(BaseModel):
                 "platform.models: declared, but gpu_pool.servers is empty — vLLM needs GPU workers; "
                 "declare the dedicated GPU servers or remove the models"
             )
+        elif self.platform.models and self.platform.weights_storage_class == NODE_LOCAL_CLASS:
+            # a local-path volume is bound to the node it was made on (its PV's nodeAffinity,
+            # local-path-provisioner v0.0.37 provisioner.go): every replica of a model mounts the
+            # model's one weights volume, so all of them run on that one GPU server
+            most = max(server.gpus for server in self.gpu_pool.servers)
+            for i, m in enumerate(self.platform.models):
+                if m.max_replicas * m.gpus > most:
+                    problems.append(
+                        f"platform.models.{i}.max_replicas: {m.max_replicas} — with {m.gpus} GPU(s) each "
+                        f"they need {m.max_replicas * m.gpus} GPUs on one server: the weights volume "
+                        f"({NODE_LOCAL_CLASS}) is one GPU server's disk and every replica mounts it, and the "
+                        f"largest GPU server has {most}; set max_replicas to {max(most // m.gpus, 1)} "
+                        "(docs/platform.md, model weights)"
+                    )
         lb_ip = self.load_balancer.private_ip
         if lb_ip not in self.network.nodes_subnet:
             problems.append(

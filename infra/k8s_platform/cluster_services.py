@@ -27,7 +27,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import images
-from infra.config import StackConfig
+from infra.config import NODE_LOCAL_CLASS, StackConfig
 from infra.k8s_platform.common import GPU_NODE_LABEL, KUBE_SYSTEM, labels
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
 from infra.policy.charts import LOCAL_PATH_OCI
@@ -36,7 +36,7 @@ HCLOUD_REPO = "https://charts.hetzner.cloud"
 LOCAL_PATH_REPO = "oci://ghcr.io/rancher/local-path-provisioner/charts"
 HCLOUD_SECRET = "hcloud"  # noqa: S105 (a Secret's name) the name both hcloud charts default to (values.yaml)
 DEFAULT_CLASS = "hcloud-volumes"  # hcloud-csi values.yaml storageClasses[0].name
-LOCAL_CLASS = "local-path"
+LOCAL_CLASS = NODE_LOCAL_CLASS  # infra/config.py: the models' weights volumes default to it
 LOCAL_PATH_DIR = "/var/lib/sovereign/local-path"  # on each GPU server's own disk
 # RKE2's default cluster-cidr (docs.rke2.io/reference/server_config); the roles do not change it
 RKE2_CLUSTER_CIDR = "10.42.0.0/16"

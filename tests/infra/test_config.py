@@ -242,3 +242,22 @@ def test_rke2_release_url_takes_the_version() -> None:
     assert cfg.rke2.release_url() == (
         "https://fsn1.your-objectstorage.com/sovereign-artefacts/rke2/v1.33.5+rke2r1"
     )
+
+
+def test_model_replicas_must_fit_the_gpu_server_that_holds_their_weights() -> None:
+    """The weights volume is one GPU server's disk (local-path): every replica mounts it, so all
+    replicas run there; more GPUs than that server has leave replicas Pending forever."""
+    data = sections()
+    model = data["platform"]["models"][0]
+    model["max_replicas"] = 2  # two GEX44s with one GPU each: the second replica has no GPU beside the volume
+    problem = one_problem(data)
+    assert problem.startswith("sovereign-llm:platform.models.0.max_replicas: 2")
+    assert "the largest GPU server has 1; set max_replicas to 1" in problem
+    # a server with two GPUs holds both replicas
+    data["gpu_pool"]["servers"][0]["gpus"] = 2
+    config.parse("eu-central-prod", data, "test")
+    # a class whose volumes are not bound to one node (e.g. a ReadWriteMany one) is not limited
+    data = sections()
+    data["platform"]["models"][0]["max_replicas"] = 2
+    data["platform"]["weights_storage_class"] = "nfs-weights"
+    config.parse("eu-central-prod", data, "test")
