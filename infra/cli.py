@@ -10,6 +10,8 @@ sovereign plan --stack NAME                  the region stack under Pulumi's moc
                                              kubernetes.yaml, completeness findings; non-zero on a
                                              residency/policy violation
 sovereign images list --stack NAME           every image the stack needs: upstream -> EU mirror, digest
+sovereign charts list --stack NAME           every Helm chart: upstream -> EU mirror (OCI), digest
+sovereign charts check --stack N --chart-dir D   render the pulled charts with the stack's values, check them
 sovereign converge --playbook FILE           run the host playbook via ansible-runner (pulumi up calls it)
 sovereign tunnel open|close|status --stack N SSH tunnel through the bastion to the Kubernetes API
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
@@ -232,8 +234,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"WARNING: `pulumi up` would stop before creating anything: {blocker}", file=sys.stderr)
     if result.findings_as_blockers:
         print(
-            f"completeness: {len(result.findings_as_blockers)} image finding(s) are the image deploy "
-            "blockers above (plan.json completeness.deploy_blockers)",
+            f"completeness: {len(result.findings_as_blockers)} image and chart finding(s) are the image and "
+            "chart deploy blockers above (plan.json completeness.deploy_blockers)",
             file=sys.stderr,
         )
     if result.findings:
@@ -278,6 +280,66 @@ def cmd_images_list(args: argparse.Namespace) -> int:
             f"{missing} image(s) without a digest: `crane digest <mirror reference>` after mirroring",
             file=sys.stderr,
         )
+    return 0
+
+
+def cmd_charts_list(args: argparse.Namespace) -> int:
+    from infra import chart_sources, config
+    from infra.config import StackConfigError
+
+    try:
+        cfg = config.load(Path(args.stacks_dir), args.stack)
+    except StackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    needed = chart_sources.installed(cfg)
+    mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
+    print(
+        f"# stack {cfg.stack}: {len(needed)} Helm charts, each to push to {mirror} as an OCI artefact, "
+        "then its digest in platform.charts"
+    )
+    missing = 0
+    for chart in needed:
+        target = (
+            chart.mirror(cfg)
+            or f"oci://<endpoints.registry_mirror>/{chart_sources.MIRROR_FOLDER}/{chart.name}"
+        )
+        digest = chart.digest(cfg)
+        missing += digest is None
+        print(f"{chart.key} from {chart.upstream} -> {target} {digest or '(no digest)'}  # {chart.used_for}")
+        print(f"    {chart.pull_and_push(cfg)}")
+    if missing:
+        print(
+            f"{missing} chart(s) without a digest: add the Digest `helm push` prints to platform.charts",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_charts_check(args: argparse.Namespace) -> int:
+    from infra.config import StackConfigError
+    from infra.policy import chart_render
+
+    if not Path(args.chart_dir).is_dir():
+        print("error: --chart-dir: no such folder; `helm pull` each chart there first", file=sys.stderr)
+        return 2
+    try:
+        findings = chart_render.check_charts(args.chart_dir, args.stack, stacks_dir=args.stacks_dir)
+    except StackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError:
+        print(
+            "error: helm-python-sdk is not installed: `pip install -e '.[dev]'` (make install)",
+            file=sys.stderr,
+        )
+        return 2
+    for finding in findings:
+        print(f"  {finding}", file=sys.stderr)
+    if findings:
+        print(f"{len(findings)} finding(s) in the rendered charts of {args.stack}", file=sys.stderr)
+        return 1
+    print(f"charts of {args.stack}: rendered with the stack's values, no finding")
     return 0
 
 
@@ -474,6 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     img_list.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
     img_list.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
     img_list.set_defaults(func=cmd_images_list)
+
+    chart = sub.add_parser("charts", help="the Helm charts of a region stack").add_subparsers(
+        dest="charts_command", required=True
+    )
+    chart_list = chart.add_parser(
+        "list", help="every chart the stack installs: upstream -> EU mirror (OCI), digest, helm pull/push"
+    )
+    chart_list.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    chart_list.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    chart_list.set_defaults(func=cmd_charts_list)
+    chart_check = chart.add_parser(
+        "check", help="render the pulled charts with the stack's values (real templates) and check them"
+    )
+    chart_check.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    chart_check.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    chart_check.add_argument(
+        "--chart-dir", required=True, help="folder with <chart>-<version>.tgz as `helm pull` writes them"
+    )
+    chart_check.set_defaults(func=cmd_charts_check)
 
     weights = sub.add_parser(
         "weights", help="model weights: fetch from EU object storage / verify against the SHA-256 manifest"

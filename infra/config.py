@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from infra import catalogue, residency
+from infra.chart_sources import check_charts
 from infra.images import check_images
 
 PROJECT = "sovereign-llm"
@@ -569,6 +570,13 @@ class PlatformConfig(_Section):
         "`docker.io/vllm/vllm-openai:v0.11.0: sha256:<64 hex>` from `crane digest` after "
         "mirroring). The program names every image <mirror>/<registry>/<path>:<tag>@<digest>; one "
         "without a digest blocks the deploy.",
+    )
+    charts: Annotated[dict[str, str], AfterValidator(check_charts)] = Field(
+        default_factory=dict,
+        description="Digest of each Helm chart on endpoints.registry_mirror (oci://<mirror>/charts/"
+        "<chart>), keyed <chart>:<version> (`sovereign charts list --stack S` prints them and the "
+        "helm pull/push that mirrors them; the digest is what `helm push` prints). Every release "
+        "is installed from the mirror by digest; a chart without one blocks the deploy.",
     )
 
     @model_validator(mode="after")

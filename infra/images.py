@@ -203,8 +203,7 @@ CHART_IMAGE_VALUES: dict[str, dict[str, tuple[str, str]]] = {
         "node-liveness-probe": ("node.image.livenessProbe", "name-tag"),
         "node": ("node.image.hcloudCSIDriver", "name-tag"),
     },
-    # the chart as pinned_chart names an OCI chart (infra/policy/charts.py LOCAL_PATH_OCI)
-    "oci://ghcr.io/rancher/local-path-provisioner/charts/local-path-provisioner": {
+    "local-path-provisioner": {
         "local-path-provisioner": ("image", "repo-tag"),
         "helper-pod": ("helperImage", "repo-tag"),
     },
@@ -300,7 +299,6 @@ def required(cfg: StackConfig) -> list[StackImage]:
     from infra.k8s_platform import cluster_services, monitoring, upgrades
     from infra.k8s_platform.gpu import gpu_operator_values
     from infra.k8s_platform.openbao import helm_values
-    from infra.policy.charts import LOCAL_PATH_OCI
 
     found: dict[str, StackImage] = {}
 
@@ -319,7 +317,11 @@ def required(cfg: StackConfig) -> list[StackImage]:
         ("gpu-operator", platform.gpu_operator_version, gpu_operator_values()),
         ("hcloud-cloud-controller-manager", cluster_services.CCM_WAIT.version, cluster_services.ccm_values()),
         ("hcloud-csi", cluster_services.CSI_WAIT.version, cluster_services.csi_values()),
-        (LOCAL_PATH_OCI, cluster_services.LOCAL_PATH_WAIT.version, cluster_services.local_path_values(cfg)),
+        (
+            cluster_services.LOCAL_PATH_WAIT.chart,
+            cluster_services.LOCAL_PATH_WAIT.version,
+            cluster_services.local_path_values(cfg),
+        ),
         (monitoring.RELEASE, monitoring.KUBE_PROMETHEUS_WAIT.version, monitoring.values(cfg)),
     ):
         for component, upstream in chart_images(chart, version, values):

@@ -28,7 +28,7 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
-from infra import catalogue, images, program
+from infra import catalogue, chart_sources, images, program
 from infra import config as stack_config
 from infra.components.gpu_pool import declared_hosts
 from infra.config import StackConfig
@@ -104,7 +104,8 @@ class Plan:
 
     def helm_releases(self) -> list[dict[str, Any]]:
         """Charts are rendered by Helm at deploy time (the plan has no chart archives): each
-        release with its pinned chart, version, repository, namespace and values."""
+        release with its pinned chart (the EU mirror's OCI reference by digest), version,
+        repository (none for an OCI chart), namespace and values."""
         return [
             {
                 "name": r.inputs.get("name"),
@@ -331,8 +332,12 @@ def _declare(
     # an image without a digest (or without a mirror) is a deploy blocker already: `pulumi up` stops
     # before it reaches a cluster, so the plan reports it once, as the blocker that names the command
     blocked = images.blocked(cfg)
+    blocked_charts = chart_sources.blocked(cfg)
     plan.findings_as_blockers = [
-        f for f in strict if f.kind == "image" and f.image and images.normalize(f.image) in blocked
+        f
+        for f in strict
+        if (f.kind == "image" and f.image and images.normalize(f.image) in blocked)
+        or (f.kind == "chart-source" and f.chart in blocked_charts)
     ]
     plan.findings = [f for f in strict if f not in plan.findings_as_blockers]
     return plan
@@ -440,7 +445,8 @@ def summary(r: PlannedResource) -> str:
         return f"{p.get('labelSelector')} (private IPs: {p.get('usePrivateIp')})"
     if r.type == HELM_RELEASE:
         repo = (p.get("repositoryOpts") or {}).get("repo")
-        return f"chart {p.get('chart')} {p.get('version')} from {repo} into {p.get('namespace')}"
+        where = f" from {repo}" if repo else ""
+        return f"chart {p.get('chart')} {p.get('version')}{where} into {p.get('namespace')}"
     if r.type.startswith("kubernetes:"):
         meta = p.get("metadata") or {}
         return "/".join(x for x in (meta.get("namespace"), meta.get("name")) if x)

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_hcloud as hcloud
 
-from infra import backend, config, images
+from infra import backend, chart_sources, config, images
 from infra.components import api_access
 from infra.components.cluster import Rke2Cluster
 from infra.components.firewall import Firewalls
@@ -52,6 +52,8 @@ def deploy_blockers(cfg: StackConfig) -> list[str]:
     found.extend(platform_secrets.missing(cfg))
     # every image by digest from the EU registry mirror: no mirror, and each image without a digest
     found.extend(images.blockers(cfg))
+    # every Helm chart by digest from the same mirror (OCI), never from a vendor's repository
+    found.extend(chart_sources.blockers(cfg))
     # the Secret kube-system/hcloud of the cloud controller and the CSI driver (cluster_services.py)
     if pulumi.Config("hcloud").get_secret("token") is None:
         found.append(

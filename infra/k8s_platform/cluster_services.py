@@ -30,7 +30,6 @@ from infra import images
 from infra.config import NODE_LOCAL_CLASS, StackConfig
 from infra.k8s_platform.common import GPU_NODE_LABEL, KUBE_SYSTEM, labels
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
-from infra.policy.charts import LOCAL_PATH_OCI
 
 HCLOUD_REPO = "https://charts.hetzner.cloud"
 LOCAL_PATH_REPO = "oci://ghcr.io/rancher/local-path-provisioner/charts"
@@ -151,22 +150,24 @@ class ClusterServices(pulumi.ComponentResource):
         )
         ccm = CCM_WAIT.chart
         self.ccm = pinned_chart(
-            self, f"{name}-hcloud-ccm", chart=ccm, version=CCM_WAIT.version, repo=HCLOUD_REPO,
+            self, f"{name}-hcloud-ccm", cfg, chart=ccm, version=CCM_WAIT.version, repo=HCLOUD_REPO,
             namespace=KUBE_SYSTEM, values=images.chart_values(cfg, ccm, CCM_WAIT.version, ccm_values()),
             depends_on=[self.secret],
             wait_s=CCM_WAIT.budget_s(),
         )  # fmt: skip
         self.csi = pinned_chart(
-            self, f"{name}-hcloud-csi", chart=CSI_WAIT.chart, version=CSI_WAIT.version, repo=HCLOUD_REPO,
+            self, f"{name}-hcloud-csi", cfg, chart=CSI_WAIT.chart, version=CSI_WAIT.version, repo=HCLOUD_REPO,
             namespace=KUBE_SYSTEM,
             values=images.chart_values(cfg, CSI_WAIT.chart, CSI_WAIT.version, csi_values()),
             depends_on=[self.secret, self.ccm],
             wait_s=CSI_WAIT.budget_s(),
         )  # fmt: skip
         self.local_path = pinned_chart(
-            self, f"{name}-local-path", chart="local-path-provisioner", version=LOCAL_PATH_WAIT.version,
+            self, f"{name}-local-path", cfg, chart=LOCAL_PATH_WAIT.chart, version=LOCAL_PATH_WAIT.version,
             repo=LOCAL_PATH_REPO, namespace=KUBE_SYSTEM,
-            values=images.chart_values(cfg, LOCAL_PATH_OCI, LOCAL_PATH_WAIT.version, local_path_values(cfg)),
+            values=images.chart_values(
+                cfg, LOCAL_PATH_WAIT.chart, LOCAL_PATH_WAIT.version, local_path_values(cfg)
+            ),
             depends_on=[self.ccm],
             wait_s=LOCAL_PATH_WAIT.budget_s(),
         )  # fmt: skip

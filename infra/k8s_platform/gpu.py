@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import images
+from infra import chart_sources, images
 from infra.config import StackConfig
 from infra.k8s_platform.common import GPU_NS, IMAGE_PULL_S, KEDA_NS, container_start_s, custom_timeouts
 
@@ -109,6 +109,7 @@ KEDA_WAIT = ChartWait(
 def pinned_chart(
     parent: pulumi.Resource,
     resource_name: str,
+    cfg: StackConfig,
     *,
     chart: str,
     version: str,
@@ -118,19 +119,20 @@ def pinned_chart(
     depends_on: list[pulumi.Resource],
     wait_s: int,
 ) -> k8s.helm.v3.Release:
-    """A Helm release at a pinned chart version, installed atomically (rolled back on failure).
+    """A Helm release at a pinned chart version, installed atomically (rolled back on failure),
+    from the stack's EU registry mirror by digest (infra/chart_sources.py); *repo* is the vendor's
+    repository, where the chart is mirrored from.
 
     ``atomic`` makes Helm wait until the release's workloads are ready, for ``timeout`` seconds
     (pulumi-kubernetes' default: 300): *wait_s*, the chart's own start budget (ChartWait)."""
-    # an OCI registry names the chart in the reference itself; a Helm repository takes repository_opts
-    oci = repo.startswith("oci://")
+    reference, repository = chart_sources.PinnedChart(chart, version, repo, chart).reference(cfg)
     return k8s.helm.v3.Release(
         resource_name,
         name=chart,
-        chart=f"{repo}/{chart}" if oci else chart,
+        chart=reference,
         version=version,
         namespace=namespace,
-        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=repo),
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repository) if repository else None,
         values=values,
         atomic=True,
         timeout=wait_s,
@@ -149,8 +151,9 @@ class GpuSupport(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sovereign:platform:GpuSupport", name, None, opts)
+        version = cfg.platform.gpu_operator_version
         self.release = pinned_chart(
-            self, f"{name}-gpu-operator", chart="gpu-operator", version=cfg.platform.gpu_operator_version,
+            self, f"{name}-gpu-operator", cfg, chart="gpu-operator", version=version,
             repo=GPU_OPERATOR_REPO, namespace=GPU_NS,
             values=images.chart_values(cfg, "gpu-operator", cfg.platform.gpu_operator_version,
                                        gpu_operator_values()),
@@ -170,7 +173,7 @@ class Autoscaling(pulumi.ComponentResource):
         super().__init__("sovereign:platform:Autoscaling", name, None, opts)
         values = {"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}}
         self.release = pinned_chart(
-            self, f"{name}-keda", chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,
+            self, f"{name}-keda", cfg, chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,
             namespace=KEDA_NS, values=images.chart_values(cfg, "keda", cfg.platform.keda_version, values),
             depends_on=depends_on, wait_s=KEDA_WAIT.budget_s(),
         )  # fmt: skip

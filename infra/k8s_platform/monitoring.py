@@ -111,7 +111,7 @@ class Monitoring(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sovereign:platform:Monitoring", name, None, opts)
         self.release = pinned_chart(
-            self, f"{name}-kube-prometheus-stack", chart=RELEASE, version=KUBE_PROMETHEUS_WAIT.version,
+            self, f"{name}-kube-prometheus-stack", cfg, chart=RELEASE, version=KUBE_PROMETHEUS_WAIT.version,
             repo=PROMETHEUS_REPO, namespace=cfg.platform.monitoring_namespace,
             values=images.chart_values(cfg, RELEASE, KUBE_PROMETHEUS_WAIT.version, values(cfg)),
             depends_on=depends_on, wait_s=KUBE_PROMETHEUS_WAIT.budget_s(),

@@ -243,7 +243,7 @@ class OpenBao(pulumi.ComponentResource):
             opts=deps,
         )
         self.release = pinned_chart(
-            self, f"{name}-release", chart="openbao", version=cfg.platform.openbao.chart_version,
+            self, f"{name}-release", cfg, chart="openbao", version=cfg.platform.openbao.chart_version,
             repo=CHART_REPO, namespace=OPENBAO_NS,
             values=images.chart_values(cfg, "openbao", cfg.platform.openbao.chart_version, helm_values(cfg)),
             depends_on=[*depends_on, self.tls_secret], wait_s=chart_wait(cfg).budget_s(),

@@ -21,6 +21,9 @@ Checked over every resource of a program, with its parent and dependencies:
   (empty pod selector, Ingress and Egress, no rule) and a Pod Security ``enforce`` label; every
   namespace an object lands in is declared (or is one of RKE2's).
 - **chart**: every Helm release's chart and version is declared in charts.py.
+- **chart-source**: every Helm release's chart comes from the stack's EU registry mirror as an OCI
+  artefact by digest (``oci://<mirror host>/…/<chart>@sha256:<64 hex>``, infra/chart_sources.py),
+  never from a vendor's repository at deploy time.
 
 The same function runs in ``sovereign plan`` (infra/plan.py, under Pulumi's mocks) and in the
 policy pack (a stack validation policy, infra/policy/__main__.py).
@@ -81,11 +84,12 @@ OPERATOR_INPUTS: tuple[OperatorInput, ...] = ()
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # crd | storage-class | reference | image | namespace-policy | chart
+    kind: str  # crd | storage-class | reference | image | namespace-policy | chart | chart-source
     resource: str  # the object (kind namespace/name) and its Pulumi resource name
     missing: str
     fix: str
     image: str | None = None  # an image finding's reference (infra/plan.py: a deploy blocker's)
+    chart: str | None = None  # a chart-source finding's chart reference (the same)
 
     def __str__(self) -> str:
         return f"[{self.kind}] {self.resource}: missing {self.missing} ({self.fix})"
@@ -126,7 +130,8 @@ class Resource:
     def label(self) -> str:
         if self.type == HELM_RELEASE:
             i = self.inputs
-            return f"Helm release {i.get('name')} (chart {i.get('chart')} {i.get('version')}) [{self.name}]"
+            chart = charts.chart_name(str(i.get("chart")))
+            return f"Helm release {i.get('name')} (chart {chart} {i.get('version')}) [{self.name}]"
         where = "/".join(x for x in (self.namespace, str(self.meta.get("name", "?"))) if x)
         return f"{self.group_kind[1]} {where} [{self.name}]"
 
@@ -193,7 +198,7 @@ class _Program:
 
 def _chart_facts(release: Resource) -> charts.ChartFacts | None:
     i = release.inputs
-    rule = charts.CHARTS.get((str(i.get("chart")), str(i.get("version"))))
+    rule = charts.CHARTS.get((charts.chart_name(str(i.get("chart"))), str(i.get("version"))))
     values = i.get("values") if isinstance(i.get("values"), Mapping) else None
     return rule(values, str(i.get("name") or i.get("chart"))) if rule else None
 
@@ -282,6 +287,7 @@ def check(
     findings: list[Finding] = []
     facts = {r.urn: _chart_facts(r) for r in program.k8s if r.type == HELM_RELEASE}
     findings += _charts_known(program, facts)
+    findings += _chart_sources(program, mirror, require_mirror)
     findings += _crds(program, facts)
     findings += _storage(program, facts)
     findings += _references(program, facts, operator_inputs)
@@ -297,13 +303,58 @@ def _charts_known(program: _Program, facts: Mapping[str, charts.ChartFacts | Non
         Finding(
             "chart",
             program.by_urn[urn].label(),
-            f"a declaration of what chart {program.by_urn[urn].inputs.get('chart')} "
+            f"a declaration of what chart {charts.chart_name(str(program.by_urn[urn].inputs.get('chart')))} "
             f"{program.by_urn[urn].inputs.get('version')} installs and renders",
             "read its templates at that version and add it to infra/policy/charts.py CHARTS",
         )
         for urn, got in facts.items()
         if got is None
     ]
+
+
+_OCI_BY_DIGEST = re.compile(r"^oci://(?P<host>[^/@]+)/[^@]+@sha256:[0-9a-f]{64}$")
+
+
+def chart_source_problem(
+    chart: str, repo: str | None, mirror: str | None, *, require_mirror: bool = True
+) -> str | None:
+    """What is wrong with where a release's chart comes from, or None (see the module's docstring)."""
+    match = _OCI_BY_DIGEST.match(chart)
+    if repo or not chart.startswith("oci://"):
+        where = repo or "the local Helm repository configuration"
+        return f"a chart from inside the boundary: {chart!r} is fetched from {where} at deploy time"
+    if match is None:
+        return f"a digest: {chart!r} is not oci://<mirror>/charts/<chart>@sha256:<64 hex>"
+    host = match["host"].lower()
+    if mirror is None:
+        return "an EU registry mirror: endpoints.registry_mirror is not set" if require_mirror else None
+    if host != mirror:
+        return f"the EU mirror: {chart!r} is pulled from {host}, not {mirror}"
+    return None
+
+
+def _chart_sources(program: _Program, mirror: str | None, require_mirror: bool) -> list[Finding]:
+    findings = []
+    for r in program.k8s:
+        if r.type != HELM_RELEASE:
+            continue
+        chart = str(r.inputs.get("chart"))
+        opts = r.inputs.get("repositoryOpts")
+        repo = opts.get("repo") if isinstance(opts, Mapping) else None
+        problem = chart_source_problem(chart, repo, mirror, require_mirror=require_mirror)
+        if problem:
+            findings.append(
+                Finding(
+                    "chart-source",
+                    r.label(),
+                    problem,
+                    f"mirror the chart to {mirror or 'the EU registry'} as an OCI artefact and install it by "
+                    "digest (`sovereign charts list --stack S` prints the helm pull/push; its digest goes "
+                    "in platform.charts)",
+                    chart=chart,
+                )
+            )
+    return findings
 
 
 def _crds(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> list[Finding]:

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from infra import config, images, plan
+from infra import chart_sources, config, images, plan
 
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"
@@ -31,11 +31,14 @@ def fake_digest(upstream: str) -> str:
 
 def with_digests(stack: str = "eu-central-prod", data: dict[str, Any] | None = None) -> dict[str, Any]:
     """*data* (default: the example stack) with a test digest in ``platform.images`` for every
-    image the program deploys with it, as an operator sets them after mirroring."""
+    image the program deploys with it and in ``platform.charts`` for every chart, as an operator
+    sets them after mirroring."""
     data = copy.deepcopy(data) if data is not None else sections(stack)
     cfg = config.parse(stack, data, "test")
     data["platform"] = {
         **data.get("platform", {}),
         "images": {i.upstream: fake_digest(i.upstream) for i in images.required(cfg)},
+        # and each chart's, as `helm push` prints it to the mirror (infra/chart_sources.py)
+        "charts": {c.key: fake_digest(c.key) for c in chart_sources.installed(cfg)},
     }
     return data

@@ -19,6 +19,13 @@ from tests.infra.support import plan_of, sections
 MIRROR = "https://registry.eu.example"
 DIGEST = "@sha256:" + "ab" * 32
 IMAGE = f"registry.eu.example/sovereign-llm/gateway{DIGEST}"
+
+
+def oci(chart: str) -> str:
+    """A chart as the program names it: the mirror's OCI reference by digest (chart_sources.py)."""
+    return f"oci://registry.eu.example/charts/{chart}{DIGEST}"
+
+
 NS = "app"
 
 
@@ -201,9 +208,8 @@ def keda(values: dict[str, Any], *, after_crd: bool = False) -> Callable[[Parts]
     def extra(parts: Parts) -> None:
         deps: list[pulumi.Resource] = [parts.crd] if after_crd and parts.crd is not None else []
         k8s.helm.v3.Release(
-            "keda", name="keda", chart="keda", version="2.17.2", namespace=NS,
+            "keda", name="keda", chart=oci("keda"), version="2.17.2", namespace=NS,
             values={**KEDA_DIGESTS, **values},
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo="oci://registry.eu.example/charts"),
             opts=pulumi.ResourceOptions(depends_on=deps),
         )  # fmt: skip
 
@@ -245,7 +251,7 @@ def test_a_scaledobject_needs_the_keda_release_before_it() -> None:
 def test_the_gpu_operators_dcgm_servicemonitor_needs_the_crd() -> None:
     def extra(parts: Parts) -> None:
         k8s.helm.v3.Release(
-            "gpu", name="gpu-operator", chart="gpu-operator", version="v25.3.4", namespace=NS,
+            "gpu", name="gpu-operator", chart=oci("gpu-operator"), version="v25.3.4", namespace=NS,
             values={"dcgmExporter": {"serviceMonitor": {"enabled": True}}},
         )  # fmt: skip
 
@@ -256,7 +262,9 @@ def test_the_gpu_operators_dcgm_servicemonitor_needs_the_crd() -> None:
 
 def test_an_undeclared_chart_is_reported() -> None:
     def extra(parts: Parts) -> None:
-        k8s.helm.v3.Release("other", name="x", chart="kube-prometheus-stack", version="0.0.1", namespace=NS)
+        k8s.helm.v3.Release(
+            "other", name="x", chart=oci("kube-prometheus-stack"), version="0.0.1", namespace=NS
+        )
 
     finding = only(findings(complete(extra=extra)))
     assert finding.kind == "chart"
@@ -279,7 +287,7 @@ def test_openbaos_claims_need_a_default_class() -> None:
 
     def program() -> None:
         k8s.helm.v3.Release(
-            "bao", name="openbao", chart="openbao", version="0.19.1", namespace="openbao",
+            "bao", name="openbao", chart=oci("openbao"), version="0.19.1", namespace="openbao",
             values={"server": {"ha": {"enabled": True, "raft": {"enabled": True}}}},
         )  # fmt: skip
 
@@ -361,7 +369,7 @@ def test_tag_and_digest_from_the_mirror_is_accepted() -> None:
 
 def test_a_chart_default_image_is_checked() -> None:
     def extra(parts: Parts) -> None:
-        k8s.helm.v3.Release("keda", name="keda", chart="keda", version="2.17.2", namespace=NS, values={})
+        k8s.helm.v3.Release("keda", name="keda", chart=oci("keda"), version="2.17.2", namespace=NS, values={})
 
     found = findings(complete(extra=extra))
     assert {f.kind for f in found} == {"image"}
@@ -411,20 +419,25 @@ def test_the_plan_carries_its_findings() -> None:
     example = plan_of(sections())
     report = example.to_json()["completeness"]
     assert report["fails_plan"] is plan.COMPLETENESS_FAILS_PLAN
-    fields = ("kind", "resource", "missing", "fix", "image")
+    fields = ("kind", "resource", "missing", "fix", "image", "chart")
     assert report["findings"] == [{k: getattr(f, k) for k in fields} for f in example.findings]
-    # an image without a digest is a deploy blocker (the example sets no digests): its findings are
-    # reported once, there, each naming the image a blocker names
+    # an image or chart without a digest is a deploy blocker (the example sets no digests): its
+    # findings are reported once, there, each naming the image or chart a blocker names
     assert report["deploy_blockers"] == [
         {k: getattr(f, k) for k in fields} for f in example.findings_as_blockers
     ]
     assert example.findings_as_blockers
+    images_named = [b for b in example.blockers if b.startswith("platform.images has no digest")]
+    charts_named = [b for b in example.blockers if b.startswith("platform.charts has no digest")]
     for finding in example.findings_as_blockers:
-        assert finding.kind == "image" and finding.image
-        # the blocker names where the image goes on the mirror: the reference the pod has now
-        named = [b for b in example.blockers if b.startswith("platform.images has no digest")]
-        assert any(f"on the mirror as {finding.image}," in b for b in named), finding
-    assert not [f for f in example.findings if f.kind == "image"]
+        if finding.kind == "image":
+            # the blocker names where the image goes on the mirror: the reference the pod has now
+            assert finding.image and any(f"on the mirror as {finding.image}," in b for b in images_named)
+        else:
+            assert finding.kind == "chart-source" and finding.chart, finding
+            leaf = finding.chart.rsplit("/", 1)[-1]
+            assert any(b.startswith(f"platform.charts has no digest for {leaf}:") for b in charts_named)
+    assert not [f for f in example.findings if f.kind in ("image", "chart-source")]
     # every resource of the real program has its dependencies recorded: the gateway waits for OpenBao
     by_name = {r.name: r for r in example.resources}
     gateway = by_name["test-stack-platform-gateway-statefulset"]

@@ -52,6 +52,7 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         "platform secrets": "sovereign-llm:",
         "mirror": "endpoints.registry_mirror is not set",
         "image digests": "platform.images has no digest for ",
+        "chart digests": "platform.charts has no digest for ",
         "hcloud token": "hcloud:token is not set",
     }
     found: dict[str, list[str]] = {name: [] for name in categories}
@@ -69,7 +70,8 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     assert [
         b.split(" is not set")[0].removeprefix("sovereign-llm:") for b in found["platform secrets"]
     ] == secrets
-    assert len(found["mirror"]) == (0 if config["endpoints"].get("registry_mirror") else 1)
+    # without a mirror: one for the images, one for the charts
+    assert len(found["mirror"]) == (0 if config["endpoints"].get("registry_mirror") else 2)
     # one blocker per image the stack runs (sovereign images list), each once: the Helm releases'
     # (among them the cluster services and the monitoring stack), the upgrade images and phase 2's
     listed = subprocess.run(
@@ -89,11 +91,19 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     ):
         assert image in named
     assert ("docker.io/vllm/vllm-openai:v0.11.0" in named) is config["platform"]["openbao"]["initialised"]
-    # and no image finding besides them: each is one of these blockers
+    # one blocker per chart (sovereign charts list): each named once, with its helm pull/push
+    charts = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "charts", "list", "--stack", stack],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.splitlines()[1:]  # fmt: skip
+    keys = [line.split(" from ")[0] for line in charts if not line.startswith(" ")]
+    named_charts = [b.removeprefix(categories["chart digests"]).split(" ")[0] for b in found["chart digests"]]
+    assert sorted(named_charts) == sorted(keys) and len(keys) == 7
+    # and no image or chart-source finding besides them: each is one of these blockers
     completeness = plan["completeness"]
-    assert not [f for f in completeness["findings"] if f["kind"] == "image"]
+    assert not [f for f in completeness["findings"] if f["kind"] in ("image", "chart-source")]
     assert completeness["deploy_blockers"] and all(
-        f["kind"] == "image" for f in completeness["deploy_blockers"]
+        f["kind"] in ("image", "chart-source") for f in completeness["deploy_blockers"]
     )
     for blocker in blockers:
         assert f"WARNING: `pulumi up` would stop before creating anything: {blocker}" in result.stderr

@@ -18,6 +18,7 @@ from infra import plan as planner
 from infra.k8s_platform import cluster_services, monitoring
 from infra.k8s_platform.common import GPU_NODE_LABEL
 from infra.policy import completeness
+from infra.policy.charts import chart_name
 from tests.infra.support import plan_of, sections
 
 STACKS = ("eu-central-prod", "eu-north-dr")
@@ -29,7 +30,7 @@ def prod() -> planner.Plan:
 
 
 def _release(plan: planner.Plan, chart: str) -> planner.PlannedResource:
-    (found,) = [r for r in plan.of_type(planner.HELM_RELEASE) if r.inputs["chart"].endswith(chart)]
+    (found,) = [r for r in plan.of_type(planner.HELM_RELEASE) if chart_name(r.inputs["chart"]) == chart]
     return found
 
 

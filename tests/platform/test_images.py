@@ -9,6 +9,7 @@ import pytest
 from infra import config, images, program
 from infra import plan as planner
 from infra.policy import charts, completeness
+from infra.policy.charts import chart_name
 from tests.infra.support import fake_digest, plan_of, sections, with_digests
 
 MIRROR = "registry.sovereign.example.de"
@@ -43,8 +44,8 @@ def test_with_digests_every_pod_and_chart_image_is_the_mirror_by_digest(digested
     # the charts' images as infra/policy/charts.py computes them from the release's values
     declared = 0
     for release in digested.of_type(planner.HELM_RELEASE):
-        rule = charts.CHARTS.get((release.inputs["chart"], release.inputs["version"]))
-        if release.inputs["chart"] not in images.CHART_IMAGE_VALUES or rule is None:
+        rule = charts.CHARTS.get((chart_name(release.inputs["chart"]), release.inputs["version"]))
+        if chart_name(release.inputs["chart"]) not in images.CHART_IMAGE_VALUES or rule is None:
             continue
         for image in rule(release.inputs["values"], release.inputs["name"]).images:
             declared += 1
@@ -61,7 +62,7 @@ def test_with_digests_every_pod_and_chart_image_is_the_mirror_by_digest(digested
 
 
 def _release_values(plan: planner.Plan, chart: str) -> dict[str, Any]:
-    (release,) = [r for r in plan.of_type(planner.HELM_RELEASE) if r.inputs["chart"] == chart]
+    (release,) = [r for r in plan.of_type(planner.HELM_RELEASE) if chart_name(r.inputs["chart"]) == chart]
     return dict(release.inputs["values"])
 
 
@@ -93,7 +94,7 @@ def test_the_cluster_services_and_monitoring_charts_build_the_mirror_reference_b
     # the chart's other values under image (pullPolicy) are Helm's defaults, not replaced
     assert set(csi["controller"]["image"]["csiAttacher"]) == {"name", "tag"}
     # local-path-provisioner 0.0.37 templates/deployment.yaml: repository:tag, no registryUrl
-    local = _release_values(digested, charts.LOCAL_PATH_OCI)
+    local = _release_values(digested, "local-path-provisioner")
     assert "privateRegistry" not in local
     for key, upstream in (
         ("image", "docker.io/rancher/local-path-provisioner:v0.0.37"),

@@ -14,6 +14,7 @@ from gateway.settings import GatewaySettings
 from infra import plan as planner
 from infra.config import Rke2Config
 from infra.k8s_platform.openbao import ca_trust_file
+from infra.policy.charts import chart_name
 from tests import pki
 from tests.infra.support import plan_of, sections
 
@@ -245,7 +246,7 @@ def test_gateway_deployment_and_its_settings(prod: planner.Plan) -> None:
 
 def test_openbao_ha_raft_tls_and_audit(prod: planner.Plan) -> None:
     (release,) = [r for r in prod.helm_releases() if r["name"] == "openbao"]
-    assert (release["chart"], release["version"]) == ("openbao", "0.19.1")
+    assert (chart_name(release["chart"]), release["version"]) == ("openbao", "0.19.1")
     server = release["values"]["server"]
     assert server["ha"]["enabled"] is True and server["ha"]["replicas"] == 3
     config = server["ha"]["raft"]["config"]
@@ -500,7 +501,9 @@ def test_the_prometheus_operator_serves_without_the_webhooks_certificate(
     from infra.k8s_platform import monitoring
 
     (release,) = [
-        r for r in prod.of_type(planner.HELM_RELEASE) if r.inputs["chart"] == "kube-prometheus-stack"
+        r
+        for r in prod.of_type(planner.HELM_RELEASE)
+        if chart_name(r.inputs["chart"]) == "kube-prometheus-stack"
     ]
     assert release.inputs["values"]["prometheusOperator"]["tls"] == {"enabled": False}
     assert not [f for f in prod.findings if "kube-prometheus-stack" in f.resource]

@@ -16,6 +16,7 @@ from pulumi.runtime.mocks import MockMonitor
 from infra import config
 from infra import plan as planner
 from infra.k8s_platform import common, gpu, inference, openbao
+from infra.policy.charts import chart_name
 from tests.infra.support import plan_of, sections
 
 Timeouts = dict[str, tuple[int, int]]  # resource name -> (create, update) seconds
@@ -121,7 +122,7 @@ def test_the_gateway_waits_for_its_startup_probe_per_pod(registered: tuple[plann
 
 
 def _release(plan: planner.Plan, chart: str) -> planner.PlannedResource:
-    (found,) = [r for r in plan.of_type(planner.HELM_RELEASE) if r.inputs["chart"] == chart]
+    (found,) = [r for r in plan.of_type(planner.HELM_RELEASE) if chart_name(r.inputs["chart"]) == chart]
     return found
 
 
