@@ -9,10 +9,12 @@ stores a chart in an OCI registry as ``<host>/<folder>/<chart>:<version>`` (``he
 lives on the mirror at ``oci://<mirror host>/charts/<chart>`` with its version as the tag.
 
 The release names the chart by digest, ``oci://<mirror>/charts/<chart>@sha256:<digest>`` with
-``version`` set: Helm resolves an OCI chart by digest since v3.18 (helm/helm#12690), and
-pulumi-kubernetes' Release hands the reference to Helm's downloader as is (provider
-pkg/provider/helm_release.go ``locateChart`` -> ``ChartDownloader.DownloadTo``; helm.sh/helm/v3
-v3.20.2 in its go.mod). A digest is never guessed: ``platform.charts`` holds the digest
+``version`` set: Helm resolves an OCI chart by digest since v3.17.0 (pkg/registry
+``ValidateReference``: the digest is pulled, the version's tag must agree), and pulumi-kubernetes'
+Release hands the reference to Helm's downloader as is (provider pkg/provider/helm_release.go
+``locateChart`` -> ``ChartDownloader.DownloadTo``). pulumi-kubernetes before 4.23 embeds Helm
+v3.15, which appends ``:<version>`` to the digest and cannot download it: pyproject.toml requires
+4.30 or later (Helm v3.20.2 in its go.mod). A digest is never guessed: ``platform.charts`` holds the digest
 ``helm push`` printed for each ``<chart>:<version>``; a chart without one (or a stack without a
 mirror) is a deploy blocker naming the commands, as for images. ``sovereign charts list --stack S``
 prints each chart, where it comes from upstream and where it goes on the mirror.

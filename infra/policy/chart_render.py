@@ -82,6 +82,7 @@ READ_ONLY_VOLUMES = ("secret", "configMap", "downwardAPI", "projected")
 RUNTIME_MOUNTS = ("/dev", "/proc")
 _SEPARATORS = frozenset(";&|()\n")
 _REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>"})
+_PUNCTUATION = frozenset(";&|()<>\n")
 _SKIPPED = frozenset({"exec", "command", "nohup", "if", "then", "else", "elif", "do", "while", "until",
                       "!", "{", "}", "time"})  # fmt: skip
 _DEFAULT_ACCOUNT = ("ServiceAccount", "default")
@@ -246,38 +247,88 @@ def shell_script(container: Mapping[str, Any]) -> str | None:
     rest = words[1:]
     if posixpath.basename(words[0]) == "busybox" and rest and rest[0] in SHELLS:
         rest = rest[1:]
-    for i, word in enumerate(rest):
-        if not word.startswith("-"):
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word in ("-o", "+o", "-O", "+O"):
+            i += 2  # `bash -o pipefail -c …`: the option's name is its argument, not a script
+            continue
+        if not word.startswith(("-", "+")):
             return None  # `sh script.sh`: a script file, not readable from the manifest
-        if "c" in word.lstrip("-") and not word.startswith("--"):
+        if word.startswith("-") and "c" in word.lstrip("-") and not word.startswith("--"):
             return rest[i + 1] if i + 1 < len(rest) else None
+        i += 1
     return None
+
+
+def _strip_comments(script: str) -> str:
+    """*script* without its comments: a ``#`` that starts a word outside quotes, to the end of
+    its line (a quoted ``"#!/bin/sh"`` or a word like ``a#b`` is not a comment)."""
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(script):
+        ch = script[i]
+        if quote:
+            if ch == "\\" and quote == '"' and i + 1 < len(script):
+                out.append(script[i : i + 2])
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch == "\\" and i + 1 < len(script):
+            out.append(script[i : i + 2])
+            i += 2
+            continue
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (not out or out[-1][-1:] in " \t\n;&|()"):
+            end = script.find("\n", i)
+            i = len(script) if end < 0 else end
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+_OPERATORS = sorted(
+    {*_REDIRECTS, "<", "<<", "<<<", ">&", "<&", "<>", "&&", "||", *_SEPARATORS}, key=len, reverse=True
+)
+
+
+def _split_operators(token: str) -> list[str]:
+    """A run of shell punctuation as shlex returns it (``;>``) split into operators (``;``, ``>``)."""
+    parts = []
+    while token:
+        op = next((o for o in _OPERATORS if token.startswith(o)), token[0])
+        parts.append(op)
+        token = token[len(op) :]
+    return parts
 
 
 def _commands(script: str) -> Iterator[list[str]]:
     """Simple commands of *script* as word lists (redirection operators kept as words)."""
-    lines = [line for line in script.replace("\\\n", " ").splitlines() if not line.lstrip().startswith("#")]
-    lexer = shlex.shlex("\n".join(lines), posix=True, punctuation_chars=";&|()<>\n")
+    lexer = shlex.shlex(
+        _strip_comments(script.replace("\\\n", " ")), posix=True, punctuation_chars=";&|()<>\n"
+    )
     lexer.whitespace = " \t\r"
     lexer.wordchars += "$@%+,:^{}!#[]`"  # parts of words in a shell (``${X?}``, ``a#b``, ``[``)
     lexer.commenters = ""
     try:
-        tokens = list(lexer)
+        raw = list(lexer)
     except ValueError:  # unbalanced quotes: not a script this parser reads
         return
+    tokens = [
+        part
+        for token in raw
+        for part in (_split_operators(token) if token and set(token) <= _PUNCTUATION else [token])
+    ]
     command: list[str] = []
-    comment = False
     for token in tokens:
         if token and set(token) <= _SEPARATORS and token not in _REDIRECTS:
             if command:
                 yield command
-            command, comment = [], comment and "\n" not in token
-            continue
-        if comment or (token.startswith("#") and not command):
-            comment = True
-            continue
-        if token.startswith("#") and command and command[-1] not in _REDIRECTS:
-            comment = True  # `cmd args # comment`
+            command = []
             continue
         command.append(token)
     if command:
@@ -343,6 +394,8 @@ def _sed_files(words: Sequence[str]) -> list[str]:
 def _command_writes(words: Sequence[str]) -> list[str]:
     while words and (words[0] in _SKIPPED or re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0])):
         words = words[1:]
+    if words and posixpath.basename(words[0]) == "busybox":
+        words = words[1:]  # `busybox sed -i …`: the applet is the program
     if not words:
         return []
     program, args = posixpath.basename(words[0]), list(words[1:])

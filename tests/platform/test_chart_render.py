@@ -56,6 +56,11 @@ def writes(values: dict[str, Any] | None = None) -> list[cr.Finding]:
         ("# cp a /tmp/commented\nln -s /a /etc/link # cp b /tmp/trailing", ["/etc/link"]),
         ("cp relative/a relative/b", []),
         ("if true; then\n  echo ok > /tmp/flag\nfi", ["/tmp/flag"]),
+        # a quoted "#" is no comment; a separator and a redirect shlex returns as one token
+        ('echo "#!/bin/sh" > /tmp/x.sh', ["/tmp/x.sh"]),
+        ("true;>/tmp/y", ["/tmp/y"]),
+        ("busybox sed -i s/a/b/ /etc/x", ["/etc/x"]),
+        ("echo a#b > /var/x # cp a /tmp/trailing", ["/var/x"]),
     ],
 )  # fmt: skip
 def test_script_writes(script: str, expected: list[str]) -> None:
@@ -67,6 +72,7 @@ def test_script_writes(script: str, expected: list[str]) -> None:
     [
         ({"command": ["/bin/sh", "-ec"], "args": ["cp a /tmp/b"]}, "cp a /tmp/b"),
         ({"command": ["bash", "-c", "echo > /x"]}, "echo > /x"),
+        ({"command": ["bash", "-o", "pipefail", "-c", "cp a /tmp/b"]}, "cp a /tmp/b"),
         ({"command": ["sh", "/scripts/start.sh"]}, None),  # a script file: not readable here
         ({"command": ["/bin/server"], "args": ["-c", "x"]}, None),  # not a shell
     ],

@@ -190,3 +190,12 @@ def test_charts_check_names_the_pull_for_each_chart_it_cannot_find(tmp_path: Pat
     assert "7 finding(s)" in out.stderr
     missing = subprocess.run([*check, str(tmp_path / "none")], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "--chart-dir" in missing.stderr
+
+
+def test_the_installed_pulumi_kubernetes_resolves_charts_by_digest() -> None:
+    """Releases by OCI digest need Helm >= v3.17 inside pulumi-kubernetes: 4.23 and later (4.20-4.22
+    embed Helm v3.15.4, whose getOciURI appends ":<version>" to the digest)."""
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in version("pulumi-kubernetes").split(".")[:2])
+    assert (major, minor) >= (4, 30)
