@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway import validation
 from gateway.phi.context import FIELD_CATEGORIES
 from gateway.phi.detect import CATEGORIES
 from gateway.phi.tokenise import ALWAYS_REMOVED
@@ -95,9 +96,7 @@ def load_policies(directory: Path | None = None) -> dict[str, UseCasePolicy]:
         except yaml.YAMLError as exc:
             raise PolicyError(f"{path}: not valid YAML: {exc}") from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise PolicyError(f"{path}: field {loc!r}: {first['msg']}") from None
+            raise PolicyError(f"{path}: {validation.first(exc)}") from None
         if policy.name != path.stem:
             raise PolicyError(f"{path}: name {policy.name!r} must match the file name {path.stem!r}")
         policies[policy.name] = policy

@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from infra import residency
+
 CONFIG_ENV = "SOVEREIGN_GATEWAY_CONFIG"
 
 #: In-boundary destinations allowed by default: loopback and in-cluster service names.
@@ -129,13 +131,9 @@ class OpenBaoSettings(BaseModel):
         return None
 
 
-class ReviewedHost(BaseModel):
-    """An object-storage host outside the built-in EU allowlist, reviewed in the stack config
-    (residency.extra_hosts)."""
-
-    host: str = Field(description="Host name.")
-    jurisdiction: str = Field(description="EU/EEA country code where it is operated.")
-    operator: str = Field(description="The legal entity operating it.")
+# an object-storage host outside the built-in EU allowlist, reviewed in the stack config
+# (residency.extra_hosts): the same model and the same EU/EEA check as there
+ReviewedHost = residency.ReviewedEndpoint
 
 
 class AuditArchiveSettings(BaseModel):
@@ -154,6 +152,15 @@ class AuditArchiveSettings(BaseModel):
     reviewed_hosts: list[ReviewedHost] = Field(
         default_factory=list, description="The endpoint's allowlist entry when it is not built in."
     )
+
+    @model_validator(mode="after")
+    def _endpoint_in_boundary(self) -> AuditArchiveSettings:
+        # the stack config's check of endpoints.object_storage (infra/residency.py), here too:
+        # sealed audit segments leave the gateway for this endpoint
+        problem = residency.endpoint_problem(self.endpoint, [h.entry() for h in self.reviewed_hosts])
+        if problem:
+            raise ValueError(f"endpoint: {problem}")
+        return self
 
 
 class AuditSettings(BaseModel):

@@ -31,7 +31,7 @@ from typing import Any
 
 from gateway.audit import AuditWriteError, Segment, local_segments
 from gateway.settings import AuditArchiveSettings
-from infra import objectstore, residency
+from infra import objectstore
 from infra.config import StackConfig, s3_location
 
 _NAME = re.compile(r"^(\d{12})-(\d{12})\.jsonl$")
@@ -71,9 +71,7 @@ def from_stack(cfg: StackConfig, chain: str) -> Archive:
 
 def from_settings(settings: AuditArchiveSettings, chain: str | None) -> Archive:
     """The archive named in the gateway's settings (rendered from the stack by the platform)."""
-    reviewed = [
-        residency.EuEndpoint(h.host.lower(), h.jurisdiction, h.operator) for h in settings.reviewed_hosts
-    ]
+    reviewed = [h.entry() for h in settings.reviewed_hosts]
     try:
         bucket, prefix = s3_location(settings.url)
     except ValueError as exc:

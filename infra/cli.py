@@ -629,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
+    from gateway import validation
     from gateway.audit import AuditWriteError
     from gateway.clientkeys import KeyStoreError
     from gateway.kms import KeyUnavailable
@@ -654,9 +655,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
-        for err in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"error: {exc.title}: {where}: {err['msg']}", file=sys.stderr)
+        for problem in validation.problems(exc):
+            print(f"error: {exc.title}: {problem.path or 'settings'}: {problem.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gateway import validation
 from infra import catalogue, residency
 from infra.chart_sources import check_charts
 from infra.images import check_images
@@ -371,8 +372,8 @@ class GpuPoolConfig(_Section):
         return self
 
 
-# an error whose message names the key and the rule but never repeats the value (_format_errors)
-NOT_ECHOED = "value_not_echoed"
+# an error whose message names the key and the rule, complete on its own (gateway/validation.py)
+NOT_ECHOED = validation.NOT_ECHOED
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # names only the cluster resolves: the ingress certificate must never carry one (the internal
 # mTLS names live under .svc, issued from the other PKI mount)
@@ -420,12 +421,8 @@ class LoadBalancerConfig(_Section):
     )
 
 
-class ExtraHostConfig(_Section):
-    """A reviewed endpoint outside the built-in allowlist."""
-
-    host: str = Field(description="Host name (its subdomains are covered too).")
-    jurisdiction: Jurisdiction = Field(description="EU/EEA country code where the host is operated.")
-    operator: str = Field(min_length=2, description="The legal entity operating it.")
+# a reviewed endpoint outside the built-in allowlist: the model the gateway's settings use too
+ExtraHostConfig = residency.ReviewedEndpoint
 
 
 class ResidencyConfig(_Section):
@@ -436,7 +433,7 @@ class ResidencyConfig(_Section):
     )
 
     def entries(self) -> list[residency.EuEndpoint]:
-        return [residency.EuEndpoint(h.host.lower(), h.jurisdiction, h.operator) for h in self.extra_hosts]
+        return [h.entry() for h in self.extra_hosts]
 
 
 class EndpointsConfig(_Section):
@@ -771,7 +768,7 @@ class StorageConfig(_Section):
                 raw = b""
             if not version.isdigit() or len(raw) != 32:
                 raise ValueError(
-                    f"version {version!r}: expected a key version number and a base64 ed25519 public key "
+                    "expected key version numbers, each with a base64 ed25519 public key "
                     "(32 bytes), as `sovereign models public-key --out FILE` writes them"
                 )
         return value
@@ -891,14 +888,14 @@ class StackConfig(BaseModel):
                 continue
             problem = residency.endpoint_problem(value, extra)
             if problem:
-                problems.append(f"endpoints.{key}: {value!r} — {problem}")
+                problems.append(f"endpoints.{key}: {problem}")
         for key, value in (
             ("rke2.artifact_url", self.rke2.artifact_url),
             ("gpu_pool.nvidia_apt_mirror", self.gpu_pool.nvidia_apt_mirror),
         ):
             problem = residency.endpoint_problem(value, extra) if value else None
             if problem:
-                problems.append(f"{key}: {value!r} — {problem}")
+                problems.append(f"{key}: {problem}")
         problems.extend(self._etcd_snapshot_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
@@ -963,23 +960,20 @@ class StackConfig(BaseModel):
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"]]
-        key = f"{PROJECT}:{'.'.join(loc)}" if loc else PROJECT
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            problems.append(f"{key}: missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)")
-        elif err["type"] == NOT_ECHOED:
-            problems.append(f"{key}: {msg}")  # the value is not repeated
-        elif err["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key — check the spelling against docs/region-stacks.md")
-        elif loc:
-            problems.append(f"{key}: {err['input']!r} — {msg}")
+    """One line per bad key, never its value (gateway/validation.py)."""
+    lines = []
+    for problem in validation.problems(exc):
+        key = f"{PROJECT}:{problem.path}" if problem.path else PROJECT
+        if problem.type == "missing":
+            lines.append(f"{key}: missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)")
+        elif problem.type == "extra_forbidden":
+            lines.append(f"{key}: unknown key — check the spelling against docs/region-stacks.md")
+        elif problem.path:
+            lines.append(f"{key}: {problem.message}")
         else:
             # cross-section checks already name their keys
-            problems.extend(f"{PROJECT}:{part}" for part in msg.split("\n"))
-    return problems
+            lines.extend(f"{PROJECT}:{part}" for part in problem.message.split("\n"))
+    return lines
 
 
 def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:

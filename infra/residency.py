@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 ART_44 = (
     "GDPR Art. 44 forbids transferring personal data to a third country without an adequacy "
     "decision or appropriate safeguards; patient data must stay inside the EU boundary"
@@ -84,6 +86,28 @@ class EuEndpoint:
     host: str
     jurisdiction: str
     operator: str
+
+
+class ReviewedEndpoint(BaseModel):
+    """A reviewed endpoint outside the built-in allowlist: the stack config's
+    ``residency.extra_hosts`` and the gateway's ``audit.archive.reviewed_hosts`` (one model, one
+    check: issue #20 finding 12)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, description="Host name (its subdomains are covered too).")
+    jurisdiction: str = Field(description="EU/EEA country code where the host is operated.")
+    operator: str = Field(min_length=2, description="The legal entity operating it.")
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _eu(cls, value: str) -> str:
+        if value.upper() not in EU_EEA_COUNTRIES:
+            raise ValueError(f"not an EU/EEA country code; {ART_44}. Use e.g. DE, FI, FR, NL")
+        return value.upper()
+
+    def entry(self) -> EuEndpoint:
+        return EuEndpoint(self.host.lower(), self.jurisdiction, self.operator)
 
 
 # Reviewed EU object-storage endpoints (S3 API). Other hosts need an ``residency.extra_hosts``
@@ -156,6 +180,6 @@ def endpoint_problem(endpoint: str, extra: Iterable[EuEndpoint] = ()) -> str | N
         return None
     allowed = ", ".join(e.host for e in EU_ENDPOINTS)
     return (
-        f"host {host!r} is not on the EU allowlist; {ART_44}. Allowed: {allowed}, private addresses, "
+        f"its host is not on the EU allowlist; {ART_44}. Allowed: {allowed}, private addresses, "
         "cluster-local names, or a residency.extra_hosts entry naming its EU operator and jurisdiction"
     )

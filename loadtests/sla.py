@@ -19,6 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import validation
+
 PROFILES = Path(__file__).parent / "profiles"
 METRICS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
 # for tokens_per_s a higher value is better: its threshold is a floor, every other one a ceiling
@@ -66,9 +68,7 @@ def load_profile(name: str, directory: Path = PROFILES) -> Profile:
     try:
         return Profile(**yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SlaError(f"{path}: {where}: {first['msg']}") from None
+        raise SlaError(f"{path}: {validation.first(exc)}") from None
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

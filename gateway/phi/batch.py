@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import validation
 from gateway.phi.context import PatientContext
+from gateway.phi.detect import Recognizer
 from gateway.phi.filter import PHIFilter
 from gateway.policy import UseCasePolicy
 from gateway.schemas import Message
@@ -71,9 +73,7 @@ def _parse(lineno: int, raw: str) -> _Line:
     try:
         return _Line.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BatchError(f"line {lineno}: field {where!r}: {first['msg']}") from None
+        raise BatchError(f"line {lineno}: {validation.first(exc)}") from None
 
 
 def anonymize(

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway import validation
 from gateway.clientkeys import TENANT_PATTERN
 
 
@@ -56,7 +57,7 @@ class LocalProfile(BaseModel):
             raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {value!r}") from None
         if not ip.is_loopback:
             raise ValueError(
-                f"{value} is not a loopback address; the local stack serves loopback only (use 127.0.0.1)"
+                "not a loopback address; the local stack serves loopback only (use 127.0.0.1)"
             )
         return value
 
@@ -78,9 +79,7 @@ def load_profile(path: Path, base: Path, **overrides: object) -> LocalProfile:
     try:
         profile = LocalProfile(**data)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ProfileError(f"{path}: {key}: {first['msg']}") from None
+        raise ProfileError(f"{path}: {validation.first(exc)}") from None
     if not profile.state_dir.is_absolute():
         profile = profile.model_copy(update={"state_dir": (base / profile.state_dir).resolve()})
     return profile

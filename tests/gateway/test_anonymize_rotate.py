@@ -103,7 +103,7 @@ def test_a_bad_line_stops_the_run_names_it_and_leaves_no_output(
         str(out),
     )
     assert run.returncode == 1
-    assert "line 2: field 'context.kvnr'" in run.stderr and "SECRET-KVNR" not in run.stderr
+    assert "line 2: context.kvnr: must be a KVNR" in run.stderr and "SECRET-KVNR" not in run.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
 
 

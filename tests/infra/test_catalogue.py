@@ -34,7 +34,8 @@ def test_a_withdrawn_server_type_is_refused_naming_the_replacement(section: str)
     data = sections()
     data[section]["server_type"] = "cx22"
     problem = one_problem(data)
-    assert problem.startswith(f"sovereign-llm:{section}.server_type: 'cx22' — withdrawn by Hetzner")
+    assert problem.startswith(f"sovereign-llm:{section}.server_type: withdrawn by Hetzner")
+    assert "cx22" not in problem  # the value is never repeated
     assert "use 'cx23'" in problem
     assert "hetzner-cloud.yaml" in problem
 

@@ -49,7 +49,8 @@ def test_unknown_location_lists_the_allowed_ones() -> None:
     data = sections()
     data["bastion"]["location"] = "fra1"
     problem = one_problem(data)
-    assert "'fra1'" in problem and "unknown Hetzner Cloud location; allowed: fsn1, nbg1, hel1" in problem
+    assert problem.startswith("sovereign-llm:bastion.location: unknown Hetzner Cloud location; allowed: fsn1")
+    assert "fra1" not in problem  # the value is never repeated (gateway/validation.py)
 
 
 def test_non_eu_network_zone_is_refused() -> None:
@@ -62,14 +63,15 @@ def test_gpu_server_outside_an_eu_data_centre_is_refused() -> None:
     data = sections()
     data["gpu_pool"]["servers"][0]["datacenter"] = "ASH-DC1"
     problem = one_problem(data)
-    assert "gpu_pool.servers.0.datacenter: 'ASH-DC1'" in problem and "GDPR Art. 44" in problem
+    assert "gpu_pool.servers.0.datacenter: not an EU" in problem and "GDPR Art. 44" in problem
+    assert "ASH" not in problem
 
 
 def test_jurisdiction_must_be_eu_or_eea() -> None:
     data = sections()
     data["region"]["jurisdiction"] = "US"
     problem = one_problem(data)
-    assert "region.jurisdiction: 'US'" in problem and "EU/EEA" in problem
+    assert "region.jurisdiction: not an EU/EEA country code" in problem and "'US'" not in problem
 
 
 @pytest.mark.parametrize(
@@ -86,7 +88,8 @@ def test_endpoint_outside_the_boundary_is_refused(key: str, value: str, expected
     data = sections()
     data["endpoints"][key] = value
     problem = one_problem(data)
-    assert problem.startswith(f"sovereign-llm:endpoints.{key}: {value!r}")
+    assert problem.startswith(f"sovereign-llm:endpoints.{key}: ")
+    assert value not in problem and value.split("//")[-1].split("/")[0] not in problem  # nor its host
     assert expected in problem
     if "has no host" not in expected:
         assert "GDPR Art. 44" in problem
@@ -95,13 +98,13 @@ def test_endpoint_outside_the_boundary_is_refused(key: str, value: str, expected
 def test_extra_host_must_name_an_eu_jurisdiction() -> None:
     data = sections()
     data["residency"]["extra_hosts"][0]["jurisdiction"] = "CH"
-    assert "residency.extra_hosts.0.jurisdiction: 'CH'" in one_problem(data)
+    assert "residency.extra_hosts.0.jurisdiction: not an EU/EEA country code" in one_problem(data)
 
 
 def test_unlisted_self_hosted_registry_is_refused_until_declared() -> None:
     data = sections()
     data["residency"]["extra_hosts"] = []
-    assert "endpoints.registry_mirror: 'https://registry.sovereign.example.de'" in one_problem(data)
+    assert "endpoints.registry_mirror: its host is not on the EU allowlist" in one_problem(data)
 
 
 def test_private_and_cluster_local_endpoints_are_inside_the_boundary() -> None:
@@ -148,7 +151,7 @@ def test_private_key_pasted_as_public_key_is_refused_without_echo_of_other_keys(
 def test_public_ip_range_is_refused() -> None:
     data = sections()
     data["network"]["ip_range"] = "8.8.0.0/16"
-    assert "network.ip_range: '8.8.0.0/16'" in problems_of(data)[0]
+    assert "network.ip_range: must be a private (RFC 1918) range" in problems_of(data)[0]
 
 
 def test_subnets_must_fit_the_network() -> None:
@@ -211,7 +214,7 @@ def test_even_raft_membership_breaks_openbao_quorum() -> None:
     data = sections()
     data["platform"]["openbao"]["replicas"] = 4
     problem = one_problem(data)
-    assert "platform.openbao.replicas: 4" in problem and "Raft needs an odd number" in problem
+    assert "platform.openbao.replicas: Raft needs an odd number" in problem
 
 
 @pytest.mark.parametrize(
@@ -231,7 +234,8 @@ def test_host_artefact_sources_must_be_inside_the_boundary(section: str, key: st
 def test_rke2_checksums_must_be_sha256_and_airgap_images_pinned() -> None:
     data = sections()
     data["rke2"]["artifact_sha256"] = "not-a-checksum"
-    assert one_problem(data).startswith("sovereign-llm:rke2.artifact_sha256: 'not-a-checksum'")
+    problem = one_problem(data)
+    assert problem.startswith("sovereign-llm:rke2.artifact_sha256: ") and "not-a-checksum" not in problem
     data = sections()
     data["rke2"]["airgap_images"] = True
     assert "airgap_images: true needs airgap_images_sha256" in one_problem(data)

@@ -40,15 +40,15 @@ def test_prod_needs_snapshots_on_the_object_storage() -> None:
     [
         (
             {"bucket": "Sovereign_Etcd"},
-            "rke2.etcd_snapshots.bucket: 'Sovereign_Etcd' — not an S3 bucket name",
+            "rke2.etcd_snapshots.bucket: not an S3 bucket name",
         ),
-        ({"folder": "/etcd/"}, "rke2.etcd_snapshots.folder: '/etcd/' — must be a prefix without leading"),
+        ({"folder": "/etcd/"}, "rke2.etcd_snapshots.folder: must be a prefix without leading"),
         (
             {"schedule_cron": "every 6 hours"},
-            "rke2.etcd_snapshots.schedule_cron: 'every 6 hours' — must be five",
+            "rke2.etcd_snapshots.schedule_cron: must be five",
         ),
         ({"schedule_cron": "0 */6 * *"}, "must be five cron fields"),
-        ({"retention": 0}, "rke2.etcd_snapshots.retention: 0"),
+        ({"retention": 0}, "rke2.etcd_snapshots.retention: Input should be greater than or equal to 1"),
         ({"bucket": "sovereign-pulumi-state"}, "already the bucket of endpoints.pulumi_backend"),
         ({"bucket": "sovereign-audit-eu-central"}, "already the bucket of storage.audit_archive"),
         ({"extra": 1}, "rke2.etcd_snapshots.extra: unknown key"),

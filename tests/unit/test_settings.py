@@ -76,3 +76,35 @@ def test_unknown_setting_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv(CONFIG_ENV, str(cfg))
     with pytest.raises(ValidationError, match="upstream"):
         GatewaySettings()
+
+
+def test_the_audit_archive_endpoint_is_held_to_the_eu_boundary_like_the_stack_config() -> None:
+    """One reviewed-endpoint model and one check for the stack config and the gateway (issue #20,
+    finding 12): a US endpoint, or a 'reviewed' host operated in the US, is refused at load."""
+    from gateway.settings import AuditArchiveSettings
+
+    base = {"url": "s3://sovereign-audit/gateway/", "endpoint": "https://fsn1.your-objectstorage.com"}
+    AuditArchiveSettings(**base)
+    with pytest.raises(ValidationError, match="not on the EU allowlist"):
+        AuditArchiveSettings(**{**base, "endpoint": "https://s3.us-east-1.amazonaws.com"})
+    reviewed = {"host": "minio.example.com", "operator": "Example Inc."}
+    with pytest.raises(ValidationError, match="not an EU/EEA country code"):
+        AuditArchiveSettings(
+            **{
+                **base,
+                "endpoint": "https://minio.example.com",
+                "reviewed_hosts": [{**reviewed, "jurisdiction": "US"}],
+            }
+        )
+    ok = AuditArchiveSettings(
+        **{
+            **base,
+            "endpoint": "https://minio.example.com",
+            "reviewed_hosts": [{**reviewed, "jurisdiction": "de"}],
+        }
+    )
+    assert ok.reviewed_hosts[0].jurisdiction == "DE"
+    # the stack config uses the very same model
+    from infra import config, residency
+
+    assert config.ExtraHostConfig is residency.ReviewedEndpoint is type(ok.reviewed_hosts[0])

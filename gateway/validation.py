@@ -1,0 +1,52 @@
+"""Validation errors reported without the values that caused them (issue #20, finding 11).
+
+A pasted secret or a patient datum in the wrong field must never reach stderr, a log, a report
+or an audit record. Every place that turns a pydantic ``ValidationError`` into words (the stack
+config, the gateway settings and policies, the local profile, SLA profiles, batch input) uses
+``problems``: the field's path and what is wrong, from pydantic's message *without* its input
+(``errors(include_input=False)``). pydantic's own messages name the rule, never the input
+(``Input should be a valid integer``, ``String should match pattern …``); a validator of ours
+raises a message that names the key and the rule only, and the tests feed a canary to every
+field to prove it (tests/unit/test_validation_errors.py).
+
+``NOT_ECHOED`` is the error type for a ``PydanticCustomError`` whose message is complete on its
+own (no ``Value error,`` prefix to strip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+NOT_ECHOED = "value_not_echoed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error: where (dotted path, "" for the whole object), its pydantic type, the words."""
+
+    path: str
+    type: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def problems(exc: ValidationError) -> list[Problem]:
+    """Every error of *exc*, without the offending values."""
+    found = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        path = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "missing: this field is required"
+        elif err["type"] == "extra_forbidden":
+            message = "unknown field: check the spelling"
+        found.append(Problem(path, err["type"], message))
+    return found
+
+
+def first(exc: ValidationError) -> Problem:
+    return problems(exc)[0]
