@@ -9,6 +9,8 @@ Neither prompt nor answer text is logged or audited; only ids, counts, outcomes,
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -28,11 +31,13 @@ from pydantic import ValidationError
 from gateway.audit import AuditKey, AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.kms import KeyProvider, KeyUnavailable
-from gateway.phi.filter import PHIFilter, load_plugins
-from gateway.phi.tokenise import StreamRestorer, count_unrestored, restore
+from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
+from gateway.phi.filter import Filtered, PHIFilter, recognizers
+from gateway.phi.tokenise import StreamRestorer, TokenScanner, count_unrestored, request_key, restore
 from gateway.policy import UseCasePolicy, load_policies
 from gateway.schemas import (
     REQUEST_ID_HEADER,
+    REQUEST_ID_REPLACED_HEADER,
     TENANT_HEADER,
     USE_CASE_HEADER,
     ChatRequest,
@@ -57,7 +62,32 @@ LATENCY = Histogram(
 UPSTREAM_ERRORS = Counter("sovereign_gateway_upstream_errors_total", "Upstream failures.", ["kind"])
 AUDIT_FAILURES = Counter("sovereign_gateway_audit_failures_total", "Audit records that could not be written.")
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: the only X-Request-Id a client may choose: a UUID in its textual form (any version, stored in
+#: lower case). Anything else is replaced by a new UUID, and the answer says so in
+#: X-Request-Id-Replaced: a free-form id could carry patient data into the signed audit trail.
+_REQUEST_ID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: answers (and stream chunks) of more characters than this are restored in a worker thread,
+#: so a large answer never holds the event loop (a setting `limits.restore_in_thread_chars`
+#: may replace this default)
+RESTORE_IN_THREAD_CHARS = 16_384
+#: product fields of free text: detected like any text before the context line shows them
+_PRODUCT_TEXT_FIELDS = ("sku", "name", "category")
+
+
+def request_id_from(headers: Any) -> tuple[str, bool]:
+    """(the request id to use, whether the client's was replaced)."""
+    sent = headers.get(REQUEST_ID_HEADER)
+    if sent is not None and _REQUEST_ID_RE.fullmatch(sent):
+        return sent.lower(), False
+    return str(uuid.uuid4()), sent is not None
+
+
+def keyed_seed(data_key: bytes, seed: int) -> int:
+    """The seed the upstream gets: an HMAC of the client's under the tenant's data key, so the
+    same seed still samples the same way, and a number chosen to carry data (a birth date,
+    an insurance number) never reaches the model server as it is."""
+    mac = hmac.new(data_key, f"sovereign-llm seed:{seed}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:4], "big") >> 1  # 0 .. 2**31 - 1
 
 
 class GatewayError(Exception):
@@ -67,13 +97,20 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
 
-    def response(self, request_id: str) -> JSONResponse:
+    def response(self, request_id: str, replaced: bool = False) -> JSONResponse:
         type_ = "invalid_request_error" if self.status < 500 else "server_error"
         return JSONResponse(
             openai_error(self.message, type_, self.code, self.param),
             status_code=self.status,
-            headers={REQUEST_ID_HEADER: request_id},
+            headers=id_headers(request_id, replaced),
         )
+
+
+def id_headers(request_id: str, replaced: bool) -> dict[str, str]:
+    headers = {REQUEST_ID_HEADER: request_id}
+    if replaced:
+        headers[REQUEST_ID_REPLACED_HEADER] = "true"
+    return headers
 
 
 @dataclass
@@ -81,6 +118,7 @@ class Exchange:
     """What the audit record says about one request (never any text of it)."""
 
     request_id: str
+    request_id_replaced: bool = False
     started: float = field(default_factory=time.perf_counter)
     # the audit key current when the request was admitted: its record is signed with it even
     # when the key's time in memory ends while the answer is still on its way
@@ -102,6 +140,10 @@ class Exchange:
     originals: dict[str, str] = field(default_factory=dict)
     restored: int = 0
     unrestored: int = 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return id_headers(self.request_id, self.request_id_replaced)
 
     def record(self, outcome: str, status: int) -> dict[str, Any]:
         return {
@@ -151,7 +193,7 @@ class Gateway:
         self.http = UpstreamClient(settings.limits)
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
-        self.phi = PHIFilter(load_plugins(settings.phi_plugins))
+        self.phi = PHIFilter(recognizers(settings.phi_names, settings.phi_plugins))
 
     # -- audit ----------------------------------------------------------------------------
     async def seal_audit_segments(self) -> None:
@@ -242,8 +284,12 @@ class Gateway:
         upstream: Upstream,
         texts: list[str],
         context_line: str = "",
+        stop: list[str] | None = None,
+        seed: int | None = None,
     ) -> dict[str, Any]:
-        """The request as the model sees it: *texts* are the filtered message contents."""
+        """The request as the model sees it: *texts* are the filtered message contents, *stop*
+        the filtered stop sequences, *seed* the keyed seed (docs/gateway-api.md lists what
+        happens to every field)."""
         messages = [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)]
         system = "\n\n".join(p for p in (policy.system_prompt, context_line) if p)
         if system:
@@ -264,6 +310,10 @@ class Gateway:
             value = getattr(body, name)
             if value is not None:
                 out[name] = value
+        if stop:
+            out["stop"] = stop
+        if seed is not None:
+            out["seed"] = seed
         if body.stream and body.stream_options is not None:
             out["stream_options"] = body.stream_options.model_dump()
         return out
@@ -302,11 +352,42 @@ class Gateway:
             param, message = describe_validation_error(exc)
             raise GatewayError(422, "invalid_field", message, param) from None
 
+    def filter_request(
+        self,
+        policy: UseCasePolicy,
+        context: PatientContext | None,
+        texts: list[str],
+        key: bytes,
+        tenant: str,
+    ) -> Filtered:
+        """The PHI filter over *texts* (messages, then stop sequences) and the context.
+
+        The free-text product fields (sku, name, category) go through detection first, with
+        every patient field of the request treated as dropped (an identifier there is
+        removed), and the context line then shows the filtered text; price is a validated
+        number, cost and margin are never shown."""
+        product = context.product if context is not None else None
+        raw = {n: v for n in _PRODUCT_TEXT_FIELDS if product is not None and (v := getattr(product, n))}
+        first = None
+        if context is not None and product is not None and raw:
+            plain = [f for f in policy.context_fields if FIELD_CATEGORIES[f] is None]
+            first = self.phi.apply(
+                policy.model_copy(update={"context_fields": plain}), context, list(raw.values()), key, tenant
+            )
+            update = dict(zip(raw, first.texts, strict=True))
+            context = context.model_copy(update={"product": product.model_copy(update=update)})
+        filtered = self.phi.apply(policy, context, texts, key, tenant)
+        if first is not None:
+            tokens = filtered.tokens
+            for token, value in first.tokens.originals.items():
+                tokens.originals.setdefault(token, value)
+            tokens.tokenised.update(first.tokens.tokenised)
+            tokens.removed.update(first.tokens.removed)
+        return filtered
+
     async def chat(self, request: Request) -> Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER, "")
-        if not _REQUEST_ID_RE.match(request_id):
-            request_id = uuid.uuid4().hex
-        ex = Exchange(request_id=request_id)
+        request_id, replaced = request_id_from(request.headers)
+        ex = Exchange(request_id=request_id, request_id_replaced=replaced)
         try:
             raw = await self.read_body(request)
             ex.request_bytes = len(raw)
@@ -343,30 +424,40 @@ class Gateway:
                     "the key service is unavailable; nothing was forwarded. Retry later.",
                 ) from None
             context = body.sovereign.context if body.sovereign else None
-            filtered = self.phi.apply(
-                policy, context, [m.text() for m in body.messages], data_key, key.tenant
+            texts = [m.text() for m in body.messages]
+            stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+            # tokens of this request only: unlinkable to any token seen elsewhere
+            filtered = self.filter_request(
+                policy, context, [*texts, *stops], request_key(data_key), key.tenant
             )
-            ex.phi, ex.originals = filtered.audit(), filtered.tokens.originals
-            payload = self.upstream_body(body, policy, upstream, filtered.texts, filtered.context_line)
+            ex.phi = filtered.audit()
+            ex.originals = untyped(filtered.tokens.originals, [*texts, *stops], context)
+            payload = self.upstream_body(
+                body,
+                policy,
+                upstream,
+                filtered.texts[: len(texts)],
+                filtered.context_line,
+                stop=filtered.texts[len(texts) :],
+                seed=None if body.seed is None else keyed_seed(data_key, body.seed),
+            )
             if body.stream:
                 return await self.forward_stream(ex, upstream, payload)
             return await self.forward(ex, upstream, payload)
         except GatewayError as err:
             self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-            return err.response(request_id)
+            return err.response(request_id, replaced)
         except AuditWriteError as exc:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)
             return GatewayError(
                 503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-            ).response(request_id)
+            ).response(request_id, replaced)
 
     def _upstream_failure(self, exc: UpstreamFailure, upstream: Upstream) -> GatewayError:
         UPSTREAM_ERRORS.labels(kind=exc.kind).inc()
         if isinstance(exc, UpstreamTimeout):
-            return GatewayError(
-                504, "upstream_timeout", f"the model upstream {upstream.host} did not answer in time"
-            )
-        return GatewayError(502, "upstream_unreachable", f"the model upstream {upstream.host} is unreachable")
+            return GatewayError(504, "upstream_timeout", "the model upstream did not answer in time")
+        return GatewayError(502, "upstream_unreachable", "the model upstream is unreachable")
 
     async def forward(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
@@ -381,25 +472,35 @@ class Gateway:
             UPSTREAM_ERRORS.labels(kind="status").inc()
             raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {status}")
         try:
-            answer = json.loads(raw)
-            ex.finish_reason = answer["choices"][0].get("finish_reason")
-            for choice in answer["choices"]:
-                message = choice.get("message") or {}
-                if isinstance(message.get("content"), str):
-                    message["content"], n = restore(message["content"], ex.originals)
-                    ex.restored += n
-                    ex.unrestored += count_unrestored(message["content"])
+            if len(raw) > RESTORE_IN_THREAD_CHARS:
+                content = await run_in_threadpool(self._restore_answer, ex, raw)
+            else:
+                content = self._restore_answer(ex, raw)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             UPSTREAM_ERRORS.labels(kind="malformed").inc()
             raise GatewayError(
                 502, "upstream_malformed", "the model upstream sent a malformed answer"
             ) from None
-        answer["model"] = ex.alias
-        content = json.dumps(answer, ensure_ascii=False).encode()
         ex.response_bytes = len(content)
         if self.write_audit(ex, "ok", 200) is None:
             raise AuditWriteError("the audit record was not written")
-        return Response(content, media_type="application/json", headers={REQUEST_ID_HEADER: ex.request_id})
+        return Response(content, media_type="application/json", headers=ex.headers)
+
+    @staticmethod
+    def _restore_answer(ex: Exchange, raw: bytes) -> bytes:
+        """The answer as the client gets it: tokens restored (one linear pass per choice),
+        the model named by its alias."""
+        answer = json.loads(raw)
+        ex.finish_reason = answer["choices"][0].get("finish_reason")
+        scanner = TokenScanner(ex.originals)
+        for choice in answer["choices"]:
+            message = choice.get("message") or {}
+            if isinstance(message.get("content"), str):
+                message["content"], n = restore(message["content"], ex.originals, scanner)
+                ex.restored += n
+                ex.unrestored += count_unrestored(message["content"])
+        answer["model"] = ex.alias
+        return json.dumps(answer, ensure_ascii=False).encode()
 
     async def forward_stream(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
@@ -416,7 +517,7 @@ class Gateway:
         return StreamingResponse(
             self._relay(ex, resp, t0),
             media_type="text/event-stream",
-            headers={REQUEST_ID_HEADER: ex.request_id, "cache-control": "no-cache"},
+            headers={**ex.headers, "cache-control": "no-cache"},
         )
 
     def _relay_event(self, ex: Exchange, data: bytes, t0: float, restorers: _Restorers) -> bytes:
@@ -454,11 +555,13 @@ class Gateway:
         restorers = _Restorers(ex.originals)
         try:
             async for chunk in resp.chunks():
-                out: list[bytes] = []
-                try:
-                    for data in decoder.feed(chunk):
-                        out.append(self._relay_event(ex, data, t0, restorers))
-                except ValueError:
+                if len(chunk) > RESTORE_IN_THREAD_CHARS:
+                    out, malformed = await run_in_threadpool(
+                        self._relay_chunk, ex, decoder, chunk, t0, restorers
+                    )
+                else:
+                    out, malformed = self._relay_chunk(ex, decoder, chunk, t0, restorers)
+                if malformed:
                     UPSTREAM_ERRORS.labels(kind="malformed").inc()
                     outcome, status = "upstream_malformed", 502
                     out.append(_sse_error("upstream_malformed", "the model upstream sent a malformed event"))
@@ -485,6 +588,18 @@ class Gateway:
             ex.restored, ex.unrestored = restorers.counts()
             self.write_audit(ex, outcome, status)
 
+    def _relay_chunk(
+        self, ex: Exchange, decoder: SSEDecoder, chunk: bytes, t0: float, restorers: _Restorers
+    ) -> tuple[list[bytes], bool]:
+        """The events *chunk* completes, as they go to the client; (events, malformed)."""
+        out: list[bytes] = []
+        try:
+            for data in decoder.feed(chunk):
+                out.append(self._relay_event(ex, data, t0, restorers))
+        except ValueError:
+            return out, True
+        return out, False
+
     @staticmethod
     def _count(ex: Exchange, parts: list[bytes]) -> bytes:
         payload = b"".join(parts)
@@ -493,12 +608,14 @@ class Gateway:
 
     # -- readiness -------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, str]]:
+        # the answer names no address, path or error text (it is unauthenticated); the log has them
         checks: dict[str, str] = {}
         try:
             await self.keys.check()
             checks["openbao"] = "ok"
         except KeyUnavailable as exc:
-            checks["openbao"] = str(exc)
+            log.warning("readiness: OpenBao: %s", exc)
+            checks["openbao"] = "unavailable"
         for alias, upstream in self.settings.upstreams.items():
             try:
                 status = await self.http.probe(f"{upstream.url}/models", tls=self.tls.get(upstream.url))
@@ -509,7 +626,8 @@ class Gateway:
             self.audit.check_writable()
             checks["audit"] = "ok"
         except AuditWriteError as exc:
-            checks["audit"] = str(exc)
+            log.warning("readiness: audit trail: %s", exc)
+            checks["audit"] = exc.reason  # the words without the trail's path
         return all(v == "ok" for v in checks.values()), checks
 
 
@@ -518,12 +636,13 @@ class _Restorers:
 
     def __init__(self, originals: dict[str, str]) -> None:
         self._originals = originals
+        self._scanner = TokenScanner(originals)
         self._by_choice: dict[int, StreamRestorer] = {}
         self._text: list[str] = []
 
     def _get(self, index: int) -> StreamRestorer:
         if index not in self._by_choice:
-            self._by_choice[index] = StreamRestorer(self._originals)
+            self._by_choice[index] = StreamRestorer(self._originals, self._scanner)
         return self._by_choice[index]
 
     def feed(self, index: int, text: str) -> str:
@@ -540,6 +659,18 @@ class _Restorers:
         """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
         restored = sum(r.restored for r in self._by_choice.values())
         return restored, count_unrestored("".join(self._text))
+
+
+def untyped(originals: dict[str, str], texts: list[str], context: PatientContext | None) -> dict[str, str]:
+    """The restoration map less every token that the client's own request contains (in a
+    message, a stop sequence or a context value): a token the client typed is never restored,
+    only ones this request's filter made from values the request itself holds."""
+    sent = [*texts]
+    if context is not None:
+        for _, value in set_fields(context):
+            sent += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    typed = {token for _, _, token in TokenScanner(originals).find("\n".join(sent))}
+    return {t: v for t, v in originals.items() if t not in typed} if typed else originals
 
 
 def _sse_error(code: str, message: str) -> bytes:
@@ -564,13 +695,19 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         version="0.1.0",
         description="OpenAI-compatible, PHI-filtering gateway; the only door to the models.",
         lifespan=lifespan,
+        # no /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a public CDN, which a
+        # browser inside the boundary must not be sent to; /openapi.json stays (the schema only)
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.gateway = gw
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
         # an exception handler, not an HTTP middleware: BaseHTTPMiddleware costs ~1 ms a request
-        log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+        route = request.scope.get("route")  # the route's own path, never the one the client sent
+        log.error("unhandled %s on %s", type(exc).__name__, getattr(route, "path", "-"))
         return JSONResponse(openai_error("internal error", "server_error", "internal_error"), 500)
 
     @app.get("/healthz")
@@ -591,7 +728,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         try:
             gw.authenticate(request)
         except GatewayError as err:
-            return err.response(uuid.uuid4().hex)
+            return err.response(*request_id_from(request.headers))
         data = [{"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams]
         return JSONResponse({"object": "list", "data": data})
 

@@ -41,7 +41,12 @@ HEAD_SIZE = 512
 
 
 class AuditWriteError(RuntimeError):
-    """The audit record could not be written; the request must not be served un-audited."""
+    """The audit record could not be written; the request must not be served un-audited.
+    ``reason`` says why in words that name no path (what /readyz shows)."""
+
+    def __init__(self, message: str, reason: str = "not writable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ class AuditLog:
         if free < self._min_free:
             raise AuditWriteError(
                 f"audit trail {self.path}: {free // 1024} KiB free on its disk, below the reserve "
-                f"audit.min_free_bytes ({self._min_free // 1024} KiB): free space or move audit.path"
+                f"audit.min_free_bytes ({self._min_free // 1024} KiB): free space or move audit.path",
+                reason="below the reserve (audit.min_free_bytes)",
             )
 
     def free_bytes(self) -> int:

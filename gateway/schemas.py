@@ -1,10 +1,11 @@
 """The request contract: OpenAI-compatible chat completions plus the ``sovereign`` extension.
 
-Unknown top-level fields are refused (422 naming the field) rather than forwarded: an
-unreviewed field is a way for patient data to reach the model unseen. Types are strict, as in
-the published schema: ``"stream": 0`` or ``"temperature": "0.5"`` is refused, not
-reinterpreted. ``user`` is accepted for client compatibility but never forwarded (it is an
-end-user identifier).
+Unknown fields are refused (422 naming where, never the unknown name itself: a client chose
+it) rather than forwarded: an unreviewed field is a way for patient data to reach the model
+unseen. Types are strict, as in the published schema: ``"stream": 0`` or
+``"temperature": "0.5"`` is refused, not reinterpreted. ``user`` is accepted for client
+compatibility but never forwarded (it is an end-user identifier). docs/gateway-api.md says
+what happens to every field: filtered, validated to a safe form, or not forwarded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from gateway.phi.context import PatientContext
 USE_CASE_HEADER = "x-sovereign-use-case"
 TENANT_HEADER = "x-sovereign-tenant"
 REQUEST_ID_HEADER = "x-request-id"
+#: sent (``true``) when the client's X-Request-Id was not a UUID and a new one was made
+REQUEST_ID_REPLACED_HEADER = "x-request-id-replaced"
 
 
 class TextPart(BaseModel):
@@ -72,23 +75,25 @@ class ChatRequest(BaseModel):
     user: str | None = Field(default=None, description="Accepted, never forwarded.")
     sovereign: SovereignExtension | None = None
 
-    #: sampling fields passed on to the upstream as they are
+    #: bounded numbers passed on as they are; ``stop`` goes through the PHI filter and
+    #: ``seed`` is replaced by a keyed hash of it (gateway/app.py)
     FORWARDED: ClassVar[tuple[str, ...]] = (
         "temperature",
         "top_p",
         "presence_penalty",
         "frequency_penalty",
-        "stop",
-        "seed",
     )
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
-    """(field, message) for the first error, never echoing the offending value."""
+    """(field, message) for the first error, never echoing the offending value, nor the name
+    of an unknown field (the client chose it: it could be patient data): that one is reported
+    at the object that holds it, ``body`` for the top level."""
     first = exc.errors(include_input=False, include_url=False)[0]
-    field = ".".join(str(p) for p in first["loc"]) or "body"
     if first["type"] == "extra_forbidden":
-        return field, f"field {field!r} is not supported by the gateway; remove it"
+        where = ".".join(str(p) for p in first["loc"][:-1]) or "body"
+        return where, f"{where}: unknown field; the gateway supports only the documented fields"
+    field = ".".join(str(p) for p in first["loc"]) or "body"
     if first["type"] == "missing":
         return field, f"field {field!r} is required"
     return field, f"field {field!r}: {first['msg']}"

@@ -225,6 +225,12 @@ class GatewaySettings(BaseSettings):
         default=Path("gateway-keys.json"),
         description="Hashed client API keys (see `sovereign gateway keys`).",
     )
+    phi_names: bool = Field(
+        default=True,
+        description="Recognise person names the context does not name (a spouse, a doctor: "
+        "gateway/phi/names.py). Its lexicon is built by `make install` (in the image: "
+        "SOVEREIGN_NAMES_DATA); without it the gateway refuses to start rather than let names through.",
+    )
     phi_plugins: list[str] = Field(
         default_factory=list,
         description="Extra PHI recognizers (e.g. an NER model) as 'package.module:Class'; each "

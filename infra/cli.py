@@ -163,6 +163,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     from gateway.kms import KeyProvider
     from gateway.phi.batch import anonymize
+    from gateway.phi.filter import recognizers
     from gateway.policy import load_policies
 
     settings = _gateway_settings(args)
@@ -184,7 +185,11 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 f"\r  {done}/{total} conversations ({100 * done // max(total, 1)} %)", end="", file=sys.stderr
             )
 
-    summary = anonymize(policies[args.policy], source, Path(args.output), data_key, args.tenant, progress)
+    # the gateway's own recognisers: a batch export gets what a request gets
+    plugins = recognizers(settings.phi_names, settings.phi_plugins)
+    summary = anonymize(
+        policies[args.policy], source, Path(args.output), data_key, args.tenant, progress, plugins
+    )
     print("", file=sys.stderr)
     print(summary.render())
     return 0
@@ -634,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.clientkeys import KeyStoreError
     from gateway.kms import KeyUnavailable
     from gateway.phi.batch import BatchError
+    from gateway.phi.names import NameDataMissing
     from gateway.policy import PolicyError
     from infra.local.process import ComponentError
     from infra.local.profile import ProfileError
@@ -650,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         AuditWriteError,
         KeyUnavailable,
         BatchError,
+        NameDataMissing,
         FileNotFoundError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,7 +58,12 @@ if ! ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; 
 fi
 
 say "installing sovereign-llm with the local, dev and load extras"
-.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev,load]'
+.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev,load,names]'
+# the name recogniser's lexicon (gateway/phi/names.py), built once from the names extra
+if ! .venv/bin/python -c 'import sys; from gateway.phi.names import data_installed; sys.exit(not data_installed())'; then
+  say "building the name lexicon (names-dataset + wordfreq, about 30 s)"
+  .venv/bin/python -m gateway.phi.names_build
+fi
 # checkov pins old versions of packages the project also uses: it gets a venv of its own
 CHECKOV_VERSION=3.3.30
 if ! .venv-tools/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,11 @@ def anonymize(
     data_key: bytes,
     tenant: str,
     progress: Callable[[int, int], None] | None = None,
+    plugins: Sequence[Recognizer] = (),
 ) -> Summary:
     total = sum(1 for line in source.open(encoding="utf-8") if line.strip())
     summary = Summary()
-    phi = PHIFilter()
+    phi = PHIFilter(plugins)
     t0 = time.monotonic()
     tmp = target.with_name(target.name + ".partial")
     try:

@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.phi.checksums import iban_valid, kvnr_valid
@@ -155,6 +156,12 @@ def spellings(path: str, value: Any) -> list[tuple[str, list[str]]]:
             f"{d.day}. {MONTHS_DE[d.month - 1]} {d.year}", f"{d.day} {MONTHS_EN[d.month - 1]} {d.year}",
             f"{MONTHS_EN[d.month - 1]} {d.day} {d.year}", f"{d.day} {MONTHS_EN[d.month - 1][:3]} {d.year}",
             f"{MONTHS_EN[d.month - 1][:3]} {d.day} {d.year}",
+            # other orders and lengths: 1968-3-14, 68-03-14, 14 Mar 68, 14th March 1968, 14. Mrz. 1968
+            f"{d.year}-{d.month}-{d.day}", f"{y2}-{d:%m-%d}", f"{d.day} {MONTHS_EN[d.month - 1]} {y2}",
+            f"{d.day} {MONTHS_EN[d.month - 1][:3]} {y2}", f"{d.day}. {MONTHS_DE[d.month - 1]} {y2}",
+            f"{d.day}{_ordinal(d.day)} {MONTHS_EN[d.month - 1]} {d.year}",
+            f"{MONTHS_EN[d.month - 1]} {d.day}{_ordinal(d.day)} {d.year}",
+            f"{d.day}. {_MONTHS_DE_SHORT[d.month - 1]} {d.year}",
         ]  # fmt: skip
         return [(f"{d:%d.%m.%Y}", forms)]
     if path == "phone":
@@ -169,7 +176,39 @@ def spellings(path: str, value: Any) -> list[tuple[str, list[str]]]:
     return [(str(value), [str(value)])]
 
 
+_MONTHS_DE_SHORT = ["Jan", "Feb", "Mrz", "Apr", "Mai", "Jun", "Jul", "Aug", "Sep", "Okt", "Nov", "Dez"]
+
+
+def _ordinal(day: int) -> str:
+    return "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
 def _phone_spellings(phone: str) -> list[str]:
+    """Country code with and without 00, trunk zero or none, the national number alone
+    ("30 1234567" for "+49 30 1234567"). An international number is split at its country
+    code as libphonenumber's table of calling codes (``phonenumbers``) has it (calling codes
+    are prefix-free; a lookup, not ``phonenumbers.parse``, which costs 30 us a number); a
+    number without one, or with an unknown one, gets every plausible split."""
+    digits = re.sub(r"\D", "", phone)
+    if phone.strip().startswith("+") or digits.startswith("00"):
+        digits = digits[2:] if digits.startswith("00") else digits
+        for cc_len in (1, 2, 3):
+            if int(digits[:cc_len] or 0) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                cc, national = digits[:cc_len], digits[cc_len:]
+                # "+49 (0)30 …": the trunk zero written in brackets is not part of the number
+                national = national[1:] if national.startswith("0") and "(0)" in phone else national
+                if len(national) >= 5:
+                    return [
+                        national,
+                        "0" + national,
+                        cc + national,
+                        "00" + cc + national,
+                        cc + "0" + national,
+                    ]
+    return _heuristic_phone_spellings(phone)
+
+
+def _heuristic_phone_spellings(phone: str) -> list[str]:
     digits = re.sub(r"\D", "", phone)
     if phone.strip().startswith("+") or digits.startswith("00"):
         digits = digits[2:] if digits.startswith("00") else digits
@@ -177,10 +216,10 @@ def _phone_spellings(phone: str) -> list[str]:
         for cc_len in (1, 2, 3):
             cc, national = digits[:cc_len], digits[cc_len:]
             if len(national) >= 5:
-                out += [cc + national, "00" + cc + national, "0" + national, cc + "0" + national]
+                out += [cc + national, "00" + cc + national, "0" + national, cc + "0" + national, national]
         return out
     national = digits[1:] if digits.startswith("0") else digits
-    out = ["0" + national]
+    out = ["0" + national, national]
     for cc in ("49", "43", "41", "44", "33", "31"):  # a national number may be written with its country code
         out += [cc + national, "00" + cc + national, cc + "0" + national]
     return out

@@ -13,10 +13,14 @@ import re
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import compress
+from itertools import accumulate, compress
 from typing import NamedTuple, Protocol
 
-from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
+from anyascii import anyascii
+
+from gateway.phi.checksums import IBAN_LENGTHS, iban_valid, kvnr_valid, luhn_valid
+from gateway.phi.encodings import encoded_runs
+from gateway.phi.normalise import normalise
 
 # categories, most specific first: the rank breaks ties between equally long spans
 CATEGORIES = (
@@ -85,8 +89,10 @@ def _absorb_patterns(spans: list[Span]) -> list[Span]:
     """A known value and a pattern match of the same category that overlap are one finding
     (``+49 30 123 4567`` around a known ``030 1234567``): the known span grows to cover both,
     so a value the use case may not use is removed whole rather than tokenised as a pattern.
-    The original spans stay candidates: if the grown span loses to a longer one, they can
-    still cover what it would have covered."""
+    A grown span stands for the text it covers, not for the known value (``canonical`` empty):
+    a known first name grown over the name recogniser's ``Erika Schmidt`` must restore as
+    ``Erika Schmidt``, not as ``Erika``. The original spans stay candidates: if the grown span
+    loses to a longer one, they can still cover what it would have covered."""
     known = [s for s in spans if s.source in ("known", "dropped")]
     patterns = [s for s in spans if s.source not in ("known", "dropped")]
     grown = []
@@ -96,7 +102,7 @@ def _absorb_patterns(spans: list[Span]) -> list[Span]:
             if p.category == k.category and p.start < k.end and k.start < p.end:
                 start, end = min(start, p.start), max(end, p.end)
         if (start, end) != (k.start, k.end):
-            grown.append(k._replace(start=start, end=end))
+            grown.append(k._replace(start=start, end=end, canonical=""))
     return grown + known + patterns
 
 
@@ -107,17 +113,43 @@ UMLAUT_EXPANSIONS = str.maketrans(
 )
 
 
+# letters written out in two when typed without their diacritic: "Soeren" for "Søren"
+_EXPANSIONS = str.maketrans(
+    {
+        "ø": "oe",
+        "Ø": "Oe",
+        "æ": "ae",
+        "Æ": "Ae",
+        "å": "aa",
+        "Å": "Aa",
+        "œ": "oe",
+        "Œ": "Oe",
+        "þ": "th",
+        "Þ": "Th",
+    }
+)
+
+
 class _FoldTable(dict[int, str | None]):
     """str.translate table, filled on first sight of a character: letters and digits fold to
     one lower-case character without diacritics (ß -> s; spelled-out variants cover "ss"),
-    everything else is deleted. One character in, at most one out, so positions map back."""
+    everything else is deleted. One character in, at most one out, so positions map back.
+    Latin letters that do not decompose (ł, ø, đ, dotless i, æ) take the first letter of
+    their transliteration (anyascii: l, o, d, i, a); digits of every script become 0-9."""
 
     def __missing__(self, code: int) -> str | None:
         ch = chr(code)
         folded: str | None = None
         if ch.isalnum():
-            base = [c for c in unicodedata.normalize("NFKD", ch.casefold()) if c.isalnum()]
-            folded = base[0] if base else ch
+            digit = unicodedata.decimal(ch, None)
+            if digit is not None:
+                folded = str(digit)
+            else:
+                base = [c for c in unicodedata.normalize("NFKD", ch.casefold()) if c.isalnum()]
+                folded = base[0] if base else ch
+                if not folded.isascii() and unicodedata.name(folded, "").startswith("LATIN"):
+                    latin = anyascii(folded).lower()
+                    folded = latin[0] if latin[:1].isalnum() else folded
         self[code] = folded
         return folded
 
@@ -141,7 +173,7 @@ def _byte_tables() -> tuple[bytes, bytes, bytes, bytes]:
             delete.append(b)
             continue
         try:
-            fold[b] = folded.encode("cp1252")[0]  # þ folds to itself: still one cp1252 byte
+            fold[b] = folded.encode("cp1252")[0]  # þ folds to t, æ to a: one cp1252 byte
         except UnicodeEncodeError:
             unsafe.append(b)  # µ folds to Greek μ: such text takes the slow path
         mask[b] = 1
@@ -192,11 +224,12 @@ def skeleton_with_map(text: str) -> tuple[str, list[int]]:
 
 
 def variants(value: str) -> set[str]:
-    """Skeletons under which *value* may appear: as written, with umlauts spelled out."""
+    """Skeletons under which *value* may appear: as written, with umlauts (and ø, æ, å, œ,
+    þ) spelled out; without diacritics is the plain skeleton."""
     plain = skeleton(value)
     if value.isascii():
         return {plain} if plain else set()
-    out = {plain, skeleton(value.translate(UMLAUT_EXPANSIONS))}
+    out = {plain, skeleton(value.translate(UMLAUT_EXPANSIONS).translate(_EXPANSIONS))}
     return {v for v in out if v}
 
 
@@ -229,11 +262,21 @@ class KnownValueMatcher:
                 while pos >= 0:
                     start = index[pos]
                     end = _whole_token_end(text, start, index[pos + len(sk) - 1] + 1, value.allow_suffix_s)
+                    if value.category == "DATE":  # a date-time: 1968-03-14T09:30, 14.03.1968 09:30 Uhr
+                        time = _TIME_AFTER.match(text, index[pos + len(sk) - 1] + 1)
+                        if time is not None and (start == 0 or not text[start - 1].isalnum()):
+                            end = time.end()
                     if end is not None:
                         source = "dropped" if value.dropped else "known"
                         spans.append(Span(start, end, value.category, source, value.canonical))
                     pos = skel.find(sk, pos + 1)
         return spans
+
+
+_TIME_AFTER = re.compile(
+    r"(?:[Tt]|,?[ \t]+(?:um[ \t]+|at[ \t]+)?)\d{1,2}[:.]\d{2}(?:[:.]\d{2}(?:[.,]\d+)?)?"
+    r"(?:[ \t]*(?:[Zz]|[+-]\d{2}:?\d{2}|Uhr|h|[ap]\.?m\.?))?(?!\w)"
+)
 
 
 def _whole_token_end(text: str, start: int, end: int, allow_suffix_s: bool) -> int | None:
@@ -262,9 +305,20 @@ _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
 # digit with no word character before it): the engine still skips ahead on that first
 # character, and no Python check runs per match.
 _CASED: list[tuple[str, re.Pattern[str], int]] = [
-    ("CARD", re.compile(r"\d(?<!\w\d)(?:[ \-]?\d){11,18}(?!\w)"), 0),  # only inside _LONG_DIGIT_RUN
-    ("IBAN", re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)"), 0),
-    ("KVNR", re.compile(r"[A-Z](?<!\w[A-Z])\d{9}(?!\w)"), 0),
+    ("CARD", re.compile(r"\d(?<!\w\d)(?:[ \-./\t\r\n]{0,3}\d){11,40}(?!\w)"), 0),  # groups: _card_spans
+    # upper or lower case, groups separated by a space, hyphen or dot; the end: _iban_end.
+    # Anchored on the first check digit, the country code in a look-behind: the engine skips
+    # ahead to digits instead of trying every letter of the text. A separator between country
+    # code and check digits only after capitals ("DE 89 …", not "am 16. …").
+    (
+        "IBAN",
+        re.compile(
+            r"\d(?:(?<=(?<!\w)[A-Za-z]{2}\d)|(?<=(?<!\w)[A-Z]{2}[ \-.]\d))"
+            r"\d(?:[ \-.]{0,2}[A-Za-z0-9]){11,40}"
+        ),
+        0,
+    ),
+    ("KVNR", re.compile(r"[A-Za-z](?<!\w[A-Za-z])[ \-.]?\d(?:[ \-.]?\d){8}(?!\w)"), 0),
     ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _LOCAL_PART
     ("ORDER_ID", re.compile(r"#\s?(\d{6,12})(?!\w)"), 1),
     (
@@ -272,12 +326,20 @@ _CASED: list[tuple[str, re.Pattern[str], int]] = [
         re.compile(
             rf"(?:\+(?<![\w+.\-]\+)\d{{1,3}}{_SEP}*(?:\(0\){_SEP}*)?"
             rf"|0(?<![\w+.\-/]0)(?:0\d{{2,3}}{_SEP}*|\d{{2,5}}{_SEP}{{0,3}}))"
-            rf"\d(?:{_SEP}{{0,2}}\d){{3,13}}(?!\w)"
+            rf"\d(?:{_SEP}{{0,3}}\d){{3,13}}(?!\w)"
         ),
         0,
     ),
-    # the shape here, the day and month ranges in _date_valid
-    ("DATE", re.compile(r"\d(?<![\w.]\d)\d{0,3}([./-])\d{1,2}\1\d{2,4}(?!\w)"), 0),
+    # the shape here (spaces around the separators allowed, an ISO time after it), the day
+    # and month ranges in _date_valid
+    (
+        "DATE",
+        re.compile(
+            r"\d(?<![\w.]\d)\d{0,3} ?([./-]) ?\d{1,2} ?\1 ?\d{2,4}"
+            r"(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?(?!\w)"
+        ),
+        0,
+    ),
     ("POSTCODE", re.compile(r"(\d(?<![\w.,]\d)\d{4})\s+(?=[A-ZÄÖÜ][a-zäöüß]{2,})"), 1),
 ]
 # on the lower-cased text
@@ -332,13 +394,91 @@ _LOWER: list[tuple[str, re.Pattern[str], int, tuple[str, ...]]] = [
         ),
     ),
 ]
+# e-mail written to dodge harvesters: "max.mustermann [at] example [dot] de", "max @ example.de";
+# anchored on the "at", on the lower-cased text
+_AT_GATE = ("t]", "t)", "t}", "@ ", " @")
+_AT_MARK = re.compile(r"\s*(?:[\[({]\s*(?:at|ät)\s*[\])}]|@)\s*")
+_DOT = r"(?:\.|\s*[\[({]\s*(?:dot|punkt)\s*[\])}]\s*)"
+_OBF_DOMAIN = re.compile(rf"[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[a-z]{{2,}}(?!\w)")
 _DAY_BEFORE = re.compile(rf"{_DAY}\.?\s+$")
 
-_LONG_DIGIT_RUN = re.compile(r"\d[\d \-]{10,}\d")
+# runs of digits and separators, nine characters or more: cards and KVNRs are looked for
+# only in or right before such runs (a search for digits is far cheaper than trying every
+# letter; the patterns themselves decide how many digits and separators make one)
+_DIGIT_RUN = re.compile(r"\d[\d \-./\t\r\n]{7,}\d")
+_DIGIT_GROUP = re.compile(r"\d+")
+_TIME_PART = re.compile(r"[Tt]\d.*$")
 _LOCAL_PART = re.compile(r"[\w.+-]{1,64}$")
 
 
+def _windows(runs: list[tuple[int, int]], before: int, after: int, size: int) -> list[tuple[int, int]]:
+    """The runs widened by *before* and *after* characters, overlapping ones merged. A window
+    ends one character past a run, so a look-ahead sees what follows it."""
+    out: list[tuple[int, int]] = []
+    for start, end in runs:
+        lo, hi = max(0, start - before), min(size, end + after)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _card_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Card numbers among the digit groups of text[start:end]: consecutive whole groups of 12
+    to 19 digits that pass Luhn, longest first. Groups of 3+ digits (4-4-4-4, 4-6-5) or
+    single digits take any separator (dots, slashes, line breaks, repeated spaces); groups
+    of two only a single space or hyphen (a date's groups are never a card)."""
+    groups = [m.span() for m in _DIGIT_GROUP.finditer(text, start, end)]
+    if len(groups) == 1:
+        return [groups[0]] if luhn_valid(text[start:end]) else []
+    sizes = [b - a for a, b in groups]
+    prefix = [0, *accumulate(sizes)]
+    plain = [text[groups[k][1] : groups[k + 1][0]] in (" ", "-") for k in range(len(groups) - 1)]
+    found: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        for j in range(len(groups) - 1, i - 1, -1):
+            digits = prefix[j + 1] - prefix[i]
+            if digits > 19:
+                continue
+            if digits < 12:
+                break  # fewer groups only have fewer digits
+            window = sizes[i : j + 1]
+            if not (min(window) >= 3 or max(window) == 1 or all(plain[i:j])):
+                continue
+            if luhn_valid("".join(text[a:b] for a, b in groups[i : j + 1])):
+                found.append((groups[i][0], groups[j][1]))
+                i = j
+                break
+        i += 1
+    return found
+
+
+def _iban_end(text: str, start: int, end: int) -> int | None:
+    """The longest valid IBAN from *start* up to *end*, ending at the end of a group (the
+    greedy pattern may run into the next word); None if there is none."""
+    groups = [(m.end(), m.group()) for m in _ALNUM_GROUP.finditer(text, start, end)]
+    if groups and groups[-1][0] == end and end < len(text) and text[end].isalnum():
+        groups.pop()  # the match stopped inside a longer word
+    lengths = list(accumulate(len(g) for _, g in groups))
+    expected = IBAN_LENGTHS.get(text[start : start + 2].upper())
+    for k in range(len(groups) - 1, -1, -1):
+        if lengths[k] > 34 or (expected is not None and lengths[k] != expected):
+            continue
+        if lengths[k] < 15:
+            return None
+        compact = "".join(g for _, g in groups[: k + 1])
+        if sum(map(str.isdigit, compact)) >= 10 and iban_valid(compact):
+            return groups[k][0]
+    return None
+
+
+_ALNUM_GROUP = re.compile(r"[A-Za-z0-9]+")
+
+
 def _date_valid(text: str) -> bool:
+    text = _TIME_PART.sub("", text.replace(" ", ""))
     parts = re.split(r"[./-]", text)
     if len(parts[0]) == 4:  # 1968-03-14
         year, month, day = parts
@@ -354,23 +494,32 @@ def _date_valid(text: str) -> bool:
 
 
 _VALIDATORS = {
-    "CARD": lambda s: luhn_valid(re.sub(r"[ \-]", "", s)),
-    "IBAN": iban_valid,
-    "KVNR": kvnr_valid,
+    "KVNR": lambda s: kvnr_valid(re.sub(r"[ \-.]", "", s).upper()),
     "DATE": _date_valid,
 }
 
 
 def find_patterns(text: str) -> list[Span]:
     spans: list[Span] = []
+    runs = [m.span() for m in _DIGIT_RUN.finditer(text)]
     for category, pattern, group in _CASED:
         validate = _VALIDATORS.get(category)
         if category == "CARD":  # cards need 12+ digits: look only inside such runs
-            found = [
-                m
-                for run in _LONG_DIGIT_RUN.finditer(text)
-                for m in pattern.finditer(text, run.start(), run.end())
-            ]
+            for run in runs:
+                for m in pattern.finditer(text, *run):
+                    spans.extend(Span(a, b, "CARD") for a, b in _card_spans(text, *m.span()))
+            continue
+        if category == "IBAN":  # the greedy match may swallow a second IBAN: search on after the first
+            iban = pattern.search(text)
+            while iban is not None:
+                begin = iban.start() - (2 if text[iban.start() - 1].isalpha() else 3)
+                stop = _iban_end(text, begin, iban.end())
+                if stop is not None:
+                    spans.append(Span(begin, stop, "IBAN"))
+                iban = pattern.search(text, stop if stop is not None else iban.start() + 1)
+            continue
+        if category == "KVNR":  # the letter (and a separator) right in front of a digit run
+            found = [m for lo, hi in _windows(runs, 2, 1, len(text)) for m in pattern.finditer(text, lo, hi)]
         elif category in ("EMAIL", "ORDER_ID"):
             found = list(pattern.finditer(text)) if ("@" if category == "EMAIL" else "#") in text else []
         else:
@@ -387,6 +536,12 @@ def find_patterns(text: str) -> list[Span]:
     low = text.lower()
     if len(low) != len(text):  # a rare character changed length when lower-cased
         low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if any(mark in low for mark in _AT_GATE):
+        for m in _AT_MARK.finditer(low):
+            domain = _OBF_DOMAIN.match(low, m.end())
+            local = _LOCAL_PART.search(low, max(0, m.start() - 64), m.start())
+            if domain and local and (local.start() == 0 or not low[local.start() - 1].isalnum()):
+                spans.append(Span(local.start(), domain.end(), "EMAIL"))
     for category, pattern, group, gate in _LOWER:
         if not any(word in low for word in gate):  # a substring test is far cheaper than a scan
             continue
@@ -402,15 +557,89 @@ def find_patterns(text: str) -> list[Span]:
 
 
 class Detector:
-    """Everything found in one text, overlaps resolved."""
+    """Everything found in one text (or in the texts of one request), overlaps resolved.
+
+    The recognisers run on the normalised text (gateway/phi/normalise.py) and their spans are
+    mapped back to the original; runs that are an encoding of other text are decoded and
+    removed whole when they hold a known value or an identifier; a known value (or a card,
+    IBAN or KVNR) split across the end of one message and the start of the next is found in
+    both."""
 
     def __init__(self, known: Sequence[KnownValue], plugins: Sequence[Recognizer] = ()) -> None:
         self._known = KnownValueMatcher(known)
         self._plugins = plugins
+        self._known_values = known
+        self._window = _SPLIT_PATTERN_WINDOW
 
     def detect(self, text: str) -> list[Span]:
-        spans = self._known.find(text)
-        spans.extend(find_patterns(text))
+        return resolve_overlaps(self._find(text))
+
+    def detect_texts(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Spans per text, with values split across consecutive texts."""
+        found = [self._find(text) for text in texts]
+        if len(texts) > 1:
+            longest = max((len(sk) for v in self._known_values for sk in v.skeletons), default=0)
+            # characters of each message looked at for a value split across two: the longest
+            # skeleton, with room for the separators between its characters
+            self._window = max(2 * longest, _SPLIT_PATTERN_WINDOW)
+        for i in range(len(texts) - 1):
+            first, second = self._split_across(texts[i], texts[i + 1])
+            found[i].extend(first)
+            found[i + 1].extend(second)
+        return [resolve_overlaps(spans) for spans in found]
+
+    def _find(self, text: str) -> list[Span]:
+        norm = normalise(text)
+        subject = text if norm is None else norm.text
+        spans = self._known.find(subject)
+        spans.extend(find_patterns(subject))
+        spans.extend(self._encoded(subject))
+        if norm is not None:
+            spans = [s._replace(start=a, end=b) for s in spans for a, b in (norm.original(s.start, s.end),)]
         for plugin in self._plugins:
             spans.extend(plugin.analyze(text))
-        return resolve_overlaps(spans)
+        return spans
+
+    def _encoded(self, text: str) -> list[Span]:
+        """A run that decodes to text holding a known value or an identifier: removed whole
+        (source "dropped"), in the category of the longest, most specific finding."""
+        spans = []
+        for start, end, decoded in encoded_runs(text):
+            inner_norm = normalise(decoded)
+            inner = decoded if inner_norm is None else inner_norm.text
+            hits = self._known.find(inner) + find_patterns(inner)
+            if hits:
+                best = min(hits, key=lambda s: (s.start - s.end, -_RANK.get(s.category, 0)))
+                spans.append(Span(start, end, best.category, "dropped"))
+        return spans
+
+    def _split_across(self, first: str, second: str) -> tuple[list[Span], list[Span]]:
+        """Spans for a value that starts in the tail of *first* and ends in the head of
+        *second*: each text gets a span over its part."""
+        w = self._window
+        tail, head = first[-w:], second[:w]
+        if not tail.strip() or not head.strip():
+            return [], []
+        window = tail + head
+        cut, offset = len(tail), len(first) - len(tail)
+        norm = normalise(window)
+        subject = window if norm is None else norm.text
+        candidates = self._known.find(subject)
+        candidates += [s for s in find_patterns(subject) if s.category in _SPLIT_CATEGORIES]
+        out_first: list[Span] = []
+        out_second: list[Span] = []
+        for span in candidates:
+            start, end = (span.start, span.end) if norm is None else norm.original(span.start, span.end)
+            if not start < cut < end:
+                continue
+            a_end = len(tail.rstrip())
+            b_start = len(head) - len(head.lstrip())
+            if start >= a_end or end <= cut + b_start:
+                continue  # all of it on one side, only whitespace on the other
+            out_first.append(span._replace(start=offset + start, end=offset + a_end))
+            out_second.append(span._replace(start=b_start, end=end - cut))
+        return out_first, out_second
+
+
+_SPLIT_CATEGORIES = frozenset({"CARD", "IBAN", "KVNR"})  # identifiers a checksum confirms
+_SPLIT_PATTERN_WINDOW = 48

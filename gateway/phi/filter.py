@@ -48,6 +48,17 @@ def load_plugins(specs: Sequence[str]) -> list[Recognizer]:
     return plugins
 
 
+def recognizers(names: bool, specs: Sequence[str] = ()) -> list[Recognizer]:
+    """The recognisers beside the patterns: the name recogniser (on unless *names* is False;
+    gateway/phi/names.py, NameDataMissing without its lexicon) and the configured plug-ins."""
+    found: list[Recognizer] = []
+    if names:
+        from gateway.phi.names import NameRecognizer
+
+        found.append(NameRecognizer())
+    return found + load_plugins(specs)
+
+
 class PHIFilter:
     def __init__(self, plugins: Sequence[Recognizer] = ()) -> None:
         self._plugins = plugins
@@ -97,7 +108,10 @@ class PHIFilter:
         tokeniser = self._tokeniser(data_key, tenant)
         tokens = TokenMap()
         removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
-        out = [tokeniser.apply(text, detector.detect(text), removed, tokens) for text in texts]
+        out = [
+            tokeniser.apply(text, spans, removed, tokens)
+            for text, spans in zip(texts, detector.detect_texts(texts), strict=True)
+        ]
 
         context_parts = []
         for path, value in used:

@@ -56,9 +56,7 @@ class LocalProfile(BaseModel):
         except ValueError:
             raise ValueError(f"must be a loopback IP address such as 127.0.0.1, got {value!r}") from None
         if not ip.is_loopback:
-            raise ValueError(
-                "not a loopback address; the local stack serves loopback only (use 127.0.0.1)"
-            )
+            raise ValueError("not a loopback address; the local stack serves loopback only (use 127.0.0.1)")
         return value
 
     def url(self, component: str) -> str:

@@ -14,6 +14,7 @@ benchmarks/README.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -26,8 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from gateway.app import keyed_seed
 from gateway.clientkeys import ClientKeyStore
+from gateway.kms import KeyProvider
 from gateway.policy import load_policies
+from gateway.settings import load_settings
 from tests.boundary.conftest import Sealed
 from tests.boundary.namespace import Destination
 from tests.phi_corpus import Item, distinctive, generate, leaks
@@ -107,7 +111,7 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
                         body = {
                             "messages": [{"role": "user", "content": item.text}],
                             "stream": i % 3 == 0,
-                            "seed": i,
+                            "seed": i,  # reproducible sampling; replaced by a keyed value upstream
                             "sovereign": sovereign,
                         }  # fmt: skip  (seed: which patient)
                         answer = http.post("/v1/chat/completions", json=body)
@@ -135,8 +139,13 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
     assert statuses[422] >= MESSAGES // 10 - 1 and set(statuses) <= {200, 422}, statuses
     captured = upstream.captured()
     assert len(captured) == statuses[200]
-    # what the model received, request by request (the seed, passed through, says whose it was)
-    sent = {int(c["seed"]): " ".join(str(m["content"]) for m in c["messages"]) for c in captured}
+    # what the model received, request by request: the seed says whose it was, once keyed as the
+    # gateway keys it (the upstream never sees the client's number: gateway/app.py keyed_seed)
+    settings = load_settings(config)
+    keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
+    data_key = asyncio.run(keys.tenant_key("clinic-canary"))
+    whose = {keyed_seed(data_key, i): i for i in range(MESSAGES)}
+    sent = {whose[int(c["seed"])]: " ".join(str(m["content"]) for m in c["messages"]) for c in captured}
     model_hits = [s for i, text in sent.items() for s in leaks(items[i].secrets, text)]
     # everywhere else nothing of a patient belongs at all: every distinctive value, anywhere
     secrets = sorted({s for item in items for s in item.secrets if distinctive(s)})

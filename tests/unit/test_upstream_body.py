@@ -41,7 +41,10 @@ def test_system_prompt_placement(tmp_path: Path, system_role: bool) -> None:
     gw = gateway(tmp_path, system_role)
     policy = gw.policies["appointment-scheduling"]
     texts = [m.text() for m in REQUEST.messages]
-    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["chat"], texts)
+    # the client's stop sequences are never forwarded as sent: only the filtered ones passed in
+    unfiltered = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["chat"], texts)
+    assert "stop" not in unfiltered
+    body = gw.upstream_body(REQUEST, policy, gw.settings.upstreams["chat"], texts, stop=["\n"])
     assert body["model"] == "gemma" and body["max_tokens"] == 10 and body["stop"] == ["\n"]
     assert "user" not in body and "sovereign" not in body
     roles = [m["role"] for m in body["messages"]]
