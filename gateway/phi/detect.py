@@ -301,6 +301,86 @@ _SEP = r"[ \t\-/().]"
 _MONTHS = r"(?:jan|feb|mär|mae|mar|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]{0,6}"
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
 
+_HOUSE_NUMBER = r"[ \t]*\d{1,4}(?:[ \t]?[a-zA-Z](?!\w)|[-/]\d{1,4})?(?!\w)"
+# glued to the name ("Hauptstraße") or a word of its own after an adjective ("Berliner Straße");
+# "ring" only after three letters (not "Bring 3 Tabletten")
+_DE_STREET = re.compile(
+    r"[A-ZÄÖÜ](?<![\w\-][A-ZÄÖÜ])(?:[\wäöüß]*(?:-[A-ZÄÖÜ]?[\wäöüß]+)*?-?"
+    r"(?i:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|damm|ufer|chaussee|steig|pfad)"
+    r"|[\wäöüß]{2,}(?:-[A-ZÄÖÜ]?[\wäöüß]+)*?-?(?i:ring)"
+    r"|[a-zäöüß]+er[ \t](?:Stra(?:ß|ss)e|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm))" + _HOUSE_NUMBER
+)
+# street suffixes of USPS Publication 28, appendix C1 (the common ones; UK and Irish streets use
+# the same words), full or in the USPS abbreviation
+# a street word right before a house number: the cheap test that lets most texts skip _DE_STREET
+_DE_STREET_GATE = re.compile(
+    r"(?i:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|damm|ufer|chaussee|steig|pfad|ring)[ \t]*\d"
+)
+_WORD_START = re.compile(r"(?<![\w\-])[A-ZÄÖÜ]")
+
+
+def _de_streets(text: str) -> list[Span]:
+    """German street addresses: the pattern tried only at the word starts in the two words
+    before each street word that a house number follows, the farthest first (the whole name)."""
+    found: list[Span] = []
+    end = -1
+    for gate in _DE_STREET_GATE.finditer(text):
+        if gate.start() < end:
+            continue  # inside the address found last
+        lo = text.rfind(" ", 0, max(0, text.rfind(" ", 0, gate.start())))
+        for start in (m.start() for m in _WORD_START.finditer(text, max(lo, 0), gate.start() + 1)):
+            match = _DE_STREET.match(text, start)
+            if match is not None and match.end() >= gate.end():
+                found.append(Span(start, match.end(), "ADDRESS"))
+                end = match.end()
+                break
+    return found
+
+
+_EN_SUFFIX_WORDS = (
+    "alley allee aly avenue ave bay bend bluff bluffs blvd boulevard branch bridge brook brooks burg "
+    "burgs bypass byp camp canyon cape causeway center centre circle circles cir cliff cliffs close "
+    "club common corner corners course court courts ct cove coves creek crescent crest crossing "
+    "cswy curve dale dam divide dr drive drives estate estates expressway extension falls ferry field "
+    "fields flat flats ford fords forest forge forges fork forks fort freeway garden gardens gateway "
+    "glen glens green greens grove groves harbor harbour haven heights highway hill hills hollow hwy "
+    "inlet island islands isle junction key keys knoll knolls lake lakes land landing lane ln light "
+    "lights loaf lock locks lodge loop mall manor manors meadow meadows mews mill mills mission motorway "
+    "mount mountain mountains neck orchard oval overpass park parks parkway parade pass passage path "
+    "pike pine pines pkwy place pl plain plains plaza point points port ports prairie radial ramp "
+    "ranch rapid rapids rd rest ridge ridges river road roads route row rue run shoal shoals shore "
+    "shores skyway spring springs spur square squares sq st station stravenue stream street streets "
+    "summit terrace ter throughway trace track trafficway trail trailer tunnel turnpike underpass union "
+    "unions valley valleys viaduct view views village villages ville vista walk walks wall way ways "
+    "well wells"
+)
+_EN_SUFFIX_SET = frozenset(_EN_SUFFIX_WORDS.split())
+# a house number, then up to four words, the first capitalised: _en_streets finds the suffix
+_EN_STREET = re.compile(
+    r"\d(?<![\w.,]\d)\d{0,4}[A-Za-z]?,?[ \t]+[A-Z][A-Za-z'\u2019]*(?:[ \t]+[A-Za-z'\u2019]+\.?){1,3}"
+)
+_EN_WORD = re.compile(r"[A-Za-z'\u2019]+")
+
+
+def _en_streets(text: str) -> list[Span]:
+    """English street addresses: a house number and a name of one to three words ending in a
+    street suffix (a set lookup per word, not an alternation of 180 words per position)."""
+    found: list[Span] = []
+    for m in _EN_STREET.finditer(text):
+        words = list(_EN_WORD.finditer(text, m.start(), m.end()))
+        first = (
+            1 if words and words[0].start() < m.start() + 6 and text[words[0].start() - 1].isdigit() else 0
+        )
+        for k, word in enumerate(words[first + 1 :], start=first + 1):
+            if word.group().lower() in _EN_SUFFIX_SET:
+                end = word.end() + (1 if text[word.end() : word.end() + 1] == "." else 0)
+                found.append(Span(m.start(), end, "ADDRESS"))
+                break
+            if not word.group()[0].isupper() and k > first + 1:
+                break
+    return found
+
+
 # on the original text. The look-behind comes after the first character ("\\d(?<!\\w\\d)": a
 # digit with no word character before it): the engine still skips ahead on that first
 # character, and no Python check runs per match.
@@ -341,6 +421,13 @@ _CASED: list[tuple[str, re.Pattern[str], int]] = [
         0,
     ),
     ("POSTCODE", re.compile(r"(\d(?<![\w.,]\d)\d{4})\s+(?=[A-ZÄÖÜ][a-zäöüß]{2,})"), 1),
+    # street addresses without context (#20 finding 1): a German street name ending in a street
+    # word ("Paulo-Schleich-Straße 19", "Rohlederplatz 8", "Berliner Str. 5a", house numbers
+    # "1-2" and "8/7"), an English one after its number ("48 Dawson Drive", "12 Main St") and
+    # the town after a German postcode ("10115 Berlin")
+    ("ADDRESS", _DE_STREET, 0),
+    ("ADDRESS", _EN_STREET, 0),
+    ("ADDRESS", re.compile(r"\d(?<![\w.,]\d)\d{4}\s+([A-ZÄÖÜ][a-zäöüß]{2,}(?:-[A-ZÄÖÜ][a-zäöüß]+)?)"), 1),
 ]
 # on the lower-cased text
 _LOWER: list[tuple[str, re.Pattern[str], int, tuple[str, ...]]] = [
@@ -517,6 +604,12 @@ def find_patterns(text: str) -> list[Span]:
                 if stop is not None:
                     spans.append(Span(begin, stop, "IBAN"))
                 iban = pattern.search(text, stop if stop is not None else iban.start() + 1)
+            continue
+        if pattern is _DE_STREET:  # only around a street word before a number, not at every capital
+            spans.extend(_de_streets(text))
+            continue
+        if pattern is _EN_STREET:
+            spans.extend(_en_streets(text))
             continue
         if category == "KVNR":  # the letter (and a separator) right in front of a digit run
             found = [m for lo, hi in _windows(runs, 2, 1, len(text)) for m in pattern.finditer(text, lo, hi)]
