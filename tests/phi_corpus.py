@@ -5,6 +5,13 @@ every context value and every identifier written into the text, in the exact for
 Formats vary the way people write: case, umlauts spelled out, date and phone formats, IBAN
 with and without spaces, abbreviations. Third-party identifiers (a card number, another
 IBAN, another phone number, another KVNR) appear that the context does not know.
+
+Every value is also tagged (``Item.fields``): whose it is (the patient's, or another
+person's) and its kind (name, first name, surname, street, city, phone, e-mail, date, KVNR,
+IBAN, card...), so a leak check can count the rate per kind. With ``others=True`` about half
+the texts also mention other persons (a spouse, a parent, a child, a doctor, with titles and
+relations): their names, dates of birth, phone numbers, e-mail and street addresses, none of
+which is in any context; every name comes from Faker, not from the name recogniser's lists.
 """
 
 from __future__ import annotations
@@ -22,6 +29,18 @@ from gateway.phi.context import MONTHS_DE, MONTHS_EN
 from gateway.phi.detect import UMLAUT_EXPANSIONS as _UMLAUTS
 from gateway.phi.detect import skeleton
 
+PATIENT, OTHER = "patient", "other"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One value written into a text: whose it is (``PATIENT``, or ``OTHER``: a person the
+    context does not know) and its kind."""
+
+    whose: str
+    kind: str
+    value: str
+
 
 @dataclass
 class Item:
@@ -29,6 +48,7 @@ class Item:
     text: str
     locale: str
     secrets: list[str] = field(default_factory=list)
+    fields: list[Value] = field(default_factory=list)
 
 
 def card_number(rng: random.Random) -> str:
@@ -83,7 +103,61 @@ FILLER = {
 }
 
 
-def generate(n: int, seed: int = 7, filler_sentences: int = 0) -> list[Item]:
+RELATIONS = {
+    "de_DE": [("Mein Mann", "m", ""), ("Meine Frau", "f", ""), ("Meine Mutter", "f", ""),
+              ("Mein Vater", "m", ""), ("Meine Tochter", "f", ""), ("Mein Sohn", "m", ""),
+              ("Meine Schwester", "f", ""), ("Mein Bruder", "m", "")],
+    "en_GB": [("My husband", "m", "He"), ("My wife", "f", "She"), ("My mother", "f", "She"),
+              ("My father", "m", "He"), ("My daughter", "f", "She"), ("My son", "m", "He"),
+              ("My sister", "f", "She"), ("My brother", "m", "He")],
+}  # fmt: skip
+DOCTOR_TITLES = {
+    "de_DE": ["Dr.", "Frau Dr.", "Herr Dr.", "Prof. Dr.", "Frau", "Herr"],
+    "en_GB": ["Dr", "Dr.", "Mr", "Mrs", "Ms", "Prof."],
+}
+
+
+def _others(fk: Faker, rng: random.Random, locale: str) -> tuple[list[str], list[Value]]:
+    """Sentences about two other persons, a relative and a doctor, and their values."""
+    relation, sex, pronoun = rng.choice(RELATIONS[locale])
+    first = fk.first_name_female() if sex == "f" else fk.first_name_male()
+    last, doctor = fk.last_name(), fk.last_name()
+    dob = _date_forms(fk.date_of_birth(minimum_age=1, maximum_age=99), rng, locale)
+    phone, doctor_phone = _phone_forms(fk.phone_number(), rng), _phone_forms(fk.phone_number(), rng)
+    email = fk.email()
+    street, postcode, city = fk.street_address(), fk.postcode(), fk.city()
+    name_kind, name = rng.choice([("name", f"{first} {last}"), ("first name", first)])
+    title = rng.choice(DOCTOR_TITLES[locale])
+    doctor_kind, doctor_name = rng.choice([("surname", doctor), ("name", f"{fk.first_name()} {doctor}")])
+    if locale == "de_DE":
+        sentences = [
+            rng.choice([f"{relation} {name}, geboren am {dob}, ist unter {phone} erreichbar.",
+                        f"{relation} heißt {name} (geb. {dob}), Telefon {phone}."]),
+            f"Anschrift: {street}, {postcode} {city}, E-Mail {email}.",
+            rng.choice([f"Überwiesen hat mich {title} {doctor_name}, Praxis {doctor_phone}.",
+                        f"Bei {title} {doctor_name} bin ich in Behandlung, Telefon {doctor_phone}."]),
+        ]  # fmt: skip
+    else:
+        sentences = [
+            rng.choice([f"{relation} {name}, born {dob}, can be reached on {phone}.",
+                        f"{relation} is called {name} (date of birth {dob}), phone {phone}."]),
+            f"{pronoun} lives at {street}, {postcode} {city}, e-mail {email}.",
+            rng.choice([f"I was referred by {title} {doctor_name}, surgery phone {doctor_phone}.",
+                        f"I am being treated by {title} {doctor_name}, phone {doctor_phone}."]),
+        ]  # fmt: skip
+    values = [(name_kind, name), ("date", dob), ("phone", phone), ("street", street),
+              ("postcode", postcode), ("city", city), ("e-mail", email), (doctor_kind, doctor_name),
+              ("phone", doctor_phone)]  # fmt: skip
+    if name_kind == "name":
+        values += [("first name", first), ("surname", last)]
+    if doctor_kind == "name":
+        values.append(("surname", doctor))
+    return sentences, [Value(OTHER, kind, value) for kind, value in values]
+
+
+def generate(n: int, seed: int = 7, filler_sentences: int = 0, others: bool = False) -> list[Item]:
+    """*n* patients' messages. ``others``: about half of them also mention two other persons
+    (``_others``), whose values are in ``secrets`` and ``fields`` but in no context."""
     rng = random.Random(seed)
     fakers = {loc: Faker(loc) for loc in ("de_DE", "en_GB")}
     for i, f in enumerate(fakers.values()):
@@ -141,10 +215,27 @@ def generate(n: int, seed: int = 7, filler_sentences: int = 0) -> list[Item]:
             ]
         rng.shuffle(parts[1:5])
         fill = [rng.choice(FILLER[locale]) for _ in range(filler_sentences)]
+        short_kind = "first name" if short == first else "surname"
+        values = [Value(PATIENT, kind, value) for kind, value in (
+            ("name", full), (short_kind, short), ("first name", first), ("surname", last),
+            ("date", dob_text), ("kvnr", kvnr), ("phone", phone_text), ("iban", iban_text),
+            ("e-mail", email_text), ("street", street), ("postcode", postcode), ("city", city),
+            ("customer id", customer_id), ("order id", order_id))]  # fmt: skip
+        # the sister's KVNR and phone number, and the card: identifiers the context does not know
+        values += [
+            Value(OTHER, "card", card),
+            Value(OTHER, "kvnr", other_kvnr),
+            Value(OTHER, "phone", other_phone),
+        ]
+        if others and rng.random() < 0.5:
+            about_others, other_values = _others(fk, rng, locale)
+            parts[4:4] = about_others
+            values += other_values
         text = " ".join(parts[:3] + fill + parts[3:])
         secrets = [full, short, first, last, dob_text, kvnr, phone_text, iban_text, email_text, card,
                    other_kvnr, other_phone, street, f"{postcode} {city}", customer_id, order_id]  # fmt: skip
-        items.append(Item(context=context, text=text, locale=locale, secrets=secrets))
+        secrets += [v.value for v in values if v.whose == OTHER and v.value not in secrets]
+        items.append(Item(context=context, text=text, locale=locale, secrets=secrets, fields=values))
     return items
 
 

@@ -41,6 +41,8 @@ MAX_NAME_WORDS = 6  # words in one span at most (a longer run is split)
 # is a profile-name artefact ("Bitte", "Juni", "Doktor"), not a name
 _RANK_MAX_IF_COMMON = 3000
 _COMMON_ZIPF = 3.5
+# a word this frequent is never taken for a lower-case name after a cue ("this is", "die")
+_VERY_COMMON_ZIPF = 5.0
 
 
 def _words(text: str) -> frozenset[str]:
@@ -266,6 +268,20 @@ class NameRecognizer:
     def __init__(self) -> None:
         self._data = load_data()
 
+    def _typed_lower_name(
+        self, i: int, toks: list[_Tok], shapes: list[str], info: list[tuple[int, bool]], blocked: list[bool]
+    ) -> bool:
+        """A lower-case word the lexicon knows as a name and not as a common word ("anna",
+        "david", "müller"; not "this", "die")."""
+        key = toks[i].key
+        return (
+            shapes[i] == "lower"
+            and bool(info[i][0])
+            and not blocked[i]
+            and key not in CALENDAR
+            and (info[i][1] or self._common(key) < _VERY_COMMON_ZIPF)
+        )
+
     # -- lexicon ------------------------------------------------------------------------
 
     def _lookup(self, key: str) -> tuple[int, int, str] | None:
@@ -358,7 +374,7 @@ class NameRecognizer:
 
         # 1. cues
         for i, t in enumerate(toks):
-            j, after_title, weak = -1, False, False
+            j, after_title, weak, introduced = -1, False, False, False
             if t.key in TITLES and (shapes[i] != "lower" or all_lower or t.key in ("dr", "prof")):
                 j = i + 1
                 while j < n and toks[j].key in TITLES and adjacent(j):
@@ -373,11 +389,25 @@ class NameRecognizer:
             elif t.key in _INTRO_LAST:
                 tail = text[max(0, t.end - 24) : t.end].casefold()
                 if _INTRO.search(tail) or _WEAK_INTRO.search(tail):
-                    j, weak = i + 1, not _INTRO.search(tail)
+                    j, weak, introduced = i + 1, not _INTRO.search(tail), True
                     if j < n and gap(j).strip() not in ("", ",", ":"):
                         j = -1
             if 0 <= j < n and cued_name(j, after_title, weak):
                 is_name[j] = True
+            elif (
+                0 <= j < n
+                and (introduced or after_title)
+                and self._typed_lower_name(j, toks, shapes, info, blocked)
+            ):
+                # "Hello, this is anna schmidt", "Dr. müller": typed in lower case after a cue, a
+                # word the lexicon knows as a name, and a surname right after it
+                is_name[j] = True
+                if (
+                    j + 1 < n
+                    and adjacent(j + 1)
+                    and self._typed_lower_name(j + 1, toks, shapes, info, blocked)
+                ):
+                    is_name[j + 1] = bool(info[j + 1][0] & LAST)
 
         # 2. first name + surname pairs
         for i in range(n - 1):

@@ -4,6 +4,26 @@ requests that are refused (bad context fields). Then every place a value could s
 scanned for every known value of every patient: what the model received, every error answer,
 every line the gateway logged (at info level), and the audit trail. Zero hits.
 
+Three paths, with the leak rate per kind of value (values that reached the model / values in
+requests that reached it) printed, and written as JSON where SOVEREIGN_CANARY_REPORT names a
+file (benchmarks/README.md, "Leak canaries: without context and other persons"):
+
+- with context: the patient's values, the context names them. Zero hits, every kind.
+- without context: a share of requests carry no ``sovereign.context``; the text still names the
+  patient, and the filter has only its patterns and the name recogniser. Zero hits for the
+  pattern and checksum kinds; names under a ceiling that only the name recogniser meets.
+- other persons: about half the texts mention a relative and a doctor (Faker names with
+  relations and titles, their phone numbers, dates of birth, e-mail and street addresses),
+  none of it in any context; plus the sister's KVNR and phone number and a card number. The
+  same assertions as without context.
+
+Known gap, recorded and not asserted: addresses without a context. Streets are recognised
+(#20 finding 1; a few still pass), but a British postcode, a town after one and a town
+named anywhere else are not (only the town after a German postcode is). Customer and order
+numbers without a context are recorded too (a bare number is no identifier).
+SOVEREIGN_CANARY_PHI_NAMES=false runs the gateway with ``phi_names: false``, to show that the
+name ceilings fail without the name recogniser.
+
 Egress: the gateway, OpenBao and the model run in a network namespace with only loopback, where
 nftables records every connection attempt (tests/boundary/namespace.py): the gateway's
 connections to OpenBao and to the model are seen, and nothing else is tried.
@@ -34,12 +54,82 @@ from gateway.policy import load_policies
 from gateway.settings import load_settings
 from tests.boundary.conftest import Sealed
 from tests.boundary.namespace import Destination
-from tests.phi_corpus import Item, distinctive, generate, leaks
+from tests.phi_corpus import OTHER, PATIENT, Item, distinctive, generate, leaks
 from tests.support import gateway_config, running_gateway
 
 MESSAGES = int(os.environ.get("SOVEREIGN_CANARY_MESSAGES", "1500"))
+REPORT = os.environ.get("SOVEREIGN_CANARY_REPORT", "")
+PHI_NAMES = os.environ.get("SOVEREIGN_CANARY_PHI_NAMES", "true").lower() not in {"0", "false", "no"}
 CLIENTS = 4
 USE_CASES = sorted(load_policies())
+
+WITH_CONTEXT, WITHOUT_CONTEXT, OTHER_PERSONS = "with context", "without context", "other persons"
+#: kinds with a pattern or checksum: never through, in any path
+PATTERN_KINDS = {"card", "iban", "kvnr", "e-mail", "phone", "date"}
+NAME_KINDS = {"name", "first name", "surname"}
+#: the most of the name values without a context, and of other persons, that may reach the
+#: model (the name kinds together). Measured with 1,500 messages (benchmarks/README.md): 2.8 %
+#: without context, 1.4 % of other persons (surnames that are also words, first names that are
+#: months); with ``phi_names: false`` 99.4 % and 99.8 %.
+NAME_CEILING = {WITHOUT_CONTEXT: 0.06, OTHER_PERSONS: 0.04}
+
+
+def without_context(i: int) -> bool:
+    """A quarter of the requests carry no context, German and English alike (even and odd
+    numbers), none of those refused for a bad one."""
+    return i % 8 in (1, 2) and i % 10 != 9
+
+
+def leak_rates(
+    items: list[Item], sent: dict[int, str]
+) -> tuple[dict[str, dict[str, list[int]]], list[dict[str, object]]]:
+    """Per path and kind: [values in requests that reached the model, of them found there];
+    and each value found, as path, kind and item number (no value: rerun generate to see it)."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    found: list[dict[str, object]] = []
+    for i, text in sorted(sent.items()):
+        item = items[i]
+        values = sorted({(v.whose, v.kind, v.value) for v in item.fields})
+        hits = set(leaks([value for _, _, value in values], text))
+        for whose, kind, value in values:
+            path = (
+                OTHER_PERSONS if whose == OTHER else WITHOUT_CONTEXT if without_context(i) else WITH_CONTEXT
+            )
+            count = counts.setdefault(path, {}).setdefault(kind, [0, 0])
+            count[0] += 1
+            if value in hits:
+                count[1] += 1
+                found.append({"path": path, "kind": kind, "item": i})
+    return counts, found
+
+
+def strict(item: Item) -> list[str]:
+    """What must not reach the model when the request has a context: every value as before
+    other persons were mentioned, the patient's every value, other persons' pattern kinds."""
+    counted = {v.value for v in item.fields if v.whose == OTHER and v.kind not in PATTERN_KINDS}
+    patient = [v.value for v in item.fields if v.whose == PATIENT]
+    return [s for s in item.secrets if s not in counted] + [v for v in patient if v not in item.secrets]
+
+
+def name_rate(kinds: dict[str, list[int]]) -> float:
+    values = sum(kinds[k][0] for k in NAME_KINDS if k in kinds)
+    return sum(kinds[k][1] for k in NAME_KINDS if k in kinds) / values if values else 0.0
+
+
+def rate_table(counts: dict[str, dict[str, list[int]]]) -> str:
+    paths = [p for p in (WITH_CONTEXT, WITHOUT_CONTEXT, OTHER_PERSONS) if p in counts]
+    kinds = sorted({k for p in paths for k in counts[p]})
+    lines = ["| kind | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
+    for kind in kinds:
+        cells = []
+        for p in paths:
+            total, hit = counts[p].get(kind, [0, 0])
+            cells.append(f"{hit}/{total} ({100 * hit / total:.1f} %)" if total else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| names together | " + " | ".join(f"{100 * name_rate(counts[p]):.1f} %" for p in paths) + " |"
+    )
+    return "\n".join(lines)
 
 
 # digests and ids the gateway computes (hex): scanning them would find digit runs by chance
@@ -89,9 +179,9 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
     upstream.reset()
     sealed.namespace.forget()  # what this test's run tries, from here on
     connections = sealed.namespace.new_connections()
-    items = generate(MESSAGES, seed=2026)
+    items = generate(MESSAGES, seed=2026, others=True)
     upstream.script(mode="echo", capture=True, chunk_chars=5)
-    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url)
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url, phi_names=PHI_NAMES)
     statuses: Counter[int] = Counter()
     errors: list[str] = []  # every answer that was not a 200
     failures: list[BaseException] = []
@@ -107,7 +197,9 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
                         context = dict(item.context)
                         if i % 10 == 9:  # refused: a malformed KVNR next to the real values
                             context["kvnr"] = "not-a-kvnr-" + item.context.get("name", "x")
-                        sovereign = {"use_case": USE_CASES[i % len(USE_CASES)], "context": context}
+                        sovereign: dict[str, object] = {"use_case": USE_CASES[i % len(USE_CASES)]}
+                        if not without_context(i):
+                            sovereign["context"] = context
                         body = {
                             "messages": [{"role": "user", "content": item.text}],
                             "stream": i % 3 == 0,
@@ -146,7 +238,12 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
     data_key = asyncio.run(keys.tenant_key("clinic-canary"))
     whose = {keyed_seed(data_key, i): i for i in range(MESSAGES)}
     sent = {whose[int(c["seed"])]: " ".join(str(m["content"]) for m in c["messages"]) for c in captured}
-    model_hits = [s for i, text in sent.items() for s in leaks(items[i].secrets, text)]
+    # with a context: every value of the patient and every pattern kind of other persons, none
+    # through; other persons' names and addresses are counted below (no context names them)
+    model_hits = [
+        s for i, text in sent.items() if not without_context(i) for s in leaks(strict(items[i]), text)
+    ]
+    counts, found = leak_rates(items, sent)
     # everywhere else nothing of a patient belongs at all: every distinctive value, anywhere
     secrets = sorted({s for item in items for s in item.secrets if distinctive(s)})
     places = {
@@ -160,7 +257,32 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
           f"values scanned in {', '.join(places)}: {sum(len(h) for h in hits.values())} hits; "
           f"{sealed.namespace.new_connections() - connections} connections in the namespace to "
           f"{len(attempts)} destinations, {len(attempts - allowed)} outside the allowlist")  # fmt: skip
+    print(f"leak rate per kind (phi_names: {PHI_NAMES}), values that reached the model / values sent:")
+    print(rate_table(counts))
+    if REPORT:
+        report = {
+            "messages": MESSAGES, "seed": 2026, "phi_names": PHI_NAMES, "requests_to_model": len(sent),
+            "rates": {path: {kind: {"sent": n, "leaked": k, "rate": round(k / n, 4) if n else None}
+                             for kind, (n, k) in sorted(kinds.items())} for path, kinds in counts.items()},
+            "names_together": {path: round(name_rate(kinds), 4) for path, kinds in counts.items()},
+            "leaks": found,  # item numbers of generate(messages, seed=2026, others=True)
+        }  # fmt: skip
+        Path(REPORT).parent.mkdir(parents=True, exist_ok=True)
+        Path(REPORT).write_text(json.dumps(report, indent=1) + "\n")
     assert len(sent) == statuses[200] and model_hits == []
+    # every path was there, with every kind, and no pattern or checksum kind through in any path
+    assert set(counts) == {WITH_CONTEXT, WITHOUT_CONTEXT, OTHER_PERSONS}
+    for kind in PATTERN_KINDS | NAME_KINDS | {"street", "city"}:
+        assert any(counts[p].get(kind, (0, 0))[0] > 0 for p in counts), kind
+    for path in counts:  # each path carries names, phones, dates and e-mail addresses
+        assert all(counts[path].get(k, (0, 0))[0] > 0 for k in NAME_KINDS | {"phone", "date", "e-mail"}), path
+    pattern_leaks = [f for f in found if f["kind"] in PATTERN_KINDS]
+    assert pattern_leaks == [], pattern_leaks
+    # names without context and of other persons: the name recogniser's share, under a ceiling
+    # (known gap, not asserted: British postcodes and towns without a context, #20 finding 1;
+    # customer and order numbers; their rates are in the table)
+    for path, ceiling in NAME_CEILING.items():
+        assert name_rate(counts[path]) <= ceiling, (path, name_rate(counts[path]), counts[path])
     assert all(text for text in places.values())  # each place was really there to scan
     # and the scan finds a patient's values where they are: in the request Magento sent
     assert len(leaks(secrets, items[1].text + json.dumps(items[1].context))) >= 3

@@ -66,3 +66,19 @@ def test_a_german_address_with_postcode_and_town() -> None:
 )
 def test_everyday_sentences_are_no_addresses(text: str) -> None:
     assert [text[s.start : s.end] for s in find_patterns(text) if s.category == "ADDRESS"] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["you can reach me on 447911123456", "Praxis 4930123456789", "Telefon 49030123456789"],
+)
+def test_an_international_number_written_as_bare_digits_is_a_phone(text: str) -> None:
+    """#20 canaries: the country code without "+" or "00" (with or without the trunk zero)."""
+    digits = text.split()[-1]
+    spans = [s for s in find_patterns(text) if text[s.start : s.end] == digits]
+    assert spans and {s.category for s in spans} <= {"PHONE", "CARD"}
+
+
+def test_a_long_number_that_fits_no_countrys_plan_is_no_phone() -> None:
+    text = "Referenz 99912345678901"  # 999 is no calling code
+    assert [s for s in find_patterns(text) if s.category == "PHONE"] == []

@@ -105,3 +105,21 @@ def test_floor_fails_without_lexicon_or_stoplist(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(names, "load_data", lambda: names.NameData(no_stop, {}))
     loose = score(sample, names.NameRecognizer().analyze)
     assert min(loose[lang]["token_precision"] for lang in ("de", "en")) < 0.88
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Hello, this is david murray, date of birth follows.", "david murray"),
+        ("Guten Tag, hier schreibt jürgen becker.", "jürgen becker"),
+        ("Ich war gestern bei Dr. müller.", "müller"),
+    ],
+)
+def test_a_name_typed_in_lower_case_after_a_cue_is_found(text: str, name: str) -> None:
+    """#20 canaries: full names in lower case after a self-introduction all reached the model."""
+    assert name in [text[s.start : s.end] for s in names.NameRecognizer().analyze(text)]
+
+
+@pytest.mark.parametrize("text", ["Hello, this is about my order.", "Guten Tag, hier schreibt die Apotheke."])
+def test_common_words_after_a_cue_stay(text: str) -> None:
+    assert list(names.NameRecognizer().analyze(text)) == []
