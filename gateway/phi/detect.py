@@ -317,6 +317,8 @@ _DE_STREET = re.compile(
 _DE_STREET_GATE = re.compile(
     r"(?i:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|damm|ufer|chaussee|steig|pfad|ring)[ \t]*\d"
 )
+_TOWN = r"[A-Z][A-Za-z'\u2019]{2,}"  # a word of a British town's name ("O'Donnellstad")
+_UK_POSTCODE = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]?\d[A-Z\d]?[ \t]?\d[A-Z]{2}(?![A-Za-z0-9])")
 _WORD_START = re.compile(r"(?<![\w\-])[A-ZÄÖÜ]")
 
 
@@ -429,6 +431,10 @@ _CASED: list[tuple[str, re.Pattern[str], int]] = [
     ("ADDRESS", _DE_STREET, 0),
     ("ADDRESS", _EN_STREET, 0),
     ("ADDRESS", re.compile(r"\d(?<![\w.,]\d)\d{4}\s+([A-ZÄÖÜ][a-zäöüß]{2,}(?:-[A-ZÄÖÜ][a-zäöüß]+)?)"), 1),
+    # a British postcode ("SW1A 1AA", "M5 5EB": outward code, space, digit and two letters) and
+    # the town after it ("PA35 4ZG Joannashire", "M5 5EB South Charlie")
+    ("POSTCODE", _UK_POSTCODE, 0),
+    ("ADDRESS", re.compile(_UK_POSTCODE.pattern + r",?[ \t]+(" + _TOWN + r"(?:[ \t\-]" + _TOWN + r")?)"), 1),
 ]
 # on the lower-cased text
 _LOWER: list[tuple[str, re.Pattern[str], int, tuple[str, ...]]] = [

@@ -17,10 +17,10 @@ file (benchmarks/README.md, "Leak canaries: without context and other persons"):
   none of it in any context; plus the sister's KVNR and phone number and a card number. The
   same assertions as without context.
 
-Known gap, recorded and not asserted: addresses without a context. Streets are recognised
-(#20 finding 1; a few still pass), but a British postcode, a town after one and a town
-named anywhere else are not (only the town after a German postcode is). Customer and order
-numbers without a context are recorded too (a bare number is no identifier).
+Addresses without a context: postcodes (German and British) and the towns after them never
+through; streets under a ceiling (a street name without a street word or USPS suffix passes: a
+few per hundred). Customer and order numbers without a context are recorded, not asserted (a
+bare number is no identifier).
 SOVEREIGN_CANARY_PHI_NAMES=false runs the gateway with ``phi_names: false``, to show that the
 name ceilings fail without the name recogniser.
 
@@ -72,6 +72,8 @@ NAME_KINDS = {"name", "first name", "surname"}
 #: without context, 1.4 % of other persons (surnames that are also words, first names that are
 #: months); with ``phi_names: false`` 99.4 % and 99.8 %.
 NAME_CEILING = {WITHOUT_CONTEXT: 0.06, OTHER_PERSONS: 0.04}
+#: the most of the streets without a context that may reach the model (1.8 % and 1.1 % measured)
+STREET_CEILING = 0.04
 
 
 def without_context(i: int) -> bool:
@@ -276,11 +278,13 @@ def test_no_patient_value_surfaces_anywhere_under_load(sealed: Sealed, tmp_path:
         assert any(counts[p].get(kind, (0, 0))[0] > 0 for p in counts), kind
     for path in counts:  # each path carries names, phones, dates and e-mail addresses
         assert all(counts[path].get(k, (0, 0))[0] > 0 for k in NAME_KINDS | {"phone", "date", "e-mail"}), path
-    pattern_leaks = [f for f in found if f["kind"] in PATTERN_KINDS]
+    pattern_leaks = [f for f in found if f["kind"] in PATTERN_KINDS | {"postcode", "city"}]
     assert pattern_leaks == [], pattern_leaks
+    for path in (WITHOUT_CONTEXT, OTHER_PERSONS):  # measured 1.8 % and 1.1 %
+        sent_streets, leaked_streets = counts[path].get("street", (0, 0))
+        assert leaked_streets <= STREET_CEILING * sent_streets, (path, leaked_streets, sent_streets)
     # names without context and of other persons: the name recogniser's share, under a ceiling
-    # (known gap, not asserted: British postcodes and towns without a context, #20 finding 1;
-    # customer and order numbers; their rates are in the table)
+    # (recorded, not asserted: customer and order numbers; their rates are in the table)
     for path, ceiling in NAME_CEILING.items():
         assert name_rate(counts[path]) <= ceiling, (path, name_rate(counts[path]), counts[path])
     assert all(text for text in places.values())  # each place was really there to scan

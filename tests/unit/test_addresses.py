@@ -82,3 +82,16 @@ def test_an_international_number_written_as_bare_digits_is_a_phone(text: str) ->
 def test_a_long_number_that_fits_no_countrys_plan_is_no_phone() -> None:
     text = "Referenz 99912345678901"  # 999 is no calling code
     assert [s for s in find_patterns(text) if s.category == "PHONE"] == []
+
+
+def test_british_postcodes_and_the_town_after_them() -> None:
+    fake = Faker("en_GB")
+    fake.seed_instance(7)
+    for _ in range(SAMPLES):
+        postcode, town = fake.postcode(), fake.city()
+        text = f"Please send it to {fake.street_address()}, {postcode} {town}."
+        found = {(text[s.start : s.end], s.category) for s in find_patterns(text)}
+        assert (postcode, "POSTCODE") in found, text
+        assert any(
+            category == "ADDRESS" and value.startswith(town.split()[0]) for value, category in found
+        ), text
