@@ -199,7 +199,8 @@ CALENDAR = _words(
     """
 )
 
-_WORD = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*\.?")
+# a word of letters; not the letters glued to a digit ("8NA" of the postcode "IM24 8NA", "3a")
+_WORD = re.compile(r"(?<![\w])[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*\.?(?!\d)")
 
 
 class NameData(NamedTuple):
