@@ -71,7 +71,9 @@ class ChatRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: Literal[1] | None = None
+    # one choice only; an integer, not a bool: Literal[1] let `true` through (True == 1), found
+    # by the negative fuzzing of the published schema
+    n: int | None = Field(default=None, ge=1, le=1)
     user: str | None = Field(default=None, description="Accepted, never forwarded.")
     sovereign: SovereignExtension | None = None
 

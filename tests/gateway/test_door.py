@@ -203,6 +203,8 @@ def test_use_case_unknown_missing_header_and_conflict(gateway: Proc, api_key: st
         (json.dumps(body(messages=[])).encode(), 422, "invalid_field", "messages"),
         # strict types, as the published schema says: nothing is reinterpreted (found by fuzzing)
         (json.dumps(body(stream=0)).encode(), 422, "invalid_field", "stream"),
+        # n is an integer: `true` equals 1 in Python, and Literal[1] let it through (fuzzing)
+        (json.dumps(body(n=True)).encode(), 422, "invalid_field", "n"),
         (json.dumps(body(temperature="0.5")).encode(), 422, "invalid_field", "temperature"),
         (
             json.dumps(body(sovereign={"context": {"date_of_birth": 12345678}})).encode(),
