@@ -18,6 +18,13 @@ key again, so each segment can be checked on its own given its predecessor's las
 :func:`verify` checks the whole chain across archived segments, local segments and the active
 file, naming any records that no segment holds.
 
+**Write-ahead.** A request that reaches the model has two records: ``kind: "admit"``
+(:meth:`AuditLog.admit`), on disk before the first byte is forwarded, and ``kind: "request"``
+(:meth:`AuditLog.append`) when it ends, with the same ``request_id`` and ``tenant``. A crash
+between the two leaves an admit without a completion: the next process finds those in the
+trail it resumes and completes them with ``outcome: "abandoned"`` before its first own record,
+and :func:`verify` names admits that no later record completes (``VerifyResult.unfinished``).
+
 Records never contain prompt or answer text: callers pass counts, ids and outcomes only.
 Hand-written because no maintained library keeps an HMAC'd hash chain in JSONL.
 """
@@ -38,6 +45,13 @@ from typing import Any, Protocol
 
 GENESIS = "0" * 64
 HEAD_SIZE = 512
+# Free space the trail's disk must have for records, whatever audit.min_free_bytes says (even
+# 0): opening a file for appending succeeds on a full disk, so only free space tells whether
+# the next records fit. A record is well under 4 KiB; this leaves room for the records of the
+# requests in flight when the check passed and the key record that opens a new segment (the
+# reserve, 8 MiB by default, is the real margin; this is the floor when it is set lower).
+RECORD_HEADROOM_BYTES = 32 << 10
+ABANDONED = "abandoned"  # the outcome of a request whose process died before its final record
 
 
 class AuditWriteError(RuntimeError):
@@ -103,8 +117,47 @@ def local_segments(path: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _edge_records(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(first, last) record of a trail file, or None when it is empty."""
+class Admitted:
+    """Admitted requests that no completing record has followed yet, by (request_id, tenant),
+    each with its admit's seq and the few fields an ``abandoned`` completion copies. A client
+    may reuse a request id, so each key holds its admits in order and a completion closes the
+    oldest. Holds only requests in flight: memory stays bounded by them."""
+
+    COPIED = ("tenant", "key_id", "use_case", "model")
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+
+    def note(self, record: dict[str, Any]) -> None:
+        """Take in one record of the chain, in chain order (other kinds are ignored; so is a
+        ``request`` record with no admit before it: a request refused before forwarding)."""
+        kind, request_id, tenant = record.get("kind"), record.get("request_id"), record.get("tenant")
+        if kind not in {"admit", "request"} or not isinstance(request_id, str):
+            return
+        key = (request_id, tenant if isinstance(tenant, str) else None)
+        if kind == "admit":
+            info = {"seq": record.get("seq"), "request_id": request_id}
+            info.update({k: record.get(k) for k in self.COPIED})
+            self._open.setdefault(key, []).append(info)
+        elif waiting := self._open.get(key):
+            waiting.pop(0)
+            if not waiting:
+                del self._open[key]
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The open admits' infos, in chain order."""
+        infos = [info for waiting in self._open.values() for info in waiting]
+        return sorted(infos, key=lambda info: info["seq"] if isinstance(info["seq"], int) else -1)
+
+    def ids(self) -> list[str]:
+        return [str(info["request_id"]) for info in self.pending()]
+
+
+def _edge_records(
+    path: Path, admitted: Admitted | None = None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(first, last) record of a trail file, or None when it is empty; every record also goes
+    to *admitted* when given."""
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     with path.open("rb") as fh:
@@ -117,6 +170,8 @@ def _edge_records(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
                     "`sovereign audit verify` and archive the file before starting a new one"
                 ) from None
             first = first or last
+            if admitted is not None and isinstance(last, dict):
+                admitted.note(last)
     return (first, last) if first is not None and last is not None else None
 
 
@@ -145,45 +200,61 @@ class AuditLog:
         self._segment_first: int | None = None  # seq of the active file's first record
         self._segment_bytes = 0
         self._segment_started = 0.0  # time.monotonic() of the active file's first record
+        self._admitted = Admitted()  # admits without their completing record, this process's too
         self._seq, self._prev = self._resume()
+        # admits a previous process left open (it died with them in flight): completed as
+        # abandoned before this process's first record, when a key is at hand
+        self._orphans = self._admitted.pending()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> tuple[int, str]:
         """Continue an existing chain after its last complete record (in the active file, else
-        in the newest sealed segment)."""
-        edges = _edge_records(self.path) if self.path.exists() else None
+        in the newest sealed segment). Learns the admits that the newest sealed segment and the
+        active file leave without a completing record (a segment may be sealed between a
+        request's admit and its end; one in flight across two seals is not looked for)."""
+        sealed = local_segments(self.path)
+        newest = _edge_records(sealed[-1][1], self._admitted) if sealed else None
+        edges = _edge_records(self.path, self._admitted) if self.path.exists() else None
         if edges is not None:
             self._segment_first = int(edges[0]["seq"])
             self._segment_bytes = self.path.stat().st_size
             self._segment_started = time.monotonic()  # its age restarts with the process
             return int(edges[1]["seq"]) + 1, str(edges[1]["hash"])
-        sealed = local_segments(self.path)
-        if sealed:
-            edges = _edge_records(sealed[-1][1])
-            if edges is not None:
-                return int(edges[1]["seq"]) + 1, str(edges[1]["hash"])
+        if newest is not None:
+            return int(newest[1]["seq"]) + 1, str(newest[1]["hash"])
         return 0, GENESIS
 
     @property
     def next_seq(self) -> int:
         return self._seq
 
+    @property
+    def unfinished(self) -> list[str]:
+        """Request ids admitted and not completed yet, in admit order: in flight in this
+        process, or left by a crashed one until their abandoned completions are written."""
+        return self._admitted.ids()
+
     def check_writable(self) -> None:
         """Raise AuditWriteError when a record could not be appended now: the file cannot be
-        opened for appending, or its disk has less free space than the reserve."""
+        opened for appending, or its disk has less free space than the reserve, or than
+        RECORD_HEADROOM_BYTES when the reserve is smaller (opening succeeds on a full disk)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("ab"):
                 pass
         except OSError as exc:
             raise AuditWriteError(f"audit trail {self.path} is not writable: {exc.strerror}") from None
-        free = self.free_bytes()
-        if free < self._min_free:
+        free, needed, least = self.free_bytes(), self._needed_free(), RECORD_HEADROOM_BYTES // 1024
+        if free < needed:
             raise AuditWriteError(
                 f"audit trail {self.path}: {free // 1024} KiB free on its disk, below the reserve "
-                f"audit.min_free_bytes ({self._min_free // 1024} KiB): free space or move audit.path",
-                reason="below the reserve (audit.min_free_bytes)",
+                f"({needed // 1024} KiB: audit.min_free_bytes, at least {least} KiB for records): "
+                "free space or move audit.path",
+                reason=f"below the reserve (audit.min_free_bytes, at least {least} KiB)",
             )
+
+    def _needed_free(self) -> int:
+        return max(self._min_free, RECORD_HEADROOM_BYTES)
 
     def free_bytes(self) -> int:
         """Free space on the trail's disk for an unprivileged writer."""
@@ -194,18 +265,67 @@ class AuditLog:
         return st.f_bavail * st.f_frsize
 
     def space_ok(self) -> bool:
-        return self.free_bytes() >= self._min_free
+        return self.free_bytes() >= self._needed_free()
+
+    def admit(self, fields: dict[str, Any], key: AuditKey | None = None) -> dict[str, Any]:
+        """Sign and append the admit record of a request about to be forwarded to the model
+        (``kind: "admit"``; *fields* must hold its ``request_id`` and ``tenant``); durable like
+        :meth:`append`, so it is on disk before the first byte goes out. The request's
+        :meth:`append` with the same request_id and tenant completes it."""
+        if not isinstance(fields.get("request_id"), str):
+            raise ValueError("an admit record needs the request_id its final record will carry")
+        return self._append("admit", fields, key)
 
     def append(self, fields: dict[str, Any], key: AuditKey | None = None) -> dict[str, Any]:
         """Sign and append one request record with *key* (default: the current audit key);
-        returns the sealed record."""
+        returns the sealed record. It completes the oldest open admit with its request_id and
+        tenant, if any."""
+        return self._append("request", fields, key)
+
+    def finish_abandoned(self, key: AuditKey | None = None) -> list[str]:
+        """Complete the admits a previous process left open with ``outcome: "abandoned"``
+        records (the request reached the model; its process died before its final record).
+        Done by the first :meth:`admit` or :meth:`append` anyway; the ids completed."""
+        if not self._orphans:
+            return []
+        return self._finish_orphans(self._key_record(key))
+
+    def _append(self, kind: str, fields: dict[str, Any], key: AuditKey | None) -> dict[str, Any]:
+        key = self._key_record(key)
+        if self._orphans:
+            self._finish_orphans(key)
+        record = self._write({**fields, "kind": kind, "kid": key.kid}, key)
+        self.seal_if_due()
+        return record
+
+    def _key_record(self, key: AuditKey | None) -> AuditKey:
+        """The key to sign with, introduced by a key record if the active file lacks it."""
         key = key or self._keys.current()
         if key.kid != self._kid:
             self._write({"kind": "key", "kid": key.kid, "wrapped": key.wrapped}, key)
             self._kid = key.kid
-        record = self._write({"kind": "request", "kid": key.kid, **fields}, key)
-        self.seal_if_due()
-        return record
+        return key
+
+    def _finish_orphans(self, key: AuditKey) -> list[str]:
+        done = []
+        while self._orphans:
+            info = self._orphans[0]
+            fields = {k: info[k] for k in Admitted.COPIED}
+            self._write(
+                {
+                    **fields,
+                    "kind": "request",
+                    "kid": key.kid,
+                    "request_id": info["request_id"],
+                    "admit_seq": info["seq"],
+                    "outcome": ABANDONED,
+                    "status": None,
+                },
+                key,
+            )
+            self._orphans.pop(0)
+            done.append(str(info["request_id"]))
+        return done
 
     def seal_if_due(self) -> Path | None:
         """Seal the active segment when it reached its size or age limit; the sealed file."""
@@ -292,6 +412,7 @@ class AuditLog:
         self._segment_bytes += len(line)
         self._seq += 1
         self._prev = record["hash"]
+        self._admitted.note(record)
         return record
 
 
@@ -301,6 +422,36 @@ class VerifyResult:
     records: int
     message: str
     line: int | None = None
+    # request ids admitted (forwarded to the model) that no later record completes: in flight
+    # now on a live trail, or lost in a crash the gateway has not restarted from yet
+    unfinished: list[str] = field(default_factory=list)
+    # request ids completed with outcome abandoned: ended by a restart after a crash
+    abandoned: list[str] = field(default_factory=list)
+
+    def report(self) -> list[str]:
+        """The lines `sovereign audit verify` prints: the verdict, then the unfinished and
+        abandoned requests by id (ids and counts only; records never hold text)."""
+        lines = [("OK " if self.ok else "BROKEN ") + self.message]
+        scope = "" if self.ok else " (in the records before the break)"
+        if self.unfinished:
+            lines.append(
+                f"{_count(self.unfinished)} forwarded to the model and {_have(self.unfinished)} no final "
+                f"record (in flight now, or lost in a crash){scope}: {' '.join(self.unfinished)}"
+            )
+        if self.abandoned:
+            lines.append(
+                f"{_count(self.abandoned)} ended by a restart after a crash (outcome abandoned){scope}: "
+                f"{' '.join(self.abandoned)}"
+            )
+        return lines
+
+
+def _count(ids: list[str]) -> str:
+    return f"{len(ids)} request was" if len(ids) == 1 else f"{len(ids)} requests were"
+
+
+def _have(ids: list[str]) -> str:
+    return "has" if len(ids) == 1 else "have"
 
 
 @dataclass(frozen=True)
@@ -335,38 +486,37 @@ def _pieces(path: Path, archived: Sequence[Segment]) -> tuple[list[Segment], str
 
 def _check(
     raw: bytes, seq: int, prev: str, keys: dict[str, bytes], unwrap: Callable[[str], bytes]
-) -> tuple[str | None, str]:
-    """(why the record is broken or None, its hash). Learns keys from key records."""
+) -> tuple[str | None, str, dict[str, Any]]:
+    """(why the record is broken or None, its hash, the record). Learns keys from key records."""
     if not raw.endswith(b"\n"):
-        return "record is cut off (no line end): the file was truncated", ""
+        return "record is cut off (no line end): the file was truncated", "", {}
     try:
         record = json.loads(raw)
     except ValueError:
-        return "not valid JSON: the record was damaged or truncated", ""
+        return "not valid JSON: the record was damaged or truncated", "", {}
     if not isinstance(record, dict) or not {"seq", "prev", "hash", "mac", "kid"} <= record.keys():
-        return "missing chain fields (seq, prev, hash, mac, kid)", ""
+        return "missing chain fields (seq, prev, hash, mac, kid)", "", {}
     if record["seq"] != seq:
-        return (
-            f"sequence number is {record['seq']}, expected {seq}: a record was deleted, inserted or reordered"
-        ), ""
+        moved = "a record was deleted, inserted or reordered"
+        return f"sequence number is {record['seq']}, expected {seq}: {moved}", "", {}
     if record["prev"] != prev:
-        return "prev does not match the previous record's hash: the chain was cut or reordered", ""
+        return "prev does not match the previous record's hash: the chain was cut or reordered", "", {}
     body = {k: v for k, v in record.items() if k not in {"hash", "mac"}}
     digest = hashlib.sha256(canonical(body)).hexdigest()
     if digest != record["hash"]:
-        return "content does not match its hash: the record was edited", ""
+        return "content does not match its hash: the record was edited", "", {}
     kid = record["kid"]
     if record.get("kind") == "key":
         try:
             keys[kid] = unwrap(str(record["wrapped"]))
         except Exception as exc:  # any unwrap failure is a verification failure
-            return f"cannot unwrap audit key {kid}: {type(exc).__name__}", ""
+            return f"cannot unwrap audit key {kid}: {type(exc).__name__}", "", {}
     if kid not in keys:
-        return f"signed with key {kid}, which no earlier key record introduces", ""
+        return f"signed with key {kid}, which no earlier key record introduces", "", {}
     mac = hmac.new(keys[kid], digest.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(mac, str(record["mac"])):
-        return "HMAC signature does not match: the record was forged or re-hashed", ""
-    return None, digest
+        return "HMAC signature does not match: the record was forged or re-hashed", "", {}
+    return None, digest, record
 
 
 def verify(
@@ -381,7 +531,27 @@ def verify(
     last record means records were cut from the end. (A head that lags behind is accepted:
     the head is written after its record and not fsync'd, so a crash can leave it one
     behind; the records after it are chained and signed like all others.)
+
+    The result also names, by request id, the admits that no later record of the chain
+    completes (``unfinished``) and the requests completed as abandoned after a crash
+    (``abandoned``), in the records verified.
     """
+    admitted, abandoned = Admitted(), list[str]()
+    result = _verify_chain(path, unwrap, check_head, archived, admitted, abandoned)
+    result.unfinished, result.abandoned = admitted.ids(), abandoned
+    return result
+
+
+def _verify_chain(
+    path: Path,
+    unwrap: Callable[[str], bytes],
+    check_head: bool,
+    archived: Sequence[Segment],
+    admitted: Admitted,
+    abandoned: list[str],
+) -> VerifyResult:
+    """:func:`verify`'s chain walk; every verified record also goes to *admitted*, and the
+    request ids of abandoned completions to *abandoned*."""
     head: dict[str, Any] | None = None
     head_path = path.with_name(path.name + ".head")
     if check_head:
@@ -417,11 +587,14 @@ def verify(
                 False, count, f"{piece.source} starts at seq {piece.first_seq}, inside {previous}"
             )
         for lineno, raw in enumerate(piece.read().splitlines(keepends=True), start=1):
-            why, digest = _check(raw, count, prev, keys, unwrap)
+            why, digest, record = _check(raw, count, prev, keys, unwrap)
             if why is not None:
                 return VerifyResult(
                     False, count, f"{piece.source} line {lineno} (seq {count}): {why}", lineno
                 )
+            admitted.note(record)
+            if record.get("kind") == "request" and record.get("outcome") == ABANDONED:
+                abandoned.append(str(record.get("request_id")))
             if head is not None and count == head["seq"]:
                 hash_at_head = digest
             prev = digest

@@ -139,7 +139,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     archived = storage_cli.archived_segments(args)  # the Object Lock archive, with --stack or --config
     result = verify(path, unwrap, check_head=not args.no_head, archived=archived)
-    print(("OK " if result.ok else "BROKEN ") + result.message)
+    for line in result.report():  # the verdict, then unfinished and abandoned requests by id
+        print(line)
+    if result.ok and args.require_complete and result.unfinished:
+        print(f"--require-complete: {len(result.unfinished)} admitted requests have no final record")
+        return 1
     return 0 if result.ok else 1
 
 
@@ -510,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--transit-key", default="audit-hmac")
     ver.add_argument("--transit-mount", default="transit")
     ver.add_argument("--no-head", action="store_true", help="skip the truncation check against FILE.head")
+    ver.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="exit 1 also when a request forwarded to the model has no final record (a stopped trail)",
+    )
     ver.set_defaults(func=cmd_audit_verify)
     from infra import storage_cli
 
