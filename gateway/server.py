@@ -1,17 +1,107 @@
-"""Run the gateway under uvicorn, with the egress guard installed first."""
+"""Run the gateway under uvicorn, with the egress guard installed first, connection bounds
+(gateway/connections.py), an open-file limit checked at start, and a shutdown with a deadline."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import resource
+import socket
+import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
+from fastapi import FastAPI
 
 from gateway import egress
 from gateway.app import create_app
-from gateway.settings import CONFIG_ENV, GatewaySettings
+from gateway.connections import ConnectionBounds, protocol_class
+from gateway.settings import CONFIG_ENV, GatewaySettings, LimitSettings
+
+log = logging.getLogger("sovereign.gateway.server")
+
+#: open files the process needs besides client and upstream connections: the audit trail,
+#: OpenBao, the key store, logs, threads, the listening socket
+FD_HEADROOM = 128
+#: seconds after the shutdown deadline before uvicorn cancels what still runs (a backstop: the
+#: app's drain ends in-flight work at the deadline itself)
+BACKSTOP_S = 2
+#: seconds after that backstop before the process ends itself, whatever still blocks it (the
+#: pod's budget, infra/k8s_platform/gateway.py, keeps 1 s after the backstop before SIGKILL)
+WATCHDOG_S = 1
+
+
+def raise_open_file_limit(limits: LimitSettings) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; refuse to start (SystemExit) when the
+    connection limits do not fit below it. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel's ceiling is fs.nr_open
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = soft
+    if soft != target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit from %d to %d", soft, target)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = limits.max_client_connections + limits.max_connections + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise SystemExit(
+            f"gateway: limits.max_client_connections ({limits.max_client_connections}) plus "
+            f"limits.max_connections ({limits.max_connections}) plus {FD_HEADROOM} for the audit "
+            f"trail, OpenBao and threads need {need} open files, but the open-file limit "
+            f"(RLIMIT_NOFILE) is {soft} (hard {hard}). Lower limits.max_client_connections to "
+            f"{max(soft - limits.max_connections - FD_HEADROOM, 0)} or less, or raise the "
+            f"limit (ulimit -n, the container runtime's nofile setting, LimitNOFILE= in systemd)."
+        )
+    return int(soft)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with the gateway's shutdown: stop accepting, close idle connections,
+    let the app end its in-flight work within the deadline, then end whatever remains."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, deadline_s: float) -> None:
+        super().__init__(config)
+        self.gateway_app = app
+        self.deadline_s = deadline_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        backstop = self.config.timeout_graceful_shutdown or 0
+        watchdog = threading.Timer(backstop + WATCHDOG_S, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
+        begin_drain = getattr(getattr(self.gateway_app.state, "gateway", None), "begin_drain", None)
+        if callable(begin_drain):
+            try:
+                begin_drain(self.deadline_s)
+            except Exception as exc:  # the shutdown goes on: uvicorn's backstop still applies
+                log.error("begin_drain failed: %s", type(exc).__name__)
+        # uvicorn 0.54 server.py:281-311: closes the listeners; calls shutdown() on every
+        # connection, which closes those without an answer in progress (idle keep-alive, headers
+        # incomplete; httptools_impl.py:349-356); waits for the connections, then the tasks
+        # (_wait_tasks_to_complete, :313-329) at most timeout_graceful_shutdown; then cancels the
+        # tasks still running and runs the lifespan shutdown
+        await super().shutdown(sockets)
+        # a connection whose answer cannot be flushed (a client that stopped reading) would stay
+        # open after its task ended: abort it, so nothing holds the loop
+        for connection in list(self.server_state.connections):
+            transport: Any = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+
+
+def _force_exit() -> None:
+    # the handlers write each record at once; logging.shutdown() could wait on a lock held by a
+    # stuck thread
+    log.error("shutdown did not finish within its backstop; exiting now")
+    os._exit(1)
 
 
 def serve(config: Path | None, host: str, port: int, log_level: str = "info") -> None:
@@ -23,8 +113,32 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         destinations = [u.host for u in settings.upstreams.values()]
         destinations.append(urlsplit(settings.openbao.address).hostname or "")
         egress.install(settings.egress_allowlist, destinations)
+    limits = settings.limits
+    raise_open_file_limit(limits)
     app = create_app(settings)
-    # the standard asyncio loop: the egress audit hook sees its connects (uvloop's are unseen)
-    uvicorn.run(
-        app, host=host, port=port, loop="asyncio", http="httptools", log_level=log_level, access_log=False
+    bounds = ConnectionBounds(
+        header_timeout_s=limits.header_timeout_s,
+        keep_alive_timeout_s=limits.keep_alive_timeout_s,
+        max_client_connections=limits.max_client_connections,
+        max_pending_connections=limits.max_pending_connections,
+        retry_after_s=limits.retry_after_s,
+        write_timeout_s=limits.write_timeout_s,
     )
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # the standard asyncio loop: the egress audit hook sees its connects (uvloop's are unseen)
+        loop="asyncio",
+        http=protocol_class(bounds),
+        ws="none",  # no WebSocket upgrade: an upgraded connection would leave the bounds' counts
+        log_level=log_level,
+        access_log=False,
+        # whole seconds in uvicorn's Config; the protocol applies the exact value
+        timeout_keep_alive=math.ceil(limits.keep_alive_timeout_s),
+        timeout_graceful_shutdown=math.ceil(limits.shutdown_deadline_s) + BACKSTOP_S,
+    )
+    server = GatewayServer(uv_config, app, limits.shutdown_deadline_s)
+    server.run()
+    if not server.started:  # as uvicorn.run does (main.py:639-640)
+        raise SystemExit(3)

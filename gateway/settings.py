@@ -118,7 +118,12 @@ class OpenBaoSettings(BaseModel):
     key_ttl_s: float = Field(
         default=300.0, gt=0, description="How long a plaintext data key stays cached in memory."
     )
-    timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one OpenBao call.")
+    timeout_s: float = Field(
+        default=2.0, gt=0,
+        description="Timeout of one OpenBao call. Every request waiting for a key gets 503 within "
+        "twice this (gateway/kms.py WAIT_FACTOR); after OpenBao failed to answer, keys not in "
+        "memory fail at once for this long.",
+    )  # fmt: skip
     wrapped_keys_dir: Path = Field(
         default=Path("keys"), description="Where wrapped (encrypted) tenant data keys are kept."
     )
@@ -188,15 +193,94 @@ class AuditSettings(BaseModel):
     )
 
 
+class TenantLimit(BaseModel):
+    """Admission limits of one tenant (all its API keys together), per gateway pod."""
+
+    max_concurrent: int = Field(
+        default=64, gt=0, description="Requests of the tenant in flight at once; more get 429."
+    )
+    rate_per_s: float = Field(
+        default=100.0, gt=0, description="Sustained requests per second (a token bucket); more get 429."
+    )
+    burst: int = Field(default=200, gt=0, description="Requests the bucket lets through at once.")
+
+
 class LimitSettings(BaseModel):
-    """Request limits and upstream timeouts."""
+    """Bounds on what clients and the upstream may send, how long anything may take, and
+    admission control. Every bound ends the request with a named error code and an audit
+    record (docs/gateway-api.md lists the codes)."""
 
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest accepted body (413).")
     connect_timeout_s: float = Field(default=2.0, gt=0, description="Upstream connect timeout.")
     read_timeout_s: float = Field(
-        default=120.0, gt=0, description="Longest wait for the upstream's next bytes (504 past it)."
-    )
+        default=60.0, gt=0,
+        description="Idle deadline: longest wait for the upstream's next byte of a plain answer, "
+        "or its next complete event of a stream (504 `upstream_timeout` past it).",
+    )  # fmt: skip
     max_connections: int = Field(default=256, gt=0, description="Upstream connection pool size.")
+    request_deadline_s: float = Field(
+        default=120.0, gt=0,
+        description="Total time a plain answer may take from the upstream, however it drips (504).",
+    )  # fmt: skip
+    stream_deadline_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Total time a streamed answer may take (ends with `upstream_timeout`).",
+    )
+    max_answer_bytes: int = Field(
+        default=8 << 20, gt=0,
+        description="Largest upstream answer, plain or streamed in all (502 `upstream_too_large`).",
+    )  # fmt: skip
+    max_event_bytes: int = Field(
+        default=256 << 10, gt=0,
+        description="Longest server-sent-event line or event from the upstream (502 `upstream_too_large`).",
+    )  # fmt: skip
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A client must send its complete request headers within this."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="... and its complete body within this after them (408)."
+    )
+    write_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="A client that takes no bytes of its answer for this long is cut off (audited).",
+    )  # fmt: skip
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="An idle client connection is closed after this."
+    )
+    max_client_connections: int = Field(
+        default=2048, gt=0,
+        description="Open client connections per pod; a connection beyond it is answered 503 and "
+        "closed. Must leave room below the process's open-file limit (checked at start).",
+    )  # fmt: skip
+    max_pending_connections: int = Field(
+        default=256, gt=0,
+        description="Client connections that have not yet sent complete headers (so no API key); "
+        "a new one beyond it is closed at once.",
+    )  # fmt: skip
+    max_concurrent_requests: int = Field(
+        default=512, gt=0, description="Chat requests in flight per pod; more get 503 with Retry-After."
+    )
+    max_concurrent_streams: int = Field(
+        default=256, gt=0, description="Streamed chat requests in flight per pod; more get 503."
+    )
+    tenant_defaults: TenantLimit = Field(
+        default_factory=TenantLimit, description="Admission limits of every tenant not named in `tenants`."
+    )
+    tenants: dict[str, TenantLimit] = Field(
+        default_factory=dict, description="Admission limits per tenant name, replacing the defaults."
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After (seconds) sent with a 503 for a full pod."
+    )
+    shutdown_deadline_s: float = Field(
+        default=20.0, gt=0,
+        description="On SIGTERM: stop accepting, let requests in flight finish within this, then end "
+        "the rest with an audited `shutting_down` error. Below the pod's grace period less its preStop.",
+    )  # fmt: skip
+
+    def tenant(self, name: str) -> TenantLimit:
+        return self.tenants.get(name, self.tenant_defaults)
 
 
 class GatewaySettings(BaseSettings):

@@ -1,0 +1,194 @@
+"""Bounds on client connections, below the application: a deadline for request headers, a cap on
+connections that have not yet sent complete headers (so no API key yet) and a cap on open client
+connections. A refused or timed-out connection never reaches the app.
+
+A small subclass of uvicorn's httptools protocol. It relies on uvicorn 0.54's private API
+(uvicorn/protocols/http/httptools_impl.py, cited by line): re-check the cited lines when uvicorn
+is upgraded (tests/gateway/test_connection_bounds.py fails on another minor version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from prometheus_client import Counter
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: the uvicorn version whose private API this module was written against
+UVICORN_VERSION = "0.54"
+
+log = logging.getLogger("sovereign.gateway.connections")
+
+CONNECTIONS_REFUSED = Counter(
+    "sovereign_gateway_connections_refused_total",
+    "Client connections closed before reaching the app, by reason.",
+    ["reason"],  # connection_limit, pending_limit, header_timeout, write_timeout
+)
+
+#: at most one warning per this many seconds, with the counts since the last: a flood of
+#: connections must not become a flood of log lines
+LOG_EVERY_S = 10.0
+
+
+@dataclass
+class ConnectionBounds:
+    """The limits and the counts all connections of one server share (one event loop: no lock)."""
+
+    header_timeout_s: float
+    keep_alive_timeout_s: float
+    max_client_connections: int
+    max_pending_connections: int
+    retry_after_s: int = 1
+    write_timeout_s: float = 30.0
+    open: int = 0  # admitted connections, open now
+    pending: int = 0  # of those, the ones without complete request headers
+    _unlogged: dict[str, int] = field(default_factory=dict)
+    _logged_at: float = 0.0
+
+    def refused(self, reason: str) -> None:
+        CONNECTIONS_REFUSED.labels(reason).inc()
+        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(self._unlogged.items()))
+            log.warning("client connections closed before the app: %s (open %d, pending %d)",
+                        counts, self.open, self.pending)  # fmt: skip
+            self._unlogged.clear()
+            self._logged_at = now
+
+
+def _answer(status: int, phrase: str, code: str, message: str, retry_after_s: int | None = None) -> bytes:
+    """A complete minimal HTTP/1.1 answer that closes the connection (OpenAI error shape)."""
+    body = json.dumps({"error": {"message": message, "type": "server_error", "code": code, "param": None}})
+    head = [
+        f"HTTP/1.1 {status} {phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+    ]
+    if retry_after_s is not None:
+        head.append(f"retry-after: {retry_after_s}")
+    return ("\r\n".join(head) + "\r\n\r\n" + body).encode("ascii")
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with connection bounds. Use :func:`protocol_class` to bind
+    the bounds (uvicorn's ``Config(http=...)`` takes a protocol class, config.py:450-453)."""
+
+    bounds: ClassVar[ConnectionBounds]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's Config takes whole seconds (httptools_impl.py:79 reads it; :345 arms it)
+        self.timeout_keep_alive = self.bounds.keep_alive_timeout_s  # type: ignore[assignment]
+        self._admitted = False
+        self._pending = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # :101-114 registers the connection in server_state.connections and sets transport and
+        # flow; connection_lost (:116-133) undoes it, so a refused connection is made first too
+        super().connection_made(transport)
+        bounds = self.bounds
+        if bounds.open >= bounds.max_client_connections:
+            self._refuse("connection_limit")
+        elif bounds.pending >= bounds.max_pending_connections:
+            self._refuse("pending_limit")
+        else:
+            self._admitted = True
+            bounds.open += 1
+            self._expect_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_done()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self._admitted:
+            self._admitted = False
+            self.bounds.open -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:  # a refused connection's bytes are never parsed
+            super().data_received(data)
+
+    # httptools parser callbacks (:222 on_message_begin at a request's first byte; :248
+    # on_headers_complete when its headers are complete, where the ASGI cycle starts)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._pending:
+            # the next request on a kept-alive connection: uvicorn's keep-alive timer ended at
+            # its first byte (data_received, :171); from here the header deadline applies
+            self._expect_headers()
+
+    def on_headers_complete(self) -> None:
+        self._headers_done()
+        super().on_headers_complete()
+
+    # a complete answer still in the write buffer: a client that takes none of it for
+    # write_timeout_s is cut off. uvicorn writes a plain answer's body at once and, for a
+    # closing connection, calls transport.close(), which waits for the buffer to drain — for
+    # ever, with a client that stopped reading (its send() completed the cycle: :553-561 call
+    # on_response, which is on_response_complete, :327)
+    def on_response_complete(self) -> None:
+        self._watch_writes(-1)
+        super().on_response_complete()
+
+    def _watch_writes(self, before: int) -> None:
+        self._write_timer = None
+        left = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if left == 0:
+            return
+        if before != -1 and left >= before:  # nothing taken for write_timeout_s
+            self.bounds.refused("write_timeout")
+            self.transport.abort()
+            return
+        self._write_timer = self.loop.call_later(self.bounds.write_timeout_s, self._watch_writes, left)
+
+    def _expect_headers(self) -> None:
+        self._pending = True
+        self.bounds.pending += 1
+        self._header_timer = self.loop.call_later(self.bounds.header_timeout_s, self._header_timeout)
+
+    def _headers_done(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        if self._pending:
+            self._pending = False
+            self.bounds.pending -= 1
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        self._headers_done()
+        if self.transport.is_closing():
+            return
+        self.bounds.refused("header_timeout")
+        if self.cycle is not None and not self.cycle.response_complete:
+            # an answer is still being sent on this connection (the late request is pipelined
+            # behind it): close after that answer, as uvicorn's own shutdown does (:353-356)
+            self.cycle.keep_alive = False
+            return
+        msg = "request headers not complete in time"
+        self.transport.write(_answer(408, "Request Timeout", "header_timeout", msg))
+        self.transport.close()
+
+    def _refuse(self, reason: str) -> None:
+        self.bounds.refused(reason)
+        msg = "too many client connections, retry later"
+        self.transport.write(
+            _answer(503, "Service Unavailable", "too_many_connections", msg, self.bounds.retry_after_s)
+        )
+        self.transport.close()
+
+
+def protocol_class(bounds: ConnectionBounds) -> type[BoundedHttpToolsProtocol]:
+    """A protocol class bound to *bounds*, for ``uvicorn.Config(http=...)``."""
+    return type("GatewayHttpProtocol", (BoundedHttpToolsProtocol,), {"bounds": bounds})
