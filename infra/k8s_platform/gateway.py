@@ -59,6 +59,18 @@ def audit_archive_settings(cfg: StackConfig) -> dict[str, Any] | None:
     }
 
 
+#: Shutdown of a gateway pod, in the order Kubernetes runs it: the preStop hook waits while the
+#: endpoint controller and the ingress controller drop the pod from their lists (new requests go
+#: elsewhere), then SIGTERM: the gateway stops accepting and gives what is in flight
+#: limits.shutdown_deadline_s, ends the rest with an audited `shutting_down` error, uvicorn's
+#: backstop (gateway/server.py BACKSTOP_S) cancels anything left and its watchdog (WATCHDOG_S)
+#: ends the process; the kubelet's SIGKILL comes at the grace period. Each step fits in the
+#: next (tests/platform/test_platform.py checks the sum): nothing is cut by SIGKILL unaudited.
+PRESTOP_S = 5
+SHUTDOWN_DEADLINE_S = 20.0
+GRACE_PERIOD_S = 30
+
+
 def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     """The gateway's settings file (gateway/settings.py) for this stack."""
     audit: dict[str, Any] = {"path": AUDIT_TRAIL, "fsync": True}
@@ -87,6 +99,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         },
         "audit": audit,
         "keys_file": "/etc/sovereign/keys/keys.json",
+        "limits": {"shutdown_deadline_s": SHUTDOWN_DEADLINE_S},
     }
 
 
@@ -175,6 +188,9 @@ class GatewayDeployment(pulumi.ComponentResource):
             "startupProbe": {**probe, "failureThreshold": 30},
             "livenessProbe": probe,
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+            # the kubelet's own sleep action (beta and on by default since Kubernetes 1.30,
+            # KEP-3960): no `sleep` binary needed in the image
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},
             "securityContext": container_security(),
             "volumeMounts": mounts,
         }
@@ -241,6 +257,7 @@ class GatewayDeployment(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,
+                        "terminationGracePeriodSeconds": GRACE_PERIOD_S,
                         "securityContext": pod_security(),
                         "containers": containers,
                         "volumes": volumes,

@@ -3,6 +3,7 @@ observability — and every rendered manifest against the Kubernetes OpenAPI sch
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -518,3 +519,19 @@ def test_the_prometheus_operator_serves_without_the_webhooks_certificate(
     broken = plan_of(sections("eu-central-prod"), stack="eu-central-prod")
     found = [f for f in broken.findings if "kube-prometheus-stack" in f.resource]
     assert len(found) == 1 and "kube-prometheus-stack-admission" in str(found[0]), found
+
+
+def test_the_gateway_shutdown_fits_in_the_pods_grace_period(prod: planner.Plan) -> None:
+    """preStop, then the gateway's drain deadline, uvicorn's backstop and the watchdog: all
+    before the kubelet's SIGKILL, so no request in flight is cut off without its record (#21)."""
+    from gateway.server import BACKSTOP_S, WATCHDOG_S
+
+    pod = one(prod, "StatefulSet", "gateway")["spec"]["template"]["spec"]
+    (gateway,) = [c for c in pod["containers"] if c["name"] == "gateway"]
+    prestop = gateway["lifecycle"]["preStop"]["sleep"]["seconds"]
+    settings = GatewaySettings(
+        **yaml.safe_load(one(prod, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
+    )
+    drain = math.ceil(settings.limits.shutdown_deadline_s)
+    assert prestop >= 5  # endpoints and the ingress controller drop the pod meanwhile
+    assert prestop + drain + BACKSTOP_S + WATCHDOG_S <= pod["terminationGracePeriodSeconds"]
