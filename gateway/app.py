@@ -1,14 +1,19 @@
 """The gateway: the only door between Magento and the models.
 
-Order of work for a chat request: size and content-type limits -> JSON -> schema (422 names
-the field) -> API key (tenant) -> use case (policy) -> keys from OpenBao (fail closed, 503)
--> upstream from the allowlisted configuration -> answer -> signed audit record.
-Neither prompt nor answer text is logged or audited; only ids, counts, outcomes, timings.
+Order of work for a chat request: API key (tenant, from the headers: a client without one
+costs no body read) -> admission (pod and tenant limits: 503/429 at once) -> size,
+content-type and time limits on the body -> JSON -> schema (422 names the field) -> use case
+(policy) -> keys from OpenBao (fail closed, 503) -> PHI filter -> write-ahead audit record
+(on disk before the model sees a byte) -> upstream from the allowlisted configuration, under
+a total and an idle deadline, cancelled when the client goes -> answer, bounded in size and
+tokens -> the final signed audit record. Neither prompt nor answer text is logged or audited;
+only ids, counts, outcomes, timings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,15 +30,24 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
+from starlette.types import Message, Receive, Scope, Send
 
+from gateway.admission import Admission, Refused, Ticket
 from gateway.audit import AuditKey, AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
-from gateway.phi.tokenise import StreamRestorer, TokenScanner, count_unrestored, request_key, restore
+from gateway.phi.tokenise import (
+    SURROGATE_RE,
+    StreamRestorer,
+    TokenScanner,
+    count_unrestored,
+    request_key,
+    restore,
+)
 from gateway.policy import UseCasePolicy, load_policies
 from gateway.schemas import (
     REQUEST_ID_HEADER,
@@ -45,8 +59,15 @@ from gateway.schemas import (
     openai_error,
 )
 from gateway.settings import GatewaySettings, Upstream
-from gateway.sse import SSEDecoder
-from gateway.upstream import StreamHandle, UpstreamClient, UpstreamFailure, UpstreamTimeout
+from gateway.sse import EventTooLarge, SSEDecoder
+from gateway.upstream import (
+    StreamHandle,
+    UpstreamClient,
+    UpstreamFailure,
+    UpstreamMalformed,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+)
 
 log = logging.getLogger("sovereign.gateway")
 
@@ -61,6 +82,10 @@ LATENCY = Histogram(
 )
 UPSTREAM_ERRORS = Counter("sovereign_gateway_upstream_errors_total", "Upstream failures.", ["kind"])
 AUDIT_FAILURES = Counter("sovereign_gateway_audit_failures_total", "Audit records that could not be written.")
+IN_FLIGHT = Gauge("sovereign_gateway_in_flight", "Chat requests in flight in this pod.", ["kind"])
+REFUSED = Counter(
+    "sovereign_gateway_refused_total", "Requests refused by admission control, by error code.", ["code"]
+)
 
 #: the only X-Request-Id a client may choose: a UUID in its textual form (any version, stored in
 #: lower case). Anything else is replaced by a new UUID, and the answer says so in
@@ -93,17 +118,40 @@ def keyed_seed(data_key: bytes, seed: int) -> int:
 class GatewayError(Exception):
     """An error answered to the client as an OpenAI-style JSON error."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | None = None,
+        retry_after_s: int | None = None,
+        close: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
+        self.retry_after_s = retry_after_s
+        # answered before the body was read: the connection is closed after the answer, so
+        # an unread body is never left to a kept-alive connection
+        self.close = close
 
     def response(self, request_id: str, replaced: bool = False) -> JSONResponse:
         type_ = "invalid_request_error" if self.status < 500 else "server_error"
+        headers = id_headers(request_id, replaced)
+        if self.retry_after_s is not None:
+            headers["retry-after"] = str(self.retry_after_s)
+        if self.close:
+            headers["connection"] = "close"
         return JSONResponse(
-            openai_error(self.message, type_, self.code, self.param),
-            status_code=self.status,
-            headers=id_headers(request_id, replaced),
+            openai_error(self.message, type_, self.code, self.param), status_code=self.status, headers=headers
         )
+
+
+class ClientGone(Exception):
+    """The client closed its connection while its request was with the upstream."""
+
+
+#: the end of a request under the drain deadline at shutdown (audited as such)
+SHUTTING_DOWN = ("shutting_down", "the gateway is shutting down; retry on another instance")
 
 
 def id_headers(request_id: str, replaced: bool) -> dict[str, str]:
@@ -140,12 +188,17 @@ class Exchange:
     originals: dict[str, str] = field(default_factory=dict)
     restored: int = 0
     unrestored: int = 0
+    error: str | None = None  # the error code the client got, if any
+    stalled: bool = False  # the client stopped taking the streamed answer (write timeout)
+    ended: bool = False  # a stream's final record is written
+    max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
 
     @property
     def headers(self) -> dict[str, str]:
         return id_headers(self.request_id, self.request_id_replaced)
 
-    def record(self, outcome: str, status: int) -> dict[str, Any]:
+    def admission(self) -> dict[str, Any]:
+        """The write-ahead record: who sent what to which model, before the model sees it."""
         return {
             "request_id": self.request_id,
             "tenant": self.tenant,
@@ -156,8 +209,15 @@ class Exchange:
             "upstream_model": self.upstream.model if self.upstream else None,
             "weights_sha256": self.upstream.weights_sha256 if self.upstream else None,
             "stream": self.stream,
+            "bytes": {"request": self.request_bytes},
+        }
+
+    def record(self, outcome: str, status: int) -> dict[str, Any]:
+        return {
+            **self.admission(),
             "outcome": outcome,
             "status": status,
+            "error": self.error,
             "finish_reason": self.finish_reason,
             "latency_ms": {
                 "total": round((time.perf_counter() - self.started) * 1000, 3),
@@ -194,6 +254,40 @@ class Gateway:
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
         self.phi = PHIFilter(recognizers(settings.phi_names, settings.phi_plugins))
+        self.admission = Admission(settings.limits)
+        # shutdown: set by begin_drain; every wait on the upstream ends by drain_at at the latest
+        self.draining = False
+        self.drain_at = float("inf")
+        self._waits: set[asyncio.Timeout] = set()
+
+    # -- deadlines --------------------------------------------------------------------------
+    def begin_drain(self, deadline_s: float) -> None:
+        """SIGTERM: refuse new requests (503 `shutting_down`), and end every request still
+        waiting on the upstream *deadline_s* from now with an audited `shutting_down` error
+        (gateway/server.py calls this; the pod's grace period is longer)."""
+        self.draining = True
+        self.drain_at = asyncio.get_running_loop().time() + deadline_s
+        for wait in list(self._waits):
+            when = wait.when()
+            if when is None or when > self.drain_at:
+                wait.reschedule(self.drain_at)
+
+    async def bounded(self, aw: Awaitable[Any], deadline: float) -> Any:
+        """Await *aw* until the loop time *deadline* (or the drain deadline, if sooner);
+        TimeoutError past it."""
+        async with asyncio.timeout_at(min(deadline, self.drain_at)) as wait:
+            self._waits.add(wait)
+            try:
+                return await aw
+            finally:
+                self._waits.discard(wait)
+
+    def timed_out(self) -> GatewayError:
+        """The error for a deadline that passed: the drain's, or the request's own."""
+        if self.draining and asyncio.get_running_loop().time() >= self.drain_at:
+            return GatewayError(503, *SHUTTING_DOWN)
+        UPSTREAM_ERRORS.labels(kind="timeout").inc()
+        return GatewayError(504, "upstream_timeout", "the model upstream did not answer in time")
 
     # -- audit ----------------------------------------------------------------------------
     async def seal_audit_segments(self) -> None:
@@ -319,25 +413,51 @@ class Gateway:
         return out
 
     async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.limits.max_body_bytes
+        """The body, at most limits.max_body_bytes, complete within limits.body_timeout_s.
+        Every refusal here closes the connection (the rest of the body is never read)."""
+        limits = self.settings.limits
+        limit = limits.max_body_bytes
+        too_large = GatewayError(
+            413, "body_too_large", f"the body is larger than the limit of {limit} bytes", close=True
+        )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise GatewayError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+            raise too_large
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
             raise GatewayError(
-                415, "unsupported_media_type", "send the body as Content-Type: application/json"
+                415, "unsupported_media_type", "send the body as Content-Type: application/json", close=True
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(
-                    413, "body_too_large", f"the body is larger than the limit of {limit} bytes"
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise GatewayError(
+                408, "body_timeout",
+                f"the body did not arrive within limits.body_timeout_s ({limits.body_timeout_s:g} s)",
+                close=True,
+            ) from None  # fmt: skip
         return b"".join(chunks)
+
+    def admit(self, ex: Exchange) -> Ticket:
+        """A place for the request in the pod's and the tenant's limits (or 503/429 at once)."""
+        if self.draining:
+            raise GatewayError(
+                503, *SHUTTING_DOWN, retry_after_s=self.settings.limits.retry_after_s, close=True
+            )
+        try:
+            return self.admission.admit(str(ex.tenant))
+        except Refused as refused:
+            REFUSED.labels(code=refused.code).inc()
+            raise GatewayError(
+                refused.status, refused.code, refused.message, retry_after_s=refused.retry_after_s, close=True
+            ) from None
 
     def parse(self, raw: bytes) -> ChatRequest:
         try:
@@ -388,13 +508,24 @@ class Gateway:
     async def chat(self, request: Request) -> Response:
         request_id, replaced = request_id_from(request.headers)
         ex = Exchange(request_id=request_id, request_id_replaced=replaced)
+        ticket: Ticket | None = None
         try:
+            key = self.authenticate(request)  # before the body: no key, no memory spent on it
+            ex.tenant, ex.key_id = key.tenant, key.key_id
+            ticket = self.admit(ex)
             raw = await self.read_body(request)
             ex.request_bytes = len(raw)
-            key = self.authenticate(request)
-            ex.tenant, ex.key_id = key.tenant, key.key_id
             body = self.parse(raw)
             ex.stream = body.stream
+            if body.stream:
+                try:
+                    self.admission.admit_stream(ticket)
+                except Refused as refused:
+                    ticket = None  # released by admit_stream
+                    REFUSED.labels(code=refused.code).inc()
+                    raise GatewayError(
+                        refused.status, refused.code, refused.message, retry_after_s=refused.retry_after_s
+                    ) from None
             if body.user is not None:
                 ex.dropped_fields.append("user")
             policy = self.resolve_policy(request, body)
@@ -441,32 +572,77 @@ class Gateway:
                 stop=filtered.texts[len(texts) :],
                 seed=None if body.seed is None else keyed_seed(data_key, body.seed),
             )
+            ex.max_tokens = payload["max_tokens"]
+            # write-ahead: the record that this request goes to the model is on disk first
+            # (a crash from here on leaves it open; `sovereign audit verify` names it)
+            self.audit.admit(ex.admission(), key=ex.audit_key)
             if body.stream:
-                return await self.forward_stream(ex, upstream, payload)
-            return await self.forward(ex, upstream, payload)
+                response = await self.forward_stream(ex, upstream, payload, ticket, request)
+                ticket = None  # the stream gives it back when it ends
+                return response
+            return await self.forward(ex, upstream, payload, request)
         except GatewayError as err:
+            ex.error = err.code
             self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
             return err.response(request_id, replaced)
         except AuditWriteError as exc:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)
+            AUDIT_FAILURES.inc()
+            self.audit_healthy = False
             return GatewayError(
                 503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
             ).response(request_id, replaced)
+        except ClientGone:
+            ex.error = "client_disconnected"
+            self.write_audit(ex, "client_disconnected", 499)
+            return Response(status_code=499)  # nobody reads it: the connection is gone
+        finally:
+            self.admission.release(ticket)
 
-    def _upstream_failure(self, exc: UpstreamFailure, upstream: Upstream) -> GatewayError:
+    @staticmethod
+    def _upstream_failure(exc: UpstreamFailure) -> GatewayError:
         UPSTREAM_ERRORS.labels(kind=exc.kind).inc()
         if isinstance(exc, UpstreamTimeout):
             return GatewayError(504, "upstream_timeout", "the model upstream did not answer in time")
-        return GatewayError(502, "upstream_unreachable", "the model upstream is unreachable")
-
-    async def forward(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
-        t0 = time.perf_counter()
-        try:
-            status, raw = await self.http.post_json(
-                f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url)
+        if isinstance(exc, UpstreamTooLarge):
+            return GatewayError(
+                502, "upstream_too_large", "the model upstream's answer exceeds limits.max_answer_bytes"
             )
+        if isinstance(exc, UpstreamMalformed):
+            return GatewayError(502, "upstream_malformed", "the model upstream sent a malformed answer")
+        if exc.kind == "unreachable":
+            return GatewayError(502, "upstream_unreachable", "the model upstream is unreachable")
+        return GatewayError(502, "upstream_incomplete", "the model upstream closed the answer early")
+
+    async def _with_client(self, request: Request, call: Coroutine[Any, Any, Any], deadline: float) -> Any:
+        """*call*'s result, unless the client goes first (ClientGone: the call is cancelled, so
+        the upstream stops working for nobody) or *deadline* passes (GatewayError)."""
+        task = asyncio.ensure_future(call)
+        gone = asyncio.ensure_future(_disconnect(request.receive))
+        try:
+            await self.bounded(asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED), deadline)
+        except TimeoutError:
+            raise self.timed_out() from None
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task  # the upstream connection is closed before we go on
+        if task.cancelled():
+            raise ClientGone
+        return task.result()
+
+    async def forward(
+        self, ex: Exchange, upstream: Upstream, payload: dict[str, Any], request: Request
+    ) -> Response:
+        t0 = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.settings.limits.request_deadline_s
+        call = self.http.post_json(f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url))
+        try:
+            status, raw = await self._with_client(request, call, deadline)
         except UpstreamFailure as exc:
-            raise self._upstream_failure(exc, upstream) from None
+            raise self._upstream_failure(exc) from None
         ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
         if status != 200:
             UPSTREAM_ERRORS.labels(kind="status").inc()
@@ -481,16 +657,30 @@ class Gateway:
             raise GatewayError(
                 502, "upstream_malformed", "the model upstream sent a malformed answer"
             ) from None
+        except TooLong:
+            raise self._too_long() from None
         ex.response_bytes = len(content)
         if self.write_audit(ex, "ok", 200) is None:
             raise AuditWriteError("the audit record was not written")
         return Response(content, media_type="application/json", headers=ex.headers)
 
     @staticmethod
+    def _too_long() -> GatewayError:
+        UPSTREAM_ERRORS.labels(kind="too_long").inc()
+        return GatewayError(
+            502, "upstream_too_long", "the model upstream sent more tokens than max_tokens asked for"
+        )
+
+    @staticmethod
     def _restore_answer(ex: Exchange, raw: bytes) -> bytes:
         """The answer as the client gets it: tokens restored (one linear pass per choice),
-        the model named by its alias."""
+        the model named by its alias. TooLong when the upstream counts more completion tokens
+        than it was asked for."""
         answer = json.loads(raw)
+        usage = answer.get("usage")
+        # n is always 1 here (the schema allows no other): usage is that one choice's
+        if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (ex.max_tokens or 1 << 62):
+            raise TooLong
         ex.finish_reason = answer["choices"][0].get("finish_reason")
         scanner = TokenScanner(ex.originals)
         for choice in answer["choices"]:
@@ -502,27 +692,39 @@ class Gateway:
         answer["model"] = ex.alias
         return json.dumps(answer, ensure_ascii=False).encode()
 
-    async def forward_stream(self, ex: Exchange, upstream: Upstream, payload: dict[str, Any]) -> Response:
+    async def forward_stream(
+        self, ex: Exchange, upstream: Upstream, payload: dict[str, Any], ticket: Ticket, request: Request
+    ) -> Response:
         t0 = time.perf_counter()
+        limits = self.settings.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.stream_deadline_s
+        opening = self.http.open_stream(
+            f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url)
+        )
         try:
-            resp = await self.http.open_stream(
-                f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url)
+            resp = await self._with_client(
+                request, opening, min(deadline, loop.time() + limits.read_timeout_s)
             )
         except UpstreamFailure as exc:
-            raise self._upstream_failure(exc, upstream) from None
+            raise self._upstream_failure(exc) from None
         if resp.status != 200:
             resp.close()
             UPSTREAM_ERRORS.labels(kind="status").inc()
             raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {resp.status}")
-        return StreamingResponse(
-            self._relay(ex, resp, t0),
+        return RelayResponse(
+            self._relay(ex, resp, t0, deadline, ticket),
+            write_timeout_s=limits.write_timeout_s,
+            on_stall=lambda: setattr(ex, "stalled", True),
+            on_close=lambda: self._end_stream(ex, resp, ticket, "client_disconnected", 499),
             media_type="text/event-stream",
             headers={**ex.headers, "cache-control": "no-cache"},
         )
 
     def _relay_event(self, ex: Exchange, data: bytes, t0: float, restorers: _Restorers) -> bytes:
         """One upstream event as it goes to the client, tokens restored; raises ValueError
-        when malformed."""
+        when malformed, TooLong when a choice has more content events than max_tokens (each
+        event carries at least one token)."""
         if data == b"[DONE]":
             return b"data: [DONE]\n\n"
         try:
@@ -530,75 +732,131 @@ class Gateway:
             for choice in event["choices"]:
                 delta = choice.get("delta") or {}
                 content = delta.get("content")
-                text = restorers.feed(choice.get("index", 0), content if isinstance(content, str) else "")
+                index = choice.get("index", 0)
+                if isinstance(content, str) and content:
+                    restorers.events[index] = restorers.events.get(index, 0) + 1
+                    if ex.max_tokens is not None and restorers.events[index] > ex.max_tokens:
+                        raise TooLong
+                text = restorers.feed(index, content if isinstance(content, str) else "")
                 if choice.get("finish_reason"):
                     ex.finish_reason = choice["finish_reason"]
-                    text += restorers.flush(choice.get("index", 0))
+                    text += restorers.flush(index)
                 if text or isinstance(content, str):
                     delta["content"] = text
                     choice["delta"] = delta
                 if ex.ttft_ms is None and text:
                     ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+            usage = event.get("usage")
+            if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (
+                ex.max_tokens or 1 << 62
+            ):
+                raise TooLong
         except (AttributeError, KeyError, TypeError) as exc:
             raise ValueError("malformed event") from exc
         event["model"] = ex.alias
         return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
 
-    async def _relay(self, ex: Exchange, resp: StreamHandle, t0: float) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, ex: Exchange, resp: StreamHandle, t0: float, deadline: float, ticket: Ticket
+    ) -> AsyncIterator[bytes]:
         """Relay the upstream's SSE events, renaming the model to its alias.
 
         Events that arrive together leave together (one write), so a fast upstream is not
-        slowed by one send per token, and a slow one is not held back.
+        slowed by one send per token, and a slow one is not held back. Bounded: the next
+        complete event within limits.read_timeout_s (bytes that complete none, dripped or
+        endless, do not count), the whole stream within limits.stream_deadline_s, no event
+        longer than limits.max_event_bytes, no more content events than max_tokens. Only a
+        timeout wraps the wait for the upstream, never a ``yield`` (the client's pace is
+        RelayResponse's write timeout).
         """
         outcome, status = "client_disconnected", 499
-        decoder = SSEDecoder()
+        limits = self.settings.limits
+        loop = asyncio.get_running_loop()
+        decoder = SSEDecoder(limits.max_event_bytes)
         restorers = _Restorers(ex.originals)
+        chunks = resp.chunks()
+        idle_until = loop.time() + limits.read_timeout_s
         try:
-            async for chunk in resp.chunks():
+            while True:
+                try:
+                    chunk = await self.bounded(anext(chunks), min(deadline, idle_until))
+                except StopAsyncIteration:
+                    break
                 if len(chunk) > RESTORE_IN_THREAD_CHARS:
-                    out, malformed = await run_in_threadpool(
+                    out, failure = await run_in_threadpool(
                         self._relay_chunk, ex, decoder, chunk, t0, restorers
                     )
                 else:
-                    out, malformed = self._relay_chunk(ex, decoder, chunk, t0, restorers)
-                if malformed:
-                    UPSTREAM_ERRORS.labels(kind="malformed").inc()
-                    outcome, status = "upstream_malformed", 502
-                    out.append(_sse_error("upstream_malformed", "the model upstream sent a malformed event"))
+                    out, failure = self._relay_chunk(ex, decoder, chunk, t0, restorers)
+                if failure is not None:
+                    UPSTREAM_ERRORS.labels(kind=failure.code.removeprefix("upstream_")).inc()
+                    outcome, status = failure.code, failure.status
+                    ex.error = failure.code
+                    out.append(_sse_error(failure.code, failure.message))
                     yield self._count(ex, out)
                     return
                 if out:
+                    idle_until = loop.time() + limits.read_timeout_s
                     yield self._count(ex, out)
             ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
             if ex.finish_reason is None or decoder.pending:
                 outcome, status = "upstream_incomplete", 502
+                ex.error = outcome
                 yield _sse_error("upstream_incomplete", "the model upstream ended the stream early")
             else:
                 outcome, status = "ok", 200
-        except UpstreamTimeout:
-            UPSTREAM_ERRORS.labels(kind="timeout").inc()
-            outcome, status = "upstream_timeout", 504
-            yield _sse_error("upstream_timeout", "the model upstream stopped sending in time")
-        except UpstreamFailure:
-            UPSTREAM_ERRORS.labels(kind="broken_stream").inc()
-            outcome, status = "upstream_incomplete", 502
-            yield _sse_error("upstream_incomplete", "the model upstream closed the stream early")
+        except TimeoutError:
+            err = self.timed_out()
+            outcome, status, ex.error = err.code, err.status, err.code
+            yield _sse_error(err.code, err.message)
+        except UpstreamFailure as exc:
+            err = self._upstream_failure(exc)
+            outcome, status, ex.error = err.code, err.status, err.code
+            yield _sse_error(err.code, err.message)
         finally:
-            resp.close()
+            if isinstance(chunks, AsyncGenerator):
+                with contextlib.suppress(BaseException):
+                    await chunks.aclose()
             ex.restored, ex.unrestored = restorers.counts()
-            self.write_audit(ex, outcome, status)
+            self._end_stream(ex, resp, ticket, outcome, status)
+
+    def _end_stream(
+        self, ex: Exchange, resp: StreamHandle, ticket: Ticket, outcome: str, status: int
+    ) -> None:
+        """Once per stream, whether its relay ran or not (a client gone before the first byte):
+        the upstream connection closed, the final record, the admission place given back."""
+        if ex.ended:
+            return
+        ex.ended = True
+        resp.close()
+        if outcome == "client_disconnected" and ex.error is None:
+            ex.error = "client_stalled" if ex.stalled else outcome
+            outcome = ex.error
+        self.write_audit(ex, outcome, status)
+        self.admission.release(ticket)
 
     def _relay_chunk(
         self, ex: Exchange, decoder: SSEDecoder, chunk: bytes, t0: float, restorers: _Restorers
-    ) -> tuple[list[bytes], bool]:
-        """The events *chunk* completes, as they go to the client; (events, malformed)."""
+    ) -> tuple[list[bytes], GatewayError | None]:
+        """The events *chunk* completes, as they go to the client; (events, the failure that
+        ends the stream or None)."""
         out: list[bytes] = []
         try:
             for data in decoder.feed(chunk):
                 out.append(self._relay_event(ex, data, t0, restorers))
+        except EventTooLarge:
+            return out, GatewayError(
+                502,
+                "upstream_too_large",
+                "the model upstream sent an event longer than limits.max_event_bytes",
+            )
+        except TooLong:
+            return out, GatewayError(
+                502, "upstream_too_long", "the model upstream sent more tokens than max_tokens asked for"
+            )
         except ValueError:
-            return out, True
-        return out, False
+            return out, GatewayError(502, "upstream_malformed", "the model upstream sent a malformed event")
+        return out, None
 
     @staticmethod
     def _count(ex: Exchange, parts: list[bytes]) -> bytes:
@@ -610,6 +868,8 @@ class Gateway:
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         # the answer names no address, path or error text (it is unauthenticated); the log has them
         checks: dict[str, str] = {}
+        if self.draining:
+            checks["gateway"] = "shutting down"
         try:
             await self.keys.check()
             checks["openbao"] = "ok"
@@ -631,14 +891,79 @@ class Gateway:
         return all(v == "ok" for v in checks.values()), checks
 
 
+class TooLong(Exception):
+    """The upstream sent more tokens than the request's max_tokens."""
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client has closed the connection (the body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class RelayResponse(StreamingResponse):
+    """A streamed answer whose client must keep reading: a write that waits longer than
+    *write_timeout_s* (the client's receive window stays full) ends the stream (*on_stall* is
+    told first, for the audit record) and the connection is dropped. The body iterator is
+    always closed here, at once, so its ``finally`` (upstream connection, audit record) never
+    waits for the garbage collector."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        write_timeout_s: float,
+        on_stall: Callable[[], None],
+        on_close: Callable[[], None],
+        **kw: Any,
+    ) -> None:
+        super().__init__(content, **kw)
+        self._write_timeout_s = write_timeout_s
+        self._on_stall = on_stall
+        self._on_close = on_close  # for a relay that never started: closing it runs nothing
+        self._relay = content
+
+    async def stream_response(self, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self._write_timeout_s)
+            except TimeoutError:
+                self._on_stall()
+                raise _Stalled from None
+
+        with contextlib.suppress(_Stalled):  # uvicorn closes a connection whose answer is unfinished
+            await super().stream_response(bounded_send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # also when stream_response never ran (the client left before it started)
+            if isinstance(self._relay, AsyncGenerator):
+                await self._relay.aclose()
+            self._on_close()
+
+
+class _Stalled(Exception):
+    pass
+
+
+#: the longest surrogate token (gateway/phi/tokenise.py SURROGATE_RE) less one: the most text a
+#: token cut at a chunk boundary can have on the earlier side
+_TOKEN_TAIL = 28
+
+
 class _Restorers:
-    """One stream restorer per choice of a streamed answer."""
+    """One stream restorer per choice of a streamed answer. The restored text is not kept:
+    surrogate-shaped tokens left in it are counted as it passes, over the new text and the
+    short tail of the earlier one a token could start in."""
 
     def __init__(self, originals: dict[str, str]) -> None:
         self._originals = originals
         self._scanner = TokenScanner(originals)
         self._by_choice: dict[int, StreamRestorer] = {}
-        self._text: list[str] = []
+        self._tail = ""
+        self._unrestored = 0
+        self.events: dict[int, int] = {}  # content events per choice
 
     def _get(self, index: int) -> StreamRestorer:
         if index not in self._by_choice:
@@ -647,18 +972,28 @@ class _Restorers:
 
     def feed(self, index: int, text: str) -> str:
         out = self._get(index).feed(text) if text else ""
-        self._text.append(out)
+        self._count(out)
         return out
 
     def flush(self, index: int) -> str:
         out = self._get(index).flush()
-        self._text.append(out)
+        self._count(out)
         return out
+
+    def _count(self, out: str) -> None:
+        if not out:
+            return
+        text = self._tail + out
+        end = 0
+        for match in SURROGATE_RE.finditer(text):
+            self._unrestored += 1
+            end = match.end()
+        self._tail = text[max(end, len(text) - _TOKEN_TAIL) :]
 
     def counts(self) -> tuple[int, int]:
         """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
         restored = sum(r.restored for r in self._by_choice.values())
-        return restored, count_unrestored("".join(self._text))
+        return restored, self._unrestored
 
 
 def untyped(originals: dict[str, str], texts: list[str], context: PatientContext | None) -> dict[str, str]:

@@ -10,28 +10,47 @@ Follows the WHATWG event-stream rules the upstreams use: events end at a blank l
 from __future__ import annotations
 
 
+class EventTooLarge(ValueError):
+    """A line or an event is longer than the decoder's bound."""
+
+
 class SSEDecoder:
-    def __init__(self) -> None:
+    """*max_event_bytes* bounds what is held: an unfinished line, and the data of an
+    unfinished event; past it, :class:`EventTooLarge` (an upstream sending bytes without a
+    newline, or an event without end, would otherwise grow memory without limit)."""
+
+    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
         self._buffer = b""
         self._data: list[bytes] = []
+        self._data_bytes = 0
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the data of every event completed by *chunk*, in order."""
         self._buffer += chunk
         events: list[bytes] = []
+        start = 0
+        buffer = self._buffer
         while True:
-            cut = self._buffer.find(b"\n")
+            cut = buffer.find(b"\n", start)
             if cut < 0:
+                self._buffer = buffer[start:]
+                if len(self._buffer) > self._max:
+                    raise EventTooLarge("a line longer than the bound")
                 return events
-            line = self._buffer[:cut].rstrip(b"\r")
-            self._buffer = self._buffer[cut + 1 :]
+            line = buffer[start:cut].rstrip(b"\r")
+            start = cut + 1
             if not line:
                 if self._data:
                     events.append(b"\n".join(self._data))
-                    self._data = []
+                    self._data, self._data_bytes = [], 0
             elif line.startswith(b"data:"):
                 value = line[5:]
-                self._data.append(value[1:] if value.startswith(b" ") else value)
+                value = value[1:] if value.startswith(b" ") else value
+                self._data_bytes += len(value) + 1
+                if self._data_bytes > self._max:
+                    raise EventTooLarge("an event longer than the bound")
+                self._data.append(value)
 
     @property
     def pending(self) -> bool:

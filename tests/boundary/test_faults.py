@@ -200,34 +200,42 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("reserve", [16 * 1024, 0], ids=["refused-at-the-reserve", "write-fails-ENOSPC"])
+@pytest.mark.parametrize(
+    ("reserve", "stream"),
+    [(16 * 1024, False), (0, False), (0, True)],
+    ids=["refused-at-the-reserve", "reserve-0", "reserve-0-streams"],
+)
 def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
-    bao: Bao, upstream: Upstream, tmp_path: Path, small_disk: Path, reserve: int
+    bao: Bao, upstream: Upstream, tmp_path: Path, small_disk: Path, reserve: int, stream: bool
 ) -> None:
     """With the reserve, requests are refused before they are forwarded and /readyz says why;
-    without it, the write itself fails (ENOSPC): the answer is withheld, and the half-written
-    record is cut off again, so the chain stays whole."""
+    with the reserve at 0 the same happens at the audit trail's own headroom (opening the file
+    succeeds on a full disk, so that proves nothing), and a write that still fails (ENOSPC) is
+    cut off again, so the chain stays whole. Streams too (#21 finding 5: they were delivered
+    without a record while /readyz said ready): each started stream has its write-ahead record."""
     upstream.script(mode="echo", capture=True)
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (200 * 1024))  # leaves room for a few dozen records
     audit = {"path": str(small_disk / "audit" / "audit.jsonl"), "fsync": True, "min_free_bytes": reserve}
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url, audit=audit)
     with running_gateway(config, tmp_path) as gateway:
-        with under_load(gateway, tmp_path / "keys.json") as load:
+        with under_load(gateway, tmp_path / "keys.json", stream=stream) as load:
             load.until(200, 5)
             load.until(503, 20)  # the disk is full: refused, not served without a record
-            if reserve:
-                ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
-                assert ready.status_code == 503 and "below the reserve" in ready.json()["checks"]["audit"]
+            ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+            assert ready.status_code == 503 and "below the reserve" in ready.json()["checks"]["audit"]
             filler.unlink()  # space again
             load.until(200, 20)  # served again, same process
         assert set(load.statuses) <= {200, 503}, load.statuses
     trail = small_disk / "audit" / "audit.jsonl"
     result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY))
     assert result.ok, result.message  # no half-written record was left behind
-    requests = sum(1 for line in trail.read_text().splitlines() if '"kind":"request"' in line)
+    lines = trail.read_text().splitlines()
+    requests = sum(1 for line in lines if '"kind":"request"' in line)
+    admitted = sum(1 for line in lines if '"kind":"admit"' in line)
     assert load.unrestored == 0
     assert requests == load.statuses[200]  # every answer served has its record, and only those
+    assert admitted == requests  # and nothing reached the model that has none
 
 
 def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upstream, tmp_path: Path) -> None:

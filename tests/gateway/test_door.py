@@ -380,7 +380,11 @@ def test_client_disconnect_mid_stream_is_audited(
     deadline = time.monotonic() + 10
     records: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        records = [r for r in audit_records(gw_dir) if r.get("request_id") == request_id]
+        records = [
+            r
+            for r in audit_records(gw_dir)
+            if r.get("request_id") == request_id and r.get("kind") == "request"
+        ]
         if records:
             break
         time.sleep(0.05)  # polling for the record, not timing anything

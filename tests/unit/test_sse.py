@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sse import SSEDecoder
+from gateway.sse import EventTooLarge, SSEDecoder
 
 STREAM = (
     b": keep-alive comment\n\n"
@@ -42,3 +43,23 @@ def test_unfinished_event_is_pending() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b'data: {"half": ') == []
     assert decoder.pending
+
+
+def test_a_line_without_newline_is_refused_past_the_bound_instead_of_growing() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    decoder.feed(b"data: " + b"x" * 1000)  # within the bound: held
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"x" * 100)
+
+
+def test_an_event_of_many_short_data_lines_is_refused_past_the_bound() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    with pytest.raises(EventTooLarge):
+        for _ in range(200):
+            decoder.feed(b"data: 0123456789\n")  # no blank line: the event never ends
+
+
+def test_events_within_the_bound_pass_however_many() -> None:
+    decoder = SSEDecoder(max_event_bytes=64)
+    events = decoder.feed(b"data: 0123456789\n\n" * 1000)
+    assert len(events) == 1000 and not decoder.pending
