@@ -66,6 +66,7 @@ bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/phi_filter.py
 	$(BIN)/python benchmarks/upstream_client.py
+	$(BIN)/python benchmarks/gateway_bounds.py
 
 clean:
 	-$(BIN)/sovereign down
