@@ -30,6 +30,13 @@ CONNECTIONS_REFUSED = Counter(
     ["reason"],  # connection_limit, pending_limit, header_timeout, write_timeout
 )
 
+#: a connection answered 503/408 here is half-closed and its incoming bytes discarded for this
+#: long before it is closed (NGINX's lingering close): closed at once with the client's request
+#: still arriving, the kernel answers the unread bytes with a reset, and the client may never
+#: read the answer. At most MAX_LINGERING at once, so a flood cannot spend the open files on it.
+LINGER_S = 1.0
+MAX_LINGERING = 256
+
 #: at most one warning per this many seconds, with the counts since the last: a flood of
 #: connections must not become a flood of log lines
 LOG_EVERY_S = 10.0
@@ -46,6 +53,7 @@ class ConnectionBounds:
     retry_after_s: int = 1
     write_timeout_s: float = 30.0
     open: int = 0  # admitted connections, open now
+    lingering: int = 0  # answered here and half-closed, closing within LINGER_S
     pending: int = 0  # of those, the ones without complete request headers
     _unlogged: dict[str, int] = field(default_factory=dict)
     _logged_at: float = 0.0
@@ -177,16 +185,35 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             return
         msg = "request headers not complete in time"
-        self.transport.write(_answer(408, "Request Timeout", "header_timeout", msg))
-        self.transport.close()
+        self._answer_and_close(_answer(408, "Request Timeout", "header_timeout", msg))
 
     def _refuse(self, reason: str) -> None:
         self.bounds.refused(reason)
         msg = "too many client connections, retry later"
-        self.transport.write(
+        self._answer_and_close(
             _answer(503, "Service Unavailable", "too_many_connections", msg, self.bounds.retry_after_s)
         )
-        self.transport.close()
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        """Send *answer*, then close: after LINGER_S, half-closed and discarding what the client
+        still sends, while fewer than MAX_LINGERING do so; else at once."""
+        transport = self.transport
+        transport.write(answer)
+        bounds = self.bounds
+        if bounds.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        if self._admitted:  # it no longer counts as open, and nothing more is parsed
+            self._admitted = False
+            bounds.open -= 1
+        transport.write_eof()
+        bounds.lingering += 1
+
+        def close() -> None:
+            bounds.lingering -= 1
+            transport.close()
+
+        self.loop.call_later(LINGER_S, close)
 
 
 def protocol_class(bounds: ConnectionBounds) -> type[BoundedHttpToolsProtocol]:

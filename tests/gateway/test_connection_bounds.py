@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,6 +203,30 @@ def test_connections_beyond_the_cap_get_503_with_retry_after(gateway: Proc) -> N
     assert healthz(gateway)[0] == 200  # closed connections free their places
     metrics = httpx.get(f"{gateway.url}/metrics", timeout=HANG_S).text
     assert 'sovereign_gateway_connections_refused_total{reason="connection_limit"}' in metrics
+
+
+def test_a_refused_client_still_sending_its_body_reads_the_503(gateway: Proc) -> None:
+    """Lingering close: a client refused while its 1 MiB body is still on the way can finish
+    sending it and then read the 503, as HTTP client libraries do (send the request, then read).
+    Closed at once, the connection resets under the client's writes and it never reads the
+    answer (the 500-stream test saw exactly that: ReadError instead of 503)."""
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(MAX_OPEN):
+            idle.append(healthz(gateway, keep_open=True)[1])
+        with connect(gateway) as extra:
+            head = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\ncontent-type: application/json\r\n"
+            )
+            extra.sendall(head + b"content-length: 4194304\r\n\r\n")
+            time.sleep(0.2)  # the 503 is sent and the connection shut meanwhile
+            for _ in range(64):
+                extra.sendall(b" " * 65536)  # a reset connection raises here
+            answer = read_until_closed(extra)
+        assert status_of(answer) == 503
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def test_sigterm_ends_the_process_with_stalled_clients_and_a_stream(
