@@ -58,8 +58,9 @@ fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a
 canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under load, every place scanned (tests/boundary)
 	SOVEREIGN_CANARY_MESSAGES=10000 $(BIN)/pytest -q -s tests/boundary/test_canaries.py
 
-soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of it (tests/boundary)
+soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of it; the abuse tests at the fault run's scale (500 streams, 5 kill -9)
 	SOVEREIGN_SOAK_SECONDS=600 SOVEREIGN_SOAK_CAPACITY_SECONDS=20 $(BIN)/pytest -q -s tests/boundary/test_soak.py
+	SOVEREIGN_ABUSE_STREAMS=500 SOVEREIGN_ABUSE_KILLS=5 $(BIN)/pytest -q -s tests/gateway/test_abuse.py -k "kill_9 or refused_at_once"
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -447,48 +447,64 @@ def test_a_full_pod_answers_503_at_once_and_stays_ready(
 
 
 # -- findings 4 and 5: a record for everything that reached the model ----------------------------
+#: rounds of kill -9 under load (make test: 2; make soak: 5, the fault run's figure)
+KILLS = int(os.environ.get("SOVEREIGN_ABUSE_KILLS", "2"))
+
+
 def test_kill_9_under_load_leaves_a_record_for_every_request_that_reached_the_model(
     bao: Bao, fault: Fault, tmp_path: Path
 ) -> None:
-    fault.script(mode="hang", hang_s=60)
+    """KILLS times: clients keep sending (plain and streamed) while each request stays 0.3 s at
+    the model, and the gateway is killed with SIGKILL once a dozen have reached it. Every request
+    that reached the model has its write-ahead record (the fault run: 75 of 75 had none); the
+    trail verifies; the restarted gateway closes the open ones as abandoned, which verify names."""
+    fault.script(mode="hang", hang_s=0.3)
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, fault.url, limits=LIMITS)
     key = key_for(tmp_path, "clinic-crash")
-    ids = [str(uuid.uuid4()) for _ in range(8)]
-    streamed = set(ids[::2])
-    seen_before = fault.counts()["chat_requests"]
-    with running_gateway(config, tmp_path) as gateway:
+    reached = 0
+    for _ in range(KILLS):
+        seen_before = fault.counts()["chat_requests"]
+        stop = threading.Event()
+        with running_gateway(config, tmp_path) as gateway:
 
-        def send(rid: str) -> None:
-            with contextlib.suppress(httpx.HTTPError):  # the gateway dies under it
-                httpx.post(
-                    f"{gateway.url}/v1/chat/completions",
-                    json=body(stream=rid in streamed),
-                    headers={"authorization": f"Bearer {key}", "x-request-id": rid},
-                    timeout=HANG_DETECTOR_S,
-                )
+            def client(stream: bool, url: str = gateway.url, done: threading.Event = stop) -> None:
+                while not done.is_set():
+                    with contextlib.suppress(httpx.HTTPError):  # the gateway dies under it
+                        httpx.post(
+                            f"{url}/v1/chat/completions",
+                            json=body(stream=stream),
+                            headers={"authorization": f"Bearer {key}"},
+                            timeout=HANG_DETECTOR_S,
+                        )
 
-        threads = [threading.Thread(target=send, args=(rid,)) for rid in ids]
-        for t in threads:
-            t.start()
-        give_up = time.monotonic() + HANG_DETECTOR_S
-        while fault.counts()["chat_requests"] < seen_before + len(ids) and time.monotonic() < give_up:
-            time.sleep(0.05)
-        os.kill(gateway.proc.pid, signal.SIGKILL)
-        gateway.proc.wait(timeout=HANG_DETECTOR_S)
-        for t in threads:
-            t.join(timeout=HANG_DETECTOR_S)
+            threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            give_up = time.monotonic() + HANG_DETECTOR_S
+            while fault.counts()["chat_requests"] < seen_before + 12 and time.monotonic() < give_up:
+                time.sleep(0.02)
+            os.kill(gateway.proc.pid, signal.SIGKILL)
+            gateway.proc.wait(timeout=HANG_DETECTOR_S)
+            stop.set()
+            for t in threads:
+                t.join(timeout=HANG_DETECTOR_S)
+        reached += fault.counts()["chat_requests"] - seen_before
     fault.script(mode="normal")
-    admitted = {r["request_id"] for r in records(tmp_path) if r.get("kind") == "admit"}
-    assert set(ids) <= admitted  # every request the model saw is on record
+    admits = [r for r in records(tmp_path) if r.get("kind") == "admit"]
+    assert reached >= 12 * KILLS
+    assert len(admits) >= reached  # every request the model saw is on record (some never got there)
     unwrap = transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY)
     trail = tmp_path / "audit" / "audit.jsonl"
-    result = verify(trail, unwrap)
-    assert result.ok, result.message
-    assert set(ids) <= set(result.unfinished)  # named by id
-    with running_gateway(config, tmp_path) as gateway:  # the restart closes them
+    before = verify(trail, unwrap)
+    assert before.ok, before.message
+    with running_gateway(config, tmp_path) as gateway:  # the restart closes what the last kill left
         assert chat(gateway, key).status_code == 200
-    result = verify(trail, unwrap)
-    assert result.ok and not set(ids) & set(result.unfinished) and set(ids) <= set(result.abandoned)
+    after = verify(trail, unwrap)
+    assert after.ok, after.message
+    assert after.unfinished == []  # each admitted request has its final record now
+    assert set(before.unfinished) <= set(after.abandoned) and after.abandoned  # named by id
+    completed = {r["request_id"] for r in records(tmp_path) if r.get("kind") == "request"}
+    assert {a["request_id"] for a in admits} <= completed
 
 
 # -- finding 6 at scale: many concurrent streams -------------------------------------------------
