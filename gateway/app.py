@@ -255,6 +255,9 @@ class Gateway:
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
         self.phi = PHIFilter(recognizers(settings.phi_names, settings.phi_plugins))
         self.admission = Admission(settings.limits)
+        admission = self.admission
+        IN_FLIGHT.labels(kind="requests").set_function(lambda: admission.requests)
+        IN_FLIGHT.labels(kind="streams").set_function(lambda: admission.streams)
         # shutdown: set by begin_drain; every wait on the upstream ends by drain_at at the latest
         self.draining = False
         self.drain_at = float("inf")

@@ -439,6 +439,9 @@ def test_a_full_pod_answers_503_at_once_and_stays_ready(
         assert final_record(tmp, refused.headers["x-request-id"])["status"] == 503
         ready = httpx.get(f"{gateway.url}/readyz", timeout=HANG_DETECTOR_S)
         assert ready.status_code == 200, ready.text
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=HANG_DETECTOR_S).text
+        assert 'sovereign_gateway_in_flight{kind="streams"} 3.0' in metrics
+        assert 'sovereign_gateway_refused_total{code="gateway_busy"} 1.0' in metrics
     finally:
         fault.script(mode="normal")
         for t in threads:
