@@ -153,6 +153,37 @@ def start_upstream(tmp: Path, *extra: str) -> Upstream:
     return Upstream(proc)
 
 
+class FaultUpstream:
+    """gateway/fault_upstream.py (a misbehaving upstream on raw sockets), by its URL."""
+
+    def __init__(self, url: str, proc: Proc | None = None) -> None:
+        self.url, self.proc = url, proc
+        self.chat = f"{url}/v1/chat/completions"
+
+    def script(self, **fields: Any) -> None:
+        httpx.post(f"{self.url}/_control", json=fields, timeout=5).raise_for_status()
+
+    def mode(self, mode: str, **params: Any) -> None:
+        self.script(mode=mode, **params)
+
+    def counts(self) -> dict[str, Any]:
+        """Chat requests and connections it has seen (``/_requests``)."""
+        result: dict[str, Any] = httpx.get(f"{self.url}/_requests", timeout=5).json()
+        return result
+
+
+def start_fault_upstream(tmp: Path) -> FaultUpstream:
+    port = free_port()
+    proc = start_process(
+        "fault upstream",
+        [sys.executable, "-m", "gateway.fault_upstream", "--port", str(port)],
+        f"http://127.0.0.1:{port}",
+        "/v1/models",
+        tmp / f"fault-upstream-{port}.log",
+    )
+    return FaultUpstream(proc.url, proc)
+
+
 def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, **extra: Any) -> Path:
     token_file = tmp / "gateway.token"
     token_file.write_text(token)

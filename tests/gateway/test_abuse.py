@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from infra.local import openbao
-from tests.support import Bao, Proc, free_port, gateway_config, running_gateway, start_process
+from tests.support import Bao, FaultUpstream, Proc, gateway_config, running_gateway, start_fault_upstream
 
 HANG_DETECTOR_S = 20  # far above every bound configured below
 
@@ -44,33 +43,14 @@ LIMITS = {
 }
 
 
-class Fault:
-    def __init__(self, proc: Proc) -> None:
-        self.proc, self.url = proc, proc.url
-
-    def script(self, **fields: Any) -> None:
-        httpx.post(f"{self.url}/_control", json=fields, timeout=5).raise_for_status()
-
-    def counts(self) -> dict[str, int]:
-        result: dict[str, int] = httpx.get(f"{self.url}/_requests", timeout=5).json()
-        return result
-
-
 @pytest.fixture(scope="module")
-def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault]:
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("fault-upstream")
-    proc = start_process(
-        "fault upstream",
-        [sys.executable, "-m", "gateway.fault_upstream", "--port", str(port)],
-        f"http://127.0.0.1:{port}",
-        "/v1/models",
-        tmp / "fault.log",
-    )
+def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultUpstream]:
+    upstream = start_fault_upstream(tmp_path_factory.mktemp("fault-upstream"))
     try:
-        yield Fault(proc)
+        yield upstream
     finally:
-        proc.stop()
+        assert upstream.proc is not None
+        upstream.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +59,14 @@ def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, fault: Fault) -> Iterator[Proc]:
+def gateway(gw_dir: Path, bao: Bao, fault: FaultUpstream) -> Iterator[Proc]:
     config = gateway_config(gw_dir, bao.address, bao.gateway_token, fault.url, limits=LIMITS)
     with running_gateway(config, gw_dir) as proc:
         yield proc
 
 
 @pytest.fixture(autouse=True)
-def _normal(fault: Fault) -> Iterator[None]:
+def _normal(fault: FaultUpstream) -> Iterator[None]:
     fault.script(mode="normal")
     yield
     fault.script(mode="normal")
@@ -106,13 +86,23 @@ def body(stream: bool = False, **extra: Any) -> dict[str, Any]:
 
 
 def chat(gateway: Proc, key: str, stream: bool = False, **extra: Any) -> httpx.Response:
+    """The answer, read whole; an answer still coming after HANG_DETECTOR_S in all (a stream
+    that never ends: httpx's timeouts are per read) fails the test."""
     rid = str(uuid.uuid4())
-    return httpx.post(
+    give_up = time.monotonic() + HANG_DETECTOR_S
+    with httpx.stream(
+        "POST",
         f"{gateway.url}/v1/chat/completions",
         json=body(stream, **extra),
         headers={"authorization": f"Bearer {key}", "x-request-id": rid},
         timeout=HANG_DETECTOR_S,
-    )
+    ) as resp:
+        content = b""
+        for part in resp.iter_raw():
+            content += part
+            if time.monotonic() > give_up:
+                raise AssertionError(f"the answer was still coming after {HANG_DETECTOR_S} s")
+    return httpx.Response(resp.status_code, headers=resp.headers, content=content, request=resp.request)
 
 
 def records(gw_dir: Path) -> list[dict[str, Any]]:
@@ -151,7 +141,7 @@ def rss_kib(proc: Proc) -> int:
 
 # -- finding 1: a stray upstream response never reaches another tenant -------------------------
 def test_a_stray_upstream_answer_is_never_delivered_to_the_next_tenant(
-    gateway: Proc, gw_dir: Path, fault: Fault
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
 ) -> None:
     tenant_a, tenant_b = key_for(gw_dir, "clinic-a"), key_for(gw_dir, "clinic-b")
     for _ in range(3):
@@ -168,8 +158,12 @@ def test_a_stray_upstream_answer_is_never_delivered_to_the_next_tenant(
 
 
 # -- finding 2: the body is never read before the key is checked, and never waited for forever --
-def raw_request(port: int, headers: dict[str, str], body_part: bytes) -> socket.socket:
+def raw_request(port: int, headers: dict[str, str], body_part: bytes, reads: bool = True) -> socket.socket:
+    """A POST written on a raw socket, *body_part* of its body; with *reads* False the client's
+    receive buffer is made tiny (it will not read: the gateway's writes must stall)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=HANG_DETECTOR_S)
+    if not reads:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     head = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in headers.items()
     )
@@ -267,7 +261,7 @@ def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are
 def test_an_upstream_that_sends_without_bound_ends_with_a_clear_error_and_a_record(
     gateway: Proc,
     gw_dir: Path,
-    fault: Fault,
+    fault: FaultUpstream,
     stream: bool,
     script: dict[str, Any],
     code: str | tuple[str, ...],
@@ -289,7 +283,7 @@ def test_an_upstream_that_sends_without_bound_ends_with_a_clear_error_and_a_reco
 # -- finding 12: malformed framing is named as such -----------------------------------------------
 @pytest.mark.parametrize("mode", ["short_length", "bad_chunked"])
 def test_malformed_upstream_framing_is_upstream_malformed_not_unreachable(
-    gateway: Proc, gw_dir: Path, fault: Fault, mode: str
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream, mode: str
 ) -> None:
     key = key_for(gw_dir, "clinic-framing")
     fault.script(mode=mode)
@@ -301,7 +295,7 @@ def test_malformed_upstream_framing_is_upstream_malformed_not_unreachable(
 
 # -- finding 10: a dripping upstream does not defeat the deadlines --------------------------------
 def test_a_dripping_plain_answer_ends_at_the_request_deadline(
-    gateway: Proc, gw_dir: Path, fault: Fault
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
 ) -> None:
     """One byte every 0.5 s keeps the idle timeout (1 s) from ever firing: only the total
     deadline (3 s) ends it — the old gateway waited for the whole answer."""
@@ -312,7 +306,7 @@ def test_a_dripping_plain_answer_ends_at_the_request_deadline(
 
 
 def test_a_stream_that_sends_bytes_but_no_events_ends_at_the_idle_deadline(
-    gateway: Proc, gw_dir: Path, fault: Fault
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
 ) -> None:
     key = key_for(gw_dir, "clinic-drip")
     fault.script(mode="no_newline", interval_s=0.3)  # 1 KiB every 0.3 s, no event ever complete
@@ -321,7 +315,7 @@ def test_a_stream_that_sends_bytes_but_no_events_ends_at_the_idle_deadline(
 
 
 def test_a_client_that_goes_away_cancels_its_plain_upstream_call(
-    gateway: Proc, gw_dir: Path, fault: Fault
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
 ) -> None:
     key = key_for(gw_dir, "clinic-gone")
     fault.script(mode="hang", hang_s=60)
@@ -342,7 +336,7 @@ def test_a_client_that_goes_away_cancels_its_plain_upstream_call(
 
 # -- finding 7: a client that stops reading is cut off -------------------------------------------
 def test_a_client_that_stops_reading_a_stream_is_cut_off_and_audited(
-    bao: Bao, fault: Fault, tmp_path: Path
+    bao: Bao, fault: FaultUpstream, tmp_path: Path
 ) -> None:
     """An endless stream to a client that reads nothing: the kernel's buffers fill, the write
     waits, and the write timeout (1 s) ends it — the old gateway held it (and the upstream
@@ -353,7 +347,7 @@ def test_a_client_that_stops_reading_a_stream_is_cut_off_and_audited(
         _stalled_reader(gateway, tmp_path, fault)
 
 
-def _stalled_reader(gateway: Proc, gw_dir: Path, fault: Fault) -> None:
+def _stalled_reader(gateway: Proc, gw_dir: Path, fault: FaultUpstream) -> None:
     key = key_for(gw_dir, "clinic-slowreader")
     # events of 64 KiB: the policy's max_tokens of them are far more than the kernel buffers hold
     fault.script(mode="endless", interval_s=0.0, event_bytes=64 << 10)
@@ -365,12 +359,7 @@ def _stalled_reader(gateway: Proc, gw_dir: Path, fault: Fault) -> None:
         "authorization": f"Bearer {key}",
         "x-request-id": rid,
     }
-    sock = socket.create_connection(("127.0.0.1", port_of(gateway)))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()
-    )
-    sock.sendall(head.encode() + b"\r\n" + payload)
+    sock = raw_request(port_of(gateway), headers, payload, reads=False)
     try:
         record = final_record(gw_dir, rid)  # never read a byte
     finally:
@@ -381,7 +370,7 @@ def _stalled_reader(gateway: Proc, gw_dir: Path, fault: Fault) -> None:
 # -- finding 6: admission control -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_gateway(
-    tmp_path_factory: pytest.TempPathFactory, bao: Bao, fault: Fault
+    tmp_path_factory: pytest.TempPathFactory, bao: Bao, fault: FaultUpstream
 ) -> Iterator[tuple[Proc, Path]]:
     tmp = tmp_path_factory.mktemp("admission")
     limits = {
@@ -414,7 +403,7 @@ def test_a_tenant_over_its_rate_gets_429_with_retry_after_and_others_are_served(
 
 
 def test_a_full_pod_answers_503_at_once_and_stays_ready(
-    small_gateway: tuple[Proc, Path], fault: Fault
+    small_gateway: tuple[Proc, Path], fault: FaultUpstream
 ) -> None:
     """Three streams hang at the upstream (the pod's stream limit, and its whole upstream pool):
     the fourth is refused at once with Retry-After, a tenant over its own concurrency gets 429,
@@ -455,7 +444,7 @@ KILLS = int(os.environ.get("SOVEREIGN_ABUSE_KILLS", "2"))
 
 
 def test_kill_9_under_load_leaves_a_record_for_every_request_that_reached_the_model(
-    bao: Bao, fault: Fault, tmp_path: Path
+    bao: Bao, fault: FaultUpstream, tmp_path: Path
 ) -> None:
     """KILLS times: clients keep sending (plain and streamed) while each request stays 0.3 s at
     the model, and the gateway is killed with SIGKILL once a dozen have reached it. Every request
@@ -591,12 +580,7 @@ def test_a_client_that_reads_none_of_a_large_plain_answer_is_cut_off(
     }
     try:
         with running_gateway(config, tmp_path) as gateway:
-            sock = socket.create_connection(("127.0.0.1", port_of(gateway)))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            head = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + "".join(
-                f"{k}: {v}\r\n" for k, v in headers.items()
-            )
-            sock.sendall(head.encode() + b"\r\n" + payload)
+            sock = raw_request(port_of(gateway), headers, payload, reads=False)
             try:
                 give_up = time.monotonic() + HANG_DETECTOR_S * 3
                 cut = 0.0

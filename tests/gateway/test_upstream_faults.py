@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from gateway.settings import LimitSettings
@@ -30,7 +29,7 @@ from gateway.upstream import (
     UpstreamTooLarge,
     UpstreamUnreachable,
 )
-from tests.support import free_port, start_process
+from tests.support import FaultUpstream, free_port, start_fault_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_S = 20.0
@@ -40,29 +39,14 @@ CHAT = {"model": "fault", "messages": [{"role": "user", "content": "hi"}]}
 T = TypeVar("T")
 
 
-class Fault:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.chat = f"{url}/v1/chat/completions"
-
-    def mode(self, mode: str, **params: Any) -> None:
-        httpx.post(f"{self.url}/_control", json={"mode": mode, **params}, timeout=5).raise_for_status()
-
-    def counts(self) -> dict[str, Any]:
-        result: dict[str, Any] = httpx.get(f"{self.url}/_requests", timeout=5).json()
-        return result
-
-
 @pytest.fixture(scope="module")
-def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault]:
-    port = free_port()
-    log: Path = tmp_path_factory.mktemp("fault") / "fault-upstream.log"
-    argv = [sys.executable, "-m", "gateway.fault_upstream", "--port", str(port)]
-    proc = start_process("fault upstream", argv, f"http://127.0.0.1:{port}", "/v1/models", log)
+def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultUpstream]:
+    upstream = start_fault_upstream(tmp_path_factory.mktemp("fault"))
     try:
-        yield Fault(proc.url)
+        yield upstream
     finally:
-        proc.stop()
+        assert upstream.proc is not None
+        upstream.proc.stop()
 
 
 def limits(**fields: Any) -> LimitSettings:
@@ -88,13 +72,13 @@ def content(body: bytes) -> str:
     return text
 
 
-async def post(client: UpstreamClient, fault: Fault, **kwargs: Any) -> str:
+async def post(client: UpstreamClient, fault: FaultUpstream, **kwargs: Any) -> str:
     status, body = await client.post_json(fault.chat, CHAT, **kwargs)
     assert status == 200
     return content(body)
 
 
-def test_a_well_behaved_upstream_keeps_its_connection_pooled(fault: Fault) -> None:
+def test_a_well_behaved_upstream_keeps_its_connection_pooled(fault: FaultUpstream) -> None:
     fault.mode("normal")
     before = fault.counts()
 
@@ -121,7 +105,7 @@ def test_a_well_behaved_upstream_keeps_its_connection_pooled(fault: Fault) -> No
 
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.05], ids=["with-the-answer", "while-idle"])
-def test_a_stray_second_answer_never_reaches_the_next_request(fault: Fault, delay_s: float) -> None:
+def test_a_stray_second_answer_never_reaches_the_next_request(fault: FaultUpstream, delay_s: float) -> None:
     # at once, the stray answer is parsed into the connection's buffer before it is released (so
     # aiohttp closes it at release); later, it arrives while the connection idles in the pool
     fault.mode("stray", delay_s=delay_s)
@@ -174,7 +158,7 @@ def measure() -> None:
     peak of one small, well-formed answer (a client session, its connector, the loop), then of
     one answer in the mode given (argv: URL, stream, mode JSON), as JSON on stdout."""
     url, stream, script = sys.argv[1], sys.argv[2] == "stream", json.loads(sys.argv[3])
-    fault = Fault(url)
+    fault = FaultUpstream(url)
     fault.mode("normal")
     run(one_request(fault.chat, stream))  # warm: lazy imports and one-time set-up
     base, _ = traced_peak(one_request(fault.chat, stream))
@@ -183,7 +167,7 @@ def measure() -> None:
     print(json.dumps({"base": base, "peak": peak, "kind": kind}))
 
 
-def peak_beyond_baseline(fault: Fault, stream: bool, **script: Any) -> tuple[int, str | None]:
+def peak_beyond_baseline(fault: FaultUpstream, stream: bool, **script: Any) -> tuple[int, str | None]:
     argv = [sys.executable, "-c", "from tests.gateway.test_upstream_faults import measure; measure()"]
     argv += [fault.url, "stream" if stream else "plain", json.dumps(script)]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60, check=True)
@@ -192,7 +176,7 @@ def peak_beyond_baseline(fault: Fault, stream: bool, **script: Any) -> tuple[int
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_a_gzip_bomb_is_malformed_and_never_inflated(fault: Fault, stream: bool) -> None:
+def test_a_gzip_bomb_is_malformed_and_never_inflated(fault: FaultUpstream, stream: bool) -> None:
     peak, kind = peak_beyond_baseline(fault, stream, mode="gzip_bomb", bomb_bytes=64 << 20)
     assert kind == "malformed"
     assert peak < 1 << 20  # the body alone is ~64 KiB; inflated, 64 MiB
@@ -200,14 +184,14 @@ def test_a_gzip_bomb_is_malformed_and_never_inflated(fault: Fault, stream: bool)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_huge_answer_is_too_large_and_never_buffered(fault: Fault, chunked: bool) -> None:
+def test_a_huge_answer_is_too_large_and_never_buffered(fault: FaultUpstream, chunked: bool) -> None:
     peak, kind = peak_beyond_baseline(fault, False, mode="huge", size=64 << 20, chunked=chunked)
     assert kind == "too_large"
     assert peak < CAP * 3  # a 64 MiB answer
 
 
 @pytest.mark.parametrize("mode", ["endless", "no_newline"])
-def test_an_endless_stream_is_too_large_past_max_answer_bytes(fault: Fault, mode: str) -> None:
+def test_an_endless_stream_is_too_large_past_max_answer_bytes(fault: FaultUpstream, mode: str) -> None:
     fault.mode(mode, interval_s=0)
 
     async def scenario() -> int:
@@ -230,7 +214,7 @@ def test_an_endless_stream_is_too_large_past_max_answer_bytes(fault: Fault, mode
     assert run(scenario()) <= CAP
 
 
-def test_a_dripping_answer_times_out_at_the_request_deadline(fault: Fault) -> None:
+def test_a_dripping_answer_times_out_at_the_request_deadline(fault: FaultUpstream) -> None:
     # a byte every 0.3 s never trips the 10 s idle timeout; the 1 s deadline ends it
     fault.mode("drip", interval_s=0.3)
 
@@ -250,7 +234,7 @@ def test_a_dripping_answer_times_out_at_the_request_deadline(fault: Fault) -> No
 
 
 @pytest.mark.parametrize("mode", ["short_length", "long_length", "bad_chunked"])
-def test_bad_framing_is_malformed_and_the_connection_is_not_reused(fault: Fault, mode: str) -> None:
+def test_bad_framing_is_malformed_and_the_connection_is_not_reused(fault: FaultUpstream, mode: str) -> None:
     async def scenario() -> tuple[dict[str, Any], str]:
         client = UpstreamClient(limits())
         try:
@@ -273,7 +257,7 @@ def test_bad_framing_is_malformed_and_the_connection_is_not_reused(fault: Fault,
     assert fault.counts()["chat_connections"] == between["chat_connections"] + 1
 
 
-def test_a_hanging_upstream_times_out(fault: Fault) -> None:
+def test_a_hanging_upstream_times_out(fault: FaultUpstream) -> None:
     fault.mode("hang", hang_s=60)
 
     async def plain() -> None:  # no idle timeout before the minute is up: the deadline ends it
@@ -296,7 +280,9 @@ def test_a_hanging_upstream_times_out(fault: Fault) -> None:
         run(stream())
 
 
-def test_a_connection_closed_before_the_answer_is_unreachable_and_mid_answer_broken(fault: Fault) -> None:
+def test_a_connection_closed_before_the_answer_is_unreachable_and_mid_answer_broken(
+    fault: FaultUpstream,
+) -> None:
     async def scenario() -> None:
         client = UpstreamClient(limits())
         try:
@@ -339,7 +325,7 @@ def test_a_refused_port_is_unreachable() -> None:
     run(scenario())
 
 
-def test_a_stream_closed_before_its_end_does_not_pool_its_connection(fault: Fault) -> None:
+def test_a_stream_closed_before_its_end_does_not_pool_its_connection(fault: FaultUpstream) -> None:
     fault.mode("many_events", events=5000)
 
     async def scenario() -> tuple[dict[str, Any], str]:
@@ -360,7 +346,7 @@ def test_a_stream_closed_before_its_end_does_not_pool_its_connection(fault: Faul
     assert fault.counts()["chat_connections"] == between["chat_connections"] + 1
 
 
-def test_probes_do_not_queue_behind_a_saturated_chat_pool(fault: Fault) -> None:
+def test_probes_do_not_queue_behind_a_saturated_chat_pool(fault: FaultUpstream) -> None:
     fault.mode("hang", hang_s=60)
 
     async def scenario() -> int:
