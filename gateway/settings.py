@@ -213,7 +213,7 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest accepted body (413).")
     connect_timeout_s: float = Field(default=2.0, gt=0, description="Upstream connect timeout.")
     read_timeout_s: float = Field(
-        default=60.0, gt=0,
+        default=120.0, gt=0,
         description="Idle deadline: longest wait for the upstream's next byte of a plain answer, "
         "or its next complete event of a stream (504 `upstream_timeout` past it).",
     )  # fmt: skip
