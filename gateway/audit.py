@@ -118,36 +118,46 @@ def local_segments(path: Path) -> list[tuple[int, Path]]:
 
 
 class Admitted:
-    """Admitted requests that no completing record has followed yet, by (request_id, tenant),
-    each with its admit's seq and the few fields an ``abandoned`` completion copies. A client
-    may reuse a request id, so each key holds its admits in order and a completion closes the
-    oldest. Holds only requests in flight: memory stays bounded by them."""
+    """Admitted requests that no completing record has followed yet, by their admit's seq,
+    each with the few fields an ``abandoned`` completion copies. Holds only requests in flight:
+    memory stays bounded by them.
+
+    A final record names the admit it completes by ``admit_seq`` (the gateway's records all
+    carry it: ``null`` for a request refused before it was admitted, which completes nothing —
+    a client may reuse a request id, and its refused retry must not close the admit of the
+    request that did reach the model). A record without the field (written by hand, or before
+    the field existed) completes the oldest open admit with its request id and tenant."""
 
     COPIED = ("tenant", "key_id", "use_case", "model")
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+        self._open: dict[int, dict[str, Any]] = {}
 
     def note(self, record: dict[str, Any]) -> None:
-        """Take in one record of the chain, in chain order (other kinds are ignored; so is a
-        ``request`` record with no admit before it: a request refused before forwarding)."""
+        """Take in one record of the chain, in chain order (other kinds are ignored)."""
         kind, request_id, tenant = record.get("kind"), record.get("request_id"), record.get("tenant")
         if kind not in {"admit", "request"} or not isinstance(request_id, str):
             return
-        key = (request_id, tenant if isinstance(tenant, str) else None)
         if kind == "admit":
-            info = {"seq": record.get("seq"), "request_id": request_id}
-            info.update({k: record.get(k) for k in self.COPIED})
-            self._open.setdefault(key, []).append(info)
-        elif waiting := self._open.get(key):
-            waiting.pop(0)
-            if not waiting:
-                del self._open[key]
+            seq = record.get("seq")
+            if isinstance(seq, int):
+                info = {"seq": seq, "request_id": request_id}
+                info.update({k: record.get(k) for k in self.COPIED})
+                self._open[seq] = info
+            return
+        if "admit_seq" in record:
+            admit_seq = record["admit_seq"]
+            if isinstance(admit_seq, int):
+                self._open.pop(admit_seq, None)
+            return
+        for seq, info in sorted(self._open.items()):
+            if info["request_id"] == request_id and info["tenant"] == tenant:
+                del self._open[seq]
+                return
 
     def pending(self) -> list[dict[str, Any]]:
         """The open admits' infos, in chain order."""
-        infos = [info for waiting in self._open.values() for info in waiting]
-        return sorted(infos, key=lambda info: info["seq"] if isinstance(info["seq"], int) else -1)
+        return [self._open[seq] for seq in sorted(self._open)]
 
     def ids(self) -> list[str]:
         return [str(info["request_id"]) for info in self.pending()]
@@ -201,6 +211,9 @@ class AuditLog:
         self._segment_bytes = 0
         self._segment_started = 0.0  # time.monotonic() of the active file's first record
         self._admitted = Admitted()  # admits without their completing record, this process's too
+        # the last failure after a record was already durable (sealing, the head): reported by
+        # take_problem(), never raised (the record is there)
+        self.problem: str | None = None
         self._seq, self._prev = self._resume()
         # admits a previous process left open (it died with them in flight): completed as
         # abandoned before this process's first record, when a key is at hand
@@ -227,6 +240,11 @@ class AuditLog:
     @property
     def next_seq(self) -> int:
         return self._seq
+
+    def take_problem(self) -> str | None:
+        """The failure since the last call that did not cost a record (and forget it)."""
+        problem, self.problem = self.problem, None
+        return problem
 
     @property
     def unfinished(self) -> list[str]:
@@ -295,7 +313,10 @@ class AuditLog:
         if self._orphans:
             self._finish_orphans(key)
         record = self._write({**fields, "kind": kind, "kid": key.kid}, key)
-        self.seal_if_due()
+        try:
+            self.seal_if_due()
+        except AuditWriteError as exc:  # the record is written; the gateway's sealer retries
+            self.problem = str(exc)
         return record
 
     def _key_record(self, key: AuditKey | None) -> AuditKey:
@@ -404,15 +425,21 @@ class AuditLog:
                     raise
             finally:
                 os.close(fd)
-            self._write_head(canonical(head))
         except OSError as exc:
             raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
+        # the record is durable: from here on nothing may raise, or the caller would take a
+        # written record for a missing one (and the next would reuse its seq)
         if self._segment_first is None:
             self._segment_first, self._segment_started = record["seq"], time.monotonic()
         self._segment_bytes += len(line)
         self._seq += 1
         self._prev = record["hash"]
         self._admitted.note(record)
+        try:
+            self._write_head(canonical(head))
+        except (OSError, AuditWriteError) as exc:
+            # a head that lags is accepted by verify (it only has to name a record of the trail)
+            self.problem = f"audit head not updated: {getattr(exc, 'strerror', None) or exc}"
         return record
 
 

@@ -337,3 +337,38 @@ def test_a_broken_chain_still_exits_1_and_scopes_the_ids(
 def test_verify_result_defaults_keep_existing_callers_working() -> None:
     result = VerifyResult(True, 0, "OK: 0 records")
     assert result.unfinished == [] and result.abandoned == []
+
+
+def test_a_refused_retry_under_the_same_request_id_does_not_close_the_admitted_one(trail: Path) -> None:
+    """The gateway's final records name their admit (admit_seq; null when refused before being
+    admitted): a client's retry that reuses the id and is refused (429) completes nothing, so the
+    request that reached the model stays open until its own end, or a crash names it."""
+    log = AuditLog(trail, StaticKeys(), fsync=False)
+    admitted = log.admit(admit_fields("same"))
+    log.append({**final_fields("same", outcome="rejected"), "status": 429, "admit_seq": None})
+    assert log.unfinished == ["same"]
+    assert verify(trail, unwrap).unfinished == ["same"]
+    log.append({**final_fields("same"), "admit_seq": admitted["seq"]})
+    assert log.unfinished == [] and verify(trail, unwrap).unfinished == []
+
+
+def test_a_failure_after_the_record_is_durable_is_reported_not_raised(
+    trail: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head or a seal failing after the line is on disk: the record is there, so append
+    returns it (raising made the gateway refuse a request its admit says was forwarded, and
+    left the next record on the same seq); the problem is reported once."""
+    log = AuditLog(trail, StaticKeys(), fsync=False)
+    log.append(final_fields("r0"))
+
+    def no_head(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(log, "_write_head", no_head)
+    first = log.admit(admit_fields("r1"))
+    second = log.append({**final_fields("r1"), "admit_seq": first["seq"]})
+    assert second["seq"] == first["seq"] + 1
+    problem = log.take_problem()
+    assert problem is not None and "head" in problem and log.take_problem() is None
+    result = verify(trail, unwrap)  # the head lags two records behind: accepted
+    assert result.ok and result.records == second["seq"] + 1 and result.unfinished == []
