@@ -37,6 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.admission import Admission, Refused, Ticket
 from gateway.audit import AuditKey, AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
+from gateway.connections import STALLED_SCOPE_KEY
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
@@ -190,7 +191,9 @@ class Exchange:
     unrestored: int = 0
     error: str | None = None  # the error code the client got, if any
     stalled: bool = False  # the client stopped taking the streamed answer (write timeout)
+    drained: bool = False  # the shutdown's drain deadline ended the stream
     ended: bool = False  # a stream's final record is written
+    admit_seq: int | None = None  # the seq of its write-ahead record, once it has one
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
 
     @property
@@ -215,6 +218,7 @@ class Exchange:
     def record(self, outcome: str, status: int) -> dict[str, Any]:
         return {
             **self.admission(),
+            "admit_seq": self.admit_seq,  # the admit this completes (None: refused before one)
             "outcome": outcome,
             "status": status,
             "error": self.error,
@@ -278,7 +282,8 @@ class Gateway:
     async def bounded(self, aw: Awaitable[Any], deadline: float) -> Any:
         """Await *aw* until the loop time *deadline* (or the drain deadline, if sooner);
         TimeoutError past it."""
-        async with asyncio.timeout_at(min(deadline, self.drain_at)) as wait:
+        when = min(deadline, self.drain_at)
+        async with asyncio.timeout_at(None if when == float("inf") else when) as wait:
             self._waits.add(wait)
             try:
                 return await aw
@@ -322,6 +327,7 @@ class Gateway:
             self.audit_healthy = False
             log.error("audit record for request %s not written: %s", ex.request_id, exc)
             return None
+        self.audit_problem()
         # below the disk reserve: the next requests are refused before they are forwarded
         space_ok = self.audit.space_ok()
         if self.audit_healthy and not space_ok:  # said once, when it happens, not per request
@@ -329,21 +335,36 @@ class Gateway:
         self.audit_healthy = space_ok
         return record
 
+    def audit_problem(self) -> None:
+        """A failure after a record was already on disk (its head, a seal): counted and logged;
+        the next request checks that the trail is writable before it is forwarded."""
+        problem = self.audit.take_problem()
+        if problem is not None:
+            AUDIT_FAILURES.inc()
+            self.audit_healthy = False
+            log.error("audit trail: %s", problem)
+
     # -- request handling ------------------------------------------------------------------
     def authenticate(self, request: Request) -> ClientKey:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise GatewayError(
-                401, "missing_api_key", "send the client API key as 'Authorization: Bearer sk-sov-...'"
+                401,
+                "missing_api_key",
+                "send the client API key as 'Authorization: Bearer sk-sov-...'",
+                close=True,
             )
         key = self.client_keys.authenticate(token.strip())
         if key is None:
-            raise GatewayError(401, "invalid_api_key", "the API key is unknown or revoked")
+            raise GatewayError(401, "invalid_api_key", "the API key is unknown or revoked", close=True)
         claimed = request.headers.get(TENANT_HEADER)
         if claimed is not None and claimed != key.tenant:
             raise GatewayError(
-                403, "tenant_mismatch", f"header {TENANT_HEADER} does not match the API key's tenant"
+                403,
+                "tenant_mismatch",
+                f"header {TENANT_HEADER} does not match the API key's tenant",
+                close=True,
             )
         return key
 
@@ -432,15 +453,20 @@ class Gateway:
                 415, "unsupported_media_type", "send the body as Content-Type: application/json", close=True
             )
         chunks: list[bytes] = []
-        size = 0
+
+        async def read() -> None:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+
         try:
-            async with asyncio.timeout(limits.body_timeout_s):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large
-                    chunks.append(chunk)
+            await self.bounded(read(), asyncio.get_running_loop().time() + limits.body_timeout_s)
         except TimeoutError:
+            if self.draining:
+                raise GatewayError(503, *SHUTTING_DOWN, close=True) from None
             raise GatewayError(
                 408, "body_timeout",
                 f"the body did not arrive within limits.body_timeout_s ({limits.body_timeout_s:g} s)",
@@ -548,8 +574,10 @@ class Gateway:
                 self.audit.check_writable()
                 self.audit_healthy = True
             try:
-                data_key = await self.keys.ensure(key.tenant)
+                data_key = await self.bounded(self.keys.ensure(key.tenant), float("inf"))
                 ex.audit_key = self.keys.current()
+            except TimeoutError:
+                raise GatewayError(503, *SHUTTING_DOWN) from None  # only the drain bounds it here
             except KeyUnavailable as exc:
                 log.error("request %s refused, keys unavailable: %s", request_id, exc)
                 raise GatewayError(
@@ -578,7 +606,8 @@ class Gateway:
             ex.max_tokens = payload["max_tokens"]
             # write-ahead: the record that this request goes to the model is on disk first
             # (a crash from here on leaves it open; `sovereign audit verify` names it)
-            self.audit.admit(ex.admission(), key=ex.audit_key)
+            ex.admit_seq = self.audit.admit(ex.admission(), key=ex.audit_key)["seq"]
+            self.audit_problem()
             if body.stream:
                 response = await self.forward_stream(ex, upstream, payload, ticket, request)
                 ticket = None  # the stream gives it back when it ends
@@ -599,6 +628,18 @@ class Gateway:
             ex.error = "client_disconnected"
             self.write_audit(ex, "client_disconnected", 499)
             return Response(status_code=499)  # nobody reads it: the connection is gone
+        except asyncio.CancelledError:
+            # uvicorn's shutdown backstop (or the loop ending): the record first, then go
+            ex.error = "shutting_down" if self.draining else "cancelled"
+            self.write_audit(ex, ex.error, 503 if self.draining else 499)
+            raise
+        except Exception as exc:
+            # a defect, not a client's or an upstream's doing: still a final record (an admitted
+            # request would otherwise look lost in a crash); the type only, never its text
+            log.error("unhandled %s in chat request %s", type(exc).__name__, request_id)
+            ex.error = "internal_error"
+            self.write_audit(ex, "internal_error", 500)
+            return GatewayError(500, "internal_error", "internal error").response(request_id, replaced)
         finally:
             self.admission.release(ticket)
 
@@ -622,8 +663,13 @@ class Gateway:
         the upstream stops working for nobody) or *deadline* passes (GatewayError)."""
         task = asyncio.ensure_future(call)
         gone = asyncio.ensure_future(_disconnect(request.receive))
+        returned = False
         try:
             await self.bounded(asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED), deadline)
+            if task.done():
+                returned = True
+                return task.result()
+            raise ClientGone
         except TimeoutError:
             raise self.timed_out() from None
         finally:
@@ -632,9 +678,10 @@ class Gateway:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task  # the upstream connection is closed before we go on
-        if task.cancelled():
-            raise ClientGone
-        return task.result()
+            elif not returned and not task.cancelled() and task.exception() is None:
+                result = task.result()  # done just as the deadline or the client came: not used
+                if isinstance(result, StreamHandle):
+                    result.close()
 
     async def forward(
         self, ex: Exchange, upstream: Upstream, payload: dict[str, Any], request: Request
@@ -655,13 +702,13 @@ class Gateway:
                 content = await run_in_threadpool(self._restore_answer, ex, raw)
             else:
                 content = self._restore_answer(ex, raw)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except TooLong:
+            raise self._too_long() from None
+        except Exception:  # whatever the upstream's bytes make the parser raise (RecursionError too)
             UPSTREAM_ERRORS.labels(kind="malformed").inc()
             raise GatewayError(
                 502, "upstream_malformed", "the model upstream sent a malformed answer"
             ) from None
-        except TooLong:
-            raise self._too_long() from None
         ex.response_bytes = len(content)
         if self.write_audit(ex, "ok", 200) is None:
             raise AuditWriteError("the audit record was not written")
@@ -718,7 +765,8 @@ class Gateway:
         return RelayResponse(
             self._relay(ex, resp, t0, deadline, ticket),
             write_timeout_s=limits.write_timeout_s,
-            on_stall=lambda: setattr(ex, "stalled", True),
+            wait=self.bounded,
+            on_stall=lambda: self._stalled(ex),
             on_close=lambda: self._end_stream(ex, resp, ticket, "client_disconnected", 499),
             media_type="text/event-stream",
             headers={**ex.headers, "cache-control": "no-cache"},
@@ -816,12 +864,27 @@ class Gateway:
             err = self._upstream_failure(exc)
             outcome, status, ex.error = err.code, err.status, err.code
             yield _sse_error(err.code, err.message)
+        except asyncio.CancelledError:
+            if self.draining:  # uvicorn's backstop after the drain deadline
+                ex.drained = True
+            raise
+        except Exception as exc:  # a defect: the stream still ends with an error and its record
+            log.error("unhandled %s in stream %s", type(exc).__name__, ex.request_id)
+            outcome, status, ex.error = "internal_error", 500, "internal_error"
+            yield _sse_error("internal_error", "internal error")
         finally:
             if isinstance(chunks, AsyncGenerator):
                 with contextlib.suppress(BaseException):
                     await chunks.aclose()
             ex.restored, ex.unrestored = restorers.counts()
             self._end_stream(ex, resp, ticket, outcome, status)
+
+    def _stalled(self, ex: Exchange) -> None:
+        """A write to the stream's client timed out: its own write deadline, or the drain's."""
+        if self.draining and asyncio.get_running_loop().time() >= self.drain_at:
+            ex.drained = True
+        else:
+            ex.stalled = True
 
     def _end_stream(
         self, ex: Exchange, resp: StreamHandle, ticket: Ticket, outcome: str, status: int
@@ -833,8 +896,11 @@ class Gateway:
         ex.ended = True
         resp.close()
         if outcome == "client_disconnected" and ex.error is None:
-            ex.error = "client_stalled" if ex.stalled else outcome
-            outcome = ex.error
+            if ex.drained:
+                outcome, status = "shutting_down", 503
+            elif ex.stalled:
+                outcome = "client_stalled"
+            ex.error = outcome
         self.write_audit(ex, outcome, status)
         self.admission.release(ticket)
 
@@ -844,22 +910,26 @@ class Gateway:
         """The events *chunk* completes, as they go to the client; (events, the failure that
         ends the stream or None)."""
         out: list[bytes] = []
+        failure: GatewayError | None = None
         try:
-            for data in decoder.feed(chunk):
-                out.append(self._relay_event(ex, data, t0, restorers))
-        except EventTooLarge:
-            return out, GatewayError(
+            events = decoder.feed(chunk)
+        except EventTooLarge as exc:  # the events completed before it still go out
+            events = exc.events
+            failure = GatewayError(
                 502,
                 "upstream_too_large",
                 "the model upstream sent an event longer than limits.max_event_bytes",
             )
+        try:
+            for data in events:
+                out.append(self._relay_event(ex, data, t0, restorers))
         except TooLong:
             return out, GatewayError(
                 502, "upstream_too_long", "the model upstream sent more tokens than max_tokens asked for"
             )
-        except ValueError:
+        except Exception:  # whatever the upstream's bytes make the parser raise (RecursionError too)
             return out, GatewayError(502, "upstream_malformed", "the model upstream sent a malformed event")
-        return out, None
+        return out, failure
 
     @staticmethod
     def _count(ex: Exchange, parts: list[bytes]) -> bytes:
@@ -915,12 +985,15 @@ class RelayResponse(StreamingResponse):
         self,
         content: AsyncIterator[bytes],
         write_timeout_s: float,
+        wait: Callable[[Awaitable[Any], float], Awaitable[Any]],
         on_stall: Callable[[], None],
         on_close: Callable[[], None],
         **kw: Any,
     ) -> None:
         super().__init__(content, **kw)
         self._write_timeout_s = write_timeout_s
+        self._wait = wait  # Gateway.bounded: the shutdown's drain deadline cuts a write short too
+        self._scope: Scope = {}
         self._on_stall = on_stall
         self._on_close = on_close  # for a relay that never started: closing it runs nothing
         self._relay = content
@@ -928,15 +1001,17 @@ class RelayResponse(StreamingResponse):
     async def stream_response(self, send: Send) -> None:
         async def bounded_send(message: Message) -> None:
             try:
-                await asyncio.wait_for(send(message), self._write_timeout_s)
+                await self._wait(send(message), asyncio.get_running_loop().time() + self._write_timeout_s)
             except TimeoutError:
                 self._on_stall()
+                self._scope[STALLED_SCOPE_KEY] = True  # gateway/connections.py drops the connection
                 raise _Stalled from None
 
         with contextlib.suppress(_Stalled):  # uvicorn closes a connection whose answer is unfinished
             await super().stream_response(bounded_send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
         try:
             await super().__call__(scope, receive, send)
         finally:

@@ -27,7 +27,7 @@ log = logging.getLogger("sovereign.gateway.connections")
 CONNECTIONS_REFUSED = Counter(
     "sovereign_gateway_connections_refused_total",
     "Client connections closed before reaching the app, by reason.",
-    ["reason"],  # connection_limit, pending_limit, header_timeout, write_timeout
+    ["reason"],  # connection_limit, pending_limit, header_timeout, body_timeout, write_timeout
 )
 
 #: a connection answered 503/408 here is half-closed and its incoming bytes discarded for this
@@ -36,6 +36,13 @@ CONNECTIONS_REFUSED = Counter(
 #: read the answer. At most MAX_LINGERING at once, so a flood cannot spend the open files on it.
 LINGER_S = 1.0
 MAX_LINGERING = 256
+
+#: the body deadline here runs this much after the app's own (limits.body_timeout_s): the app
+#: answers an audited 408 first wherever it reads the body
+BODY_BACKSTOP_S = 1.0
+#: set in the ASGI scope by the app when a client stopped reading its streamed answer for
+#: limits.write_timeout_s: the connection is aborted at once
+STALLED_SCOPE_KEY = "sovereign.client_stalled"
 
 #: at most one warning per this many seconds, with the counts since the last: a flood of
 #: connections must not become a flood of log lines
@@ -52,6 +59,7 @@ class ConnectionBounds:
     max_pending_connections: int
     retry_after_s: int = 1
     write_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
     open: int = 0  # admitted connections, open now
     lingering: int = 0  # answered here and half-closed, closing within LINGER_S
     pending: int = 0  # of those, the ones without complete request headers
@@ -98,6 +106,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._pending = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # :101-114 registers the connection in server_state.connections and sets transport and
@@ -115,6 +124,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()
+        self._body_done()
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -138,7 +148,56 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done()
+        # the body too has a deadline, whatever the app does with it: an answer given without
+        # reading it (401, 404) leaves uvicorn discarding what follows (on_body, :313) with no
+        # timer running (data_received cancels the keep-alive one), so a client without a key
+        # could trickle a body for ever. The app's own deadline (gateway/app.py read_body,
+        # the same setting) answers first where it reads the body; this one is its backstop.
+        self._body_timer = self.loop.call_later(
+            self.bounds.body_timeout_s + BODY_BACKSTOP_S, self._body_timeout
+        )
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._body_done()  # before uvicorn's early return for an answered request (:322)
+        super().on_message_complete()
+
+    def _body_done(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        self.bounds.refused("body_timeout")
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()  # answered already; the rest of the body is not waited for
+        elif cycle.response_started:
+            cycle.keep_alive = False  # close once the answer is out
+        else:
+            msg = "request body not complete in time"
+            self._answer_and_close(_answer(408, "Request Timeout", "body_timeout", msg))
+
+    # the ASGI task of each request, wrapped: a stream the app gave up on unfinished (its client
+    # stopped reading: gateway/app.py RelayResponse) leaves uvicorn's run_asgi calling
+    # transport.close() (httptools_impl.py:441-444), which waits for the write buffer to drain
+    # — for ever; on_response_complete is never called for it
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        async def watched(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                if not cycle.response_complete and self.transport is not None:
+                    if scope.get(STALLED_SCOPE_KEY):  # the app already waited write_timeout_s
+                        self.bounds.refused("write_timeout")
+                        self.transport.abort()
+                    else:
+                        self._watch_writes(-1)
+
+        super()._start_asgi_task(cycle, watched)
 
     # a complete answer still in the write buffer: a client that takes none of it for
     # write_timeout_s is cut off. uvicorn writes a plain answer's body at once and, for a
@@ -150,6 +209,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def _watch_writes(self, before: int) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
         self._write_timer = None
         left = self.transport.get_write_buffer_size() if self.transport is not None else 0
         if left == 0:

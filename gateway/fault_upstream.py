@@ -36,6 +36,7 @@ Modes (parameters in brackets):
 - ``long_length``: 16 bytes of garbage after the body that Content-Length announces;
 - ``bad_chunked``: a chunked body whose first chunk-size line is not hexadecimal;
 - ``hang`` [hang_s]: read the request, send nothing for ``hang_s``, then close;
+- ``raw`` [body]: ``body`` verbatim as the plain answer's JSON, or as a stream's one event;
 - ``many_events`` [events]: SSE, ``events`` content events, then a finish_reason and
   ``[DONE]`` (max_tokens is ignored);
 - ``drop`` [events]: SSE, ``events`` content events, then the connection closes mid-body (no
@@ -68,6 +69,7 @@ class Script:
     hang_s: float = 60.0
     events: int = 100
     event_bytes: int = 5
+    body: str = ""
 
 
 @dataclass
@@ -166,6 +168,19 @@ async def normal(writer: asyncio.StreamWriter, n: int, req: Request, s: Script) 
         await send(writer, SSE_HEAD + chunk(body) + LAST_CHUNK)
     else:
         await send(writer, json_response(answer(n)))
+    return True
+
+
+async def raw(writer: asyncio.StreamWriter, n: int, req: Request, s: Script) -> bool:
+    """``body`` as it is: a plain answer's JSON body, or a stream's one event (then [DONE])."""
+    if req.json().get("stream"):
+        data = b"data: " + s.body.encode() + b"\n\ndata: [DONE]\n\n"
+        await send(writer, SSE_HEAD + chunk(data) + LAST_CHUNK)
+    else:
+        data = s.body.encode()
+        await send(
+            writer, head(200, {"Content-Type": "application/json", "Content-Length": len(data)}) + data
+        )
     return True
 
 
@@ -291,6 +306,7 @@ MODES: dict[str, Mode] = {
     "hang": hang,
     "many_events": many_events,
     "drop": drop,
+    "raw": raw,
 }
 
 

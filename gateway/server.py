@@ -18,8 +18,9 @@ from fastapi import FastAPI
 
 from gateway import egress
 from gateway.app import create_app
-from gateway.connections import ConnectionBounds, protocol_class
+from gateway.connections import MAX_LINGERING, ConnectionBounds, protocol_class
 from gateway.settings import CONFIG_ENV, GatewaySettings, LimitSettings
+from gateway.upstream import PROBE_CONNECTIONS
 
 log = logging.getLogger("sovereign.gateway.server")
 
@@ -50,7 +51,14 @@ def raise_open_file_limit(limits: LimitSettings) -> int:
         except (ValueError, OSError):
             log.warning("could not raise the open-file limit from %d to %d", soft, target)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = limits.max_client_connections + limits.max_connections + FD_HEADROOM
+    # the connections answered below the app while they linger, and the probes' own pool, too
+    need = (
+        limits.max_client_connections
+        + MAX_LINGERING
+        + limits.max_connections
+        + PROBE_CONNECTIONS
+        + FD_HEADROOM
+    )
     if soft != resource.RLIM_INFINITY and need > soft:
         raise SystemExit(
             f"gateway: limits.max_client_connections ({limits.max_client_connections}) plus "
@@ -123,6 +131,7 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         max_pending_connections=limits.max_pending_connections,
         retry_after_s=limits.retry_after_s,
         write_timeout_s=limits.write_timeout_s,
+        body_timeout_s=limits.body_timeout_s,
     )
     uv_config = uvicorn.Config(
         app,

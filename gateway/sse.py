@@ -11,7 +11,12 @@ from __future__ import annotations
 
 
 class EventTooLarge(ValueError):
-    """A line or an event is longer than the decoder's bound."""
+    """A line or an event is longer than the decoder's bound; ``events`` holds the data of the
+    events the same chunk completed before it."""
+
+    def __init__(self, message: str, events: list[bytes]) -> None:
+        super().__init__(message)
+        self.events = events
 
 
 class SSEDecoder:
@@ -36,7 +41,7 @@ class SSEDecoder:
             if cut < 0:
                 self._buffer = buffer[start:]
                 if len(self._buffer) > self._max:
-                    raise EventTooLarge("a line longer than the bound")
+                    raise EventTooLarge("a line longer than the bound", events)
                 return events
             line = buffer[start:cut].rstrip(b"\r")
             start = cut + 1
@@ -49,7 +54,7 @@ class SSEDecoder:
                 value = value[1:] if value.startswith(b" ") else value
                 self._data_bytes += len(value) + 1
                 if self._data_bytes > self._max:
-                    raise EventTooLarge("an event longer than the bound")
+                    raise EventTooLarge("an event longer than the bound", events)
                 self._data.append(value)
 
     @property

@@ -362,9 +362,74 @@ def _stalled_reader(gateway: Proc, gw_dir: Path, fault: FaultUpstream) -> None:
     sock = raw_request(port_of(gateway), headers, payload, reads=False)
     try:
         record = final_record(gw_dir, rid)  # never read a byte
+        assert record["error"] == "client_stalled", record
+        # and the connection is dropped, its unsent answer with it (closing it politely waits
+        # for a client that never reads: the socket and its place would be held for ever)
+        assert refused_count(gateway, "write_timeout") >= 1
     finally:
         sock.close()
-    assert record["error"] == "client_stalled", record
+
+
+def refused_count(gateway: Proc, reason: str) -> float:
+    """Connections closed below the app for *reason*, waited for (at least one)."""
+    give_up = time.monotonic() + HANG_DETECTOR_S
+    count = 0.0
+    while count < 1 and time.monotonic() < give_up:
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=HANG_DETECTOR_S).text
+        count = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(REFUSED_METRIC) and f'reason="{reason}"' in line
+        )
+        time.sleep(0.1)
+    return count
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything until the gateway closes the connection (a reset counts as closed); the
+    socket's timeout detects a connection held open."""
+    data = b""
+    while True:
+        try:
+            part = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not part:
+            return data
+        data += part
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization", "status"),
+    [
+        ("/v1/chat/completions", None, 401),
+        ("/v1/chat/completions", "Bearer sk-sov-wrong", 401),
+        ("/healthz", None, 405),
+    ],
+    ids=["no-key", "wrong-key", "no-such-method"],
+)
+def test_a_body_trickled_after_an_early_answer_does_not_hold_the_connection(
+    gateway: Proc, path: str, authorization: str | None, status: int
+) -> None:
+    """Answered without its body being read (401 from the headers, 405), a client trickling the
+    body kept the connection for ever: uvicorn discards the rest with no timer running. Now the
+    answer closes the connection, or the body deadline does (body_timeout_s, 1 s here, + 1 s)."""
+    headers = {"content-type": "application/json", "content-length": "100000"}
+    if authorization:
+        headers["authorization"] = authorization
+    with socket.create_connection(("127.0.0.1", port_of(gateway)), timeout=HANG_DETECTOR_S) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: gw\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(head.encode() + b"\r\n{")
+        assert read_status(sock) == status
+
+        def trickle() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(HANG_DETECTOR_S * 4):
+                    sock.sendall(b" ")
+                    time.sleep(0.25)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        read_until_closed(sock)  # the socket's timeout fails the test if it is held
 
 
 # -- finding 6: admission control -------------------------------------------------------------
@@ -582,18 +647,35 @@ def test_a_client_that_reads_none_of_a_large_plain_answer_is_cut_off(
         with running_gateway(config, tmp_path) as gateway:
             sock = raw_request(port_of(gateway), headers, payload, reads=False)
             try:
-                give_up = time.monotonic() + HANG_DETECTOR_S * 3
-                cut = 0.0
-                while time.monotonic() < give_up and cut < 1:
-                    metrics = httpx.get(f"{gateway.url}/metrics", timeout=HANG_DETECTOR_S).text
-                    cut = sum(
-                        float(line.rsplit(" ", 1)[1])
-                        for line in metrics.splitlines()
-                        if line.startswith(REFUSED_METRIC) and 'reason="write_timeout"' in line
-                    )
-                    time.sleep(0.2)
+                cut = refused_count(gateway, "write_timeout")
             finally:
                 sock.close()
     finally:
         upstream_server.reset()
     assert cut >= 1
+
+
+# -- what the upstream's bytes can make a JSON parser raise ----------------------------------------
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "[" * 5000,  # past the parser's recursion limit, within max_event_bytes
+        '{"choices": [{"index": 0, "message": {"content": "x"}}], "usage": {"completion_tokens": 1e400}}',
+    ],
+    ids=["nested-past-the-recursion-limit", "a-count-of-infinity"],
+)
+def test_an_answer_that_breaks_the_parser_is_upstream_malformed_with_its_record(
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream, stream: bool, answer: str
+) -> None:
+    """RecursionError and OverflowError are no ValueError: they escaped as a 500 (a plain
+    request's admit left open as if the process had died) or a stream recorded as the client's
+    disconnect. Now: upstream_malformed, and the final record completes the admit."""
+    key = key_for(gw_dir, "clinic-parser")
+    if stream:
+        answer = answer.replace('"message"', '"delta"')
+    fault.script(mode="raw", body=answer)
+    resp = chat(gateway, key, stream=stream)
+    assert error_code(resp) == "upstream_malformed"
+    record = final_record(gw_dir, resp.headers["x-request-id"])
+    assert record["error"] == "upstream_malformed" and isinstance(record["admit_seq"], int)

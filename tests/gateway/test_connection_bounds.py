@@ -261,6 +261,14 @@ def test_sigterm_ends_the_process_with_stalled_clients_and_a_stream(
         stalled = [half_open(gateway) for _ in range(3)]
         status, keep_alive = healthz(gateway, keep_open=True)
         assert status == 200
+        # and a client with a key in the middle of sending its body
+        slow_body = connect(gateway)
+        slow_body.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\ncontent-type: application/json\r\n"
+            + f"authorization: Bearer {key}\r\ncontent-length: 5000\r\n\r\n".encode()
+            + b'{"messages": '
+        )
+        stalled.append(slow_body)
         try:
             gateway.proc.send_signal(signal.SIGTERM)
             try:
@@ -270,8 +278,14 @@ def test_sigterm_ends_the_process_with_stalled_clients_and_a_stream(
             streamer.join(HANG_S)
             assert not streamer.is_alive()
             assert "data: [DONE]" not in lines  # ended by the shutdown, not finished
+            assert any('"shutting_down"' in line for line in lines)  # its last event says why
             for sock in [*stalled, keep_alive]:
                 read_until_closed(sock)
+            trail = (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()
+            finals = [json.loads(line) for line in trail if '"kind":"request"' in line]
+            # each ended with an audited shutting_down: the stream, and the body never finished
+            ended = sorted((r["stream"], r["outcome"]) for r in finals if r["outcome"] != "ok")
+            assert ended == [(False, "shutting_down"), (True, "shutting_down")], finals
         finally:
             for sock in [*stalled, keep_alive]:
                 sock.close()

@@ -5,7 +5,7 @@ place) runs at once — also when the relay never started."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from gateway.app import RelayResponse
@@ -25,11 +25,18 @@ class Relay:
             self.finished = True
 
 
+async def wait(aw: Awaitable[Any], deadline: float) -> Any:
+    """Gateway.bounded without the drain."""
+    async with asyncio.timeout_at(deadline):
+        return await aw
+
+
 def respond(relay: Relay, receive: Any, send: Any) -> tuple[list[str], RelayResponse]:
     calls: list[str] = []
     response = RelayResponse(
         relay.events(),
         write_timeout_s=0.05,
+        wait=wait,
         on_stall=lambda: calls.append("stall"),
         on_close=lambda: calls.append("close"),
         media_type="text/event-stream",

@@ -63,3 +63,10 @@ def test_events_within_the_bound_pass_however_many() -> None:
     decoder = SSEDecoder(max_event_bytes=64)
     events = decoder.feed(b"data: 0123456789\n\n" * 1000)
     assert len(events) == 1000 and not decoder.pending
+
+
+def test_events_completed_before_an_oversized_line_are_handed_over_with_the_error() -> None:
+    decoder = SSEDecoder(max_event_bytes=64)
+    with pytest.raises(EventTooLarge) as too_large:
+        decoder.feed(b"data: one\n\ndata: two\n\n" + b"x" * 100)
+    assert too_large.value.events == [b"one", b"two"]
