@@ -29,6 +29,9 @@ lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
 	$(BIN)/mypy roles/vswitch/filter_plugins
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q --profile production roles playbooks
+	@# the alert rules each example stack renders, through the real promtool (Debian's prometheus package)
+	rules=$$(mktemp -d) && $(BIN)/python -m infra.k8s_platform.alerts --write "$$rules" >/dev/null \
+	  && promtool check rules "$$rules"/*.rules.yaml; rc=$$?; rm -rf "$$rules"; exit $$rc
 
 test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
 	$(BIN)/pytest -q -ra

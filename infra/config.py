@@ -538,6 +538,117 @@ class OpenBaoDeployConfig(_Section):
 NODE_LOCAL_CLASS = "local-path"  # the GPU servers' disks (infra/k8s_platform/cluster_services.py)
 
 
+# vLLM's latency histograms' bucket bounds (vllm/v1/metrics/loggers.py, vllm:time_to_first_token_seconds
+# and vllm:inter_token_latency_seconds): a latency SLI counts the requests (tokens) at or below a bound
+# from the `le` bucket of that value, so a threshold must be one of them (Prometheus cannot count "at
+# or below 30 ms" from these buckets)
+VLLM_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                     7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
+VLLM_ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                    10.0, 20.0, 40.0, 80.0)  # fmt: skip
+
+
+def _bucket(buckets: tuple[float, ...], metric: str) -> AfterValidator:
+    def check(value: float) -> float:
+        if value not in buckets:
+            below = [b for b in buckets if b < value]
+            hint = f"; the nearest stricter bound is {below[-1]:g}" if below else ""
+            raise ValueError(
+                f"{value:g} s is no bucket bound of {metric} (vLLM v0.11), so Prometheus cannot count the "
+                f"requests at or below it; use one of {', '.join(f'{b:g}' for b in buckets)}{hint}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+class SloTargetsConfig(_Section):
+    """SLO targets of one use case. Defaults: the load-test SLA profile `gpu-interactive`
+    (loadtests/profiles/gpu-interactive.yaml: TTFT p99 <= 500 ms, TPOT p99 <= 30 ms, errors <= 0.1 %),
+    the profile of the patient-facing use cases in production."""
+
+    ttft_seconds: Annotated[float, _bucket(VLLM_TTFT_BUCKETS, "vllm:time_to_first_token_seconds")] = Field(
+        default=0.5, description="Time to first token a request must meet (a vLLM bucket bound)."
+    )
+    itl_seconds: Annotated[float, _bucket(VLLM_ITL_BUCKETS, "vllm:inter_token_latency_seconds")] = Field(
+        default=0.025,
+        description="Inter-token latency each token must meet (a vLLM bucket bound; 0.025 is the bound at "
+        "or below the profile's 30 ms, so the alert is early rather than late).",
+    )
+    latency_objective: float = Field(
+        default=0.99,
+        gt=0.5,
+        lt=1,
+        description="Share of requests (tokens) that must meet the latency (p99: 0.99).",
+    )
+    error_ratio: float = Field(
+        default=0.001, gt=0, lt=0.5, description="Error budget: share of requests that may fail (5xx)."
+    )
+
+
+Severity = Literal["page", "ticket"]
+SEVERITIES: tuple[Severity, ...] = ("page", "ticket")
+
+
+class AlertReceiverConfig(_Section):
+    """An Alertmanager webhook receiver: inside the EU boundary, like every endpoint."""
+
+    name: Name = Field(description="Receiver name.")
+    url: str = Field(
+        description="Webhook URL (an EU endpoint: on the allowlist, a residency.extra_hosts entry, a "
+        "private address or a cluster-local name)."
+    )
+    severities: list[Severity] = Field(
+        default_factory=lambda: list(SEVERITIES), min_length=1, description="Alert severities it receives."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("https", "http"):
+            raise ValueError("must be an http(s):// URL (Alertmanager webhook_configs url)")
+        return value
+
+
+class AlertingConfig(_Section):
+    """Alert rules (PrometheusRule, infra/k8s_platform/alerts.py) and where alerts go (docs/operations.md)."""
+
+    slo_days: int = Field(default=30, ge=7, le=90, description="SLO period the error budget is spent over.")
+    default_slo: SloTargetsConfig = Field(
+        default_factory=SloTargetsConfig, description="Targets of every use case not listed in `use_cases`."
+    )
+    use_cases: dict[Name, SloTargetsConfig] = Field(
+        default_factory=dict,
+        description="Targets per use case (gateway policy name), e.g. the `gpu-standard` profile's for "
+        "back-office use cases: ttft_seconds 1.0 (the bound at or below 2 s), itl_seconds 0.1, "
+        "error_ratio 0.005.",
+    )
+    receivers: list[AlertReceiverConfig] = Field(
+        default_factory=list, description="Alertmanager webhook receivers (EU endpoints only)."
+    )
+    backup_max_age_hours: int = Field(
+        default=26,
+        ge=1,
+        description="Age of the last successful OpenBao snapshot Job above which it is overdue.",
+    )
+    queue_waiting_max: int = Field(
+        default=20,
+        ge=1,
+        description="vllm:num_requests_waiting per model above which (10 min) a ticket opens.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertingConfig:
+        names = [r.name for r in self.receivers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"receiver names must be unique, got {names}")
+        return self
+
+    def targets(self, use_case: str) -> SloTargetsConfig:
+        return self.use_cases.get(use_case, self.default_slo)
+
+
 class PlatformConfig(_Section):
     """The Kubernetes platform: isolation, OpenBao, vLLM, GPU support, gateway, observability."""
 
@@ -559,6 +670,9 @@ class PlatformConfig(_Section):
     )
     monitoring_namespace: str = Field(
         default="monitoring", description="Namespace of the Prometheus that scrapes the platform."
+    )
+    alerting: AlertingConfig = Field(
+        default_factory=AlertingConfig, description="Alert rules' SLO targets and Alertmanager receivers."
     )
     images: Annotated[dict[str, str], AfterValidator(check_images)] = Field(
         default_factory=dict,
@@ -896,6 +1010,9 @@ class StackConfig(BaseModel):
             problem = residency.endpoint_problem(value, extra) if value else None
             if problem:
                 problems.append(f"{key}: {problem}")
+        for i, receiver in enumerate(self.platform.alerting.receivers):
+            if problem := residency.endpoint_problem(receiver.url, extra):
+                problems.append(f"platform.alerting.receivers.{i}.url: {problem}")
         problems.extend(self._etcd_snapshot_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(

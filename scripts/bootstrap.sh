@@ -30,6 +30,7 @@ command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)  # the evidence report's 
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the evidence report's PDF and its render test
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)  # the egress proof's network namespace
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)  # ... and what records every attempt in it
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool: the alert rules' checks and tests
 if ((${#need_apt[@]})); then
   say "installing system packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -39,6 +40,11 @@ if ((${#need_apt[@]})); then
     # the test lab runs its own instance bound to its veths; the packaged service would listen
     # on every interface of this machine
     $SUDO systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need_apt[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    # only promtool is wanted; the package starts a Prometheus and a node exporter listening on
+    # every interface of this machine
+    $SUDO systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
 fi
 

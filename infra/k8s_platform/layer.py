@@ -8,6 +8,7 @@ import pulumi_kubernetes as k8s
 
 from infra import images
 from infra.config import StackConfig
+from infra.k8s_platform.alerts import AlertRules
 from infra.k8s_platform.cluster_services import ClusterServices
 from infra.k8s_platform.gateway import GatewayDeployment
 from infra.k8s_platform.gpu import Autoscaling, GpuSupport
@@ -57,6 +58,8 @@ class PlatformLayer(pulumi.ComponentResource):
         # the prometheus-operator CRDs before every ServiceMonitor user (KEDA, GPU operator, ours)
         self.monitoring = Monitoring(f"{name}-monitoring", cfg, depends_on=isolated, opts=scoped)
         monitored = [*isolated, self.monitoring.release]
+        # the alert rules (PrometheusRule: its CRD comes with the monitoring release), phase 1 too
+        self.alerts = AlertRules(f"{name}-alerts", cfg, depends_on=[self.monitoring.release], opts=scoped)
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=monitored, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=monitored, opts=scoped)

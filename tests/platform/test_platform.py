@@ -20,8 +20,9 @@ from tests import pki
 from tests.infra.support import plan_of, sections
 
 # no CRD schemas offline: checked field by field below (Plan: against its pinned CRD in
-# test_upgrades.py; HelmChartConfig: against the chart's values in test_ingress.py)
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan", "HelmChartConfig"}
+# test_upgrades.py; HelmChartConfig: against the chart's values in test_ingress.py; PrometheusRule:
+# with the real promtool in test_alert_rules.py)
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan", "HelmChartConfig", "PrometheusRule"}
 
 
 @pytest.fixture(scope="module")
