@@ -21,6 +21,9 @@ sovereign weights fetch|verify …             model weights from EU object stor
 sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets (infra/storage_cli.py)
 sovereign models import|verify|public-key …  approved weights with a signed manifest in the model bucket
 sovereign evidence --stack NAME              compliance evidence: data flow, residency, controls (md, html)
+sovereign openbao snapshot --stack S         take an OpenBao Raft snapshot into the Object Lock bucket
+sovereign openbao snapshots --stack S        list the snapshots in the bucket
+sovereign openbao restore SNAPSHOT --stack S restore one into a fresh OpenBao, then unseal it
 """
 
 from __future__ import annotations
@@ -444,6 +447,121 @@ def cmd_converge(args: argparse.Namespace) -> int:
     return converge.main(args.playbook, verbosity=args.verbose, token_stdin=args.token_stdin)
 
 
+def _openbao_fail(exc: BaseException) -> int:
+    print(f"sovereign openbao: {exc}", file=sys.stderr)
+    return 1
+
+
+def _snapshot_store(args: argparse.Namespace) -> Any:
+    from infra import config, openbao_backup
+
+    if args.stack:
+        return openbao_backup.store_from_stack(config.load(Path(args.stacks_dir), args.stack))
+    return openbao_backup.store_from_target(openbao_backup.load_settings(args.config).target)
+
+
+def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
+    from infra import objectstore, openbao_backup, storage_cli
+    from infra.config import StackConfigError
+    from infra.models import ModelsError
+
+    try:
+        store = _snapshot_store(args)
+        if args.config:  # in the CronJob's pod: Kubernetes auth as its own role
+            bao = openbao_backup.kubernetes_login(openbao_backup.load_settings(args.config))
+        else:
+            address, token = storage_cli.openbao_access(args)
+            bao = openbao_backup.client(address, token, args.ca_file)
+        name, snap = openbao_backup.take_and_upload(bao, store)
+    except (StackConfigError, ModelsError, objectstore.StorageError, openbao_backup.BackupError) as exc:
+        return _openbao_fail(exc)
+    print(f"sovereign openbao: snapshot {store.url(name)} ({snap.size} bytes, sha256 {snap.sha256}), "
+          f"locked for {store.retention_days} days ({store.lock_mode})")  # fmt: skip
+    return 0
+
+
+def cmd_openbao_snapshots(args: argparse.Namespace) -> int:
+    from infra import objectstore, openbao_backup
+    from infra.config import StackConfigError
+
+    try:
+        store = _snapshot_store(args)
+        found = openbao_backup.snapshots(store)
+    except (StackConfigError, objectstore.StorageError, openbao_backup.BackupError) as exc:
+        return _openbao_fail(exc)
+    for s in found:
+        print(f"{s.name}  {s.size:>12} bytes  {s.modified.isoformat()}")
+    print(f"{len(found)} snapshot(s) under {store.url()}", file=sys.stderr)
+    return 0
+
+
+def _unseal_keys() -> list[str]:
+    """Unseal keys from the custodians: typed without echo at a terminal, else one per line on stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        keys = []
+        while key := getpass.getpass("unseal key (empty line: done): ").strip():
+            keys.append(key)
+        return keys
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+def cmd_openbao_restore(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from infra import objectstore, openbao_backup, storage_cli
+    from infra.config import StackConfigError
+    from infra.models import ModelsError
+
+    try:
+        address, token = storage_cli.openbao_access(args)
+        store = _snapshot_store(args)
+        with tempfile.TemporaryDirectory(prefix="openbao-restore-") as tmp:
+            snap = openbao_backup.download(store, args.snapshot, Path(tmp) / "raft.snap")
+            openbao_backup.restore(openbao_backup.client(address, token, args.ca_file), snap.path)
+        print(f"sovereign openbao: restored {args.snapshot} (sha256 {snap.sha256}) into {address}",
+              file=sys.stderr)  # fmt: skip
+        if not openbao_backup.after_restore(address, args.ca_file):
+            print(
+                f"sovereign openbao: {address} stays unsealed: the snapshot is of this cluster (its own keys)"
+            )
+            return 0
+        if not args.unseal:
+            print("sovereign openbao: sealed; the custodians unseal it with the ORIGINAL unseal keys "
+                  "(`bao operator unseal`, or this command with --unseal)", file=sys.stderr)  # fmt: skip
+            return 0
+        openbao_backup.unseal(address, _unseal_keys(), args.ca_file)
+    except (StackConfigError, ModelsError, objectstore.StorageError, openbao_backup.BackupError) as exc:
+        return _openbao_fail(exc)
+    print(f"sovereign openbao: {address} unsealed and active with the snapshot's state")
+    return 0
+
+
+def _openbao_parsers(sub: Any) -> None:
+    ob = sub.add_parser("openbao", help="OpenBao Raft snapshots: take, list, restore")
+    osub = ob.add_subparsers(dest="openbao_command", required=True)
+    snap = osub.add_parser("snapshot", help="take a Raft snapshot into the stack's Object Lock bucket")
+    listing = osub.add_parser("snapshots", help="list the snapshots in the bucket")
+    rest = osub.add_parser("restore", help="restore a snapshot into a fresh, unsealed OpenBao, then unseal")
+    rest.add_argument("snapshot", help="a name from `sovereign openbao snapshots`, or `latest`")
+    commands = ((snap, cmd_openbao_snapshot), (listing, cmd_openbao_snapshots), (rest, cmd_openbao_restore))
+    for p, func in commands:
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--stack", help="region stack whose Object Lock bucket holds the snapshots")
+        where.add_argument("--config", type=Path, help="the snapshot CronJob's settings file (in the pod)")
+        p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+        if p is not listing:
+            p.add_argument("--openbao-address", help="OpenBao URL (default: VAULT_ADDR)")
+            p.add_argument("--token-file", help="file with an OpenBao token (default: VAULT_TOKEN)")
+            p.add_argument("--ca-file", type=Path, help="CA certificate OpenBao's TLS certificate chains to")
+        p.set_defaults(func=func)
+    rest.add_argument(
+        "--unseal", action="store_true",
+        help="then read the original unseal keys (without echo at a terminal, else one per line on stdin)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sovereign", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -582,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     from infra.evidence import cli as evidence_cli
 
     evidence_cli.add_parser(sub)
+    _openbao_parsers(sub)
 
     for name, helptext, func in (
         ("harden", "harden a stack's hosts (playbooks/hardening.yml through ansible-runner)", cmd_harden),

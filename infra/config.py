@@ -60,13 +60,15 @@ SECTIONS = (
 # stack secrets (`pulumi config set --secret sovereign-llm:KEY`), never in a section
 ETCD_SECRET_KEYS = ("etcd_s3_access_key", "etcd_s3_secret_key")
 # the platform's Secrets (infra/k8s_platform/secrets.py): the gateway's client-key store, the weights
-# Job's read-only keys, the audit-ship sidecar's write-only keys
+# Job's read-only keys, the audit-ship sidecar's write-only keys, the OpenBao snapshot CronJob's
 PLATFORM_SECRET_KEYS = (
     "gateway_client_keys",
     "models_s3_access_key",
     "models_s3_secret_key",
     "audit_s3_access_key",
     "audit_s3_secret_key",
+    "openbao_snapshot_s3_access_key",
+    "openbao_snapshot_s3_secret_key",
 )
 SECRET_KEYS = ETCD_SECRET_KEYS + PLATFORM_SECRET_KEYS
 

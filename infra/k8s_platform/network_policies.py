@@ -8,7 +8,9 @@
   the pod's audit-ship sidecar (the gateway process itself refuses any connection outside its
   egress allowlist: gateway/egress.py).
 - openbao: ingress from the gateway, Prometheus and its Raft peers; egress to its peers,
-  DNS and the Kubernetes API (TokenReview for Kubernetes auth).
+  DNS and the Kubernetes API (TokenReview for Kubernetes auth). Where the stack has an Object Lock
+  bucket, the Raft snapshot CronJob's pods reach OpenBao's API, DNS and HTTPS to public addresses
+  (the bucket), and OpenBao admits them on its API port.
 - keda (chart 2.17.2): every pod reaches the Kubernetes API (the chart's own Cilium policies,
   templates/*/ciliumnetworkpolicy.yaml, allow ``kube-apiserver`` egress to all three) and DNS;
   the API server reaches the metrics apiserver (APIService v1beta1.external.metrics.k8s.io ->
@@ -229,6 +231,28 @@ class NetworkPolicies(pulumi.ComponentResource):
                 DNS_EGRESS,
             ],
         )
+        if cfg.storage.audit_archive is not None:
+            # the Raft snapshot CronJob (openbao.py SnapshotSchedule): OpenBao's API, DNS and the
+            # Object Lock bucket over HTTPS; OpenBao admits it on its API port
+            snapshot = {"matchLabels": {"app.kubernetes.io/name": "openbao-snapshot"}}
+            self._policy(
+                OPENBAO_NS,
+                "openbao-snapshot-egress",
+                snapshot,
+                ["Egress"],
+                egress=[
+                    {"to": [_from(OPENBAO_NS, "openbao")], "ports": _tcp(OPENBAO_PORT)},
+                    DNS_EGRESS,
+                    PUBLIC_HTTPS,
+                ],
+            )
+            self._policy(
+                OPENBAO_NS,
+                "openbao-from-snapshot",
+                {"matchLabels": {"app.kubernetes.io/name": "openbao"}},
+                ["Ingress"],
+                ingress=[{"from": [_from(OPENBAO_NS, "openbao-snapshot")], "ports": _tcp(OPENBAO_PORT)}],
+            )
         self.register_outputs({"count": len(self.policies)})
 
     def _operators(self, cfg: StackConfig) -> None:

@@ -8,7 +8,8 @@ TLS: a private CA made by ``pulumi-tls`` signs the listener certificate; the CA 
 published to the gateway's namespace. Its private key lives only in the Pulumi state, which the
 stack's secrets provider (OpenBao transit of the operations OpenBao, ``hashivault://``) encrypts.
 
-Unseal: see docs/platform.md ("OpenBao unseal design").
+Unseal: see docs/platform.md ("OpenBao unseal design"). Raft snapshots on a schedule into the
+stack's Object Lock bucket, and their restore: ``SnapshotSchedule`` below, docs/backup-restore.md.
 """
 
 from __future__ import annotations
@@ -19,15 +20,26 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 import pulumi_vault as vault
+import yaml
 
 from gateway.files import write_private
-from infra import images
-from infra.config import StackConfig
+from infra import images, openbao_backup
+from infra.config import PROJECT, StackConfig
 from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
-from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, NONROOT_UID, OPENBAO_NS, labels
+from infra.k8s_platform.common import (
+    GATEWAY_NS,
+    INFERENCE_NS,
+    NONROOT_UID,
+    OPENBAO_NS,
+    OPENBAO_PORT,
+    container_security,
+    labels,
+    pod_security,
+)
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
+from infra.k8s_platform.secrets import OPENBAO_SNAPSHOT
 from infra.local import openbao as local_openbao
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
@@ -47,6 +59,15 @@ GATEWAY_POLICY = (
     + 'path "pki/issue/gateway-client" { capabilities = ["update"] }\n'
 )
 AUDITOR_POLICY = local_openbao.AUDITOR_POLICY
+# the Raft snapshot CronJob (SnapshotSchedule below): read snapshots, nothing else
+SNAPSHOT_POLICY_NAME = "sovereign-openbao-snapshot"
+SNAPSHOT_POLICY = openbao_backup.SNAPSHOT_POLICY
+SNAPSHOT_APP = "openbao-snapshot"  # CronJob, ServiceAccount and Kubernetes-auth role name
+# hourly, at minute 23 (UTC): a restore loses at most the last hour of changes (docs/backup-restore.md
+# says which matter: a transit key rotated since is back at its older version)
+SNAPSHOT_SCHEDULE = "23 * * * *"
+SNAPSHOT_SETTINGS = "/etc/sovereign/snapshot/snapshot.yaml"
+SNAPSHOT_CA = "/etc/openbao-ca/ca.crt"
 
 
 def publisher_policy(cfg: StackConfig) -> str:
@@ -250,6 +271,7 @@ class OpenBao(pulumi.ComponentResource):
         )  # fmt: skip
         # an uninitialised, sealed OpenBao cannot be configured: phase 2 of a new region
         self.configuration: OpenBaoConfiguration | None = None
+        self.snapshots: SnapshotSchedule | None = None
         if cfg.platform.openbao.initialised:
             self.configuration = OpenBaoConfiguration(
                 f"{name}-config",
@@ -257,6 +279,13 @@ class OpenBao(pulumi.ComponentResource):
                 ca_pem=self.ca.cert_pem,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
             )
+            if cfg.storage.audit_archive is not None:  # the Object Lock bucket the snapshots go to
+                self.snapshots = SnapshotSchedule(
+                    f"{name}-snapshots",
+                    cfg,
+                    depends_on=[self.release, self.configuration],
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
         self.register_outputs({"ca_cert_pem": self.ca.cert_pem})
 
 
@@ -420,6 +449,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
                 ("sovereign-gateway", GATEWAY_POLICY),
                 ("sovereign-auditor", AUDITOR_POLICY),
                 ("sovereign-model-publisher", publisher_policy(cfg)),
+                (SNAPSHOT_POLICY_NAME, SNAPSHOT_POLICY),
             )
         ]
         k8s_auth = vault.AuthBackend(f"{name}-k8s-auth", type="kubernetes", path="kubernetes", opts=child)
@@ -441,6 +471,19 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             token_policies=["sovereign-gateway"],
             token_ttl=3600,
             token_max_ttl=24 * 3600,
+            opts=after_auth,
+        )
+        # the snapshot CronJob's own role: its service account, its policy, a token for one run
+        self.snapshot_role = vault.kubernetes.AuthBackendRole(
+            f"{name}-k8s-role-snapshot",
+            backend="kubernetes",
+            role_name=SNAPSHOT_APP,
+            bound_service_account_names=[SNAPSHOT_APP],
+            bound_service_account_namespaces=[OPENBAO_NS],
+            audience="openbao",
+            token_policies=[SNAPSHOT_POLICY_NAME],
+            token_ttl=900,
+            token_max_ttl=900,
             opts=after_auth,
         )
         self.register_outputs({"gateway_role": OPENBAO_ROLE})
@@ -487,3 +530,136 @@ def mtls_secret(
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return secret, cert.serial_number
+
+
+# the CronJob's object-storage key: a stack secret like the audit-ship sidecar's (secrets.py), an
+# access key of the object storage that may only put objects under openbao_backup.SNAPSHOT_PREFIX
+SNAPSHOT_CREDENTIALS = OPENBAO_SNAPSHOT.name  # a missing key blocks `pulumi up` (secrets.missing)
+SNAPSHOT_SECRET_KEYS = OPENBAO_SNAPSHOT.keys
+
+
+def snapshot_settings(cfg: StackConfig) -> dict[str, object]:
+    """The CronJob's settings file (infra/openbao_backup.py SnapshotSettings) for this stack."""
+    settings = openbao_backup.SnapshotSettings(
+        openbao_address=f"https://openbao.{OPENBAO_NS}.svc:{OPENBAO_PORT}",
+        ca_file=Path(SNAPSHOT_CA),
+        kubernetes_role=SNAPSHOT_APP,
+        target=openbao_backup.target(cfg),
+    )
+    return settings.model_dump(mode="json", exclude_none=True)
+
+
+def snapshot_pod(cfg: StackConfig) -> dict[str, object]:
+    """The pod of each snapshot Job: `sovereign openbao snapshot` from the gateway image, logged in
+    with Kubernetes auth as SNAPSHOT_APP, the object-storage key mounted as a credentials file."""
+    container = {
+        "name": "snapshot",
+        "image": images.reference(cfg, cfg.platform.gateway.image),
+        "imagePullPolicy": "Always",
+        "args": ["openbao", "snapshot", "--config", SNAPSHOT_SETTINGS],
+        "env": [{"name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/etc/object-storage/credentials"}],
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": str(Path(SNAPSHOT_SETTINGS).parent), "readOnly": True},
+            {"name": "openbao-ca", "mountPath": str(Path(SNAPSHOT_CA).parent), "readOnly": True},
+            {"name": "snapshot-keys", "mountPath": "/etc/object-storage", "readOnly": True},
+            # the snapshot is streamed to a private temporary file before the upload
+            {"name": "tmp", "mountPath": "/tmp"},
+            {
+                "name": "sa-token",
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            },
+        ],
+    }
+    token = {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600, "audience": "openbao"}}
+    return {
+        "serviceAccountName": SNAPSHOT_APP,
+        "automountServiceAccountToken": False,  # the projected token below is the only one
+        "restartPolicy": "Never",
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": "openbao-snapshot-config"}},
+            # the CA certificate only: the listener's key in the same Secret is not projected
+            {"name": "openbao-ca",
+             "secret": {"secretName": "openbao-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"name": "snapshot-keys", "secret": {"secretName": SNAPSHOT_CREDENTIALS}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": f"{cfg.platform.openbao.storage_gi}Gi"}},
+            {"name": "sa-token", "projected": {"sources": [token]}},
+        ],
+    }  # fmt: skip
+
+
+class SnapshotSchedule(pulumi.ComponentResource):
+    """OpenBao Raft snapshots on a schedule into the stack's Object Lock bucket (docs/backup-restore.md):
+    a CronJob in the OpenBao namespace with a service account of its own, whose Kubernetes-auth role
+    carries only the snapshot policy, and an object-storage key that may only write the snapshots."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sovereign:platform:OpenBaoSnapshots", name, None, opts)
+        meta = labels(cfg, SNAPSHOT_APP, "backup")
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": SNAPSHOT_APP, "namespace": OPENBAO_NS, "labels": meta},
+            automount_service_account_token=False,
+            opts=child,
+        )
+        self.config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": "openbao-snapshot-config", "namespace": OPENBAO_NS, "labels": meta},
+            data={"snapshot.yaml": yaml.safe_dump(snapshot_settings(cfg), sort_keys=True)},
+            opts=child,
+        )
+        config = pulumi.Config(PROJECT)
+        access, secret = (config.get_secret(k) for k in SNAPSHOT_SECRET_KEYS)
+        placeholder = "(a stack secret: set before `pulumi up`)"
+        pair = pulumi.Output.all(
+            *(pulumi.Output.secret(placeholder if v is None else v) for v in (access, secret))
+        )
+        self.credentials = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata={"name": SNAPSHOT_CREDENTIALS, "namespace": OPENBAO_NS, "labels": {
+                **labels(cfg, SNAPSHOT_CREDENTIALS, "credentials")}},
+            type="Opaque",
+            string_data={"credentials": pair.apply(
+                lambda a: f"[default]\naws_access_key_id = {a[0]}\naws_secret_access_key = {a[1]}\n")},
+            opts=child,
+        )  # fmt: skip
+        self.cronjob = k8s.batch.v1.CronJob(
+            f"{name}-cronjob",
+            metadata={"name": SNAPSHOT_APP, "namespace": OPENBAO_NS, "labels": meta},
+            spec={
+                "schedule": SNAPSHOT_SCHEDULE,
+                "timeZone": "Etc/UTC",
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 1800,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "metadata": {"labels": meta},
+                    "spec": {
+                        "backoffLimit": 2,
+                        "activeDeadlineSeconds": 1800,
+                        "ttlSecondsAfterFinished": 7 * 24 * 3600,
+                        "template": {"metadata": {"labels": meta}, "spec": snapshot_pod(cfg)},
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*depends_on, self.service_account, self.config, self.credentials],
+            ),
+        )
+        self.register_outputs({"schedule": SNAPSHOT_SCHEDULE})

@@ -8,7 +8,10 @@ by its ``hashivault://`` secrets provider), like the etcd snapshot keys (infra/c
 - ``object-storage-read`` (sovereign-inference), mounted by the weights fetch Job:
   ``models_s3_access_key`` and ``models_s3_secret_key`` (read-only on the model bucket);
 - ``object-storage-audit`` (sovereign-gateway), mounted by the ``audit-ship`` sidecar:
-  ``audit_s3_access_key`` and ``audit_s3_secret_key`` (write-only on the audit archive).
+  ``audit_s3_access_key`` and ``audit_s3_secret_key`` (write-only on the audit archive);
+- ``object-storage-openbao-snapshot`` (openbao), mounted by the Raft snapshot CronJob and declared
+  next to it (openbao.py): ``openbao_snapshot_s3_access_key`` and ``openbao_snapshot_s3_secret_key``
+  (may only write the archive bucket's ``openbao-snapshots/`` prefix).
 
 Why stack secrets and not OpenBao: the S3 keys are issued by the object storage's console
 (Hetzner has no API that OpenBao could rotate them through), and the client-key store is
@@ -73,6 +76,19 @@ OBJECT_STORAGE_AUDIT = StackSecret(
 )
 
 
+#: the OpenBao Raft snapshot CronJob's object-storage key; its Secret is declared next to the
+#: CronJob (infra/k8s_platform/openbao.py SnapshotSchedule), but a missing key blocks `pulumi up` here
+OPENBAO_SNAPSHOT = StackSecret(
+    "object-storage-openbao-snapshot",
+    "openbao",
+    ("openbao_snapshot_s3_access_key", "openbao_snapshot_s3_secret_key"),
+    "the OpenBao snapshot CronJob",
+    f"`pulumi config set --secret {PROJECT}:openbao_snapshot_s3_access_key` and `… "
+    f"{PROJECT}:openbao_snapshot_s3_secret_key` (an object-storage key that may only write the "
+    "bucket's openbao-snapshots/ prefix, storage.audit_archive; docs/backup-restore.md)",
+)
+
+
 def required(cfg: StackConfig) -> list[StackSecret]:
     """The Secrets this stack's platform mounts (phase 2 only: phase 1 deploys nothing that does)."""
     if not cfg.platform.openbao.initialised:
@@ -91,10 +107,15 @@ def missing(cfg: StackConfig) -> list[str]:
     return [
         f"{PROJECT}:{key} is not set: a stack secret that the Secret {s.namespace}/{s.name} is made of "
         f"(for {s.needed_by}); {s.how}"
-        for s in required(cfg)
+        for s in [*required(cfg), *([OPENBAO_SNAPSHOT] if snapshots(cfg) else [])]
         for key in s.keys
         if get_config(f"{PROJECT}:{key}") is None
     ]
+
+
+def snapshots(cfg: StackConfig) -> bool:
+    """Whether the stack runs the OpenBao snapshot CronJob (phase 2, with an Object Lock bucket)."""
+    return cfg.platform.openbao.initialised and cfg.storage.audit_archive is not None
 
 
 def _credentials_file(access: str, secret: str) -> str:

@@ -42,6 +42,8 @@ def platform_secrets() -> dict[str, Any]:
         "models_s3_secret_key": "M" * 40,
         "audit_s3_access_key": "AK" + "9" * 18,
         "audit_s3_secret_key": "A" * 40,
+        "openbao_snapshot_s3_access_key": "AK" + "7" * 18,
+        "openbao_snapshot_s3_secret_key": "S" * 40,
     }
 
 

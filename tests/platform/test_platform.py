@@ -266,7 +266,8 @@ def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
     assert "audit-hmac" in keys
     mounts = {r.inputs["path"]: r.inputs for r in prod.of_type("vault:index/mount:Mount")}
     assert mounts["kv"]["options"] == {"version": "2"} and mounts["pki"]["type"] == "pki"
-    (role,) = prod.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+    roles = prod.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+    (role,) = [r for r in roles if r.inputs["roleName"] == "sovereign-gateway"]  # not the snapshot job's
     assert role.inputs["boundServiceAccountNames"] == ["gateway"]
     assert role.inputs["boundServiceAccountNamespaces"] == ["sovereign-gateway"]
     assert role.inputs["tokenPolicies"] == ["sovereign-gateway"]

@@ -23,6 +23,8 @@ MARKERS = {
     "models_s3_secret_key": "canary-models-secret-0xBEEF",
     "audit_s3_access_key": "AKCANARYAUDIT0000001",
     "audit_s3_secret_key": "canary-audit-secret-0xCAFE",
+    "openbao_snapshot_s3_access_key": "AKCANARYSNAPSHOT0001",
+    "openbao_snapshot_s3_secret_key": "canary-snapshot-secret-0xD00D",
 }
 
 
@@ -31,8 +33,9 @@ def _referenced_secrets(plan: planner.Plan) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for obj in plan.kubernetes_objects():
         ns = obj["metadata"].get("namespace", "")
-        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
-            spec = obj["spec"]["template"]["spec"]
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"):
+            template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else None
+            spec = (template or obj["spec"]["template"])["spec"]
             for volume in spec.get("volumes", []):
                 if "secret" in volume:
                     found.add((ns, volume["secret"]["secretName"]))
@@ -71,6 +74,7 @@ def test_every_secret_a_pod_mounts_is_declared_by_the_program(prod: planner.Plan
         ("sovereign-gateway", "gateway-client-keys"),
         ("sovereign-gateway", "object-storage-audit"),
         ("sovereign-inference", "object-storage-read"),
+        ("openbao", "object-storage-openbao-snapshot"),
     } <= referenced
     assert referenced - _declared_secrets(prod) == set()
 
@@ -85,12 +89,15 @@ def test_a_plan_without_the_stack_secrets_still_declares_them_and_warns() -> Non
         "sovereign-llm:models_s3_secret_key",
         "sovereign-llm:audit_s3_access_key",
         "sovereign-llm:audit_s3_secret_key",
+        "sovereign-llm:openbao_snapshot_s3_access_key",
+        "sovereign-llm:openbao_snapshot_s3_secret_key",
     ]
     # each names what needs it and the command that sets it
     assert "sovereign-gateway/gateway-client-keys" in platform[0]
     assert "sovereign gateway keys create --keys-file" in platform[0]
     assert "pulumi config set --secret sovereign-llm:gateway_client_keys" in platform[0]
     assert "read the model bucket" in platform[1] and "write to the audit archive" in platform[3]
+    assert "openbao/object-storage-openbao-snapshot" in platform[5] and "openbao-snapshots/" in platform[5]
 
 
 def test_with_every_stack_secret_set_nothing_of_the_platform_blocks(prod: planner.Plan) -> None:
