@@ -3,8 +3,9 @@
 Order of work for a chat request: API key (tenant, from the headers: a client without one
 costs no body read) -> admission (pod and tenant limits: 503/429 at once) -> size,
 content-type and time limits on the body -> JSON -> schema (422 names the field) -> use case
-(policy) -> keys from OpenBao (fail closed, 503) -> PHI filter -> write-ahead audit record
-(on disk before the model sees a byte) -> upstream from the allowlisted configuration, under
+(policy) -> kill switch (503 when an operator suspended the use case) -> keys from OpenBao
+(fail closed, 503) -> PHI filter -> write-ahead audit record (on disk before the model sees a
+byte) -> upstream from the allowlisted configuration, under
 a total and an idle deadline, cancelled when the client goes -> answer, bounded in size and
 tokens -> the final signed audit record. Neither prompt nor answer text is logged or audited;
 only ids, counts, outcomes, timings.
@@ -38,6 +39,7 @@ from gateway.admission import Admission, Refused, Ticket
 from gateway.audit import AuditKey, AuditLog, AuditWriteError
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.connections import STALLED_SCOPE_KEY
+from gateway.incident import SUSPENDED_CODE, IncidentState
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
@@ -254,6 +256,8 @@ class Gateway:
             min_free_bytes=settings.audit.min_free_bytes,
         )  # fmt: skip
         self.audit_healthy = True
+        # the kill switch: use cases an operator suspended (read from OpenBao, gateway/incident.py)
+        self.incident = IncidentState(settings.incident, self.keys._client, settings.openbao.timeout_s)
         self.http = UpstreamClient(settings.limits)
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
@@ -311,6 +315,46 @@ class Gateway:
                 AUDIT_FAILURES.inc()
                 self.audit_healthy = False
                 log.error("audit segment not sealed: %s", exc)
+
+    async def watch_incidents(self) -> None:
+        """The kill switch: read the suspended use cases every incident.poll_s (the first read
+        is the lifespan's), and put each change into the audit trail."""
+        while True:
+            await self.write_incident_records()
+            await asyncio.sleep(self.settings.incident.poll_s)
+            await self.incident.refresh()
+
+    async def write_incident_records(self) -> None:
+        """One `incident` record per suspension or resumption seen; those that cannot be
+        written now (no audit key, the trail not writable) are tried again at the next poll."""
+        pending = self.incident.pending
+        while pending:
+            try:
+                await self.keys.refresh_audit_key()
+                self.audit.event("incident", pending[0])
+            except (AuditWriteError, KeyUnavailable) as exc:
+                AUDIT_FAILURES.inc()
+                log.error("incident record (%s %s) not written yet: %s",
+                          pending[0]["action"], pending[0]["use_case"], exc)  # fmt: skip
+                return
+            pending.pop(0)
+            self.audit_problem()
+
+    async def refuse_suspended(self, ex: Exchange, policy: UseCasePolicy) -> None:
+        """503 `use_case_suspended` when an operator suspended the use case (or all of them):
+        before keys, the PHI filter and the upstream, so nothing is forwarded."""
+        if self.incident.suspension(policy.name) is None:
+            return
+        # the refusal is audited like others; its record needs the audit key in memory
+        with contextlib.suppress(KeyUnavailable, TimeoutError):
+            await self.bounded(self.keys.refresh_audit_key(), float("inf"))
+            ex.audit_key = self.keys.current()
+        raise GatewayError(
+            503,
+            SUSPENDED_CODE,
+            f"use case {policy.name} is suspended by the operator; nothing was forwarded. Show the "
+            "shop's own fallback (e.g. 'please call the practice') instead of an AI answer",
+        )
 
     def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
         REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
@@ -559,6 +603,7 @@ class Gateway:
                 ex.dropped_fields.append("user")
             policy = self.resolve_policy(request, body)
             ex.use_case, ex.policy = policy.name, policy
+            await self.refuse_suspended(ex, policy)
             if body.model is not None and body.model != policy.model:
                 raise GatewayError(
                     400,
@@ -1097,8 +1142,11 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sealer = asyncio.create_task(gw.seal_audit_segments())
+        await gw.incident.refresh()  # suspended use cases are refused from the first request
+        watcher = asyncio.create_task(gw.watch_incidents())
         yield
         sealer.cancel()
+        watcher.cancel()
         await gw.http.close()
         gw.audit.close()
         gw.keys.forget()

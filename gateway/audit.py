@@ -300,6 +300,13 @@ class AuditLog:
         tenant, if any."""
         return self._append("request", fields, key)
 
+    def event(self, kind: str, fields: dict[str, Any], key: AuditKey | None = None) -> dict[str, Any]:
+        """Sign and append a record of another *kind* than a request's (e.g. ``"incident"``: a
+        use case suspended or resumed); chained, signed and durable like :meth:`append`."""
+        if kind in {"admit", "request", "key"}:
+            raise ValueError(f"use admit() or append() for {kind!r} records")
+        return self._append(kind, fields, key)
+
     def finish_abandoned(self, key: AuditKey | None = None) -> list[str]:
         """Complete the admits a previous process left open with ``outcome: "abandoned"``
         records (the request reached the model; its process died before its final record).

@@ -283,6 +283,19 @@ class LimitSettings(BaseModel):
         return self.tenants.get(name, self.tenant_defaults)
 
 
+class IncidentSettings(BaseModel):
+    """The kill switch (`sovereign incident suspend|resume`): use cases an operator suspended,
+    read from OpenBao (KV v2 `kv/sovereign/incident`) with the gateway's token."""
+
+    poll_s: float = Field(
+        default=2.0, gt=0,
+        description="How often the suspended use cases are read from OpenBao: a suspension takes "
+        "effect within about this (plus openbao.timeout_s). A failed read keeps the last known state.",
+    )  # fmt: skip
+    kv_mount: str = Field(default="kv", description="Mount path of the KV v2 engine holding the state.")
+    path: str = Field(default="sovereign/incident", description="The state's path in that engine.")
+
+
 class GatewaySettings(BaseSettings):
     """All gateway settings. See docs/gateway-settings.md."""
 
@@ -305,6 +318,7 @@ class GatewaySettings(BaseSettings):
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    incident: IncidentSettings = Field(default_factory=IncidentSettings)
     keys_file: Path = Field(
         default=Path("gateway-keys.json"),
         description="Hashed client API keys (see `sovereign gateway keys`).",

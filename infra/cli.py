@@ -24,6 +24,8 @@ sovereign evidence --stack NAME              compliance evidence: data flow, res
 sovereign openbao snapshot --stack S         take an OpenBao Raft snapshot into the Object Lock bucket
 sovereign openbao snapshots --stack S        list the snapshots in the bucket
 sovereign openbao restore SNAPSHOT --stack S restore one into a fresh OpenBao, then unseal it
+sovereign incident suspend --use-case N --reason T   the kill switch: refuse a use case (or --all) at
+                                             once (503 use_case_suspended); resume | status
 """
 
 from __future__ import annotations
@@ -701,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evidence_cli.add_parser(sub)
     _openbao_parsers(sub)
+    from infra import incident as incident_cli
+
+    incident_cli.add_parsers(sub, with_profile)
 
     for name, helptext, func in (
         ("harden", "harden a stack's hosts (playbooks/hardening.yml through ansible-runner)", cmd_harden),

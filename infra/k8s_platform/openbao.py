@@ -59,6 +59,10 @@ GATEWAY_POLICY = (
     + 'path "pki/issue/gateway-client" { capabilities = ["update"] }\n'
 )
 AUDITOR_POLICY = local_openbao.AUDITOR_POLICY
+# the kill switch (`sovereign incident`, docs/operations.md): on-call operators get a token of it;
+# the gateway's own policy (above, from the local one) may only read the same path
+INCIDENT_POLICY_NAME = local_openbao.INCIDENT_POLICY_NAME
+INCIDENT_POLICY = local_openbao.INCIDENT_POLICY
 # the Raft snapshot CronJob (SnapshotSchedule below): read snapshots, nothing else
 SNAPSHOT_POLICY_NAME = "sovereign-openbao-snapshot"
 SNAPSHOT_POLICY = openbao_backup.SNAPSHOT_POLICY
@@ -450,6 +454,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
                 ("sovereign-auditor", AUDITOR_POLICY),
                 ("sovereign-model-publisher", publisher_policy(cfg)),
                 (SNAPSHOT_POLICY_NAME, SNAPSHOT_POLICY),
+                (INCIDENT_POLICY_NAME, INCIDENT_POLICY),
             )
         ]
         k8s_auth = vault.AuthBackend(f"{name}-k8s-auth", type="kubernetes", path="kubernetes", opts=child)

@@ -17,12 +17,22 @@ TRANSIT_MOUNT = "transit"
 TENANT_KEY = "tenant-data"
 AUDIT_KEY = "audit-hmac"
 MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
+KV_MOUNT = "kv"  # KV v2, as in the cluster (infra/k8s_platform/openbao.py)
+INCIDENT_PATH = "sovereign/incident"  # the kill switch's state (gateway/incident.py)
+INCIDENT_POLICY_NAME = "sovereign-incident"
 
 GATEWAY_POLICY = f"""
 # sovereign-gateway: what the gateway needs, nothing more.
 path "{TRANSIT_MOUNT}/datakey/plaintext/{TENANT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/decrypt/{TENANT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/datakey/plaintext/{AUDIT_KEY}" {{ capabilities = ["update"] }}
+path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
+"""
+
+INCIDENT_POLICY = f"""
+# sovereign-incident: the on-call operator's kill switch (`sovereign incident suspend|resume|status`).
+path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["create", "read", "update", "patch"] }}
+path "{KV_MOUNT}/metadata/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
 """
 
 AUDITOR_POLICY = f"""
@@ -65,6 +75,7 @@ def bootstrap(address: str, root_token: str) -> Tokens:
     """Configure a fresh dev server; returns the non-root tokens it issued."""
     client = hvac.Client(url=address, token=root_token, timeout=10)
     client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+    ensure_kv(client)
     # one derived key: a distinct data-key wrapping key per tenant (context = tenant)
     client.secrets.transit.create_key(
         TENANT_KEY, key_type="aes256-gcm96", derived=True, mount_point=TRANSIT_MOUNT
@@ -74,6 +85,7 @@ def bootstrap(address: str, root_token: str) -> Tokens:
     client.sys.create_or_update_policy("sovereign-gateway", GATEWAY_POLICY)
     client.sys.create_or_update_policy("sovereign-auditor", AUDITOR_POLICY)
     client.sys.create_or_update_policy("sovereign-model-publisher", PUBLISHER_POLICY)
+    client.sys.create_or_update_policy(INCIDENT_POLICY_NAME, INCIDENT_POLICY)
 
     def token(policy: str) -> str:
         created = client.auth.token.create(
@@ -82,6 +94,17 @@ def bootstrap(address: str, root_token: str) -> Tokens:
         return str(created["auth"]["client_token"])
 
     return Tokens(gateway=token("sovereign-gateway"), auditor=token("sovereign-auditor"))
+
+
+def ensure_kv(client: hvac.Client) -> None:
+    """A KV v2 engine at ``kv/`` (the kill switch's state), unless one is there already."""
+    mounts = client.sys.list_mounted_secrets_engines()
+    mounts = mounts.get("data", mounts)
+    existing = mounts.get(f"{KV_MOUNT}/")
+    if existing is None:
+        client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
+    elif existing.get("type") != "kv" or (existing.get("options") or {}).get("version") != "2":
+        raise RuntimeError(f"OpenBao has a mount at {KV_MOUNT}/ that is not KV v2")
 
 
 def healthy(address: str) -> bool:

@@ -195,7 +195,7 @@ class LocalStack:
         self.progress.line(
             f"  {'openbao':<9} bootstrapped {time.monotonic() - t0:4.2f} s  transit keys "
             f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}, {openbao.MANIFEST_KEY}; policies sovereign-gateway, "
-            "sovereign-auditor, sovereign-model-publisher; file audit device"
+            "sovereign-auditor, sovereign-model-publisher, sovereign-incident; kv (KV v2); file audit device"
         )
 
     def _model(self) -> None:

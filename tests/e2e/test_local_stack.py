@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,44 @@ def test_a_headless_load_test_runs_through_the_gateway_and_renders_the_verdict_o
     run = checked_run(out, "cpu-local", result.returncode, output)
     assert run.verdict.failures == 0, output[-3000:]
     assert run.completed >= 1, output[-3000:]  # the model answered through the gateway, streamed
+
+
+def test_kill_switch_suspends_and_resumes_a_use_case(stack: tuple[Path, dict[str, object]]) -> None:
+    """`sovereign incident suspend` reaches the running gateway without a restart (before the
+    audit test below, which then verifies the incident records in the chain too)."""
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    port = info["ports"]["gateway"]  # type: ignore[index]
+    key = (state / "secrets" / "demo.key").read_text()
+    body = {"messages": [{"role": "user", "content": "Hello."}], "max_tokens": 8,
+            "sovereign": {"use_case": "patient-support"}}  # fmt: skip
+
+    def ask() -> httpx.Response:
+        return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {key}"}, timeout=120)  # fmt: skip
+
+    def until(status: int) -> httpx.Response:
+        deadline = time.monotonic() + 60  # a hang detector: the gateway polls every 2 s
+        while (resp := ask()).status_code != status:
+            assert time.monotonic() < deadline, resp.text
+            time.sleep(0.2)
+        return resp
+
+    suspend = sovereign("incident", "suspend", "--use-case", "patient-support", "--reason", "drill",
+                        "--by", "e2e", "--profile", str(profile))  # fmt: skip
+    assert suspend.returncode == 0, suspend.stdout + suspend.stderr
+    try:
+        refused = until(503)
+        assert refused.json()["error"]["code"] == "use_case_suspended"
+    finally:
+        resume = sovereign("incident", "resume", "--use-case", "patient-support", "--by", "e2e",
+                           "--profile", str(profile))  # fmt: skip
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    answered = until(200)
+    assert answered.json()["choices"][0]["message"]["content"] is not None
+    trail = [json.loads(line) for line in (state / "audit" / "audit.jsonl").read_text().splitlines()]
+    changes = [(r["action"], r["use_case"], r["by"]) for r in trail if r.get("kind") == "incident"]
+    assert changes == [("suspend", "patient-support", "e2e"), ("resume", "patient-support", "e2e")]
 
 
 def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:

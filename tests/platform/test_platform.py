@@ -276,6 +276,12 @@ def test_openbao_configuration_by_pulumi_vault(prod: planner.Plan) -> None:
     assert (
         'path "transit/decrypt/audit-hmac"' not in policies["sovereign-gateway"]
     )  # cannot unwrap audit keys
+    # the kill switch: the gateway reads its state, only the operators' policy writes it
+    assert 'path "kv/data/sovereign/incident" { capabilities = ["read"] }' in policies["sovereign-gateway"]
+    assert (
+        '"update"' in policies["sovereign-incident"]
+        and "kv/data/sovereign/incident" in policies["sovereign-incident"]
+    )
     pki_roles = {
         r.inputs["name"] for r in prod.of_type("vault:pkiSecret/secretBackendRole:SecretBackendRole")
     }
