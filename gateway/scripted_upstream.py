@@ -2,8 +2,9 @@
 
     python -m gateway.scripted_upstream --port 9001 [--capture FILE]
 
-It answers ``/v1/chat/completions`` (plain and SSE) with a fixed answer of ``tokens`` words,
-after ``ttft_ms``, then one word every ``itl_ms``. ``POST /_control`` switches the behaviour
+It answers ``/v1/chat/completions`` (plain and SSE) with a fixed answer of ``tokens`` words
+(at most the request's ``max_tokens``, where a model server stops too), after ``ttft_ms``,
+then one word every ``itl_ms``. ``POST /_control`` switches the behaviour
 at run time (JSON with any of the fields of :class:`Script`); ``GET /_captured`` returns the
 request bodies it received when capturing is on. Modes:
 
@@ -59,11 +60,21 @@ def build_app(script: Script | None = None) -> Starlette:
     captured: list[dict[str, Any]] = []
 
     def words(body: dict[str, Any]) -> list[str]:
+        """The answer's tokens, at most the request's max_tokens, as a model server stops there
+        (vLLM and llama.cpp's server end with finish_reason "length"): the gateway refuses an
+        answer with more (upstream_too_long)."""
         if state.mode == "echo":
             text = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
             n = max(1, state.chunk_chars)
-            return [text[i : i + n] for i in range(0, len(text), n)]
-        return [state.word] * state.tokens
+            found = [text[i : i + n] for i in range(0, len(text), n)]
+        else:
+            found = [state.word] * state.tokens
+        cap = body.get("max_tokens")
+        return found[:cap] if isinstance(cap, int) and cap > 0 else found
+
+    def finish(body: dict[str, Any], sent: int) -> str:
+        cap = body.get("max_tokens")
+        return "length" if isinstance(cap, int) and sent >= cap else "stop"
 
     async def chat(request: Request) -> Response:
         received_at = time.time()
@@ -82,7 +93,8 @@ def build_app(script: Script | None = None) -> Starlette:
                 await asyncio.sleep((state.ttft_ms + state.itl_ms * (state.tokens - 1)) / 1000)
             if state.mode == "malformed":
                 return Response(b"this is not json", media_type="application/json")
-            text = "".join(words(body)) if state.mode == "echo" else " ".join(words(body))
+            ws = words(body)
+            text = "".join(ws) if state.mode == "echo" else " ".join(ws)
             return JSONResponse(
                 {
                     "id": rid,
@@ -93,13 +105,13 @@ def build_app(script: Script | None = None) -> Starlette:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": finish(body, len(ws)),
                         }
                     ],
                     "usage": {
                         "prompt_tokens": 1,
-                        "completion_tokens": state.tokens,
-                        "total_tokens": state.tokens + 1,
+                        "completion_tokens": len(ws),
+                        "total_tokens": len(ws) + 1,
                     },
                 }
             )
@@ -134,7 +146,7 @@ def build_app(script: Script | None = None) -> Starlette:
                 return
             if state.mode == "drop":  # uvicorn closes the connection without the last chunk
                 raise ConnectionAbortedError("scripted: the connection dies mid-answer")
-            yield chunk({}, "stop")
+            yield chunk({}, finish(body, len(ws)))
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

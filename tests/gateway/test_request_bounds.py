@@ -183,7 +183,9 @@ def test_a_large_restoration_does_not_hold_the_event_loop(
 
     monkeypatch.setattr(app_module, "restore", slow_restore)
     text = "Erika Müller, " * 3000  # a large answer, many tokens (one per name)
-    upstream.script(mode="echo", chunk_chars=50)
+    # echoed in pieces of 500 characters: about 90 "tokens", within the use case's max_tokens (the
+    # scripted upstream stops there, as a model server does)
+    upstream.script(mode="echo", chunk_chars=500)
     body = {
         "messages": [{"role": "user", "content": text}],
         "sovereign": {"use_case": "patient-support", "context": {"name": "Erika Müller"}},
