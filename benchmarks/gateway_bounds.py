@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.clientkeys import ClientKeyStore
 from infra.local.process import wait_ready
-from tests.support import Proc, free_port, start_bao, start_process, start_upstream
+from tests.support import Proc, free_port, gateway_argv, start_bao, start_process, start_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -157,17 +157,7 @@ class Side:
     def gateway(self, upstream_url: str) -> Iterator[Proc]:
         config, port = self.config(upstream_url), free_port()
         log = self.tmp / f"gateway-{self.runs}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "gateway",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        argv = gateway_argv(config, port)
         with log.open("ab") as fh:  # run from its own tree: `-m` puts the working directory first
             proc = subprocess.Popen(
                 argv, cwd=self.tree, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True

@@ -121,17 +121,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit import verify
-    from gateway.kms import transit_unwrapper
-
+def openbao_target(args: argparse.Namespace, token_name: str) -> tuple[str, str]:
+    """(--openbao-address, --token-file), each defaulting to the local stack's: its OpenBao and
+    the token file *token_name* among its secrets."""
     address, token_file = args.openbao_address, args.token_file
     if address is None or token_file is None:
         from infra.local.stack import Paths
 
         profile = _profile(args)
         address = address or profile.url("openbao")
-        token_file = token_file or str(Paths(profile.state_dir).secrets / "auditor.token")
+        token_file = token_file or str(Paths(profile.state_dir).secrets / token_name)
+    return address, token_file
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+    from gateway.kms import transit_unwrapper
+
+    address, token_file = openbao_target(args, "auditor.token")
     try:
         token = Path(token_file).read_text(encoding="utf-8").strip()
     except FileNotFoundError:

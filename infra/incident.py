@@ -137,14 +137,9 @@ def resume(
 # -- the command line --------------------------------------------------------------------------
 def _access(args: argparse.Namespace) -> hvac.Client:
     """A client for the given OpenBao, else the local stack's with its root token."""
-    address, token_file = args.openbao_address, args.token_file
-    if address is None or token_file is None:
-        from infra.cli import _profile
-        from infra.local.stack import Paths
+    from infra.cli import openbao_target
 
-        profile = _profile(args)
-        address = address or profile.url("openbao")
-        token_file = token_file or str(Paths(profile.state_dir).secrets / "openbao-root.token")
+    address, token_file = openbao_target(args, "openbao-root.token")
     try:
         token = Path(token_file).read_text(encoding="utf-8").strip()
     except FileNotFoundError:

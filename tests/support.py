@@ -212,22 +212,27 @@ def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, *
     return path
 
 
+def gateway_argv(config: Path, port: int, log_level: str = "warning") -> list[str]:
+    """The gateway as a process: `python -m gateway` on *config* and *port*."""
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+    ]
+
+
 @contextmanager
 def running_gateway(config: Path, tmp: Path, log_level: str = "warning") -> Iterator[Proc]:
     port = free_port()
     proc = start_process(
         "gateway",
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            log_level,
-        ],
+        gateway_argv(config, port, log_level),
         f"http://127.0.0.1:{port}",
         "/healthz",
         tmp / f"gateway-{port}.log",
