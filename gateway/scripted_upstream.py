@@ -32,7 +32,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import uvicorn
@@ -56,10 +56,10 @@ class Script:
 
 
 def build_app(script: Script | None = None) -> Starlette:
-    state = script or Script()
+    live = script or Script()
     captured: list[dict[str, Any]] = []
 
-    def words(body: dict[str, Any]) -> list[str]:
+    def words(state: Script, body: dict[str, Any]) -> list[str]:
         """The answer's tokens, at most the request's max_tokens, as a model server stops there
         (vLLM and llama.cpp's server end with finish_reason "length"): the gateway refuses an
         answer with more (upstream_too_long)."""
@@ -78,6 +78,10 @@ def build_app(script: Script | None = None) -> Starlette:
 
     async def chat(request: Request) -> Response:
         received_at = time.time()
+        # the script as it was when this request arrived: a /_control switch while its stream
+        # is being written must not change the answer half-way (a stream begun in "echo" would
+        # otherwise end as "normal" words, without the echoed name)
+        state = replace(live)
         body = await request.json()
         if state.capture:
             captured.append(body)
@@ -93,7 +97,7 @@ def build_app(script: Script | None = None) -> Starlette:
                 await asyncio.sleep((state.ttft_ms + state.itl_ms * (state.tokens - 1)) / 1000)
             if state.mode == "malformed":
                 return Response(b"this is not json", media_type="application/json")
-            ws = words(body)
+            ws = words(state, body)
             text = "".join(ws) if state.mode == "echo" else " ".join(ws)
             return JSONResponse(
                 {
@@ -132,7 +136,7 @@ def build_app(script: Script | None = None) -> Starlette:
             if state.ttft_ms:
                 await asyncio.sleep(state.ttft_ms / 1000)
             yield chunk({"role": "assistant", "content": ""})
-            ws = words(body)
+            ws = words(state, body)
             cut = len(ws) // 2 if state.mode in ("truncate", "drop") else len(ws)
             sep = "" if state.mode == "echo" else " "
             for i, w in enumerate(ws[:cut]):
@@ -156,11 +160,11 @@ def build_app(script: Script | None = None) -> Starlette:
 
     async def control(request: Request) -> Response:
         for key, value in (await request.json()).items():
-            if not hasattr(state, key):
+            if not hasattr(live, key):
                 return JSONResponse({"error": f"unknown field {key}"}, status_code=400)
-            setattr(state, key, value)
+            setattr(live, key, value)
         captured.clear()
-        return JSONResponse(asdict(state))
+        return JSONResponse(asdict(live))
 
     async def get_captured(request: Request) -> Response:
         return JSONResponse(captured)
