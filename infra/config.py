@@ -447,6 +447,9 @@ class EndpointsConfig(_Section):
     pulumi_backend: str = Field(description="Pulumi state backend, e.g. s3://bucket?endpoint=…")
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
 class InferenceModelConfig(_Section):
     """One model served by vLLM (one Deployment each)."""
 
@@ -461,6 +464,12 @@ class InferenceModelConfig(_Section):
     )
     manifest: str = Field(
         default="SHA256SUMS", description="File in `source` listing `sha256  path` per file."
+    )
+    manifest_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the approved release's manifest (`sovereign models import` prints it, "
+        "`sovereign models releases` lists it): the weights Job and the init container refuse any "
+        "other manifest, and a change rolls the vLLM pods; `sovereign models rollback` rewrites it.",
     )
     quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8"] = Field(
         description="vLLM --quantization (quantised models only)."
@@ -488,6 +497,16 @@ class InferenceModelConfig(_Section):
                 "must be an s3:// prefix on the stack's EU object storage, e.g. s3://models/llama-8b/"
             )
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("manifest_sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_RE.fullmatch(value):
+            raise ValueError(
+                "must be the manifest's SHA-256 as 64 lowercase hex digits: copy it from "
+                "`sovereign models releases --stack STACK --model NAME`"
+            )
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> InferenceModelConfig:

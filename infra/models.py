@@ -15,16 +15,34 @@ differs, is missing or is not listed fails with its name.
 The signature is transit's ``vault:vN:<base64>`` over the manifest's bytes; with the public
 key (transit ``keys/<name>``, or a file for hosts without OpenBao access) anybody can check it
 offline, with ``cryptography``.
+
+**Releases.** Every import records the approved release as its own object in the model bucket
+(the bucket of ``endpoints.model_source``): ``releases/<model>/<UTC time>-<sha12>.json`` with
+source, the manifest's SHA-256, its signature document, who (the OpenBao token's display name
+and entity, from ``auth/token/lookup-self``; never the token) and when. One object per event
+and no read-modify-write, so two operators never overwrite each other's record, and the bucket's
+versioning keeps every version. A release lives at its own prefix: an import into a prefix that
+holds another signed manifest is refused, because overwriting it would destroy the release a
+rollback returns to. ``sovereign models releases`` lists the log; ``sovereign models rollback``
+re-verifies the previous release (signature and every object), rewrites the model's ``source``
+and ``manifest_sha256`` in the stack file (ruamel.yaml round-trip: comments and layout kept;
+any other change to the file is refused), records who, why, from and to, and deploys with
+Pulumi's Automation API.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
+import io
 import json
+import re
+import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +52,12 @@ from infra.k8s_platform.weights import SIGNATURE_SUFFIX, Manifest, WeightsError,
 from infra.local.openbao import TRANSIT_MOUNT
 
 SIGNATURE_FORMAT = "sovereign-manifest-signature/1"
+RELEASE_FORMAT = "sovereign-model-release/1"
+ROLLBACK_FORMAT = "sovereign-model-rollback/1"
+RELEASES_PREFIX = "releases/"
+REASON_MAX = 500
 MIB = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelsError(RuntimeError):
@@ -291,15 +314,38 @@ class Target:
     manifest: str
 
 
-def target(cfg: StackConfig, model: str) -> Target:
+def model_config(cfg: StackConfig, model: str) -> Any:
     for m in cfg.platform.models:
         if m.name == model:
-            bucket, prefix = s3_location(m.source)
-            return Target(bucket, prefix, m.manifest)
+            return m
     names = ", ".join(m.name for m in cfg.platform.models) or "none"
     raise ModelsError(
         f"--model {model!r}: stack {cfg.stack!r} declares no such model (platform.models: {names})"
     )
+
+
+def target(cfg: StackConfig, model: str, source: str | None = None) -> Target:
+    """Where the model's release is: its configured ``source``, or *source* (another release of it,
+    which must be in the same bucket: the weights Job's read-only keys are for that bucket)."""
+    m = model_config(cfg, model)
+    bucket, prefix = s3_location(m.source)
+    if source is not None:
+        try:
+            other, prefix = s3_location(source)
+        except ValueError as exc:
+            raise ModelsError(f"--to {source}: {exc}") from None
+        if other != bucket:
+            raise ModelsError(
+                f"--to {source}: not in the model's bucket {bucket!r} (platform.models[{model}].source); "
+                f"import into s3://{bucket}/<prefix>/"
+            )
+        if not prefix:
+            raise ModelsError(f"--to {source}: give a prefix of its own, e.g. s3://{bucket}/{model}/v2/")
+    return Target(bucket, prefix, m.manifest)
+
+
+def source_url(where: Target) -> str:
+    return f"s3://{where.bucket}/{where.prefix}"
 
 
 @dataclass
@@ -310,6 +356,7 @@ class ImportResult:
     key_version: int
     parts_sent: int
     parts_resumed: int
+    release: Release | None = None
 
 
 def import_model(
@@ -322,9 +369,13 @@ def import_model(
     state_dir: Path,
     part_size: int = 64 * MIB,
     on_progress: Progress | None = None,
+    source: str | None = None,
 ) -> ImportResult:
-    where = target(cfg, model)
+    """Sign and upload the release to the model's ``source`` (or *source*), then record it."""
+    where = target(cfg, model, source)
     manifest, entries = build_manifest(folder, where.manifest)
+    manifest_sha256 = hashlib.sha256(manifest).hexdigest()
+    who = identity(openbao_address, token)
     signature = sign(manifest, openbao_address, token, cfg.storage.manifest_signing_key)
     version = check_signature(
         manifest, json.dumps(signature).encode(),
@@ -337,6 +388,24 @@ def import_model(
         Upload(where.bucket, where.prefix + rel, folder / rel, digest) for rel, digest in entries.items()
     ]
     objectstore.require_bucket(s3, where.bucket, endpoint, cfg.stack)
+    log = ReleaseLog(cfg, model)
+    recorded = log.releases()
+    for other in recorded:
+        _, other_prefix = s3_location(other.source)
+        nested = other_prefix.startswith(where.prefix) or where.prefix.startswith(other_prefix)
+        if other.source != source_url(where) and nested:
+            raise ModelsError(
+                f"{source_url(where)} and the release at {other.source} are inside one another: each "
+                f"release needs a prefix of its own beside the others, e.g. --to s3://{where.bucket}/"
+                f"{model}-<version>/ (verify would take one's files for the other's)"
+            )
+    there = _read_optional(s3, where.bucket, where.prefix + where.manifest, endpoint, cfg.stack)
+    if there is not None and hashlib.sha256(there).hexdigest() != manifest_sha256:
+        raise ModelsError(
+            f"{source_url(where)}{where.manifest} holds another release (manifest sha256 "
+            f"{hashlib.sha256(there).hexdigest()[:12]}…): overwriting it would destroy what a rollback "
+            f"returns to; import the new release to a prefix of its own: --to s3://{where.bucket}/{model}-<version>/"
+        )
     todo = [u for u in uploads if not uploader.present(u)]
     total = sum(u.path.stat().st_size for u in todo)
     sent = 0
@@ -357,9 +426,16 @@ def import_model(
         (where.manifest + SIGNATURE_SUFFIX, json.dumps(signature, indent=2).encode()),
     ):
         s3.put_object(Bucket=where.bucket, Key=where.prefix + name, Body=body, ChecksumAlgorithm="SHA256")
-    return ImportResult(
-        len(todo), len(uploads) - len(todo), sent, version, uploader.parts_sent, uploader.parts_resumed
+    release = next(
+        (r for r in recorded if (r.source, r.manifest_sha256) == (source_url(where), manifest_sha256)),
+        None,
     )
+    if release is None:  # a re-run of the same import records nothing new
+        release = log.record_release(source_url(where), manifest_sha256, signature, who)
+    return ImportResult(
+        len(todo), len(uploads) - len(todo), sent, version, uploader.parts_sent, uploader.parts_resumed,
+        release,
+    )  # fmt: skip
 
 
 def _read(s3: Any, bucket: str, key: str, endpoint: str, stack: str) -> bytes:
@@ -371,11 +447,32 @@ def _read(s3: Any, bucket: str, key: str, endpoint: str, stack: str) -> bytes:
         raise objectstore.explain(exc, f"s3://{bucket}/{key}", endpoint, stack) from None
 
 
-def verify_model(cfg: StackConfig, model: str, keys: dict[int, bytes]) -> int:
-    """Check the signature, then every object against the manifest; return the files checked."""
+def _read_optional(s3: Any, bucket: str, key: str, endpoint: str, stack: str) -> bytes | None:
     import botocore.exceptions
 
-    where = target(cfg, model)
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except botocore.exceptions.ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise objectstore.explain(exc, f"s3://{bucket}/{key}", endpoint, stack) from None
+
+
+def verify_model(
+    cfg: StackConfig,
+    model: str,
+    keys: dict[int, bytes],
+    *,
+    source: str | None = None,
+    manifest_sha256: str | None = None,
+) -> int:
+    """Check the signature, then every object against the manifest; return the files checked.
+
+    *source*: another release of the model than its configured one; *manifest_sha256*: the
+    manifest must be that release's (checked before any object is read)."""
+    import botocore.exceptions
+
+    where = target(cfg, model, source)
     s3 = objectstore.stack_client(cfg)
     endpoint = objectstore.endpoint_url(cfg.endpoints.object_storage)
     objectstore.require_bucket(s3, where.bucket, endpoint, cfg.stack)
@@ -391,6 +488,11 @@ def verify_model(cfg: StackConfig, model: str, keys: dict[int, bytes]) -> int:
         ) from None
     signature = _read(s3, where.bucket, where.prefix + where.manifest + SIGNATURE_SUFFIX, endpoint, cfg.stack)
     check_signature(manifest, signature, keys, f"{base}{where.manifest}{SIGNATURE_SUFFIX}")
+    if manifest_sha256 is not None and hashlib.sha256(manifest).hexdigest() != manifest_sha256:
+        raise ModelsError(
+            f"{base}{where.manifest}: its SHA-256 is not the release's {manifest_sha256[:12]}…: another "
+            "release was imported over this prefix; refusing it"
+        )
     try:
         entries = Manifest.parse(manifest.decode("utf-8"), base + where.manifest).entries
     except (WeightsError, UnicodeDecodeError) as exc:
@@ -421,3 +523,399 @@ def verify_model(cfg: StackConfig, model: str, keys: dict[int, bytes]) -> int:
                 f"{base}{rel}: SHA-256 does not match the signed manifest; the file was changed"
             )
     return len(entries)
+
+
+# -- the release log, rollback ------------------------------------------------------------------
+
+
+def identity(address: str, token: str) -> dict[str, str]:
+    """Who holds *token*: its display name and entity (``auth/token/lookup-self``), never the token
+    or its accessor."""
+    import hvac.exceptions
+    import requests
+
+    try:
+        data = _transit(address, token).auth.token.lookup_self()["data"]
+    except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+        raise ModelsError(
+            f"OpenBao at {address} failed to look up the token's identity ({type(exc).__name__}): "
+            "the token needs the `default` policy (auth/token/lookup-self)"
+        ) from None
+    who = {"display_name": str(data.get("display_name") or ""), "entity_id": str(data.get("entity_id") or "")}
+    meta = data.get("meta") or {}
+    if isinstance(meta, dict) and meta.get("username"):
+        who["username"] = str(meta["username"])
+    return who
+
+
+@dataclass(frozen=True)
+class Release:
+    key: str  # the record's object key in the model bucket
+    source: str
+    manifest_sha256: str
+    at: str
+    who: dict[str, str] = field(default_factory=dict)
+    signature: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RollbackRecord:
+    key: str
+    from_source: str
+    from_manifest_sha256: str
+    to_source: str
+    to_manifest_sha256: str
+    reason: str
+    at: str
+    who: dict[str, str] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ReleaseLog:
+    """``releases/<model>/`` in the bucket of ``endpoints.model_source``: one object per release
+    and per rollback, named ``<UTC time>-<kind>-<sha12>.json`` so that names sort by time."""
+
+    def __init__(self, cfg: StackConfig, model: str) -> None:
+        model_config(cfg, model)
+        self.cfg, self.model = cfg, model
+        self.bucket, _ = s3_location(cfg.endpoints.model_source)
+        self.prefix = f"{RELEASES_PREFIX}{model}/"
+        self.s3 = objectstore.stack_client(cfg)
+        self.endpoint = objectstore.endpoint_url(cfg.endpoints.object_storage)
+
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _put(self, kind: str, sha256: str, document: dict[str, Any]) -> str:
+        import botocore.exceptions
+
+        at = str(document["at"])
+        stamp = at.replace("-", "").replace(":", "").replace(".", "")
+        key = f"{self.prefix}{stamp}-{kind}-{sha256[:12]}.json"
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(document, indent=2, sort_keys=True).encode(),
+                ContentType="application/json", ChecksumAlgorithm="SHA256",
+            )  # fmt: skip
+        except botocore.exceptions.ClientError as exc:
+            raise objectstore.explain(
+                exc, f"s3://{self.bucket}/{key}", self.endpoint, self.cfg.stack
+            ) from None
+        return key
+
+    def record_release(
+        self, source: str, manifest_sha256: str, signature: dict[str, Any], who: dict[str, str]
+    ) -> Release:
+        at = _now()
+        document = {
+            "format": RELEASE_FORMAT, "model": self.model, "source": source,
+            "manifest_sha256": manifest_sha256, "signature": signature, "who": who, "at": at,
+        }  # fmt: skip
+        key = self._put("release", manifest_sha256, document)
+        return Release(key, source, manifest_sha256, at, who, signature)
+
+    def record_rollback(
+        self, current: Release, to: Release, reason: str, who: dict[str, str]
+    ) -> RollbackRecord:
+        at = _now()
+        document = {
+            "format": ROLLBACK_FORMAT, "model": self.model, "stack": self.cfg.stack,
+            "from": {"source": current.source, "manifest_sha256": current.manifest_sha256},
+            "to": {"source": to.source, "manifest_sha256": to.manifest_sha256, "release": to.key},
+            "reason": reason, "who": who, "at": at,
+        }  # fmt: skip
+        key = self._put("rollback", to.manifest_sha256, document)
+        return RollbackRecord(
+            key, current.source, current.manifest_sha256, to.source, to.manifest_sha256, reason, at, who
+        )
+
+    def _documents(self) -> list[tuple[str, dict[str, Any]]]:
+        import botocore.exceptions
+
+        keys: list[str] = []
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            ):
+                keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json"))
+        except botocore.exceptions.ClientError as exc:
+            raise objectstore.explain(exc, f"bucket {self.bucket!r}", self.endpoint, self.cfg.stack) from None
+        documents = []
+        for key in sorted(keys, reverse=True):  # newest first
+            body = _read(self.s3, self.bucket, key, self.endpoint, self.cfg.stack)
+            try:
+                documents.append((key, dict(json.loads(body))))
+            except (ValueError, TypeError):
+                raise ModelsError(f"s3://{self.bucket}/{key}: not a release log record") from None
+        return documents
+
+    def releases(self) -> list[Release]:
+        """The approved releases, newest first."""
+        found = []
+        for key, doc in self._documents():
+            if doc.get("format") != RELEASE_FORMAT:
+                continue
+            try:
+                found.append(
+                    Release(key, str(doc["source"]), str(doc["manifest_sha256"]), str(doc["at"]),
+                            dict(doc.get("who") or {}), dict(doc.get("signature") or {}))
+                )  # fmt: skip
+            except KeyError as exc:
+                raise ModelsError(f"s3://{self.bucket}/{key}: release record without {exc}") from None
+        return found
+
+    def rollbacks(self) -> list[RollbackRecord]:
+        """The rollbacks, newest first."""
+        found = []
+        for key, doc in self._documents():
+            if doc.get("format") != ROLLBACK_FORMAT:
+                continue
+            found.append(
+                RollbackRecord(
+                    key, doc["from"]["source"], doc["from"]["manifest_sha256"], doc["to"]["source"],
+                    doc["to"]["manifest_sha256"], str(doc["reason"]), str(doc["at"]),
+                    dict(doc.get("who") or {}),
+                )
+            )  # fmt: skip
+        return found
+
+
+def check_reason(reason: str | None) -> str:
+    """The rollback's reason: required, one short line's worth, recorded in the release log only."""
+    text = (reason or "").strip()
+    if not text:
+        raise ModelsError(
+            "--reason: required and not empty: say why, e.g. the change request id and the symptom "
+            "(never patient data)"
+        )
+    if len(text) > REASON_MAX:
+        raise ModelsError(
+            f"--reason: {len(text)} characters, at most {REASON_MAX}: give the change request id and a "
+            "short symptom, never patient data (the details belong in the change request)"
+        )
+    return text
+
+
+def check_sha256(value: str, flag: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise ModelsError(
+            f"{flag}: give a manifest SHA-256 as 64 lowercase hex digits (`sovereign models releases`)"
+        )
+    return value
+
+
+def current_release(cfg: StackConfig, model: str, releases: list[Release]) -> tuple[int, Release]:
+    """The position (newest first) and record of the release the stack pins."""
+    m = model_config(cfg, model)
+    file = f"stacks/Pulumi.{cfg.stack}.yaml"
+    if m.manifest_sha256 is None:
+        raise ModelsError(
+            f"platform.models[{model}].manifest_sha256 is not set in {file}: a rollback starts from the "
+            f"pinned release; pin the deployed one (`sovereign models releases --stack {cfg.stack} --model "
+            f"{model}` lists them), deploy, then roll back"
+        )
+    for index, release in enumerate(releases):
+        if (release.source, release.manifest_sha256) == (m.source, m.manifest_sha256):
+            return index, release
+    raise ModelsError(
+        f"platform.models[{model}] (source and manifest_sha256 in {file}) is not an approved release: the "
+        f"release log has no import of it; import it with `sovereign models import`, or fix the pin"
+    )
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    current: Release
+    target: Release
+    files: int
+
+
+def plan_rollback(
+    cfg: StackConfig, model: str, keys: dict[int, bytes], to: str | None = None
+) -> RollbackPlan:
+    """Pick the release to return to (the one before the pinned one, or *to*) and re-verify it:
+    the signature and every object against the recorded manifest digest."""
+    releases = ReleaseLog(cfg, model).releases()
+    index, current = current_release(cfg, model, releases)
+    if to is not None:
+        check_sha256(to, "--to")
+        if to == current.manifest_sha256:
+            raise ModelsError(
+                f"--to {to[:12]}…: that is the release the stack pins already; nothing to roll back"
+            )
+        chosen = next((r for r in releases if r.manifest_sha256 == to), None)
+        if chosen is None:
+            raise ModelsError(
+                f"--to {to[:12]}…: no approved release of {model} has this manifest; "
+                f"`sovereign models releases --stack {cfg.stack} --model {model}` lists them"
+            )
+    else:
+        older = [r for r in releases[index + 1 :] if r.manifest_sha256 != current.manifest_sha256]
+        if not older:
+            raise ModelsError(
+                f"{model}: no approved release before the current one ({current.manifest_sha256[:12]}…, "
+                f"imported {current.at}): nothing to roll back to; choose one with --to SHA256 from "
+                f"`sovereign models releases --stack {cfg.stack} --model {model}`"
+            )
+        chosen = older[0]
+    files = verify_model(cfg, model, keys, source=chosen.source, manifest_sha256=chosen.manifest_sha256)
+    return RollbackPlan(current, chosen, files)
+
+
+# -- the stack file, rewritten in place ----------------------------------------------------------
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)  # the layout of stacks/*.yaml
+    return y
+
+
+def pinned_text(text: str, model: str, source: str, manifest_sha256: str, where: str) -> str:
+    """*text* (a stack file) with the model's ``source`` and ``manifest_sha256`` set, comments and
+    layout kept; refused if any other line would change."""
+    y = _yaml()
+    document = y.load(text)
+    try:
+        entries = document["config"]["sovereign-llm:platform"]["models"]
+        (entry,) = [e for e in entries if e.get("name") == model]
+    except (KeyError, TypeError, ValueError):
+        raise ModelsError(f"{where}: no single platform.models entry named {model!r} to rewrite") from None
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    entry["source"] = source
+    digest = DoubleQuotedScalarString(manifest_sha256)  # quoted: YAML reads "1e5…" or all digits as numbers
+    if "manifest_sha256" in entry:
+        entry["manifest_sha256"] = digest
+    else:
+        keys = list(entry)
+        after = "manifest" if "manifest" in entry else "source"
+        entry.insert(keys.index(after) + 1, "manifest_sha256", digest)
+    out = io.StringIO()
+    y.dump(document, out)
+    new = out.getvalue()
+    for line in difflib.unified_diff(text.splitlines(), new.splitlines(), lineterm="", n=0):
+        if line.startswith(("---", "+++", "@@")):
+            continue
+        if not re.match(r"^[-+]\s+(source|manifest_sha256):", line):
+            raise ModelsError(
+                f"{where}: rewriting it would change more than {model}'s source and manifest_sha256 "
+                "(its layout is not one ruamel.yaml keeps): set them by hand"
+            )
+    return new
+
+
+def pin(stacks_dir: Path, stack: str, model: str, source: str, manifest_sha256: str) -> Path:
+    """Set the model's ``source`` and ``manifest_sha256`` in stacks/Pulumi.<stack>.yaml, after
+    checking that the result is a valid stack config."""
+    from infra import config
+
+    path = config.stack_file(stacks_dir, stack)
+    new = _pinned_and_checked(path, stack, model, source, manifest_sha256)
+    path.write_text(new, encoding="utf-8")
+    return path
+
+
+def _pinned_and_checked(path: Path, stack: str, model: str, source: str, manifest_sha256: str) -> str:
+    import yaml
+
+    from infra import config
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise ModelsError(f"{path}: cannot be read") from None
+    new = pinned_text(text, model, source, manifest_sha256, str(path))
+    document = yaml.safe_load(new) or {}
+    sections = {
+        str(k).partition(":")[2]: v
+        for k, v in (document.get("config") or {}).items()
+        if str(k).partition(":")[0] == config.PROJECT
+    }
+    config.parse(stack, sections, str(path))  # StackConfigError names the bad key
+    return new
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    plan: RollbackPlan
+    record: RollbackRecord
+    stack_file: Path
+
+
+def rollback(
+    cfg: StackConfig,
+    stacks_dir: Path,
+    model: str,
+    *,
+    reason: str,
+    keys: dict[int, bytes],
+    who: dict[str, str],
+    to: str | None = None,
+) -> RollbackResult:
+    """Re-verify the previous release (or *to*), record the rollback, pin it in the stack file.
+
+    Nothing is written unless the release verifies and the rewritten stack file is valid; the
+    record goes before the file, so a pin in the file is never unaudited."""
+    from infra import config
+
+    reason = check_reason(reason)
+    plan = plan_rollback(cfg, model, keys, to)
+    path = config.stack_file(stacks_dir, cfg.stack)
+    new = _pinned_and_checked(path, cfg.stack, model, plan.target.source, plan.target.manifest_sha256)
+    record = ReleaseLog(cfg, model).record_rollback(plan.current, plan.target, reason, who)
+    path.write_text(new, encoding="utf-8")
+    return RollbackResult(plan, record, path)
+
+
+# -- the deploy ------------------------------------------------------------------------------------
+
+
+def deploy_command(stacks_dir: Path, stack: str) -> str:
+    return f"cd {stacks_dir.resolve().parent} && pulumi up --stack {stack}"
+
+
+def require_pulumi_cli(stacks_dir: Path, stack: str) -> Path:
+    """The project folder (Pulumi.yaml) the Automation API runs in; refuse clearly without the CLI."""
+    work_dir = stacks_dir.resolve().parent
+    if shutil.which("pulumi") is None:
+        raise ModelsError(
+            "the Pulumi CLI is not installed here (no `pulumi` on PATH): the deploy runs `pulumi up` "
+            "through Pulumi's Automation API, which drives the CLI. Install it "
+            "(https://www.pulumi.com/docs/iac/download-install/) and log in to the stack's EU backend "
+            f"(`sovereign bootstrap-backend --stack {stack}` prints the login lines), or pass "
+            "--no-deploy and run the printed command where the CLI is; nothing was changed"
+        )
+    if not (work_dir / "Pulumi.yaml").is_file():
+        raise ModelsError(
+            f"--stacks-dir {stacks_dir}: its parent {work_dir} holds no Pulumi.yaml, so there is no project "
+            "to deploy; use the repository's stacks/ or pass --no-deploy"
+        )
+    return work_dir
+
+
+def deploy(work_dir: Path, stack: str, on_output: Callable[[str], None]) -> str:
+    """``pulumi up`` of *stack* through the Automation API (the CLI, the program in infra/)."""
+    from pulumi import automation as auto
+
+    try:
+        selected = auto.select_stack(stack_name=stack, work_dir=str(work_dir))
+        result = selected.up(on_output=on_output)
+    except FileNotFoundError:
+        raise ModelsError(
+            "the Pulumi CLI disappeared from PATH during the deploy: install it and rerun"
+        ) from None
+    except auto.errors.CommandError as exc:
+        last = str(exc).strip().splitlines()[-1:] or ["(no output)"]
+        raise ModelsError(
+            f"`pulumi up --stack {stack}` failed: {last[0][:300]}; the stack file is pinned and the rollback "
+            f"recorded: fix the cause and run `{deploy_command(work_dir / 'stacks', stack)}`"
+        ) from None
+    return str(result.summary.result)

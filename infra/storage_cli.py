@@ -4,6 +4,9 @@ sovereign bootstrap-backend --stack NAME     state, model and audit-archive buck
 sovereign models import --stack S --model M --from DIR    signed manifest, resumable upload
 sovereign models verify --stack S --model M  signature and every object against the manifest
 sovereign models public-key --out FILE       the signing key's public half, for offline checks
+sovereign models releases --stack S --model M    the approved releases, newest first, the pinned one marked
+sovereign models rollback --stack S --model M --reason TEXT [--to SHA256] [--no-deploy]
+                                             re-verify the previous release, pin it, record it, pulumi up
 """
 
 from __future__ import annotations
@@ -77,17 +80,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         cfg = _stack(args)
         if args.models_command == "import":
-            address, token = openbao_access(args)
-            result = models.import_model(
-                cfg, args.model, args.source, openbao_address=address, token=token,
-                state_dir=args.state_dir, part_size=args.part_size_mib * models.MIB,
-            )  # fmt: skip
-            print(
-                f"sovereign models: {args.model}: {result.uploaded} file(s) uploaded ({result.bytes} bytes), "
-                f"{result.skipped} already there, {result.parts_resumed} part(s) resumed; manifest signed "
-                f"with {cfg.storage.manifest_signing_key} v{result.key_version}"
-            )
-            return 0
+            return _models_import(args, cfg)
+        if args.models_command == "releases":
+            return _models_releases(args, cfg)
+        if args.models_command == "rollback":
+            return _models_rollback(args, cfg)
         if args.public_key:
             keys = models.load_public_keys(args.public_key)
         else:
@@ -98,6 +95,90 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     except (StackConfigError, models.ModelsError, objectstore.StorageError) as exc:
         return _fail("models", exc)
+
+
+def _models_import(args: argparse.Namespace, cfg: Any) -> int:
+    from infra import models
+
+    address, token = openbao_access(args)
+    result = models.import_model(
+        cfg, args.model, args.source, openbao_address=address, token=token,
+        state_dir=args.state_dir, part_size=args.part_size_mib * models.MIB, source=args.to,
+    )  # fmt: skip
+    print(
+        f"sovereign models: {args.model}: {result.uploaded} file(s) uploaded ({result.bytes} bytes), "
+        f"{result.skipped} already there, {result.parts_resumed} part(s) resumed; manifest signed "
+        f"with {cfg.storage.manifest_signing_key} v{result.key_version}"
+    )
+    release = result.release
+    if release is None:  # import_model always records (or finds) the release
+        raise models.ModelsError("the import recorded no release")
+    print(f"release: {release.source} manifest_sha256 {release.manifest_sha256} (recorded: {release.key})")
+    if args.pin:
+        path = models.pin(
+            Path(args.stacks_dir), cfg.stack, args.model, release.source, release.manifest_sha256
+        )
+        print(f"pinned in {path}: review the diff, commit it, deploy (docs/runbooks/model-change.md)")
+    else:
+        print(
+            f"pin it: platform.models[{args.model}].source: {release.source} and manifest_sha256: "
+            f"{release.manifest_sha256} in stacks/Pulumi.{cfg.stack}.yaml (or rerun with --pin)"
+        )
+    return 0
+
+
+def _models_releases(args: argparse.Namespace, cfg: Any) -> int:
+    from infra import models
+
+    m = models.model_config(cfg, args.model)
+    log = models.ReleaseLog(cfg, args.model)
+    releases = log.releases()
+    if not releases:
+        print(f"sovereign models: no releases of {args.model} recorded in {log.url()}")
+        return 0
+    print(f"releases of {args.model} in {log.url()}, newest first ('*' = pinned by stack {cfg.stack}):")
+    for r in releases:
+        mark = "*" if (r.source, r.manifest_sha256) == (m.source, m.manifest_sha256) else " "
+        who = r.who.get("display_name") or r.who.get("entity_id") or "?"
+        print(f"{mark} {r.at}  {r.manifest_sha256}  {r.source}  by {who}")
+    if m.manifest_sha256 is None:
+        print(f"(stack {cfg.stack} pins none: platform.models[{args.model}].manifest_sha256 is not set)")
+    for rb in log.rollbacks():
+        who = rb.who.get("display_name") or rb.who.get("entity_id") or "?"
+        print(
+            f"rollback {rb.at}: {rb.from_manifest_sha256[:12]} -> {rb.to_manifest_sha256[:12]} by {who} "
+            f"(reason in {rb.key})"
+        )
+    return 0
+
+
+def _models_rollback(args: argparse.Namespace, cfg: Any) -> int:
+    from infra import models
+
+    reason = models.check_reason(args.reason)  # before anything else is asked for
+    stacks_dir = Path(args.stacks_dir)
+    work_dir = None if args.no_deploy else models.require_pulumi_cli(stacks_dir, cfg.stack)
+    address, token = openbao_access(args)
+    who = models.identity(address, token)
+    if args.public_key:
+        keys = models.load_public_keys(args.public_key)
+    else:
+        keys = models.public_keys(address, token, cfg.storage.manifest_signing_key)
+    done = models.rollback(cfg, stacks_dir, args.model, reason=reason, keys=keys, who=who, to=args.to)
+    plan = done.plan
+    print(
+        f"sovereign models: {args.model}: {plan.target.source} (manifest "
+        f"{plan.target.manifest_sha256[:12]}…, imported {plan.target.at}) re-verified: signature valid, "
+        f"{plan.files} file(s) match"
+    )
+    print(f"pinned in {done.stack_file} (was {plan.current.source}, {plan.current.manifest_sha256[:12]}…)")
+    print(f"rollback recorded: {done.record.key}")
+    if work_dir is None:
+        print(f"not deployed (--no-deploy); deploy with:\n  {models.deploy_command(stacks_dir, cfg.stack)}")
+        return 0
+    outcome = models.deploy(work_dir, cfg.stack, lambda line: print(line, end=""))
+    print(f"sovereign models: pulumi up --stack {cfg.stack}: {outcome}")
+    return 0 if outcome == "succeeded" else 1
 
 
 def add_archive_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -178,12 +259,34 @@ def add_parsers(sub: Any) -> None:
     msub = models.add_subparsers(dest="models_command", required=True)
     imp = msub.add_parser("import", help="hash, sign and upload an approved model folder (resumable)")
     ver = msub.add_parser("verify", help="check the manifest signature and every object in the bucket")
-    for p in (imp, ver):
+    rel = msub.add_parser(
+        "releases", help="the model's approved releases, newest first; the pinned one marked"
+    )
+    rol = msub.add_parser(
+        "rollback",
+        help="re-verify the previous approved release, pin it in the stack file, record it, deploy",
+    )
+    for p in (imp, ver, rel, rol):
         p.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
         p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
         p.add_argument("--model", required=True, help="a platform.models name of the stack")
+    for p in (imp, ver, rol):
         _openbao_flags(p)
     imp.add_argument("--from", dest="source", required=True, type=Path, help="the approved model's folder")
+    imp.add_argument(
+        "--to", help="the release's own prefix in the model's bucket (default: the model's source)"
+    )
+    imp.add_argument(
+        "--pin", action="store_true", help="set the model's source and manifest_sha256 in the stack file"
+    )
+    rol.add_argument(
+        "--reason",
+        required=True,
+        help="why (change request id, symptom; at most 500 characters, no patient data)",
+    )
+    rol.add_argument("--to", help="the release's manifest SHA-256 (default: the one before the pinned one)")
+    rol.add_argument("--no-deploy", action="store_true", help="pin and record only; print the deploy command")
+    rol.add_argument("--public-key", type=Path, help="public key file (`models public-key`) to verify with")
     imp.add_argument("--part-size-mib", type=int, default=64, help="multipart part size (at least 5)")
     imp.add_argument(
         "--state-dir",
@@ -198,5 +301,5 @@ def add_parsers(sub: Any) -> None:
     _openbao_flags(pub)
     pub.add_argument("--key", default="model-manifests", help="transit key (storage.manifest_signing_key)")
     pub.add_argument("--out", type=Path, required=True)
-    for p in (imp, ver, pub):
+    for p in (imp, ver, pub, rel, rol):
         p.set_defaults(func=cmd_models)

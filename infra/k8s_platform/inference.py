@@ -6,12 +6,27 @@ model's ReadWriteMany volume; the vLLM pods mount it read-only and an init conta
 server starts. The vLLM pods themselves have no egress at all (network_policies.py), so
 only the Job's pods ever talk to object storage; ``HF_HUB_OFFLINE=1`` keeps vLLM from trying.
 
+Releases: with ``manifest_sha256`` (the approved release's manifest, ``sovereign models``) the
+Job and the init container refuse any other manifest; the pod template's
+``sovereign-llm.io/weights-release`` annotation names source and manifest digest, so a new
+release (or a rollback) rolls the pods; and the Job's name ends in a digest of the release, so
+a new release is a new Job. Kubernetes refuses changes to a Job's ``spec.template`` (it is
+immutable), so pulumi-kubernetes replaces a Job whose template changed (pulumi-kubernetes#330,
+#333); with a fixed ``metadata.name`` the replacement would collide with the old Job, and users
+report that even ``deleteBeforeReplace`` then fails under server-side apply with "field is
+immutable" (pulumi-kubernetes#2575). A name that changes with the release is the maintainers'
+advice (pulumi-kubernetes#856: change a property that forces replacement, e.g.
+``.metadata.name``): the new Job is created, the Deployment rolls once it has completed, and the
+old Job is deleted last. A stack without a pin keeps the fixed name with ``deleteBeforeReplace``
+(the example stacks, which have no imported release to pin): pin every deployed model.
+
 Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from Prometheus
 (queue length is what a patient waiting for an answer feels; GPU utilisation is not).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import ssl
@@ -92,6 +107,29 @@ def verify_s(model: InferenceModelConfig) -> int:
     return IMAGE_PULL_S + math.ceil(model.volume_gi * 1024 / VERIFY_MIB_S)
 
 
+RELEASE_ANNOTATION = "sovereign-llm.io/weights-release"
+
+
+def weights_release(model: InferenceModelConfig) -> str:
+    """What the pods serve: ``<source>@sha256:<manifest digest>`` (the source alone without a pin)."""
+    if model.manifest_sha256 is None:
+        return model.source
+    return f"{model.source}@sha256:{model.manifest_sha256}"
+
+
+def fetch_job_name(model: InferenceModelConfig) -> str:
+    """``weights-fetch-<model>``, and with a pin ``-<10 hex of source and manifest digest>``: a new
+    release is a new Job (a Job's template is immutable; see the module's docstring)."""
+    if model.manifest_sha256 is None:
+        return f"weights-fetch-{model.name}"
+    digest = hashlib.sha256(weights_release(model).encode()).hexdigest()[:10]
+    return f"weights-fetch-{model.name}-{digest}"  # at most 14 + 32 + 11 = 57 characters
+
+
+def pin_args(model: InferenceModelConfig) -> list[str]:
+    return [] if model.manifest_sha256 is None else ["--manifest-sha256", model.manifest_sha256]
+
+
 def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
     args = [
         "weights", "fetch",
@@ -102,7 +140,13 @@ def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
     ]  # fmt: skip
     if cfg.storage.manifest_public_keys:  # the manifest must carry a valid signature
         args += ["--public-key", f"{MANIFEST_KEY_MOUNT}/keys.json"]
-    return args
+    return args + pin_args(model)
+
+
+def verify_args(model: InferenceModelConfig) -> list[str]:
+    """The init container: every file against the manifest, the manifest against the pin."""
+    return ["weights", "verify", "--dir", f"{WEIGHTS_MOUNT}/{model.name}", "--manifest", model.manifest,
+            *pin_args(model)]  # fmt: skip
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -164,7 +208,7 @@ class ModelServer(pulumi.ComponentResource):
         self.fetch = k8s.batch.v1.Job(
             f"{name}-fetch",
             metadata={
-                "name": f"weights-fetch-{model.name}",
+                "name": fetch_job_name(model),
                 "namespace": INFERENCE_NS,
                 "labels": fetch_labels,
             },
@@ -211,6 +255,8 @@ class ModelServer(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[*depends_on, self.volume],
                 custom_timeouts=custom_timeouts(fetch_deadline_s(model)),
+                # a fixed name (no pin): the replacement cannot exist beside the old Job
+                delete_before_replace=model.manifest_sha256 is None,
             ),
         )
         # kubelet's HTTP probes cannot present a client certificate: the probe runs in the
@@ -249,14 +295,7 @@ class ModelServer(pulumi.ComponentResource):
             "name": "verify-weights",
             "image": tools_image,
             "imagePullPolicy": "Always",
-            "args": [
-                "weights",
-                "verify",
-                "--dir",
-                f"{WEIGHTS_MOUNT}/{model.name}",
-                "--manifest",
-                model.manifest,
-            ],
+            "args": verify_args(model),
             "resources": {
                 "requests": {"cpu": "500m", "memory": "128Mi"},
                 "limits": {"cpu": "2", "memory": "256Mi"},
@@ -279,7 +318,11 @@ class ModelServer(pulumi.ComponentResource):
                 "template": {
                     "metadata": {
                         "labels": meta,
-                        "annotations": {"sovereign-llm.io/server-cert-serial": cert_serial},
+                        "annotations": {
+                            "sovereign-llm.io/server-cert-serial": cert_serial,
+                            # a new release (or a rollback) changes the template: the pods roll
+                            RELEASE_ANNOTATION: weights_release(model),
+                        },
                     },
                     "spec": {
                         "runtimeClassName": "nvidia",

@@ -8,6 +8,13 @@ one line per file, kept beside the weights (``SHA256SUMS``).
 A file missing from the manifest, a file the manifest lists but the folder lacks, a digest
 mismatch, or a path that escapes the folder fails the step: vLLM never loads weights that
 are not exactly the reviewed ones.
+
+With ``--manifest-sha256`` (the stack's ``platform.models[].manifest_sha256``, the approved
+release) both steps also refuse a manifest whose own SHA-256 differs: fetch before it downloads
+any weight file, verify before it hashes any. The fetch makes the folder hold exactly the
+release it fetched (files of an earlier release that the manifest does not list are removed),
+and it puts the manifest in place last, so an interrupted fetch leaves no manifest that claims
+files the folder does not hold.
 """
 
 from __future__ import annotations
@@ -61,11 +68,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(folder: Path, manifest_name: str = "SHA256SUMS") -> int:
-    """Check every file in *folder* against its manifest; return the number of files checked."""
+def check_pin(manifest: bytes, expected: str | None, where: str) -> None:
+    """Raise WeightsError unless the manifest's SHA-256 is *expected* (no pin: nothing to check)."""
+    if expected is None:
+        return
+    actual = hashlib.sha256(manifest).hexdigest()
+    if actual != expected:
+        raise WeightsError(
+            f"{where}: the manifest's SHA-256 is {actual}, not the approved release's {expected} "
+            "(platform.models[].manifest_sha256): a different release is at this source; import and "
+            "approve it, or point source at the approved release (`sovereign models releases`)"
+        )
+
+
+def verify(folder: Path, manifest_name: str = "SHA256SUMS", manifest_sha256: str | None = None) -> int:
+    """Check every file in *folder* against its manifest; return the number of files checked.
+
+    With *manifest_sha256* the manifest itself must be that approved release's."""
     manifest_path = folder / manifest_name
     if not manifest_path.is_file():
         raise WeightsError(f"no manifest {manifest_path}; the weights Job writes it with the weights")
+    check_pin(manifest_path.read_bytes(), manifest_sha256, str(manifest_path))
     manifest = Manifest.parse(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
     signature_path = folder / (manifest_name + SIGNATURE_SUFFIX)
     present = {
@@ -99,12 +122,16 @@ def fetch(
     dest: Path,
     manifest_name: str = "SHA256SUMS",
     public_keys: dict[int, bytes] | None = None,
+    manifest_sha256: str | None = None,
 ) -> int:
     """Download the manifest and exactly the files it lists, then verify them; return the count.
 
     With *public_keys* (the signing key's public halves, ``sovereign models public-key``) the
     manifest's signature (``<manifest>.sig``, written by ``sovereign models import``) must be
-    valid before any weight file is downloaded.
+    valid, and with *manifest_sha256* (the approved release) the manifest must be that one,
+    before any weight file is downloaded. A file already in *dest* with the listed digest is
+    kept (a rollback to weights still on the volume copies nothing); files the manifest does not
+    list are removed.
 
     Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a
     read-only Secret); the endpoint is the stack's EU object storage.
@@ -125,30 +152,51 @@ def fetch(
             raise WeightsError(f"object storage at {endpoint} failed: {type(exc).__name__}") from None
 
     dest.mkdir(parents=True, exist_ok=True)
-    manifest_path = dest / manifest_name
-    download(prefix + manifest_name, manifest_path)
-    if public_keys is not None:
-        from infra.models import ModelsError, check_signature
+    where = f"s3://{bucket}/{prefix}{manifest_name}"
+    # the new manifest (and signature) beside the old one until every file it lists is in place
+    incoming = dest / (manifest_name + ".partial")
+    download(prefix + manifest_name, incoming)
+    incoming_signature: Path | None = None
+    try:
+        if public_keys is not None:
+            from infra.models import ModelsError, check_signature
 
-        signature_path = dest / (manifest_name + SIGNATURE_SUFFIX)
-        download(prefix + manifest_name + SIGNATURE_SUFFIX, signature_path)
-        try:
-            check_signature(
-                manifest_path.read_bytes(), signature_path.read_bytes(), public_keys,
-                f"s3://{bucket}/{prefix}{manifest_name}{SIGNATURE_SUFFIX}",
-            )  # fmt: skip
-        except ModelsError as exc:
-            raise WeightsError(str(exc)) from None
-    manifest = Manifest.parse(
-        manifest_path.read_text(encoding="utf-8"), f"s3://{bucket}/{prefix}{manifest_name}"
-    )
-    for rel in sorted(manifest.entries):
+            incoming_signature = dest / (manifest_name + SIGNATURE_SUFFIX + ".partial")
+            download(prefix + manifest_name + SIGNATURE_SUFFIX, incoming_signature)
+            try:
+                check_signature(
+                    incoming.read_bytes(), incoming_signature.read_bytes(), public_keys,
+                    f"{where}{SIGNATURE_SUFFIX}",
+                )  # fmt: skip
+            except ModelsError as exc:
+                raise WeightsError(str(exc)) from None
+        check_pin(incoming.read_bytes(), manifest_sha256, where)
+        manifest = Manifest.parse(incoming.read_text(encoding="utf-8"), where)
+    except WeightsError:
+        # refused before any weight file: the folder keeps the release it held, still verifiable
+        incoming.unlink(missing_ok=True)
+        if incoming_signature is not None:
+            incoming_signature.unlink(missing_ok=True)
+        raise
+    for rel, expected in sorted(manifest.entries.items()):
         target = dest / rel
+        if target.is_file() and sha256_file(target) == expected:
+            continue  # already on the volume (an earlier fetch of this release, or a rollback)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         download(prefix + rel, partial)
         partial.replace(target)
-    return verify(dest, manifest_name)
+    manifest_path = dest / manifest_name
+    signature_path = dest / (manifest_name + SIGNATURE_SUFFIX)
+    keep = {incoming, manifest_path, *(dest / rel for rel in manifest.entries)}
+    if incoming_signature is not None:
+        keep |= {incoming_signature, signature_path}
+    for stale in [p for p in dest.rglob("*") if p.is_file() and p not in keep]:
+        stale.unlink()  # an earlier release's file, or a partial download
+    incoming.replace(manifest_path)
+    if incoming_signature is not None:
+        incoming_signature.replace(signature_path)
+    return verify(dest, manifest_name, manifest_sha256)
 
 
 def main(argv: list[str]) -> int:
@@ -165,8 +213,15 @@ def main(argv: list[str]) -> int:
     v = sub.add_parser("verify", help="verify a model folder against its SHA-256 manifest")
     v.add_argument("--dir", required=True, type=Path)
     v.add_argument("--manifest", default="SHA256SUMS")
+    for p in (f, v):
+        p.add_argument(
+            "--manifest-sha256", help="the approved release: refuse a manifest with another SHA-256"
+        )
     args = parser.parse_args(argv)
     try:
+        pin = args.manifest_sha256
+        if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
+            raise WeightsError("--manifest-sha256: give the manifest's SHA-256 as 64 lowercase hex digits")
         if args.command == "fetch":
             keys = None
             if args.public_key:
@@ -176,9 +231,9 @@ def main(argv: list[str]) -> int:
                     keys = load_public_keys(args.public_key)
                 except ModelsError as exc:
                     raise WeightsError(str(exc)) from None
-            count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys)
+            count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys, pin)
         else:
-            count = verify(args.dir, args.manifest)
+            count = verify(args.dir, args.manifest, pin)
     except WeightsError as exc:
         print(f"sovereign weights: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,97 @@ def test_fetch_of_tampered_object_fails(s3: S3Server, bucket: str, tmp_path: Pat
 def test_fetch_of_missing_model_names_the_object(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     with pytest.raises(weights.WeightsError, match=rf"refused s3://{bucket}/nothing/SHA256SUMS: 404"):
         weights.fetch(f"s3://{bucket}/nothing/", s3.url, tmp_path / "x")
+
+
+# -- the approved release pinned: manifest_sha256 ---------------------------------------------
+
+
+def test_fetch_refuses_a_manifest_other_than_the_pinned_one_before_any_weight_file(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    dest = tmp_path / "llama"
+    wrong = "0" * 64
+    with pytest.raises(weights.WeightsError, match=rf"manifest's SHA-256 is [0-9a-f]{{64}}, not .*{wrong}"):
+        weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=wrong)
+    assert list(dest.iterdir()) == []  # no weight file, and no manifest, was written
+    approved = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
+    assert weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=approved) == 2
+    # the init container's check: the same pin passes, another is refused before hashing the weights
+    assert weights.verify(dest, manifest_sha256=approved) == 2
+    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+        weights.verify(dest, manifest_sha256=wrong)
+    # a refused fetch over a fetched release leaves that release in place, still verifiable
+    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+        weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=wrong)
+    assert weights.verify(dest, manifest_sha256=approved) == 2
+
+
+def test_a_fetch_of_another_release_leaves_exactly_that_release(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    dest = tmp_path / "llama"
+    assert weights.fetch(f"s3://{bucket}/llama/", s3.url, dest) == 2
+    other = {"config.json": FILES["config.json"], "model-00002.safetensors": b"\x01other" * 500}
+    client = s3.client()
+    for name, data in other.items():
+        client.put_object(Bucket=bucket, Key=f"llama-v2/{name}", Body=data)
+    client.put_object(Bucket=bucket, Key="llama-v2/SHA256SUMS", Body=manifest_for(other).encode())
+    assert weights.fetch(f"s3://{bucket}/llama-v2/", s3.url, dest) == 2  # the old shard is gone
+    assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "config.json", "model-00002.safetensors"]
+
+
+def test_the_pin_flag_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "m", FILES)
+    run = [sys.executable, "-m", "infra.cli", "weights", "verify", "--dir", str(folder), "--manifest-sha256"]
+    bad = subprocess.run([*run, "XYZ"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--manifest-sha256: give the manifest's SHA-256" in bad.stderr
+    assert "XYZ" not in bad.stderr
+    pin = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
+    ok = subprocess.run([*run, pin], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+
+
+def _rendered(source: str | None = None, pin: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fetch Job, vLLM Deployment) of the example stack's model under Pulumi's mocks."""
+    from tests.infra.support import plan_of, sections
+
+    data = sections("eu-central-prod")
+    model = data["platform"]["models"][0]
+    if source is not None:
+        model["source"] = source
+    if pin is not None:
+        model["manifest_sha256"] = pin
+    objects = plan_of(data, stack="eu-central-prod").kubernetes_objects()
+    (job,) = [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("weights-fetch-")]
+    (deployment,) = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "vllm-llama31-8b-awq"
+    ]
+    return job, deployment
+
+
+def test_a_release_change_renames_the_job_and_rolls_the_pods() -> None:
+    annotation = "sovereign-llm.io/weights-release"
+    source = "s3://sovereign-models/llama-3.1-8b-instruct-awq/"
+    job, deployment = _rendered()
+    assert job["metadata"]["name"] == "weights-fetch-llama31-8b-awq"  # no pin: the fixed name
+    assert "--manifest-sha256" not in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][annotation] == source
+
+    pin_a, pin_b = "a" * 64, "b" * 64
+    job_a, deployment_a = _rendered(pin=pin_a)
+    fetch = job_a["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert fetch[fetch.index("--manifest-sha256") + 1] == pin_a
+    (verify,) = deployment_a["spec"]["template"]["spec"]["initContainers"]
+    assert verify["args"][verify["args"].index("--manifest-sha256") + 1] == pin_a
+    assert (
+        deployment_a["spec"]["template"]["metadata"]["annotations"][annotation] == f"{source}@sha256:{pin_a}"
+    )
+    name_a = job_a["metadata"]["name"]
+    assert name_a.startswith("weights-fetch-llama31-8b-awq-") and len(name_a) <= 63
+
+    # a rollback: another source and manifest → another Job name, another pod template
+    job_b, deployment_b = _rendered(source="s3://sovereign-models/llama31-8b-awq-v1/", pin=pin_b)
+    assert job_b["metadata"]["name"] != name_a
+    annotations = deployment_b["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[annotation] == f"s3://sovereign-models/llama31-8b-awq-v1/@sha256:{pin_b}"
+    assert deployment_b["spec"]["template"] != deployment_a["spec"]["template"]

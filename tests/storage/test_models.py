@@ -213,3 +213,20 @@ def test_the_weights_job_checks_the_signature_when_given_the_public_key(
     s3.client().put_object(Bucket=target.bucket, Key=target.prefix + "SHA256SUMS", Body=forged)
     with pytest.raises(weights.WeightsError, match="signature does not match"):
         weights.fetch(source, s3.url, tmp_path / "again", public_keys=keys(bao))
+
+
+def test_the_weights_job_fetches_only_the_pinned_release(
+    cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path, s3: S3Server
+) -> None:
+    from infra.k8s_platform import weights
+
+    result = do_import(cfg, folder, bao, tmp_path)
+    assert result.release is not None  # the import recorded the release: its pin is the manifest's digest
+    pin = result.release.manifest_sha256
+    assert pin == result.release.signature["manifest_sha256"]
+    source = next(m.source for m in cfg.platform.models if m.name == MODEL)
+    dest = tmp_path / "volume" / MODEL
+    assert weights.fetch(source, s3.url, dest, public_keys=keys(bao), manifest_sha256=pin) == 3
+    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+        weights.fetch(source, s3.url, tmp_path / "other", public_keys=keys(bao), manifest_sha256="f" * 64)
+    assert not (tmp_path / "other" / "config.json").exists()

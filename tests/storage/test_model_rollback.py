@@ -1,0 +1,291 @@
+"""`sovereign models releases / rollback`: every import recorded as its own object in the model
+bucket; a rollback re-verifies the previous approved release (signature and every object),
+rewrites the model's source and manifest_sha256 in the stack file with its comments kept, and
+records who, why, from and to. Real moto S3 server, real `bao` dev server (transit ed25519).
+
+The deploy (`pulumi up` through the Automation API) needs the Pulumi CLI, which this machine
+lacks: the tests stop at --no-deploy, and check that without the CLI the command refuses
+clearly, before anything is changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hvac
+import pytest
+
+from infra import config, models, objectstore
+from infra.local import openbao
+from tests.infra.support import REPO
+from tests.storage.conftest import StackFactory
+from tests.support import Bao, S3Server
+
+MODEL = "llama31-8b-awq"
+STACK = "eu-roll"
+
+
+def publisher_token(bao: Bao) -> str:
+    client = hvac.Client(url=bao.address, token=bao.root)
+    created = client.auth.token.create(
+        policies=["sovereign-model-publisher"], ttl="1h", display_name="release-manager"
+    )
+    return str(created["auth"]["client_token"])
+
+
+def approved_folder(root: Path, version: str) -> Path:
+    folder = root / "approved" / version / MODEL
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "release": version}))
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    (folder / f"model-{version}.safetensors").write_bytes(os.urandom(64 * 1024))
+    return folder
+
+
+@pytest.fixture
+def stacks(stack: StackFactory, tmp_path: Path) -> Path:
+    """stacks/Pulumi.eu-roll.yaml: the commented eu-central-prod example with the test server's
+    buckets (the values of the `stack` fixture, set through ruamel.yaml so every comment stays)."""
+    plain = stack(STACK)
+    objectstore.bootstrap(plain)
+    y = models._yaml()
+    document = y.load((REPO / "stacks" / "Pulumi.eu-central-prod.yaml").read_text())
+    sections = document["config"]
+    endpoints = sections["sovereign-llm:endpoints"]
+    for key in ("object_storage", "model_source", "pulumi_backend"):
+        endpoints[key] = getattr(plain.endpoints, key)
+    for entry in sections["sovereign-llm:platform"]["models"]:
+        entry["source"] = next(m.source for m in plain.platform.models if m.name == entry["name"])
+    sections["sovereign-llm:residency"]["extra_hosts"].append(
+        {"host": "127.0.0.1", "jurisdiction": "DE", "operator": "test S3 server on loopback (moto)"}
+    )
+    sections["sovereign-llm:storage"]["audit_archive"] = plain.storage.audit_archive
+    sections["sovereign-llm:region"]["environment"] = "staging"
+    sections["sovereign-llm:rke2"].pop("etcd_snapshots", None)
+    folder = tmp_path / "stacks"
+    with (folder / f"Pulumi.{STACK}.yaml").open("w") as handle:
+        y.dump(document, handle)
+    assert (
+        "# sha256 of every file, checked before vLLM starts" in (folder / f"Pulumi.{STACK}.yaml").read_text()
+    )
+    return folder
+
+
+def load(stacks: Path) -> config.StackConfig:
+    return config.load(stacks, STACK)
+
+
+def keys(bao: Bao) -> dict[int, bytes]:
+    return models.public_keys(bao.address, bao.root, openbao.MANIFEST_KEY)
+
+
+def release(stacks: Path, bao: Bao, tmp_path: Path, version: str, to: str | None = None) -> models.Release:
+    """Import *version* (to its own prefix *to*) and pin it in the stack file, as an operator would."""
+    cfg = load(stacks)
+    result = models.import_model(
+        cfg, MODEL, approved_folder(tmp_path, version), openbao_address=bao.address,
+        token=publisher_token(bao), state_dir=tmp_path / "uploads", source=to,
+    )  # fmt: skip
+    assert result.release is not None
+    models.pin(stacks, STACK, MODEL, result.release.source, result.release.manifest_sha256)
+    return result.release
+
+
+@pytest.fixture
+def two_releases(stacks: Path, bao: Bao, tmp_path: Path) -> tuple[models.Release, models.Release]:
+    first = release(stacks, bao, tmp_path, "v1")
+    bucket, _ = config.s3_location(first.source)
+    second = release(stacks, bao, tmp_path, "v2", to=f"s3://{bucket}/{MODEL}-v2/")
+    return first, second
+
+
+def cli(
+    stacks: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    flags = ["--stack", STACK, "--stacks-dir", str(stacks), "--model", MODEL]
+    command = [sys.executable, "-m", "infra.cli", "models", *args, *flags]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_every_import_is_recorded_and_releases_lists_them_newest_first(
+    stacks: Path, bao: Bao, tmp_path: Path, s3: S3Server, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    first, second = two_releases
+    log = models.ReleaseLog(load(stacks), MODEL)
+    assert [r.manifest_sha256 for r in log.releases()] == [second.manifest_sha256, first.manifest_sha256]
+    record = json.loads(s3.client().get_object(Bucket=log.bucket, Key=second.key)["Body"].read())
+    assert record["source"] == second.source and record["manifest_sha256"] == second.manifest_sha256
+    assert record["who"]["display_name"] == "token-release-manager"  # OpenBao prefixes "token-"
+    assert record["signature"]["signature"].startswith("vault:v1:")
+    assert record["signature"]["manifest_sha256"] == second.manifest_sha256
+    assert second.key.startswith(f"releases/{MODEL}/") and second.key.endswith(
+        f"-{second.manifest_sha256[:12]}.json"
+    )
+    shown = cli(stacks, tmp_path, "releases")
+    assert shown.returncode == 0, shown.stderr
+    lines = [
+        line
+        for line in shown.stdout.splitlines()
+        if second.manifest_sha256 in line or first.manifest_sha256 in line
+    ]
+    assert lines[0].startswith("* ") and second.manifest_sha256 in lines[0]  # newest, pinned
+    assert lines[1].startswith("  ") and first.manifest_sha256 in lines[1]
+
+
+def test_rollback_pins_the_previous_release_keeps_comments_and_records_who_and_why(
+    stacks: Path, bao: Bao, tmp_path: Path, s3: S3Server, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    first, second = two_releases
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    before = path.read_text()
+    token = publisher_token(bao)
+    (tmp_path / "token").write_text(token)
+    reason = "CHG-1234: v2 answers in the wrong language"
+    bao_flags = ["--openbao-address", bao.address, "--token-file", str(tmp_path / "token")]
+    done = cli(stacks, tmp_path, "rollback", "--reason", reason, "--no-deploy", *bao_flags)
+    assert done.returncode == 0, done.stderr
+    assert "signature valid, 3 file(s) match" in done.stdout
+    assert f"pulumi up --stack {STACK}" in done.stdout and "not deployed (--no-deploy)" in done.stdout
+    # the stack file: exactly the two values changed, every comment and line of layout kept
+    after = path.read_text()
+    assert after == before.replace(second.source, first.source).replace(
+        second.manifest_sha256, first.manifest_sha256
+    )
+    assert after != before
+    cfg = load(stacks)
+    pinned = models.model_config(cfg, MODEL)
+    assert (pinned.source, pinned.manifest_sha256) == (first.source, first.manifest_sha256)
+    # the record: who, why, from, to; never the token
+    log = models.ReleaseLog(cfg, MODEL)
+    (record,) = log.rollbacks()
+    assert record.reason == "CHG-1234: v2 answers in the wrong language"
+    assert record.who["display_name"] == "token-release-manager"
+    assert (record.from_manifest_sha256, record.to_manifest_sha256) == (
+        second.manifest_sha256,
+        first.manifest_sha256,
+    )
+    assert (record.from_source, record.to_source) == (second.source, first.source)
+    raw = s3.client().get_object(Bucket=log.bucket, Key=record.key)["Body"].read().decode()
+    assert token not in raw
+    shown = cli(stacks, tmp_path, "releases")
+    assert next(line for line in shown.stdout.splitlines() if first.manifest_sha256 in line).startswith("* ")
+    assert "rollback" in shown.stdout
+    # the first release has nothing before it
+    with pytest.raises(models.ModelsError, match=r"no approved release before the current one.*--to SHA256"):
+        models.rollback(cfg, stacks, MODEL, reason="again", keys=keys(bao), who={})
+    # --to goes forward again, to any approved release
+    again = models.rollback(cfg, stacks, MODEL, reason="CHG-1235: fixed", keys=keys(bao), who={},
+                            to=second.manifest_sha256)  # fmt: skip
+    assert again.plan.target.manifest_sha256 == second.manifest_sha256
+    assert path.read_text() == before
+
+
+def test_a_changed_object_in_the_old_release_is_refused_and_nothing_is_rewritten(
+    stacks: Path, bao: Bao, tmp_path: Path, s3: S3Server, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    first, _ = two_releases
+    bucket, prefix = config.s3_location(first.source)
+    s3.client().put_object(Bucket=bucket, Key=prefix + "config.json", Body=b'{"model_type": "evil"}')
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    before = path.read_bytes()
+    cfg = load(stacks)
+    with pytest.raises(models.ModelsError, match=r"config\.json: SHA-256 does not match the signed manifest"):
+        models.rollback(cfg, stacks, MODEL, reason="CHG-9", keys=keys(bao), who={"display_name": "x"})
+    assert path.read_bytes() == before
+    assert models.ReleaseLog(cfg, MODEL).rollbacks() == []
+    # the release's manifest replaced by another signed one: not the recorded release either
+    original = (tmp_path / "approved" / "v1" / MODEL / "config.json").read_bytes()
+    s3.client().put_object(Bucket=bucket, Key=prefix + "config.json", Body=original)
+    s3.client().copy_object(Bucket=bucket, Key=prefix + "SHA256SUMS",
+                            CopySource={"Bucket": bucket, "Key": f"{MODEL}-v2/SHA256SUMS"})  # fmt: skip
+    s3.client().copy_object(Bucket=bucket, Key=prefix + "SHA256SUMS.sig",
+                            CopySource={"Bucket": bucket, "Key": f"{MODEL}-v2/SHA256SUMS.sig"})  # fmt: skip
+    with pytest.raises(models.ModelsError, match="not the release's"):
+        models.rollback(cfg, stacks, MODEL, reason="CHG-9", keys=keys(bao), who={})
+    assert path.read_bytes() == before
+
+
+def test_bad_inputs_name_the_flag_and_the_fix(
+    stacks: Path, bao: Bao, tmp_path: Path, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    cfg = load(stacks)
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    before = path.read_bytes()
+    for reason in ("", "   "):
+        with pytest.raises(models.ModelsError, match="--reason: required and not empty"):
+            models.rollback(cfg, stacks, MODEL, reason=reason, keys={}, who={})
+    long = "Patient Erika Mustermann, born 1964-08-12, " * 20
+    with pytest.raises(models.ModelsError, match=r"--reason: \d+ characters, at most 500") as refused:
+        models.rollback(cfg, stacks, MODEL, reason=long, keys={}, who={})
+    assert "Mustermann" not in str(refused.value)
+    with pytest.raises(models.ModelsError, match="--to: give a manifest SHA-256 as 64 lowercase hex"):
+        models.rollback(cfg, stacks, MODEL, reason="r", keys=keys(bao), who={}, to="ABC")
+    with pytest.raises(models.ModelsError, match="no approved release of llama31-8b-awq has this manifest"):
+        models.rollback(cfg, stacks, MODEL, reason="r", keys=keys(bao), who={}, to="0" * 64)
+    pinned = models.model_config(cfg, MODEL).manifest_sha256
+    with pytest.raises(models.ModelsError, match="the release the stack pins already"):
+        models.rollback(cfg, stacks, MODEL, reason="r", keys=keys(bao), who={}, to=pinned)
+    assert path.read_bytes() == before
+    # a pin nobody imported
+    other = path.read_text().replace(pinned, "1" * 64)
+    path.write_text(other)
+    with pytest.raises(models.ModelsError, match="is not an approved release"):
+        models.rollback(load(stacks), stacks, MODEL, reason="r", keys=keys(bao), who={})
+
+
+def test_without_a_pin_rollback_says_how_to_pin(stack: StackFactory, tmp_path: Path) -> None:
+    cfg = stack("eu-unpinned")
+    objectstore.bootstrap(cfg)
+    with pytest.raises(models.ModelsError, match=r"manifest_sha256 is not set.*sovereign models releases"):
+        models.rollback(cfg, tmp_path / "stacks", MODEL, reason="r", keys={}, who={})
+
+
+def test_import_refuses_to_overwrite_another_release(stacks: Path, bao: Bao, tmp_path: Path) -> None:
+    release(stacks, bao, tmp_path, "v1")
+    with pytest.raises(models.ModelsError, match=r"holds another release.*prefix of its own: --to s3://"):
+        models.import_model(load(stacks), MODEL, approved_folder(tmp_path, "v2"), openbao_address=bao.address,
+                            token=publisher_token(bao), state_dir=tmp_path / "uploads")  # fmt: skip
+    bucket, prefix = config.s3_location(models.model_config(load(stacks), MODEL).source)
+    with pytest.raises(models.ModelsError, match=r"inside one another.*a prefix of its own"):
+        models.import_model(load(stacks), MODEL, approved_folder(tmp_path, "v4"), openbao_address=bao.address,
+                            token=publisher_token(bao), state_dir=tmp_path / "uploads",
+                            source=f"s3://{bucket}/{prefix}v4/")  # fmt: skip
+    with pytest.raises(models.ModelsError, match="not in the model's bucket"):
+        models.import_model(load(stacks), MODEL, approved_folder(tmp_path, "v3"), openbao_address=bao.address,
+                            token=publisher_token(bao), state_dir=tmp_path / "uploads",
+                            source="s3://another-bucket/x/")  # fmt: skip
+
+
+def test_import_with_pin_rewrites_the_stack_file(stacks: Path, bao: Bao, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(publisher_token(bao))
+    done = cli(stacks, tmp_path, "import", "--from", str(approved_folder(tmp_path, "v1")), "--pin",
+               "--openbao-address", bao.address, "--token-file", str(token_file))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (recorded,) = models.ReleaseLog(load(stacks), MODEL).releases()
+    assert models.model_config(load(stacks), MODEL).manifest_sha256 == recorded.manifest_sha256
+    assert f"manifest_sha256 {recorded.manifest_sha256}" in done.stdout
+
+
+def test_rollback_without_the_pulumi_cli_refuses_before_changing_anything(
+    stacks: Path, bao: Bao, tmp_path: Path, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    bare = "/usr/bin:/bin"
+    if shutil.which("pulumi", path=bare):
+        pytest.skip("this machine has a Pulumi CLI in /usr/bin or /bin")
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    before = path.read_bytes()
+    token_file = tmp_path / "token"
+    token_file.write_text(publisher_token(bao))
+    env = {**{k: v for k, v in os.environ.items() if k != "PATH"}, "PATH": bare}
+    refused = cli(stacks, tmp_path, "rollback", "--reason", "CHG-7", "--openbao-address", bao.address,
+                  "--token-file", str(token_file), env=env)  # fmt: skip
+    assert refused.returncode == 1
+    assert "the Pulumi CLI is not installed here" in refused.stderr and "--no-deploy" in refused.stderr
+    assert "nothing was changed" in refused.stderr
+    assert path.read_bytes() == before
+    assert models.ReleaseLog(load(stacks), MODEL).rollbacks() == []
