@@ -162,7 +162,11 @@ def reference(cfg: StackConfig, upstream: str) -> str:
 #   sha:      {registry, repository, tag, sha} -> "{registry}/{repository}:{tag}@sha256:{sha}"
 #             (kube-prometheus-stack 88.5.3 templates/prometheus-operator/deployment.yaml for the
 #             operator and --prometheus-config-reloader, templates/prometheus/prometheus.yaml for
-#             Prometheus): the chart's own digest field, hex without "sha256:"
+#             Prometheus, templates/alertmanager/alertmanager.yaml for Alertmanager; its grafana
+#             sub-chart 12.11.1 templates/_pod.tpl for Grafana and its k8s-sidecar containers): the
+#             chart's own digest field, hex without "sha256:"
+# registry also fits kube-prometheus-stack's kube-state-metrics sub-chart 8.4.0 (templates/_helpers.tpl
+# kube-state-metrics.image "{registry}/{repository}:{tag}" with image.sha unset).
 # repo-tag also fits hcloud-cloud-controller-manager 1.35.0 (templates/deployment.yaml
 # "{{ image.repository }}:{{ tpl image.tag . }}") and local-path-provisioner 0.0.37
 # (templates/deployment.yaml image and --helper-image, templates/configmap.yaml helperPod.yaml:
@@ -211,6 +215,10 @@ CHART_IMAGE_VALUES: dict[str, dict[str, tuple[str, str]]] = {
         "prometheus-operator": ("prometheusOperator.image", "sha"),
         "prometheus-config-reloader": ("prometheusOperator.prometheusConfigReloader.image", "sha"),
         "prometheus": ("prometheus.prometheusSpec.image", "sha"),
+        "alertmanager": ("alertmanager.alertmanagerSpec.image", "sha"),
+        "kube-state-metrics": ("kube-state-metrics.image", "registry"),
+        "grafana": ("grafana.image", "sha"),
+        "grafana-sidecar": ("grafana.sidecar.image", "sha"),
     },
 }
 

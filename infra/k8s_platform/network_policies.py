@@ -29,9 +29,13 @@
   ``kubernetes`` Service's address from KUBERNETES_SERVICE_HOST.
 - monitoring (kube-prometheus-stack 88.5.3): Prometheus scrapes each ServiceMonitor's namespace
   on its port only (gateway 8080, vLLM 8000, OpenBao 8200, KEDA's operator 8080, the DCGM
-  exporter 9400, itself 9090/8080 and the operator 8080), reads the targets from the Kubernetes
-  API (kubernetes_sd) and is queried by KEDA's operator on 9090; the operator is a client of the
-  Kubernetes API; both resolve names (DNS).
+  exporter 9400, itself 9090/8080, the operator 8080, Alertmanager 9093/8080, kube-state-metrics
+  8080, Grafana 3000), sends alerts to Alertmanager on 9093, reads the targets from the Kubernetes
+  API (kubernetes_sd) and is queried by KEDA's operator and Grafana on 9090; the operator is a
+  client of the Kubernetes API; both resolve names (DNS). Alertmanager reaches its webhook
+  receivers (``receiver_egress``: an address or a cluster namespace where the URL names one, else
+  the URL's port only) and DNS, nothing else; kube-state-metrics the Kubernetes API only; Grafana
+  Prometheus on 9090, the Kubernetes API (its dashboards and datasources sidecars) and DNS.
 - system-upgrade: the controller is a client of the Kubernetes API only (v0.16.3, no metrics
   endpoint); its upgrade Jobs run with hostNetwork (pkg/upgrade/job/job.go), which no
   NetworkPolicy governs.
@@ -45,6 +49,7 @@ pod network (10.42.0.0/16, RKE2's cluster-cidr default) when the pod runs on ano
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pulumi
@@ -66,12 +71,21 @@ from infra.k8s_platform.common import (
     labels,
 )
 from infra.k8s_platform.monitoring import (
+    ALERTMANAGER_POD,
+    ALERTMANAGER_PORT,
+    ALERTMANAGER_RELOADER_PORT,
+    GRAFANA_POD,
+    GRAFANA_PORT,
+    KSM_POD,
+    KSM_PORT,
     OPERATOR_POD,
     OPERATOR_PORT,
     PROMETHEUS_POD,
     PROMETHEUS_PORT,  # prometheus-operated (inference.py's ScaledObject trigger)
     RELOADER_PORT,
+    receiver_endpoints,
 )
+from infra.residency import CLUSTER_LOCAL_SUFFIXES
 
 DNS_EGRESS = {
     "to": [
@@ -121,6 +135,39 @@ def from_api_server(cfg: StackConfig) -> list[dict[str, Any]]:
         {"ipBlock": {"cidr": f"{cfg.network.control_plane_ip(i)}/32"}} for i in range(cfg.control_plane.count)
     ]
     return [*servers, {"ipBlock": {"cidr": RKE2_CLUSTER_CIDR}}]
+
+
+def receiver_egress(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Alertmanager to its webhook receivers (``platform.alerting.receivers``, EU endpoints by config
+    validation). A NetworkPolicy matches addresses, not host names, so per receiver URL:
+
+    - an IP address (a private one; config.py admits no other literal): that address, on the URL's
+      port (or the scheme's, 443/80);
+    - a cluster-local name ``<service>.<namespace>.svc[.cluster.local]``: every pod of that namespace,
+      on any port (the policy sees the pod's port after the Service's DNAT, which the URL does not
+      name);
+    - any other host name (on the EU allowlist or a reviewed ``residency.extra_hosts`` entry): any
+      address, on the URL's port only. This is the narrowest rule that stays true when the name's
+      addresses change; that the host is in the EU is the config validation's guarantee, not this
+      rule's.
+    """
+    rules: list[dict[str, Any]] = []
+    for _name, host, port in receiver_endpoints(cfg):
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        labels = host.split(".")
+        rule: dict[str, Any]
+        if ip is not None:
+            rule = {"to": [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}], "ports": _tcp(port)}
+        elif host.endswith(CLUSTER_LOCAL_SUFFIXES) and labels.index("svc") >= 2:
+            rule = {"to": [_ns(labels[labels.index("svc") - 1])]}
+        else:
+            rule = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp(port)}
+        if rule not in rules:
+            rules.append(rule)
+    return rules
 
 
 def _app(name: str) -> dict[str, Any]:
@@ -305,16 +352,26 @@ class NetworkPolicies(pulumi.ComponentResource):
         )
 
     def _monitoring(self, cfg: StackConfig) -> None:
-        """kube-prometheus-stack (monitoring.py): Prometheus scrapes every ServiceMonitor's port
-        and nothing else; the operator is a client of the Kubernetes API only."""
+        """kube-prometheus-stack (monitoring.py): Prometheus scrapes every ServiceMonitor's port and
+        sends alerts to Alertmanager; Alertmanager reaches its receivers; kube-state-metrics and the
+        operator are clients of the Kubernetes API only; Grafana queries Prometheus, and its sidecars
+        watch ConfigMaps through the API."""
         ns = cfg.platform.monitoring_namespace
         api = api_server_egress(cfg)
         prometheus = {"podSelector": {"matchLabels": PROMETHEUS_POD}}
         operator = {"podSelector": {"matchLabels": OPERATOR_POD}}
+        alertmanager = {"podSelector": {"matchLabels": ALERTMANAGER_POD}}
+        ksm = {"podSelector": {"matchLabels": KSM_POD}}
+        grafana = {"podSelector": {"matchLabels": GRAFANA_POD}}
+        alertmanager_ports = _tcp(ALERTMANAGER_PORT) + _tcp(ALERTMANAGER_RELOADER_PORT)
         # one rule per ServiceMonitor target: observability.py (gateway, vLLM, OpenBao), KEDA's
         # operator (gpu.py, prometheus.operator.serviceMonitor), the GPU operator's DCGM exporter
         # (dcgmExporter.serviceMonitor), and the chart's own (Prometheus and its config reloader:
-        # templates/prometheus/servicemonitor.yaml; the operator: prometheus-operator/servicemonitor.yaml)
+        # templates/prometheus/servicemonitor.yaml; the operator: prometheus-operator/servicemonitor.yaml;
+        # Alertmanager and its reloader: alertmanager/servicemonitor.yaml; kube-state-metrics' "http"
+        # endpoint: its templates/servicemonitor.yaml; Grafana's http-web -> 3000: its
+        # templates/servicemonitor.yaml). Alertmanager's web port is also where alerts go
+        # (templates/prometheus/prometheus.yaml alerting.alertmanagers).
         scrape = [
             {"to": [_from(GATEWAY_NS, "gateway")], "ports": _tcp(GATEWAY_PORT)},
             {"to": [_from(INFERENCE_NS)], "ports": _tcp(VLLM_PORT)},
@@ -325,6 +382,9 @@ class NetworkPolicies(pulumi.ComponentResource):
              "ports": _tcp(DCGM_EXPORTER_PORT)},
             {"to": [prometheus], "ports": _tcp(PROMETHEUS_PORT) + _tcp(RELOADER_PORT)},
             {"to": [operator], "ports": _tcp(OPERATOR_PORT)},
+            {"to": [alertmanager], "ports": alertmanager_ports},
+            {"to": [ksm], "ports": _tcp(KSM_PORT)},
+            {"to": [grafana], "ports": _tcp(GRAFANA_PORT)},
         ]  # fmt: skip
         self._policy(
             ns,
@@ -332,10 +392,13 @@ class NetworkPolicies(pulumi.ComponentResource):
             {"matchLabels": PROMETHEUS_POD},
             ["Ingress", "Egress"],
             ingress=[
-                # KEDA's ScaledObject trigger (inference.py) and the self-scrape
+                # KEDA's ScaledObject trigger (inference.py), the self-scrape, Grafana's data source
+                # (http://<release>-prometheus.<namespace>:9090/,
+                # templates/grafana/configmaps-datasources.yaml)
                 {"from": [{**_ns(KEDA_NS), "podSelector": _app("keda-operator")}],
                  "ports": _tcp(PROMETHEUS_PORT)},
                 {"from": [prometheus], "ports": _tcp(PROMETHEUS_PORT) + _tcp(RELOADER_PORT)},
+                {"from": [grafana], "ports": _tcp(PROMETHEUS_PORT)},
             ],
             # kubernetes_sd_configs: the targets' Endpoints from the API server
             egress=[*scrape, *api, DNS_EGRESS],
@@ -347,6 +410,39 @@ class NetworkPolicies(pulumi.ComponentResource):
             ["Ingress", "Egress"],
             ingress=[{"from": [prometheus], "ports": _tcp(OPERATOR_PORT)}],
             egress=[*api, DNS_EGRESS],
+        )
+        # Alertmanager: alerts and the scrape from Prometheus; out to the receivers (receiver_egress)
+        # and DNS for their names. One replica: no cluster mesh (9094) between peers. It calls no API.
+        self._policy(
+            ns,
+            "alertmanager",
+            {"matchLabels": ALERTMANAGER_POD},
+            ["Ingress", "Egress"],
+            ingress=[{"from": [prometheus], "ports": alertmanager_ports}],
+            egress=[*receiver_egress(cfg), DNS_EGRESS],
+        )
+        # kube-state-metrics: scraped by Prometheus; lists and watches the API (in-cluster config: the
+        # kubernetes Service's address from KUBERNETES_SERVICE_HOST, no DNS)
+        self._policy(
+            ns,
+            "kube-state-metrics",
+            {"matchLabels": KSM_POD},
+            ["Ingress", "Egress"],
+            ingress=[{"from": [prometheus], "ports": _tcp(KSM_PORT)}],
+            egress=api,
+        )
+        # Grafana: scraped by Prometheus; queries Prometheus by its Service name (DNS); its sidecars
+        # watch this namespace's ConfigMaps through the API and reload Grafana on localhost. Nothing
+        # else: no grafana.com, no plugin catalogue, no gravatar (and grafana.ini turns them off).
+        # The service owner reaches the UI with `kubectl port-forward`, which enters the pod's own
+        # network namespace, not through a Service.
+        self._policy(
+            ns,
+            "grafana",
+            {"matchLabels": GRAFANA_POD},
+            ["Ingress", "Egress"],
+            ingress=[{"from": [prometheus], "ports": _tcp(GRAFANA_PORT)}],
+            egress=[{"to": [prometheus], "ports": _tcp(PROMETHEUS_PORT)}, *api, DNS_EGRESS],
         )
 
     def _policy(

@@ -348,6 +348,35 @@ def _kps_image(values: Mapping[str, Any] | None, key: str, repo: str, tag: str) 
     return f"{got}@sha256:{sha}" if sha else got
 
 
+# its sub-charts at the versions its Chart.yaml pins
+KSM_CHART = "https://github.com/prometheus-community/helm-charts/blob/kube-state-metrics-8.4.0/charts/kube-state-metrics"
+GRAFANA_CHART = "https://github.com/grafana-community/helm-charts/blob/grafana-12.11.1/charts/grafana"
+
+
+def _ksm_image(values: Mapping[str, Any] | None) -> str:
+    """kube-state-metrics 8.4.0 templates/_helpers.tpl kube-state-metrics.image:
+    ``{{ global.imageRegistry | image.registry }}/<repository>:<tag | v+appVersion>[@<sha>]`` (the sha
+    with its ``sha256:`` prefix); values.yaml image: registry.k8s.io, appVersion 2.20.0."""
+    key = "kube-state-metrics.image"
+    registry = value(values, "global.imageRegistry", None) or value(
+        values, f"{key}.registry", "registry.k8s.io"
+    )
+    repository = value(values, f"{key}.repository", "kube-state-metrics/kube-state-metrics")
+    got = f"{registry}/{repository}:{value(values, f'{key}.tag', '') or 'v2.20.0'}"
+    sha = value(values, f"{key}.sha", "")
+    return f"{got}@{sha}" if sha else got
+
+
+def _grafana_image(values: Mapping[str, Any] | None, key: str, registry: str, repo: str, tag: str) -> str:
+    """grafana 12.11.1 templates/_pod.tpl: ``{{ global.imageRegistry | <key>.registry }}/<repository>:
+    <tag>[@sha256:<sha>]`` (the grafana container's tag defaults to appVersion 13.2.0; the sidecars'
+    is values.yaml sidecar.image.tag)."""
+    got = value(values, "global.imageRegistry", None) or value(values, f"{key}.registry", registry)
+    ref = f"{got}/{value(values, f'{key}.repository', repo)}:{value(values, f'{key}.tag', '') or tag}"
+    sha = value(values, f"{key}.sha", "")
+    return f"{ref}@sha256:{sha}" if sha else ref
+
+
 def kube_prometheus_stack(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
     crds = []
     if _on(values, "crds.enabled", True):  # Chart.yaml dependency crds (condition crds.enabled)
@@ -387,6 +416,13 @@ def kube_prometheus_stack(values: Mapping[str, Any] | None, release: str) -> Cha
         storage_class = value(template, "spec.storageClassName", None)
         source = f"{KUBE_PROMETHEUS}/templates/prometheus/prometheus.yaml (storage)"
         claims.append(Claim("prometheus-db", storage_class, source))
+    # the Alertmanager StatefulSet (the operator's) likewise claims alertmanagerSpec.storage's template
+    # (templates/alertmanager/alertmanager.yaml "storage:"; prometheus-operator
+    # pkg/alertmanager/statefulset.go)
+    template = value(values, "alertmanager.alertmanagerSpec.storage.volumeClaimTemplate", None)
+    if _on(values, "alertmanager.enabled", True) and isinstance(template, Mapping):
+        source = f"{KUBE_PROMETHEUS}/templates/alertmanager/alertmanager.yaml (storage)"
+        claims.append(Claim("alertmanager-db", value(template, "spec.storageClassName", None), source))
     images = [
         Image(
             "prometheus-operator",
@@ -448,12 +484,45 @@ def kube_prometheus_stack(values: Mapping[str, Any] | None, release: str) -> Cha
                 f"{KUBE_PROMETHEUS}/templates/prometheus-operator/admission-webhooks/job-patch/job-createSecret.yaml",
             )
         )
-    # sub-charts the values leave on run images of their own: not declared, so refused here
-    for sub in ("grafana", "kubeStateMetrics", "nodeExporter"):
-        if _on(values, f"{sub}.enabled", True):
-            images.append(
-                Image(sub, f"<sub-chart {sub}: not declared in infra/policy/charts.py>", KUBE_PROMETHEUS)
+    # sub-charts (Chart.yaml dependencies): kube-state-metrics 8.4.0 and grafana 12.11.1 declared
+    # below; node-exporter is not, so refused here while the values leave it on
+    if _on(values, "kubeStateMetrics.enabled", True):
+        images.append(
+            Image(
+                "kube-state-metrics",
+                _ksm_image(values),
+                f"{KSM_CHART}/templates/_helpers.tpl (kube-state-metrics.image)",
             )
+        )
+    if _on(values, "grafana.enabled", True):
+        images.append(
+            Image(
+                "grafana",
+                _grafana_image(values, "grafana.image", "docker.io", "grafana/grafana", "13.2.0"),
+                f"{GRAFANA_CHART}/templates/_pod.tpl (container grafana)",
+            )
+        )
+        sidecars = ("dashboards", "datasources", "alerts", "notifiers", "plugins")
+        if any(
+            _on(values, f"grafana.sidecar.{s}.enabled", s in ("dashboards", "datasources")) for s in sidecars
+        ):
+            images.append(
+                Image(
+                    "grafana-sidecar",
+                    _grafana_image(
+                        values, "grafana.sidecar.image", "quay.io", "kiwigrid/k8s-sidecar", "2.10.1"
+                    ),
+                    f"{GRAFANA_CHART}/templates/_pod.tpl (grafana-sc-* containers)",
+                )
+            )
+    if _on(values, "nodeExporter.enabled", True):
+        images.append(
+            Image(
+                "nodeExporter",
+                "<sub-chart nodeExporter: not declared in infra/policy/charts.py>",
+                KUBE_PROMETHEUS,
+            )
+        )
     fullname = release if "kube-prometheus-stack" in release else f"{release}-kube-prometheus-stack"
     creates = [
         Ref(
@@ -467,6 +536,59 @@ def kube_prometheus_stack(values: Mapping[str, Any] | None, release: str) -> Cha
             f"{KUBE_PROMETHEUS}/templates/prometheus/serviceaccount.yaml",
         ),
     ]
+    short = fullname[:26].rstrip("-")
+    if _on(values, "alertmanager.enabled", True):
+        creates += [
+            Ref(
+                "ServiceAccount",
+                f"{short}-alertmanager",
+                f"{KUBE_PROMETHEUS}/templates/alertmanager/serviceaccount.yaml",
+            ),
+            # the configuration Secret alertmanager-<crname> (templates/alertmanager/secret.yaml)
+            Ref(
+                "Secret",
+                f"alertmanager-{short}-alertmanager",
+                f"{KUBE_PROMETHEUS}/templates/alertmanager/secret.yaml",
+            ),
+        ]
+    if _on(values, "kubeStateMetrics.enabled", True):
+        ksm = release if "kube-state-metrics" in release else f"{release}-kube-state-metrics"
+        creates.append(
+            Ref("ServiceAccount", ksm[:63].rstrip("-"), f"{KSM_CHART}/templates/serviceaccount.yaml")
+        )
+        if _on(values, "kube-state-metrics.customResourceState.enabled", False):
+            creates.append(
+                Ref(
+                    "ConfigMap",
+                    f"{ksm[:63].rstrip('-')}-customresourcestate-config",
+                    f"{KSM_CHART}/templates/crs-configmap.yaml",
+                )
+            )
+    if _on(values, "grafana.enabled", True):
+        graf = (release if "grafana" in release else f"{release}-grafana")[:63].rstrip("-")
+        creates += [
+            Ref("ServiceAccount", graf, f"{GRAFANA_CHART}/templates/serviceaccount.yaml"),
+            Ref("ConfigMap", graf, f"{GRAFANA_CHART}/templates/configmap.yaml (grafana.ini)"),
+        ]
+        if not value(values, "grafana.admin.existingSecret", ""):
+            # the admin user and a random password, kept on upgrade by lookup (templates/secret.yaml)
+            creates.append(Ref("Secret", graf, f"{GRAFANA_CHART}/templates/secret.yaml"))
+        if _on(values, "grafana.sidecar.dashboards.enabled", True):
+            creates.append(
+                Ref(
+                    "ConfigMap",
+                    f"{graf}-config-dashboards",
+                    f"{GRAFANA_CHART}/templates/configmap-dashboard-provider.yaml",
+                )
+            )
+        if _on(values, "grafana.sidecar.datasources.enabled", True):
+            creates.append(
+                Ref(
+                    "ConfigMap",
+                    f"{short}-grafana-datasource",
+                    f"{KUBE_PROMETHEUS}/templates/grafana/configmaps-datasources.yaml",
+                )
+            )
     # TLS on the operator's web port (values.yaml prometheusOperator.tls.enabled: true) mounts the
     # Secret <fullname>-admission (templates/prometheus-operator/deployment.yaml "tls-secret"),
     # created by the admission webhooks' certificate Job (job-patch/job-createSecret.yaml) or

@@ -55,8 +55,9 @@ def test_with_digests_every_pod_and_chart_image_is_the_mirror_by_digest(digested
             assert untagged(image.ref) in {untagged(e) for e in expected}, image
     # openbao 1, keda 3, gpu-operator 6 (operator, validator, device plugin, gfd, dcgm exporter, nfd),
     # hcloud CCM 1, hcloud-csi 8 (5 controller, 3 node containers), local-path-provisioner 2
-    # (provisioner, helper pod), kube-prometheus-stack 3 (operator, config reloader, Prometheus)
-    assert declared == 24
+    # (provisioner, helper pod), kube-prometheus-stack 7 (operator, config reloader, Prometheus,
+    # Alertmanager, kube-state-metrics, Grafana, Grafana's k8s-sidecar)
+    assert declared == 28
     assert not [f for f in digested.findings if f.kind == "image" and "chart openbao" in f.resource]
     assert not [b for b in digested.blockers if "platform.images" in b or "registry_mirror" in b]
 
@@ -116,6 +117,23 @@ def test_the_cluster_services_and_monitoring_charts_build_the_mirror_reference_b
         assert built == want(upstream)
     # Prometheus' version (the CR's version field defaults to the tag) stays the release's
     assert kps["prometheus"]["prometheusSpec"]["image"]["tag"] == "v3.14.0-distroless"
+    # its Alertmanager (templates/alertmanager/alertmanager.yaml) and its grafana sub-chart 12.11.1
+    # (templates/_pod.tpl, Grafana and the k8s-sidecar containers): the same sha form
+    for image, upstream in (
+        (kps["alertmanager"]["alertmanagerSpec"]["image"], "quay.io/prometheus/alertmanager:v0.34.0"),
+        (kps["grafana"]["image"], "docker.io/grafana/grafana:13.2.0"),
+        (kps["grafana"]["sidecar"]["image"], "quay.io/kiwigrid/k8s-sidecar:2.10.1"),
+    ):
+        built = f"{image['registry']}/{image['repository']}:{image['tag']}@sha256:{image['sha']}"
+        assert built == want(upstream)
+    assert kps["alertmanager"]["alertmanagerSpec"]["image"]["tag"] == "v0.34.0"  # the CR's version
+    # the kube-state-metrics sub-chart 8.4.0 (templates/_helpers.tpl kube-state-metrics.image):
+    # registry/repository:tag, the digest on the tag, image.sha left empty
+    image = kps["kube-state-metrics"]["image"]
+    assert "sha" not in image
+    assert f"{image['registry']}/{image['repository']}:{image['tag']}" == want(
+        "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0"
+    )
 
 
 def test_the_upgrade_plans_and_kubectl_use_the_mirror_by_digest(digested: planner.Plan) -> None:

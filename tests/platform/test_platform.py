@@ -475,12 +475,14 @@ def test_monitoring_denies_by_default_and_scrapes_exactly_the_service_monitors_p
         ("gpu-operator", 9400),  # the DCGM exporter (its ServiceMonitor)
         ("monitoring", 9090),  # Prometheus itself
         ("monitoring", 8080),  # its config reloader and the operator (no TLS: monitoring.py)
+        ("monitoring", 9093),  # Alertmanager (alerts and scrape; its reloader and KSM on 8080)
+        ("monitoring", 3000),  # Grafana (tests/platform/test_monitoring_stack.py has each pod's flows)
         ("kube-system", 53),
     }
     # every namespace with one of the program's ServiceMonitors is scraped
     assert {m["metadata"]["namespace"] for m in objects(prod, "ServiceMonitor")} <= {ns for ns, _ in scraped}
     # and each scraped namespace lets Prometheus in on that port
-    for ns, port in scraped - {("kube-system", 53)} - {("monitoring", p) for p in (9090, 8080)}:
+    for ns, port in scraped - {("kube-system", 53)} - {("monitoring", p) for p in (9090, 8080, 9093, 3000)}:
         ingress = [r for p in objects(prod, "NetworkPolicy", ns) for r in p["spec"].get("ingress", [])]
         assert any(peer_ns == "monitoring" and p == port for peer_ns, _, p in _peers(ingress, "from")), (
             ns,
