@@ -42,10 +42,12 @@ from gateway.connections import STALLED_SCOPE_KEY
 from gateway.incident import SUSPENDED_CODE, IncidentState
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
+from gateway.phi.detect import CATEGORIES
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
 from gateway.phi.tokenise import (
     SURROGATE_RE,
     StreamRestorer,
+    TokenMap,
     TokenScanner,
     count_unrestored,
     request_key,
@@ -61,6 +63,7 @@ from gateway.schemas import (
     describe_validation_error,
     openai_error,
 )
+from gateway.scrape_metrics import COLLECTOR
 from gateway.settings import GatewaySettings, Upstream
 from gateway.sse import EventTooLarge, SSEDecoder
 from gateway.upstream import (
@@ -89,6 +92,26 @@ IN_FLIGHT = Gauge("sovereign_gateway_in_flight", "Chat requests in flight in thi
 REFUSED = Counter(
     "sovereign_gateway_refused_total", "Requests refused by admission control, by error code.", ["code"]
 )
+#: every 503 answer by its error code: an operator's suspension (use_case_suspended) is not an
+#: outage (key_unavailable, audit_unavailable, ...), and alerts tell them apart
+#: (infra/k8s_platform/alerts.py GatewayUnavailableAnswers). Only these values, never another.
+UNAVAILABLE_CODES = frozenset(
+    {"key_unavailable", "model_unavailable", "gateway_busy", "shutting_down", "audit_unavailable"}
+    | {SUSPENDED_CODE}
+)
+#: PHI values the filter tokenised or removed before a request was forwarded, by category (the
+#: detector's fixed CATEGORIES; a plugin's other category counts as OTHER): the boundary's work,
+#: for the service owner's dashboard (infra/k8s_platform/dashboards.py). Counts only, never values.
+PHI_VALUES = Counter(
+    "sovereign_gateway_phi_values_total",
+    "PHI values tokenised or removed in forwarded requests, by use case, category and action.",
+    ["use_case", "category", "action"],
+)
+UNAVAILABLE = Counter(
+    "sovereign_gateway_unavailable_total",
+    "Requests answered 503, by use case and error code (audit_unavailable included).",
+    ["use_case", "code"],
+)
 
 #: the only X-Request-Id a client may choose: a UUID in its textual form (any version, stored in
 #: lower case). Anything else is replaced by a new UUID, and the answer says so in
@@ -100,6 +123,11 @@ _REQUEST_ID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 RESTORE_IN_THREAD_CHARS = 16_384
 #: product fields of free text: detected like any text before the context line shows them
 _PRODUCT_TEXT_FIELDS = ("sku", "name", "category")
+
+
+def count_unavailable(ex: Exchange, code: str) -> None:
+    """One 503 answer in sovereign_gateway_unavailable_total (a code outside the fixed set as `other`)."""
+    UNAVAILABLE.labels(use_case=ex.use_case or "-", code=code if code in UNAVAILABLE_CODES else "other").inc()
 
 
 def request_id_from(headers: Any) -> tuple[str, bool]:
@@ -192,6 +220,7 @@ class Exchange:
     restored: int = 0
     unrestored: int = 0
     error: str | None = None  # the error code the client got, if any
+    counted: bool = False  # in sovereign_gateway_requests_total already
     stalled: bool = False  # the client stopped taking the streamed answer (write timeout)
     drained: bool = False  # the shutdown's drain deadline ended the stream
     ended: bool = False  # a stream's final record is written
@@ -238,6 +267,13 @@ class Exchange:
         }
 
 
+def count_phi(use_case: str, tokens: TokenMap) -> None:
+    for action, counts in (("tokenised", tokens.tokenised), ("removed", tokens.removed)):
+        for category, n in counts.items():
+            label = category if category in CATEGORIES else "OTHER"
+            PHI_VALUES.labels(use_case=use_case, category=label, action=action).inc(n)
+
+
 class Gateway:
     """Holds the gateway's state; one per process."""
 
@@ -259,6 +295,8 @@ class Gateway:
         # the kill switch: use cases an operator suspended (read from OpenBao, gateway/incident.py)
         self.incident = IncidentState(settings.incident, self.keys._client, settings.openbao.timeout_s)
         self.http = UpstreamClient(settings.limits)
+        # audit disk, audit shipping and certificate expiry, read at every scrape
+        COLLECTOR.bind(settings, self.http.peers)
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
         self.phi = PHIFilter(recognizers(settings.phi_names, settings.phi_plugins))
@@ -358,6 +396,9 @@ class Gateway:
 
     def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
         REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
+        ex.counted = True
+        if status == 503:
+            count_unavailable(ex, ex.error or outcome)
         if ex.use_case:
             LATENCY.labels(use_case=ex.use_case, stream=str(ex.stream).lower()).observe(
                 time.perf_counter() - ex.started
@@ -638,6 +679,7 @@ class Gateway:
                 policy, context, [*texts, *stops], request_key(data_key), key.tenant
             )
             ex.phi = filtered.audit()
+            count_phi(policy.name, filtered.tokens)
             ex.originals = untyped(filtered.tokens.originals, [*texts, *stops], context)
             payload = self.upstream_body(
                 body,
@@ -666,6 +708,9 @@ class Gateway:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)
             AUDIT_FAILURES.inc()
             self.audit_healthy = False
+            if not ex.counted:  # refused before its record: counted here (never twice)
+                REQUESTS.labels(use_case=ex.use_case or "-", status="503").inc()
+            count_unavailable(ex, "audit_unavailable")
             return GatewayError(
                 503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
             ).response(request_id, replaced)

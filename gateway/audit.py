@@ -14,7 +14,11 @@ the active file reaches ``segment_max_bytes`` or ``segment_max_age_s``, it is se
 to ``<file>.segments/<first seq, 12 digits>.jsonl``, read-only — and the chain continues in a
 fresh active file (seq and prev carry on; the first record of every segment introduces its
 key again, so each segment can be checked on its own given its predecessor's last hash).
-``sovereign audit ship`` copies sealed segments, in order, to the Object Lock archive, and
+A sealed segment's modification time is the moment it was sealed. ``sovereign audit ship``
+copies sealed segments, in order, to the Object Lock archive, and after every complete round
+writes ``<file>.shipped`` (:func:`write_shipped`: the first seq the archive does not hold), so
+the gateway can tell, at scrape time, which sealed segments still wait for the archive and
+when the last round succeeded (:func:`shipping_state`, gateway/scrape_metrics.py);
 :func:`verify` checks the whole chain across archived segments, local segments and the active
 file, naming any records that no segment holds.
 
@@ -98,6 +102,67 @@ def _head_mac(key: bytes, seq: int, digest: str) -> str:
 def segments_dir(path: Path) -> Path:
     """Where the sealed segments of the trail *path* live."""
     return path.with_name(path.name + ".segments")
+
+
+def shipped_marker(path: Path) -> Path:
+    """The file ``sovereign audit ship`` rewrites after every complete round: the first seq the
+    archive does not hold, as text; its modification time is the round's end."""
+    return path.with_name(path.name + ".shipped")
+
+
+def write_shipped(path: Path, next_seq: int) -> None:
+    """Record that the archive holds every record of the trail *path* below *next_seq*
+    (written whole and renamed into place: a reader never sees half of it)."""
+    marker = shipped_marker(path)
+    partial = marker.with_name(marker.name + ".partial")
+    partial.write_text(f"{next_seq}\n", encoding="ascii")
+    os.replace(partial, marker)
+
+
+@dataclass(frozen=True)
+class ShippingState:
+    """What the archive lacks of a trail, as the shipper's marker and the local segments say."""
+
+    unshipped: int  # sealed local segments the archive does not hold
+    oldest_sealed_at: float | None  # time.time() when the oldest of them was sealed
+    last_round_at: float | None  # time.time() of the last complete shipping round, if any
+
+
+def shipping_state(path: Path) -> ShippingState:
+    """Which sealed segments of *path* wait for the archive: those starting at or after the
+    marker's seq (every sealed one when there is no marker yet); a segment that vanishes while
+    it is looked at (pruned) is skipped."""
+    marker = shipped_marker(path)
+    try:
+        shipped_below, last_round = int(marker.read_text(encoding="ascii")), marker.stat().st_mtime
+    except (OSError, ValueError):
+        shipped_below, last_round = 0, None
+    unshipped, oldest = 0, None
+    for first, file in local_segments(path):
+        if first < shipped_below:
+            continue
+        try:
+            sealed_at = file.stat().st_mtime
+        except OSError:
+            continue
+        unshipped += 1
+        oldest = sealed_at if oldest is None else min(oldest, sealed_at)
+    return ShippingState(unshipped, oldest, last_round)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk of *folder* for an unprivileged writer (0 when it cannot be read)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def reserve_bytes(min_free_bytes: int) -> int:
+    """The free space below which the trail refuses records: audit.min_free_bytes, at least
+    RECORD_HEADROOM_BYTES."""
+    return max(min_free_bytes, RECORD_HEADROOM_BYTES)
 
 
 def segment_name(first_seq: int) -> str:
@@ -272,15 +337,11 @@ class AuditLog:
             )
 
     def _needed_free(self) -> int:
-        return max(self._min_free, RECORD_HEADROOM_BYTES)
+        return reserve_bytes(self._min_free)
 
     def free_bytes(self) -> int:
         """Free space on the trail's disk for an unprivileged writer."""
-        try:
-            st = os.statvfs(self.path.parent)
-        except OSError:
-            return 0
-        return st.f_bavail * st.f_frsize
+        return free_bytes(self.path.parent)
 
     def space_ok(self) -> bool:
         return self.free_bytes() >= self._needed_free()
@@ -375,6 +436,7 @@ class AuditLog:
             if target.exists():
                 raise AuditWriteError(f"audit segment {target} exists already; the trail was tampered with")
             os.rename(self.path, target)
+            os.utime(target)  # its modification time says when it was sealed (shipping_state)
             os.chmod(target, 0o400)
             fd = os.open(folder, os.O_RDONLY)  # the rename is durable once the folder is synced
             try:

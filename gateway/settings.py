@@ -337,6 +337,13 @@ class GatewaySettings(BaseSettings):
     policies_dir: Path | None = Field(
         default=None, description="Directory of use-case policy YAML files; None = the shipped ones."
     )
+    ingress_cert_file: Path | None = Field(
+        default=None,
+        description="The front door's TLS certificate (PEM, the ingress Secret's tls.crt without its "
+        "key), read at every scrape: its expiry is exported as "
+        '`sovereign_gateway_certificate_expiry_timestamp_seconds{certificate="ingress"}`. '
+        "None: not watched.",
+    )
 
     @field_validator("egress_allowlist")
     @classmethod

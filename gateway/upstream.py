@@ -133,6 +133,30 @@ def _check_encoding(resp: aiohttp.ClientResponse) -> None:
         raise UpstreamMalformed()
 
 
+class PeerCertificates:
+    """When each upstream's server certificate expires, as seen in its latest TLS handshake.
+
+    Filled by :class:`_GuardedProtocol` once a connection is up (asyncio hands the protocol its
+    transport after the handshake, the peer already verified against ``tls.ca_file``), keyed by
+    the name the gateway asked for (SNI), so a renewed certificate replaces the old one at the
+    next new connection; read at scrape time (gateway/scrape_metrics.py)."""
+
+    def __init__(self) -> None:
+        self._not_after: dict[str, float] = {}
+
+    def note(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        cert = transport.get_extra_info("peercert") if ssl_object is not None else None
+        if not cert or "notAfter" not in cert:
+            return  # plain HTTP, or a peer that was not verified (never with tls configured)
+        host = ssl_object.server_hostname or str(transport.get_extra_info("peername"))
+        self._not_after[host] = float(ssl.cert_time_to_seconds(cert["notAfter"]))
+
+    def soonest(self) -> float | None:
+        """The earliest expiry (Unix time) among the upstreams' latest certificates."""
+        return min(self._not_after.values(), default=None)
+
+
 class _GuardedProtocol(ResponseHandler):
     """aiohttp's protocol, closing its connection when bytes arrive while it idles in the pool.
 
@@ -141,10 +165,16 @@ class _GuardedProtocol(ResponseHandler):
     connection's buffer and hand to the next request (NGINX closes such a connection too).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, peers: PeerCertificates | None = None) -> None:
         super().__init__(loop)
         self.idle = False  # in the pool, between a response's end and the next request
         self.tainted = False  # something arrived while idle
+        self._peers = peers
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._peers is not None:
+            self._peers.note(transport)
 
     def data_received(self, data: bytes) -> None:
         # aiohttp calls data_received(b"") itself to resume its buffers (client_proto.py,
@@ -175,9 +205,11 @@ class _GuardedConnector(aiohttp.TCPConnector):
       tainted, closing it as ``_get`` closes a dead one, before ``_get`` chooses.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, peers: PeerCertificates | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._factory = functools.partial(_GuardedProtocol, loop=self._loop)  # type: ignore[assignment]
+        self._factory = functools.partial(  # type: ignore[assignment]
+            _GuardedProtocol, loop=self._loop, peers=peers
+        )
 
     def _release(self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False) -> None:
         if isinstance(protocol, _GuardedProtocol):
@@ -241,6 +273,7 @@ class UpstreamClient:
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._probe_session: aiohttp.ClientSession | None = None
+        self.peers = PeerCertificates()  # the upstreams' server certificates, for /metrics
 
     def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -260,7 +293,9 @@ class UpstreamClient:
         # created lazily inside the running event loop, as aiohttp requires
         if self._session is None:
             self._session = self._new_session(
-                _GuardedConnector(limit=self._limits.max_connections, resolver=aiohttp.ThreadedResolver())
+                _GuardedConnector(
+                    self.peers, limit=self._limits.max_connections, resolver=aiohttp.ThreadedResolver()
+                )
             )
         return self._session
 

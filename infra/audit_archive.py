@@ -12,7 +12,10 @@ Shipping keeps the archive contiguous: a segment goes up only when it starts rig
 archive's last record; otherwise the command stops and names the missing records. A segment
 that is already archived is compared byte for byte; a difference is reported as tampering.
 ``--prune`` removes local segments that the archive holds identically, except the newest (the
-gateway continues its chain from it after a restart).
+gateway continues its chain from it after a restart). A complete round rewrites the trail's
+``<file>.shipped`` marker (gateway/audit.py ``write_shipped``: the first seq the archive lacks),
+from which the gateway exports, at scrape time, how long sealed segments have waited and when
+the last round succeeded (docs/operations.md, "Audit shipping").
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditWriteError, Segment, local_segments
+from gateway.audit import AuditWriteError, Segment, local_segments, write_shipped
 from gateway.settings import AuditArchiveSettings
 from infra import objectstore
 from infra.config import StackConfig, s3_location
@@ -218,6 +221,11 @@ def ship(trail: Path, archive: Archive, prune: bool = False) -> ShipResult:
                 file.chmod(0o600)
                 file.unlink()
                 result.pruned.append(file.name)
+    try:
+        if trail.parent.is_dir():  # no trail folder, nothing to say about it
+            write_shipped(trail, next_seq)
+    except OSError as exc:
+        raise AuditWriteError(f"cannot record the shipped state beside {trail}: {exc.strerror}") from None
     return result
 
 

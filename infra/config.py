@@ -658,6 +658,16 @@ class AlertingConfig(_Section):
         ge=1,
         description="vllm:num_requests_waiting per model above which (10 min) a ticket opens.",
     )
+    audit_ship_max_age_minutes: int = Field(
+        default=30,
+        ge=5,
+        le=1440,
+        description="Minutes a sealed audit segment may wait for the Object Lock archive, and the "
+        "longest time without a complete shipping round, before a ticket opens. The audit-ship "
+        "sidecar runs a round every minute (its liveness probe restarts it after 5 without one); a "
+        "segment is sealed at audit.segment_max_bytes or audit.segment_max_age_s (1 h), so records "
+        "reach the archive within that age plus this.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> AlertingConfig:

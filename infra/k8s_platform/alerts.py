@@ -10,11 +10,18 @@ or 5 % within 6 h (6 h and 30 m), a ticket when 10 % burns within 1 d (1 d and 2
 (3 d and 6 h). With a 30-day period those are the workbook's factors 14.4, 6, 3 and 1.
 
 - error ratio per use case: ``sovereign_gateway_requests_total{status=~"5.."}`` of all its requests
-  (gateway/app.py);
+  (gateway/app.py), less the 503 ``use_case_suspended`` answers an operator's kill switch causes
+  (``sovereign_gateway_unavailable_total{code}``): a deliberate suspension spends no error budget;
 - time to first token and inter-token latency per served model: vLLM's histograms
   ``vllm:time_to_first_token_seconds`` and ``vllm:inter_token_latency_seconds`` (label
   ``model_name``, the ``--served-model-name``); the gateway has no per-use-case TTFT series, so a
   model's target is the strictest of the use cases whose policy it serves (gateway/policies).
+
+**The gateway's own state** (gateway/scrape_metrics.py, read at scrape time): its audit disk against
+the reserve that refuses requests (``sovereign_gateway_audit_disk_free_bytes``, ``..._reserve_bytes``),
+sealed audit segments the Object Lock archive lacks and the shipper's last complete round
+(``platform.alerting.audit_ship_max_age_minutes``), and the expiry of the certificates it uses or
+sees (label ``certificate``: ``client``, ``upstream-ca``, ``upstream-server``, ``ingress``).
 
 **No patient data on a page**: every label and annotation key comes from ``LABELS`` and
 ``ANNOTATIONS``; annotation text is fixed here and may only template allowlisted labels
@@ -45,12 +52,23 @@ from infra.config import SloTargetsConfig, StackConfig
 from infra.k8s_platform.common import OPENBAO_NS, labels
 
 RULE_NAME = "sovereign-alerts"
+SUSPENDED = "use_case_suspended"  # gateway/incident.py SUSPENDED_CODE: the kill switch's 503
+# an audit disk with less than this many times the reserve free opens a ticket: the default
+# reserve (8 MiB) times 10 leaves room for a whole default segment (64 MiB) before refusals
+AUDIT_DISK_TICKET_FACTOR = 10
+CERT_TICKET_DAYS = 14
+CERT_PAGE_DAYS = 3
 RUNBOOKS = "docs/runbooks"
 # label keys an alert may carry: names of use cases, models, pods, nodes, GPUs and jobs (set by this
 # program or by Kubernetes), never a value a request supplies
 LABELS = frozenset(
-    {"severity", "slo", "use_case", "model_name", "namespace", "pod", "node", "gpu", "Hostname", "cronjob"}
-)
+    {
+        "severity", "slo", "use_case", "model_name", "namespace", "pod", "node", "gpu", "Hostname",
+        "cronjob",
+        # the gateway's fixed names: client, upstream-ca, upstream-server, ingress (scrape_metrics.py)
+        "certificate",
+    }
+)  # fmt: skip
 ANNOTATIONS = frozenset({"summary", "description", "runbook_url"})
 SEVERITIES = ("page", "ticket")
 _TEMPLATE_RE = re.compile(r"\{\{(.*?)\}\}")
@@ -181,11 +199,18 @@ def use_cases() -> list[str]:
 def recording_rules(cfg: StackConfig) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for w in WINDOWS:
+        every = f"sum by (use_case) (rate(sovereign_gateway_requests_total[{w}]))"
+        # 5xx less the kill switch's 503s (0 where a use case has none: `or` the zero vector)
+        suspended = (
+            f'sum by (use_case) (rate(sovereign_gateway_unavailable_total{{code="{SUSPENDED}"}}[{w}]))'
+        )
         rules.append(
             {
                 "record": f"use_case:sovereign_gateway_errors:ratio_rate{w}",
-                "expr": f'sum by (use_case) (rate(sovereign_gateway_requests_total{{status=~"5.."}}[{w}]))\n'
-                f"/ sum by (use_case) (rate(sovereign_gateway_requests_total[{w}]))",
+                "expr": "(\n"
+                f'  sum by (use_case) (rate(sovereign_gateway_requests_total{{status=~"5.."}}[{w}]))\n'
+                f"  - ({suspended} or {every} * 0)\n"
+                f")\n/ {every}",
             }
         )
     for model_name, (targets, _) in model_targets(cfg).items():
@@ -315,18 +340,19 @@ def component_alerts(cfg: StackConfig) -> list[dict[str, Any]]:
             "Every audit device failed for some requests: OpenBao refuses what it cannot audit.",
             "openbao-audit",
         ),
-        # the gateway: 503 answers carry no code in any series (key_unavailable, model_unavailable,
-        # gateway_busy and shutting_down share status 503); audit_unavailable is counted only in
-        # sovereign_gateway_audit_failures_total
+        # the gateway: every 503 by its code (gateway/app.py UNAVAILABLE_CODES); an operator's
+        # suspension (use_case_suspended) is deliberate, not an outage, and never pages
         _alert(
             "GatewayUnavailableAnswers",
-            'sum by (use_case) (rate(sovereign_gateway_requests_total{status="503"}[5m]))\n'
+            f'sum by (use_case) (rate(sovereign_gateway_unavailable_total{{code!="{SUSPENDED}"}}[5m]))\n'
             "/ sum by (use_case) (rate(sovereign_gateway_requests_total[5m])) > 0.05",
             "page",
             "5m",
             "{{ $labels.use_case }}: more than 5 % of requests answered 503",
-            "The gateway fails closed: key service unavailable (key_unavailable), no model upstream, "
-            "or every pod full (gateway_busy). Nothing was forwarded.",
+            "The gateway fails closed: key service unavailable (key_unavailable), no model upstream "
+            "(model_unavailable), every pod full (gateway_busy), audit trail not writable "
+            "(audit_unavailable) or pods shutting down. Nothing was forwarded. A use case suspended "
+            "by the kill switch does not count.",
             "gateway-unavailable",
         ),
         _alert(
@@ -339,6 +365,8 @@ def component_alerts(cfg: StackConfig) -> list[dict[str, Any]]:
             "pod's audit volume and its free space against audit.min_free_bytes.",
             "gateway-unavailable",
         ),
+        *audit_alerts(cfg),
+        *certificate_alerts(),
         # vLLM (vllm/v1/metrics/loggers.py: vllm:num_requests_waiting, vllm:kv_cache_usage_perc)
         _alert(
             "VllmQueueDeep",
@@ -431,19 +459,103 @@ def component_alerts(cfg: StackConfig) -> list[dict[str, Any]]:
     ]
 
 
+def audit_alerts(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The audit trail's disk and its shipping to the archive (gateway/scrape_metrics.py)."""
+    max_age_s = cfg.platform.alerting.audit_ship_max_age_minutes * 60
+    minutes = cfg.platform.alerting.audit_ship_max_age_minutes
+    free = "min by (namespace, pod) (sovereign_gateway_audit_disk_free_bytes)"
+    reserve = "max by (namespace, pod) (sovereign_gateway_audit_disk_reserve_bytes)"
+    return [
+        _alert(
+            "GatewayAuditDiskLow",
+            f"{free}\n< {AUDIT_DISK_TICKET_FACTOR} * {reserve}",
+            "ticket",
+            "10m",
+            "Gateway pod {{ $labels.pod }}: audit disk close to its reserve",
+            f"Less than {AUDIT_DISK_TICKET_FACTOR} times audit.min_free_bytes is free on the audit trail's "
+            "disk; below the reserve the pod refuses every request (503 audit_unavailable).",
+            "audit-storage",
+        ),
+        _alert(
+            "GatewayAuditDiskReserveCrossed",
+            f"{free}\n< {reserve}",
+            "page",
+            "1m",
+            "Gateway pod {{ $labels.pod }}: audit disk below its reserve, requests refused",
+            "Free space on the audit trail's disk is below audit.min_free_bytes: the pod answers every "
+            "request 503 audit_unavailable until space is freed.",
+            "audit-storage",
+        ),
+        _alert(
+            "AuditSegmentsNotShipped",
+            "max by (namespace, pod) (sovereign_gateway_audit_oldest_unshipped_segment_age_seconds)\n"
+            f"> {max_age_s}",
+            "ticket",
+            "5m",
+            "Gateway pod {{ $labels.pod }}: sealed audit segments not archived in time",
+            f"A sealed audit segment has waited more than {minutes} minutes for the Object Lock archive "
+            "(platform.alerting.audit_ship_max_age_minutes): the pod's only copy is on its volume.",
+            "audit-storage",
+        ),
+        _alert(
+            "AuditShipperStalled",
+            "time() - max by (namespace, pod) (sovereign_gateway_audit_last_ship_timestamp_seconds)\n"
+            f"> {max_age_s}",
+            "ticket",
+            "5m",
+            "Gateway pod {{ $labels.pod }}: the audit-ship sidecar completes no round",
+            f"No complete `sovereign audit ship` round for {minutes} minutes: the archive is "
+            "unreachable, refuses the upload or the chain has a gap (the sidecar's log names it).",
+            "audit-storage",
+        ),
+    ]
+
+
+def certificate_alerts() -> list[dict[str, Any]]:
+    """The gateway's mTLS certificates, the upstreams' and the front door's (scrape_metrics.py)."""
+    left = (
+        "min by (namespace, certificate) (sovereign_gateway_certificate_expiry_timestamp_seconds)\n- time()"
+    )
+    return [
+        _alert(
+            "CertificateExpiresSoon",
+            f"{left} < {CERT_TICKET_DAYS * 86400} >= {CERT_PAGE_DAYS * 86400}",
+            "ticket",
+            "10m",
+            "The {{ $labels.certificate }} certificate expires within " + f"{CERT_TICKET_DAYS} days",
+            f"The certificate expires in less than {CERT_TICKET_DAYS} days and has not been renewed.",
+            "certificate-expiry",
+        ),
+        _alert(
+            "CertificateExpiryImminent",
+            f"{left} < {CERT_PAGE_DAYS * 86400}",
+            "page",
+            "5m",
+            "The {{ $labels.certificate }} certificate expires within " + f"{CERT_PAGE_DAYS} days",
+            f"Less than {CERT_PAGE_DAYS} days left: once it expires the handshake fails and the gateway "
+            "answers 502 (upstream) or clients cannot connect (ingress).",
+            "certificate-expiry",
+        ),
+    ]
+
+
 def rule_groups(cfg: StackConfig) -> list[dict[str, Any]]:
+    # etcd's snapshots: metrics the monitoring release's kube-state-metrics makes from RKE2's
+    # ETCDSnapshotFile objects (monitoring.py, which imports this module: imported here)
+    from infra.k8s_platform.monitoring import etcd_snapshot_alerts
+
     return [
         {"name": "sovereign-slo-recording", "interval": "30s", "rules": recording_rules(cfg)},
         {"name": "sovereign-slo-burn", "rules": slo_alerts(cfg)},
-        {"name": "sovereign-components", "rules": component_alerts(cfg)},
+        {"name": "sovereign-components", "rules": component_alerts(cfg) + etcd_snapshot_alerts(cfg)},
     ]
 
 
 def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
     """Alertmanager's configuration (kube-prometheus-stack values ``alertmanager.config``): each
     receiver a webhook, routed by severity; grouped by alert name and the allowlisted labels, so a
-    notification carries nothing else. Alertmanager itself is not installed yet (monitoring.py):
-    this is what its values get once it is (docs/operations.md)."""
+    notification carries nothing else. Alertmanager runs in the monitoring stack (monitoring.py;
+    docs/operations.md)."""
     receivers: list[dict[str, Any]] = [{"name": "null"}]
     routes = []
     for receiver in cfg.platform.alerting.receivers:

@@ -28,6 +28,7 @@ from infra.k8s_platform.common import (
     pod_start_s,
     selector,
 )
+from infra.k8s_platform.ingress import TLS_SECRET as INGRESS_TLS_SECRET
 from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 NAME = GATEWAY_APP
@@ -38,6 +39,9 @@ AUDIT_TRAIL = "/var/lib/sovereign/audit/audit.jsonl"
 SETTINGS_FILE = "/etc/sovereign/config/gateway.yaml"
 AUDIT_SHIP_INTERVAL_S = 60
 SHIP_HEARTBEAT = "/tmp/audit-ship.alive"
+# the front door's certificate, without its key, so the gateway exports its expiry (scrape_metrics.py);
+# the Secret comes with the Ingress (phase 2), so the volume is optional
+INGRESS_CERT_DIR = "/etc/sovereign/ingress-cert"
 
 
 def audit_archive_settings(cfg: StackConfig) -> dict[str, Any] | None:
@@ -100,6 +104,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         "audit": audit,
         "keys_file": "/etc/sovereign/keys/keys.json",
         "limits": {"shutdown_deadline_s": SHUTDOWN_DEADLINE_S},
+        "ingress_cert_file": f"{INGRESS_CERT_DIR}/tls.crt",
     }
 
 
@@ -140,6 +145,14 @@ class GatewayDeployment(pulumi.ComponentResource):
             {"name": "openbao-ca", "configMap": {"name": "openbao-ca"}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
             {
+                "name": "ingress-cert",
+                "secret": {
+                    "secretName": INGRESS_TLS_SECRET,
+                    "optional": True,
+                    "items": [{"key": "tls.crt", "path": "tls.crt"}],  # never the key
+                },
+            },
+            {
                 "name": "sa-token",
                 "projected": {
                     "sources": [
@@ -159,6 +172,7 @@ class GatewayDeployment(pulumi.ComponentResource):
             {"name": "upstream-tls", "mountPath": GATEWAY_UPSTREAM_TLS_DIR, "readOnly": True},
             {"name": "client-keys", "mountPath": "/etc/sovereign/keys", "readOnly": True},
             {"name": "openbao-ca", "mountPath": "/etc/openbao-ca", "readOnly": True},
+            {"name": "ingress-cert", "mountPath": INGRESS_CERT_DIR, "readOnly": True},
             {"name": "state", "mountPath": "/var/lib/sovereign"},
             {"name": "tmp", "mountPath": "/tmp"},
             {

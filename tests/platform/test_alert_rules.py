@@ -198,6 +198,20 @@ Case = tuple[str, list[tuple[str, str]], list[tuple[str, str]], str, dict[str, s
 BAO = 'namespace="openbao",pod="openbao-0",instance="10.42.0.5:8200",job="openbao-internal"'
 GPU = 'gpu="0",Hostname="gex44-1",UUID="GPU-1",modelName="NVIDIA RTX 4000 SFF Ada"'
 GW = 'namespace="sovereign-gateway",pod="gateway-0"'
+MIB = 1 << 20
+DAY = 86400
+RESERVE = [(f"sovereign_gateway_audit_disk_reserve_bytes{{{GW}}}", f"{8 * MIB}x30")]
+CERT = "sovereign_gateway_certificate_expiry_timestamp_seconds"
+
+
+def _half_503(use_case: str, code: str, steps: int) -> list[tuple[str, str]]:
+    """Half of a use case's requests answered 503 with *code* (the gateway counts both series)."""
+    sel = f'{GW},use_case="{use_case}"'
+    return [
+        (f'sovereign_gateway_requests_total{{{sel},status="503"}}', f"0+10x{steps}"),
+        (f'sovereign_gateway_requests_total{{{sel},status="200"}}', f"0+10x{steps}"),
+        (f'sovereign_gateway_unavailable_total{{{sel},code="{code}"}}', f"0+10x{steps}"),
+    ]
 
 
 def _component_cases() -> list[Case]:
@@ -225,16 +239,7 @@ def _component_cases() -> list[Case]:
         ),
         (
             "GatewayUnavailableAnswers",
-            [
-                (
-                    f'sovereign_gateway_requests_total{{{GW},use_case="patient-support",status="503"}}',
-                    "0+10x20",
-                ),
-                (
-                    f'sovereign_gateway_requests_total{{{GW},use_case="patient-support",status="200"}}',
-                    "0+10x20",
-                ),
-            ],
+            _half_503("patient-support", "key_unavailable", 20),
             [
                 (f'sovereign_gateway_requests_total{{{GW},use_case="patient-support",status="503"}}', "0x20"),
                 (
@@ -244,6 +249,69 @@ def _component_cases() -> list[Case]:
             ],
             "15m",
             {"use_case": "patient-support"},
+        ),
+        (
+            # the same share of 503s, all from the kill switch: deliberate, no page
+            "GatewayUnavailableAnswers",
+            _half_503("patient-support", "audit_unavailable", 20),
+            _half_503("patient-support", "use_case_suspended", 20),
+            "15m",
+            {"use_case": "patient-support"},
+        ),
+        (
+            "GatewayAuditDiskLow",
+            [(f"sovereign_gateway_audit_disk_free_bytes{{{GW}}}", f"{50 * MIB}x30"), *RESERVE],
+            [(f"sovereign_gateway_audit_disk_free_bytes{{{GW}}}", f"{1024 * MIB}x30"), *RESERVE],
+            "20m",
+            {"namespace": "sovereign-gateway", "pod": "gateway-0"},
+        ),
+        (
+            "GatewayAuditDiskReserveCrossed",
+            [(f"sovereign_gateway_audit_disk_free_bytes{{{GW}}}", f"{MIB}x10"), *RESERVE],
+            # close to the reserve (the ticket above) but not below it: no page
+            [(f"sovereign_gateway_audit_disk_free_bytes{{{GW}}}", f"{50 * MIB}x10"), *RESERVE],
+            "5m",
+            {"namespace": "sovereign-gateway", "pod": "gateway-0"},
+        ),
+        (
+            # 30 minutes allowed (the default): a segment waiting since t=0 is overdue at 45m
+            "AuditSegmentsNotShipped",
+            [(f"sovereign_gateway_audit_oldest_unshipped_segment_age_seconds{{{GW}}}", "0+60x60")],
+            # segments shipped within a minute of their sealing
+            [(f"sovereign_gateway_audit_oldest_unshipped_segment_age_seconds{{{GW}}}", "0 30 60 0 30 60x55")],
+            "45m",
+            {"namespace": "sovereign-gateway", "pod": "gateway-0"},
+        ),
+        (
+            # the last complete round stays at t=0, or follows the clock (every round completes)
+            "AuditShipperStalled",
+            [(f"sovereign_gateway_audit_last_ship_timestamp_seconds{{{GW}}}", "0x60")],
+            [(f"sovereign_gateway_audit_last_ship_timestamp_seconds{{{GW}}}", "0+60x60")],
+            "45m",
+            {"namespace": "sovereign-gateway", "pod": "gateway-0"},
+        ),
+        (
+            "CertificateExpiresSoon",
+            [(f'{CERT}{{{GW},certificate="client"}}', f"{10 * DAY}x30")],
+            [(f'{CERT}{{{GW},certificate="client"}}', f"{30 * DAY}x30")],
+            "20m",
+            {"namespace": "sovereign-gateway", "certificate": "client"},
+        ),
+        (
+            # within 3 days it pages instead (below): the ticket closes
+            "CertificateExpiresSoon",
+            [(f'{CERT}{{{GW},certificate="ingress"}}', f"{4 * DAY}x30")],
+            [(f'{CERT}{{{GW},certificate="ingress"}}', f"{2 * DAY}x30")],
+            "20m",
+            {"namespace": "sovereign-gateway", "certificate": "ingress"},
+        ),
+        (
+            "CertificateExpiryImminent",
+            [(f'{CERT}{{{GW},certificate="upstream-server"}}', f"{2 * DAY}x30")],
+            # within 14 days (the ticket) but not within 3: no page
+            [(f'{CERT}{{{GW},certificate="upstream-server"}}', f"{10 * DAY}x30")],
+            "20m",
+            {"namespace": "sovereign-gateway", "certificate": "upstream-server"},
         ),
         (
             "GatewayAuditWriteFailing",
@@ -357,6 +425,30 @@ def _slo_cases(cfg_groups: list[dict[str, Any]]) -> list[Case]:
                 {"slo": sli, "model_name": model},
             )
         )
+    # a use case suspended by the kill switch answers 503 use_case_suspended: no budget spent;
+    # the same 503s for want of keys burn it
+    page = next(r for r in _alert_rules(cfg_groups) if r["labels"].get("slo") == "error_ratio")
+    use_case = page["labels"]["use_case"]
+    sel = f'{GW},use_case="{use_case}"'
+    ok = (f'sovereign_gateway_requests_total{{{sel},status="200"}}', "0+90x120")
+    unavailable = (f'sovereign_gateway_requests_total{{{sel},status="503"}}', "0+10x120")
+    cases.append(
+        (
+            page["alert"],
+            [
+                ok,
+                unavailable,
+                (f'sovereign_gateway_unavailable_total{{{sel},code="key_unavailable"}}', "0+10x120"),
+            ],
+            [
+                ok,
+                unavailable,
+                (f'sovereign_gateway_unavailable_total{{{sel},code="use_case_suspended"}}', "0+10x120"),
+            ],
+            "40m" if page["labels"]["severity"] == "page" else "100m",
+            {"slo": "error_ratio", "use_case": use_case},
+        )
+    )
     return cases
 
 
@@ -422,6 +514,10 @@ def test_every_alert_fires_on_its_series_and_stays_quiet_otherwise(
         for expected in test["alert_rule_test"][0]["exp_alerts"]:
             expected["exp_annotations"] = rule["annotations"]
     document["tests"] += overdue
+    # etcd's snapshot alerts (monitoring.py): their cases live beside the kube-state-metrics config
+    from tests.platform.test_monitoring_stack import _etcd_tests
+
+    document["tests"] += _etcd_tests(parse("eu-central-prod", sections("eu-central-prod"), "test"))["tests"]
     tested = {t["alert_rule_test"][0]["alertname"] for t in document["tests"]}
     assert tested == {r["alert"] for r in _alert_rules(groups)}, "an alert without its promtool test"
     _write_rules(tmp_path, groups)
