@@ -7,7 +7,7 @@ container toolkit on the dedicated GPU servers, and RKE2's agent, finding
 configuration it generates (one owner for that file). The ``nvidia`` RuntimeClass (RKE2's
 runtime-classes chart) is not the default runtime: only pods that ask for it (the vLLM pods)
 get GPU access. The operator's validator is told where RKE2's containerd lives. The DCGM
-exporter publishes per-GPU metrics.
+exporter publishes per-GPU metrics: the list the alerts and dashboards need (DCGM_METRICS).
 """
 
 from __future__ import annotations
@@ -32,6 +32,38 @@ RKE2_CONTAINERD = {
 }
 
 
+# The DCGM exporter's metrics: its image's default list (/etc/dcgm-exporter/dcp-metrics-included.csv,
+# which the operator points DCGM_EXPORTER_COLLECTORS at: github.com/NVIDIA/gpu-operator@v25.3.4
+# assets/state-dcgm-exporter/0900_daemonset.yaml) has DCGM_FI_DEV_THERMAL_VIOLATION and
+# DCGM_FI_DEV_ECC_DBE_VOL_TOTAL commented out (github.com/NVIDIA/dcgm-exporter@4.3.1-4.4.0
+# etc/dcp-metrics-included.csv lines 31 and 44), so the alerts and dashboards on them would never
+# see a series. The operator mounts a list of our own instead (values dcgmExporter.config: the chart
+# makes the ConfigMap, templates/dcgm_exporter_config.yaml, key dcgm-metrics.csv; the operator
+# mounts it and sets DCGM_EXPORTER_COLLECTORS to it, controllers/object_controls.go). Format: DCGM
+# field, Prometheus type, help (the same file's header); names as in that file.
+DCGM_METRICS_CONFIGMAP = "sovereign-dcgm-metrics"
+DCGM_METRICS: dict[str, tuple[str, str]] = {
+    "DCGM_FI_DEV_SM_CLOCK": ("gauge", "SM clock frequency (in MHz)."),
+    "DCGM_FI_DEV_MEM_CLOCK": ("gauge", "Memory clock frequency (in MHz)."),
+    "DCGM_FI_DEV_MEMORY_TEMP": ("gauge", "Memory temperature (in C)."),
+    "DCGM_FI_DEV_GPU_TEMP": ("gauge", "GPU temperature (in C)."),
+    "DCGM_FI_DEV_POWER_USAGE": ("gauge", "Power draw (in W)."),
+    "DCGM_FI_DEV_GPU_UTIL": ("gauge", "GPU utilization (in %)."),
+    "DCGM_FI_DEV_MEM_COPY_UTIL": ("gauge", "Memory utilization (in %)."),
+    "DCGM_FI_DEV_XID_ERRORS": ("gauge", "Value of the last XID error encountered."),
+    "DCGM_FI_DEV_THERMAL_VIOLATION": ("counter", "Throttling duration due to thermal constraints (in us)."),
+    "DCGM_FI_DEV_POWER_VIOLATION": ("counter", "Throttling duration due to power constraints (in us)."),
+    "DCGM_FI_DEV_FB_FREE": ("gauge", "Framebuffer memory free (in MiB)."),
+    "DCGM_FI_DEV_FB_USED": ("gauge", "Framebuffer memory used (in MiB)."),
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": ("counter", "Total number of single-bit volatile ECC errors."),
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": ("counter", "Total number of double-bit volatile ECC errors."),
+}
+
+
+def dcgm_metrics_csv() -> str:
+    return "".join(f"{field}, {kind}, {text}\n" for field, (kind, text) in DCGM_METRICS.items())
+
+
 def gpu_operator_values() -> dict[str, object]:
     return {
         "operator": {"defaultRuntime": "containerd"},
@@ -41,7 +73,11 @@ def gpu_operator_values() -> dict[str, object]:
             "env": [{"name": k, "value": v} for k, v in RKE2_CONTAINERD.items()],
         },
         "devicePlugin": {"enabled": True},
-        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        "dcgmExporter": {
+            "enabled": True,
+            "serviceMonitor": {"enabled": True},
+            "config": {"name": DCGM_METRICS_CONFIGMAP, "create": True, "data": dcgm_metrics_csv()},
+        },
         "nfd": {"enabled": True},
         "migManager": {"enabled": False},
     }

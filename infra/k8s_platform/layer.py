@@ -10,6 +10,7 @@ from infra import images
 from infra.config import StackConfig
 from infra.k8s_platform.alerts import AlertRules
 from infra.k8s_platform.cluster_services import ClusterServices
+from infra.k8s_platform.dashboards import Dashboards
 from infra.k8s_platform.gateway import GatewayDeployment
 from infra.k8s_platform.gpu import Autoscaling, GpuSupport
 from infra.k8s_platform.inference import ModelServer
@@ -60,6 +61,10 @@ class PlatformLayer(pulumi.ComponentResource):
         monitored = [*isolated, self.monitoring.release]
         # the alert rules (PrometheusRule: its CRD comes with the monitoring release), phase 1 too
         self.alerts = AlertRules(f"{name}-alerts", cfg, depends_on=[self.monitoring.release], opts=scoped)
+        # the service owner's dashboards (ConfigMaps the monitoring release's Grafana sidecar loads)
+        self.dashboards = Dashboards(
+            f"{name}-dashboards", cfg, depends_on=[self.monitoring.release], opts=scoped
+        )
         self.openbao = OpenBao(f"{name}-openbao", cfg, depends_on=isolated, opts=scoped)
         self.gpu = GpuSupport(f"{name}-gpu", cfg, depends_on=monitored, opts=scoped)
         self.autoscaling = Autoscaling(f"{name}-autoscaling", cfg, depends_on=monitored, opts=scoped)

@@ -24,6 +24,11 @@ Checked over every resource of a program, with its parent and dependencies:
 - **chart-source**: every Helm release's chart comes from the stack's EU registry mirror as an OCI
   artefact by digest (``oci://<mirror host>/…/<chart>@sha256:<64 hex>``, infra/chart_sources.py),
   never from a vendor's repository at deploy time.
+- **dashboard**: every ConfigMap labelled as a Grafana dashboard (the dashboards sidecar's label of a
+  Grafana a Helm release installs: kube-prometheus-stack's ``grafana`` subchart or the grafana chart)
+  is loaded by such a Grafana (its label value, in a namespace its sidecar searches), holds dashboard
+  JSON, and names in its panels only the data source uid that Grafana provisions; a Grafana whose
+  sidecar loads dashboards, without the chart's own, has at least one to load.
 
 The same function runs in ``sovereign plan`` (infra/plan.py, under Pulumi's mocks) and in the
 policy pack (a stack validation policy, infra/policy/__main__.py).
@@ -31,6 +36,7 @@ policy pack (a stack validation policy, infra/policy/__main__.py).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +90,7 @@ OPERATOR_INPUTS: tuple[OperatorInput, ...] = ()
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # crd | storage-class | reference | image | namespace-policy | chart | chart-source
+    kind: str  # crd | storage-class | reference | image | namespace-policy | chart | chart-source | dashboard
     resource: str  # the object (kind namespace/name) and its Pulumi resource name
     missing: str
     fix: str
@@ -294,6 +300,7 @@ def check(
     findings += _ingresses(program, operator_inputs)
     findings += _images(program, facts, mirror, require_mirror)
     findings += _namespaces(program)
+    findings += _dashboards(program)
     unique = {(f.kind, f.resource, f.missing): f for f in findings}
     return sorted(unique.values(), key=lambda f: (f.kind, f.resource, f.missing))
 
@@ -656,6 +663,153 @@ def _ingresses(program: _Program, inputs: Sequence[OperatorInput]) -> list[Findi
                     f"IngressClass {ingress_class!r} (spec.ingressClassName): neither declared by the "
                     f"program nor one of RKE2's (provided: {provided})",
                     "name a class the program or RKE2 provides (infra/policy/charts.py RKE2_INGRESS_CLASSES)",
+                )
+            )
+    return findings
+
+
+@dataclass(frozen=True)
+class _Grafana:
+    """What a Grafana's dashboards sidecar loads and which Prometheus data source uid it provisions."""
+
+    release: Resource
+    label: str
+    label_value: str
+    namespaces: frozenset[str] | None  # None: every namespace ("ALL")
+    datasource_uid: str | None
+    chart_dashboards: bool  # the chart's own dashboards (kube-prometheus-stack defaultDashboardsEnabled)
+
+
+# the charts' defaults (kube-prometheus-stack 88.5.3 values.yaml grafana.sidecar.*, grafana 12.11.1
+# values.yaml sidecar.*): the label, its value, every namespace in kube-prometheus-stack (ALL) and the
+# release's own in the grafana chart (searchNamespace unset), the data source uid "prometheus"; a
+# Grafana with the chart's own dashboards (kube-prometheus-stack's default) is never without any
+_GRAFANA_CHARTS = {"kube-prometheus-stack": ("grafana.", True, "ALL"), "grafana": ("", True, None)}
+
+
+def _grafanas(program: _Program) -> list[_Grafana]:
+    found = []
+    for r in program.k8s:
+        if r.type != HELM_RELEASE:
+            continue
+        chart = charts.chart_name(str(r.inputs.get("chart")))
+        if chart not in _GRAFANA_CHARTS:
+            continue
+        prefix, enabled, search_default = _GRAFANA_CHARTS[chart]
+        values = r.inputs.get("values") if isinstance(r.inputs.get("values"), Mapping) else {}
+        if prefix and not charts.value(values, prefix + "enabled", enabled):
+            continue
+        if not charts.value(values, prefix + "sidecar.dashboards.enabled", chart == "kube-prometheus-stack"):
+            continue
+        search = charts.value(values, prefix + "sidecar.dashboards.searchNamespace", search_default)
+        namespace = r.namespace or "default"
+        if search is None:
+            namespaces: frozenset[str] | None = frozenset({namespace})
+        elif str(search) == "ALL":
+            namespaces = None
+        else:
+            names = search if isinstance(search, list) else str(search).split(",")
+            namespaces = frozenset(str(n).strip() for n in names)
+        datasources = charts.value(values, prefix + "sidecar.datasources.enabled", True) and charts.value(
+            values, prefix + "sidecar.datasources.defaultDatasourceEnabled", True
+        )
+        if chart == "kube-prometheus-stack":
+            own_dashboards = bool(charts.value(values, "grafana.defaultDashboardsEnabled", True))
+        else:
+            own_dashboards = bool(charts.value(values, "dashboards", None))
+        found.append(
+            _Grafana(
+                r,
+                str(charts.value(values, prefix + "sidecar.dashboards.label", "grafana_dashboard")),
+                str(charts.value(values, prefix + "sidecar.dashboards.labelValue", "1")),
+                namespaces,
+                str(charts.value(values, prefix + "sidecar.datasources.uid", "prometheus"))
+                if datasources
+                else None,
+                own_dashboards,
+            )
+        )
+    return found
+
+
+def _datasource_uids(node: Any) -> set[str]:
+    """Every ``datasource.uid`` in a dashboard's panels, targets and variables."""
+    uids: set[str] = set()
+    if isinstance(node, Mapping):
+        source = node.get("datasource")
+        if isinstance(source, Mapping) and source.get("uid") is not None:
+            uids.add(str(source["uid"]))
+        for child in node.values():
+            uids |= _datasource_uids(child)
+    elif isinstance(node, list):
+        for child in node:
+            uids |= _datasource_uids(child)
+    return uids
+
+
+def _dashboards(program: _Program) -> list[Finding]:
+    grafanas = _grafanas(program)
+    keys = {g.label for g in grafanas} | {"grafana_dashboard"}
+    findings = []
+    loaded: dict[str, int] = {g.release.urn: 0 for g in grafanas}
+    for r in program.k8s:
+        labels = r.meta.get("labels") or {}
+        if r.group_kind != ("", "ConfigMap") or not isinstance(labels, Mapping) or not keys & set(labels):
+            continue
+        namespace = r.namespace or "default"
+        loaders = [
+            g
+            for g in grafanas
+            if str(labels.get(g.label)) == g.label_value
+            and (g.namespaces is None or namespace in g.namespaces)
+        ]
+        if not loaders:
+            findings.append(
+                Finding(
+                    "dashboard",
+                    r.label(),
+                    "a Grafana dashboards sidecar that loads it (its label and value, in a namespace the "
+                    f"sidecar searches): {len(grafanas)} Grafana(s) in the program, none loads it",
+                    "enable Grafana and its dashboards sidecar (kube-prometheus-stack grafana.sidecar."
+                    "dashboards) for this label and namespace, or move the ConfigMap",
+                )
+            )
+        for g in loaders:
+            loaded[g.release.urn] += 1
+        data = r.inputs.get("data") or {}
+        for key, text in data.items() if isinstance(data, Mapping) else []:
+            try:
+                dashboard = json.loads(str(text))
+            except ValueError:
+                dashboard = None
+            if not isinstance(dashboard, Mapping) or not isinstance(dashboard.get("panels"), list):
+                findings.append(
+                    Finding(
+                        "dashboard", r.label(), f"dashboard JSON with panels in data.{key}", "fix the JSON"
+                    )
+                )
+                continue
+            provided = {g.datasource_uid for g in loaders if g.datasource_uid}
+            for uid in sorted(_datasource_uids(dashboard) - provided) if loaders else []:
+                findings.append(
+                    Finding(
+                        "dashboard",
+                        r.label(),
+                        f"data source uid {uid!r} (data.{key}): the Grafana that loads it provisions "
+                        f"{sorted(provided) or 'no data source'}",
+                        "name the uid of the sidecar's data source (grafana.sidecar.datasources.uid)",
+                    )
+                )
+    for g in grafanas:
+        if not loaded[g.release.urn] and not g.chart_dashboards:
+            where = "any namespace" if g.namespaces is None else ", ".join(sorted(g.namespaces))
+            findings.append(
+                Finding(
+                    "dashboard",
+                    g.release.label(),
+                    f"dashboards: its sidecar loads ConfigMaps labelled {g.label}={g.label_value} in "
+                    f"{where}, and the program declares none",
+                    "declare the dashboards (infra/k8s_platform/dashboards.py) or turn the sidecar off",
                 )
             )
     return findings
