@@ -394,23 +394,34 @@ class Gateway:
             "shop's own fallback (e.g. 'please call the practice') instead of an AI answer",
         )
 
-    def write_audit(self, ex: Exchange, outcome: str, status: int) -> dict[str, Any] | None:
-        REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
-        ex.counted = True
-        if status == 503:
-            count_unavailable(ex, ex.error or outcome)
+    def write_audit(
+        self, ex: Exchange, outcome: str, status: int, *, answer_waits: bool = False
+    ) -> dict[str, Any] | None:
+        """The request's final record, and the request counted under the status it is answered
+        with. *answer_waits*: the answer goes out only once its record is written; if it cannot be,
+        the caller answers 503 audit_unavailable and counts that instead (never both)."""
         if ex.use_case:
             LATENCY.labels(use_case=ex.use_case, stream=str(ex.stream).lower()).observe(
                 time.perf_counter() - ex.started
             )
-        if ex.tenant is None:
-            return None  # unauthenticated: metrics and access log only
-        try:
-            record = self.audit.append(ex.record(outcome, status), key=ex.audit_key)
-        except (AuditWriteError, KeyUnavailable) as exc:
+        record: dict[str, Any] | None = None
+        failure: Exception | None = None
+        if ex.tenant is not None:  # unauthenticated: metrics and access log only
+            try:
+                record = self.audit.append(ex.record(outcome, status), key=ex.audit_key)
+            except (AuditWriteError, KeyUnavailable) as exc:
+                failure = exc
+        if failure is None or not answer_waits:
+            REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
+            ex.counted = True
+            if status == 503:
+                count_unavailable(ex, ex.error or outcome)
+        if failure is not None:
             AUDIT_FAILURES.inc()
             self.audit_healthy = False
-            log.error("audit record for request %s not written: %s", ex.request_id, exc)
+            log.error("audit record for request %s not written: %s", ex.request_id, failure)
+            return None
+        if record is None:
             return None
         self.audit_problem()
         # below the disk reserve: the next requests are refused before they are forwarded
@@ -800,7 +811,7 @@ class Gateway:
                 502, "upstream_malformed", "the model upstream sent a malformed answer"
             ) from None
         ex.response_bytes = len(content)
-        if self.write_audit(ex, "ok", 200) is None:
+        if self.write_audit(ex, "ok", 200, answer_waits=True) is None:
             raise AuditWriteError("the audit record was not written")
         return Response(content, media_type="application/json", headers=ex.headers)
 
@@ -1227,7 +1238,9 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # in a worker thread: the scrape-time collectors (gateway/scrape_metrics.py) stat the audit
+        # disk and segments and parse certificates, which must not stall the event loop
+        return Response(await run_in_threadpool(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:

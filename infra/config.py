@@ -623,6 +623,13 @@ class AlertReceiverConfig(_Section):
         default_factory=lambda: list(SEVERITIES), min_length=1, description="Alert severities it receives."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value == "null":  # alerts.alertmanager_config's own catch-all receiver
+            raise ValueError("`null` is the built-in receiver that drops unrouted alerts: choose another")
+        return value
+
     @field_validator("url")
     @classmethod
     def _https(cls, value: str) -> str:

@@ -199,9 +199,17 @@ def sla_panels(cfg: StackConfig) -> list[Panel]:
     requests = "sovereign_gateway_requests_total"
     # no recording rule spans the SLO period (alerts.WINDOWS ends at 3d): the budget panel counts the
     # recorded ratio's own counter over slo_days, with the same 5xx selector
-    failed = f'sum by (use_case) (increase({requests}{{{uc},status=~"5.."}}[{days}d]))'
+    # (less the kill switch's 503s, as the recording rules: a suspension spends no budget)
     total = f"sum by (use_case) (increase({requests}{{{uc}}}[{days}d]))"
-    budget = f"1 - ((\n  {failed}\n  or 0 * {total}\n) / {total})\n/ ({_target(cfg, 'error_ratio')})"
+    suspended = (
+        f'sum by (use_case) (increase(sovereign_gateway_unavailable_total{{{uc},code="use_case_suspended"}}'
+        f"[{days}d]))"
+    )
+    failed = (
+        f'(sum by (use_case) (increase({requests}{{{uc},status=~"5.."}}[{days}d])) or 0 * {total})\n'
+        f"  - ({suspended} or 0 * {total})"
+    )
+    budget = f"1 - ((\n  {failed}\n) / {total})\n/ ({_target(cfg, 'error_ratio')})"
     serving = _serving(cfg)
     latency = [
         Panel(

@@ -58,7 +58,13 @@ OPERATOR_PORT = 8080
 # podAntiAffinity selects them so, templates/prometheus/prometheus.yaml)
 OPERATOR_POD = {"app": f"{RELEASE}-operator"}
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
-RETENTION = "15d"
+MIN_RETENTION_DAYS = 15
+
+
+def retention(cfg: StackConfig) -> str:
+    """Prometheus keeps the whole SLO period and a day more: the error budget over
+    ``platform.alerting.slo_days`` (dashboards.py) reads the counters that far back."""
+    return f"{max(MIN_RETENTION_DAYS, cfg.platform.alerting.slo_days + 1)}d"
 # Grafana (the chart's grafana subchart): its dashboards sidecar loads every ConfigMap in the
 # monitoring namespace with this label (dashboards.py makes them), and its Prometheus data source
 # has this uid (the dashboards' panels name it)
@@ -175,9 +181,29 @@ KUBE_PROMETHEUS_WAIT = ChartWait(
 )  # fmt: skip
 
 
+# A page silences the ticket that says the same thing less urgently. No alert name has both
+# severities, so the pairs are named by what they share: a burn-rate page and ticket of one SLO
+# (alerts.py: slo, with use_case or model_name), and the audit disk's two thresholds of one pod.
+# Alertmanager compares `equal` labels as strings, a missing label as "" (prometheus/alertmanager
+# inhibit/inhibit.go, v0.34.0): both sides must be matched narrowly, or a page without use_case
+# and model_name would silence every ticket without them.
+INHIBIT_RULES: list[dict[str, Any]] = [
+    {
+        "source_matchers": ['severity="page"', 'slo=~".+"'],
+        "target_matchers": ['severity="ticket"', 'slo=~".+"'],
+        "equal": ["slo", "use_case", "model_name"],
+    },
+    {
+        "source_matchers": ['alertname="GatewayAuditDiskReserveCrossed"'],
+        "target_matchers": ['alertname="GatewayAuditDiskLow"'],
+        "equal": ["namespace", "pod"],
+    },
+]
+
+
 def alertmanager_values_config(cfg: StackConfig) -> dict[str, Any]:
-    """``alertmanager.config``: alerts.py's routes and receivers, a page inhibiting the ticket of the
-    same alert (the allowlisted grouping labels equal), no template files. Every key of the chart's
+    """``alertmanager.config``: alerts.py's routes and receivers, a page inhibiting the ticket that
+    says the same less urgently (INHIBIT_RULES), no template files. Every key of the chart's
     default (values.yaml alertmanager.config: global, inhibit_rules, route, receivers, templates) is
     set, so none of its defaults (a Watchdog route, severity critical/warning/info inhibitions,
     /etc/alertmanager/config/*.tmpl) survives Helm's merge."""
@@ -186,13 +212,7 @@ def alertmanager_values_config(cfg: StackConfig) -> dict[str, Any]:
         "global": {"resolve_timeout": "5m"},
         "route": config["route"],
         "receivers": config["receivers"],
-        "inhibit_rules": [
-            {
-                "source_matchers": ['severity="page"'],
-                "target_matchers": ['severity="ticket"'],
-                "equal": ["alertname", "use_case", "model_name"],
-            }
-        ],
+        "inhibit_rules": INHIBIT_RULES,
         "templates": [],
     }
 
@@ -466,7 +486,7 @@ def values(cfg: StackConfig) -> dict[str, Any]:
                 "podMonitorSelectorNilUsesHelmValues": False,
                 "ruleSelectorNilUsesHelmValues": False,
                 "probeSelectorNilUsesHelmValues": False,
-                "retention": RETENTION,
+                "retention": retention(cfg),
                 "storageSpec": {
                     "volumeClaimTemplate": {
                         "spec": {

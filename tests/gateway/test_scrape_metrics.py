@@ -264,3 +264,28 @@ def test_phi_values_are_counted_by_category_and_never_shown(
     assert counted[("NAME", "tokenised")] == 6.0  # per request: in the message and the context line
     assert counted.get(("PHONE", "tokenised"), 0) + counted.get(("PHONE", "removed"), 0) == 3.0
     assert "Mustermann" not in text and "1234567" not in text
+
+
+class _FailingAudit:
+    def append(self, record: object, key: object = None) -> None:
+        from gateway.audit import AuditWriteError
+
+        raise AuditWriteError("disk full")
+
+
+@pytest.mark.parametrize("answer_waits", [True, False])
+def test_an_answer_refused_for_its_audit_record_is_not_counted_as_served(answer_waits: bool) -> None:
+    """A non-streamed answer goes out only once its record is written: when it cannot be, the
+    client gets 503 audit_unavailable (counted by the handler), so it must not also count as 200.
+    A status already sent (a stream's 200, an error answer) is counted as sent."""
+    import types
+
+    from gateway.app import REQUESTS, Exchange, Gateway
+
+    use_case = f"audit-count-{answer_waits}"
+    fake = types.SimpleNamespace(audit=_FailingAudit(), audit_healthy=True, audit_problem=lambda: None)
+    ex = Exchange(request_id="r", use_case=use_case, tenant="clinic")
+    assert Gateway.write_audit(fake, ex, "ok", 200, answer_waits=answer_waits) is None  # type: ignore[arg-type]
+    served = REQUESTS.labels(use_case=use_case, status="200")._value.get()
+    assert served == (0 if answer_waits else 1) and ex.counted is not answer_waits
+    assert fake.audit_healthy is False

@@ -162,6 +162,13 @@ def test_a_receiver_outside_the_eu_is_refused_naming_the_field() -> None:
     assert "EU allowlist" in str(err.value)
 
 
+def test_a_receiver_named_like_the_built_in_one_is_refused() -> None:
+    data = _with_alerting({"receivers": [{"name": "null", "url": "http://oncall-bridge.ops.svc:8080/hook"}]})
+    with pytest.raises(StackConfigError) as err:
+        parse("eu-central-prod", data, "test")
+    assert "platform.alerting.receivers.0.name" in str(err.value) and "built-in" in str(err.value)
+
+
 def test_an_in_boundary_receiver_is_accepted() -> None:
     data = _with_alerting(
         {"receivers": [{"name": "oncall", "url": "http://oncall-bridge.ops.svc:8080/hook"}]}

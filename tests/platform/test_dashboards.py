@@ -380,7 +380,7 @@ SLA_CASES = [
 BUDGET_CASES = [
     # 1 in 100 failed, target 0.001: ten times the budget spent
     ("Error budget remaining", "budget", AS, {"use_case": AS}, -9),
-    # no request of catalog-search ever failed (no 5xx series at all): the budget is whole
+    # no request of catalog-search failed, 1 in 3 was suspended: the budget is whole
     ("Error budget remaining", "budget", "catalog-search", {"use_case": "catalog-search"}, 1),
     # 1 in 400 failed, target 0.005: half the budget left
     ("Error budget remaining", "budget", "order-support", {"use_case": "order-support"}, 0.5),
@@ -402,6 +402,9 @@ def _series(steps: int) -> list[dict[str, str]]:
         (f'{req}{{use_case="appointment-scheduling",status="200"}}', 99),
         (f'{req}{{use_case="appointment-scheduling",status="500"}}', 1),
         (f'{req}{{use_case="catalog-search",status="200"}}', 10),
+        # catalog-search suspended in part (the kill switch's 503s): they spend no error budget
+        (f'{req}{{use_case="catalog-search",status="503"}}', 5),
+        ('sovereign_gateway_unavailable_total{use_case="catalog-search",code="use_case_suspended"}', 5),
         (f'{req}{{use_case="order-support",status="200"}}', 399),
         (f'{req}{{use_case="order-support",status="503"}}', 1),
         # TTFT: 10 a step, all in (0.25, 0.5]

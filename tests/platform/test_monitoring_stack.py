@@ -123,18 +123,9 @@ def test_alertmanager_runs_the_stacks_configuration_and_nothing_of_the_charts_de
     expected = alerts.alertmanager_config(cfg)
     assert config["route"] == expected["route"] and config["receivers"] == expected["receivers"]
     assert config["templates"] == [] and am["templateFiles"] == {}
-    assert config["inhibit_rules"] == [
-        {
-            "source_matchers": ['severity="page"'],
-            "target_matchers": ['severity="ticket"'],
-            "equal": ["alertname", "use_case", "model_name"],
-        }
-    ]
-    # the inhibition compares allowlisted labels only, and severities alerts.py uses
-    assert set(config["inhibit_rules"][0]["equal"]) - {"alertname"} <= alerts.LABELS
-    assert {
-        m.split('"')[1] for r in config["inhibit_rules"] for m in r["source_matchers"] + r["target_matchers"]
-    } <= set(alerts.SEVERITIES)
+    assert config["inhibit_rules"] == monitoring.INHIBIT_RULES
+    # the inhibitions compare allowlisted labels only
+    assert {label for r in config["inhibit_rules"] for label in r["equal"]} <= alerts.LABELS
     # Prometheus is wired to it by the chart (templates/prometheus/prometheus.yaml alerting.alertmanagers
     # when alertmanager.enabled), unless alerting is disabled or replaced: neither is
     spec = kps["prometheus"]["prometheusSpec"]
@@ -607,3 +598,82 @@ def test_grafana_reaches_prometheus_the_api_and_dns_only(prod: planner.Plan, cfg
         DNS_EGRESS,
     ]
     assert "0.0.0.0/0" not in {c for c, _ in _flows(spec["egress"], "to")}
+
+
+# --- inhibitions, by Alertmanager's semantics --------------------------------------------------------
+# prometheus/alertmanager v0.34.0 inhibit/inhibit.go: a target alert is muted when an active source
+# alert matches the source matchers, the target matches the target matchers, and every `equal`
+# label has the same value on both (a missing label is the empty string), and the two differ.
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    import re
+
+    for matcher in matchers:
+        name, op, value = re.fullmatch(r'(\w+)(=~|=)"(.*)"', matcher).groups()  # type: ignore[union-attr]
+        got = labels.get(name, "")
+        if not (re.fullmatch(value, got) if op == "=~" else got == value):
+            return False
+    return True
+
+
+def _muted(target: dict[str, str], firing: list[dict[str, str]]) -> bool:
+    return any(
+        source != target
+        and _matches(rule["source_matchers"], source)
+        and _matches(rule["target_matchers"], target)
+        and all(source.get(k, "") == target.get(k, "") for k in rule["equal"])
+        for rule in monitoring.INHIBIT_RULES
+        for source in firing
+    )
+
+
+def _firing(cfg: StackConfig, name: str, **labels: str) -> dict[str, str]:
+    rule = next(r for g in alerts.rule_groups(cfg) for r in g["rules"] if r.get("alert") == name)
+    return {"alertname": name, **rule["labels"], **labels}
+
+
+def test_a_page_silences_the_ticket_of_the_same_slo_and_pod_only(cfg: StackConfig) -> None:
+    fast = _firing(cfg, "ErrorBudgetBurnFast", use_case="patient-support")
+    slow = _firing(cfg, "ErrorBudgetBurnSlow", use_case="patient-support")
+    other = _firing(cfg, "ErrorBudgetBurnSlow", use_case="order-support")
+    assert fast["severity"] == "page" and slow["severity"] == "ticket"
+    assert _muted(slow, [fast]) and not _muted(other, [fast]) and not _muted(fast, [slow])
+    model = {"model_name": "llama31-8b-awq"}
+    assert _muted(_firing(cfg, "TtftBudgetBurnSlow", **model), [_firing(cfg, "TtftBudgetBurnFast", **model)])
+    itl_slow = _firing(cfg, "InterTokenLatencyBudgetBurnSlow", **model)
+    assert not _muted(itl_slow, [_firing(cfg, "TtftBudgetBurnFast", **model)])  # another SLO
+    pod = {"namespace": "sovereign-gateway", "pod": "gw-1"}
+    low = _firing(cfg, "GatewayAuditDiskLow", **pod)
+    assert _muted(low, [_firing(cfg, "GatewayAuditDiskReserveCrossed", **pod)])
+    assert not _muted(
+        low, [_firing(cfg, "GatewayAuditDiskReserveCrossed", namespace="sovereign-gateway", pod="gw-2")]
+    )
+
+
+def test_an_unrelated_page_silences_no_ticket(cfg: StackConfig) -> None:
+    """The trap: a page without use_case/model_name (NodeNotReady) would equal every ticket without
+    them on those labels; the matchers keep it from muting them."""
+    rules = [r for g in alerts.rule_groups(cfg) for r in g["rules"] if "alert" in r]
+    where = {"node": "n1", "namespace": "openbao", "pod": "p", "gpu": "0"}
+    pages = [_firing(cfg, r["alert"], **where) for r in rules
+             if r["labels"]["severity"] == "page" and "slo" not in r["labels"]
+             and r["alert"] != "GatewayAuditDiskReserveCrossed"]  # fmt: skip
+    tickets = [_firing(cfg, r["alert"], **where) for r in rules
+               if r["labels"]["severity"] == "ticket" and r["alert"] != "GatewayAuditDiskLow"]  # fmt: skip
+    assert pages and tickets
+    assert [t["alertname"] for t in tickets if _muted(t, pages)] == []
+
+
+def test_prometheus_keeps_the_whole_slo_period(kps: dict[str, Any], cfg: StackConfig) -> None:
+    """The error-budget panel reads the counters over slo_days: retention must reach back that far."""
+    kept = int(kps["prometheus"]["prometheusSpec"]["retention"].removesuffix("d"))
+    assert kept > cfg.platform.alerting.slo_days
+    longer = cfg.model_copy(
+        update={
+            "platform": cfg.platform.model_copy(
+                update={"alerting": cfg.platform.alerting.model_copy(update={"slo_days": 90})}
+            )
+        }
+    )
+    assert int(monitoring.retention(longer).removesuffix("d")) > 90
