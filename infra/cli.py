@@ -21,9 +21,10 @@ sovereign weights fetch|verify …             model weights from EU object stor
 sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets (infra/storage_cli.py)
 sovereign models import|verify|public-key …  approved weights with a signed manifest in the model bucket
 sovereign evidence --stack NAME              compliance evidence: data flow, residency, controls (md, html)
-sovereign openbao snapshot --stack S         take an OpenBao Raft snapshot into the Object Lock bucket
-sovereign openbao snapshots --stack S        list the snapshots in the bucket
-sovereign openbao restore SNAPSHOT --stack S restore one into a fresh OpenBao, then unseal it
+sovereign openbao snapshot --stack S         a Raft snapshot into the Object Lock bucket and the copy location
+sovereign openbao snapshots --stack S        list the snapshots in both locations [--location primary|copy]
+sovereign openbao restore SNAPSHOT --stack S restore one into a fresh OpenBao, then unseal it [--from-copy]
+sovereign openbao import-file --stack S      DR takeover: `pulumi import --file` JSON of the restored objects
 sovereign incident suspend --use-case N --reason T   the kill switch: refuse a use case (or --all) at
                                              once (503 use_case_suspended); resume | status
 """
@@ -461,12 +462,23 @@ def _openbao_fail(exc: BaseException) -> int:
     return 1
 
 
-def _snapshot_store(args: argparse.Namespace) -> Any:
-    from infra import config, openbao_backup
+def _snapshot_stores(args: argparse.Namespace, only: str | None = None) -> list[Any]:
+    """The primary store, then the copy's (storage.openbao_snapshot_copy); *only* one of them."""
+    from infra import config, objectstore, openbao_backup
 
     if args.stack:
-        return openbao_backup.store_from_stack(config.load(Path(args.stacks_dir), args.stack))
-    return openbao_backup.store_from_target(openbao_backup.load_settings(args.config).target)
+        cfg = config.load(Path(args.stacks_dir), args.stack)
+        if only == "copy":
+            return [openbao_backup.store_from_stack(cfg, "copy", args.copy_profile)]
+        if only == "primary":
+            return [openbao_backup.store_from_stack(cfg)]
+        return openbao_backup.stores_from_stack(cfg, args.copy_profile)
+    stores = openbao_backup.stores_from_settings(openbao_backup.load_settings(args.config))
+    if only is not None:
+        stores = [s for s in stores if s.location == only]
+        if not stores:
+            raise objectstore.StorageError(f"{args.config}: names no {only} location")
+    return stores
 
 
 def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
@@ -475,17 +487,18 @@ def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
     from infra.models import ModelsError
 
     try:
-        store = _snapshot_store(args)
+        store, *copies = _snapshot_stores(args)
         if args.config:  # in the CronJob's pod: Kubernetes auth as its own role
             bao = openbao_backup.kubernetes_login(openbao_backup.load_settings(args.config))
         else:
             address, token = storage_cli.openbao_access(args)
             bao = openbao_backup.client(address, token, args.ca_file)
-        name, snap = openbao_backup.take_and_upload(bao, store)
+        name, snap = openbao_backup.take_and_upload(bao, store, *copies)
     except (StackConfigError, ModelsError, objectstore.StorageError, openbao_backup.BackupError) as exc:
         return _openbao_fail(exc)
-    print(f"sovereign openbao: snapshot {store.url(name)} ({snap.size} bytes, sha256 {snap.sha256}), "
-          f"locked for {store.retention_days} days ({store.lock_mode})")  # fmt: skip
+    for s in (store, *copies):
+        print(f"sovereign openbao: snapshot {s.url(name)} on {s.endpoint} ({s.location}; {snap.size} bytes, "
+              f"sha256 {snap.sha256}), locked for {s.retention_days} days ({s.lock_mode})")  # fmt: skip
     return 0
 
 
@@ -494,13 +507,14 @@ def cmd_openbao_snapshots(args: argparse.Namespace) -> int:
     from infra.config import StackConfigError
 
     try:
-        store = _snapshot_store(args)
-        found = openbao_backup.snapshots(store)
+        for store in _snapshot_stores(args, args.location):
+            found = openbao_backup.snapshots(store)
+            for s in found:
+                print(f"{s.name}  {s.size:>12} bytes  {s.modified.isoformat()}  {store.location}")
+            print(f"{len(found)} snapshot(s) under {store.url()} on {store.endpoint} ({store.location})",
+                  file=sys.stderr)  # fmt: skip
     except (StackConfigError, objectstore.StorageError, openbao_backup.BackupError) as exc:
         return _openbao_fail(exc)
-    for s in found:
-        print(f"{s.name}  {s.size:>12} bytes  {s.modified.isoformat()}")
-    print(f"{len(found)} snapshot(s) under {store.url()}", file=sys.stderr)
     return 0
 
 
@@ -525,12 +539,12 @@ def cmd_openbao_restore(args: argparse.Namespace) -> int:
 
     try:
         address, token = storage_cli.openbao_access(args)
-        store = _snapshot_store(args)
+        [store] = _snapshot_stores(args, "copy" if args.from_copy else "primary")
         with tempfile.TemporaryDirectory(prefix="openbao-restore-") as tmp:
             snap = openbao_backup.download(store, args.snapshot, Path(tmp) / "raft.snap")
             openbao_backup.restore(openbao_backup.client(address, token, args.ca_file), snap.path)
-        print(f"sovereign openbao: restored {args.snapshot} (sha256 {snap.sha256}) into {address}",
-              file=sys.stderr)  # fmt: skip
+        print(f"sovereign openbao: restored {args.snapshot} from the {store.location} location "
+              f"({store.endpoint}; sha256 {snap.sha256}) into {address}", file=sys.stderr)  # fmt: skip
         if not openbao_backup.after_restore(address, args.ca_file):
             print(
                 f"sovereign openbao: {address} stays unsealed: the snapshot is of this cluster (its own keys)"
@@ -554,17 +568,34 @@ def _openbao_parsers(sub: Any) -> None:
     listing = osub.add_parser("snapshots", help="list the snapshots in the bucket")
     rest = osub.add_parser("restore", help="restore a snapshot into a fresh, unsealed OpenBao, then unseal")
     rest.add_argument("snapshot", help="a name from `sovereign openbao snapshots`, or `latest`")
+    from infra import openbao_import  # `import-file`: the DR takeover's `pulumi import --file` JSON
+
+    openbao_import.add_parser(osub)
     commands = ((snap, cmd_openbao_snapshot), (listing, cmd_openbao_snapshots), (rest, cmd_openbao_restore))
     for p, func in commands:
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--stack", help="region stack whose Object Lock bucket holds the snapshots")
         where.add_argument("--config", type=Path, help="the snapshot CronJob's settings file (in the pod)")
         p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+        p.add_argument(
+            "--copy-profile",
+            help="AWS profile with the copy location's key (storage.openbao_snapshot_copy; default: the "
+            "same credentials as the primary's)",
+        )
         if p is not listing:
             p.add_argument("--openbao-address", help="OpenBao URL (default: VAULT_ADDR)")
             p.add_argument("--token-file", help="file with an OpenBao token (default: VAULT_TOKEN)")
             p.add_argument("--ca-file", type=Path, help="CA certificate OpenBao's TLS certificate chains to")
         p.set_defaults(func=func)
+    listing.add_argument(
+        "--location", choices=("primary", "copy"),
+        help="only the primary bucket or only the copy (storage.openbao_snapshot_copy); default: both",
+    )  # fmt: skip
+    rest.add_argument(
+        "--from-copy", action="store_true",
+        help="read the snapshot from the copy location (storage.openbao_snapshot_copy): the DR takeover, "
+        "when the primary region's object storage is lost",
+    )  # fmt: skip
     rest.add_argument(
         "--unseal", action="store_true",
         help="then read the original unseal keys (without echo at a terminal, else one per line on stdin)",

@@ -60,7 +60,8 @@ SECTIONS = (
 # stack secrets (`pulumi config set --secret sovereign-llm:KEY`), never in a section
 ETCD_SECRET_KEYS = ("etcd_s3_access_key", "etcd_s3_secret_key")
 # the platform's Secrets (infra/k8s_platform/secrets.py): the gateway's client-key store, the weights
-# Job's read-only keys, the audit-ship sidecar's write-only keys, the OpenBao snapshot CronJob's
+# Job's read-only keys, the audit-ship sidecar's write-only keys, the OpenBao snapshot CronJob's (for
+# the primary bucket and for the copy location, storage.openbao_snapshot_copy)
 PLATFORM_SECRET_KEYS = (
     "gateway_client_keys",
     "models_s3_access_key",
@@ -69,6 +70,8 @@ PLATFORM_SECRET_KEYS = (
     "audit_s3_secret_key",
     "openbao_snapshot_s3_access_key",
     "openbao_snapshot_s3_secret_key",
+    "openbao_snapshot_copy_s3_access_key",
+    "openbao_snapshot_copy_s3_secret_key",
 )
 SECRET_KEYS = ETCD_SECRET_KEYS + PLATFORM_SECRET_KEYS
 
@@ -554,6 +557,13 @@ class OpenBaoDeployConfig(_Section):
         "(docs/platform.md); until then `pulumi up` installs it but configures nothing in it and "
         "deploys nothing that needs it (gateway, models, mTLS certificates).",
     )
+    restored_pki: bool = Field(
+        default=False,
+        description="This OpenBao was restored from another region's snapshot (the DR takeover, "
+        "docs/backup-restore.md): its PKI mounts hold that region's CAs, which the program adopts "
+        "(it reads each mount's default issuer) instead of generating new roots, so the CA Magento "
+        "trusts stays the same. Set it with `initialised: true` before the takeover's `pulumi up`.",
+    )
 
 
 NODE_LOCAL_CLASS = "local-path"  # the GPU servers' disks (infra/k8s_platform/cluster_services.py)
@@ -874,6 +884,38 @@ def s3_location(url: str) -> tuple[str, str]:
     return parts.netloc, prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
+# OpenBao Raft snapshots stay locked this long by default (storage.openbao_snapshot_retention_days)
+OPENBAO_SNAPSHOT_RETENTION_DAYS = 35
+_HEL1 = "https://hel1.your-objectstorage.com"  # the DR region's object storage (an example)
+
+
+class SnapshotCopyConfig(_Section):
+    """A second EU object-storage location that receives a copy of every OpenBao Raft snapshot, so
+    the snapshots survive the loss of the primary region with its object storage (the DR takeover
+    restores from it: docs/backup-restore.md). Its write key is the stack secrets
+    ``openbao_snapshot_copy_s3_access_key`` and ``openbao_snapshot_copy_s3_secret_key``."""
+
+    endpoint: str = Field(
+        description="S3 endpoint URL of another EU location than endpoints.object_storage, e.g. the DR "
+        "region's https://hel1.your-objectstorage.com (the same residency check as every endpoint)."
+    )
+    bucket: str = Field(
+        description="Object Lock bucket there for the copies (`sovereign bootstrap-backend` creates it), "
+        "e.g. sovereign-openbao-snapshots-eu-central."
+    )
+    region: str | None = Field(default=None, description="S3 region of the endpoint (Hetzner: hel1).")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value) or ".." in value:
+            raise ValueError(
+                "not an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.', "
+                "e.g. sovereign-openbao-snapshots-eu-central"
+            )
+        return value
+
+
 class StorageConfig(_Section):
     """Buckets on the stack's EU object storage (``sovereign bootstrap-backend`` creates them):
     Pulumi state (the bucket of endpoints.pulumi_backend), model weights (endpoints.model_source)
@@ -898,6 +940,17 @@ class StorageConfig(_Section):
     region: str | None = Field(
         default=None,
         description="S3 region of the endpoint (Hetzner: fsn1); default: endpoints.pulumi_backend's region=.",
+    )
+    openbao_snapshot_retention_days: int = Field(
+        default=OPENBAO_SNAPSHOT_RETENTION_DAYS, ge=1, le=3650,
+        description="Object Lock retention of each OpenBao snapshot, in the primary bucket and in the "
+        "copy: erasing a tenant by destroying its key is complete only once the last snapshot holding "
+        "the key has expired, so keep it short (docs/backup-restore.md).",
+    )  # fmt: skip
+    openbao_snapshot_copy: SnapshotCopyConfig | None = Field(
+        default=None,
+        description="Where a copy of every OpenBao snapshot goes: another EU location's object storage "
+        "(endpoint, bucket), e.g. the DR region's; without it the snapshots live in this region only.",
     )
     manifest_signing_key: Name = Field(
         default="model-manifests",
@@ -1052,6 +1105,7 @@ class StackConfig(BaseModel):
             if problem := residency.endpoint_problem(receiver.url, extra):
                 problems.append(f"platform.alerting.receivers.{i}.url: {problem}")
         problems.extend(self._etcd_snapshot_problems())
+        problems.extend(self._snapshot_copy_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
                 f"storage.audit_lock_mode: {self.storage.audit_lock_mode!r} — region.environment 'prod' "
@@ -1087,6 +1141,33 @@ class StackConfig(BaseModel):
                     "the snapshots a bucket of their own (its retention and access differ)"
                 )
         return problems
+
+    def _snapshot_copy_problems(self) -> list[str]:
+        copy = self.storage.openbao_snapshot_copy
+        if copy is None:
+            return []
+        key = "storage.openbao_snapshot_copy"
+        if self.storage.audit_archive is None:
+            return [
+                f"{key}: set, but storage.audit_archive is not — OpenBao snapshots are taken only into the "
+                "primary Object Lock bucket (that of storage.audit_archive) and copied from there"
+            ]
+        if urlsplit(copy.endpoint).scheme not in ("https", "http"):
+            return [f"{key}.endpoint: {copy.endpoint!r} — not an S3 endpoint URL, e.g. {_HEL1}"]
+        if problem := residency.endpoint_problem(copy.endpoint, self.residency.entries()):
+            return [f"{key}.endpoint: {problem}"]
+        primary = self.endpoints.object_storage
+
+        def where(url: str) -> str:
+            return urlsplit(url if "://" in url else f"https://{url}").netloc.lower()
+
+        if where(copy.endpoint) == where(primary):
+            return [
+                f"{key}.endpoint: {copy.endpoint!r} — the same object storage as endpoints.object_storage "
+                f"({primary!r}); the copy must be in another location, or it is lost with the primary "
+                "region (e.g. the DR region's https://hel1.your-objectstorage.com)"
+            ]
+        return []
 
     def openbao_nodes(self) -> int:
         """Nodes an OpenBao member may be scheduled on: the control-plane servers and the CPU workers

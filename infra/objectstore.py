@@ -10,7 +10,11 @@ stack — ``sovereign bootstrap-backend --stack NAME``:
 - **models** (``endpoints.model_source``): versioning, encryption, public access blocked;
 - **audit archive** (``storage.audit_archive``): Object Lock (only possible when the bucket is
   created) with a default retention of ``storage.audit_retention_days`` in
-  ``storage.audit_lock_mode``, encryption, public access blocked.
+  ``storage.audit_lock_mode``, encryption, public access blocked;
+- **snapshot copy** (``storage.openbao_snapshot_copy``, on *its own* endpoint, another EU location):
+  Object Lock with a default retention of ``storage.openbao_snapshot_retention_days`` in
+  ``storage.audit_lock_mode``, versioning, encryption, public access blocked. Its key: the AWS
+  profile ``bootstrap(cfg, copy_profile=...)`` names, else the same chain as the others.
 
 Idempotent: a second run changes nothing and says so. Credentials come from boto3's usual
 chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` or a profile); they are never
@@ -19,7 +23,9 @@ printed.
 
 from __future__ import annotations
 
+import configparser
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,8 +73,17 @@ def endpoint_url(endpoint: str) -> str:
     return endpoint if "://" in endpoint else f"https://{endpoint}"
 
 
-def client(endpoint: str, extra: list[residency.EuEndpoint] | None = None, region: str | None = None) -> Any:
-    """A boto3 S3 client for *endpoint*, refused unless the endpoint is inside the EU boundary."""
+def client(
+    endpoint: str,
+    extra: list[residency.EuEndpoint] | None = None,
+    region: str | None = None,
+    *,
+    profile: str | None = None,
+    credentials_file: Path | None = None,
+) -> Any:
+    """A boto3 S3 client for *endpoint*, refused unless the endpoint is inside the EU boundary.
+    Credentials: boto3's usual chain, or the AWS *profile*, or the default profile of the shared-
+    credentials file *credentials_file* (a second location's key beside the first's)."""
     import boto3
     from botocore.config import Config
 
@@ -76,8 +91,26 @@ def client(endpoint: str, extra: list[residency.EuEndpoint] | None = None, regio
     problem = residency.endpoint_problem(url, extra or [])
     if problem:
         raise StorageError(f"object storage endpoint {url!r} {problem}")
+    keys: dict[str, str] = {}
+    if credentials_file is not None:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read_string(credentials_file.read_text(encoding="utf-8"))
+            keys = {
+                "aws_access_key_id": parser["default"]["aws_access_key_id"],
+                "aws_secret_access_key": parser["default"]["aws_secret_access_key"],
+            }
+        except (OSError, KeyError, configparser.Error):
+            raise StorageError(
+                f"no object-storage key for {url} in {credentials_file} (an AWS credentials file with "
+                "aws_access_key_id and aws_secret_access_key under [default])"
+            ) from None
     # a session of its own: the default session keeps the first credentials it resolved
-    return boto3.session.Session().client(
+    try:
+        session = boto3.session.Session(profile_name=profile, **keys)
+    except Exception as exc:  # botocore's ProfileNotFound
+        raise StorageError(f"object storage {url}: AWS profile {profile!r}: {type(exc).__name__}") from None
+    return session.client(
         "s3",
         endpoint_url=url,
         region_name=region or "us-east-1",  # boto3 needs one; S3-compatible servers ignore it
@@ -98,9 +131,10 @@ def stack_region(cfg: StackConfig) -> str | None:
 
 @dataclass(frozen=True)
 class BucketPlan:
-    role: str  # state | models | audit
+    role: str  # state | models | audit | copy (the OpenBao snapshot copy)
     name: str
     object_lock: bool = False
+    endpoint: str | None = None  # another endpoint than endpoints.object_storage (the copy's)
 
 
 @dataclass
@@ -113,6 +147,8 @@ class BucketReport:
     def lines(self) -> list[str]:
         state = "created" if self.created else ("updated" if self.changed else "unchanged")
         out = [f"{self.plan.role:<7} s3://{self.plan.name}: {state}"]
+        if self.plan.endpoint:
+            out[0] += f" (on {self.plan.endpoint})"
         out += [f"          {c}" for c in self.changed]
         out += [f"          WARNING: {u}" for u in self.unsupported]
         return out
@@ -306,13 +342,13 @@ def _ensure_lifecycle(b: _Bucket, noncurrent_days: int) -> None:
             b.report.changed.append(f"lifecycle: old versions expire after {noncurrent_days} days")
 
 
-def _ensure_object_lock(b: _Bucket, mode: str, days: int) -> None:
+def _ensure_object_lock(b: _Bucket, mode: str, days: int, key: str = "storage.audit_archive") -> None:
     current = b.read(b.s3.get_object_lock_configuration, {"ObjectLockConfigurationNotFoundError"})
     config = (current or {}).get("ObjectLockConfiguration", {})
     if config.get("ObjectLockEnabled") != "Enabled":
         raise StorageError(
             f"bucket {b.name!r} exists without Object Lock, which can only be switched on when a bucket is "
-            "created: set storage.audit_archive to a new bucket name and run bootstrap-backend again"
+            f"created: set {key} to a new bucket name and run bootstrap-backend again"
         )
     retention = config.get("Rule", {}).get("DefaultRetention", {})
     if retention.get("Mode") != mode or retention.get("Days") != days:
@@ -322,8 +358,9 @@ def _ensure_object_lock(b: _Bucket, mode: str, days: int) -> None:
         b.report.changed.append(f"object lock: {mode}, {days} days default retention")
 
 
-def bootstrap(cfg: StackConfig) -> list[BucketReport]:
-    """Create or correct the stack's buckets; return what was done per bucket."""
+def bootstrap(cfg: StackConfig, copy_profile: str | None = None) -> list[BucketReport]:
+    """Create or correct the stack's buckets, and the snapshot copy's bucket on its own endpoint
+    (storage.openbao_snapshot_copy; its key from *copy_profile*); return what was done per bucket."""
     plans = buckets(cfg)
     s3 = stack_client(cfg)
     endpoint = endpoint_url(cfg.endpoints.object_storage)
@@ -339,6 +376,20 @@ def bootstrap(cfg: StackConfig) -> list[BucketReport]:
         _ensure_private(b)
         if plan.role == "state":
             _ensure_lifecycle(b, cfg.storage.state_noncurrent_days)
+        reports.append(report)
+    if (copy := cfg.storage.openbao_snapshot_copy) is not None:
+        copy_endpoint = endpoint_url(copy.endpoint)
+        report = BucketReport(BucketPlan("copy", copy.bucket, object_lock=True, endpoint=copy_endpoint))
+        copy_s3 = client(copy.endpoint, cfg.residency.entries(), copy.region, profile=copy_profile)
+        b = _Bucket(copy_s3, report, copy_endpoint, cfg.stack)
+        _ensure_exists(b, copy.region)
+        _ensure_object_lock(
+            b, cfg.storage.audit_lock_mode, cfg.storage.openbao_snapshot_retention_days,
+            "storage.openbao_snapshot_copy.bucket",
+        )  # fmt: skip
+        _ensure_versioning(b)
+        _ensure_encryption(b)
+        _ensure_private(b)
         reports.append(report)
     return reports
 

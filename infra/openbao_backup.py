@@ -8,10 +8,14 @@ the custodians' unseal keys, and a server that restores it needs those keys to u
 - **snapshot**: streamed from OpenBao to a temporary file while its SHA-256 is computed, then put
   in the bucket of ``storage.audit_archive`` (the stack's Object Lock bucket) under
   ``SNAPSHOT_PREFIX`` as ``<UTC time>.snap``, with a SHA-256 checksum the server verifies and an
-  Object Lock retention of ``RETENTION_DAYS`` (in ``storage.audit_lock_mode``).
-- **restore**: download a snapshot (its SHA-256 checked against the one recorded at upload), then
-  ``POST sys/storage/raft/snapshot-force`` into a fresh, initialised and unsealed server (force:
-  the fresh server's own unseal keys differ from the snapshot's). OpenBao checks the snapshot's
+  Object Lock retention of ``storage.openbao_snapshot_retention_days`` (in ``storage.audit_lock_mode``);
+  then, with ``storage.openbao_snapshot_copy`` set, the same file under the same name, checksum and
+  lock to the copy location (another EU location's object storage, e.g. the DR region's). A failed
+  copy fails the run after the primary object is safe, naming the location that failed.
+- **restore**: download a snapshot from either location (the DR takeover reads the copy; its SHA-256
+  checked against the one recorded at upload), then ``POST sys/storage/raft/snapshot-force`` into a
+  fresh, initialised and unsealed server (force: the fresh server's own unseal keys differ from the
+  snapshot's). OpenBao checks the snapshot's
   own SHA256SUMS before it installs anything, then seals itself; it unseals with the *original*
   unseal keys, and every token, policy and key of the snapshot is back.
 
@@ -31,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import hvac
 import hvac.exceptions
@@ -39,15 +43,19 @@ import requests
 from pydantic import BaseModel, Field, model_validator
 
 from infra import objectstore, residency
-from infra.config import StackConfig, s3_location
+from infra.config import OPENBAO_SNAPSHOT_RETENTION_DAYS, StackConfig, s3_location
 
 # in the stack's Object Lock bucket (the bucket of storage.audit_archive), beside the audit archive
 SNAPSHOT_PREFIX = "openbao-snapshots/"
-# Snapshots stay locked this long, not the audit archive's ten years: a snapshot holds every tenant's
-# wrapping key, so erasing a tenant by destroying its key (crypto-shredding) is complete only once the
-# last snapshot holding the key has expired. Five weeks: a monthly restore drill always has four
-# weeks of hourly snapshots to choose from.
-RETENTION_DAYS = 35
+# Snapshots stay locked storage.openbao_snapshot_retention_days (default 35), not the audit archive's
+# ten years: a snapshot holds every tenant's wrapping key, so erasing a tenant by destroying its key
+# (crypto-shredding) is complete only once the last snapshot holding the key has expired. Five weeks:
+# a monthly restore drill always has four weeks of hourly snapshots to choose from.
+RETENTION_DAYS = OPENBAO_SNAPSHOT_RETENTION_DAYS  # the default; the stack's value is in its config
+# the primary location (the stack's Object Lock bucket) and the copy (storage.openbao_snapshot_copy)
+Location = Literal["primary", "copy"]
+LOCATIONS: tuple[Location, ...] = get_args(Location)
+COPY_KEY = "storage.openbao_snapshot_copy"
 SNAPSHOT_PATH = "sys/storage/raft/snapshot"
 SNAPSHOT_POLICY = f"""
 # sovereign-openbao-snapshot: read Raft snapshots (the backup CronJob); nothing else.
@@ -70,9 +78,14 @@ class SnapshotStore:
     retention_days: int
     lock_mode: str
     stack: str | None = None
+    location: Location = "primary"
 
     def url(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def describe(self) -> str:
+        """The location for a message: which one, its endpoint and bucket (never a credential)."""
+        return f"the {self.location} location ({self.endpoint}, bucket {self.bucket!r})"
 
 
 class SnapshotTarget(BaseModel):
@@ -85,6 +98,11 @@ class SnapshotTarget(BaseModel):
     retention_days: int = Field(default=RETENTION_DAYS, ge=1, description="Object Lock retention.")
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(default="COMPLIANCE")
     reviewed_hosts: list[residency.ReviewedEndpoint] = Field(default_factory=list)
+    credentials_file: Path | None = Field(
+        default=None,
+        description="AWS shared-credentials file (default profile) with this location's key; "
+        "None: boto3's usual chain (the pod's AWS_SHARED_CREDENTIALS_FILE).",
+    )
 
     @model_validator(mode="after")
     def _endpoint_in_boundary(self) -> SnapshotTarget:
@@ -103,44 +121,78 @@ class SnapshotSettings(BaseModel):
     kubernetes_mount: str = "kubernetes"
     kubernetes_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
     target: SnapshotTarget
+    copy_target: SnapshotTarget | None = Field(
+        default=None, description="The copy location (storage.openbao_snapshot_copy), if the stack has one."
+    )
 
 
-def store_from_stack(cfg: StackConfig) -> SnapshotStore:
-    """The stack's snapshot store: the Object Lock bucket of storage.audit_archive."""
+def store_from_stack(
+    cfg: StackConfig, location: Location = "primary", profile: str | None = None
+) -> SnapshotStore:
+    """The stack's snapshot store in *location*: the Object Lock bucket of storage.audit_archive
+    (primary), or storage.openbao_snapshot_copy's bucket (copy; its key from the AWS *profile*
+    when given, else boto3's usual chain)."""
+    t = target(cfg, location)
+    client = objectstore.client(t.endpoint, cfg.residency.entries(), t.region, profile=profile)
+    return SnapshotStore(
+        client, t.bucket, SNAPSHOT_PREFIX, objectstore.endpoint_url(t.endpoint), t.retention_days,
+        t.lock_mode, cfg.stack, location,
+    )  # fmt: skip
+
+
+def stores_from_stack(cfg: StackConfig, copy_profile: str | None = None) -> list[SnapshotStore]:
+    """The primary store, then the copy's where the stack has one."""
+    stores = [store_from_stack(cfg)]
+    if cfg.storage.openbao_snapshot_copy is not None:
+        stores.append(store_from_stack(cfg, "copy", copy_profile))
+    return stores
+
+
+def target(cfg: StackConfig, location: Location = "primary") -> SnapshotTarget:
+    """The stack's snapshot target in *location* as the CronJob's settings file holds it."""
     if cfg.storage.audit_archive is None:
         raise objectstore.StorageError(
             f"stack {cfg.stack!r}: storage.audit_archive is not set; OpenBao snapshots go to its Object "
             "Lock bucket: name it and run `sovereign bootstrap-backend`"
         )
-    bucket, _ = s3_location(cfg.storage.audit_archive)
-    return SnapshotStore(
-        objectstore.stack_client(cfg), bucket, SNAPSHOT_PREFIX,
-        objectstore.endpoint_url(cfg.endpoints.object_storage), RETENTION_DAYS,
-        cfg.storage.audit_lock_mode, cfg.stack,
-    )  # fmt: skip
-
-
-def target(cfg: StackConfig) -> SnapshotTarget:
-    """The stack's snapshot target as the CronJob's settings file holds it."""
-    if cfg.storage.audit_archive is None:
-        raise objectstore.StorageError(f"stack {cfg.stack!r}: storage.audit_archive is not set")
-    bucket, _ = s3_location(cfg.storage.audit_archive)
-    host = residency.host_of(cfg.endpoints.object_storage)
+    if location == "primary":
+        bucket, _ = s3_location(cfg.storage.audit_archive)
+        endpoint, region = cfg.endpoints.object_storage, objectstore.stack_region(cfg)
+    else:
+        copy = cfg.storage.openbao_snapshot_copy
+        if copy is None:
+            raise objectstore.StorageError(
+                f"stack {cfg.stack!r}: {COPY_KEY} is not set, so there is no copy location: name another EU "
+                "location's endpoint and bucket there (docs/backup-restore.md)"
+            )
+        bucket, endpoint, region = copy.bucket, copy.endpoint, copy.region
+    host = residency.host_of(endpoint)
     reviewed = [
         e for e in cfg.residency.extra_hosts if host == e.host.lower() or host.endswith("." + e.host.lower())
     ]
     return SnapshotTarget(
-        bucket=bucket, endpoint=cfg.endpoints.object_storage, region=objectstore.stack_region(cfg),
-        lock_mode=cfg.storage.audit_lock_mode, reviewed_hosts=reviewed,
+        bucket=bucket, endpoint=endpoint, region=region, lock_mode=cfg.storage.audit_lock_mode,
+        retention_days=cfg.storage.openbao_snapshot_retention_days, reviewed_hosts=reviewed,
     )  # fmt: skip
 
 
-def store_from_target(t: SnapshotTarget) -> SnapshotStore:
-    client = objectstore.client(t.endpoint, [h.entry() for h in t.reviewed_hosts], t.region)
+def store_from_target(t: SnapshotTarget, location: Location = "primary") -> SnapshotStore:
+    client = objectstore.client(
+        t.endpoint, [h.entry() for h in t.reviewed_hosts], t.region, credentials_file=t.credentials_file
+    )
     prefix = t.prefix if t.prefix.endswith("/") else t.prefix + "/"
     return SnapshotStore(
-        client, t.bucket, prefix, objectstore.endpoint_url(t.endpoint), t.retention_days, t.lock_mode
-    )
+        client, t.bucket, prefix, objectstore.endpoint_url(t.endpoint), t.retention_days, t.lock_mode,
+        location=location,
+    )  # fmt: skip
+
+
+def stores_from_settings(settings: SnapshotSettings) -> list[SnapshotStore]:
+    """The CronJob's stores: the primary, then the copy where its settings name one."""
+    stores = [store_from_target(settings.target)]
+    if settings.copy_target is not None:
+        stores.append(store_from_target(settings.copy_target, "copy"))
+    return stores
 
 
 def load_settings(path: Path) -> SnapshotSettings:
@@ -351,11 +403,23 @@ def upload(store: SnapshotStore, snapshot: Snapshot, now: datetime | None = None
     return name
 
 
-def take_and_upload(bao: hvac.Client, store: SnapshotStore) -> tuple[str, Snapshot]:
-    """A snapshot into the bucket; the local copy lives only in a private temporary folder."""
+def take_and_upload(bao: hvac.Client, store: SnapshotStore, *copies: SnapshotStore) -> tuple[str, Snapshot]:
+    """A snapshot into the primary bucket, then under the same name into each copy location; the
+    local file lives only in a private temporary folder. A failed copy raises BackupError once the
+    primary object is safe, naming the location that failed (never a credential)."""
     with tempfile.TemporaryDirectory(prefix="openbao-snapshot-") as tmp:
         snap = take(bao, Path(tmp) / "raft.snap")
-        return upload(store, snap), snap
+        now = datetime.now(UTC)
+        name = upload(store, snap, now)
+        for copy in copies:
+            try:
+                upload(copy, snap, now)
+            except objectstore.StorageError as exc:
+                raise BackupError(
+                    f"snapshot {name} is safe in {store.describe()}, but its copy to {copy.describe()} "
+                    f"failed: {exc}"
+                ) from None
+        return name, snap
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ UNKNOWN_IPV4 = "198.51.100.{n}"  # TEST-NET-2: obviously not a real address
 KUBECONFIG_PLACEHOLDER = "(produced by `sovereign converge` during pulumi up)"
 # outputs only a real deploy produces (certificates and keys): placeholders, marked as such
 _ISSUED = "(issued at deploy time)"
+PKI_ISSUER_READ = "vault:pkiSecret/getBackendIssuer:getBackendIssuer"
 DEPLOY_TIME_OUTPUTS: dict[str, dict[str, str]] = {
     "vault:pkiSecret/secretBackendCert:SecretBackendCert": {
         "serialNumber": _ISSUED, "certificate": _ISSUED, "privateKey": _ISSUED, "issuingCa": _ISSUED,
@@ -230,6 +231,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 {"token": args.token, "command": str(args.args.get("command", "")), "after": before}
             )
             return {"stdout": "", "stderr": ""}, []
+        if args.token == PKI_ISSUER_READ:  # restored_pki: the restored CA, read from OpenBao at deploy
+            # GET <backend>/issuer/<ref> (pulumi-vault pkisecret.get_backend_issuer): both are required
+            if not args.args.get("backend") or not args.args.get("issuerRef"):
+                raise ValueError(f"{PKI_ISSUER_READ}: backend and issuerRef are required")
+            return {
+                "backend": args.args["backend"],
+                "issuerRef": args.args["issuerRef"],
+                "certificate": _ISSUED,
+            }, []
         return {}, []
 
 

@@ -56,7 +56,7 @@ def cmd_bootstrap_backend(args: argparse.Namespace) -> int:
 
     try:
         cfg = _stack(args)
-        reports = objectstore.bootstrap(cfg)
+        reports = objectstore.bootstrap(cfg, copy_profile=args.copy_profile)
     except (StackConfigError, objectstore.StorageError) as exc:
         return _fail("bootstrap-backend", exc)
     print(f"stack {cfg.stack}: buckets on {objectstore.endpoint_url(cfg.endpoints.object_storage)}")
@@ -253,6 +253,11 @@ def add_parsers(sub: Any) -> None:
     )
     boot.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
     boot.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    boot.add_argument(
+        "--copy-profile",
+        help="AWS profile with a key of the OpenBao snapshot copy's object storage "
+        "(storage.openbao_snapshot_copy; default: the same credentials as the stack's)",
+    )
     boot.set_defaults(func=cmd_bootstrap_backend)
 
     models = sub.add_parser("models", help="approved model weights in the EU model bucket, signed manifests")

@@ -65,6 +65,8 @@ def retention(cfg: StackConfig) -> str:
     """Prometheus keeps the whole SLO period and a day more: the error budget over
     ``platform.alerting.slo_days`` (dashboards.py) reads the counters that far back."""
     return f"{max(MIN_RETENTION_DAYS, cfg.platform.alerting.slo_days + 1)}d"
+
+
 # Grafana (the chart's grafana subchart): its dashboards sidecar loads every ConfigMap in the
 # monitoring namespace with this label (dashboards.py makes them), and its Prometheus data source
 # has this uid (the dashboards' panels name it)

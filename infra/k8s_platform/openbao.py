@@ -24,7 +24,7 @@ import yaml
 
 from gateway.files import write_private
 from infra import images, openbao_backup
-from infra.config import PROJECT, StackConfig
+from infra.config import StackConfig
 from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
 from infra.k8s_platform.common import (
@@ -39,7 +39,7 @@ from infra.k8s_platform.common import (
 )
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
-from infra.k8s_platform.secrets import OPENBAO_SNAPSHOT
+from infra.k8s_platform.secrets import OPENBAO_SNAPSHOT, OPENBAO_SNAPSHOT_COPY, credentials_secret
 from infra.local import openbao as local_openbao
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
@@ -366,15 +366,23 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             f"{name}-pki", path="pki", type="pki", max_lease_ttl_seconds=5 * 365 * 24 * 3600, opts=child
         )
         after_pki = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[pki])
-        self.pki_root = vault.pkisecret.SecretBackendRootCert(
-            f"{name}-pki-root",
-            backend="pki",
-            type="internal",
-            common_name=f"{cfg.stack} inference mTLS CA",
-            ttl=str(5 * 365 * 24 * 3600),
-            key_type="ec",
-            key_bits=384,
-            opts=after_pki,
+        # a restored OpenBao (DR takeover) already holds the CA on each PKI mount: generating a root
+        # there would add a second CA with a new key (POST <mount>/root/generate/internal); its
+        # default issuer is read instead (restored_pki, docs/backup-restore.md)
+        restored = cfg.platform.openbao.restored_pki
+        self.pki_root: pulumi.Resource = (
+            pki
+            if restored
+            else vault.pkisecret.SecretBackendRootCert(
+                f"{name}-pki-root",
+                backend="pki",
+                type="internal",
+                common_name=f"{cfg.stack} inference mTLS CA",
+                ttl=str(5 * 365 * 24 * 3600),
+                key_type="ec",
+                key_bits=384,
+                opts=after_pki,
+            )
         )
         # mTLS between the gateway and vLLM: the inference servers' certificates also serve as
         # client certificates for their own exec probes; Prometheus scrapes with metrics-client
@@ -414,16 +422,27 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             opts=child,
         )
         after_ingress_pki = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ingress_pki])
-        self.ingress_pki_root = vault.pkisecret.SecretBackendRootCert(
-            f"{name}-pki-ingress-root",
-            backend=INGRESS_PKI_MOUNT,
-            type="internal",
-            common_name=f"{cfg.stack} gateway ingress CA",
-            ttl=str(5 * 365 * 24 * 3600),
-            key_type="ec",
-            key_bits=384,
-            opts=after_ingress_pki,
-        )
+        if restored:
+            self.ingress_pki_root: pulumi.Resource = ingress_pki
+            # the restored mount's default issuer ("default" names it: GET <mount>/issuer/default)
+            restored_ca = vault.pkisecret.get_backend_issuer_output(
+                backend=INGRESS_PKI_MOUNT,
+                issuer_ref="default",
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=provider, depends_on=[ingress_pki]),
+            )
+            ingress_ca_pem: pulumi.Output[str] = restored_ca.certificate
+        else:
+            root = vault.pkisecret.SecretBackendRootCert(
+                f"{name}-pki-ingress-root",
+                backend=INGRESS_PKI_MOUNT,
+                type="internal",
+                common_name=f"{cfg.stack} gateway ingress CA",
+                ttl=str(5 * 365 * 24 * 3600),
+                key_type="ec",
+                key_bits=384,
+                opts=after_ingress_pki,
+            )
+            self.ingress_pki_root, ingress_ca_pem = root, root.certificate
         self.ingress_pki_role = vault.pkisecret.SecretBackendRole(
             f"{name}-pki-{INGRESS_ROLE}",
             backend=INGRESS_PKI_MOUNT,
@@ -445,7 +464,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             ttl=str(CERT_TTL_S),
             opts=after_ingress_pki,
         )
-        self.ingress_ca_pem: pulumi.Output[str] = self.ingress_pki_root.certificate
+        self.ingress_ca_pem: pulumi.Output[str] = ingress_ca_pem
         self.ingress_pki_ready: list[pulumi.Resource] = [self.ingress_pki_root, self.ingress_pki_role]
         self.policies = [
             vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
@@ -541,6 +560,9 @@ def mtls_secret(
 # access key of the object storage that may only put objects under openbao_backup.SNAPSHOT_PREFIX
 SNAPSHOT_CREDENTIALS = OPENBAO_SNAPSHOT.name  # a missing key blocks `pulumi up` (secrets.missing)
 SNAPSHOT_SECRET_KEYS = OPENBAO_SNAPSHOT.keys
+# the copy location's key (storage.openbao_snapshot_copy), a file of its own beside the primary's
+SNAPSHOT_COPY_CREDENTIALS = OPENBAO_SNAPSHOT_COPY.name
+SNAPSHOT_COPY_KEYS_DIR = "/etc/object-storage-copy"
 
 
 def snapshot_settings(cfg: StackConfig) -> dict[str, object]:
@@ -550,13 +572,25 @@ def snapshot_settings(cfg: StackConfig) -> dict[str, object]:
         ca_file=Path(SNAPSHOT_CA),
         kubernetes_role=SNAPSHOT_APP,
         target=openbao_backup.target(cfg),
+        copy_target=None
+        if cfg.storage.openbao_snapshot_copy is None
+        else openbao_backup.target(cfg, "copy").model_copy(
+            update={"credentials_file": Path(SNAPSHOT_COPY_KEYS_DIR) / "credentials"}
+        ),
     )
     return settings.model_dump(mode="json", exclude_none=True)
 
 
 def snapshot_pod(cfg: StackConfig) -> dict[str, object]:
     """The pod of each snapshot Job: `sovereign openbao snapshot` from the gateway image, logged in
-    with Kubernetes auth as SNAPSHOT_APP, the object-storage key mounted as a credentials file."""
+    with Kubernetes auth as SNAPSHOT_APP, the object-storage key mounted as a credentials file (and the
+    copy location's, storage.openbao_snapshot_copy, as a second file its settings name)."""
+    copy_keys: dict[str, list[dict[str, object]]] = {"mounts": [], "volumes": []}
+    if cfg.storage.openbao_snapshot_copy is not None:
+        copy_keys["mounts"].append({"name": "snapshot-copy-keys", "mountPath": SNAPSHOT_COPY_KEYS_DIR,
+                                    "readOnly": True})  # fmt: skip
+        copy_keys["volumes"].append({"name": "snapshot-copy-keys",
+                                     "secret": {"secretName": SNAPSHOT_COPY_CREDENTIALS}})  # fmt: skip
     container = {
         "name": "snapshot",
         "image": images.reference(cfg, cfg.platform.gateway.image),
@@ -572,6 +606,7 @@ def snapshot_pod(cfg: StackConfig) -> dict[str, object]:
             {"name": "config", "mountPath": str(Path(SNAPSHOT_SETTINGS).parent), "readOnly": True},
             {"name": "openbao-ca", "mountPath": str(Path(SNAPSHOT_CA).parent), "readOnly": True},
             {"name": "snapshot-keys", "mountPath": "/etc/object-storage", "readOnly": True},
+            *copy_keys["mounts"],
             # the snapshot is streamed to a private temporary file before the upload
             {"name": "tmp", "mountPath": "/tmp"},
             {
@@ -594,6 +629,7 @@ def snapshot_pod(cfg: StackConfig) -> dict[str, object]:
             {"name": "openbao-ca",
              "secret": {"secretName": "openbao-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             {"name": "snapshot-keys", "secret": {"secretName": SNAPSHOT_CREDENTIALS}},
+            *copy_keys["volumes"],
             {"name": "tmp", "emptyDir": {"sizeLimit": f"{cfg.platform.openbao.storage_gi}Gi"}},
             {"name": "sa-token", "projected": {"sources": [token]}},
         ],
@@ -627,21 +663,14 @@ class SnapshotSchedule(pulumi.ComponentResource):
             data={"snapshot.yaml": yaml.safe_dump(snapshot_settings(cfg), sort_keys=True)},
             opts=child,
         )
-        config = pulumi.Config(PROJECT)
-        access, secret = (config.get_secret(k) for k in SNAPSHOT_SECRET_KEYS)
-        placeholder = "(a stack secret: set before `pulumi up`)"
-        pair = pulumi.Output.all(
-            *(pulumi.Output.secret(placeholder if v is None else v) for v in (access, secret))
-        )
-        self.credentials = k8s.core.v1.Secret(
-            f"{name}-credentials",
-            metadata={"name": SNAPSHOT_CREDENTIALS, "namespace": OPENBAO_NS, "labels": {
-                **labels(cfg, SNAPSHOT_CREDENTIALS, "credentials")}},
-            type="Opaque",
-            string_data={"credentials": pair.apply(
-                lambda a: f"[default]\naws_access_key_id = {a[0]}\naws_secret_access_key = {a[1]}\n")},
-            opts=child,
-        )  # fmt: skip
+        # the object-storage keys (stack secrets; a missing one blocks `pulumi up`: secrets.missing)
+        self.credentials = credentials_secret(f"{name}-credentials", cfg, OPENBAO_SNAPSHOT, child)
+        self.copy_credentials: k8s.core.v1.Secret | None = None
+        if cfg.storage.openbao_snapshot_copy is not None:
+            self.copy_credentials = credentials_secret(
+                f"{name}-copy-credentials", cfg, OPENBAO_SNAPSHOT_COPY, child
+            )
+        keys = [self.credentials, *([self.copy_credentials] if self.copy_credentials else [])]
         self.cronjob = k8s.batch.v1.CronJob(
             f"{name}-cronjob",
             metadata={"name": SNAPSHOT_APP, "namespace": OPENBAO_NS, "labels": meta},
@@ -664,7 +693,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*depends_on, self.service_account, self.config, self.credentials],
+                depends_on=[*depends_on, self.service_account, self.config, *keys],
             ),
         )
         self.register_outputs({"schedule": SNAPSHOT_SCHEDULE})

@@ -9,9 +9,18 @@ by its ``hashivault://`` secrets provider), like the etcd snapshot keys (infra/c
   ``models_s3_access_key`` and ``models_s3_secret_key`` (read-only on the model bucket);
 - ``object-storage-audit`` (sovereign-gateway), mounted by the ``audit-ship`` sidecar:
   ``audit_s3_access_key`` and ``audit_s3_secret_key`` (write-only on the audit archive);
-- ``object-storage-openbao-snapshot`` (openbao), mounted by the Raft snapshot CronJob and declared
-  next to it (openbao.py): ``openbao_snapshot_s3_access_key`` and ``openbao_snapshot_s3_secret_key``
-  (may only write the archive bucket's ``openbao-snapshots/`` prefix).
+- ``object-storage-openbao-snapshot`` (openbao), mounted by the Raft snapshot CronJob:
+  ``openbao_snapshot_s3_access_key`` and ``openbao_snapshot_s3_secret_key`` (may only write the
+  archive bucket's ``openbao-snapshots/`` prefix);
+- ``object-storage-openbao-snapshot-copy`` (openbao), mounted by the same CronJob where the stack
+  has ``storage.openbao_snapshot_copy``: ``openbao_snapshot_copy_s3_access_key`` and
+  ``openbao_snapshot_copy_s3_secret_key`` (a key of the copy location's object storage that may
+  only write the copy bucket's ``openbao-snapshots/`` prefix).
+
+The two snapshot Secrets are made by :func:`credentials_secret` here but declared by the CronJob's
+component (openbao.py ``SnapshotSchedule``), which is created before this module's
+``StackSecrets`` (infra/k8s_platform/layer.py) and depends on them; moving the resources here
+would change their Pulumi URNs (a replacement of a Secret with the same name on live stacks).
 
 Why stack secrets and not OpenBao: the S3 keys are issued by the object storage's console
 (Hetzner has no API that OpenBao could rotate them through), and the client-key store is
@@ -89,6 +98,26 @@ OPENBAO_SNAPSHOT = StackSecret(
 )
 
 
+#: the copy location's key (storage.openbao_snapshot_copy): another object storage, another key
+OPENBAO_SNAPSHOT_COPY = StackSecret(
+    "object-storage-openbao-snapshot-copy",
+    "openbao",
+    ("openbao_snapshot_copy_s3_access_key", "openbao_snapshot_copy_s3_secret_key"),
+    "the OpenBao snapshot CronJob's copy to storage.openbao_snapshot_copy",
+    f"`pulumi config set --secret {PROJECT}:openbao_snapshot_copy_s3_access_key` and `… "
+    f"{PROJECT}:openbao_snapshot_copy_s3_secret_key` (a key of the copy location's object storage, "
+    "storage.openbao_snapshot_copy.endpoint, that may only write the copy bucket's openbao-snapshots/ "
+    "prefix; docs/backup-restore.md)",
+)
+
+
+def snapshot_secrets(cfg: StackConfig) -> list[StackSecret]:
+    """The snapshot CronJob's object-storage keys: the primary's, and the copy location's if any."""
+    if not snapshots(cfg):
+        return []
+    return [OPENBAO_SNAPSHOT, *([OPENBAO_SNAPSHOT_COPY] if cfg.storage.openbao_snapshot_copy else [])]
+
+
 def required(cfg: StackConfig) -> list[StackSecret]:
     """The Secrets this stack's platform mounts (phase 2 only: phase 1 deploys nothing that does)."""
     if not cfg.platform.openbao.initialised:
@@ -107,7 +136,7 @@ def missing(cfg: StackConfig) -> list[str]:
     return [
         f"{PROJECT}:{key} is not set: a stack secret that the Secret {s.namespace}/{s.name} is made of "
         f"(for {s.needed_by}); {s.how}"
-        for s in [*required(cfg), *([OPENBAO_SNAPSHOT] if snapshots(cfg) else [])]
+        for s in [*required(cfg), *snapshot_secrets(cfg)]
         for key in s.keys
         if get_config(f"{PROJECT}:{key}") is None
     ]
@@ -135,6 +164,29 @@ def key_store(value: Any) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def _value(config: pulumi.Config, key: str) -> pulumi.Output[Any]:
+    found = config.get_secret_object(key) if key == "gateway_client_keys" else config.get_secret(key)
+    # only a plan gets here without it: `pulumi up` stopped before anything (deploy_blockers)
+    return pulumi.Output.secret(PLAN_PLACEHOLDER) if found is None else pulumi.Output.secret(found)
+
+
+def credentials_secret(
+    resource_name: str, cfg: StackConfig, s: StackSecret, opts: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    """The Secret of an object-storage key pair (*s*: access and secret key) as the ``credentials``
+    file (AWS shared-credentials format) the pods' S3 clients read."""
+    config = pulumi.Config(PROJECT)
+    access, secret = (_value(config, k) for k in s.keys)
+    pair = pulumi.Output.all(access, secret)
+    return k8s.core.v1.Secret(
+        resource_name,
+        metadata={"name": s.name, "namespace": s.namespace, "labels": labels(cfg, s.name, "credentials")},
+        type="Opaque",
+        string_data={"credentials": pair.apply(lambda a: _credentials_file(*a))},
+        opts=opts,
+    )
+
+
 class StackSecrets(pulumi.ComponentResource):
     def __init__(
         self,
@@ -147,24 +199,16 @@ class StackSecrets(pulumi.ComponentResource):
         config = pulumi.Config(PROJECT)
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
 
-        def value(key: str) -> pulumi.Output[Any]:
-            found = config.get_secret_object(key) if key == "gateway_client_keys" else config.get_secret(key)
-            # only a plan gets here without it: `pulumi up` stopped before anything (deploy_blockers)
-            return pulumi.Output.secret(PLAN_PLACEHOLDER) if found is None else pulumi.Output.secret(found)
-
         self.by_name: dict[str, k8s.core.v1.Secret] = {}
-        data: dict[str, pulumi.Input[str]]
         for s in required(cfg):
-            if s is GATEWAY_CLIENT_KEYS:
-                data = {
-                    "keys.json": value("gateway_client_keys").apply(
-                        lambda v: v if v == PLAN_PLACEHOLDER else key_store(v)
-                    )
-                }
-            else:
-                access, secret = (value(k) for k in s.keys)
-                pair = pulumi.Output.all(access, secret)
-                data = {"credentials": pair.apply(lambda a: _credentials_file(*a))}
+            if s is not GATEWAY_CLIENT_KEYS:
+                self.by_name[s.name] = credentials_secret(f"{name}-{s.name}", cfg, s, child)
+                continue
+            data = {
+                "keys.json": _value(config, "gateway_client_keys").apply(
+                    lambda v: v if v == PLAN_PLACEHOLDER else key_store(v)
+                )
+            }
             meta = {"name": s.name, "namespace": s.namespace, "labels": labels(cfg, s.name, "credentials")}
             self.by_name[s.name] = k8s.core.v1.Secret(
                 f"{name}-{s.name}",

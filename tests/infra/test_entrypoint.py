@@ -44,6 +44,8 @@ def platform_secrets() -> dict[str, Any]:
         "audit_s3_secret_key": "A" * 40,
         "openbao_snapshot_s3_access_key": "AK" + "7" * 18,
         "openbao_snapshot_s3_secret_key": "S" * 40,
+        "openbao_snapshot_copy_s3_access_key": "AK" + "6" * 18,
+        "openbao_snapshot_copy_s3_secret_key": "C" * 40,
     }
 
 

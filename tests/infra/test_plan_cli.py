@@ -67,6 +67,9 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         "gateway_client_keys", "models_s3_access_key", "models_s3_secret_key",
         "audit_s3_access_key", "audit_s3_secret_key",
         "openbao_snapshot_s3_access_key", "openbao_snapshot_s3_secret_key",
+        # the snapshot copy's key, where the stack copies its snapshots to another location
+        *(["openbao_snapshot_copy_s3_access_key", "openbao_snapshot_copy_s3_secret_key"]
+          if config.get("storage", {}).get("openbao_snapshot_copy") else []),
     ] if config["platform"]["openbao"]["initialised"] else []  # fmt: skip
     assert [
         b.split(" is not set")[0].removeprefix("sovereign-llm:") for b in found["platform secrets"]

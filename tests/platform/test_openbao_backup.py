@@ -14,7 +14,7 @@ import yaml
 
 from infra import openbao_backup
 from infra import plan as planner
-from infra.config import Rke2Config
+from infra.config import Rke2Config, StackConfigError, parse
 from infra.k8s_platform import openbao as platform_openbao
 from infra.k8s_platform.common import OPENBAO_NS
 from tests.infra.support import plan_of, sections
@@ -147,3 +147,81 @@ def test_phase_one_and_stacks_without_a_bucket_have_no_snapshot_job() -> None:
     data["storage"] = {}
     plan = plan_of(data, stack="eu-central-prod")
     assert not kube(plan, "CronJob") and not kube(plan, "NetworkPolicy", "openbao-snapshot-egress")
+
+
+# -- the copy location (storage.openbao_snapshot_copy): eu-central-prod copies to the DR region, hel1 --
+def test_the_cronjob_copies_to_the_dr_location_with_a_key_of_its_own(prod: planner.Plan) -> None:
+    [config] = kube(prod, "ConfigMap", "openbao-snapshot-config")
+    settings = openbao_backup.SnapshotSettings.model_validate(yaml.safe_load(config["data"]["snapshot.yaml"]))
+    copy = settings.copy_target
+    assert copy is not None
+    assert (copy.endpoint, copy.bucket, copy.region) == (
+        "https://hel1.your-objectstorage.com",
+        "sovereign-openbao-snapshots-eu-central",
+        "hel1",
+    )
+    # the same prefix, lock and retention as the primary; the stack's 35 days in both
+    assert (copy.prefix, copy.lock_mode) == (settings.target.prefix, settings.target.lock_mode)
+    assert copy.retention_days == settings.target.retention_days == 35
+    assert settings.target.credentials_file is None  # the primary's: AWS_SHARED_CREDENTIALS_FILE
+    # the copy's key is a second Secret, mounted where its settings say
+    [cron] = kube(prod, "CronJob", "openbao-snapshot")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "snapshot-copy-keys"]
+    assert volume["secret"]["secretName"] == platform_openbao.SNAPSHOT_COPY_CREDENTIALS
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "snapshot-copy-keys"]
+    assert mount["readOnly"] is True
+    assert str(copy.credentials_file) == f"{mount['mountPath']}/credentials"
+    [secret] = kube(prod, "Secret", platform_openbao.SNAPSHOT_COPY_CREDENTIALS)
+    assert secret["metadata"]["namespace"] == OPENBAO_NS
+    assert secret["stringData"] == {"credentials": "[secret]"}
+    minor = Rke2Config().version.removeprefix("v").split(".")
+    for obj in (cron, secret, config):
+        kubernetes_validate.validate(obj, f"{minor[0]}.{minor[1]}", strict=True)
+
+
+def test_a_missing_copy_key_blocks_the_deploy_and_no_copy_needs_none(prod: planner.Plan) -> None:
+    blockers = [b for b in prod.blockers if "openbao_snapshot_copy_s3_" in b]
+    assert [b.split(" is not set")[0] for b in blockers] == [
+        "sovereign-llm:openbao_snapshot_copy_s3_access_key",
+        "sovereign-llm:openbao_snapshot_copy_s3_secret_key",
+    ]
+    assert all("openbao/object-storage-openbao-snapshot-copy" in b for b in blockers)
+    data = sections("eu-central-prod")
+    del data["storage"]["openbao_snapshot_copy"]
+    plan = plan_of(data, stack="eu-central-prod")
+    assert not [b for b in plan.blockers if "openbao_snapshot_copy" in b]
+    assert not kube(plan, "Secret", platform_openbao.SNAPSHOT_COPY_CREDENTIALS)
+    [cron] = kube(plan, "CronJob", "openbao-snapshot")
+    assert "snapshot-copy-keys" not in str(cron)
+    [config] = kube(plan, "ConfigMap", "openbao-snapshot-config")
+    assert "copy_target" not in yaml.safe_load(config["data"]["snapshot.yaml"])
+
+
+def _refused(storage: dict[str, Any]) -> str:
+    data = sections("eu-central-prod")
+    data["storage"] |= storage
+    with pytest.raises(StackConfigError) as refused:
+        parse("eu-central-prod", data, "test")
+    return str(refused.value)
+
+
+def test_the_copy_location_must_be_another_eu_location_and_the_retention_bounded() -> None:
+    copy = sections("eu-central-prod")["storage"]["openbao_snapshot_copy"]
+    same = _refused({"openbao_snapshot_copy": copy | {"endpoint": "https://FSN1.your-objectstorage.com/"}})
+    assert "storage.openbao_snapshot_copy.endpoint" in same and "the same object storage" in same
+    outside = _refused({"openbao_snapshot_copy": copy | {"endpoint": "https://s3.us-east-1.amazonaws.com"}})
+    assert "storage.openbao_snapshot_copy.endpoint" in outside and "not on the EU allowlist" in outside
+    assert "not an S3 endpoint URL" in _refused(
+        {"openbao_snapshot_copy": copy | {"endpoint": "file:///copies"}}
+    )
+    assert "openbao_snapshot_copy.bucket" in _refused({"openbao_snapshot_copy": copy | {"bucket": "A_B"}})
+    assert "openbao_snapshot_retention_days" in _refused({"openbao_snapshot_retention_days": 0})
+    no_archive = _refused({"audit_archive": None})
+    assert "storage.openbao_snapshot_copy: set, but storage.audit_archive is not" in no_archive
+    # another retention reaches both locations
+    data = sections("eu-central-prod")
+    data["storage"]["openbao_snapshot_retention_days"] = 14
+    cfg = parse("eu-central-prod", data, "test")
+    days = [openbao_backup.target(cfg, where).retention_days for where in openbao_backup.LOCATIONS]
+    assert days == [14, 14]

@@ -25,6 +25,8 @@ MARKERS = {
     "audit_s3_secret_key": "canary-audit-secret-0xCAFE",
     "openbao_snapshot_s3_access_key": "AKCANARYSNAPSHOT0001",
     "openbao_snapshot_s3_secret_key": "canary-snapshot-secret-0xD00D",
+    "openbao_snapshot_copy_s3_access_key": "AKCANARYSNAPCOPY0001",
+    "openbao_snapshot_copy_s3_secret_key": "canary-snapshot-copy-secret-0xF1F1",
 }
 
 
@@ -75,6 +77,7 @@ def test_every_secret_a_pod_mounts_is_declared_by_the_program(prod: planner.Plan
         ("sovereign-gateway", "object-storage-audit"),
         ("sovereign-inference", "object-storage-read"),
         ("openbao", "object-storage-openbao-snapshot"),
+        ("openbao", "object-storage-openbao-snapshot-copy"),
     } <= referenced
     assert referenced - _declared_secrets(prod) == set()
 
@@ -91,6 +94,8 @@ def test_a_plan_without_the_stack_secrets_still_declares_them_and_warns() -> Non
         "sovereign-llm:audit_s3_secret_key",
         "sovereign-llm:openbao_snapshot_s3_access_key",
         "sovereign-llm:openbao_snapshot_s3_secret_key",
+        "sovereign-llm:openbao_snapshot_copy_s3_access_key",
+        "sovereign-llm:openbao_snapshot_copy_s3_secret_key",
     ]
     # each names what needs it and the command that sets it
     assert "sovereign-gateway/gateway-client-keys" in platform[0]
@@ -98,6 +103,9 @@ def test_a_plan_without_the_stack_secrets_still_declares_them_and_warns() -> Non
     assert "pulumi config set --secret sovereign-llm:gateway_client_keys" in platform[0]
     assert "read the model bucket" in platform[1] and "write to the audit archive" in platform[3]
     assert "openbao/object-storage-openbao-snapshot" in platform[5] and "openbao-snapshots/" in platform[5]
+    # the copy location's key is a blocker of its own, naming its Secret and the copy's setting
+    assert "openbao/object-storage-openbao-snapshot-copy" in platform[7]
+    assert "storage.openbao_snapshot_copy" in platform[7]
 
 
 def test_with_every_stack_secret_set_nothing_of_the_platform_blocks(prod: planner.Plan) -> None:
@@ -120,12 +128,14 @@ def test_no_secret_value_reaches_the_plan(prod: planner.Plan, tmp_path: Path) ->
     plan_path, k8s_path = planner.write(prod, tmp_path)
     written = plan_path.read_text() + k8s_path.read_text()
     for marker in ("c4n4ry-hash-0xF00D", "AKCANARYMODELS000001", "canary-models-secret-0xBEEF",
-                   "AKCANARYAUDIT0000001", "canary-audit-secret-0xCAFE"):  # fmt: skip
+                   "AKCANARYAUDIT0000001", "canary-audit-secret-0xCAFE", "AKCANARYSNAPCOPY0001",
+                   "canary-snapshot-copy-secret-0xF1F1"):  # fmt: skip
         assert marker not in written
     secrets = {o["metadata"]["name"]: o for o in prod.kubernetes_objects() if o["kind"] == "Secret"}
     assert secrets["gateway-client-keys"]["stringData"] == {"keys.json": "[secret]"}
     assert secrets["object-storage-read"]["stringData"] == {"credentials": "[secret]"}
     assert secrets["object-storage-audit"]["stringData"] == {"credentials": "[secret]"}
+    assert secrets["object-storage-openbao-snapshot-copy"]["stringData"] == {"credentials": "[secret]"}
 
 
 def test_the_credentials_file_is_what_the_pods_s3_client_reads(tmp_path: Path, monkeypatch: Any) -> None:
