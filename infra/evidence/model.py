@@ -239,6 +239,13 @@ def _endpoints(sections: dict[str, Any]) -> list[tuple[str, str]]:
     if archive and endpoints.get("object_storage"):  # a bucket on the stack's object storage
         host = residency.host_of(str(endpoints["object_storage"]))
         pairs.append(("storage.audit_archive", f"{archive}?endpoint={host}"))
+    copy = (sections.get("storage") or {}).get("openbao_snapshot_copy") or {}
+    if isinstance(copy, dict) and copy.get("endpoint"):  # the OpenBao snapshots' second location
+        pairs.append(("storage.openbao_snapshot_copy.endpoint", str(copy["endpoint"])))
+    receivers = ((sections.get("platform") or {}).get("alerting") or {}).get("receivers") or []
+    for i, receiver in enumerate(receivers):  # where Alertmanager sends alerts
+        if isinstance(receiver, dict) and receiver.get("url"):
+            pairs.append((f"platform.alerting.receivers.{i}.url", str(receiver["url"])))
     return pairs
 
 

@@ -189,3 +189,15 @@ def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     taken = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert taken.returncode == 0 and png_size(shot) == (1280, 2400)
     assert shot.stat().st_size > 100_000  # a rendered page with text and drawing, not a blank one
+
+
+def test_the_snapshot_copy_and_the_alert_receivers_are_in_the_residency_table() -> None:
+    """Every endpoint the platform sends data to is a residency row: the OpenBao snapshots' second
+    location (the data keys) and Alertmanager's receivers (alerts) too."""
+    rows = {r.name: r for r in model.collect(STACKS, "eu-central-prod").residency}
+    copy = rows["storage.openbao_snapshot_copy.endpoint"]
+    assert copy.inside and "hel1" in copy.detail
+    sections = {
+        "platform": {"alerting": {"receivers": [{"name": "oncall", "url": "https://a.example/hook"}]}}
+    }
+    assert ("platform.alerting.receivers.0.url", "https://a.example/hook") in model._endpoints(sections)
