@@ -490,7 +490,14 @@ class InferenceModelConfig(_Section):
     image: str = Field(
         default="vllm/vllm-openai:v0.11.0", description="vLLM image (via the registry mirror)."
     )
-    volume_gi: int = Field(default=40, ge=5, description="Size of the model's weights volume.")
+    volume_gi: int = Field(
+        default=40,
+        ge=5,
+        description="Size of the model's weights volume. With `manifest_sha256` every release is fetched "
+        "into a folder of its own and the fetch keeps the two releases fetched before it (the one "
+        "being replaced, which the running pods still verify, and one more), so the volume must hold "
+        "three releases of the model, plus space for a partial download.",
+    )
 
     @field_validator("source")
     @classmethod

@@ -54,6 +54,7 @@ from infra.local.openbao import TRANSIT_MOUNT
 SIGNATURE_FORMAT = "sovereign-manifest-signature/1"
 RELEASE_FORMAT = "sovereign-model-release/1"
 ROLLBACK_FORMAT = "sovereign-model-rollback/1"
+DEPLOY_FORMAT = "sovereign-model-deploy/1"
 RELEASES_PREFIX = "releases/"
 REASON_MAX = 500
 MIB = 1 << 20
@@ -568,6 +569,21 @@ class RollbackRecord:
     reason: str
     at: str
     who: dict[str, str] = field(default_factory=dict)
+    stack: str = ""
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    """A release deployed to a stack: written after a rollback's `pulumi up` succeeded, or by
+    `sovereign models record-deploy` after an operator's own `pulumi up` (their word for it)."""
+
+    key: str
+    stack: str
+    source: str
+    manifest_sha256: str
+    at: str
+    how: str  # "rollback" or "record-deploy"
+    who: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -575,8 +591,8 @@ def _now() -> str:
 
 
 class ReleaseLog:
-    """``releases/<model>/`` in the bucket of ``endpoints.model_source``: one object per release
-    and per rollback, named ``<UTC time>-<kind>-<sha12>.json`` so that names sort by time."""
+    """``releases/<model>/`` in the bucket of ``endpoints.model_source``: one object per release,
+    per rollback and per deploy, named ``<UTC time>-<kind>-<sha12>.json`` so that names sort by time."""
 
     def __init__(self, cfg: StackConfig, model: str) -> None:
         model_config(cfg, model)
@@ -629,8 +645,20 @@ class ReleaseLog:
         }  # fmt: skip
         key = self._put("rollback", to.manifest_sha256, document)
         return RollbackRecord(
-            key, current.source, current.manifest_sha256, to.source, to.manifest_sha256, reason, at, who
-        )
+            key, current.source, current.manifest_sha256, to.source, to.manifest_sha256, reason, at, who,
+            self.cfg.stack,
+        )  # fmt: skip
+
+    def record_deploy(self, deployed: Release, how: str, who: dict[str, str]) -> DeployRecord:
+        """*deployed* (an approved release) now runs in this stack."""
+        at = _now()
+        document = {
+            "format": DEPLOY_FORMAT, "model": self.model, "stack": self.cfg.stack,
+            "source": deployed.source, "manifest_sha256": deployed.manifest_sha256, "release": deployed.key,
+            "how": how, "who": who, "at": at,
+        }  # fmt: skip
+        key = self._put("deploy", deployed.manifest_sha256, document)
+        return DeployRecord(key, self.cfg.stack, deployed.source, deployed.manifest_sha256, at, how, who)
 
     def _documents(self) -> list[tuple[str, dict[str, Any]]]:
         import botocore.exceptions
@@ -677,9 +705,24 @@ class ReleaseLog:
                 RollbackRecord(
                     key, doc["from"]["source"], doc["from"]["manifest_sha256"], doc["to"]["source"],
                     doc["to"]["manifest_sha256"], str(doc["reason"]), str(doc["at"]),
-                    dict(doc.get("who") or {}),
+                    dict(doc.get("who") or {}), str(doc.get("stack") or ""),
                 )
             )  # fmt: skip
+        return found
+
+    def deploys(self) -> list[DeployRecord]:
+        """The deploys to this log's stack, newest first."""
+        found = []
+        for key, doc in self._documents():
+            if doc.get("format") != DEPLOY_FORMAT or doc.get("stack") != self.cfg.stack:
+                continue
+            try:
+                found.append(
+                    DeployRecord(key, str(doc["stack"]), str(doc["source"]), str(doc["manifest_sha256"]),
+                                 str(doc["at"]), str(doc.get("how") or ""), dict(doc.get("who") or {}))
+                )  # fmt: skip
+            except KeyError as exc:
+                raise ModelsError(f"s3://{self.bucket}/{key}: deploy record without {exc}") from None
         return found
 
 
@@ -731,15 +774,74 @@ class RollbackPlan:
     current: Release
     target: Release
     files: int
+    # the stack pins the target already: an earlier rollback to it (this record) has no deploy
+    # recorded after it, so its deploy failed or was not run; deploy it, do not step back again
+    resume: RollbackRecord | None = None
+
+
+def _ident(r: Release | DeployRecord) -> tuple[str, str]:
+    return r.source, r.manifest_sha256
+
+
+def pending_rollback(
+    stack: str, current: Release, rollbacks: list[RollbackRecord], deploys: list[DeployRecord]
+) -> RollbackRecord | None:
+    """The stack's newest rollback, if it went to the pinned release and no deploy of that release
+    was recorded after it (*rollbacks* and *deploys* newest first)."""
+    last = next((rb for rb in rollbacks if rb.stack == stack), None)
+    if last is None or (last.to_source, last.to_manifest_sha256) != _ident(current):
+        return None
+    if any(_ident(d) == _ident(current) and d.at > last.at for d in deploys):
+        return None
+    return last
+
+
+def previous_deployed(
+    stack: str,
+    current: Release,
+    releases: list[Release],
+    rollbacks: list[RollbackRecord],
+    deploys: list[DeployRecord],
+) -> Release | None:
+    """The release the stack ran before the pinned one: the newest deploy record of another approved
+    release older than the pinned release's newest deploy (if it has one), skipping a release that a
+    rollback left after that deploy (it was rolled back for a reason)."""
+    approved = {_ident(r): r for r in releases}
+    own = [d.at for d in deploys if _ident(d) == _ident(current)]
+    for d in deploys:  # newest first
+        if (own and d.at >= own[0]) or _ident(d) == _ident(current):
+            continue
+        left = any(
+            rb.stack == stack and (rb.from_source, rb.from_manifest_sha256) == _ident(d) and rb.at > d.at
+            for rb in rollbacks
+        )
+        if not left and _ident(d) in approved:
+            return approved[_ident(d)]
+    return None
+
+
+def _candidates(releases: list[Release], current: Release, deploys: list[DeployRecord]) -> str:
+    deployed = {_ident(d) for d in deploys}
+    lines = [
+        f"{r.manifest_sha256} (imported {r.at}{', deployed' if _ident(r) in deployed else ''}) {r.source}"
+        for r in releases
+        if _ident(r) != _ident(current)
+    ]
+    return "; ".join(lines) if lines else "(none: no other approved release)"
 
 
 def plan_rollback(
     cfg: StackConfig, model: str, keys: dict[int, bytes], to: str | None = None
 ) -> RollbackPlan:
-    """Pick the release to return to (the one before the pinned one, or *to*) and re-verify it:
-    the signature and every object against the recorded manifest digest."""
-    releases = ReleaseLog(cfg, model).releases()
-    index, current = current_release(cfg, model, releases)
+    """Pick the release to return to and re-verify it (the signature and every object against
+    the recorded manifest digest): *to*, else the release deployed before the pinned one
+    (``previous_deployed``; the release log's deploy records), else a refusal listing the
+    candidates. If the stack pins the target of an earlier rollback whose deploy was never
+    recorded, the plan is that rollback again (``resume``), not one more step back."""
+    log = ReleaseLog(cfg, model)
+    releases = log.releases()
+    _, current = current_release(cfg, model, releases)
+    resume = None
     if to is not None:
         check_sha256(to, "--to")
         if to == current.manifest_sha256:
@@ -753,16 +855,32 @@ def plan_rollback(
                 f"`sovereign models releases --stack {cfg.stack} --model {model}` lists them"
             )
     else:
-        older = [r for r in releases[index + 1 :] if r.manifest_sha256 != current.manifest_sha256]
-        if not older:
+        rollbacks, deploys = log.rollbacks(), log.deploys()
+        resume = pending_rollback(cfg.stack, current, rollbacks, deploys)
+        found = current if resume is not None else previous_deployed(
+            cfg.stack, current, releases, rollbacks, deploys
+        )  # fmt: skip
+        if found is None:
             raise ModelsError(
-                f"{model}: no approved release before the current one ({current.manifest_sha256[:12]}…, "
-                f"imported {current.at}): nothing to roll back to; choose one with --to SHA256 from "
-                f"`sovereign models releases --stack {cfg.stack} --model {model}`"
+                f"{model}: no release recorded as deployed to stack {cfg.stack} before the current one "
+                f"({current.manifest_sha256[:12]}…, imported {current.at}): the release log records a "
+                "deploy only when `sovereign models rollback` deployed it or an operator ran `sovereign "
+                "models record-deploy` after their `pulumi up`, and the previous import need not be "
+                f"what ran. Choose the release with --to SHA256; candidates, newest first: "
+                f"{_candidates(releases, current, deploys)}"
             )
-        chosen = older[0]
+        chosen = found
     files = verify_model(cfg, model, keys, source=chosen.source, manifest_sha256=chosen.manifest_sha256)
-    return RollbackPlan(current, chosen, files)
+    return RollbackPlan(current, chosen, files, resume)
+
+
+def record_deploy(
+    cfg: StackConfig, model: str, who: dict[str, str], how: str = "record-deploy"
+) -> DeployRecord:
+    """Record that the release the stack file pins now runs in the stack (after `pulumi up`)."""
+    log = ReleaseLog(cfg, model)
+    _, current = current_release(cfg, model, log.releases())
+    return log.record_deploy(current, how, who)
 
 
 # -- the stack file, rewritten in place ----------------------------------------------------------
@@ -860,15 +978,20 @@ def rollback(
     who: dict[str, str],
     to: str | None = None,
 ) -> RollbackResult:
-    """Re-verify the previous release (or *to*), record the rollback, pin it in the stack file.
+    """Re-verify the previously deployed release (or *to*), record the rollback, pin it in the
+    stack file.
 
     Nothing is written unless the release verifies and the rewritten stack file is valid; the
-    record goes before the file, so a pin in the file is never unaudited."""
+    record goes before the file, so a pin in the file is never unaudited. If an earlier rollback
+    to the pinned release was never recorded as deployed (``plan.resume``), nothing is written:
+    the caller deploys it (again) instead of stepping back one more release."""
     from infra import config
 
     reason = check_reason(reason)
     plan = plan_rollback(cfg, model, keys, to)
     path = config.stack_file(stacks_dir, cfg.stack)
+    if plan.resume is not None:  # pinned and recorded already: only the deploy is left
+        return RollbackResult(plan, plan.resume, path)
     new = _pinned_and_checked(path, cfg.stack, model, plan.target.source, plan.target.manifest_sha256)
     record = ReleaseLog(cfg, model).record_rollback(plan.current, plan.target, reason, who)
     path.write_text(new, encoding="utf-8")
@@ -916,6 +1039,8 @@ def deploy(work_dir: Path, stack: str, on_output: Callable[[str], None]) -> str:
         last = str(exc).strip().splitlines()[-1:] or ["(no output)"]
         raise ModelsError(
             f"`pulumi up --stack {stack}` failed: {last[0][:300]}; the stack file is pinned and the rollback "
-            f"recorded: fix the cause and run `{deploy_command(work_dir / 'stacks', stack)}`"
+            f"recorded, no deploy recorded: fix the cause and run the same `sovereign models rollback` "
+            f"again (it deploys the pinned release, it does not step back further), or run "
+            f"`{deploy_command(work_dir / 'stacks', stack)}` and then `sovereign models record-deploy`"
         ) from None
     return str(result.summary.result)

@@ -6,7 +6,9 @@ sovereign models verify --stack S --model M  signature and every object against 
 sovereign models public-key --out FILE       the signing key's public half, for offline checks
 sovereign models releases --stack S --model M    the approved releases, newest first, the pinned one marked
 sovereign models rollback --stack S --model M --reason TEXT [--to SHA256] [--no-deploy]
-                                             re-verify the previous release, pin it, record it, pulumi up
+                                             re-verify the previously deployed release, pin it, record it,
+                                             pulumi up, record the deploy
+sovereign models record-deploy --stack S --model M   record that the pinned release runs (after pulumi up)
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             return _models_releases(args, cfg)
         if args.models_command == "rollback":
             return _models_rollback(args, cfg)
+        if args.models_command == "record-deploy":
+            address, token = openbao_access(args)
+            done = models.record_deploy(cfg, args.model, models.identity(address, token))
+            print(f"sovereign models: {args.model}: {done.source} (manifest {done.manifest_sha256[:12]}…) "
+                  f"recorded as deployed to stack {cfg.stack}: {done.key}")  # fmt: skip
+            return 0
         if args.public_key:
             keys = models.load_public_keys(args.public_key)
         else:
@@ -118,7 +126,10 @@ def _models_import(args: argparse.Namespace, cfg: Any) -> int:
         path = models.pin(
             Path(args.stacks_dir), cfg.stack, args.model, release.source, release.manifest_sha256
         )
-        print(f"pinned in {path}: review the diff, commit it, deploy (docs/runbooks/model-change.md)")
+        print(
+            f"pinned in {path}: review the diff, commit it, deploy, then `sovereign models record-deploy` "
+            "(docs/runbooks/model-change.md)"
+        )
     else:
         print(
             f"pin it: platform.models[{args.model}].source: {release.source} and manifest_sha256: "
@@ -149,6 +160,9 @@ def _models_releases(args: argparse.Namespace, cfg: Any) -> int:
             f"rollback {rb.at}: {rb.from_manifest_sha256[:12]} -> {rb.to_manifest_sha256[:12]} by {who} "
             f"(reason in {rb.key})"
         )
+    for d in log.deploys():
+        who = d.who.get("display_name") or d.who.get("entity_id") or "?"
+        print(f"deployed {d.at}: {d.manifest_sha256[:12]} to stack {cfg.stack} ({d.how}) by {who}")
     return 0
 
 
@@ -171,14 +185,33 @@ def _models_rollback(args: argparse.Namespace, cfg: Any) -> int:
         f"{plan.target.manifest_sha256[:12]}…, imported {plan.target.at}) re-verified: signature valid, "
         f"{plan.files} file(s) match"
     )
-    print(f"pinned in {done.stack_file} (was {plan.current.source}, {plan.current.manifest_sha256[:12]}…)")
-    print(f"rollback recorded: {done.record.key}")
+    if plan.resume is not None:
+        print(
+            f"{done.stack_file} pins it already: the rollback {done.record.key} has no deploy recorded "
+            "after it, so it is deployed now, not rolled back one release further (--to SHA256 chooses "
+            "another)"
+        )
+    else:
+        was = f"{plan.current.source}, {plan.current.manifest_sha256[:12]}…"
+        print(f"pinned in {done.stack_file} (was {was})")
+        print(f"rollback recorded: {done.record.key}")
+    print(
+        f"commit {done.stack_file.name} (if not yet): a `pulumi up` from a checkout without this change "
+        "would deploy the release rolled back from again"
+    )
     if work_dir is None:
-        print(f"not deployed (--no-deploy); deploy with:\n  {models.deploy_command(stacks_dir, cfg.stack)}")
+        print(
+            f"not deployed (--no-deploy); deploy with:\n  {models.deploy_command(stacks_dir, cfg.stack)}\n"
+            f"then record it: sovereign models record-deploy --stack {cfg.stack} --model {args.model}"
+        )
         return 0
     outcome = models.deploy(work_dir, cfg.stack, lambda line: print(line, end=""))
     print(f"sovereign models: pulumi up --stack {cfg.stack}: {outcome}")
-    return 0 if outcome == "succeeded" else 1
+    if outcome != "succeeded":
+        return 1
+    deployed = models.ReleaseLog(cfg, args.model).record_deploy(plan.target, "rollback", who)
+    print(f"deploy recorded: {deployed.key}")
+    return 0
 
 
 def add_archive_flags(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -269,13 +302,17 @@ def add_parsers(sub: Any) -> None:
     )
     rol = msub.add_parser(
         "rollback",
-        help="re-verify the previous approved release, pin it in the stack file, record it, deploy",
+        help="re-verify the previously deployed release, pin it in the stack file, record it, deploy",
     )
-    for p in (imp, ver, rel, rol):
+    dep = msub.add_parser(
+        "record-deploy",
+        help="record that the release the stack file pins runs in the stack (after your pulumi up)",
+    )
+    for p in (imp, ver, rel, rol, dep):
         p.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
         p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
         p.add_argument("--model", required=True, help="a platform.models name of the stack")
-    for p in (imp, ver, rol):
+    for p in (imp, ver, rol, dep):
         _openbao_flags(p)
     imp.add_argument("--from", dest="source", required=True, type=Path, help="the approved model's folder")
     imp.add_argument(
@@ -289,7 +326,9 @@ def add_parsers(sub: Any) -> None:
         required=True,
         help="why (change request id, symptom; at most 500 characters, no patient data)",
     )
-    rol.add_argument("--to", help="the release's manifest SHA-256 (default: the one before the pinned one)")
+    rol.add_argument(
+        "--to", help="the release's manifest SHA-256 (default: the one deployed before the pinned one)"
+    )
     rol.add_argument("--no-deploy", action="store_true", help="pin and record only; print the deploy command")
     rol.add_argument("--public-key", type=Path, help="public key file (`models public-key`) to verify with")
     imp.add_argument("--part-size-mib", type=int, default=64, help="multipart part size (at least 5)")
@@ -306,5 +345,5 @@ def add_parsers(sub: Any) -> None:
     _openbao_flags(pub)
     pub.add_argument("--key", default="model-manifests", help="transit key (storage.manifest_signing_key)")
     pub.add_argument("--out", type=Path, required=True)
-    for p in (imp, ver, pub, rel, rol):
+    for p in (imp, ver, pub, rel, rol, dep):
         p.set_defaults(func=cmd_models)

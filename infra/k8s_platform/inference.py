@@ -19,6 +19,12 @@ advice (pulumi-kubernetes#856: change a property that forces replacement, e.g.
 ``.metadata.name``): the new Job is created, the Deployment rolls once it has completed, and the
 old Job is deleted last. A stack without a pin keeps the fixed name with ``deleteBeforeReplace``
 (the example stacks, which have no imported release to pin): pin every deployed model.
+With a pin each release has a folder of its own on the volume, ``/models/<model>/<manifest_sha256>``
+(``release_dir``): the Job fetches into it, vLLM's ``--model`` and the init container's ``--dir``
+name it, so a fetch of the next release never touches the folder the running pods verify
+(weights.py: reuse and pruning of release folders).
+
+The Deployment's ``spec.replicas`` is set on creation only (``REPLICAS_OWNED_BY_KEDA``).
 
 Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from Prometheus
 (queue length is what a patient waiting for an answer feels; GPU utilisation is not).
@@ -58,9 +64,23 @@ from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 WEIGHTS_MOUNT = "/models"
 
 
+def model_dir(model: InferenceModelConfig) -> str:
+    """The model's folder on its volume: the fetch Job's ``--dest``."""
+    return f"{WEIGHTS_MOUNT}/{model.name}"
+
+
+def release_dir(model: InferenceModelConfig) -> str:
+    """The folder of the release the pods serve: ``/models/<model>/<manifest_sha256>`` with a pin
+    (each release in a folder of its own, which no other release's fetch writes to; see
+    weights.py), the model's folder itself without one."""
+    if model.manifest_sha256 is None:
+        return model_dir(model)
+    return f"{model_dir(model)}/{model.manifest_sha256}"
+
+
 def vllm_args(model: InferenceModelConfig) -> list[str]:
     return [
-        "--model", f"{WEIGHTS_MOUNT}/{model.name}",
+        "--model", release_dir(model),  # the served name stays the model's name: the gateway's
         "--served-model-name", model.name,
         "--host", "0.0.0.0",
         "--port", str(VLLM_PORT),
@@ -109,6 +129,20 @@ def verify_s(model: InferenceModelConfig) -> int:
 
 RELEASE_ANNOTATION = "sovereign-llm.io/weights-release"
 
+# The Deployment's spec.replicas belongs to KEDA once its ScaledObject exists: KEDA's HPA scales the
+# Deployment through the scale subresource (field manager kube-controller-manager). Pulumi sends
+# replicas only when it creates the Deployment (min_replicas, so the pods start before the
+# ScaledObject does; the Kubernetes docs on server-side apply warn that dropping the field before
+# the HPA owns it sets it to 1). On every later `pulumi up` (a release change, a rollback) sending
+# it would either reset the count to min_replicas mid-incident or fail under server-side apply
+# (layer.py) with "conflict with kube-controller-manager with subresource scale: .spec.replicas"
+# (pulumi-kubernetes#2491, pulumi/pulumi#13321). The Kubernetes HPA docs say to remove
+# spec.replicas from a manifest an HPA manages ("Migrating Deployments and StatefulSets to
+# horizontal autoscaling"); with Pulumi the maintainers' advice is ignoreChanges on the field
+# (pulumi-kubernetes#2215, #2258), and #2491 was closed as fixed on that basis. Not checked
+# against a cluster here: tests/platform/test_weights.py proves the option is registered.
+REPLICAS_OWNED_BY_KEDA = ["spec.replicas"]
+
 
 def weights_release(model: InferenceModelConfig) -> str:
     """What the pods serve: ``<source>@sha256:<manifest digest>`` (the source alone without a pin)."""
@@ -136,7 +170,7 @@ def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
         "--source", model.source,
         "--endpoint", cfg.endpoints.object_storage,
         "--manifest", model.manifest,
-        "--dest", f"{WEIGHTS_MOUNT}/{model.name}",
+        "--dest", model_dir(model),  # with a pin, the fetch writes <dest>/<manifest_sha256>/
     ]  # fmt: skip
     if cfg.storage.manifest_public_keys:  # the manifest must carry a valid signature
         args += ["--public-key", f"{MANIFEST_KEY_MOUNT}/keys.json"]
@@ -145,7 +179,7 @@ def fetch_args(cfg: StackConfig, model: InferenceModelConfig) -> list[str]:
 
 def verify_args(model: InferenceModelConfig) -> list[str]:
     """The init container: every file against the manifest, the manifest against the pin."""
-    return ["weights", "verify", "--dir", f"{WEIGHTS_MOUNT}/{model.name}", "--manifest", model.manifest,
+    return ["weights", "verify", "--dir", release_dir(model), "--manifest", model.manifest,
             *pin_args(model)]  # fmt: skip
 
 
@@ -309,6 +343,8 @@ class ModelServer(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata={"name": app, "namespace": INFERENCE_NS, "labels": meta},
             spec={
+                # the count at creation only: KEDA's ScaledObject (its HPA) owns it afterwards; see
+                # REPLICAS_OWNED_BY_KEDA on the options below
                 "replicas": model.min_replicas,
                 # without progress for this long the Deployment reports ProgressDeadlineExceeded, which
                 # Pulumi takes as failure: the default 600 s is shorter than one pod's start
@@ -347,6 +383,7 @@ class ModelServer(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[*depends_on, self.fetch],
                 custom_timeouts=custom_timeouts(self.start_s, model.max_replicas * self.start_s),
+                ignore_changes=REPLICAS_OWNED_BY_KEDA,
             ),
         )
         self.service = k8s.core.v1.Service(

@@ -103,6 +103,11 @@ def two_releases(stacks: Path, bao: Bao, tmp_path: Path) -> tuple[models.Release
     return first, second
 
 
+def deployed(stacks: Path, what: models.Release) -> models.DeployRecord:
+    """What `sovereign models record-deploy` writes after an operator's `pulumi up` of *what*."""
+    return models.ReleaseLog(load(stacks), MODEL).record_deploy(what, "record-deploy", {"display_name": "op"})
+
+
 def cli(
     stacks: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -146,10 +151,20 @@ def test_rollback_pins_the_previous_release_keeps_comments_and_records_who_and_w
     (tmp_path / "token").write_text(token)
     reason = "CHG-1234: v2 answers in the wrong language"
     bao_flags = ["--openbao-address", bao.address, "--token-file", str(tmp_path / "token")]
+    # v1 ran, then v2 (pinned now) was deployed by hand and recorded with record-deploy
+    deployed(stacks, first)
+    recorded = cli(stacks, tmp_path, "record-deploy", *bao_flags)
+    assert recorded.returncode == 0, recorded.stderr
+    assert f"recorded as deployed to stack {STACK}" in recorded.stdout
+    (newest, _) = models.ReleaseLog(load(stacks), MODEL).deploys()
+    assert (newest.manifest_sha256, newest.how) == (second.manifest_sha256, "record-deploy")
+    assert newest.who["display_name"] == "token-release-manager"
     done = cli(stacks, tmp_path, "rollback", "--reason", reason, "--no-deploy", *bao_flags)
     assert done.returncode == 0, done.stderr
     assert "signature valid, 3 file(s) match" in done.stdout
     assert f"pulumi up --stack {STACK}" in done.stdout and "not deployed (--no-deploy)" in done.stdout
+    assert f"sovereign models record-deploy --stack {STACK} --model {MODEL}" in done.stdout
+    assert f"commit Pulumi.{STACK}.yaml" in done.stdout
     # the stack file: exactly the two values changed, every comment and line of layout kept
     after = path.read_text()
     assert after == before.replace(second.source, first.source).replace(
@@ -173,10 +188,12 @@ def test_rollback_pins_the_previous_release_keeps_comments_and_records_who_and_w
     assert token not in raw
     shown = cli(stacks, tmp_path, "releases")
     assert next(line for line in shown.stdout.splitlines() if first.manifest_sha256 in line).startswith("* ")
-    assert "rollback" in shown.stdout
-    # the first release has nothing before it
-    with pytest.raises(models.ModelsError, match=r"no approved release before the current one.*--to SHA256"):
+    assert "rollback" in shown.stdout and "deployed " in shown.stdout
+    # once v1's deploy is recorded, v1 has nothing deployed before it (v2 was rolled back from)
+    models.record_deploy(cfg, MODEL, {"display_name": "op"})
+    with pytest.raises(models.ModelsError, match=r"no release recorded as deployed.*--to SHA256") as refused:
         models.rollback(cfg, stacks, MODEL, reason="again", keys=keys(bao), who={})
+    assert f"{second.manifest_sha256} (imported {second.at}, deployed)" in str(refused.value)
     # --to goes forward again, to any approved release
     again = models.rollback(cfg, stacks, MODEL, reason="CHG-1235: fixed", keys=keys(bao), who={},
                             to=second.manifest_sha256)  # fmt: skip
@@ -184,10 +201,83 @@ def test_rollback_pins_the_previous_release_keeps_comments_and_records_who_and_w
     assert path.read_text() == before
 
 
+def test_rollback_returns_to_the_previous_deployed_release_not_the_previous_import(
+    stacks: Path, bao: Bao, tmp_path: Path, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    """v1 ran; v2 was imported (and pinned) but never deployed; v3 was deployed. A rollback from v3
+    goes to v1, the release that ran (before the fix: v2, the previous import, never tested)."""
+    first, second = two_releases
+    deployed(stacks, first)
+    bucket, _ = config.s3_location(first.source)
+    third = release(stacks, bao, tmp_path, "v3", to=f"s3://{bucket}/{MODEL}-v3/")
+    deployed(stacks, third)
+    done = models.rollback(load(stacks), stacks, MODEL, reason="CHG-3: v3 is slow", keys=keys(bao), who={})
+    assert done.plan.target.manifest_sha256 == first.manifest_sha256 != second.manifest_sha256
+    assert models.model_config(load(stacks), MODEL).manifest_sha256 == first.manifest_sha256
+
+
+def test_without_a_recorded_deploy_rollback_refuses_without_to_and_lists_candidates(
+    stacks: Path, bao: Bao, tmp_path: Path, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    first, second = two_releases
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    before = path.read_bytes()
+    cfg = load(stacks)
+    with pytest.raises(
+        models.ModelsError, match=r"no release recorded as deployed to stack eu-roll"
+    ) as refused:
+        models.rollback(cfg, stacks, MODEL, reason="CHG-5", keys=keys(bao), who={})
+    message = str(refused.value)
+    assert "record-deploy" in message and "--to SHA256" in message
+    assert f"{first.manifest_sha256} (imported {first.at})" in message  # the candidate
+    assert second.manifest_sha256 not in message.partition("candidates")[2]  # not the pinned one
+    assert path.read_bytes() == before
+    assert models.ReleaseLog(cfg, MODEL).rollbacks() == []
+    # --to still works: the operator names the release
+    done = models.rollback(
+        cfg, stacks, MODEL, reason="CHG-5", keys=keys(bao), who={}, to=first.manifest_sha256
+    )
+    assert done.plan.target == first
+
+
+def test_a_rollback_whose_deploy_failed_is_deployed_again_not_stepped_back_further(
+    stacks: Path, bao: Bao, tmp_path: Path, two_releases: tuple[models.Release, models.Release]
+) -> None:
+    """v1, v2, v3 each ran; the rollback v3 -> v2 pinned and recorded, its `pulumi up` failed (no
+    deploy recorded). Running it again deploys v2 (before the fix: it pinned v1, one step more)."""
+    first, second = two_releases
+    deployed(stacks, first)
+    deployed(stacks, second)
+    bucket, _ = config.s3_location(first.source)
+    third = release(stacks, bao, tmp_path, "v3", to=f"s3://{bucket}/{MODEL}-v3/")
+    deployed(stacks, third)
+    path = stacks / f"Pulumi.{STACK}.yaml"
+    done = models.rollback(load(stacks), stacks, MODEL, reason="CHG-6", keys=keys(bao), who={})
+    assert (done.plan.target, done.plan.resume) == (second, None)
+    pinned = path.read_bytes()
+    # the deploy failed: nothing recorded it; the operator runs the same command again
+    token_file = tmp_path / "token"
+    token_file.write_text(publisher_token(bao))
+    again = cli(stacks, tmp_path, "rollback", "--reason", "CHG-6", "--no-deploy", "--openbao-address",
+                bao.address, "--token-file", str(token_file))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "pins it already" in again.stdout and "not rolled back one release further" in again.stdout
+    assert path.read_bytes() == pinned  # still v2
+    assert models.model_config(load(stacks), MODEL).manifest_sha256 == second.manifest_sha256
+    (only,) = models.ReleaseLog(load(stacks), MODEL).rollbacks()  # no second rollback recorded
+    assert only.key == done.record.key
+    plan = models.plan_rollback(load(stacks), MODEL, keys(bao))
+    assert (plan.target, plan.resume) == (second, done.record)
+    # once its deploy is recorded, a further rollback goes to v1 (v3 was rolled back from)
+    models.record_deploy(load(stacks), MODEL, {"display_name": "op"})
+    assert models.plan_rollback(load(stacks), MODEL, keys(bao)).target == first
+
+
 def test_a_changed_object_in_the_old_release_is_refused_and_nothing_is_rewritten(
     stacks: Path, bao: Bao, tmp_path: Path, s3: S3Server, two_releases: tuple[models.Release, models.Release]
 ) -> None:
     first, _ = two_releases
+    deployed(stacks, first)
     bucket, prefix = config.s3_location(first.source)
     s3.client().put_object(Bucket=bucket, Key=prefix + "config.json", Body=b'{"model_type": "evil"}')
     path = stacks / f"Pulumi.{STACK}.yaml"
