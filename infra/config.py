@@ -1160,7 +1160,7 @@ class StackConfig(BaseModel):
                 "primary Object Lock bucket (that of storage.audit_archive) and copied from there"
             ]
         if urlsplit(copy.endpoint).scheme not in ("https", "http"):
-            return [f"{key}.endpoint: {copy.endpoint!r} — not an S3 endpoint URL, e.g. {_HEL1}"]
+            return [f"{key}.endpoint: not an http(s):// S3 endpoint URL; give one, e.g. {_HEL1}"]
         if problem := residency.endpoint_problem(copy.endpoint, self.residency.entries()):
             return [f"{key}.endpoint: {problem}"]
         primary = self.endpoints.object_storage
@@ -1170,9 +1170,9 @@ class StackConfig(BaseModel):
 
         if where(copy.endpoint) == where(primary):
             return [
-                f"{key}.endpoint: {copy.endpoint!r} — the same object storage as endpoints.object_storage "
-                f"({primary!r}); the copy must be in another location, or it is lost with the primary "
-                "region (e.g. the DR region's https://hel1.your-objectstorage.com)"
+                f"{key}.endpoint: the same object storage as endpoints.object_storage; the copy must be in "
+                "another location, or it is lost with the primary region (e.g. the DR region's "
+                "https://hel1.your-objectstorage.com)"
             ]
         return []
 

@@ -212,9 +212,9 @@ def test_the_copy_location_must_be_another_eu_location_and_the_retention_bounded
     assert "storage.openbao_snapshot_copy.endpoint" in same and "the same object storage" in same
     outside = _refused({"openbao_snapshot_copy": copy | {"endpoint": "https://s3.us-east-1.amazonaws.com"}})
     assert "storage.openbao_snapshot_copy.endpoint" in outside and "not on the EU allowlist" in outside
-    assert "not an S3 endpoint URL" in _refused(
-        {"openbao_snapshot_copy": copy | {"endpoint": "file:///copies"}}
-    )
+    not_url = _refused({"openbao_snapshot_copy": copy | {"endpoint": "file:///copies"}})
+    assert "not an http(s):// S3 endpoint URL" in not_url and "file:///copies" not in not_url
+    assert "FSN1" not in same  # the value is never repeated
     assert "openbao_snapshot_copy.bucket" in _refused({"openbao_snapshot_copy": copy | {"bucket": "A_B"}})
     assert "openbao_snapshot_retention_days" in _refused({"openbao_snapshot_retention_days": 0})
     no_archive = _refused({"audit_archive": None})

@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -485,8 +485,10 @@ def test_the_cronjobs_settings_reach_the_copy_with_its_own_credentials_file(
     snap = tmp_path / "raft.snap"
     snap.write_bytes(b"y" * 64)
     digest = hashlib.sha256(snap.read_bytes()).hexdigest()
-    name = openbao_backup.upload(primary, openbao_backup.Snapshot(snap, digest, 64))
-    openbao_backup.upload(copy, openbao_backup.Snapshot(snap, digest, 64))
+    # one time for both, as take_and_upload does: the name is the UTC second (two calls may straddle one)
+    now = datetime.now(UTC)
+    name = openbao_backup.upload(primary, openbao_backup.Snapshot(snap, digest, 64), now)
+    assert openbao_backup.upload(copy, openbao_backup.Snapshot(snap, digest, 64), now) == name
     head = copy_server.client().head_object(Bucket=copy.bucket, Key=copy.prefix + name)
     assert head["ObjectLockMode"] == cfg.storage.audit_lock_mode and head["Metadata"]["sha256"] == digest
     assert openbao_backup.RETENTION_DAYS - 1 <= _locked_days(head).days <= openbao_backup.RETENTION_DAYS
