@@ -786,12 +786,7 @@ class EtcdSnapshotsConfig(_Section):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_RE.match(value) or ".." in value:
-            raise ValueError(
-                "not an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.', "
-                "e.g. sovereign-etcd-eu-central"
-            )
-        return value
+        return bucket_name(value, "sovereign-etcd-eu-central")
 
     @field_validator("folder")
     @classmethod
@@ -879,10 +874,21 @@ class BackendConfig(_Section):
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def is_bucket_name(value: str) -> bool:
+    return bool(_BUCKET_RE.match(value)) and ".." not in value
+
+
+def bucket_name(value: str, example: str) -> str:
+    """*value* if it is an S3 bucket name, else the error a bucket field gives (with *example*)."""
+    if not is_bucket_name(value):
+        raise ValueError(f"not an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.', e.g. {example}")
+    return value
+
+
 def s3_location(url: str) -> tuple[str, str]:
     """(bucket, prefix ending in '/' or empty) of ``s3://bucket/prefix?query``."""
     parts = urlsplit(url)
-    if parts.scheme != "s3" or not _BUCKET_RE.match(parts.netloc) or ".." in parts.netloc:
+    if parts.scheme != "s3" or not is_bucket_name(parts.netloc):
         raise ValueError(
             "must be s3://<bucket>/<prefix>/ with an S3 bucket name (3-63 lowercase letters, digits, "
             "'-' or '.'), e.g. s3://sovereign-audit-eu-central/gateway/"
@@ -915,12 +921,7 @@ class SnapshotCopyConfig(_Section):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_RE.match(value) or ".." in value:
-            raise ValueError(
-                "not an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.', "
-                "e.g. sovereign-openbao-snapshots-eu-central"
-            )
-        return value
+        return bucket_name(value, "sovereign-openbao-snapshots-eu-central")
 
 
 class StorageConfig(_Section):
