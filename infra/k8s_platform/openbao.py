@@ -308,6 +308,16 @@ def ca_trust_file(stack: str, ca_pem: str, folder: Path = TRUST_DIR) -> str:
     return str(path)
 
 
+def root_ca(
+    name: str, backend: str, common_name: str, opts: pulumi.ResourceOptions
+) -> vault.pkisecret.SecretBackendRootCert:
+    """A PKI mount's root CA, generated inside OpenBao (its key never leaves it): EC P-384, 5 years."""
+    return vault.pkisecret.SecretBackendRootCert(
+        name, backend=backend, type="internal", common_name=common_name,
+        ttl=str(5 * 365 * 24 * 3600), key_type="ec", key_bits=384, opts=opts,
+    )  # fmt: skip
+
+
 class OpenBaoConfiguration(pulumi.ComponentResource):
     """What ``infra/local/openbao.py`` does for the dev server, declared for the cluster's OpenBao
     (the audit device is in the server configuration: OpenBao 2.x refuses API-enabled ones)."""
@@ -373,16 +383,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         self.pki_root: pulumi.Resource = (
             pki
             if restored
-            else vault.pkisecret.SecretBackendRootCert(
-                f"{name}-pki-root",
-                backend="pki",
-                type="internal",
-                common_name=f"{cfg.stack} inference mTLS CA",
-                ttl=str(5 * 365 * 24 * 3600),
-                key_type="ec",
-                key_bits=384,
-                opts=after_pki,
-            )
+            else root_ca(f"{name}-pki-root", "pki", f"{cfg.stack} inference mTLS CA", after_pki)
         )
         # mTLS between the gateway and vLLM: the inference servers' certificates also serve as
         # client certificates for their own exec probes; Prometheus scrapes with metrics-client
@@ -432,15 +433,11 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             )
             ingress_ca_pem: pulumi.Output[str] = restored_ca.certificate
         else:
-            root = vault.pkisecret.SecretBackendRootCert(
+            root = root_ca(
                 f"{name}-pki-ingress-root",
-                backend=INGRESS_PKI_MOUNT,
-                type="internal",
-                common_name=f"{cfg.stack} gateway ingress CA",
-                ttl=str(5 * 365 * 24 * 3600),
-                key_type="ec",
-                key_bits=384,
-                opts=after_ingress_pki,
+                INGRESS_PKI_MOUNT,
+                f"{cfg.stack} gateway ingress CA",
+                after_ingress_pki,
             )
             self.ingress_pki_root, ingress_ca_pem = root, root.certificate
         self.ingress_pki_role = vault.pkisecret.SecretBackendRole(
