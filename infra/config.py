@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ SECTIONS = (
     "backend",
     "platform",
     "storage",
+    "evidence",
 )
 
 # Stack secrets under the project namespace that are no section: Pulumi secrets read by the
@@ -871,6 +873,55 @@ class BackendConfig(_Section):
         return self
 
 
+_CLAIM_ID_RE = r"^[A-Za-z0-9.()-]+\.[a-z0-9-]+$"
+
+
+class EvidenceException(_Section):
+    """A claim of the compliance evidence that the controller accepts as not holding, for now."""
+
+    claim: str = Field(
+        pattern=_CLAIM_ID_RE,
+        description="`<control>.<claim>` as `sovereign evidence` names it, e.g. `GDPR-44.state-in-eu`.",
+    )
+    owner: str = Field(
+        min_length=2, max_length=120, description="Who answers for the exception (a role or name)."
+    )
+    reason: str = Field(
+        min_length=10, max_length=1000, description="Why it is accepted, and the plan to end it."
+    )
+    expires: date = Field(
+        description="The day it stops counting (YYYY-MM-DD): after it the claim fails again."
+    )
+
+
+class ClientSiteConfig(_Section):
+    """Where Magento, the client of the gateway, runs: drawn on the data-flow map, checked for residency."""
+
+    location: str = Field(
+        min_length=2, max_length=120, description="Data centre or site, e.g. `Hetzner FSN1`."
+    )
+    jurisdiction: str = Field(
+        description="ISO 3166 code of the country it is in (EU/EEA for a transfer-free map)."
+    )
+    operator: str = Field(min_length=2, max_length=120, description="Who operates it.")
+
+
+class EvidenceConfig(_Section):
+    """Inputs of `sovereign evidence` that the program cannot know: the client's site, exceptions."""
+
+    magento: ClientSiteConfig | None = Field(
+        default=None, description="Magento's site; undeclared, the map draws it outside the boundary."
+    )
+    client_endpoint: str | None = Field(
+        default=None,
+        description="The HTTPS URL Magento calls (its host the load balancer's private address or a name "
+        "for it); undeclared, the client hop has no declared endpoint and is not drawn.",
+    )
+    exceptions: list[EvidenceException] = Field(
+        default_factory=list, description="Claims accepted as not holding, each with owner, reason, expiry."
+    )
+
+
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -1013,6 +1064,7 @@ class StackConfig(BaseModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
