@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
 	  && promtool check rules "$$rules"/*.rules.yaml; rc=$$?; rm -rf "$$rules"; exit $$rc
 
 test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --junitxml=reports/junit/make-test.xml
 
 plan: $(STAMP) ## offline plan of a region stack (Pulumi mocks, no credentials): make plan STACK=eu-north-dr
 	$(BIN)/sovereign plan --stack $(STACK)

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import Bao, S3Server, Upstream, start_bao, start_s3, start_upstream
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_code_revision(record_testsuite_property: Callable[[str, object], None]) -> None:
+    """With --junitxml (make test): the commit and dirty flag this run tested, as testsuite
+    properties, so `sovereign evidence` can tell a result of HEAD from an older one."""
+    from infra.evidence.results import code_properties
+
+    for name, value in code_properties().items():
+        record_testsuite_property(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -90,9 +90,16 @@ def harden(inventory: dict[str, Any], *, playbook: Path = HARDENING, verbosity: 
     return 1
 
 
-def verify(inventory: dict[str, Any], junit: Path, *, pytest_args: list[str] | None = None) -> int:
-    """Run the host checks against every host of *inventory*; write a JUnit report to *junit*."""
+def verify(
+    inventory: dict[str, Any], junit: Path, *, pytest_args: list[str] | None = None, stack: str | None = None
+) -> int:
+    """Run the host checks against every host of *inventory*; write a JUnit report to *junit*,
+    which names the commit the checks ran at, whether the tree had changes, and *stack*."""
+    from infra.evidence.results import code_properties, stamp_junit
+
     junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)  # a run that writes no report must not leave the last one looking new
+    properties = code_properties(REPO_ROOT, stack)  # the code as the run starts
     data = json.loads(json.dumps(inventory))
     data["all"].setdefault("vars", {})["ansible_become"] = True  # the checks read root-only files
     with tempfile.TemporaryDirectory(prefix="sovereign-verify-") as tmp:
@@ -108,6 +115,8 @@ def verify(inventory: dict[str, Any], junit: Path, *, pytest_args: list[str] | N
             cwd=REPO_ROOT, env=env, check=False,
         )  # fmt: skip
     if junit.is_file():
+        # stamped here: this pytest has its own rootdir, so tests/conftest.py's recording does not apply
+        stamp_junit(junit, properties)
         suite = ET.parse(junit).getroot()  # noqa: S314 - the report pytest just wrote, not untrusted input
         suite = suite if suite.tag == "testsuite" else suite[0]
         print(

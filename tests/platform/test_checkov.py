@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from infra import plan as planner
+from infra.evidence import results
 from tests.infra.support import EXAMPLES, REPO, plan_of, sections
 
 CHECKOV = REPO / ".venv-tools" / "bin" / "checkov"
 DOCS = REPO / "docs" / "platform.md"
+# each scan's report, with the commit it scanned: the checkov result `sovereign evidence` shows
+REPORTS = REPO / "reports" / "checkov"
 
 
 def accepted_findings() -> dict[str, str]:
@@ -36,6 +39,7 @@ def scan(tmp_path: Path, stack: str) -> dict[str, list[str]]:
     )  # fmt: skip
     report = json.loads(result.stdout)
     report = report[0] if isinstance(report, list) else report
+    results.write_checkov(REPORTS / f"{stack}.json", stack, report, sorted(accepted_findings()))
     assert report["summary"]["parsing_errors"] == 0
     assert report["summary"]["resource_count"] >= 10
     failed: dict[str, list[str]] = {}
