@@ -106,6 +106,17 @@ class ReviewedEndpoint(BaseModel):
             raise ValueError(f"not an EU/EEA country code; {ART_44}. Use e.g. DE, FI, FR, NL")
         return value.upper()
 
+    @field_validator("host")
+    @classmethod
+    def _not_foreign(cls, value: str) -> str:
+        operator = known_foreign_operator(value)
+        if operator:
+            raise ValueError(
+                f"names a service operated from outside the EU ({operator}); a reviewed entry cannot "
+                "make it EU. Mirror what you need from it to an EU host (docs/region-stacks.md) and list that"
+            )
+        return value
+
     def entry(self) -> EuEndpoint:
         return EuEndpoint(self.host.lower(), self.jurisdiction, self.operator)
 
@@ -124,6 +135,37 @@ EU_ENDPOINTS: tuple[EuEndpoint, ...] = (
     EuEndpoint("s3.gra.io.cloud.ovh.net", "FR", "OVH SAS"),
     EuEndpoint("s3.de.io.cloud.ovh.net", "DE", "OVH SAS"),
 )
+
+# Services operated from outside the EU (or by non-EU companies whose EU regions are not what the
+# host names): a reviewed entry cannot declare them EU. The image registries, code hosts and model hubs
+# that an image pull, a chart or a weights download would otherwise reach, and the US AI APIs.
+KNOWN_FOREIGN_HOSTS: dict[str, str] = {
+    "docker.io": "Docker Inc., US",
+    "docker.com": "Docker Inc., US",
+    "ghcr.io": "GitHub Inc. (Microsoft), US",
+    "github.com": "GitHub Inc. (Microsoft), US",
+    "githubusercontent.com": "GitHub Inc. (Microsoft), US",
+    "quay.io": "Red Hat Inc., US",
+    "gcr.io": "Google LLC, US",
+    "pkg.dev": "Google LLC, US",
+    "registry.k8s.io": "the Linux Foundation (served from Google and Amazon clouds), US",
+    "nvcr.io": "NVIDIA Corp., US",
+    "nvidia.com": "NVIDIA Corp., US",
+    "huggingface.co": "Hugging Face Inc., US",
+    "pulumi.com": "Pulumi Corp., US",
+    "openai.com": "OpenAI, US",
+    "anthropic.com": "Anthropic PBC, US",
+}
+
+
+def known_foreign_operator(host: str) -> str | None:
+    """Who operates *host* when it is a known non-EU service (the host or a subdomain), else None."""
+    host = host.lower().rstrip(".")
+    for suffix, operator in KNOWN_FOREIGN_HOSTS.items():
+        if host == suffix or host.endswith("." + suffix):
+            return operator
+    return None
+
 
 # Pulumi Cloud: state and (by default) secrets would be held by Pulumi Corp. in the US.
 PULUMI_SAAS_HOSTS = frozenset({"api.pulumi.com", "app.pulumi.com"})

@@ -28,6 +28,7 @@ command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v apt-cacher-ng >/dev/null 2>&1 || need_apt+=(apt-cacher-ng)  # the guests' package proxy
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)  # the evidence report's data-flow map
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the evidence report's PDF and its render test
+command -v pdftotext >/dev/null 2>&1 || need_apt+=(poppler-utils)  # the evidence PDF's checks (A4, page numbers) and its page images
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)  # the egress proof's network namespace
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)  # ... and what records every attempt in it
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool: the alert rules' checks and tests

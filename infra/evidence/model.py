@@ -13,10 +13,11 @@ read from the raw stack file.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from infra import config as stack_config
 from infra import plan as planner
 from infra import residency
+from infra.evidence import claims
 from infra.policy.rules import RULES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +52,9 @@ class Hop:
     what: str
     transport: str
     where: str
-    code: str
+    code: str  # the file that declares the implementing resource
+    implemented_by: str = ""  # the planned resource(s) or rendered object(s) the hop comes from
+    outside: tuple[str, ...] = ()  # the hop's ends that are outside the EU boundary (or not declared)
 
 
 @dataclass(frozen=True)
@@ -78,23 +82,77 @@ class UseCase:
     description: str
 
 
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A claim as controls.yaml states it: what is claimed, which check decides it, what proves it."""
+
+    id: str
+    text: str
+    check: str
+    tests: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim with its verdict for one stack."""
+
+    id: str  # "<control>.<claim>"
+    text: str
+    check: str
+    status: str  # holds | fails | excepted | unverified | not applicable
+    reason: str
+    tests: tuple[str, ...]
+    settings: tuple[str, ...]
+    exception: stack_config.EvidenceException | None = None
+
+
 @dataclass
 class Control:
     id: str
     framework: str
     ref: str
     title: str
-    claim: str
+    claim: str  # the control's summary
     code: list[str]
-    tests: list[str]
-    config: list[str]
     docs: list[str]
     findings: list[str]
+    specs: list[ClaimSpec]
+    claims: list[Claim] = field(default_factory=list)
     broken_by: list[Finding] = field(default_factory=list)
 
     @property
+    def tests(self) -> list[str]:
+        return list(dict.fromkeys(t for s in self.specs for t in s.tests))
+
+    @property
+    def config(self) -> list[str]:
+        return list(dict.fromkeys(k for s in self.specs for k in s.settings))
+
+    @property
+    def status(self) -> str:
+        statuses = {c.status for c in self.claims}
+        if self.broken_by or claims.FAILS in statuses or not self.claims:
+            return claims.FAILS
+        for status in (claims.EXCEPTED, claims.UNVERIFIED, claims.HOLDS):
+            if status in statuses:
+                return status
+        return claims.NOT_APPLICABLE
+
+    @property
     def holds(self) -> bool:
-        return not self.broken_by
+        return self.status == claims.HOLDS
+
+
+@dataclass(frozen=True)
+class ExceptionUse:
+    """An exception of the stack config and what it did in this report."""
+
+    claim: str
+    owner: str
+    reason: str
+    expires: str
+    effect: str  # "applied" | "expired" | "not needed: the claim holds" | "names no claim"
 
 
 @dataclass
@@ -113,10 +171,22 @@ class Evidence:
     kubernetes_objects: int
     controls: list[Control]
     runbooks: list[str]
+    exceptions: list[ExceptionUse] = field(default_factory=list)
+    blockers: list[str] = field(
+        default_factory=list
+    )  # what `pulumi up` would refuse before creating anything
+    plan_egress: list[tuple[str, str, str, str]] = field(default_factory=list)  # model.public_egress(plan)
+    provenance: Any = None  # infra.evidence.provenance.Provenance, set by the command
+    results: list[Any] = field(default_factory=list)  # infra.evidence.results.RunResult, set by the command
+    justifications: dict[str, str] = field(default_factory=dict)  # overrides the stack states, with why
+    outcomes_note: str = ""
 
     @property
     def compliant(self) -> bool:
-        return not self.findings
+        return not self.findings and all(c.status != claims.FAILS for c in self.controls)
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.controls for claim in c.claims if claim.status == status)
 
 
 # -- the control mapping and its pointers ------------------------------------------------------
@@ -124,7 +194,20 @@ class Evidence:
 
 def load_controls(path: Path = CONTROLS) -> list[Control]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return [Control(**{k: v for k, v in c.items()}) for c in data["controls"]]
+    controls = []
+    for c in data["controls"]:
+        specs = [
+            ClaimSpec(
+                s["id"], s["text"], s["check"], tuple(s.get("tests") or ()), tuple(s.get("settings") or ())
+            )
+            for s in c.get("claims") or []
+        ]
+        fields = {k: v for k, v in c.items() if k != "claims"}
+        fields.setdefault("code", [])
+        fields.setdefault("docs", [])
+        fields.setdefault("findings", [])
+        controls.append(Control(**fields, specs=specs))
+    return controls
 
 
 def _model_has(model: type[BaseModel], dotted: str) -> bool:
@@ -147,8 +230,18 @@ def unresolved(control: Control, repo: Path = REPO) -> list[str]:
     from gateway.settings import GatewaySettings
 
     problems = []
-    if not control.code or not control.tests:
-        problems.append(f"{control.id}: a control needs at least one code and one test pointer")
+    if not control.code or not control.specs:
+        problems.append(f"{control.id}: a control needs at least one code pointer and one claim")
+    ids = [s.id for s in control.specs]
+    for spec in control.specs:
+        if not claims.known(spec.check):
+            problems.append(
+                f"{control.id}.{spec.id}: check {spec.check} does not exist (infra/evidence/claims.py)"
+            )
+        if not spec.tests:
+            problems.append(f"{control.id}.{spec.id}: a claim needs at least one test that proves it")
+        if ids.count(spec.id) > 1:
+            problems.append(f"{control.id}.{spec.id}: claim id used twice")
     for path in [*control.code, *control.docs]:
         if not (repo / path).exists():
             problems.append(f"{control.id}: {path} does not exist")
@@ -253,8 +346,11 @@ def _extra_hosts(sections: dict[str, Any]) -> list[residency.EuEndpoint]:
     hosts = []
     for h in (sections.get("residency") or {}).get("extra_hosts") or []:
         if isinstance(h, dict) and str(h.get("jurisdiction", "")).upper() in residency.EU_EEA_COUNTRIES:
-            hosts.append(residency.EuEndpoint(str(h.get("host", "")).lower(), str(h["jurisdiction"]).upper(),
-                                              str(h.get("operator", ""))))  # fmt: skip
+            hosts.append(
+                residency.EuEndpoint(
+                    str(h.get("host", "")).lower(), str(h["jurisdiction"]).upper(), str(h.get("operator", ""))
+                )
+            )
     return hosts
 
 
@@ -285,8 +381,14 @@ def residency_from_sections(sections: dict[str, Any]) -> list[ResidencyRow]:
         rows.append(_location_row("cloud resource", "network.zone", "network zone", str(zone)))
     for i, server in enumerate((sections.get("gpu_pool") or {}).get("servers") or []):
         if isinstance(server, dict) and server.get("datacenter"):
-            rows.append(_location_row("dedicated server", f"gpu_pool.servers.{i}.datacenter",
-                                      str(server.get("name")), str(server["datacenter"])))  # fmt: skip
+            rows.append(
+                _location_row(
+                    "dedicated server",
+                    f"gpu_pool.servers.{i}.datacenter",
+                    str(server.get("name")),
+                    str(server["datacenter"]),
+                )
+            )
     extra = _extra_hosts(sections)
     rows += [_endpoint_row(name, value, extra) for name, value in _endpoints(sections)]
     return rows
@@ -295,53 +397,264 @@ def residency_from_sections(sections: dict[str, Any]) -> list[ResidencyRow]:
 # -- the data flow -----------------------------------------------------------------------------
 
 
-def hops(cfg: stack_config.StackConfig) -> list[Hop]:
+def _where(cfg: stack_config.StackConfig, endpoint: str) -> str:
+    host = residency.host_of(endpoint)
+    entry = residency.match_endpoint(host, cfg.residency.entries()) if host else None
+    return f"{host} ({entry.jurisdiction}, {entry.operator})" if entry else (host or endpoint)
+
+
+_INTERNAL = [
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+              "100.64.0.0/10",
+              "fc00::/7", "fe80::/10", "::1/128")
+]  # fmt: skip
+
+
+def _public(cidr: str) -> bool:
+    """Whether *cidr* reaches past the private network and the cluster (RFC 1918, loopback, link-local,
+    CGNAT). Documentation ranges (TEST-NET, which the examples use) count as public: they stand for
+    real public addresses."""
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return not any(network.version == n.version and network.subnet_of(n) for n in _INTERNAL)  # type: ignore[arg-type]
+
+
+def _peer(rule: dict[str, Any]) -> str:
+    return ", ".join(str(p["ipBlock"]["cidr"]) for p in rule.get("to", []) if "ipBlock" in p)
+
+
+def _selected(policy: dict[str, Any]) -> str:
+    labels = (policy["spec"].get("podSelector") or {}).get("matchLabels") or {}
+    pods = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "every pod"
+    return f"{policy['metadata'].get('namespace')} ({pods})"
+
+
+def public_egress(plan: planner.Plan) -> list[tuple[str, str, str, str]]:
+    """(pods, policy, destination CIDRs, ports) of every NetworkPolicy egress rule that reaches a public
+    address: read from the rendered manifests, so a rule the program adds is on the map without
+    anyone updating the map."""
+    found = []
+    for o in plan.kubernetes_objects():
+        if o.get("kind") != "NetworkPolicy":
+            continue
+        for rule in o["spec"].get("egress") or []:
+            blocks = [p["ipBlock"]["cidr"] for p in rule.get("to", []) if "ipBlock" in p]
+            if any(_public(b) for b in blocks):
+                ports = ", ".join(
+                    f"{x.get('protocol', 'TCP')}/{x.get('port', 'any')}" for x in rule.get("ports", [])
+                )
+                found.append((_selected(o), o["metadata"]["name"], _peer(rule), ports or "any port"))
+    return found
+
+
+def _declared_destinations(cfg: stack_config.StackConfig) -> dict[str, str]:
+    """CIDR -> "host (name)" of the stack's declared egress destinations (egress.destinations)."""
+    egress = getattr(cfg, "egress", None)
+    found: dict[str, str] = {}
+    for d in getattr(egress, "destinations", None) or []:
+        for cidr in d.cidrs:
+            found[str(cidr)] = f"{d.host} ({d.name})"
+    return found
+
+
+def hops(ctx: claims.Context) -> list[Hop]:
+    """The data flow, one hop per flow the plan implements: a hop whose resource the plan lacks is
+    not drawn (the DR stack without gateway draws no Magento, no model server)."""
+    cfg, plan = ctx.cfg, ctx.plan
+    if cfg is None or plan is None:
+        return []
+    gw, models = claims.gateway(ctx), claims.inference(ctx)
     lb, region = cfg.load_balancer, cfg.region
     gpu = ", ".join(sorted({s.datacenter for s in cfg.gpu_pool.servers})) or "no GPU servers declared"
-
-    def where(endpoint: str) -> str:
-        host = residency.host_of(endpoint)
-        entry = residency.match_endpoint(host, cfg.residency.entries()) if host else None
-        return f"{host} ({entry.jurisdiction}, {entry.operator})" if entry else (host or endpoint)
-
-    store_where = where(cfg.endpoints.object_storage)
-    archive = cfg.storage.audit_archive or "not configured (storage.audit_archive)"
-    return [
-        Hop("Magento", "gateway", "in clear",
-            "the request: free text and the structured patient context Magento already holds",
-            f"HTTPS to the private load balancer {lb.private_ip}:{lb.listen_port} (no public interface); "
-            "API key per tenant", f"{lb.location} ({region.jurisdiction})",
-            "infra/components/load_balancer.py"),
-        Hop("gateway", "PHI filter", "in clear",
-            "minimisation per use case, detection, FF1 / surrogate tokenisation, in the gateway's memory",
-            "in process", f"CPU workers, {cfg.workers.location}", "gateway/phi"),
-        Hop("gateway", "vLLM", "tokenised",
-            "identifiers as FF1 ciphertexts or keyed surrogates; cards and disallowed categories removed",
-            "mTLS with certificates from OpenBao's PKI; inference pods have no egress",
-            f"GPU servers {gpu}", "infra/k8s_platform/inference.py"),
-        Hop("vLLM", "gateway", "tokenised",
-            "the answer, with tokens; the gateway restores the real values (also while streaming)",
-            "mTLS", f"GPU servers {gpu}", "gateway/phi/tokenise.py"),
-        Hop("gateway", "Magento", "in clear", "the restored answer",
-            "HTTPS through the private load balancer", f"{lb.location} ({region.jurisdiction})",
-            "gateway/app.py"),
-        Hop("gateway", "OpenBao", "none",
-            "data-key requests; keys come back wrapped and in clear for memory only",
-            "TLS 1.3, Kubernetes auth; OpenBao HA with Raft", f"CPU workers, {cfg.workers.location}",
-            "infra/k8s_platform/openbao.py"),
-        Hop("gateway", "audit archive", "metadata",
-            "categories and counts of PHI, policy version, outcome, latencies: never values",
-            "hash-chained, HMAC-signed JSONL; sealed segments over HTTPS into an Object Lock bucket "
-            f"({cfg.storage.audit_lock_mode}, {cfg.storage.audit_retention_days} days): {archive}",
-            store_where, "infra/audit_archive.py"),
-        Hop("model bucket", "vLLM", "none",
-            "model weights, checked against a SHA-256 manifest signed with an OpenBao key",
-            "HTTPS (weights Job only), then a read-only volume", store_where,
-            "infra/k8s_platform/weights.py"),
-        Hop("operator", "Pulumi state", "none",
+    store_where = _where(cfg, cfg.endpoints.object_storage)
+    settings = claims.gateway_settings(ctx)
+    out: list[Hop] = []
+    services = [r for r in plan.custom() if r.type == "hcloud:index/loadBalancerService:LoadBalancerService"]
+    ingresses = [o for o in plan.kubernetes_objects() if o.get("kind") == "Ingress"
+                 and o["metadata"].get("namespace") == "sovereign-gateway"]  # fmt: skip
+    if gw is not None and services and ingresses:
+        site = cfg.evidence.magento
+        tls = ", ".join(h for o in ingresses for t in o["spec"].get("tls", []) for h in t.get("hosts", []))
+        outside = () if site and site.jurisdiction.upper() in residency.EU_EEA_COUNTRIES else ("Magento",)
+        client = f"{site.location} ({site.jurisdiction.upper()}, {site.operator})" if site else "not declared"
+        out.append(
+            Hop(
+                "Magento",
+                "gateway",
+                "in clear",
+                "the request: free text and the structured patient context Magento already holds",
+                f"HTTPS to {lb.hostname or lb.private_ip}:{services[0].inputs.get('listenPort')} "
+                f"(certificate for {tls or 'no host'}), the private load balancer {lb.private_ip} "
+                "(no public interface); API key per "
+                "tenant",
+                f"Magento: {client}; load balancer {lb.location} ({region.jurisdiction})",
+                "infra/components/load_balancer.py",
+                "LoadBalancerService, Ingress gateway (TLS from OpenBao's ingress PKI)",
+                outside,
+            )
+        )
+    if gw is not None:
+        out.append(
+            Hop(
+                "gateway",
+                "PHI filter",
+                "in clear",
+                "minimisation per use case, detection, FF1 / surrogate tokenisation, in the gateway's memory",
+                "in process",
+                f"CPU workers, {cfg.workers.location}",
+                "gateway/phi",
+                "StatefulSet gateway",
+            )
+        )
+    upstreams = settings.get("upstreams") or {}
+    for model in models if gw is not None else []:
+        name = model["metadata"]["name"]
+        mtls = any(
+            name in str(u.get("url", "")) and (u.get("tls") or {}).get("cert_file")
+            for u in upstreams.values()
+        )
+        transport = "mTLS with certificates from OpenBao's PKI" if mtls else "NOT mutually authenticated"
+        out.append(
+            Hop(
+                "gateway",
+                name,
+                "tokenised",
+                "identifiers as FF1 ciphertexts or keyed surrogates; cards and disallowed categories removed",
+                f"{transport}; the model servers' namespace denies all egress",
+                f"GPU servers {gpu}",
+                "infra/k8s_platform/inference.py",
+                f"Deployment {name}, NetworkPolicy vllm-from-gateway",
+            )
+        )
+        out.append(
+            Hop(
+                name,
+                "gateway",
+                "tokenised",
+                "the answer, with tokens; the gateway restores the real values (also while streaming)",
+                transport.split(";")[0],
+                f"GPU servers {gpu}",
+                "gateway/phi/tokenise.py",
+                f"Deployment {name}",
+            )
+        )
+    openbao = [r for r in plan.helm_releases() if r.get("name") == "openbao"]
+    if gw is not None and openbao:
+        out.append(
+            Hop(
+                "gateway",
+                "OpenBao",
+                "none",
+                "data-key requests; keys come back wrapped and in clear for memory only",
+                "TLS, Kubernetes auth; OpenBao with Raft",
+                f"CPU workers, {cfg.workers.location}",
+                "infra/k8s_platform/openbao.py",
+                "Helm release openbao, transit keys",
+            )
+        )
+    archive = (settings.get("audit") or {}).get("archive") or {}
+    if gw is not None and archive.get("url"):
+        out.append(
+            Hop(
+                "gateway",
+                "audit archive",
+                "metadata",
+                "categories and counts of PHI, policy version, outcome, latencies: never values",
+                "hash-chained, HMAC-signed JSONL; sealed segments over HTTPS into an Object Lock bucket "
+                f"({archive.get('lock_mode')}, {archive.get('retention_days')} days): {archive['url']}",
+                _where(cfg, str(archive.get("endpoint", ""))),
+                "infra/audit_archive.py",
+                "container audit-ship of StatefulSet gateway",
+            )
+        )
+    for job in [o for o in plan.kubernetes_objects() if o.get("kind") == "Job"
+                and o["metadata"]["name"].startswith("weights-")]:  # fmt: skip
+        args = [a for c in job["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
+        signed = (
+            "signature checked with the stack's public key"
+            if "--public-key" in args
+            else ("SHA-256 manifest checked, signature NOT checked (no storage.manifest_public_keys)")
+        )
+        out.append(
+            Hop(
+                "model bucket",
+                job["metadata"]["name"].removeprefix("weights-fetch-"),
+                "none",
+                f"model weights; {signed}",
+                "HTTPS (weights Job only), then a read-only volume",
+                store_where,
+                "infra/k8s_platform/weights.py",
+                f"Job {job['metadata']['name']}",
+            )
+        )
+    if any(
+        o.get("kind") == "CronJob" and o["metadata"]["name"] == "openbao-snapshot"
+        for o in plan.kubernetes_objects()
+    ):
+        copy = cfg.storage.openbao_snapshot_copy
+        out.append(
+            Hop(
+                "OpenBao",
+                "snapshot bucket",
+                "none",
+                "Raft snapshots (sealed by OpenBao's barrier: the data keys, never patient data)",
+                "HTTPS into an Object Lock bucket" + (f", copied to {copy.endpoint}" if copy else ""),
+                store_where,
+                "infra/k8s_platform/openbao.py",
+                "CronJob openbao-snapshot",
+            )
+        )
+    for name, value in _endpoints(ctx.sections):
+        if name.startswith("platform.alerting.receivers."):
+            out.append(
+                Hop(
+                    "Alertmanager",
+                    residency.host_of(value) or value,
+                    "metadata",
+                    "alert names, severities and counts (the rules carry no free text)",
+                    "HTTPS webhook",
+                    _where(cfg, value),
+                    "infra/k8s_platform/monitoring.py",
+                    f"setting {name}",
+                )
+            )
+    declared = _declared_destinations(cfg)
+    for pods, policy, cidrs, ports in public_egress(plan):
+        namespace = pods.split(" ", 1)[0]
+        names = sorted({declared[c] for c in cidrs.split(", ") if c in declared})
+        target = ", ".join(names) if names else f"public {cidrs}"
+        out.append(
+            Hop(
+                pods,
+                target,
+                "none" if namespace != "sovereign-gateway" else "metadata",
+                f"what egress NetworkPolicy {policy} allows: {ports}",
+                f"{ports} to {cidrs}",
+                "declared destination(s) " + ", ".join(names) if names else "NOT a declared destination",
+                "infra/k8s_platform/network_policies.py",
+                f"NetworkPolicy {namespace}/{policy}",
+                () if names else (target,),
+            )
+        )
+    out.append(
+        Hop(
+            "operator",
+            "Pulumi state",
+            "none",
             "infrastructure state; its secrets encrypted by OpenBao transit (hashivault://)",
-            "HTTPS", where(cfg.endpoints.pulumi_backend), "infra/backend.py"),
-    ]  # fmt: skip
+            "HTTPS",
+            _where(cfg, cfg.endpoints.pulumi_backend),
+            "infra/backend.py",
+            "setting endpoints.pulumi_backend",
+            ()
+            if residency.endpoint_problem(cfg.endpoints.pulumi_backend, cfg.residency.entries()) is None
+            else ("Pulumi state",),
+        )
+    )
+    return out
 
 
 # -- use cases ---------------------------------------------------------------------------------
@@ -354,11 +667,19 @@ def use_cases(served: set[str] | None) -> list[UseCase]:
     allowed = sorted(set(CATEGORIES) - {"OTHER"})
     out = []
     for policy in load_policies().values():
-        out.append(UseCase(
-            policy.name, policy.policy_version, policy.model,
-            served is None or policy.model in served, tuple(policy.context_fields), tuple(policy.tokenise),
-            tuple(c for c in allowed if c not in policy.tokenise), policy.max_tokens, policy.description,
-        ))  # fmt: skip
+        out.append(
+            UseCase(
+                policy.name,
+                policy.policy_version,
+                policy.model,
+                served is None or policy.model in served,
+                tuple(policy.context_fields),
+                tuple(policy.tokenise),
+                tuple(c for c in allowed if c not in policy.tokenise),
+                policy.max_tokens,
+                policy.description,
+            )
+        )
     return out
 
 
@@ -374,7 +695,98 @@ def _revision() -> str:
         return "unknown (not a git checkout)"
 
 
-def collect(stacks_dir: Path, stack: str) -> Evidence:
+def _verdicts(control: Control, ctx: claims.Context) -> None:
+    control.claims = []
+    for spec in control.specs:
+        verdict = claims.run(spec.check, ctx, spec.tests)
+        if verdict.status == claims.HOLDS and spec.check != "tests" and spec.tests and ctx.outcomes:
+            proof = claims.tests_passed(spec.tests, ctx)  # the check holds; did its proof pass?
+            if proof.status == claims.FAILS:
+                verdict = proof
+        control.claims.append(
+            Claim(
+                f"{control.id}.{spec.id}",
+                spec.text,
+                spec.check,
+                verdict.status,
+                verdict.reason,
+                spec.tests,
+                spec.settings,
+            )
+        )
+
+
+def apply_exceptions(
+    controls: list[Control], exceptions: list[stack_config.EvidenceException], today: date
+) -> tuple[list[ExceptionUse], list[Finding]]:
+    """Mark each failing claim that an unexpired exception names as excepted; an expired one leaves the
+    claim failing and says so; one that names no claim is a finding (a typo must not look accepted)."""
+    by_id = {claim.id: (control, i) for control in controls for i, claim in enumerate(control.claims)}
+    uses, findings = [], []
+    for n, exc in enumerate(exceptions):
+        where = by_id.get(exc.claim)
+        if where is None:
+            uses.append(
+                ExceptionUse(exc.claim, exc.owner, exc.reason, exc.expires.isoformat(), "names no claim")
+            )
+            findings.append(
+                Finding(
+                    "config",
+                    f"evidence.exceptions.{n}.claim",
+                    f"evidence.exceptions.{n}.claim",
+                    "names no claim of this report; the claim ids are in section 6 (`<control>.<claim>`)",
+                )
+            )
+            continue
+        control, i = where
+        claim = control.claims[i]
+        if claim.status != claims.FAILS:
+            uses.append(
+                ExceptionUse(
+                    exc.claim,
+                    exc.owner,
+                    exc.reason,
+                    exc.expires.isoformat(),
+                    f"not needed: the claim {claim.status}",
+                )
+            )
+            continue
+        if exc.expires < today:
+            expired = f"{claim.reason}; the exception expired on {exc.expires}"
+            control.claims[i] = replace(claim, exception=exc, reason=expired)
+            uses.append(ExceptionUse(exc.claim, exc.owner, exc.reason, exc.expires.isoformat(), "expired"))
+            continue
+        control.claims[i] = replace(claim, status=claims.EXCEPTED, exception=exc)
+        uses.append(ExceptionUse(exc.claim, exc.owner, exc.reason, exc.expires.isoformat(), "applied"))
+    return uses, findings
+
+
+def unset_settings(control: Control, ctx: claims.Context) -> list[str]:
+    """The ``stack:`` settings *control* cites that the stack being reported does not set (a pointer
+    to a default nobody chose proves nothing about this stack)."""
+    missing = []
+    for pointer in control.config:
+        scope, _, key = pointer.partition(":")
+        if scope != "stack":
+            continue
+        current: Any = ctx.sections
+        for part in key.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if current in (None, "", [], {}):
+            missing.append(f"{control.id}: {pointer} is not set in stack {ctx.stack}")
+    return missing
+
+
+def collect(
+    stacks_dir: Path,
+    stack: str,
+    *,
+    outcomes: dict[str, str] | None = None,
+    outcomes_note: str | None = None,
+    today: date | None = None,
+) -> Evidence:
+    """The evidence of *stack*. *outcomes* maps ``path::test`` to the outcome of the recorded make-test
+    run of this code (infra/evidence/results.py); without it, claims proven by tests are unverified."""
     path = stack_config.stack_file(stacks_dir, stack)
     sections, document = stack_config.read_stack_file(path)
     controls = load_controls()
@@ -394,6 +806,15 @@ def collect(stacks_dir: Path, stack: str) -> Evidence:
     else:
         plan = planner.run(cfg, sections, secrets_provider=document.get("secretsprovider"))
         findings = [Finding("policy", v.rule, v.resource, v.message) for v in plan.violations]
+    ctx = claims.Context(stack, sections, cfg, plan, dict(outcomes or {}))
+    if outcomes_note:
+        ctx.outcomes_note = outcomes_note
+    for control in controls:
+        _verdicts(control, ctx)
+    exceptions, exception_findings = apply_exceptions(
+        controls, cfg.evidence.exceptions if cfg is not None else [], today or datetime.now(UTC).date()
+    )
+    findings += exception_findings
     for control in controls:
         control.broken_by = [f for f in findings if any(_matches(p, f) for p in control.findings)]
     findings = [
@@ -411,6 +832,10 @@ def collect(stacks_dir: Path, stack: str) -> Evidence:
         "secrets provider": str(document.get("secretsprovider") or "not set yet (pulumi stack init)"),
         "Pulumi backend": str((sections.get("endpoints") or {}).get("pulumi_backend", "?")),
     }
+    justifications = {}
+    backend = sections.get("backend") or {}
+    if isinstance(backend, dict) and backend.get("allow_saas"):
+        justifications["backend.allow_saas"] = str(backend.get("justification") or "(none given)")
     served = {a for m in cfg.platform.models for a in (m.name, *m.aliases)} if cfg is not None else None
     return Evidence(
         stack=stack,
@@ -419,7 +844,7 @@ def collect(stacks_dir: Path, stack: str) -> Evidence:
         summary=summary,
         config_refused=cfg is None,
         findings=findings,
-        hops=hops(cfg) if cfg is not None else [],
+        hops=hops(ctx),
         residency=residency_from_plan(plan, sections)
         if plan is not None
         else residency_from_sections(sections),
@@ -429,4 +854,9 @@ def collect(stacks_dir: Path, stack: str) -> Evidence:
         kubernetes_objects=len(plan.kubernetes_objects()) if plan is not None else 0,
         controls=controls,
         runbooks=sorted(p.name for p in RUNBOOKS.glob("*.md")) if RUNBOOKS.is_dir() else [],
+        exceptions=exceptions,
+        blockers=list(plan.blockers) if plan is not None else [],
+        plan_egress=public_egress(plan) if plan is not None else [],
+        justifications=justifications,
+        outcomes_note=ctx.outcomes_note if not ctx.outcomes else "",
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from infra.evidence import dpia
 from infra.evidence.model import Evidence, Hop
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -32,13 +33,18 @@ class RenderError(RuntimeError):
 
 
 def _id(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
+    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _label(name: str) -> str:
+    return name.replace("\\", "").replace('"', "'")
 
 
 def dot_source(evidence: Evidence) -> str:
     """The data-flow map in Graphviz's language: nodes inside the EU boundary, edges coloured by
     what they carry."""
     nodes = sorted({h.source for h in evidence.hops} | {h.target for h in evidence.hops})
+    outside = {n for h in evidence.hops for n in h.outside}
     lines = [
         "digraph dataflow {",
         '  graph [rankdir=LR, fontname="Helvetica", fontsize=11, nodesep=0.5, ranksep=0.9, pad=0.2];',
@@ -48,8 +54,14 @@ def dot_source(evidence: Evidence) -> str:
         f'{evidence.stack}"; style="rounded,dashed"; color="#1e8e3e"; fontcolor="#1e8e3e";',
     ]
     for node in nodes:
-        lines.append(f'    {_id(node)} [label="{node}"];')
+        if node not in outside:
+            lines.append(f'    {_id(node)} [label="{_label(node)}"];')
     lines.append("  }")
+    for node in sorted(outside):  # drawn outside the boundary, in red: not in the EU, or not declared
+        lines.append(
+            f'  {_id(node)} [label="{_label(node)}\\n(outside the EU boundary or not declared)", '
+            'color="#b3261e", fontcolor="#b3261e"];'
+        )
     for number, hop in enumerate(evidence.hops, start=1):
         colour = COLOURS[hop.carries]
         style = "bold" if hop.carries == "in clear" else "solid"
@@ -76,7 +88,10 @@ def svg(evidence: Evidence) -> str:
 def mermaid(hops: list[Hop]) -> str:
     lines = ["flowchart LR"]
     for number, hop in enumerate(hops, start=1):
-        source, target = f'{_id(hop.source)}["{hop.source}"]', f'{_id(hop.target)}["{hop.target}"]'
+        source, target = (
+            f'{_id(hop.source)}["{_label(hop.source)}"]',
+            f'{_id(hop.target)}["{_label(hop.target)}"]',
+        )
         lines.append(f'  {source} -- "{number}: {hop.carries}" --> {target}')
     return "\n".join(lines)
 
@@ -105,7 +120,11 @@ class Rendered:
 def write(evidence: Evidence, out_dir: Path, pdf: bool = False) -> Rendered:
     out_dir.mkdir(parents=True, exist_ok=True)
     diagram = svg(evidence) if evidence.hops else ""
-    context = {"e": evidence, "colours": COLOURS, "legend": LEGEND, "mermaid": mermaid(evidence.hops)}
+    context = {
+        "e": evidence, "colours": COLOURS, "legend": LEGEND, "mermaid": mermaid(evidence.hops),
+        "risks": dpia.residual_risks(evidence), "activities": dpia.activities(evidence),
+        "transfers": dpia.transfers(evidence), "controller": dpia.CONTROLLER,
+    }  # fmt: skip
     svg_path = out_dir / "dataflow.svg"
     if diagram:
         svg_path.write_text(diagram, encoding="utf-8")

@@ -1,0 +1,489 @@
+"""The checks behind every claim of the control mapping: predicates over the plan, the config
+and the recorded test results.
+
+A claim in ``controls.yaml`` names its check (``check: <name>``). A check returns a
+:class:`Verdict`: ``holds`` or ``fails`` with the reason computed from what it looked at, or
+``not applicable`` when the part of the platform the claim is about is not in this stack's plan
+(a DR stack without gateway has no audit trail to archive), or ``unverified`` when the claim
+rests on a test and no test run of this code is on record. Two generic forms need no Python:
+
+- ``rule:<name>``: holds when the policy pack's rule reports nothing over the plan;
+- ``tests``: holds when every test the claim cites passed in the recorded ``make test`` run of
+  the code being reported (``infra/evidence/results.py``); a code property no stack setting can
+  change is proven this way, never by a check that always answers yes.
+
+A check never answers ``holds`` without looking: when the stack config is refused there is no
+plan, and every check that needs one fails with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from infra import config as stack_config
+from infra import images as image_refs
+from infra import plan as planner
+from infra import residency
+
+HOLDS, FAILS, NOT_APPLICABLE, UNVERIFIED, EXCEPTED = (
+    "holds",
+    "fails",
+    "not applicable",
+    "unverified",
+    "excepted",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    reason: str
+
+
+def holds(reason: str) -> Verdict:
+    return Verdict(HOLDS, reason)
+
+
+def fails(reason: str) -> Verdict:
+    return Verdict(FAILS, reason)
+
+
+def not_applicable(reason: str) -> Verdict:
+    return Verdict(NOT_APPLICABLE, reason)
+
+
+@dataclass
+class Context:
+    """What a check may look at."""
+
+    stack: str
+    sections: dict[str, Any]
+    cfg: stack_config.StackConfig | None
+    plan: planner.Plan | None
+    # "path::test" -> "passed" | "failed" | "skipped", from the make-test run of this code (empty: none)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes_note: str = "no `make test` run of this code is on record (reports/junit/make-test.xml)"
+
+
+Check = Callable[[Context], Verdict]
+CHECKS: dict[str, Check] = {}
+REFUSED = "the stack config is refused (see the findings): there is no plan to check"
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    def register(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+
+    return register
+
+
+def run(name: str, ctx: Context, tests: tuple[str, ...] = ()) -> Verdict:
+    """The verdict of the check *name* (``rule:<name>``, ``tests`` or a registered check)."""
+    if name.startswith("rule:"):
+        return _rule(name.removeprefix("rule:"), ctx)
+    if name == "tests":
+        return tests_passed(tests, ctx)
+    return CHECKS[name](ctx)
+
+
+def known(name: str) -> bool:
+    from infra.policy.rules import RULES
+
+    if name.startswith("rule:"):
+        return name.removeprefix("rule:") in RULES
+    return name == "tests" or name in CHECKS
+
+
+# -- helpers over the plan -----------------------------------------------------------------------
+
+
+def _objects(ctx: Context, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    if ctx.plan is None:
+        return []
+    return [
+        o
+        for o in ctx.plan.kubernetes_objects()
+        if o.get("kind") == kind and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+
+
+def gateway(ctx: Context) -> dict[str, Any] | None:
+    found = _objects(ctx, "StatefulSet", "sovereign-gateway")
+    return found[0] if found else None
+
+
+def gateway_settings(ctx: Context) -> dict[str, Any]:
+    for cm in _objects(ctx, "ConfigMap", "sovereign-gateway"):
+        if "gateway.yaml" in (cm.get("data") or {}):
+            loaded = yaml.safe_load(cm["data"]["gateway.yaml"])
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def inference(ctx: Context) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in _objects(ctx, "Deployment", "sovereign-inference")
+        if d["metadata"]["name"].startswith("vllm-")
+    ]
+
+
+def pod_specs(ctx: Context) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind/namespace/name, pod spec) of every workload the program renders itself."""
+    for o in ctx.plan.kubernetes_objects() if ctx.plan is not None else []:
+        spec = o.get("spec") or {}
+        if o.get("kind") == "CronJob":
+            spec = spec.get("jobTemplate", {}).get("spec", {})
+        pod = (spec.get("template") or {}).get("spec")
+        if isinstance(pod, dict):
+            yield f"{o['kind']}/{o['metadata'].get('namespace')}/{o['metadata']['name']}", pod
+
+
+def _rule(name: str, ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    found = [v for v in ctx.plan.violations if v.rule == name]
+    if found:
+        return fails(f"the policy pack's rule {name} reports {len(found)} resource(s): " +
+                     "; ".join(f"{v.resource}: {v.message}" for v in found[:3]))  # fmt: skip
+    return holds(f"the policy pack's rule {name} reports nothing over {len(ctx.plan.custom())} resources")
+
+
+def tests_passed(tests: tuple[str, ...], ctx: Context) -> Verdict:
+    if not tests:
+        return fails("the claim cites no test")
+    if not ctx.outcomes:
+        return Verdict(UNVERIFIED, ctx.outcomes_note)
+    missing = [t for t in tests if t not in ctx.outcomes]
+    failed = [t for t in tests if ctx.outcomes.get(t) == "failed"]
+    skipped = [t for t in tests if ctx.outcomes.get(t) == "skipped"]
+    if failed:
+        return fails("failed in the recorded run: " + ", ".join(failed))
+    if missing or skipped:
+        return Verdict(UNVERIFIED, "not run in the recorded run: " + ", ".join(missing + skipped))
+    return holds(f"{len(tests)} cited test(s) passed in the recorded run of this code")
+
+
+# -- GDPR Art. 44 / ISO A.5.23: residency ----------------------------------------------------------
+
+
+@check("backend-in-eu")
+def backend_in_eu(ctx: Context) -> Verdict:
+    backend = str((ctx.sections.get("endpoints") or {}).get("pulumi_backend") or "")
+    host = residency.host_of(backend)
+    if host in residency.PULUMI_SAAS_HOSTS:
+        allow = (ctx.sections.get("backend") or {}).get("allow_saas")
+        why = (
+            " (overridden by backend.allow_saas; the stack's justification is shown in section 1)"
+            if allow
+            else ""
+        )
+        return fails(f"the Pulumi state is on Pulumi Cloud ({host}, US){why}")
+    if not backend:
+        return fails("endpoints.pulumi_backend is not set")
+    problem = residency.endpoint_problem(backend, _extra(ctx))
+    if problem:
+        return fails(f"endpoints.pulumi_backend: {problem}")
+    return holds(f"the state backend {host or backend} is inside the boundary")
+
+
+def _extra(ctx: Context) -> list[residency.EuEndpoint]:
+    return ctx.cfg.residency.entries() if ctx.cfg is not None else []
+
+
+@check("every-location-and-endpoint-in-eu")
+def every_location_in_eu(ctx: Context) -> Verdict:
+    from infra.evidence.model import residency_from_plan, residency_from_sections
+
+    rows = residency_from_plan(ctx.plan, ctx.sections) if ctx.plan else residency_from_sections(ctx.sections)
+    outside = [r for r in rows if not r.inside]
+    if outside:
+        return fails("outside the boundary: " + ", ".join(f"{r.name} ({r.location})" for r in outside))
+    return holds(f"all {len(rows)} located resources and endpoints are inside the EU/EEA")
+
+
+@check("no-foreign-service-declared-eu")
+def no_foreign_service_declared_eu(ctx: Context) -> Verdict:
+    hosts = (ctx.sections.get("residency") or {}).get("extra_hosts") or []
+    wrong = []
+    for i, entry in enumerate(hosts):
+        host = str((entry or {}).get("host", "")).lower() if isinstance(entry, dict) else ""
+        operator = residency.known_foreign_operator(host)
+        if operator:
+            wrong.append(f"residency.extra_hosts.{i} ({operator})")
+    if wrong:
+        return fails("declared as EU but operated from outside the EU: " + ", ".join(wrong))
+    return holds(f"none of the {len(hosts)} reviewed extra host(s) is a known non-EU service")
+
+
+@check("client-site-in-eu")
+def client_site_in_eu(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan: Magento has nothing to call")
+    site = ctx.cfg.evidence.magento
+    if site is None:
+        return fails("Magento's site is not declared (evidence.magento): the map cannot place it")
+    if site.jurisdiction.upper() not in residency.EU_EEA_COUNTRIES:
+        return fails(f"Magento runs outside the EU/EEA (evidence.magento.jurisdiction {site.jurisdiction})")
+    return holds(f"Magento runs in {site.jurisdiction.upper()} ({site.operator})")
+
+
+# -- supply chain (NIS2 Art. 21(2)(d)/(e), ISO A.8.32) ------------------------------------------------
+
+
+@check("images-by-digest-from-eu-mirror")
+def images_by_digest_from_eu_mirror(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    mirror = ctx.cfg.endpoints.registry_mirror
+    if not mirror:
+        return fails(
+            "no registry mirror (endpoints.registry_mirror): images come from their upstream registries"
+        )
+    host = residency.host_of(mirror) or mirror
+    wrong, count = [], 0
+    for where, pod in pod_specs(ctx):
+        for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            count += 1
+            try:
+                ref = image_refs.parse(str(c.get("image", "")))
+            except ValueError:
+                wrong.append(f"{where}/{c.get('name')}: not an image reference")
+                continue
+            if ref.registry != host or not ref.digest:
+                wrong.append(
+                    f"{where}/{c.get('name')}: {ref.registry}" + ("" if ref.digest else ", no digest")
+                )
+    if wrong:
+        return fails(
+            f"{len(wrong)} of {count} containers not pulled by digest from {host}: " + "; ".join(wrong[:4])
+        )
+    return holds(f"all {count} containers the program renders are pulled by digest from {host}")
+
+
+@check("charts-from-eu-mirror")
+def charts_from_eu_mirror(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    mirror = ctx.cfg.endpoints.registry_mirror
+    host = (residency.host_of(mirror) or mirror) if mirror else None
+    releases = ctx.plan.helm_releases()
+    wrong = [
+        f"{r.get('name')} from {r.get('chart')}"
+        for r in releases
+        if host is None or not str(r.get("chart", "")).startswith(f"oci://{host}/")
+    ]
+    if wrong:
+        return fails("Helm charts not from the EU mirror: " + ", ".join(wrong))
+    return holds(f"all {len(releases)} Helm charts come from oci://{host}/")
+
+
+@check("weights-signature-checked")
+def weights_signature_checked(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    jobs = [
+        j for j in _objects(ctx, "Job", "sovereign-inference") if j["metadata"]["name"].startswith("weights-")
+    ]
+    if not jobs:
+        return not_applicable("no model weights Job in this plan")
+    unsigned = []
+    for job in jobs:
+        args = [a for c in job["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
+        if "--public-key" not in args:
+            unsigned.append(job["metadata"]["name"])
+    if unsigned:
+        return fails(
+            "the weights Job checks the SHA-256 manifest but not its signature (no --public-key; set "
+            "storage.manifest_public_keys): " + ", ".join(unsigned)
+        )
+    return holds(f"{len(jobs)} weights Job(s) refuse a manifest not signed by the stack's OpenBao key")
+
+
+@check("model-release-pinned")
+def model_release_pinned(ctx: Context) -> Verdict:
+    if ctx.cfg is None:
+        return fails(REFUSED)
+    if not ctx.cfg.platform.models:
+        return not_applicable("no model is served in this stack")
+    loose = [m.name for m in ctx.cfg.platform.models if not m.manifest_sha256]
+    if loose:
+        return fails("no approved release pinned (platform.models[].manifest_sha256): " + ", ".join(loose))
+    return holds(f"{len(ctx.cfg.platform.models)} model(s) pinned to an approved manifest")
+
+
+@check("rke2-pinned")
+def rke2_pinned(ctx: Context) -> Verdict:
+    if ctx.cfg is None:
+        return fails(REFUSED)
+    if not ctx.cfg.rke2.artifact_sha256:
+        return fails(
+            "rke2.artifact_sha256 is not set: the rke2 role would refuse to install (deploy blocker)"
+        )
+    return holds("RKE2 is installed only from the stack's EU mirror with a pinned SHA-256")
+
+
+# -- security of processing (GDPR Art. 32, ISO A.8.15/A.8.16/A.8.24) ---------------------------------
+
+
+@check("audit-archived-under-object-lock")
+def audit_archived(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan: no request to audit")
+    archive = (gateway_settings(ctx).get("audit") or {}).get("archive") or {}
+    if not archive.get("url"):
+        return fails("the gateway keeps its audit trail only on its volume: storage.audit_archive is not set")
+    mode, days = archive.get("lock_mode"), archive.get("retention_days")
+    if ctx.cfg.region.environment == "prod" and mode != "COMPLIANCE":
+        return fails(f"the archive's Object Lock is {mode} in prod: an admin can shorten or remove it")
+    return holds(f"sealed audit segments ship to {archive['url']} under Object Lock {mode}, {days} days")
+
+
+@check("gateway-to-models-mtls")
+def gateway_to_models_mtls(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None or not inference(ctx):
+        return not_applicable("no gateway and model server pair in this plan")
+    upstreams = gateway_settings(ctx).get("upstreams") or {}
+    plain = [n for n, u in upstreams.items() if not str(u.get("url", "")).startswith("https://")
+             or not (u.get("tls") or {}).get("cert_file")]  # fmt: skip
+    if plain or not upstreams:
+        return fails("upstreams without mTLS: " + (", ".join(plain) or "none configured"))
+    certs = [r for r in ctx.plan.custom() if r.type.endswith("secretBackendCert:SecretBackendCert")]
+    if not any(r.inputs.get("name") == "inference-server" for r in certs):
+        return fails("no server certificate for the model servers is issued by OpenBao's PKI")
+    return holds(f"{len(upstreams)} upstream(s) over HTTPS with a client certificate from OpenBao's PKI")
+
+
+@check("inference-has-no-egress")
+def inference_has_no_egress(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if not inference(ctx):
+        return not_applicable("no model server in this plan")
+    policies = _objects(ctx, "NetworkPolicy", "sovereign-inference")
+    deny = [
+        p for p in policies
+        if p["spec"].get("podSelector") == {} and "Egress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("egress")
+    ]  # fmt: skip
+    if not deny:
+        return fails("no default-deny egress NetworkPolicy in sovereign-inference")
+    opened = [
+        p["metadata"]["name"]
+        for p in policies
+        if p["spec"].get("egress") and _selects_vllm(p["spec"].get("podSelector") or {})
+    ]
+    if opened:
+        return fails("NetworkPolicies open egress for the model servers: " + ", ".join(opened))
+    return holds("the model servers' namespace denies all egress and no policy opens it for them")
+
+
+def _selects_vllm(selector: dict[str, Any]) -> bool:
+    labels = selector.get("matchLabels") or {}
+    return (not labels and not selector.get("matchExpressions")) or str(labels.get("app", "")).startswith(
+        "vllm"
+    )
+
+
+@check("alerts-routed")
+def alerts_routed(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    rules = _objects(ctx, "PrometheusRule")
+    if not rules:
+        return fails("no PrometheusRule in the plan: nothing alerts")
+    receivers = ctx.cfg.platform.alerting.receivers
+    if not receivers:
+        return fails("platform.alerting.receivers is empty: alerts fire but reach no one")
+    count = sum(len(r.get("rules", [])) for p in rules for r in p["spec"].get("groups", []))
+    return holds(f"{count} alert rules, routed by Alertmanager to {len(receivers)} receiver(s)")
+
+
+@check("openbao-snapshots-off-site")
+def openbao_snapshots(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    if not _objects(ctx, "CronJob", "openbao"):
+        return fails("no OpenBao snapshot CronJob in the plan: the keys have no backup")
+    if ctx.cfg.storage.openbao_snapshot_copy is None:
+        return fails("storage.openbao_snapshot_copy is not set: one location holds every snapshot")
+    return holds("OpenBao Raft snapshots are taken on schedule and copied to a second EU location")
+
+
+@check("etcd-snapshots-to-object-storage")
+def etcd_snapshots(ctx: Context) -> Verdict:
+    if ctx.cfg is None:
+        return fails(REFUSED)
+    snapshots = ctx.cfg.rke2.etcd_snapshots
+    if snapshots is None:
+        return fails("rke2.etcd_snapshots is not set: etcd snapshots stay on the servers they protect")
+    return holds(
+        f"RKE2 etcd snapshots ({snapshots.schedule_cron}) go to bucket {snapshots.bucket} on EU storage"
+    )
+
+
+@check("openbao-ha-in-prod")
+def openbao_ha(ctx: Context) -> Verdict:
+    if ctx.cfg is None:
+        return fails(REFUSED)
+    replicas = ctx.cfg.platform.openbao.replicas
+    if ctx.cfg.region.environment != "prod":
+        return not_applicable(
+            f"environment {ctx.cfg.region.environment}: {replicas} OpenBao member(s) by design"
+        )
+    if replicas < 3:
+        return fails(f"{replicas} OpenBao member(s) in prod: one failure stops every key request")
+    return holds(f"{replicas} OpenBao Raft members")
+
+
+# -- use cases (GDPR Art. 5(1)(c), 25; PCI DSS) ------------------------------------------------------
+
+
+def _policies() -> dict[str, Any]:
+    from gateway.policy import load_policies
+
+    return dict(load_policies())
+
+
+@check("catalogue-search-sees-no-patient-data")
+def catalogue_search(ctx: Context) -> Verdict:
+    policy = _policies().get("catalog-search")
+    if policy is None:
+        return not_applicable("no catalog-search use case")
+    extra = [f for f in policy.context_fields if not f.startswith("product.")]
+    if extra or policy.tokenise:
+        return fails("catalog-search may see patient fields: " + ", ".join(extra + list(policy.tokenise)))
+    return holds("catalog-search sees product fields only and tokenises nothing (no patient data is allowed)")
+
+
+@check("no-policy-forwards-cards")
+def no_policy_forwards_cards(ctx: Context) -> Verdict:
+    policies = _policies()
+    wrong = [p.name for p in policies.values() if "CARD" in p.tokenise]
+    if wrong:
+        return fails("use cases that would forward card numbers (tokenised): " + ", ".join(wrong))
+    return holds(f"none of {len(policies)} use cases forwards card numbers; they are removed")
+
+
+@check("every-use-case-served-or-refused")
+def use_cases_served(ctx: Context) -> Verdict:
+    if ctx.cfg is None:
+        return fails(REFUSED)
+    served = {a for m in ctx.cfg.platform.models for a in (m.name, *m.aliases)}
+    if not served:
+        return not_applicable("no model is served in this stack")
+    missing = sorted({p.model for p in _policies().values()} - served)
+    if missing:
+        return fails("use cases name models this stack does not serve: " + ", ".join(missing))
+    return holds("every use case's model is served in this stack")
