@@ -23,6 +23,7 @@ from gateway.files import write_private
 PREFIX = "sk-sov-"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # tenant names everywhere (keys, data keys, profile)
 TENANT_RE = re.compile(TENANT_PATTERN)
+KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")  # secrets.token_hex(6), as create() makes them
 
 
 class KeyStoreError(ValueError):
@@ -41,6 +42,42 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def parse_store(text: str, source: str) -> dict[str, dict[str, Any]]:
+    """The key store's entries by key id, from its JSON *text* (*source* names it in errors;
+    a JSON error names the position, never the content)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise KeyStoreError(f"key store {source} is not valid JSON: {exc}") from None
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(e, dict) and "key_id" in e for e in keys):
+        raise KeyStoreError(
+            f"key store {source} is not a key store: a JSON object with a `keys` list of entries with "
+            "a key_id; write it with `sovereign gateway keys create`"
+        )
+    return {str(e["key_id"]): e for e in keys}
+
+
+def dump_store(entries: dict[str, dict[str, Any]]) -> str:
+    """The key store's JSON (what parse_store reads)."""
+    return json.dumps({"keys": list(entries.values())}, indent=2)
+
+
+def mark_revoked(entries: dict[str, dict[str, Any]], key_id: str) -> bool:
+    """Mark *key_id* revoked in *entries*; False when it already was. The one revocation rule of
+    the file store and of the cluster's Secret (infra/cluster_keys.py)."""
+    if not KEY_ID_RE.match(key_id):  # a pasted full key must not reach a terminal or a log
+        raise KeyStoreError(
+            "no key with id like that: KEY_ID is the 12 hex digits `sovereign gateway keys list` shows "
+            "(value not shown; if it was a full key, treat that key as exposed)"
+        )
+    if key_id not in entries:
+        raise KeyStoreError(f"no key with id {key_id!r}; `sovereign gateway keys list` shows them")
+    already = bool(entries[key_id].get("revoked"))
+    entries[key_id]["revoked"] = True
+    return not already
+
+
 class ClientKeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,15 +92,11 @@ class ClientKeyStore:
             return
         if mtime == self._mtime:
             return
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise KeyStoreError(f"key store {self.path} is not valid JSON: {exc}") from None
-        self._entries = {e["key_id"]: e for e in data.get("keys", [])}
+        self._entries = parse_store(self.path.read_text(encoding="utf-8"), str(self.path))
         self._mtime = mtime
 
     def _save(self) -> None:
-        write_private(self.path, json.dumps({"keys": list(self._entries.values())}, indent=2))
+        write_private(self.path, dump_store(self._entries))
         self._mtime = None
 
     def create(self, tenant: str) -> tuple[ClientKey, str]:
@@ -89,9 +122,7 @@ class ClientKeyStore:
 
     def revoke(self, key_id: str) -> None:
         self._load()
-        if key_id not in self._entries:
-            raise KeyStoreError(f"no key with id {key_id!r}; `sovereign gateway keys list` shows them")
-        self._entries[key_id]["revoked"] = True
+        mark_revoked(self._entries, key_id)
         self._save()
 
     def list(self) -> list[ClientKey]:

@@ -3,7 +3,7 @@
 sovereign up | down | status                 the local sovereign stack (stacks/local.yaml)
 sovereign gateway serve --config FILE        run the gateway
 sovereign gateway keys create --tenant NAME  issue a client API key (shown once)
-sovereign gateway keys list | revoke KEY_ID
+sovereign gateway keys list | revoke KEY_ID [--kubeconfig F]   (--kubeconfig: in the cluster's Secret)
 sovereign audit verify FILE [--stack S]      verify the audit trail's chain and signatures (and archive)
 sovereign audit ship FILE --stack S          ship sealed audit segments to the Object Lock archive
 sovereign plan --stack NAME                  the region stack under Pulumi's mocks: table, plan.json,
@@ -110,6 +110,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from gateway.clientkeys import ClientKeyStore
 
+    if args.kubeconfig:  # the cluster's Secret gateway-client-keys (infra/cluster_keys.py)
+        from infra import cluster_keys
+
+        return cluster_keys.cmd_revoke(Path(args.kubeconfig), args.context, args.key_id)
     ClientKeyStore(_keys_file(args)).revoke(args.key_id)
     print(f"revoked {args.key_id}")
     return 0
@@ -395,7 +399,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if hosts is None:
         return 2
     junit = args.junit or Path("reports") / f"verify-{args.stack or 'inventory'}.xml"
-    return operate.verify(hosts, junit)
+    return operate.verify(hosts, junit, stack=args.stack)
 
 
 def cmd_tunnel(args: argparse.Namespace) -> int:
@@ -639,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tenant", required=True, help="tenant the key belongs to")
         if name == "revoke":
             p.add_argument("key_id")
+            p.add_argument("--kubeconfig", help="revoke in the cluster's Secret gateway-client-keys instead")
+            p.add_argument("--context", help="with --kubeconfig: its context (default: current-context)")
         p.set_defaults(func=func)
 
     rot = with_profile(

@@ -3,6 +3,10 @@
 suspend (--use-case NAME | --all) --reason TEXT [--by NAME]
 resume  (--use-case NAME | --all) [--by NAME] [--reason TEXT]
 status
+affected FILE --from T --to T [--use-case U] [--tenant T] [--key-id K] [--out CSV]
+                                  the requests in a window, from the verified audit trail
+                                  (infra/incident_affected.py): ids, tenants, PHI counts, no values
+register add|list|check --register FILE   the breach register, GDPR Art. 33(5) (infra/breach_register.py)
 
 The state is one KV v2 secret in OpenBao (``kv/sovereign/incident``), written with
 check-and-set: a change made by another operator between this command's read and its write
@@ -205,8 +209,150 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_affected(args: argparse.Namespace) -> int:
+    from gateway.kms import transit_unwrapper
+    from infra import incident_affected as aff
+    from infra.cli import openbao_target
+
+    try:
+        window = aff.Window(
+            aff.parse_time(args.start, "--from"), aff.parse_time(args.end, "--to"),
+            args.use_case, args.tenant, args.key_id,
+        )  # fmt: skip
+        if window.end <= window.start:
+            raise aff.AffectedError("--to: the window ends before it starts; --to must be later than --from")
+        path = Path(args.file)
+        if not path.exists() and not path.with_name(path.name + ".segments").is_dir():
+            raise aff.AffectedError(f"audit file {path} does not exist (nor its .segments folder)")
+        address, token_file = openbao_target(args, "auditor.token")
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise aff.AffectedError(
+                f"--token-file {token_file} does not exist; pass an auditor token file"
+            ) from None
+        from infra import storage_cli
+
+        archived = storage_cli.archived_segments(args)
+        unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
+        result, found = aff.find(path, unwrap, window, archived, check_head=not args.no_head)
+    except aff.AffectedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.report()[0], file=sys.stderr)
+    if not result.ok:
+        print(
+            "error: the audit trail does not verify: nothing selected (see the line above)", file=sys.stderr
+        )
+        return 1
+    table = aff.to_csv(found)
+    if args.out:
+        from gateway.files import write_private
+
+        write_private(Path(args.out), table)
+        print(f"{len(found)} requests written to {args.out}", file=sys.stderr)
+    else:
+        print(table, end="")
+    for line in aff.summary(found):
+        print(line, file=sys.stderr)
+    if result.unfinished:
+        print(f"{len(result.unfinished)} requests of the whole trail have no final record: see "
+              "`sovereign audit verify`", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_register_add(args: argparse.Namespace) -> int:
+    from infra import breach_register as br
+
+    try:
+        entry = br.add(Path(args.register), br.read_entry_file(Path(args.entry)), update=args.update)
+    except br.RegisterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"recorded {entry.id} revision {entry.revision} in {args.register}")
+    for problem in br.check_entry(entry, entry.recorded_at or datetime.datetime.now(datetime.UTC)):
+        print(f"attention: {entry.id}: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_register_list(args: argparse.Namespace) -> int:
+    from infra import breach_register as br
+
+    try:
+        entries = br.latest(br.read(Path(args.register)))
+    except br.RegisterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not entries:
+        print(f"the register {args.register} has no entries")
+    for entry in entries.values():
+        print(br.describe(entry))
+    return 0
+
+
+def cmd_register_check(args: argparse.Namespace) -> int:
+    from infra import breach_register as br
+
+    try:
+        count, problems = br.check(Path(args.register))
+    except br.RegisterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print(f"{count} entries, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _add_evidence_parsers(isub: Any, with_profile: Any) -> None:
+    aff = with_profile(
+        isub.add_parser(
+            "affected",
+            help="the requests in a time window from the verified audit trail (ids and counts only)",
+        )
+    )
+    aff.add_argument("file", help="the audit trail (its sealed segments are in FILE.segments/)")
+    aff.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 with offset")
+    aff.add_argument("--to", dest="end", required=True, help="window end (exclusive), ISO 8601 with offset")
+    aff.add_argument("--use-case", help="only this use case")
+    aff.add_argument("--tenant", help="only this tenant")
+    aff.add_argument("--key-id", help="only requests with this client key id")
+    aff.add_argument("--out", help="write the CSV to this file (0600) instead of stdout")
+    aff.add_argument("--openbao-address", help="default: the local stack's OpenBao")
+    aff.add_argument("--token-file", help="auditor token (decrypt on the audit key); default: local stack's")
+    aff.add_argument("--transit-key", default="audit-hmac")
+    aff.add_argument("--transit-mount", default="transit")
+    aff.add_argument("--no-head", action="store_true", help="skip the truncation check against FILE.head")
+    from infra import storage_cli
+
+    storage_cli.add_archive_flags(aff)
+    aff.set_defaults(func=cmd_affected)
+
+    reg = isub.add_parser("register", help="the breach register (GDPR Art. 33(5)): add, list, check")
+    rsub = reg.add_subparsers(dest="register_command", required=True)
+    for name, func, helptext in (
+        (
+            "add",
+            cmd_register_add,
+            "append an entry (or with --update a new revision) from a filled-in template",
+        ),
+        ("list", cmd_register_list, "the latest revision of each entry: dates and decisions"),
+        ("check", cmd_register_check, "every line valid; clocks kept or explained (exit 1 on a problem)"),
+    ):
+        p = rsub.add_parser(name, help=helptext)
+        p.add_argument("--register", required=True, help="the register file (JSON Lines) the operator keeps")
+        if name == "add":
+            p.add_argument(
+                "--entry", required=True, help="YAML filled in from docs/runbooks/breach-register.md"
+            )
+            p.add_argument("--update", action="store_true", help="a new revision of an entry already there")
+        p.set_defaults(func=func)
+
+
 def add_parsers(sub: Any, with_profile: Any) -> None:
-    inc = sub.add_parser("incident", help="the kill switch: suspend or resume use cases at once")
+    inc = sub.add_parser(
+        "incident", help="the kill switch (suspend, resume), affected requests, the breach register"
+    )
     isub = inc.add_subparsers(dest="incident_command", required=True)
     sus = isub.add_parser("suspend", help="suspend a use case (or all): its requests get 503")
     res = isub.add_parser("resume", help="lift a suspension (with --all: every suspension)")
@@ -228,3 +374,4 @@ def add_parsers(sub: Any, with_profile: Any) -> None:
         p.add_argument("--policies-dir", type=Path, help="use-case policies (default: the shipped ones)")
     sus.add_argument("--reason", required=True, help=f"why: one line, at most {MAX_REASON_CHARS} characters")
     res.add_argument("--reason", help="why it may run again (optional)")
+    _add_evidence_parsers(isub, with_profile)

@@ -47,3 +47,12 @@ def test_revoke_unknown(tmp_path: Path) -> None:
     (tmp_path / "keys.json").write_text(json.dumps({"keys": []}))
     with pytest.raises(KeyStoreError, match="no key with id"):
         ClientKeyStore(tmp_path / "keys.json").revoke("abc")
+
+
+def test_revoke_with_a_pasted_full_key_does_not_echo_it(tmp_path: Path) -> None:
+    store = ClientKeyStore(tmp_path / "keys.json")
+    _, key = store.create("clinic-a")
+    with pytest.raises(KeyStoreError, match="no key with id like that") as caught:
+        store.revoke(key)
+    assert key.split(".", 1)[1] not in str(caught.value) and key not in str(caught.value)
+    assert store.authenticate(key) is not None  # nothing was revoked
