@@ -54,6 +54,7 @@ SECTIONS = (
     "platform",
     "storage",
     "evidence",
+    "egress",
 )
 
 # Stack secrets under the project namespace that are no section: Pulumi secrets read by the
@@ -450,6 +451,111 @@ class EndpointsConfig(_Section):
     registry_mirror: str | None = Field(default=None, description="Container registry mirror, if any.")
     model_source: str = Field(description="Where model weights are pulled from (an S3 URL).")
     pulumi_backend: str = Field(description="Pulumi state backend, e.g. s3://bucket?endpoint=…")
+
+
+# --- declared egress (issue #23): every address outside the cluster that anything may reach -------
+# A NetworkPolicy and the bastion's NAT match addresses, not names: each destination the stack's pods
+# or hosts reach is declared with its host (inside the EU boundary, as every endpoint) and the
+# addresses it resolves to (``dig +short HOST``). infra/egress.py lists who reaches which.
+# Documentation ranges (RFC 5737, RFC 3849) are admitted so the example stacks validate; a real stack
+# replaces them.
+_DOCUMENTATION_NETS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+# the widest prefix a destination may declare: a provider's service range, never a continent
+EGRESS_MIN_PREFIX = {4: 16, 6: 32}
+
+
+def _check_public_cidr(value: str) -> str:
+    fix = (
+        "give the public addresses the host resolves to, e.g. from `dig +short HOST` "
+        "(as a /32, or the provider's published range)"
+    )
+    try:
+        net = ipaddress.ip_network(str(value).strip(), strict=True)
+    except ValueError:
+        raise PydanticCustomError(
+            NOT_ECHOED, f"egress destination cidrs: an entry is not an IP network in CIDR notation; {fix}"
+        ) from None
+    documentation = any(net.subnet_of(d) for d in _DOCUMENTATION_NETS if d.version == net.version)  # type: ignore[arg-type]
+    if net.prefixlen < EGRESS_MIN_PREFIX[net.version]:
+        raise PydanticCustomError(
+            NOT_ECHOED,
+            "egress destination cidrs: an entry is wider than "
+            f"/{EGRESS_MIN_PREFIX[net.version]} (the whole internet or a continent-sized range would let "
+            f"pods and hosts reach any address, inside or outside the EU); {fix}",
+        )
+    if not documentation and not net.is_global:
+        raise PydanticCustomError(
+            NOT_ECHOED,
+            "egress destination cidrs: an entry is a private, loopback, link-local, shared or reserved "
+            "network; declared destinations are public endpoints (the private network and the cluster "
+            f"are governed by the NetworkPolicies and firewalls, not by egress); {fix}",
+        )
+    return str(net)
+
+
+PublicCidr = Annotated[str, AfterValidator(_check_public_cidr)]
+EgressProtocol = Literal["tcp", "udp"]
+
+
+def _tcp_only() -> list[EgressProtocol]:
+    return ["tcp"]
+
+
+class EgressDestinationConfig(_Section):
+    """One public endpoint outside the cluster that pods or hosts may reach, with its addresses."""
+
+    name: Name = Field(description="Destination name (used in policy names and the data-flow map).")
+    host: str = Field(
+        min_length=1,
+        description="Host name it serves (its subdomains too, e.g. virtual-hosted buckets); on the EU "
+        "allowlist or a residency.extra_hosts entry.",
+    )
+    cidrs: list[PublicCidr] = Field(
+        min_length=1, description="Public addresses the host resolves to (`dig +short HOST`), as CIDRs."
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: [443], min_length=1, description="Ports reached on it."
+    )
+    protocols: list[EgressProtocol] = Field(
+        default_factory=_tcp_only, min_length=1, description="Protocols on those ports."
+    )
+    purpose: str = Field(
+        min_length=3, max_length=200, description="Why it is reached (shown in the evidence)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return value.strip().lower().rstrip(".")
+
+    def serves(self, host: str) -> bool:
+        """Whether *host* is this destination's host or one of its subdomains."""
+        host = host.lower().rstrip(".")
+        return host == self.host or host.endswith("." + self.host)
+
+
+class EgressConfig(_Section):
+    """Declared egress: the only public addresses the pods (NetworkPolicies) and the private hosts
+    (the bastion's NAT) may reach. A destination the stack needs and does not declare is refused."""
+
+    destinations: list[EgressDestinationConfig] = Field(
+        default_factory=list,
+        description="Each public endpoint with its addresses: object storage, registry mirror, "
+        "package mirrors, alert receivers, time servers.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> EgressConfig:
+        names = [d.name for d in self.destinations]
+        if len(names) != len(set(names)):
+            raise PydanticCustomError(NOT_ECHOED, "destinations: two entries share a name; give each its own")
+        return self
+
+    def serving(self, host: str) -> list[EgressDestinationConfig]:
+        """The destinations that serve *host*."""
+        return [d for d in self.destinations if d.serves(host)]
 
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -910,12 +1016,9 @@ class EvidenceConfig(_Section):
     """Inputs of `sovereign evidence` that the program cannot know: the client's site, exceptions."""
 
     magento: ClientSiteConfig | None = Field(
-        default=None, description="Magento's site; undeclared, the map draws it outside the boundary."
-    )
-    client_endpoint: str | None = Field(
         default=None,
-        description="The HTTPS URL Magento calls (its host the load balancer's private address or a name "
-        "for it); undeclared, the client hop has no declared endpoint and is not drawn.",
+        description="Magento's site; undeclared, the map draws it outside the boundary and the "
+        "client-site claim fails. Magento calls `load_balancer.hostname` (the client TLS endpoint).",
     )
     exceptions: list[EvidenceException] = Field(
         default_factory=list, description="Claims accepted as not holding, each with owner, reason, expiry."
@@ -1065,6 +1168,7 @@ class StackConfig(BaseModel):
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -1166,6 +1270,7 @@ class StackConfig(BaseModel):
                 problems.append(f"platform.alerting.receivers.{i}.url: {problem}")
         problems.extend(self._etcd_snapshot_problems())
         problems.extend(self._snapshot_copy_problems())
+        problems.extend(self._egress_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
                 f"storage.audit_lock_mode: {self.storage.audit_lock_mode!r} — region.environment 'prod' "
@@ -1229,6 +1334,67 @@ class StackConfig(BaseModel):
             ]
         return []
 
+    def egress_needs(self) -> list[tuple[str, str]]:
+        """(config key, endpoint) of every public endpoint the pods or the private hosts reach: each
+        needs a declared destination (infra/egress.py draws who reaches which)."""
+        needs: list[tuple[str, str]] = []
+        platform, storage = self.platform, self.storage
+        if storage.audit_archive or platform.models or self.rke2.etcd_snapshots:
+            # the audit-ship sidecar, the weights Job, the OpenBao snapshots, RKE2's etcd snapshots
+            needs.append(("endpoints.object_storage", self.endpoints.object_storage))
+        if platform.models:
+            needs.append(("endpoints.model_source", self.endpoints.model_source))
+        if storage.openbao_snapshot_copy is not None and storage.audit_archive is not None:
+            needs.append(("storage.openbao_snapshot_copy.endpoint", storage.openbao_snapshot_copy.endpoint))
+        for i, receiver in enumerate(platform.alerting.receivers):
+            needs.append((f"platform.alerting.receivers.{i}.url", receiver.url))
+        # the private hosts, through the bastion's NAT
+        for key, value in (
+            ("endpoints.registry_mirror", self.endpoints.registry_mirror),
+            ("rke2.artifact_url", self.rke2.artifact_url),
+            ("gpu_pool.nvidia_apt_mirror", self.gpu_pool.nvidia_apt_mirror),
+        ):
+            if value:
+                needs.append((key, value))
+        return needs
+
+    def _egress_problems(self) -> list[str]:
+        """Every declared destination is inside the EU boundary; every needed public host is declared.
+        Hosts are named only when they are on the allowlist (reviewed values, never a pasted secret)."""
+        problems: list[str] = []
+        extra = self.residency.entries()
+        for i, dest in enumerate(self.egress.destinations):
+            if problem := residency.endpoint_problem(dest.host, extra):
+                problems.append(f"egress.destinations.{i}.host: {problem}")
+            elif residency.is_private_address(dest.host) or dest.host.endswith(
+                residency.CLUSTER_LOCAL_SUFFIXES
+            ):
+                problems.append(
+                    f"egress.destinations.{i}.host: a private address or cluster-local name; declare public "
+                    "endpoints only (the private network is not egress)"
+                )
+        missing: dict[str, list[str]] = {}
+        for key, endpoint in self.egress_needs():
+            host = residency.host_of(endpoint)
+            if not host or residency.endpoint_problem(endpoint, extra) or _is_internal(host):
+                continue  # refused (or inside the private network) already
+            if self.egress.serving(host):
+                continue
+            entry = residency.match_endpoint(host, extra)
+            if entry is not None and host == entry.host:
+                shown = host
+            else:
+                shown = f"a host under {entry.host}" if entry is not None else "its host"
+            missing.setdefault(shown, []).append(key)
+        for shown, keys in missing.items():
+            problems.append(
+                f"egress.destinations: none serves {shown} ({', '.join(keys)}) — NetworkPolicies and the "
+                "bastion's NAT match addresses, not names, and nothing reaches an undeclared address; "
+                "declare it under egress.destinations with its host, its addresses (e.g. from "
+                "`dig +short HOST`), ports and purpose (docs/region-stacks.md, declared egress)"
+            )
+        return problems
+
     def openbao_nodes(self) -> int:
         """Nodes an OpenBao member may be scheduled on: the control-plane servers and the CPU workers
         (no taint: infra/hosts/inventory.py taints only the GPU servers, nvidia.com/gpu:NoSchedule,
@@ -1253,6 +1419,15 @@ class StackConfig(BaseModel):
             "data-classification": self.region.data_classification,
             "role": role,
         }
+
+
+def _is_internal(host: str) -> bool:
+    """A private address or a cluster-local name: inside the private network, never egress."""
+    try:
+        ipaddress.ip_address(host)
+        return True  # config.py admits private literals only (residency.endpoint_problem)
+    except ValueError:
+        return host.endswith(residency.CLUSTER_LOCAL_SUFFIXES)
 
 
 def _format_errors(exc: ValidationError) -> list[str]:

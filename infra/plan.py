@@ -335,7 +335,12 @@ def _declare(
         outputs=outputs,
         secret_outputs=secret,
     )
-    plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
+    # the image and chart rules hold the resources to what the stack declares (its mirror, its egress)
+    rules.configure(rules.declared_from(cfg))
+    try:
+        plan.violations = [v for r in plan.custom() for v in rules.check(r.type, r.name, r.inputs)]
+    finally:
+        rules.configure(None)
     plan.invoked = mocks.invoked
     plan.blockers = program.deploy_blockers(cfg)
     strict = completeness.check(completeness_view(resources), registry_mirror=cfg.endpoints.registry_mirror)

@@ -2,8 +2,10 @@
 
 Hetzner's pattern for private nodes: the network has a route 0.0.0.0/0 → bastion, and each
 node sends its default route to the network's router (first address of the range), which
-forwards to the bastion; the bastion masquerades (until the hardening role's nftables ruleset
-takes the NAT over). Every server also gets the admin user ``ops`` (key-only, sudo), which the
+forwards to the bastion; the bastion forwards and masquerades to the declared destinations only
+(infra/egress.py ``nat_flows``: Hetzner's resolvers and the stack's ``egress.destinations``, each on
+its ports) and drops every other forwarded packet, until the hardening role's nftables ruleset takes
+the NAT over with the same list. Every server also gets the admin user ``ops`` (key-only, sudo), which the
 Ansible roles log in as: the hardening role forbids root logins. Everything else on the hosts
 (hardening, RKE2, GPU stack) is the Ansible roles' job, not cloud-init's.
 """
@@ -13,10 +15,10 @@ from __future__ import annotations
 import yaml
 
 from infra.config import StackConfig
+from infra.egress import HETZNER_RESOLVERS, nat_flows
 from infra.hosts.inventory import ADMIN_USER
 
-# Hetzner's recursive resolvers (in Hetzner's EU network), reached through the NAT.
-HETZNER_RESOLVERS = ("185.12.64.1", "185.12.64.2")
+__all__ = ["HETZNER_RESOLVERS", "bastion", "nat_rules", "private_node"]
 
 
 def _admin(cfg: StackConfig) -> dict[str, object]:
@@ -40,14 +42,42 @@ def _document(cfg: StackConfig, body: dict[str, object]) -> str:
     return "#cloud-config\n" + yaml.safe_dump({**_admin(cfg), **body}, sort_keys=False)
 
 
+def nat_rules(cfg: StackConfig) -> list[tuple[str, str, str]]:
+    """The bootstrap NAT's iptables rules as (table, chain, match and target): forward and masquerade
+    from the private network to each declared destination's addresses on its ports, replies back;
+    nothing else (the FORWARD policy is DROP while the unit runs)."""
+    src, out = cfg.network.ip_range, "eth0"
+    rules = [("filter", "FORWARD", "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")]
+    nat = []
+    for dest in nat_flows(cfg):
+        for cidr in dest.cidrs:
+            for proto, ports in (("tcp", dest.tcp_ports), ("udp", dest.udp_ports)):
+                if ports:
+                    dports = ",".join(str(p) for p in ports)
+                    rules.append(
+                        ("filter", "FORWARD",
+                         f"-s {src} -d {cidr} -o {out} -p {proto} -m multiport --dports {dports} -j ACCEPT")
+                    )  # fmt: skip
+            nat.append(("nat", "POSTROUTING", f"-s {src} -d {cidr} -o {out} -j MASQUERADE"))
+    return rules + nat
+
+
+def _iptables(verb: str, rule: tuple[str, str, str]) -> str:
+    table, chain, spec = rule
+    return f"/usr/sbin/iptables -t {table} {verb} {chain} {spec}"
+
+
 def bastion(cfg: StackConfig) -> str:
-    nat = f"POSTROUTING -s {cfg.network.ip_range} -o eth0 -j MASQUERADE"
+    rules = nat_rules(cfg)
+    start = [_iptables("-A", r) for r in rules] + ["/usr/sbin/iptables -t filter -P FORWARD DROP"]
+    stop = ["/usr/sbin/iptables -t filter -P FORWARD ACCEPT"] + [_iptables("-D", r) for r in reversed(rules)]
     nat_unit = (
-        "[Unit]\nDescription=NAT for the private network\nAfter=network-online.target\n"
-        "Wants=network-online.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-        f"ExecStart=/usr/sbin/iptables -t nat -A {nat}\n"
-        f"ExecStop=/usr/sbin/iptables -t nat -D {nat}\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription=NAT for the private network, to its declared destinations only\n"
+        "After=network-online.target\nWants=network-online.target\n\n[Service]\nType=oneshot\n"
+        "RemainAfterExit=yes\n"
+        + "".join(f"ExecStart={c}\n" for c in start)
+        + "".join(f"ExecStop={c}\n" for c in stop)
+        + "\n[Install]\nWantedBy=multi-user.target\n"
     )
     return _document(
         cfg,

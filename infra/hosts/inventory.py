@@ -26,7 +26,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-from infra import objectstore
+from infra import egress, objectstore
 from infra.config import StackConfig
 
 ADMIN_USER = "ops"
@@ -163,6 +163,8 @@ def build(
                             # ProxyJump to every node and the operator's tunnels go through it
                             "hardening_ssh_allow_tcp_forwarding": "local",
                             "hardening_nat_sources": [str(cfg.network.ip_range)],
+                            # forwarded and masqueraded to the declared destinations only (issue #23)
+                            "hardening_nat_destinations": [d.as_vars() for d in egress.nat_flows(cfg)],
                             "hardening_private_cidrs": [],
                         }
                     }

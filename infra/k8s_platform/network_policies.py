@@ -4,13 +4,15 @@
   no egress at all, not even DNS. The weights are fetched by a separate Job whose pods may
   reach object storage; the vLLM pods only read the verified copy.
 - gateway: ingress from the ingress controller and Prometheus; egress only to inference,
-  OpenBao and DNS — plus, where the stack has an audit archive, HTTPS to public addresses for
-  the pod's audit-ship sidecar (the gateway process itself refuses any connection outside its
-  egress allowlist: gateway/egress.py).
+  OpenBao and DNS — plus, where the stack has an audit archive, HTTPS for the pod's audit-ship
+  sidecar to the addresses of the declared destination(s) serving endpoints.object_storage, and
+  nowhere else (the gateway process itself refuses any connection outside its egress allowlist:
+  gateway/egress.py).
 - openbao: ingress from the gateway, Prometheus and its Raft peers; egress to its peers,
   DNS and the Kubernetes API (TokenReview for Kubernetes auth). Where the stack has an Object Lock
-  bucket, the Raft snapshot CronJob's pods reach OpenBao's API, DNS and HTTPS to public addresses
-  (the bucket), and OpenBao admits them on its API port.
+  bucket, the Raft snapshot CronJob's pods reach OpenBao's API, DNS and HTTPS to the declared
+  destinations serving the bucket's endpoint and the copy's (storage.openbao_snapshot_copy), and
+  OpenBao admits them on its API port.
 - keda (chart 2.17.2): every pod reaches the Kubernetes API (the chart's own Cilium policies,
   templates/*/ciliumnetworkpolicy.yaml, allow ``kube-apiserver`` egress to all three) and DNS;
   the API server reaches the metrics apiserver (APIService v1beta1.external.metrics.k8s.io ->
@@ -34,11 +36,16 @@
   API (kubernetes_sd) and is queried by KEDA's operator and Grafana on 9090; the operator is a
   client of the Kubernetes API; both resolve names (DNS). Alertmanager reaches its webhook
   receivers (``receiver_egress``: an address or a cluster namespace where the URL names one, else
-  the URL's port only) and DNS, nothing else; kube-state-metrics the Kubernetes API only; Grafana
-  Prometheus on 9090, the Kubernetes API (its dashboards and datasources sidecars) and DNS.
+  the declared destination's addresses) and DNS, nothing else; kube-state-metrics the Kubernetes
+  API only; Grafana Prometheus on 9090, the Kubernetes API (its dashboards and datasources sidecars) and DNS.
 - system-upgrade: the controller is a client of the Kubernetes API only (v0.16.3, no metrics
   endpoint); its upgrade Jobs run with hostNetwork (pkg/upgrade/job/job.go), which no
   NetworkPolicy governs.
+
+Public addresses (issue #23): no rule reaches 0.0.0.0/0. A NetworkPolicy matches addresses, not
+names, so every public endpoint a pod reaches is declared in the stack's ``egress.destinations``
+with its addresses, and each rule names those addresses only (infra/egress.py ``pod_flows``, the
+one table the rules, the bastion's NAT and the evidence's data-flow map are built from).
 
 The Kubernetes API: pods dial the ``kubernetes`` Service (RKE2's service-cidr default
 10.43.0.0/16, its first address, port 443), which Canal's Calico policy evaluates after the DNAT to
@@ -50,11 +57,13 @@ pod network (10.42.0.0/16, RKE2's cluster-cidr default) when the pod runs on ano
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import egress
 from infra.config import StackConfig
 from infra.k8s_platform.common import (
     GATEWAY_NS,
@@ -85,7 +94,8 @@ from infra.k8s_platform.monitoring import (
     RELOADER_PORT,
     receiver_endpoints,
 )
-from infra.residency import CLUSTER_LOCAL_SUFFIXES
+from infra.policy.rules import EGRESS_ANNOTATION
+from infra.residency import CLUSTER_LOCAL_SUFFIXES, match_endpoint
 
 DNS_EGRESS = {
     "to": [
@@ -97,11 +107,6 @@ DNS_EGRESS = {
     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
 }
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
-# object storage (public EU endpoints) over HTTPS, nothing in the cluster or the private network
-PUBLIC_HTTPS = {
-    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
-    "ports": [{"protocol": "TCP", "port": 443}],
-}
 
 
 # RKE2 defaults (docs.rke2.io/reference/server_config: cluster-cidr, service-cidr); the roles set neither
@@ -146,10 +151,9 @@ def receiver_egress(cfg: StackConfig) -> list[dict[str, Any]]:
     - a cluster-local name ``<service>.<namespace>.svc[.cluster.local]``: every pod of that namespace,
       on any port (the policy sees the pod's port after the Service's DNAT, which the URL does not
       name);
-    - any other host name (on the EU allowlist or a reviewed ``residency.extra_hosts`` entry): any
-      address, on the URL's port only. This is the narrowest rule that stays true when the name's
-      addresses change; that the host is in the EU is the config validation's guarantee, not this
-      rule's.
+    - any other host name (on the EU allowlist or a reviewed ``residency.extra_hosts`` entry): the
+      addresses of the ``egress.destinations`` entry serving it, on the URL's port only
+      (infra/egress.py); config validation refuses a receiver host no destination serves.
     """
     rules: list[dict[str, Any]] = []
     for _name, host, port in receiver_endpoints(cfg):
@@ -158,16 +162,47 @@ def receiver_egress(cfg: StackConfig) -> list[dict[str, Any]]:
         except ValueError:
             ip = None
         labels = host.split(".")
-        rule: dict[str, Any]
+        rule: dict[str, Any] | None
         if ip is not None:
             rule = {"to": [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}], "ports": _tcp(port)}
         elif host.endswith(CLUSTER_LOCAL_SUFFIXES) and labels.index("svc") >= 2:
             rule = {"to": [_ns(labels[labels.index("svc") - 1])]}
         else:
-            rule = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp(port)}
-        if rule not in rules:
+            cidrs = sorted({c for d in cfg.egress.serving(host) for c in d.cidrs})
+            rule = {"to": [{"ipBlock": {"cidr": c}} for c in cidrs], "ports": _tcp(port)} if cidrs else None
+        if rule is not None and rule not in rules:
             rules.append(rule)
     return rules
+
+
+def _destinations_of(cfg: StackConfig, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The declared destinations covering the public ipBlocks of *rules*, each with its residency
+    (the allowlist entry or the reviewed residency.extra_hosts entry that admits its host)."""
+    blocks = [
+        ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        for rule in rules
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    private = [ipaddress.ip_network(n) for n in PRIVATE_RANGES]
+    public = [b for b in blocks if not any(b.version == p.version and b.subnet_of(p) for p in private)]  # type: ignore[arg-type]
+    extra = cfg.residency.entries()
+    out = []
+    for dest in cfg.egress.destinations:
+        nets = [ipaddress.ip_network(c) for c in dest.cidrs]
+        if not any(b.version == n.version and b.subnet_of(n) for b in public for n in nets):  # type: ignore[arg-type]
+            continue
+        entry = match_endpoint(dest.host, extra)
+        out.append(
+            {
+                "name": dest.name,
+                "host": dest.host,
+                "cidrs": list(dest.cidrs),
+                "jurisdiction": entry.jurisdiction if entry else "",
+                "operator": entry.operator if entry else "",
+            }
+        )
+    return out
 
 
 def _app(name: str) -> dict[str, Any]:
@@ -216,13 +251,13 @@ class NetworkPolicies(pulumi.ComponentResource):
                 {"from": [_from(monitoring)], "ports": [{"protocol": "TCP", "port": VLLM_PORT}]},
             ],
         )
-        # the weights Job: object storage over HTTPS (public EU endpoints) and DNS, nothing in-cluster
+        # the weights Job: DNS and the declared object storage over HTTPS, nothing in-cluster
         self._policy(
             INFERENCE_NS,
             "weights-fetch-egress",
             {"matchLabels": {"app.kubernetes.io/component": "weights-fetch"}},
             ["Egress"],
-            egress=[DNS_EGRESS, PUBLIC_HTTPS],
+            egress=[DNS_EGRESS, *egress.policy_rules(cfg, INFERENCE_NS, "weights-fetch-egress")],
         )
         self._policy(
             GATEWAY_NS,
@@ -247,13 +282,14 @@ class NetworkPolicies(pulumi.ComponentResource):
             ],
         )
         if cfg.storage.audit_archive is not None:
-            # the audit-ship sidecar: sealed audit segments to the Object Lock bucket over HTTPS
+            # the audit-ship sidecar: sealed audit segments to the Object Lock bucket over HTTPS, to
+            # the addresses of the declared destination serving endpoints.object_storage only
             self._policy(
                 GATEWAY_NS,
                 "gateway-audit-ship",
                 {"matchLabels": {"app.kubernetes.io/name": "gateway"}},
                 ["Egress"],
-                egress=[PUBLIC_HTTPS],
+                egress=egress.policy_rules(cfg, GATEWAY_NS, "gateway-audit-ship"),
             )
         raft = [{"protocol": "TCP", "port": OPENBAO_PORT}, {"protocol": "TCP", "port": 8201}]
         self._policy(
@@ -290,7 +326,7 @@ class NetworkPolicies(pulumi.ComponentResource):
                 egress=[
                     {"to": [_from(OPENBAO_NS, "openbao")], "ports": _tcp(OPENBAO_PORT)},
                     DNS_EGRESS,
-                    PUBLIC_HTTPS,
+                    *egress.policy_rules(cfg, OPENBAO_NS, "openbao-snapshot-egress"),
                 ],
             )
             self._policy(
@@ -459,14 +495,19 @@ class NetworkPolicies(pulumi.ComponentResource):
             spec["ingress"] = ingress
         if egress is not None:
             spec["egress"] = egress
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(self._cfg, name, "network-policy"),
+        }
+        if carried := _destinations_of(self._cfg, egress or []):
+            # the declared destinations its public ipBlocks are for, with their residency: what the
+            # policy rule egress-declared-only holds each public address against (infra/policy/rules.py)
+            metadata["annotations"] = {EGRESS_ANNOTATION: json.dumps(carried, sort_keys=True)}
         self.policies.append(
             k8s.networking.v1.NetworkPolicy(
                 f"{self._name}-{namespace}-{name}",
-                metadata={
-                    "name": name,
-                    "namespace": namespace,
-                    "labels": labels(self._cfg, name, "network-policy"),
-                },
+                metadata=metadata,
                 spec=spec,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=self._deps),
             )

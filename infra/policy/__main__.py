@@ -4,9 +4,10 @@ Every rule of ``rules.py`` as a mandatory resource validation policy, so a real 
 to exactly what ``sovereign plan`` checks offline; and the completeness check
 (``completeness.py``) as a stack validation policy, which sees every resource with its parent
 and dependencies, mandatory while ``infra.plan.COMPLETENESS_FAILS_PLAN`` is on (it is).
-The stack's registry mirror comes from the pack's config
-(``--policy-pack-config``: ``{"completeness": {"registry_mirror": "https://…"}}``); without it
-images must still be by digest and from no public registry.
+The stack's registry mirror comes from the pack's config (``--policy-pack-config``:
+``{"completeness": {"registry_mirror": "https://…"}, "images-from-eu-mirror": {…}, "charts-from-eu-mirror":
+{…}}``, the same value for each); without it images must still be by digest and from no public
+registry (completeness), and the two mirror rules pass.
 """
 
 from pulumi_policy import (
@@ -24,17 +25,38 @@ from pulumi_policy import (
 from infra.plan import COMPLETENESS_FAILS_PLAN
 from infra.policy import completeness, rules
 
+# the rules that hold a resource to the stack's declaration take the registry mirror from the pack's
+# config (`--policy-pack-config`: {"images-from-eu-mirror": {"registry_mirror": "https://…"}, …}),
+# as `sovereign plan` takes it from the stack (rules.declared_from); without it they pass, and the
+# completeness policy still refuses an image without digest or from a public registry
+MIRROR_RULES = ("images-from-eu-mirror", "charts-from-eu-mirror")
+
 
 def _policy(rule: str, fn: rules.Rule) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        for message in fn(args.resource_type, args.name, args.props):
-            report_violation(message, None)
+        mirror = args.get_config().get("registry_mirror") if rule in MIRROR_RULES else None
+        if mirror:  # its host, as images.mirror_host reads endpoints.registry_mirror
+            rules.configure(
+                rules.Declared(registry_mirror=str(mirror).split("://", 1)[-1].split("/", 1)[0].lower())
+            )
+        try:
+            for message in fn(args.resource_type, args.name, args.props):
+                report_violation(message, None)
+        finally:
+            if mirror:
+                rules.configure(None)
 
+    schema = (
+        PolicyConfigSchema(properties={"registry_mirror": {"type": "string"}})
+        if rule in MIRROR_RULES
+        else None
+    )
     return ResourceValidationPolicy(
         name=rule,
         description=(fn.__doc__ or rule).strip(),
         enforcement_level=EnforcementLevel.MANDATORY,
         validate=validate,
+        config_schema=schema,
     )
 
 

@@ -6,16 +6,26 @@ program registers under Pulumi's mocks, and the policy pack (``infra/policy/__ma
 They see resources as the engine does: type tokens and wire property names (camelCase).
 The stack config validation catches the same mistakes earlier; these rules are the second,
 independent layer, so a program change that bypasses the config still cannot plan cleanly.
+
+Issue #23 adds three over the Kubernetes objects: ``egress-declared-only`` (every NetworkPolicy
+egress to a public address lies within a declared EU destination: the ones the policy carries in
+``EGRESS_ANNOTATION`` and, where the stack's declaration is known, the stack's), and
+``images-from-eu-mirror`` / ``charts-from-eu-mirror`` (from the registry mirror's host, by digest),
+which need the stack's declaration: ``configure(declared_from(cfg))`` before ``check``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from infra import residency
+
+if TYPE_CHECKING:
+    from infra.config import StackConfig
 
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
@@ -134,12 +144,200 @@ def private_load_balancer(type_: str, name: str, props: Mapping[str, Any]) -> li
     return []
 
 
+# --- egress, images and charts (issue #23) -------------------------------------------------------
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+# the NetworkPolicy annotation listing the declared destinations its public ipBlocks are for
+# (infra/k8s_platform/network_policies.py): [{"name", "host", "cidrs", "jurisdiction", "operator"}]
+EGRESS_ANNOTATION = "sovereign-llm.eu/egress-destinations"
+# never egress: the private network, the cluster, link-local (network_policies.PRIVATE_RANGES)
+_PRIVATE = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
+)
+# pod templates by kind: where their containers are (Pod, workload templates, CronJob's Job template)
+_POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What the stack declares, for the rules that need it: the registry mirror's host, the egress
+    destinations' (name, cidrs), and the image and chart references a deploy blocker already names
+    (an image without a digest: `pulumi up` stops before it reaches a cluster; reported there once)."""
+
+    registry_mirror: str | None = None
+    destinations: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    blocked_images: frozenset[str] = field(default_factory=frozenset)
+    blocked_charts: frozenset[str] = field(default_factory=frozenset)
+
+
+# None: no stack declaration known (a pack run without --policy-pack-config); the image and chart
+# rules then have nothing to hold a reference against and pass, the egress rule reads the
+# destinations each NetworkPolicy carries (EGRESS_ANNOTATION)
+_DECLARED: list[Declared | None] = [None]
+
+
+def configure(declared: Declared | None) -> None:
+    """Hold the rules to *declared* (``declared_from(cfg)``); None forgets it."""
+    _DECLARED[0] = declared
+
+
+def declared_from(cfg: StackConfig) -> Declared:
+    from infra import chart_sources, images
+
+    return Declared(
+        registry_mirror=images.mirror_host(cfg),
+        destinations=tuple((d.name, tuple(d.cidrs)) for d in cfg.egress.destinations),
+        blocked_images=frozenset(images.blocked(cfg)),
+        blocked_charts=frozenset(chart_sources.blocked(cfg)),
+    )
+
+
+def _networks(cidrs: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for c in cidrs or []:
+        try:
+            out.append(ipaddress.ip_network(str(c), strict=False))
+        except ValueError:
+            continue
+    return out
+
+
+def _covered(net: ipaddress.IPv4Network | ipaddress.IPv6Network, by: list[Any]) -> bool:
+    return any(d.version == net.version and net.subnet_of(d) for d in by)
+
+
+def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
+    """Every NetworkPolicy egress to a public address lies within a declared, EU-resident destination."""
+    if type_ != NETWORK_POLICY:
+        return []
+    annotations = (props.get("metadata") or {}).get("annotations") or {}
+    try:
+        carried = json.loads(annotations.get(EGRESS_ANNOTATION) or "[]")
+    except ValueError:
+        return [f"annotation {EGRESS_ANNOTATION} is not JSON"]
+    problems: list[str] = []
+    allowed: list[Any] = []
+    for d in carried:
+        host = str(d.get("host", ""))
+        on_list = residency.match_endpoint(host) is not None
+        reviewed = str(d.get("jurisdiction", "")).upper() in residency.EU_EEA_COUNTRIES
+        if not (on_list or reviewed):
+            problems.append(
+                f"destination {d.get('name')!r} ({host}) is not inside the EU boundary; {residency.ART_44}"
+            )
+            continue
+        allowed.extend(_networks(d.get("cidrs")))
+    declared = _DECLARED[0]
+    # the stack's own declaration, where known, bounds too: a policy cannot widen it by annotating itself
+    stack = [n for _, cidrs in declared.destinations for n in _networks(cidrs)] if declared else None
+    for rule in (props.get("spec") or {}).get("egress") or []:
+        for peer in rule.get("to") or []:
+            block = peer.get("ipBlock")
+            if not block:
+                continue
+            try:
+                net = ipaddress.ip_network(str(block.get("cidr")), strict=False)
+            except ValueError:
+                problems.append("an egress ipBlock is not a CIDR")
+                continue
+            if _covered(net, list(_PRIVATE)):
+                continue  # the private network or the cluster: not egress
+            if not _covered(net, allowed) or (stack is not None and not _covered(net, stack)):
+                problems.append(
+                    f"egress to {net} is not within a declared destination: declare its host and addresses "
+                    "under egress.destinations (never 0.0.0.0/0); NetworkPolicy matches addresses, not names"
+                )
+    return problems
+
+
+def _pod_specs(props: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    kind = props.get("kind")
+    path = _POD_SPEC_PATHS.get(str(kind))
+    if path is None:
+        return
+    node: Any = props
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            return
+    if isinstance(node, Mapping):
+        yield node
+
+
+def images_from_eu_mirror(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
+    """Every container image of a Kubernetes object is pulled from the EU registry mirror, by digest."""
+    declared = _DECLARED[0]
+    if declared is None or not type_.startswith("kubernetes:") or type_ == HELM_RELEASE:
+        return []
+    from infra import images
+
+    problems = []
+    for spec in _pod_specs(props):
+        for group in ("initContainers", "containers", "ephemeralContainers"):
+            for container in spec.get(group) or []:
+                image = str(container.get("image") or "")
+                try:
+                    ref = images.parse(image)
+                except ValueError:
+                    problems.append(
+                        f"container {container.get('name')!r}: its image is not an image reference"
+                    )
+                    continue
+                if ref.registry != declared.registry_mirror:
+                    if images.normalize(image) in declared.blocked_images:
+                        continue  # a deploy blocker names it (no mirror, no digest)
+                    problems.append(
+                        f"container {container.get('name')!r}: image {ref.name} is pulled from "
+                        f"{ref.registry}, not from the stack's EU registry mirror "
+                        "(endpoints.registry_mirror; infra/images.py reference())"
+                    )
+                elif ref.digest is None and images.normalize(image) not in declared.blocked_images:
+                    problems.append(
+                        f"container {container.get('name')!r}: image {ref.name} has no digest: a tag can be "
+                        "moved; pull it by @sha256 (platform.images)"
+                    )
+    return problems
+
+
+def charts_from_eu_mirror(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
+    """Every Helm chart is installed from the stack's EU registry mirror (OCI), by digest."""
+    declared = _DECLARED[0]
+    if declared is None or type_ != HELM_RELEASE:
+        return []
+    chart = str(props.get("chart") or "")
+    repo = str((props.get("repositoryOpts") or {}).get("repo") or "")
+    if chart in declared.blocked_charts:
+        return []  # a deploy blocker names it (no mirror, no digest)
+    mirror = declared.registry_mirror
+    host = chart.removeprefix("oci://").split("/", 1)[0].lower() if chart.startswith("oci://") else None
+    if repo or host is None or host != mirror:
+        return [
+            f"chart {chart.rsplit('/', 1)[-1].split('@')[0]} is not installed from the stack's EU registry "
+            "mirror (oci://<endpoints.registry_mirror>/charts/<chart>@sha256:…, infra/chart_sources.py)"
+        ]
+    if "@sha256:" not in chart:
+        return [f"chart {chart.rsplit('/', 1)[-1]} is not pinned by digest (platform.charts)"]
+    return []
+
+
 RULES: dict[str, Rule] = {
     "eu-location": eu_location,
     "residency-labels": residency_labels,
     "private-nodes": private_nodes,
     "firewall-deny-by-default": firewall_rules,
     "private-load-balancer": private_load_balancer,
+    "egress-declared-only": egress_declared_only,
+    "images-from-eu-mirror": images_from_eu_mirror,
+    "charts-from-eu-mirror": charts_from_eu_mirror,
 }
 
 

@@ -137,7 +137,7 @@ def test_a_pod_reaches_its_node_and_a_reload_keeps_the_tables_kubernetes_writes(
         subprocess.run(["ip", "addr", "del", f"{pod}/32", "dev", test_host.link], check=False)
 
 
-def test_a_bastion_forwards_and_masquerades_only_the_private_network(
+def test_a_bastion_forwards_and_masquerades_only_the_private_network_to_declared_addresses(
     lab: Lab, node: tuple[LabHost, Any]
 ) -> None:
     _, host = node
@@ -147,14 +147,24 @@ def test_a_bastion_forwards_and_masquerades_only_the_private_network(
         "hardening_kubernetes_node": False,
         "hardening_nat_sources": ["10.20.0.0/16"],
         "hardening_nat_interface": "host0",
+        # the declared destinations only (infra/egress.py nat_flows; documentation addresses)
+        "hardening_nat_destinations": [
+            {"name": "objectstorage", "cidrs": ["192.0.2.16/28"], "tcp_ports": [443], "udp_ports": []},
+            {"name": "ntp", "cidrs": ["203.0.113.81/32"], "tcp_ports": [], "udp_ports": [123]},
+        ],
         "hardening_private_cidrs": [],
     }
     try:
         assert run_playbook(playbook, bastion).rc == 0
         nat = host.check_output("nft list table ip sovereign_nat")
-        assert 'ip saddr 10.20.0.0/16 oifname "host0" masquerade' in nat
+        # nft lists a rule's anonymous set in braces, a single /32 as the bare address
+        assert "ip saddr 10.20.0.0/16 ip daddr { 192.0.2.16/28, 203.0.113.81 }" in nat and "masquerade" in nat
         forward = host.check_output("nft list chain inet sovereign forward")
-        assert "policy drop" in forward and 'ip saddr 10.20.0.0/16 oifname "host0" accept' in forward
+        assert "policy drop" in forward
+        assert 'ip saddr 10.20.0.0/16 ip daddr 192.0.2.16/28 oifname "host0" tcp dport 443 accept' in forward
+        assert 'ip saddr 10.20.0.0/16 ip daddr 203.0.113.81 oifname "host0" udp dport 123 accept' in forward
+        # never to any address
+        assert 'ip saddr 10.20.0.0/16 oifname "host0" accept' not in forward
         assert host.sysctl("net.ipv4.ip_forward") == 1
         assert "tcp dport { 6443" not in host.check_output("nft list chain inet sovereign input")
     finally:  # back to a Kubernetes node, as the other tests expect

@@ -42,3 +42,11 @@ def with_digests(stack: str = "eu-central-prod", data: dict[str, Any] | None = N
         "charts": {c.key: fake_digest(c.key) for c in chart_sources.installed(cfg)},
     }
     return data
+
+
+def without_mirror(stack: str = "eu-north-dr") -> dict[str, Any]:
+    """The example stack without ``endpoints.registry_mirror``: what a region that mirrors nothing
+    declares (its images and charts would come from their vendors: deploy blockers)."""
+    data = sections(stack)
+    del data["endpoints"]["registry_mirror"]
+    return data

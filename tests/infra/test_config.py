@@ -103,8 +103,12 @@ def test_extra_host_must_name_an_eu_jurisdiction() -> None:
 
 def test_unlisted_self_hosted_registry_is_refused_until_declared() -> None:
     data = sections()
-    data["residency"]["extra_hosts"] = []
-    assert "endpoints.registry_mirror: its host is not on the EU allowlist" in one_problem(data)
+    extra = data["residency"]["extra_hosts"]
+    data["residency"]["extra_hosts"] = [h for h in extra if h["host"] != "registry.sovereign.example.de"]
+    # refused as an endpoint, and as the host of its declared egress destination
+    problems = problems_of(data)
+    assert any("endpoints.registry_mirror: its host is not on the EU allowlist" in p for p in problems)
+    assert any("egress.destinations.2.host: its host is not on the EU allowlist" in p for p in problems)
 
 
 def test_private_and_cluster_local_endpoints_are_inside_the_boundary() -> None:

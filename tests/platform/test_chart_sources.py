@@ -14,7 +14,7 @@ from infra import chart_sources, config, program
 from infra import plan as planner
 from infra.policy import completeness
 from infra.policy.charts import CHARTS, chart_name
-from tests.infra.support import REPO, fake_digest, plan_of, sections, with_digests
+from tests.infra.support import REPO, fake_digest, plan_of, sections, with_digests, without_mirror
 
 MIRROR = "registry.sovereign.example.de"
 
@@ -72,7 +72,7 @@ def test_one_missing_digest_is_one_blocker() -> None:
 
 
 def test_without_a_mirror_the_charts_block_the_deploy() -> None:
-    cfg = config.parse("eu-north-dr", sections("eu-north-dr"), "test")
+    cfg = config.parse("eu-north-dr", without_mirror(), "test")
     assert cfg.endpoints.registry_mirror is None
     assert any(
         b.startswith("endpoints.registry_mirror is not set: every Helm chart")

@@ -10,7 +10,7 @@ from infra import config, images, program
 from infra import plan as planner
 from infra.policy import charts, completeness
 from infra.policy.charts import chart_name
-from tests.infra.support import fake_digest, plan_of, sections, with_digests
+from tests.infra.support import fake_digest, plan_of, sections, with_digests, without_mirror
 
 MIRROR = "registry.sovereign.example.de"
 
@@ -188,7 +188,7 @@ def test_the_example_stacks_report_image_problems_once_as_blockers() -> None:
 
 
 def test_without_a_mirror_the_deploy_is_blocked() -> None:
-    cfg = config.parse("eu-north-dr", sections("eu-north-dr"), "test")
+    cfg = config.parse("eu-north-dr", without_mirror(), "test")
     assert any(b.startswith("endpoints.registry_mirror is not set") for b in images.blockers(cfg))
 
 

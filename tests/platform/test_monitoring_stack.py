@@ -538,13 +538,13 @@ def test_prometheus_reaches_alertmanager_kube_state_metrics_and_grafana(prod: pl
     assert ("grafana", 9090) in _flows(spec["ingress"], "from")
 
 
-def test_alertmanager_admits_prometheus_only_and_reaches_dns_only_without_receivers(
-    prod: planner.Plan,
-) -> None:
-    spec = _policy(prod, ALERTMANAGER_POD)
+def test_alertmanager_admits_prometheus_only_and_reaches_dns_only_without_receivers() -> None:
+    data = sections("eu-central-prod")
+    data["platform"]["alerting"] = {"receivers": []}  # the example names one: here none
+    spec = _policy(plan_of(data, stack="eu-central-prod"), ALERTMANAGER_POD)
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert _flows(spec["ingress"], "from") == {("prometheus", 9093), ("prometheus", 8080)}
-    assert spec["egress"] == [DNS_EGRESS]  # eu-central-prod names no receiver
+    assert spec["egress"] == [DNS_EGRESS]
 
 
 def test_alertmanager_reaches_each_receiver_as_narrowly_as_its_url_allows() -> None:
@@ -563,14 +563,24 @@ def test_alertmanager_reaches_each_receiver_as_narrowly_as_its_url_allows() -> N
         *(residency.get("extra_hosts") or []),
         {"host": "alerts.example-ops.de", "jurisdiction": "DE", "operator": "Example Ops GmbH"},
     ]
+    # its addresses, declared (documentation range, RFC 5737): NetworkPolicy matches no names
+    data["egress"]["destinations"].append(
+        {
+            "name": "ops-alerts",
+            "host": "alerts.example-ops.de",
+            "cidrs": ["198.51.100.40/30"],
+            "purpose": "alerts",
+        }
+    )
     cfg = parse("eu-central-prod", data, "test")
     assert receiver_egress(cfg) == [
         # an address: that address on its port
         {"to": [{"ipBlock": {"cidr": "10.0.1.20/32"}}], "ports": [{"protocol": "TCP", "port": 9095}]},
         # a Service: its namespace, any port (the pod's port after the DNAT is not in the URL)
         {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]},
-        # a host name: any address, the URL's (here the scheme's) port only; listed once
-        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]},
+        # a host name: its declared destination's addresses, the URL's (here the scheme's) port only;
+        # listed once (issue #23: no longer any address)
+        {"to": [{"ipBlock": {"cidr": "198.51.100.40/30"}}], "ports": [{"protocol": "TCP", "port": 443}]},
     ]
     plan = plan_of(data, stack="eu-central-prod")
     spec = _policy(plan, ALERTMANAGER_POD)

@@ -128,7 +128,8 @@ def test_the_snapshot_pods_reach_openbao_and_the_bucket_only(prod: planner.Plan)
     ports = sorted(p["port"] for r in rules for p in r["ports"])
     assert ports == [53, 53, 443, 8200]
     [https] = [r for r in rules if r["ports"] == [{"protocol": "TCP", "port": 443}]]
-    assert "10.0.0.0/8" in https["to"][0]["ipBlock"]["except"]  # nothing in the cluster over HTTPS
+    # the declared object storage of the bucket (fsn1) and of the copy (hel1), nothing else over HTTPS
+    assert [peer["ipBlock"] for peer in https["to"]] == [{"cidr": "192.0.2.16/28"}, {"cidr": "192.0.2.32/28"}]
     [admit] = kube(prod, "NetworkPolicy", "openbao-from-snapshot")
     assert admit["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8200}]
 

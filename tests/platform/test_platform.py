@@ -127,10 +127,12 @@ def _gateway_egress(plan: planner.Plan) -> tuple[set[tuple[str, int]], list[dict
 def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
     targets, outside = _gateway_egress(prod)
     assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}
-    # outside the cluster: only HTTPS to public addresses, for the audit-ship sidecar
+    # outside the cluster: only HTTPS for the audit-ship sidecar, to the addresses of the declared
+    # destination serving the archive's endpoint (fsn1 object storage) and nowhere else (issue #23:
+    # no longer any public IPv4)
     (rule,) = outside
     assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
-    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(rule["to"][0]["ipBlock"]["except"])
+    assert [peer["ipBlock"] for peer in rule["to"]] == [{"cidr": "192.0.2.16/28"}]
 
 
 def test_the_audit_ship_sidecar_sends_sealed_segments_to_the_archive(prod: planner.Plan) -> None:
@@ -201,13 +203,15 @@ def test_weights_come_from_eu_object_storage_through_the_fetch_job(prod: planner
         for r in p["spec"].get("egress", [])
     ]
     https = next(r for r in egress if r["ports"] == [{"protocol": "TCP", "port": 443}])
-    assert "10.0.0.0/8" in https["to"][0]["ipBlock"]["except"]  # not into the cluster or the private network
+    # the declared fsn1 object storage's addresses only (egress.destinations objectstorage-fsn1)
+    assert [peer["ipBlock"] for peer in https["to"]] == [{"cidr": "192.0.2.16/28"}]
 
 
 def test_with_public_keys_the_fetch_job_requires_a_signed_manifest(prod: planner.Plan) -> None:
-    unsigned = one(prod, "Job", "weights-fetch-llama31-8b-awq")["spec"]["template"]["spec"]
-    assert "--public-key" not in unsigned["containers"][0]["args"]  # the example sets no key yet
     config = sections("eu-central-prod")
+    del config["storage"]["manifest_public_keys"]  # without a key: the manifest's SHA-256 only
+    unsigned = one(plan_of(config, stack="eu-central-prod"), "Job", "weights-fetch-llama31-8b-awq")
+    assert "--public-key" not in unsigned["spec"]["template"]["spec"]["containers"][0]["args"]
     public = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # RFC 8032 test 1's public key
     config["storage"] = {**config["storage"], "manifest_public_keys": {"1": public}}
     signed = plan_of(config, stack="eu-central-prod")
