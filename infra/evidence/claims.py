@@ -414,6 +414,8 @@ def alerts_routed(ctx: Context) -> Verdict:
 def openbao_snapshots(ctx: Context) -> Verdict:
     if ctx.cfg is None or ctx.plan is None:
         return fails(REFUSED)
+    if not ctx.cfg.platform.openbao.initialised:
+        return not_applicable("OpenBao is installed but not initialised (phase 1): no keys to back up yet")
     if not _objects(ctx, "CronJob", "openbao"):
         return fails("no OpenBao snapshot CronJob in the plan: the keys have no backup")
     if ctx.cfg.storage.openbao_snapshot_copy is None:
@@ -487,3 +489,328 @@ def use_cases_served(ctx: Context) -> Verdict:
     if missing:
         return fails("use cases name models this stack does not serve: " + ", ".join(missing))
     return holds("every use case's model is served in this stack")
+
+
+# -- checks of the extended control mapping (NIS2 Art. 21(2) points, ISO A.5.24-A.8.16, NIST AI RMF
+# subcategories, EU AI Act Art. 26, PCI DSS scope) ---------------------------------------------------
+
+# namespaces whose workloads need host access by design (docs/platform.md: the GPU operator's driver
+# and the system-upgrade controller); every other namespace enforces Pod Security "restricted"
+PRIVILEGED_NAMESPACES = frozenset({"gpu-operator", "system-upgrade"})
+SIX_MONTHS_DAYS = 183  # AI Act Art. 26(6): logs kept "for a period of at least six months"
+
+
+@check("every-namespace-default-deny")
+def every_namespace_default_deny(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    namespaces = [n["metadata"]["name"] for n in _objects(ctx, "Namespace")]
+    if not namespaces:
+        return fails("the plan creates no Namespace: nothing to isolate")
+    policies = _objects(ctx, "NetworkPolicy")
+    open_ = [
+        ns for ns in namespaces
+        if not any(
+            p["metadata"].get("namespace") == ns and p["spec"].get("podSelector") == {}
+            and {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes", []))
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")
+            for p in policies
+        )
+    ]  # fmt: skip
+    if open_:
+        return fails(
+            "namespaces without a default-deny NetworkPolicy (ingress and egress): " + ", ".join(open_)
+        )
+    return holds(f"all {len(namespaces)} namespaces of the plan deny ingress and egress by default")
+
+
+@check("pod-security-restricted")
+def pod_security_restricted(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    namespaces = _objects(ctx, "Namespace")
+    if not namespaces:
+        return fails("the plan creates no Namespace")
+    label = "pod-security.kubernetes.io/enforce"
+    loose = [
+        f"{n['metadata']['name']} ({(n['metadata'].get('labels') or {}).get(label, 'no label')})"
+        for n in namespaces
+        if n["metadata"]["name"] not in PRIVILEGED_NAMESPACES
+        and (n["metadata"].get("labels") or {}).get(label) != "restricted"
+    ]
+    if loose:
+        return fails(f"namespaces that do not enforce Pod Security restricted ({label}): " + ", ".join(loose))
+    kept = sorted(PRIVILEGED_NAMESPACES & {n["metadata"]["name"] for n in namespaces})
+    return holds(
+        f"{len(namespaces) - len(kept)} namespaces enforce Pod Security restricted"
+        + (f" ({', '.join(kept)} privileged by design)" if kept else "")
+    )
+
+
+@check("ingress-tls-only")
+def ingress_tls_only(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    ingresses = _objects(ctx, "Ingress")
+    if not ingresses:
+        return not_applicable("no Ingress in this plan: nothing reaches the gateway from outside the cluster")
+    plain = [f"{i['metadata'].get('namespace')}/{i['metadata']['name']}" for i in ingresses
+             if not (i.get("spec") or {}).get("tls")]  # fmt: skip
+    if plain:
+        return fails("Ingresses without TLS (spec.tls): " + ", ".join(plain))
+    protocols = ""
+    for hcc in _objects(ctx, "HelmChartConfig"):
+        if hcc["metadata"]["name"] == "rke2-ingress-nginx":
+            values = yaml.safe_load(hcc["spec"].get("valuesContent") or "") or {}
+            protocols = str(((values.get("controller") or {}).get("config") or {}).get("ssl-protocols", ""))
+    if set(protocols.split()) != {"TLSv1.2", "TLSv1.3"}:
+        return fails(
+            "the ingress controller's ssl-protocols (HelmChartConfig rke2-ingress-nginx) are "
+            f"{protocols or 'not set'}, not TLSv1.2 and TLSv1.3 only"
+        )
+    return holds(f"{len(ingresses)} Ingress(es) with TLS; the controller accepts {protocols} only")
+
+
+@check("audit-kept-six-months")
+def audit_kept_six_months(ctx: Context) -> Verdict:
+    archived = audit_archived(ctx)
+    if archived.status != HOLDS:
+        return archived
+    days = (gateway_settings(ctx).get("audit") or {}).get("archive", {}).get("retention_days")
+    if not isinstance(days, int) or days < SIX_MONTHS_DAYS:
+        return fails(
+            f"audit segments are locked for {days} days (storage.audit_retention_days), "
+            f"less than six months ({SIX_MONTHS_DAYS} days)"
+        )
+    return holds(f"audit segments are locked for {days} days, at least six months")
+
+
+@check("kill-switch-deployed")
+def kill_switch_deployed(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan: no use case to suspend")
+    policies = [r for r in ctx.plan.custom() if r.type == "vault:index/policy:Policy"]
+    incident = [r for r in policies if r.inputs.get("name") == "sovereign-incident"]
+    if not incident:
+        return fails("no OpenBao policy sovereign-incident in the plan: no operator can write a suspension")
+    return holds(
+        "the OpenBao policy sovereign-incident lets operators suspend a use case; the gateway reads it"
+    )
+
+
+@check("alerts-have-runbooks")
+def alerts_have_runbooks(ctx: Context) -> Verdict:
+    from infra.evidence.model import REPO
+
+    if ctx.plan is None:
+        return fails(REFUSED)
+    rules = [r for p in _objects(ctx, "PrometheusRule") for g in p["spec"].get("groups", [])
+             for r in g.get("rules", []) if "alert" in r]  # fmt: skip
+    if not rules:
+        return fails("no alert rule in the plan: nothing starts an incident")
+    wrong = []
+    for r in rules:
+        severity = (r.get("labels") or {}).get("severity")
+        runbook = str((r.get("annotations") or {}).get("runbook_url", ""))
+        if severity not in ("page", "ticket"):
+            wrong.append(f"{r['alert']}: severity {severity}")
+        elif not runbook or not (REPO / runbook.split("#", 1)[0]).is_file():
+            wrong.append(f"{r['alert']}: runbook {runbook or 'not set'} does not exist")
+    if wrong:
+        return fails(
+            f"{len(wrong)} of {len(rules)} alerts without severity or runbook: " + "; ".join(wrong[:4])
+        )
+    return holds(f"all {len(rules)} alerts have severity page or ticket and a runbook that exists")
+
+
+@check("gateway-upstreams-in-cluster")
+def gateway_upstreams_in_cluster(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan")
+    settings = gateway_settings(ctx)
+    targets = {f"upstreams.{n}": str(u.get("url", "")) for n, u in (settings.get("upstreams") or {}).items()}
+    targets["openbao.address"] = str((settings.get("openbao") or {}).get("address", ""))
+    outside = [
+        f"{key} ({url})" for key, url in targets.items()
+        if not (residency.host_of(url) or "").endswith((".svc", ".svc.cluster.local"))
+    ]  # fmt: skip
+    if outside:
+        return fails("gateway targets outside the cluster: " + ", ".join(outside))
+    return holds(f"the gateway's {len(targets)} targets are cluster-internal Services")
+
+
+@check("gateway-name-recogniser-on")
+def gateway_name_recogniser_on(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan")
+    if gateway_settings(ctx).get("phi_names", True) is False:
+        return fails("the gateway's phi_names is false: names the context does not know reach the model")
+    return holds("the deployed gateway keeps the recogniser for names the context does not know (phi_names)")
+
+
+@check("weights-verified-before-serving")
+def weights_verified_before_serving(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    servers = inference(ctx)
+    if not servers:
+        return not_applicable("no model server in this plan")
+    wrong = []
+    for d in servers:
+        pod = d["spec"]["template"]["spec"]
+        main = pod["containers"][0]
+        args = main.get("args", [])
+        model_dir = args[args.index("--model") + 1] if "--model" in args else None
+        verify = [
+            i.get("args", [])
+            for i in pod.get("initContainers", [])
+            if i.get("args", [])[:2] == ["weights", "verify"]
+        ]
+        dirs = [a[a.index("--dir") + 1] for a in verify if "--dir" in a]
+        offline = {"name": "HF_HUB_OFFLINE", "value": "1"} in main.get("env", [])
+        if model_dir is None or model_dir not in dirs:
+            wrong.append(f"{d['metadata']['name']}: no `weights verify` of {model_dir} before it starts")
+        elif not offline:
+            wrong.append(f"{d['metadata']['name']}: HF_HUB_OFFLINE is not 1")
+    if wrong:
+        return fails("; ".join(wrong))
+    return holds(
+        f"{len(servers)} model server(s) verify their weights against the manifest before serving, offline"
+    )
+
+
+@check("transit-keys-declared")
+def transit_keys_declared(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    if gateway(ctx) is None:
+        return not_applicable("no gateway in this plan: OpenBao is not configured yet (phase one)")
+    keys = {r.inputs.get("name"): r.inputs for r in ctx.plan.custom()
+            if r.type == "vault:transit/secretBackendKey:SecretBackendKey"}  # fmt: skip
+    tenant, manifests = keys.get("tenant-data") or {}, keys.get("model-manifests") or {}
+    wrong = []
+    if tenant.get("derived") is not True or tenant.get("exportable") is not False:
+        wrong.append("tenant-data is not a derived, non-exportable key")
+    if "audit-hmac" not in keys:
+        wrong.append("no audit-hmac key")
+    if manifests.get("type") != "ed25519":
+        wrong.append(f"model-manifests is {manifests.get('type', 'missing')}, not ed25519")
+    if wrong:
+        return fails("OpenBao transit keys: " + "; ".join(wrong))
+    return holds(
+        "OpenBao transit declares tenant-data (derived, not exportable), audit-hmac and "
+        "model-manifests (ed25519)"
+    )
+
+
+@check("openbao-audit-device-enabled")
+def openbao_audit_device_enabled(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    releases = [r for r in ctx.plan.helm_releases() if r.get("name") == "openbao"]
+    if not releases:
+        return not_applicable("no OpenBao in this plan")
+    server = (releases[0].get("values") or {}).get("server") or {}
+    storage = (server.get("auditStorage") or {}).get("enabled") is True
+    device = 'audit "file"' in str(((server.get("ha") or {}).get("raft") or {}).get("config", ""))
+    if not (storage and device):
+        return fails(
+            "OpenBao's file audit device is not configured: "
+            + ", ".join(
+                w
+                for w, ok in (("no auditStorage volume", storage), ('no audit "file" stanza', device))
+                if not ok
+            )
+        )
+    return holds("OpenBao writes every request to its file audit device on its own volume")
+
+
+@check("service-monitors-present")
+def service_monitors_present(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    need = set()
+    if gateway(ctx) is not None:
+        need |= {"gateway", "openbao"}
+    if inference(ctx):
+        need.add("vllm")
+    if not need:
+        return not_applicable(
+            "no gateway and no model server in this plan (phase one): nothing to scrape yet"
+        )
+    names = {m["metadata"]["name"] for m in _objects(ctx, "ServiceMonitor")}
+    missing = sorted(need - names)
+    if missing:
+        return fails("no ServiceMonitor for: " + ", ".join(missing))
+    return holds("Prometheus scrapes " + ", ".join(sorted(need)))
+
+
+@check("upgrade-plans-match-stack-version")
+def upgrade_plans_match(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    plans = _objects(ctx, "Plan")
+    if not plans:
+        return fails("no system-upgrade Plan in the plan: the cluster is upgraded by hand")
+    version = ctx.cfg.rke2.version
+    wrong = [
+        f"{p['metadata']['name']} ({p['spec'].get('version')})"
+        for p in plans
+        if p["spec"].get("version") != version
+    ]
+    if wrong:
+        return fails(f"upgrade Plans not at rke2.version {version}: " + ", ".join(wrong))
+    return holds(f"{len(plans)} upgrade Plans roll the nodes to rke2.version {version}")
+
+
+@check("no-pinning-blockers")
+def no_pinning_blockers(ctx: Context) -> Verdict:
+    if ctx.plan is None:
+        return fails(REFUSED)
+    prefixes = ("rke2.artifact_sha256", "platform.images", "platform.charts", "endpoints.registry_mirror")
+    found = [b for b in ctx.plan.blockers if b.startswith(prefixes)]
+    if found:
+        return fails(
+            f"{len(found)} unpinned artefact(s), `pulumi up` refuses: "
+            + "; ".join(b.split(":")[0] for b in found[:4])
+        )
+    return holds("every artefact the stack installs (RKE2, images, charts) is pinned by digest or checksum")
+
+
+@check("no-hop-leaves-the-eu")
+def no_hop_leaves_the_eu(ctx: Context) -> Verdict:
+    from infra.evidence.model import hops
+
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    drawn = hops(ctx)
+    outside = [f"{h.source} -> {h.target} ({', '.join(h.outside)})" for h in drawn if h.outside]
+    if outside:
+        return fails("data-flow hops with an end outside the EU or undeclared: " + "; ".join(outside))
+    return holds(f"all {len(drawn)} hops of the data-flow map run between ends inside the EU/EEA")
+
+
+@check("config-valid")
+def config_valid(ctx: Context) -> Verdict:
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    return holds(
+        f"the stack config passes validation and the program plans {len(ctx.plan.custom())} resources"
+    )
+
+
+@check("every-use-case-states-its-purpose")
+def every_use_case_states_its_purpose(ctx: Context) -> Verdict:
+    policies = _policies()
+    if not policies:
+        return fails("no use-case policy is loaded")
+    missing = [n for n, p in policies.items() if not p.description.strip() or not p.system_prompt.strip()]
+    if missing:
+        return fails("use cases without a stated purpose (description, system_prompt): " + ", ".join(missing))
+    return holds(f"all {len(policies)} use cases state their purpose and instruct the model accordingly")

@@ -450,6 +450,27 @@ def public_egress(plan: planner.Plan) -> list[tuple[str, str, str, str]]:
     return found
 
 
+_NAT_RULE = re.compile(r"iptables -t nat -A POSTROUTING .*?-d (?P<cidr>[0-9a-fA-F.:/]+)")
+
+
+def bastion_nat(plan: planner.Plan, declared: dict[str, str]) -> dict[str, list[str]]:
+    """Destination -> CIDRs the bastion masquerades to, parsed from the bastion server's cloud-init
+    (what `pulumi up` hands Hetzner), named by the declared destinations."""
+    from infra.egress import HETZNER_RESOLVERS
+
+    resolvers = {f"{ip}/32" for ip in HETZNER_RESOLVERS}
+    found: dict[str, list[str]] = {}
+    for r in plan.custom():
+        if r.type != "hcloud:index/server:Server" or not r.name.endswith("bastion-server"):
+            continue
+        for match in _NAT_RULE.finditer(str(r.inputs.get("userData", ""))):
+            cidr = match["cidr"]
+            name = "Hetzner resolvers (DNS)" if cidr in resolvers else declared.get(cidr, f"public {cidr}")
+            if cidr not in found.setdefault(name, []):
+                found[name].append(cidr)
+    return found
+
+
 def _declared_destinations(cfg: stack_config.StackConfig) -> dict[str, str]:
     """CIDR -> "host (name)" of the stack's declared egress destinations (egress.destinations)."""
     egress = getattr(cfg, "egress", None)
@@ -639,6 +660,18 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 () if names else (target,),
             )
         )
+    for target, cidrs in bastion_nat(plan, declared).items():  # read back from the bastion's user data
+        named = not target.startswith("public ")
+        out.append(
+            Hop(
+                "private hosts (bastion NAT)", target, "none",
+                "packages, artefacts, images, time and name resolution for the private hosts",
+                f"forwarded and masqueraded to {', '.join(cidrs)} only (FORWARD policy DROP)",
+                "declared destination" if named else "NOT a declared destination",
+                "infra/components/cloud_init.py", "bastion user data (sovereign-nat.service); the hardening "
+                "role's nftables table sovereign_nat keeps the same set", () if named else (target,),
+            )
+        )  # fmt: skip
     out.append(
         Hop(
             "operator",

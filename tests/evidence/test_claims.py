@@ -126,30 +126,29 @@ def test_images_off_the_mirror_fail_the_claim(tmp_path: Path) -> None:
         "images"
     ] = {}  # no digest for anything: what `:latest` from a public registry amounts to
     evidence = collect(tmp_path, data)
-    verdict = claim(evidence, "NIS2-21.images-from-eu-mirror")
+    verdict = claim(evidence, "NIS2-21-2-d.images-from-eu-mirror")
     assert verdict.status == "fails" and "no digest" in verdict.reason
-    assert control(evidence, "NIS2-21").status == "fails"
+    assert control(evidence, "NIS2-21-2-d").status == "fails"
     mirrorless = deployable()
     del mirrorless["endpoints"]["registry_mirror"]
-    verdict = claim(collect(tmp_path / "b", mirrorless), "NIS2-21.images-from-eu-mirror")
+    verdict = claim(collect(tmp_path / "b", mirrorless), "NIS2-21-2-d.images-from-eu-mirror")
     assert verdict.status == "fails"
 
 
 def test_charts_off_the_mirror_fail_the_claim(tmp_path: Path) -> None:
-    evidence = model.collect(STACKS, "eu-north-dr", today=TODAY)  # the DR example pulls charts upstream
-    dr = claim(evidence, "NIS2-21.charts-from-eu-mirror")
-    if evidence.config_refused or "registry_mirror" in (yaml.safe_load(
-        (STACKS / "Pulumi.eu-north-dr.yaml").read_text())["config"].get("sovereign-llm:endpoints") or {}
-    ):  # fmt: skip
-        pytest.skip("the DR example has a mirror now; the prod case below still checks the claim")
-    assert dr.status == "fails" and "ghcr.io" in dr.reason
+    """Without a registry mirror the charts come from their vendors' repositories (ghcr.io among them)."""
+    data = deployable()
+    del data["endpoints"]["registry_mirror"]
+    verdict = claim(collect(tmp_path, data), "NIS2-21-2-d.charts-from-eu-mirror")
+    assert verdict.status == "fails" and "ghcr.io" in verdict.reason
+    assert claim(collect(tmp_path / "b", deployable()), "NIS2-21-2-d.charts-from-eu-mirror").status == "holds"
 
 
 def test_weights_without_the_public_key_fail_the_signature_claims(tmp_path: Path) -> None:
     data = deployable()
     del data["storage"]["manifest_public_keys"]
     evidence = collect(tmp_path, data)
-    for claim_id in ("NIS2-21.weights-signed", "ISO27001-A.8.24.manifests-signed"):
+    for claim_id in ("NIS2-21-2-d.weights-signed", "ISO27001-A.8.24.manifests-signed"):
         verdict = claim(evidence, claim_id)
         assert verdict.status == "fails" and "--public-key" in verdict.reason, claim_id
     weights = next(h for h in evidence.hops if h.source == "model bucket")
@@ -176,15 +175,15 @@ def test_an_exception_needs_an_unexpired_date_and_is_shown_as_such(
     data = deployable()
     del data["storage"]["manifest_public_keys"]
     data["evidence"]["exceptions"] = [{
-        "claim": "NIS2-21.weights-signed", "owner": "Head of Platform",
+        "claim": "NIS2-21-2-d.weights-signed", "owner": "Head of Platform",
         "reason": "signing key ceremony scheduled for Q1; SHA-256 manifest pinned meanwhile",
         "expires": expires.isoformat(),
     }]  # fmt: skip
     evidence = collect(tmp_path, data)
-    verdict = claim(evidence, "NIS2-21.weights-signed")
+    verdict = claim(evidence, "NIS2-21-2-d.weights-signed")
     assert verdict.status == status and verdict.exception is not None
     assert [u.effect for u in evidence.exceptions] == [effect]
-    assert control(evidence, "NIS2-21").status == ("excepted" if status == "excepted" else "fails")
+    assert control(evidence, "NIS2-21-2-d").status == ("excepted" if status == "excepted" else "fails")
     assert verdict.status != "holds"  # an exception is never shown as "holds"
 
 
@@ -192,7 +191,7 @@ def test_an_exception_naming_no_claim_is_a_finding(tmp_path: Path) -> None:
     data = deployable()
     data["evidence"]["exceptions"] = [
         {
-            "claim": "NIS2-21.weights-sgined",
+            "claim": "NIS2-21-2-d.weights-sgined",
             "owner": "ops",
             "reason": "typo in the claim id",
             "expires": "2027-01-01",
@@ -204,7 +203,7 @@ def test_an_exception_naming_no_claim_is_a_finding(tmp_path: Path) -> None:
 
 def test_an_exception_without_owner_reason_or_expiry_is_refused(tmp_path: Path) -> None:
     data = deployable()
-    data["evidence"]["exceptions"] = [{"claim": "NIS2-21.weights-signed", "reason": "x"}]
+    data["evidence"]["exceptions"] = [{"claim": "NIS2-21-2-d.weights-signed", "reason": "x"}]
     evidence = collect(tmp_path, data)
     keys = {f.key for f in evidence.findings}
     assert {
