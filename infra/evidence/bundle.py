@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.evidence.provenance import sha256_file
+
 if TYPE_CHECKING:
     import hvac
 
@@ -51,12 +53,7 @@ class BundleError(RuntimeError):
 # -- the manifest ------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = sha256_file  # one streaming SHA-256 of a file (provenance.py)
 
 
 def _walk(folder: Path) -> tuple[list[str], list[str]]:

@@ -660,13 +660,13 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 () if names else (target,),
             )
         )
-    for target, cidrs in bastion_nat(plan, declared).items():  # read back from the bastion's user data
+    for target, nat_cidrs in bastion_nat(plan, declared).items():  # read back from the bastion's user data
         named = not target.startswith("public ")
         out.append(
             Hop(
                 "private hosts (bastion NAT)", target, "none",
                 "packages, artefacts, images, time and name resolution for the private hosts",
-                f"forwarded and masqueraded to {', '.join(cidrs)} only (FORWARD policy DROP)",
+                f"forwarded and masqueraded to {', '.join(nat_cidrs)} only (FORWARD policy DROP)",
                 "declared destination" if named else "NOT a declared destination",
                 "infra/components/cloud_init.py", "bastion user data (sovereign-nat.service); the hardening "
                 "role's nftables table sovereign_nat keeps the same set", () if named else (target,),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from infra import residency
+from infra.policy.completeness import POD_CARRIERS
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -155,16 +156,8 @@ EGRESS_ANNOTATION = "sovereign-llm.eu/egress-destinations"
 _PRIVATE = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 )
-# pod templates by kind: where their containers are (Pod, workload templates, CronJob's Job template)
-_POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
+# pod templates by kind: where their containers are (the completeness check's table)
+_POD_SPEC_PATHS = POD_CARRIERS
 
 
 @dataclass(frozen=True)
