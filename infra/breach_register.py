@@ -52,10 +52,23 @@ PROHIBITED = re.compile(
     r"order_?ids?$|customer_?ids?$|request_?ids?$|diagnos|prescri|symptom|prompt|answer|transcript)",
     re.IGNORECASE,
 )
+ID_PATTERN = re.compile(r"^INC-[0-9]{4}-[0-9]{1,6}$")
 SA_HOURS = 72  # GDPR Art. 33(1)
 NIS2_EARLY_WARNING_HOURS = 24  # NIS2 Art. 23(4)(a)
 NIS2_NOTIFICATION_HOURS = 72  # Art. 23(4)(b)
 CONTROLLER_NOTICE_HOURS = 24  # the processor's target for "without undue delay" (Art. 33(2); the DPA)
+
+
+# a key shown in an error: only one that looks like a field name (a key that is a pasted name,
+# date of birth or other value is never echoed, as a value is not)
+PLAUSIBLE_FIELD = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+UNNAMED_FIELD = "an unknown field (its name is not shown: it may hold data)"
+
+
+def _key(key: Any) -> str:
+    """*key* when it is a plausible field name, else a placeholder that shows nothing of it."""
+    text = str(key)
+    return text if PLAUSIBLE_FIELD.fullmatch(text) else UNNAMED_FIELD
 
 
 class RegisterError(ValueError):
@@ -81,8 +94,9 @@ class _Strict(BaseModel):
         if isinstance(data, dict):
             for key in data:
                 if str(key) not in cls.model_fields and PROHIBITED.search(str(key)):
+                    shown = f"field {key!r}" if PLAUSIBLE_FIELD.fullmatch(str(key)) else UNNAMED_FIELD
                     raise ValueError(
-                        f"field {str(key)[:40]!r} is not allowed: the register holds no patient data; give "
+                        f"{shown} is not allowed: the register holds no patient data; give "
                         "categories and approximate numbers (data_categories, data_subjects_approx) instead"
                     )
         return data
@@ -138,7 +152,7 @@ class Entry(_Strict):
     """One revision of a register entry (GDPR Art. 33(5): the facts, the effects and the
     remedial action taken, and the decisions with their reasoning)."""
 
-    id: str = Field(pattern=r"^INC-[0-9]{4}-[0-9]{1,6}$")
+    id: str = Field(pattern=ID_PATTERN.pattern)
     revision: int = Field(default=1, ge=1)
     recorded_at: AwareDatetime | None = None  # set by `add`
     recorded_by: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -199,15 +213,20 @@ class Entry(_Strict):
 
 
 def problems(exc: ValidationError) -> list[str]:
-    """'field: problem' for each error, never the value (pydantic's own str() shows inputs)."""
+    """'field: problem' for each error, never the value (pydantic's own str() shows inputs), nor
+    a key that does not look like a field name (an unknown key may be a pasted value)."""
     found = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False):
-        where = ".".join(str(p) for p in err["loc"]) or "entry"
+        loc = [str(p) if isinstance(p, int) else _key(p) for p in err["loc"]]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field: check the spelling against docs/runbooks/breach-register.md"
+            if loc and loc[-1] == UNNAMED_FIELD:
+                loc.pop()
+                message = f"{UNNAMED_FIELD}: check the spelling against docs/runbooks/breach-register.md"
         elif err["type"] == "missing":
             message = "missing: this field is required"
+        where = ".".join(loc) or "entry"
         found.append(f"{where}: {message}")
     return found
 
@@ -270,7 +289,12 @@ def add(register: Path, data: dict[str, Any], update: bool = False, now: datetim
             "ones stay: the register is append-only)"
         )
     if entry_id not in current and update:
-        raise RegisterError(f"id: the register has no {entry_id} to update; add it without --update")
+        shown = (
+            entry_id
+            if ID_PATTERN.fullmatch(entry_id)
+            else "entry with this id (not shown: not an INC-YYYY-N id)"
+        )
+        raise RegisterError(f"id: the register has no {shown} to update; add it without --update")
     data["revision"] = current[entry_id].revision + 1 if entry_id in current else 1
     entry = parse(data, "--entry")
     line = json.dumps(entry.model_dump(mode="json"), sort_keys=True, ensure_ascii=False) + "\n"

@@ -13,8 +13,11 @@ that an auditor can check the folder without access to OpenBao::
     openssl pkeyutl -verify -pubin -inkey evidence-signing-key.pem -rawin -in MANIFEST.json -sigfile sig.bin
 
 The key inside the folder proves integrity only against itself (whoever rewrites the folder
-can replace it too): an auditor compares its fingerprint with the one the operator publishes,
-or passes a key obtained separately (``--public-key``), or checks online against transit.
+can replace it too): verify always prints the fingerprint of the key it actually used (never
+the one recorded in ``MANIFEST.sig``, which is not signed and is only compared with it), and an
+auditor compares that with the one the operator publishes (``--expect-fingerprint SHA256:<hex>``
+fails on a mismatch), or passes a key obtained separately (``--public-key``), or checks online
+against transit.
 """
 
 from __future__ import annotations
@@ -311,20 +314,49 @@ def _online(signed: Signed, client: hvac.Client, key: str, mount: str) -> bool:
     return bool(answer["data"]["valid"])
 
 
-def verify(
+_FINGERPRINT_HEX = frozenset("0123456789abcdef")
+
+
+def _is_fingerprint(text: str) -> bool:
+    return text.startswith("SHA256:") and len(text) == 71 and set(text[7:]) <= _FINGERPRINT_HEX
+
+
+def normalize_fingerprint(text: str) -> str:
+    """``SHA256:<64 hex>`` from what an operator publishes (the prefix optional, any case)."""
+    value = text.strip().lower()
+    value = value.removeprefix("sha256:")
+    if len(value) != 64 or not set(value) <= _FINGERPRINT_HEX:
+        raise BundleError(
+            "--expect-fingerprint: not a key fingerprint; give SHA256: followed by 64 hex digits, as "
+            "printed by sovereign evidence verify and published by the operator"
+        )
+    return "SHA256:" + value
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The problems of a folder (empty: intact) and the keys its signature was checked with:
+    (where the key came from, its fingerprint)."""
+
+    problems: list[str]
+    keys: list[tuple[str, str]]
+
+
+def check(
     folder: Path,
     public_key: Path | None = None,
     client: hvac.Client | None = None,
     key: str | None = None,
     mount: str | None = None,
-) -> list[str]:
-    """The problems of a signed evidence folder; empty when it is intact.
+    expect_fingerprint: str | None = None,
+) -> Verification:
+    """``verify``, also naming the fingerprint of every key the signature was checked with.
 
-    The signature is checked offline against *public_key* (a PEM file), online with transit
-    when *client* is given (key and mount from the signature document unless named), or, when
-    neither is, against the key shipped in the folder (which proves integrity, not origin).
-    Raises BundleError when the folder cannot be checked at all.
+    The fingerprint recorded in ``MANIFEST.sig`` is not signed: it is compared with the key
+    actually used (a mismatch is a problem), never shown in its place. *expect_fingerprint*
+    (the one the operator publishes) must match every key used.
     """
+    expected = normalize_fingerprint(expect_fingerprint) if expect_fingerprint is not None else None
     signed = _read_signed(_folder(folder))
     problems = []
     if signed.document.get("manifest_sha256") not in (None, hashlib.sha256(signed.manifest).hexdigest()):
@@ -333,16 +365,19 @@ def verify(
         )
     if str(signed.document.get("key_version", signed.version)) != str(signed.version):
         problems.append(f"{SIGNATURE}: key_version differs from the signature's v{signed.version}")
-    keys: list[tuple[str, bytes]] = []
+    offline: list[tuple[str, bytes]] = []
     if public_key is not None:
-        keys.append((f"--public-key {public_key}", load_public_key(public_key)))
+        offline.append((f"--public-key {public_key}", load_public_key(public_key)))
     elif client is None:
         shipped = folder / PUBLIC_KEY
         if not shipped.is_file():
             raise BundleError(f"{shipped}: missing; pass --public-key FILE (the exported {PUBLIC_KEY})")
-        keys.append((str(shipped), load_public_key(shipped)))
-    for where, raw_key in keys:
-        if not _check(signed.manifest, signed.signature, raw_key):
+        offline.append((f"the key shipped in the folder ({PUBLIC_KEY})", load_public_key(shipped)))
+    keys: list[tuple[str, bytes, bool]] = []  # (where, raw key, the signature verifies with it)
+    for where, raw_key in offline:
+        valid = _check(signed.manifest, signed.signature, raw_key)
+        keys.append((where, raw_key, valid))
+        if not valid:
             problems.append(
                 f"{SIGNATURE}: the signature does not verify with {where} ({fingerprint(raw_key)}): the "
                 "manifest or its signature was changed after signing, or it was signed with another key"
@@ -352,9 +387,34 @@ def verify(
             key or str(signed.document.get("key", DEFAULT_KEY)),
             mount or str(signed.document.get("mount", DEFAULT_MOUNT)),
         )
-        if not _online(signed, client, name, where):
+        valid = _online(signed, client, name, where)
+        if not valid:
             problems.append(
                 f"{SIGNATURE}: OpenBao transit key {where}/keys/{name} says the signature is not valid"
+            )
+        data = _read_key(client, name, where, create=False)
+        keys.append(
+            (
+                f"OpenBao transit key {where}/keys/{name} v{signed.version}",
+                _public_bytes(data, name, signed.version),
+                valid,
+            )
+        )
+    recorded = signed.document.get("public_key_fingerprint")
+    shown = recorded if isinstance(recorded, str) and _is_fingerprint(recorded) else "(not a fingerprint)"
+    used = [(where, fingerprint(raw_key)) for where, raw_key, _ in keys]
+    for (where, actual), (_, _, valid) in zip(used, keys, strict=True):
+        # a signature that does not verify is a problem already; one that does, by a key other
+        # than the one recorded, means the key (and the signature) were replaced
+        if valid and recorded is not None and str(recorded) != actual:
+            problems.append(
+                f"{SIGNATURE}: public_key_fingerprint {shown} is not the fingerprint of {where} "
+                f"({actual}): the signing key or the signature document was replaced"
+            )
+        if expected is not None and actual != expected:
+            problems.append(
+                f"{where} has fingerprint {actual}, not {expected} given by --expect-fingerprint: the "
+                "folder was not signed with the operator's key"
             )
     listed = {str(e["path"]): e for e in signed.files}
     present, other = _walk(folder)
@@ -375,7 +435,26 @@ def verify(
             problems.append(f"{rel}: size {path.stat().st_size} differs from {entry['size']} in {MANIFEST}")
     for rel in sorted(set(listed) - set(present) - set(other)):
         problems.append(f"{rel}: missing (listed in {MANIFEST}, not in the folder)")
-    return problems
+    return Verification(problems, used)
+
+
+def verify(
+    folder: Path,
+    public_key: Path | None = None,
+    client: hvac.Client | None = None,
+    key: str | None = None,
+    mount: str | None = None,
+    expect_fingerprint: str | None = None,
+) -> list[str]:
+    """The problems of a signed evidence folder; empty when it is intact.
+
+    The signature is checked offline against *public_key* (a PEM file), online with transit
+    when *client* is given (key and mount from the signature document unless named), or, when
+    neither is, against the key shipped in the folder (which proves integrity against that key
+    only, not origin: compare its fingerprint, or pass *expect_fingerprint*).
+    Raises BundleError when the folder cannot be checked at all.
+    """
+    return check(folder, public_key, client, key, mount, expect_fingerprint).problems
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -400,7 +479,17 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="the signed evidence folder")
     parser.add_argument("--public-key", type=Path, help=f"the exported {PUBLIC_KEY} (offline check)")
     parser.add_argument("--online", action="store_true", help="also check the signature with OpenBao transit")
+    add_expect_fingerprint_argument(parser)
     add_openbao_arguments(parser)
+
+
+def add_expect_fingerprint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expect-fingerprint",
+        metavar="FP",
+        help="with verify: the signing key's fingerprint the operator publishes (SHA256:<hex>); "
+        "verification fails when the key used has another",
+    )
 
 
 def _env(*names: str) -> str | None:
@@ -451,38 +540,38 @@ def sign_evidence(folder: Path, args: argparse.Namespace, provenance: Mapping[st
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 when the folder is intact, 1 with each problem on stderr, 2 when it cannot be checked."""
     folder = Path(args.folder)
+    expected = getattr(args, "expect_fingerprint", None)
     try:
         client = openbao_client(args) if getattr(args, "online", False) else None
-        problems = verify(
+        result = check(
             folder,
             public_key=getattr(args, "public_key", None),
             client=client,
             key=getattr(args, "signing_key", None) if client is not None else None,
             mount=getattr(args, "transit_mount", None) if client is not None else None,
+            expect_fingerprint=expected,
         )
     except BundleError as exc:
         print(f"sovereign evidence verify: {exc}", file=sys.stderr)
         return 2
-    if problems:
+    used = "; ".join(f"{where}, {fp}" for where, fp in result.keys)
+    if result.problems:
         print(
-            f"sovereign evidence verify: {folder}: NOT INTACT ({len(problems)} problem(s))", file=sys.stderr
+            f"sovereign evidence verify: {folder}: NOT INTACT ({len(result.problems)} problem(s))",
+            file=sys.stderr,
         )
-        for problem in problems:
+        for problem in result.problems:
             print(f"  {problem}", file=sys.stderr)
+        print(f"  signature checked with {used}", file=sys.stderr)
         return 1
-    document = json.loads((folder / SIGNATURE).read_text(encoding="utf-8"))
     files = len(json.loads((folder / MANIFEST).read_bytes())["files"])
-    how = []
-    if getattr(args, "public_key", None) is not None:
-        how.append(f"--public-key {args.public_key}")
-    if client is not None:
-        how.append("OpenBao transit")
-    if not how:
-        how.append(
-            f"the key shipped in the folder, {document.get('public_key_fingerprint')}: compare it with the "
-            "fingerprint the operator publishes (this proves integrity, not who signed)"
+    print(f"{folder}: intact: {files} files match the signed manifest; signature checked with {used}")
+    if expected is not None:
+        print("the key's fingerprint matches --expect-fingerprint")
+    elif getattr(args, "public_key", None) is None and client is None:
+        print(
+            "this proves integrity against the key shipped in the folder only, not who signed: whoever "
+            "rewrites the folder can replace that key too; compare the fingerprint above with the one the "
+            "operator publishes, or pass --expect-fingerprint FP or --public-key FILE"
         )
-    print(
-        f"{folder}: intact: {files} files match the signed manifest; signature checked with {', '.join(how)}"
-    )
     return 0

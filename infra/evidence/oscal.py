@@ -12,8 +12,12 @@ Mapping (docs/compliance-evidence.md):
 * each finding of the run (a config problem or a policy-pack violation) is an observation of
   type ``finding``, related to the controls it breaks;
 * ``import-ap`` is required: there is no separate OSCAL assessment plan, the plan is the control
-  mapping ``infra/evidence/controls.yaml`` at the revision, referenced as a back-matter resource
-  (``href: "#<uuid>"``, the form OSCAL gives for an internal reference).
+  mapping ``infra/evidence/controls.yaml``, referenced as a back-matter resource
+  (``href: "#<uuid>"``, the form OSCAL gives for an internal reference);
+* with the run's provenance (``provenance.Provenance.to_dict()``), the document names the full
+  commit, says "at revision" only of an input whose ``from_revision`` is true (a modified or
+  uncommitted one is said to be so) and lists every input as a back-matter resource whose
+  ``rlinks`` carry its SHA-256 (``hashes``), so that the exact bytes assessed can be checked.
 
 UUIDs are version-5 UUIDs of the stack, the revision and the item, so that two runs over the
 same input give the same document but for its timestamps.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+import urllib.parse
 import uuid
 from datetime import UTC, date, datetime
 from functools import cache
@@ -113,14 +118,75 @@ def _deadline(expires: Any) -> str | None:
     return None
 
 
-def _evidence_of(claim: Any, revision: str) -> list[dict[str, Any]]:
+def _inputs(provenance: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The provenance's inputs by path (empty without provenance)."""
+    inputs = (provenance or {}).get("inputs") or []
+    return {str(i["path"]): i for i in inputs if isinstance(i, dict) and "path" in i}
+
+
+def _commit(provenance: dict[str, Any] | None) -> str | None:
+    commit = (provenance or {}).get("commit")
+    return str(commit) if commit else None
+
+
+def _where(path: str, provenance: dict[str, Any] | None) -> str:
+    """Which bytes of *path* were used, claiming a revision only when provenance allows it."""
+    commit, item = _commit(provenance), _inputs(provenance).get(path)
+    if item is None:
+        if commit and (provenance or {}).get("dirty") is False:
+            return f"at revision {commit}"  # a clean tree: every file is the commit's
+        if commit:
+            return f"in the working tree of commit {commit}, which has uncommitted changes"
+        return "(no revision recorded)"
+    if item.get("outside_repository"):
+        return f"(outside the repository; SHA-256 {item.get('sha256')})"
+    if commit and item.get("from_revision"):
+        return f"at revision {commit} (SHA-256 {item.get('sha256')})"
+    if item.get("tracked"):
+        return f"modified since revision {commit} (SHA-256 {item.get('sha256')})"
+    return f"not committed (SHA-256 {item.get('sha256')})"
+
+
+def _href(path: str) -> str:
+    """A path as a uri-reference (blanks and other reserved characters percent-encoded)."""
+    return urllib.parse.quote(path, safe="/")
+
+
+def _input_resources(provenance: dict[str, Any] | None, uid: Any) -> list[dict[str, Any]]:
+    """Each input of the run as a back-matter resource whose rlink carries its SHA-256."""
+    resources = []
+    for path, item in sorted(_inputs(provenance).items()):
+        if path == CONTROL_MAPPING:
+            continue  # the assessment plan's resource carries it
+        resources.append(
+            {
+                "uuid": uid("input", path),
+                "title": _line(f"Input {path}"),
+                "description": f"{path} {_where(path, provenance)}",
+                "props": [_prop("from-revision", bool(item.get("from_revision")))],
+                "rlinks": [_rlink(path, item)],
+            }
+        )
+    return resources
+
+
+def _rlink(path: str, item: dict[str, Any] | None, media_type: str | None = None) -> dict[str, Any]:
+    digest = (item or {}).get("sha256")
+    return {
+        "href": _href(path),
+        "media-type": media_type,
+        "hashes": [{"algorithm": "SHA-256", "value": str(digest)}] if digest else None,
+    }
+
+
+def _evidence_of(claim: Any, provenance: dict[str, Any] | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for test in getattr(claim, "tests", ()) or ():
         file = str(test).partition("::")[0]
         items.append(
             {
-                "href": file,
-                "description": f"test {test} at revision {revision}",
+                "href": _href(file),
+                "description": _line(f"test {test} {_where(file, provenance)}"),
                 "props": [_prop("test", test)],
             }
         )
@@ -163,6 +229,7 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
         return _uuid(stack, revision, kind, *ids)
 
     plan_uuid = uid("assessment-plan")
+    plan_input = _inputs(provenance).get(CONTROL_MAPPING)
     observations: list[dict[str, Any]] = []
     risks: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
@@ -208,7 +275,7 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
                     ],
                     "methods": ["TEST"] if tests else ["EXAMINE"],
                     "types": ["control-objective"],
-                    "relevant-evidence": _evidence_of(claim, revision),
+                    "relevant-evidence": _evidence_of(claim, provenance),
                     "collected": when,
                     "remarks": str(claim.reason) if getattr(claim, "reason", None) else None,
                 }
@@ -247,7 +314,8 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
             }
         )
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    meta_props = [_prop("stack", stack), _prop("revision", revision)]
+    commit = _commit(provenance)
+    meta_props = [_prop("stack", stack), _prop("revision", commit or revision)]
     if provenance:
         meta_props += [
             _prop("commit", provenance.get("commit") or "none"),
@@ -258,7 +326,11 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
         "metadata": {
             "title": _line(f"Compliance evidence of stack {stack}"),
             "last-modified": when,
-            "version": _line(revision),
+            "version": _line(
+                f"{commit} with uncommitted changes"
+                if commit and (provenance or {}).get("dirty")
+                else commit or revision
+            ),
             "oscal-version": OSCAL_VERSION,
             "props": meta_props,
         },
@@ -266,8 +338,8 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
             "href": f"#{plan_uuid}",
             "remarks": (
                 "No separate OSCAL assessment plan is published: the plan is the control mapping "
-                f"{CONTROL_MAPPING} at revision {revision} (every pointer of it resolves; tests/evidence), "
-                "described by the back-matter resource this href names."
+                f"{CONTROL_MAPPING} {_where(CONTROL_MAPPING, provenance)} (every pointer of it resolves; "
+                "tests/evidence), described by the back-matter resource this href names."
             ),
         },
         "results": [
@@ -294,9 +366,15 @@ def assessment_results(evidence: Any, provenance: dict[str, Any] | None = None) 
                     "uuid": plan_uuid,
                     "title": "Assessment plan: the control mapping",
                     "description": "Each control's claims with the code, tests and settings that prove them.",
-                    "props": [_prop("revision", revision)],
-                    "rlinks": [{"href": CONTROL_MAPPING, "media-type": "application/yaml"}],
-                }
+                    "props": [_prop("revision", commit or revision)]
+                    + (
+                        [_prop("from-revision", bool(plan_input.get("from_revision")))]
+                        if plan_input is not None
+                        else []
+                    ),
+                    "rlinks": [_rlink(CONTROL_MAPPING, plan_input, "application/yaml")],
+                },
+                *_input_resources(provenance, uid),
             ],
         },
     }

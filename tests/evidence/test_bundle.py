@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -230,7 +231,9 @@ def test_cmd_verify_exit_codes(signed: Path, tmp_path: Path, capsys: pytest.Capt
     assert bundle.cmd_verify(_verify_args(str(signed), "--public-key", key)) == 0
     assert "intact: 4 files" in capsys.readouterr().out
     assert bundle.cmd_verify(_verify_args(str(signed))) == 0
-    assert "proves integrity, not who signed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "proves integrity against the key shipped in the folder only, not who signed" in out
+    assert _fingerprint_of(signed / bundle.PUBLIC_KEY) in out
     (signed / "evidence.md").write_text("changed\n")
     assert bundle.cmd_verify(_verify_args(str(signed), "--public-key", key)) == 1
     assert "evidence.md: changed after signing" in capsys.readouterr().err
@@ -265,3 +268,86 @@ def test_sign_evidence_reads_openbao_from_the_environment(
     assert bundle.verify(folder, public_key=folder / bundle.PUBLIC_KEY) == []
     online = _verify_args(str(folder), "--online", "--signing-key", args.signing_key)
     assert bundle.cmd_verify(online) == 0
+
+
+def _fingerprint_of(pem: Path) -> str:
+    return bundle.fingerprint(bundle.load_public_key(pem))
+
+
+def _raw(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _swap(folder: Path, recorded: str | None) -> str:
+    """The attack: edit the report, rewrite the manifest, sign it with the attacker's key and
+    ship that key; MANIFEST.sig keeps *recorded* as the fingerprint (the operator's, or the
+    attacker's when None). Returns the attacker's fingerprint."""
+    attacker = Ed25519PrivateKey.generate()
+    (folder / "evidence.md").write_text("# Evidence\n\n**COMPLIANT** (forged)\n", encoding="utf-8")
+    manifest = bundle.write_manifest(folder, PROVENANCE).read_bytes()
+    document = {
+        "format": bundle.SIGNATURE_FORMAT,
+        "signature": "vault:v1:" + base64.b64encode(attacker.sign(manifest)).decode(),
+        "key_version": 1,
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "public_key_fingerprint": recorded or bundle.fingerprint(_raw(attacker)),
+    }
+    (folder / bundle.SIGNATURE).write_text(json.dumps(document), encoding="utf-8")
+    (folder / bundle.PUBLIC_KEY).write_bytes(bundle._pem(_raw(attacker)))
+    return bundle.fingerprint(_raw(attacker))
+
+
+def test_a_swapped_key_keeping_the_operators_fingerprint_is_caught(
+    signed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
+    attacker = _swap(signed, operator)
+    assert bundle.cmd_verify(_verify_args(str(signed))) == 1
+    captured = capsys.readouterr()
+    assert "intact" not in captured.out and "NOT INTACT" in captured.err
+    assert f"public_key_fingerprint {operator} is not the fingerprint of the key shipped" in captured.err
+    assert f"signature checked with the key shipped in the folder ({bundle.PUBLIC_KEY}), {attacker}" in (
+        captured.err
+    )
+
+
+def test_expect_fingerprint_fails_on_another_key(signed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
+    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", operator)) == 0
+    assert "matches --expect-fingerprint" in capsys.readouterr().out
+    # the prefix is optional and the case free, as operators publish it
+    bare = operator.removeprefix("SHA256:").upper()
+    assert bundle.verify(signed, expect_fingerprint=bare) == []
+    wrong = bundle.fingerprint(_raw(Ed25519PrivateKey.generate()))
+    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", wrong)) == 1
+    assert f"has fingerprint {operator}, not {wrong} given by --expect-fingerprint" in capsys.readouterr().err
+    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", "SHA256:abc")) == 2
+    assert "--expect-fingerprint: not a key fingerprint" in capsys.readouterr().err
+
+
+def test_a_consistent_swap_shows_the_attackers_fingerprint_and_fails_the_expected_one(
+    signed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
+    attacker = _swap(signed, None)  # the attacker also rewrites the recorded fingerprint
+    assert bundle.cmd_verify(_verify_args(str(signed))) == 0  # intact against the shipped key only ...
+    out = capsys.readouterr().out
+    assert attacker in out and operator not in out  # ... and it shows the key it used
+    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", operator)) == 1
+    assert f"has fingerprint {attacker}, not {operator}" in capsys.readouterr().err
+
+
+def test_online_verification_names_transits_fingerprint(
+    bao: Bao, signed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
+    monkeypatch.setenv("VAULT_ADDR", bao.address)
+    monkeypatch.setenv("VAULT_TOKEN", bao.root)
+    document = json.loads((signed / bundle.SIGNATURE).read_text())
+    online = ("--online", "--signing-key", document["key"], "--expect-fingerprint", operator)
+    assert bundle.cmd_verify(_verify_args(str(signed), *online)) == 0
+    assert f"OpenBao transit key transit/keys/{document['key']} v1, {operator}" in capsys.readouterr().out
+    document["public_key_fingerprint"] = bundle.fingerprint(_raw(Ed25519PrivateKey.generate()))
+    (signed / bundle.SIGNATURE).write_text(json.dumps(document))
+    problems = bundle.verify(signed, client=_client(bao))
+    assert len(problems) == 1 and "is not the fingerprint of OpenBao transit key" in problems[0], problems

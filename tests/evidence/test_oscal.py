@@ -230,3 +230,87 @@ def test_the_prod_stack_exports_a_valid_document() -> None:
     assert len([o for o in result["observations"] if "control-objective" in o.get("types", [])]) == sum(
         len(c.claims) for c in evidence.controls
     )
+
+
+COMMIT = "89abcdef" * 5  # a full 40-hex commit; evidence.revision (the short one) differs
+
+
+def _input(
+    path: str, digest: str, *, from_revision: bool, tracked: bool = True, outside: bool = False
+) -> dict[str, Any]:
+    return {"path": path, "sha256": digest, "outside_repository": outside, "tracked": tracked,
+            "unmodified": from_revision, "from_revision": from_revision}  # fmt: skip
+
+
+def _provenance(mapping_from_revision: bool) -> dict[str, Any]:
+    return {
+        "format": "sovereign-evidence-provenance/1",
+        "commit": COMMIT,
+        "dirty": not mapping_from_revision,
+        "dirty_paths": [] if mapping_from_revision else [oscal.CONTROL_MAPPING],
+        "inputs": [
+            _input(oscal.CONTROL_MAPPING, "a" * 64, from_revision=mapping_from_revision),
+            _input("stacks/eu-central-prod.yaml", "b" * 64, from_revision=True),
+            _input("reports/new results.xml", "c" * 64, from_revision=False, tracked=False),
+            _input("/etc/sovereign/ca.pem", "d" * 64, from_revision=False, tracked=False, outside=True),
+        ],
+        "tools": {},
+    }
+
+
+def _short(evidence: SimpleNamespace) -> SimpleNamespace:
+    evidence.revision = COMMIT[:12]  # as model._revision() gives it
+    return evidence
+
+
+def test_a_modified_control_mapping_is_not_said_to_be_at_the_revision() -> None:
+    document = oscal.assessment_results(_short(example()), _provenance(mapping_from_revision=False))
+    assert oscal.validate(document) == []
+    assert [e.message for e in _python_validator().iter_errors(document)] == []
+    ar = document[AR]
+    remark = ar["import-ap"]["remarks"]
+    assert "at revision" not in remark
+    assert f"modified since revision {COMMIT} (SHA-256 {'a' * 64})" in remark
+    assert ar["metadata"]["version"] == f"{COMMIT} with uncommitted changes"
+    plan = ar["back-matter"]["resources"][0]
+    assert plan["rlinks"] == [{"href": oscal.CONTROL_MAPPING, "media-type": "application/yaml",
+                               "hashes": [{"algorithm": "SHA-256", "value": "a" * 64}]}]  # fmt: skip
+    assert {"name": "from-revision", "ns": oscal.NS, "value": "False"} in plan["props"]
+
+
+def test_every_input_is_a_resource_with_its_sha256_and_the_full_commit_is_named() -> None:
+    document = oscal.assessment_results(_short(example()), _provenance(mapping_from_revision=True))
+    assert oscal.validate(document) == []
+    assert [e.message for e in _python_validator().iter_errors(document)] == []
+    ar = document[AR]
+    assert f"{oscal.CONTROL_MAPPING} at revision {COMMIT} (SHA-256 {'a' * 64})" in ar["import-ap"]["remarks"]
+    assert COMMIT[:12] + " " not in json.dumps(document)  # the short commit is never the revision named
+    props = {p["name"]: p["value"] for p in ar["metadata"]["props"]}
+    assert props["revision"] == COMMIT and ar["metadata"]["version"] == COMMIT
+    resources = {r["rlinks"][0]["href"]: r for r in ar["back-matter"]["resources"]}
+    hashes = {href: r["rlinks"][0]["hashes"] for href, r in resources.items()}
+    assert hashes == {
+        oscal.CONTROL_MAPPING: [{"algorithm": "SHA-256", "value": "a" * 64}],
+        "stacks/eu-central-prod.yaml": [{"algorithm": "SHA-256", "value": "b" * 64}],
+        "reports/new%20results.xml": [{"algorithm": "SHA-256", "value": "c" * 64}],
+        "/etc/sovereign/ca.pem": [{"algorithm": "SHA-256", "value": "d" * 64}],
+    }
+    assert resources["stacks/eu-central-prod.yaml"]["description"].endswith(
+        f"at revision {COMMIT} (SHA-256 {'b' * 64})"
+    )
+    assert "at revision" not in resources["reports/new%20results.xml"]["description"]
+    assert "not committed" in resources["reports/new%20results.xml"]["description"]
+    assert "outside the repository" in resources["/etc/sovereign/ca.pem"]["description"]
+
+
+def test_tests_are_said_to_be_at_the_revision_only_in_a_clean_tree() -> None:
+    def description(provenance: dict[str, Any] | None) -> str:
+        result = _result(oscal.assessment_results(_short(example()), provenance))
+        by_title = {o["title"]: o for o in result["observations"]}
+        return str(by_title["GDPR-44.state-in-eu"]["relevant-evidence"][0]["description"])
+
+    assert description(_provenance(mapping_from_revision=True)) == (
+        f"test tests/infra/test_b.py::test_eu at revision {COMMIT}"
+    )
+    assert "at revision" not in description(_provenance(mapping_from_revision=False))
+    assert "at revision" not in description(None)

@@ -212,3 +212,53 @@ def test_the_documented_form_is_a_valid_entry(tmp_path: Path) -> None:
     form = page.split("```yaml\n", 1)[1].split("```", 1)[0]
     entry = br.add(tmp_path / "r.jsonl", yaml.safe_load(form), now=NOW)
     assert entry.id == "INC-2026-7" and br.check_entry(entry, NOW) == []
+
+
+PASTED_KEYS = [
+    "Mustermann, Erika 1960-02-01",  # a name and a date of birth pasted as a key
+    "Erika Mustermann geb. 01.02.1960",  # not flagged as a patient field: refused as unknown
+    "patient Erika Mustermann 1960-02-01",  # flagged as a patient field, longer than 40 characters
+    "KVNR A123456780",
+]
+
+
+@pytest.mark.parametrize("key", PASTED_KEYS)
+def test_a_key_that_holds_data_is_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    with pytest.raises(br.RegisterError) as caught:
+        br.add(tmp_path / "r.jsonl", {**ENTRY, key: "x"}, now=NOW)
+    message = str(caught.value)
+    assert br.UNNAMED_FIELD in message
+    for fragment in ("Mustermann", "Erika", "1960", "A123456780"):
+        assert fragment not in message
+    # nested, and through the command line: stderr shows where, not the key
+    nested = {**ENTRY, "authority": {**ENTRY["authority"], key: "x"}}
+    entry = write_entry(tmp_path, nested)
+    register = tmp_path / "register.jsonl"
+    assert main(["incident", "register", "add", "--register", str(register), "--entry", str(entry)]) == 1
+    err = capsys.readouterr().err
+    assert "authority" in err and br.UNNAMED_FIELD in err
+    for fragment in ("Mustermann", "Erika", "1960", "A123456780"):
+        assert fragment not in err
+    assert not register.exists()
+
+
+def test_a_line_of_the_register_with_a_pasted_key_is_not_echoed_by_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register = tmp_path / "register.jsonl"
+    br.add(register, ENTRY, now=NOW)
+    line = json.loads(register.read_text(encoding="utf-8"))
+    line["Mustermann, Erika 1960-02-01"] = "seen"
+    register.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    assert main(["incident", "register", "check", "--register", str(register)]) != 0
+    err = capsys.readouterr().err
+    assert "line 1" in err and br.UNNAMED_FIELD in err
+    assert "Mustermann" not in err and "1960" not in err
+
+
+def test_an_update_of_an_id_that_is_data_does_not_echo_it(tmp_path: Path) -> None:
+    with pytest.raises(br.RegisterError) as caught:
+        br.add(tmp_path / "r.jsonl", {**ENTRY, "id": "Mustermann, Erika 1960-02-01"}, update=True, now=NOW)
+    assert "has no entry with this id" in str(caught.value) and "Mustermann" not in str(caught.value)
