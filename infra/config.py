@@ -503,6 +503,10 @@ def _tcp_only() -> list[EgressProtocol]:
     return ["tcp"]
 
 
+# iptables-extensions(8), multiport: "Up to 15 ports can be specified" (infra/components/cloud_init.py)
+MAX_EGRESS_PORTS = 15
+
+
 class EgressDestinationConfig(_Section):
     """One public endpoint outside the cluster that pods or hosts may reach, with its addresses."""
 
@@ -516,11 +520,30 @@ class EgressDestinationConfig(_Section):
         min_length=1, description="Public addresses the host resolves to (`dig +short HOST`), as CIDRs."
     )
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=lambda: [443], min_length=1, description="Ports reached on it."
+        default_factory=lambda: [443],
+        min_length=1,
+        description=f"Ports reached on it (at most {MAX_EGRESS_PORTS}: the bastion's NAT matches them in "
+        "one iptables multiport rule).",
     )
     protocols: list[EgressProtocol] = Field(
         default_factory=_tcp_only, min_length=1, description="Protocols on those ports."
     )
+
+    @field_validator("ports")
+    @classmethod
+    def _few_ports(cls, value: list[int]) -> list[int]:
+        # the bootstrap NAT matches a destination's ports with iptables' multiport, which takes "up to
+        # 15 ports" (iptables-extensions(8), multiport); more would fail the bastion's unit at boot
+        if len(value) > MAX_EGRESS_PORTS:
+            raise PydanticCustomError(
+                NOT_ECHOED,
+                f"egress destination ports: more than {MAX_EGRESS_PORTS} ports on one destination (the "
+                "bastion's NAT matches them in one iptables multiport rule, which takes at most "
+                f"{MAX_EGRESS_PORTS}); list only the ports the host is reached on, or declare the same host "
+                "and addresses again as a second destination (its own name) with the remaining ports",
+            )
+        return value
+
     purpose: str = Field(
         min_length=3, max_length=200, description="Why it is reached (shown in the evidence)."
     )
@@ -1007,7 +1030,8 @@ class ClientSiteConfig(_Section):
         min_length=2, max_length=120, description="Data centre or site, e.g. `Hetzner FSN1`."
     )
     jurisdiction: str = Field(
-        description="ISO 3166 code of the country it is in (EU/EEA for a transfer-free map)."
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166 code of the country it is in, two letters (EU/EEA for a transfer-free map).",
     )
     operator: str = Field(min_length=2, max_length=120, description="Who operates it.")
 

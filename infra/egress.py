@@ -9,11 +9,18 @@ boundary). This module is the one place that says who reaches which destination:
   infra/k8s_platform/network_policies.py are built from it, rule for rule);
 - ``nat_flows(cfg)``: what the private hosts (and through them the pods) reach through the
   bastion's NAT (the cloud-init bootstrap, infra/components/cloud_init.py, and the hardening role's
-  nftables ruleset through infra/hosts/inventory.py are built from it);
-- ``allowed(cfg)``: both, as ``Egress`` records, for the evidence report's data-flow map;
+  nftables ruleset through infra/hosts/inventory.py are built from it), and what the GPU servers
+  and their pods reach by their own public uplink (the same list, as the hardening role's
+  ``hardening_uplink_destinations``);
+- ``allowed(cfg)``: both, as ``Egress`` records (what the config allows; the tests compare it with
+  what the rendered manifests allow);
 - ``from_network_policies(cfg, objects)``: the same records read back from rendered NetworkPolicy
   objects (every public ``ipBlock`` mapped to its declared destination; one that no destination
-  covers comes back as ``UNDECLARED``).
+  covers, and a rule without ``to``, which reaches every address, come back as ``UNDECLARED``).
+
+The evidence report's data-flow map does not use ``allowed(cfg)``: it reads what the plan renders
+back (infra/evidence/model.py ``public_egress``: the NetworkPolicies' public ``ipBlock``s;
+``bastion_nat``: the NAT rules of the bastion's cloud-init), so a rule added elsewhere is on the map.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ if TYPE_CHECKING:
 HETZNER_RESOLVERS = ("185.12.64.1", "185.12.64.2")
 DNS_DESTINATION = "hetzner-dns"
 UNDECLARED = "UNDECLARED"
+# the peers of a NetworkPolicy egress rule without `to`
+ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}})
 
 SourceKind = Literal["pod", "host"]
 
@@ -252,7 +261,9 @@ def from_network_policies(cfg: StackConfig, objects: Iterable[Mapping[str, Any]]
             protocols = tuple(
                 sorted({str(p.get("protocol", "TCP")).lower() for p in rule.get("ports") or []})
             )
-            for peer in rule.get("to") or []:
+            # no `to`: every destination (NetworkPolicyEgressRule: "If this field is empty or
+            # missing, this rule matches all destinations")
+            for peer in rule.get("to") or ANYWHERE:
                 block = peer.get("ipBlock")
                 if not block or _within(block["cidr"], PRIVATE_RANGES):
                     continue

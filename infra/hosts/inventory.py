@@ -16,7 +16,9 @@ variables set here are the contract with the roles (``roles/``, ``playbooks/clus
 - ``nvidia_gpu_*``: the driver branch, the toolkit version and the EU mirror of NVIDIA's
   repositories for the GPU servers, which are tainted for GPU workloads only;
 - GPU servers: ``vswitch_vlan_id`` and ``private_ip`` for the ``vswitch`` role (the VLAN link to
-  the cloud network), their public uplink closed (``hardening_public_interfaces``), and Canal
+  the cloud network), their public uplink closed to new inbound traffic
+  (``hardening_public_interfaces``) and open outbound only to the declared destinations
+  (``hardening_uplink_destinations``, the bastion NAT's list: ``egress.nat_flows``), and Canal
   told to use the private network's interface on every node (``rke2_canal_*``).
 """
 
@@ -194,6 +196,9 @@ def build(
                         # the public uplink takes nothing new: SSH and the cluster come over the
                         # vSwitch (the `vswitch` role; ansible_host is the vSwitch address)
                         "hardening_public_interfaces": ["{{ ansible_default_ipv4.interface | default('') }}"],
+                        # and lets out only what the bastion's NAT lets out: the declared
+                        # destinations and Hetzner's resolvers, for the host and its pods alike
+                        "hardening_uplink_destinations": [d.as_vars() for d in egress.nat_flows(cfg)],
                         **_nvidia_vars(cfg),
                     },
                     "hosts": {

@@ -208,6 +208,10 @@ def _covered(net: ipaddress.IPv4Network | ipaddress.IPv6Network, by: list[Any]) 
     return any(d.version == net.version and net.subnet_of(d) for d in by)
 
 
+# what an egress rule without "to" reaches: every address of both families
+_ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}})
+
+
 def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
     """Every NetworkPolicy egress to a public address lies within a declared, EU-resident destination."""
     if type_ != NETWORK_POLICY:
@@ -233,7 +237,9 @@ def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> lis
     # the stack's own declaration, where known, bounds too: a policy cannot widen it by annotating itself
     stack = [n for _, cidrs in declared.destinations for n in _networks(cidrs)] if declared else None
     for rule in (props.get("spec") or {}).get("egress") or []:
-        for peer in rule.get("to") or []:
+        # a rule without peers matches every destination ("If this field is empty or missing, this
+        # rule matches all destinations": Kubernetes API reference, NetworkPolicyEgressRule.to)
+        for peer in (rule.get("to") if isinstance(rule, Mapping) else None) or _ANYWHERE:
             block = peer.get("ipBlock")
             if not block:
                 continue

@@ -93,22 +93,35 @@ def test_configuration_has_the_cis_profile_and_the_token_from_openbao(
         ("registry.example.eu/sovereign-llm/gateway:0.1.0", "sovereign-llm/gateway"),
     ]:
         assert pulls(image, registries, config) == [f"https://registry.example.eu/v2/{path}"], image
-    assert pulls("gcr.io/distroless/static:nonroot", registries, config) == []  # not mirrored: no pull
+    # a registry the mirror does not keep: the "*" entry sends it to the mirror under its own name
+    # (where it is not, so the pull fails), never to gcr.io
+    unlisted = "gcr.io/distroless/static:nonroot"
+    assert registries["mirrors"]["*"] == {"endpoint": ["https://registry.example.eu"]}
+    assert pulls(unlisted, registries, config) == ["https://registry.example.eu/v2/distroless/static"]
+    # without that entry the registry would be unconfigured, and disable-default-registry-endpoint
+    # would not apply to it: containerd would go to gcr.io itself
+    no_wildcard = {"mirrors": {k: v for k, v in registries["mirrors"].items() if k != "*"}}
+    assert pulls(unlisted, no_wildcard, config) == ["https://gcr.io/v2/distroless/static"]
 
 
 def pulls(image: str, registries: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The URLs containerd tries for *image* under RKE2's registries.yaml and config.yaml: each
     mirror endpoint of the image's registry with the first matching rewrite applied to the
     repository, then the registry's default endpoint (index.docker.io for docker.io) without
-    rewrites, unless disable-default-registry-endpoint is set (docs.rke2.io/install/private_registry:
-    "Default Endpoint Fallback", "Rewrites"; a first component with a "." or ":" is a registry,
-    anything else is docker.io, library/ for single names)."""
+    rewrites, unless disable-default-registry-endpoint is set and registries.yaml configures the
+    registry, by its own entry or the "*" wildcard, which serves a registry without its own entry
+    (docs.rke2.io/install/private_registry: "Default Endpoint Fallback": "Disabling the default
+    registry endpoint applies only to registries configured via registries.yaml"; "Wildcard
+    Support"; "Rewrites"; a first component with a "." or ":" is a registry, anything else is
+    docker.io, library/ for single names)."""
     name = image.split("@")[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
     first, _, rest = name.partition("/")
     registry, repository = (first, rest) if rest and ("." in first or ":" in first) else ("docker.io", name)
     if registry == "docker.io" and "/" not in repository:
         repository = f"library/{repository}"
-    mirror = (registries.get("mirrors") or {}).get(registry) or {}
+    mirrors = registries.get("mirrors") or {}
+    configured = registry in mirrors or "*" in mirrors
+    mirror = mirrors.get(registry) or mirrors.get("*") or {}
     urls = []
     for endpoint in mirror.get("endpoint") or []:
         path = repository
@@ -117,7 +130,7 @@ def pulls(image: str, registries: dict[str, Any], config: dict[str, Any]) -> lis
                 path = re.sub(pattern, replacement.replace("$1", r"\1"), path, count=1)
                 break
         urls.append(f"{endpoint.rstrip('/')}/v2/{path}")
-    if not config.get("disable-default-registry-endpoint"):
+    if not (config.get("disable-default-registry-endpoint") and configured):
         default = "https://index.docker.io" if registry == "docker.io" else f"https://{registry}"
         urls.append(f"{default}/v2/{repository}")
     return urls

@@ -103,6 +103,16 @@ def inventory(lab: Lab, *, over_vswitch: bool, **extra: Any) -> dict[str, Any]:
         "hardening_public_interfaces": ["host0"],
     }
     if over_vswitch:
+        # the lab's package proxy on the uplink's far end is this host's only declared destination
+        # (on a GEX: the stack's egress.destinations and Hetzner's resolvers, infra/egress.py nat_flows)
+        vars_["hardening_uplink_destinations"] = [
+            {
+                "name": "lab-apt-proxy",
+                "cidrs": [f"{host.host_end}/32"],
+                "tcp_ports": [PROXY_PORT],
+                "udp_ports": [],
+            }
+        ]
         vars_["ansible_host"] = ADDRESS
         vars_["ansible_ssh_common_args"] = f"{SSH_ARGS} -o BindAddress={BASTION}"
     else:  # a new server: reached over its uplink, which stays open until the vSwitch works
@@ -205,6 +215,36 @@ def test_the_uplink_takes_nothing_new_even_from_an_allowed_source(
         host, f"python3 -c \"import socket; socket.create_connection({proxy}, 5); print('ok')\""
     )
     assert opened.stdout.strip() == "ok", opened.stderr
+
+
+def test_the_uplink_lets_out_only_the_declared_destinations(
+    lab: Lab, converged: tuple[PlaybookRun, PlaybookRun, PlaybookRun]
+) -> None:
+    """The host's own traffic leaving by the uplink: to the declared destination on its port (the
+    proxy, reached in the test above), nothing else, not even another port of the same address."""
+    host = lab.hosts[0]
+
+    def refused() -> int:
+        chain = over_vswitch(host, "sudo nft list chain inet sovereign output")
+        assert chain.returncode == 0, chain.stderr
+        found = re.search(r'oifname "host0" counter packets (\d+) bytes \d+ reject', chain.stdout)
+        assert found, chain.stdout
+        return int(found.group(1))
+
+    def connect(port: int) -> str:
+        probe = (
+            "import socket; s = socket.socket(); s.settimeout(5); "
+            f"print(s.connect_ex(('{host.host_end}', {port})))"
+        )
+        result = over_vswitch(host, f'python3 -c "{probe}"')
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    before = refused()
+    assert connect(PROXY_PORT) == "0"  # declared: tcp/PROXY_PORT on the proxy's address
+    assert refused() == before
+    assert connect(PROXY_PORT + 1) != "0"  # the same address, an undeclared port
+    assert refused() > before  # refused by the uplink rule, not by a closed port's RST
 
 
 def test_a_nodeport_on_the_uplink_never_reaches_a_pod(

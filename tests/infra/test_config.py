@@ -269,3 +269,16 @@ def test_model_replicas_must_fit_the_gpu_server_that_holds_their_weights() -> No
     data["platform"]["models"][0]["max_replicas"] = 2
     data["platform"]["weights_storage_class"] = "nfs-weights"
     config.parse("eu-central-prod", data, "test")
+
+
+def test_a_destination_takes_at_most_15_ports() -> None:
+    # the bastion's bootstrap NAT matches a destination's ports in one iptables multiport rule, which
+    # takes "up to 15 ports" (iptables-extensions(8), multiport)
+    data = sections("eu-central-prod")
+    data["egress"]["destinations"][0]["ports"] = list(range(8001, 8016))  # 15: the most multiport takes
+    config.parse("eu-central-prod", data, "test")
+    data["egress"]["destinations"][0]["ports"] = list(range(8001, 8017))  # 16
+    [problem] = problems_of(data)
+    assert problem.startswith("sovereign-llm:egress.destinations.0.ports:")
+    assert "at most 15" in problem and "as a second destination (its own name)" in problem
+    assert "8016" not in problem and "16" not in problem  # the limit and the fix, never the value

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import config, egress
+from infra import config, egress, program
 from infra import plan as planner
 from infra.components import cloud_init
 from infra.hosts import inventory
@@ -117,6 +118,21 @@ def test_an_undeclared_public_ipblock_is_read_back_as_undeclared(cfg: config.Sta
     }
     [record] = egress.from_network_policies(cfg, [world])
     assert record.destination == egress.UNDECLARED
+
+
+@pytest.mark.parametrize(
+    "rule", [{"ports": [{"port": 443}]}, {"to": []}, {}], ids=["no-to", "empty-to", "empty"]
+)
+def test_a_rule_without_peers_is_read_back_as_every_address_undeclared(
+    cfg: config.StackConfig, rule: dict[str, Any]
+) -> None:
+    # NetworkPolicyEgressRule.to: "If this field is empty or missing, this rule matches all destinations"
+    policy = {"metadata": {"name": "p", "namespace": "n"}, "spec": {"egress": [rule]}}
+    read_back = egress.from_network_policies(cfg, [policy])
+    assert [(e.destination, e.cidrs) for e in read_back] == [
+        (egress.UNDECLARED, ("0.0.0.0/0",)),
+        (egress.UNDECLARED, ("::/0",)),
+    ]
 
 
 def test_every_allowed_egress_names_its_destination_and_purpose(cfg: config.StackConfig) -> None:
@@ -222,6 +238,105 @@ def test_the_hardened_bastion_nat_reaches_only_declared_addresses(
     assert daddr and {c.strip() for c in daddr[1].split(",")} == {str(n) for n in targets}
 
 
+# --- the GPU servers' public uplink -------------------------------------------------------------
+
+GPU_HOST = {"name": "gpu1", "private_ip": "10.20.128.11", "server_number": 1, "datacenter": "FSN1-DC14",
+            "vlan_id": 4000, "gpus": 1}  # fmt: skip
+UPLINK = "enp7s0"  # what the inventory's ansible_default_ipv4.interface names on a GEX
+
+
+def gpu_ruleset(tmp_path: Path, cfg: config.StackConfig) -> str:
+    """The hardening role's ruleset of a GPU server, with the inventory's variables for it."""
+    inv = inventory.build(
+        cfg, bastion_public_ip="198.51.100.1", control_plane={}, workers={}, gpu_hosts=[GPU_HOST]
+    )
+    gpu = inv["all"]["children"]["gpu"]["vars"]
+    assert gpu["hardening_public_interfaces"] == ["{{ ansible_default_ipv4.interface | default('') }}"]
+    run = render(
+        tmp_path,
+        hardening_public_interfaces=[UPLINK],  # the fact the template above resolves to on the host
+        hardening_uplink_destinations=gpu["hardening_uplink_destinations"],
+        hardening_private_cidrs=inv["all"]["vars"]["hardening_private_cidrs"],
+    )
+    assert run.rc == 0, run.failures
+    return (tmp_path / "nftables.conf").read_text()
+
+
+def chain(ruleset: str, name: str) -> list[str]:
+    body = ruleset.split(f"chain {name} {{", 1)[1].split("\n  }", 1)[0]
+    return [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_inventory_gives_the_gpu_servers_the_nat_destinations(cfg: config.StackConfig) -> None:
+    inv = inventory.build(
+        cfg, bastion_public_ip="198.51.100.1", control_plane={}, workers={}, gpu_hosts=[GPU_HOST]
+    )
+    bastion = next(iter(inventory.hosts_of(inv, "bastion").values()))
+    gpu = inv["all"]["children"]["gpu"]["vars"]
+    assert gpu["hardening_uplink_destinations"] == bastion["hardening_nat_destinations"]
+    # and only the GPU servers have a public uplink to close
+    for group in ("control_plane", "workers"):
+        assert "hardening_uplink_destinations" not in inv["all"]["children"][group]["vars"]
+
+
+@pytest.mark.parametrize("name", ["output", "forward"])
+def test_a_gpu_server_lets_out_by_its_uplink_only_to_declared_addresses(
+    tmp_path: Path, cfg: config.StackConfig, name: str
+) -> None:
+    rules = chain(gpu_ruleset(tmp_path, cfg), name)
+    uplink = [r for r in rules if f'oifname "{UPLINK}"' in r]
+    # the verdict on everything else leaving by the uplink, after every accept (nft(8): rules in order)
+    assert uplink[-1] == f'oifname "{UPLINK}" counter reject with icmpx type admin-prohibited'
+    accepts = [r for r in uplink if " accept" in r]
+    declared_accepts = [r for r in accepts if "ct state" not in r and "icmpv6 type" not in r]
+    assert declared_accepts
+    targets = nat_targets(cfg)
+    for line in declared_accepts:
+        match = re.search(r"ip daddr \{ ([^}]*) \}", line)
+        assert match, line  # never to any address
+        assert all(within(c.strip(), targets) for c in match[1].split(",")), line
+        assert re.search(r"(tcp|udp) dport \{ [0-9, ]+ \} accept comment ", line), line  # on its ports
+    # what else is accepted on the uplink: replies, and (output only) IPv6 neighbour discovery
+    others = [r for r in accepts if r not in declared_accepts]
+    assert others[0] == f'oifname "{UPLINK}" ct state established,related accept'
+    for line in others[1:]:
+        assert name == "output" and "icmpv6 type { nd-" in line and "ip6 hoplimit 255" in line, line
+    # the declared destinations, each on its own ports: DNS, the object storage, the time servers
+    assert any(
+        "ip daddr { 185.12.64.1/32, 185.12.64.2/32 }" in a and "udp dport { 53 }" in a for a in accepts
+    )
+    assert any("ip daddr { 192.0.2.16/28 }" in a and "tcp dport { 443 }" in a for a in accepts)
+    assert any("ip daddr { 203.0.113.81/32 }" in a and "udp dport { 123 }" in a for a in accepts)
+    assert not any("203.0.113.81/32" in a and "tcp dport" in a for a in accepts)
+    # nothing on the uplink is accepted before the declared list is checked: no rule accepts by the
+    # interface alone, and the chain's other rules name other interfaces or none
+    assert not any(r.startswith("accept") or r == f'oifname "{UPLINK}" accept' for r in rules)
+
+
+@pytest.mark.parametrize("host", ["gpu", "bastion"])
+def test_the_rendered_rulesets_are_valid_nft(tmp_path: Path, cfg: config.StackConfig, host: str) -> None:
+    """What the role's `validate: nft -c -f` would say on the host (tasks/firewall.yml)."""
+    nft = Path("/usr/sbin/nft")
+    if not nft.exists():
+        pytest.skip("nft is not installed here")
+    if host == "gpu":
+        ruleset = gpu_ruleset(tmp_path, cfg)
+    else:
+        inv = inventory.build(
+            cfg, bastion_public_ip="198.51.100.1", control_plane={}, workers={}, gpu_hosts=[]
+        )
+        bastion = next(iter(inventory.hosts_of(inv, "bastion").values()))
+        names = ("hardening_kubernetes_node", "hardening_nat_sources", "hardening_nat_destinations")
+        assert render(tmp_path, **{k: bastion[k] for k in names}).rc == 0
+        ruleset = (tmp_path / "nftables.conf").read_text()
+    checked = subprocess.run(
+        [str(nft), "-c", "-f", "-"], input=ruleset, capture_output=True, text=True, check=False
+    )
+    if "Operation not permitted" in checked.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here")
+    assert checked.returncode == 0, checked.stderr
+
+
 # --- the image pulls ---------------------------------------------------------------------------
 
 
@@ -233,10 +348,56 @@ def test_containerd_never_falls_back_to_an_upstream_registry(tmp_path: Path, cfg
     )
     assert run.rc == 0, run.failures
     rendered = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    # no fallback to a registry's own endpoint ...
     assert rendered["disable-default-registry-endpoint"] is True
     registries = yaml.safe_load((tmp_path / "registries.yaml").read_text())
-    endpoints = {e for m in registries["mirrors"].values() for e in m["endpoint"]}
-    assert endpoints == {"https://registry.sovereign.example.de"}
+    mirrors = registries["mirrors"]
+    # ... but only for the registries registries.yaml configures ("If the registry is not explicitly
+    # configured via mirror entry in registries.yaml, the default fallback behavior will still be
+    # used": docs.rke2.io/install/private_registry, "Default Endpoint Fallback"): the "*" entry
+    # configures every registry not listed ("Wildcard Support", same page), on the mirror too
+    assert mirrors["*"] == {"endpoint": ["https://registry.sovereign.example.de"]}
+    assert {"docker.io", "registry.k8s.io", "ghcr.io", "quay.io", "nvcr.io"} <= set(mirrors)
+    for registry, mirror in mirrors.items():
+        assert mirror["endpoint"] == ["https://registry.sovereign.example.de"], registry
+    # the wildcard is the quoted string "*", as RKE2 requires, not a YAML alias
+    assert '\n  "*":\n' in (tmp_path / "registries.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [
+        ("v1.33.5+rke2r1", False),
+        ("v1.30.0+rke2r1", False),
+        ("v1.29.1+rke2r1", True),
+        ("v1.28.6+rke2r1", True),
+    ],
+)
+def test_the_role_refuses_a_release_without_the_wildcard_mirror_entry(version: str, refused: bool) -> None:
+    """The "*" entry needs v1.29.3+rke2r1 or later (docs.rke2.io/install/private_registry, "Wildcard
+    Support"); an older RKE2 would ignore it and let unlisted registries fall back upstream."""
+    localhost = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    extravars = {
+        "rke2_role": "agent",
+        "rke2_version": version,
+        "rke2_artifact_url": "https://fsn1.your-objectstorage.com/artefacts/rke2",
+        "rke2_artifact_sha256": "a" * 64,  # a test's own value
+        "rke2_server_url": "https://10.20.1.11:9345",
+        "rke2_registry_mirror": "https://registry.sovereign.example.de",
+        "rke2_airgap_images": False,
+    }
+    run = run_playbook(
+        REPO / "tests" / "infra" / "playbooks" / "rke2_inputs.yml",
+        {"all": {"hosts": {"localhost": localhost}}},
+        extravars,
+    )
+    if not refused:
+        assert run.rc == 0, run.failures
+        return
+    assert run.rc != 0
+    [failure] = run.failures
+    assert failure.startswith("localhost: Check the registry mirror:"), failure
+    assert "rke2_version must be v1.30 or later" in failure
 
 
 # --- the config --------------------------------------------------------------------------------
@@ -314,9 +475,19 @@ def test_two_destinations_may_not_share_a_name() -> None:
     assert any("share a name" in p for p in refused(data))
 
 
-def test_without_a_mirror_containerd_pulls_nothing_rather_than_from_upstream(tmp_path: Path) -> None:
+def test_without_a_mirror_no_registry_is_configured_and_the_program_refuses_to_deploy(
+    tmp_path: Path,
+) -> None:
+    """Without registries.yaml, disable-default-registry-endpoint configures no registry and so
+    changes nothing (docs.rke2.io/install/private_registry, "Default Endpoint Fallback"): what keeps
+    the nodes off upstream registries then is the deploy blocker (infra/images.py) and the hosts'
+    firewalls, which reach only the declared destinations (above)."""
     run = render(tmp_path, rke2_registry_mirror="", rke2_server_url="https://10.20.1.11:9345")
     assert run.rc == 0, run.failures
     rendered = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert rendered["disable-default-registry-endpoint"] is True
-    assert not (tmp_path / "registries.yaml").exists()  # no endpoint at all: nothing is pulled
+    assert not (tmp_path / "registries.yaml").exists()
+    data = sections("eu-central-prod")
+    data["endpoints"].pop("registry_mirror")
+    blocked = program.deploy_blockers(config.parse("eu-central-prod", data, "test"))
+    assert any(b.startswith("endpoints.registry_mirror is not set") for b in blocked), blocked

@@ -200,6 +200,34 @@ def test_egress_within_a_declared_eu_destination_passes(analyzer: analyzer_pb2_g
     assert list(found) == ["egress-declared-only"]
 
 
+ANYWHERE = [
+    "egress to 0.0.0.0/0 is not within a declared destination: declare its host and addresses under "
+    "egress.destinations (never 0.0.0.0/0); NetworkPolicy matches addresses, not names",
+    "egress to ::/0 is not within a declared destination: declare its host and addresses under "
+    "egress.destinations (never 0.0.0.0/0); NetworkPolicy matches addresses, not names",
+]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"ports": [{"protocol": "TCP", "port": 443}]},  # no "to": every destination on 443
+        {"to": [], "ports": [{"protocol": "TCP", "port": 443}]},  # an empty "to" is the same
+        {},  # no "to", no "ports": everything
+    ],
+    ids=["no-to", "empty-to", "empty-rule"],
+)
+def test_an_egress_rule_without_peers_reaches_everything_and_is_reported(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, rule: dict[str, Any]
+) -> None:
+    # NetworkPolicyEgressRule.to: "If this field is empty or missing, this rule matches all
+    # destinations" (Kubernetes API reference, networking.k8s.io/v1)
+    policy = network_policy("192.0.2.16/28", [FSN1])
+    policy["spec"]["egress"].append(rule)
+    assert [v.message for v in rules.check(rules.NETWORK_POLICY, "p", policy)] == ANYWHERE
+    assert analyze(analyzer, rules.NETWORK_POLICY, policy) == {"egress-declared-only": ANYWHERE}
+
+
 def test_a_destination_outside_the_eu_is_reported() -> None:
     us = {
         **FSN1,
