@@ -1,11 +1,13 @@
 """``sovereign evidence``: the compliance evidence of a region stack, and its verification.
 
 ``sovereign evidence --stack NAME [--results DIR] [--pdf] [--sign]`` writes ``evidence.md``,
-``evidence.html``, ``dataflow.svg``, ``assessment-results.json`` (OSCAL) and, with ``--pdf``,
+``evidence.html``, ``dataflow.svg``, ``oscal-assessment-results.json`` (OSCAL) and, with ``--pdf``,
 ``evidence.pdf`` into ``--out`` (default ``reports/evidence/<stack>``); ``--sign`` adds
 ``MANIFEST.json`` (every file's SHA-256 and the provenance), its signature by an OpenBao transit key
-and the public key to check it with. Exit 0 when no claim fails, 1 when one does (the report is
-written all the same and names each), 2 when the stack file is missing or unreadable.
+and the public key to check it with. Exit 0 when COMPLIANT (also with accepted exceptions, which it
+lists), 1 when NOT COMPLIANT (a finding or a failing claim; the report is written all the same and
+names each), 3 when INCOMPLETE (nothing fails, but claims rest on tests that no recorded run of this
+code proves: run `make test` first), 2 when the stack file is missing or unreadable.
 
 ``sovereign evidence verify FOLDER [--public-key FILE]`` checks a signed folder: exit 0 when every
 byte is as signed, 1 naming what changed, 2 when it cannot be checked.
@@ -105,12 +107,25 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     blockers = (
         f"; not deployable yet: {len(evidence.blockers)} deploy blocker(s)" if evidence.blockers else ""
     )
-    if evidence.compliant:
-        print(f"COMPLIANT: no finding and no failing claim ({counts}){blockers}")
-        return 0
+    verdict = evidence.verdict
+    if verdict in (model.COMPLIANT, model.WITH_EXCEPTIONS):
+        print(f"{verdict}: no finding and no failing claim ({counts}){blockers}")
+        for use in evidence.exceptions:
+            if use.effect == "applied":
+                print(f"  exception {use.claim}: accepted until {use.expires}")
+        return model.EXIT_CODES[verdict]
     failing = [c for control in evidence.controls for c in control.claims if c.status == "fails"]
-    verdict = f"{len(evidence.findings)} finding(s), {len(failing)} failing claim(s) ({counts}){blockers}"
-    print(f"NOT COMPLIANT: {verdict}", file=sys.stderr)
+    if verdict == model.INCOMPLETE:
+        unverified = evidence.count("unverified")
+        print(
+            f"{verdict}: nothing fails, but {unverified} claim(s) rest on tests no recorded run of this code "
+            f"proves ({counts}){blockers}. {evidence.outcomes_note} Run `make test`, then this command again "
+            "(or pass --results DIR).",
+            file=sys.stderr,
+        )
+        return model.EXIT_CODES[verdict]
+    summary = f"{len(evidence.findings)} finding(s), {len(failing)} failing claim(s) ({counts}){blockers}"
+    print(f"{verdict}: {summary}", file=sys.stderr)
     for finding in evidence.findings:
         controls = ", ".join(finding.controls) or "-"
         print(
@@ -118,7 +133,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         )
     for claim in failing:  # the id and the check's reason, never a value the stack file states in free text
         print(f"  claim {claim.id} fails: {claim.reason}", file=sys.stderr)
-    return 1
+    return model.EXIT_CODES[verdict]
 
 
 def _stack_results(results_dir: Path, stack: str) -> list[Any]:
@@ -153,4 +168,5 @@ def add_parser(sub: Any) -> None:
     from infra.evidence import bundle
 
     bundle.add_openbao_arguments(ev)
+    bundle.add_expect_fingerprint_argument(ev)
     ev.set_defaults(func=cmd_evidence)

@@ -14,6 +14,7 @@ read from the raw stack file.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
 from dataclasses import dataclass, field, replace
@@ -144,6 +145,16 @@ class Control:
         return self.status == claims.HOLDS
 
 
+NOT_COMPLIANT, INCOMPLETE, WITH_EXCEPTIONS, COMPLIANT = (
+    "NOT COMPLIANT",
+    "INCOMPLETE",
+    "COMPLIANT WITH EXCEPTIONS",
+    "COMPLIANT",
+)
+# `sovereign evidence`'s exit code per verdict (2: the stack file or the folder cannot be used)
+EXIT_CODES = {COMPLIANT: 0, WITH_EXCEPTIONS: 0, NOT_COMPLIANT: 1, INCOMPLETE: 3}
+
+
 @dataclass(frozen=True)
 class ExceptionUse:
     """An exception of the stack config and what it did in this report."""
@@ -183,7 +194,20 @@ class Evidence:
 
     @property
     def compliant(self) -> bool:
+        """No finding and no failing claim (claims may still be unverified or excepted: see verdict)."""
         return not self.findings and all(c.status != claims.FAILS for c in self.controls)
+
+    @property
+    def verdict(self) -> str:
+        """NOT COMPLIANT (a finding or a failing claim), INCOMPLETE (nothing fails, but claims rest on tests
+        no recorded run of this code proves), COMPLIANT WITH EXCEPTIONS, or COMPLIANT."""
+        if not self.compliant:
+            return NOT_COMPLIANT
+        if self.count(claims.UNVERIFIED):
+            return INCOMPLETE
+        if self.count(claims.EXCEPTED):
+            return WITH_EXCEPTIONS
+        return COMPLIANT
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.controls for claim in c.claims if claim.status == status)
@@ -441,7 +465,11 @@ def public_egress(plan: planner.Plan) -> list[tuple[str, str, str, str]]:
         if o.get("kind") != "NetworkPolicy":
             continue
         for rule in o["spec"].get("egress") or []:
-            blocks = [p["ipBlock"]["cidr"] for p in rule.get("to", []) if "ipBlock" in p]
+            # no `to`: every destination (NetworkPolicyEgressRule: "If this field is empty or missing, this
+            # rule matches all destinations")
+            peers = rule.get("to") or [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+            rule = {**rule, "to": peers}
+            blocks = [p["ipBlock"]["cidr"] for p in peers if "ipBlock" in p]
             if any(_public(b) for b in blocks):
                 ports = ", ".join(
                     f"{x.get('protocol', 'TCP')}/{x.get('port', 'any')}" for x in rule.get("ports", [])
@@ -469,6 +497,24 @@ def bastion_nat(plan: planner.Plan, declared: dict[str, str]) -> dict[str, list[
             if cidr not in found.setdefault(name, []):
                 found[name].append(cidr)
     return found
+
+
+def gpu_uplink(plan: planner.Plan) -> tuple[list[str], list[dict[str, Any]]]:
+    """(GPU hosts, destinations) their public uplink may reach, read back from the inventory the plan
+    hands `sovereign converge` (the hardening role's ``hardening_uplink_destinations``)."""
+    for r in plan.custom():
+        if not r.type.startswith("command:local:Command"):
+            continue
+        raw = (r.inputs.get("environment") or {}).get("SOVEREIGN_INVENTORY")
+        if not isinstance(raw, str):
+            continue
+        try:
+            gpu = json.loads(raw)["all"]["children"]["gpu"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        hosts = sorted((gpu.get("hosts") or {}).keys())
+        return hosts, list((gpu.get("vars") or {}).get("hardening_uplink_destinations") or [])
+    return [], []
 
 
 def _declared_destinations(cfg: stack_config.StackConfig) -> dict[str, str]:
@@ -645,8 +691,10 @@ def hops(ctx: claims.Context) -> list[Hop]:
     declared = _declared_destinations(cfg)
     for pods, policy, cidrs, ports in public_egress(plan):
         namespace = pods.split(" ", 1)[0]
-        names = sorted({declared[c] for c in cidrs.split(", ") if c in declared})
-        target = ", ".join(names) if names else f"public {cidrs}"
+        blocks = cidrs.split(", ")
+        names = sorted({declared[c] for c in blocks if c in declared})
+        undeclared = [c for c in blocks if c not in declared]
+        target = ", ".join(names + [f"public {c}" for c in undeclared])
         out.append(
             Hop(
                 pods,
@@ -654,10 +702,12 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 "none" if namespace != "sovereign-gateway" else "metadata",
                 f"what egress NetworkPolicy {policy} allows: {ports}",
                 f"{ports} to {cidrs}",
-                "declared destination(s) " + ", ".join(names) if names else "NOT a declared destination",
+                "NOT a declared destination: " + ", ".join(undeclared)
+                if undeclared
+                else "declared destination(s) " + ", ".join(names),
                 "infra/k8s_platform/network_policies.py",
                 f"NetworkPolicy {namespace}/{policy}",
-                () if names else (target,),
+                (target,) if undeclared else (),
             )
         )
     for target, nat_cidrs in bastion_nat(plan, declared).items():  # read back from the bastion's user data
@@ -670,6 +720,29 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 "declared destination" if named else "NOT a declared destination",
                 "infra/components/cloud_init.py", "bastion user data (sovereign-nat.service); the hardening "
                 "role's nftables table sovereign_nat keeps the same set", () if named else (target,),
+            )
+        )  # fmt: skip
+    gpu_hosts, uplink = gpu_uplink(plan)
+    for destination in uplink if gpu_hosts else []:  # the GPU servers reach the internet by their own uplink
+        uplink_cidrs = [str(c) for c in destination.get("cidrs") or []]
+        names = sorted({declared[c] for c in uplink_cidrs if c in declared})
+        name = str(destination.get("name", ""))
+        target = ", ".join(names) or (
+            "Hetzner resolvers (DNS)" if name == "hetzner-dns" else f"public {', '.join(uplink_cidrs)}"
+        )
+        uplink_ports = [f"TCP/{p}" for p in destination.get("tcp_ports") or []] + [
+            f"UDP/{p}" for p in destination.get("udp_ports") or []
+        ]
+        declared_here = bool(names) or name == "hetzner-dns"
+        out.append(
+            Hop(
+                f"GPU servers ({len(gpu_hosts)}, public uplink)", target, "none",
+                "packages, artefacts, images, time and name resolution; every other destination is rejected",
+                f"{', '.join(uplink_ports)} to {', '.join(uplink_cidrs)} only (nftables output and forward)",
+                "declared destination" if declared_here else "NOT a declared destination",
+                "roles/hardening/templates/nftables.conf.j2",
+                "inventory of sovereign converge: gpu hosts' hardening_uplink_destinations",
+                () if declared_here else (target,),
             )
         )  # fmt: skip
     out.append(
@@ -747,6 +820,19 @@ def _verdicts(control: Control, ctx: claims.Context) -> None:
                 spec.settings,
             )
         )
+
+
+def _note_unset_settings(control: Control, ctx: claims.Context) -> None:
+    """A claim that holds while a stack setting it cites is not set holds on the default: say so in its
+    reason, so that a reader does not take the pointer for a setting this stack chose."""
+    for i, claim in enumerate(control.claims):
+        specs = [s for s in control.specs if f"{control.id}.{s.id}" == claim.id]
+        unset = unset_settings(replace(control, specs=specs), ctx)
+        if unset and claim.status == claims.HOLDS:
+            keys = ", ".join(u.split(": ", 1)[1].split(" is not set", 1)[0] for u in unset)
+            control.claims[i] = replace(
+                claim, reason=f"{claim.reason} (on the default: {keys} not set in this stack)"
+            )
 
 
 def apply_exceptions(
@@ -844,6 +930,7 @@ def collect(
         ctx.outcomes_note = outcomes_note
     for control in controls:
         _verdicts(control, ctx)
+        _note_unset_settings(control, ctx)
     exceptions, exception_findings = apply_exceptions(
         controls, cfg.evidence.exceptions if cfg is not None else [], today or datetime.now(UTC).date()
     )

@@ -47,6 +47,33 @@ def deployable() -> dict[str, Any]:
     return data
 
 
+def recorded_run(folder: Path, outcome: str = "passed") -> Path:
+    """A results folder whose make-test JUnit (as pytest writes it, with the commit property the
+    conftest hook records) has every cited test with *outcome*, run at HEAD on a clean tree."""
+    from infra.evidence import results
+
+    cited = sorted({t for c in model.load_controls() for t in c.tests})
+    cases = []
+    for test in cited:
+        path, _, name = test.partition("::")
+        classname = path.removesuffix(".py").replace("/", ".")
+        body = "<failure message='x'/>" if outcome == "failed" else ""
+        cases.append(f'<testcase classname="{classname}" name="{name}" time="0.1">{body}</testcase>')
+    failures = len(cited) if outcome == "failed" else 0
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
+        f'failures="{failures}" skipped="0" tests="{len(cited)}" time="1.0" '
+        'timestamp="2026-12-01T00:00:00.000000">'
+        f'<properties><property name="{results.COMMIT_PROPERTY}" value="{results.head()}"/>'
+        f'<property name="{results.DIRTY_PROPERTY}" value="false"/></properties>{"".join(cases)}'
+        "</testsuite></testsuites>"
+    )
+    junit = folder / results.MAKE_TEST_JUNIT
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.write_text(xml, encoding="utf-8")
+    return folder
+
+
 def write(stacks: Path, data: dict[str, Any], name: str = "eu-test") -> Path:
     document = yaml.safe_load((STACKS / "Pulumi.eu-central-prod.yaml").read_text())
     document["config"] = {f"sovereign-llm:{k}": v for k, v in data.items()}
@@ -106,14 +133,16 @@ def test_a_prod_stack_without_audit_archive_fails_the_archive_claims(tmp_path: P
     assert not any(h.target == "audit archive" for h in evidence.hops)  # and the map draws no archive
 
 
-def test_a_us_registry_declared_german_fails_the_claim(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("host", "operator"),
+    [("ghcr.io", "GitHub"), ("mcr.microsoft.com", "Microsoft"), ("public.ecr.aws", "Amazon")],
+)
+def test_a_us_registry_declared_german_fails_the_claim(tmp_path: Path, host: str, operator: str) -> None:
     data = deployable()
-    data["residency"] = {
-        "extra_hosts": [{"host": "ghcr.io", "jurisdiction": "DE", "operator": "Not Really GmbH"}]
-    }
+    data["residency"] = {"extra_hosts": [{"host": host, "jurisdiction": "DE", "operator": "Not Really GmbH"}]}
     evidence = collect(tmp_path, data)
     verdict = claim(evidence, "GDPR-44.no-foreign-service-declared-eu")
-    assert verdict.status == "fails" and "GitHub" in verdict.reason
+    assert verdict.status == "fails" and operator in verdict.reason
     assert evidence.config_refused and any(
         f.key.startswith("residency.extra_hosts") for f in evidence.findings
     )
@@ -175,16 +204,21 @@ def test_an_exception_needs_an_unexpired_date_and_is_shown_as_such(
     data = deployable()
     del data["storage"]["manifest_public_keys"]
     data["evidence"]["exceptions"] = [{
-        "claim": "NIS2-21-2-d.weights-signed", "owner": "Head of Platform",
+        "claim": claim_id, "owner": "Head of Platform",
         "reason": "signing key ceremony scheduled for Q1; SHA-256 manifest pinned meanwhile",
         "expires": expires.isoformat(),
-    }]  # fmt: skip
+    } for claim_id in ("NIS2-21-2-d.weights-signed", "ISO27001-A.8.24.manifests-signed",
+                       "NIST-AI-RMF-GOVERN-6.1.weights-signed")]  # fmt: skip
     evidence = collect(tmp_path, data)
     verdict = claim(evidence, "NIS2-21-2-d.weights-signed")
     assert verdict.status == status and verdict.exception is not None
-    assert [u.effect for u in evidence.exceptions] == [effect]
+    assert [u.effect for u in evidence.exceptions] == [effect] * 3
     assert control(evidence, "NIS2-21-2-d").status == ("excepted" if status == "excepted" else "fails")
     assert verdict.status != "holds"  # an exception is never shown as "holds"
+    cited = {t for c in model.load_controls() for t in c.tests}
+    proven = collect(tmp_path / "proven", data, outcomes=dict.fromkeys(cited, "passed"))
+    expected = model.WITH_EXCEPTIONS if status == "excepted" else model.NOT_COMPLIANT
+    assert proven.verdict == expected  # never plain COMPLIANT
 
 
 def test_an_exception_naming_no_claim_is_a_finding(tmp_path: Path) -> None:
@@ -235,6 +269,26 @@ def test_a_test_that_failed_in_the_recorded_run_fails_a_checked_claim_too(tmp_pa
     outcomes[target.tests[0]] = "failed"
     verdict = claim(collect(tmp_path / "b", data, outcomes=outcomes), "GDPR-32.mtls-to-models")
     assert verdict.status == "fails" and target.tests[0] in verdict.reason
+
+
+def test_without_a_recorded_run_the_verdict_is_incomplete_not_compliant(tmp_path: Path) -> None:
+    """Claims that rest on tests are unverified without a run of this code: the verdict says so and the
+    command exits 3, naming what to run."""
+    stacks = write(tmp_path / "stacks", deployable())
+    evidence = model.collect(stacks, "eu-test", today=TODAY)
+    assert evidence.compliant and evidence.count("unverified") and evidence.verdict == model.INCOMPLETE
+    command = [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-test"]
+    command += ["--stacks-dir", str(stacks), "--out", str(tmp_path / "out")]
+    none = str(tmp_path / "none")
+    bare = subprocess.run(
+        [*command, "--results", none], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert bare.returncode == 3 and "INCOMPLETE" in bare.stderr and "make test" in bare.stderr
+    red = str(recorded_run(tmp_path / "failed", "failed"))
+    failed = subprocess.run(
+        [*command, "--results", red], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert failed.returncode == 1 and "NOT COMPLIANT" in failed.stderr
 
 
 def test_every_check_a_control_names_exists_and_every_registered_check_is_used() -> None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ import yaml
 from infra import cli
 from infra import plan as planner
 from infra.evidence import claims, model, render
-from tests.evidence.test_claims import deployable
+from tests.evidence.test_claims import deployable, recorded_run
 from tests.evidence.test_claims import write as write_stack
 from tests.infra.support import REPO, STACKS
 from tests.support import Bao
@@ -45,7 +46,7 @@ def test_the_report_renders_for_every_example_stack(stack: str, tmp_path: Path) 
     # claims that fail are exactly what their operator still has to fill in (digests, checksums)
     verdicts = [c for control in evidence.controls for c in control.claims]
     assert verdicts and all(c.status in STATUSES and c.reason for c in verdicts)
-    assert ("**COMPLIANT**" in markdown) == evidence.compliant
+    assert f"| verdict | **{evidence.verdict}**" in markdown
     for claim in (c for c in verdicts if c.status == "fails"):
         assert f"`{claim.id}`" in markdown and claim.reason.split(":")[0] in markdown
     # every hop of the data flow, in the table and in the drawing
@@ -104,6 +105,15 @@ def test_the_map_draws_only_what_the_plan_deploys(tmp_path: Path) -> None:
         for cidrs in model.bastion_nat(planner.plan_stack(STACKS, "eu-central-prod"), {}).values()
         for c in cidrs
     } == {c.strip() for h in nat for c in h.transport.split(" to ", 1)[1].split(" only")[0].split(",")}
+    # the GPU servers' own uplink (read back from the inventory the plan hands converge): declared only;
+    # the DR plan declares no GPU server, so it draws none
+    uplink = [h for h in prod.hops if h.source.startswith("GPU servers")]
+    assert (
+        uplink
+        and all(h.outside == () for h in uplink)
+        and "registry-mirror" in " ".join(h.target for h in uplink)
+    )
+    assert not any(h.source.startswith("GPU servers") for h in dr.hops)
     # a hop the plan lacks is not drawn: without storage.audit_archive there is no archive hop
     # (tests/evidence/test_claims.py::test_a_prod_stack_without_audit_archive_fails_the_archive_claims)
 
@@ -292,11 +302,12 @@ def test_cli_writes_signs_and_verifies_and_its_exit_code_says_the_verdict(bao: B
     env = {**os.environ, "VAULT_ADDR": bao.address, "VAULT_TOKEN": bao.root}
     run = subprocess.run(
         [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-test", "--stacks-dir", str(stacks),
-         "--out", str(out), "--pdf", "--sign", "--results", str(tmp_path / "no-results")],
+         "--out", str(out), "--pdf", "--sign", "--results", str(recorded_run(tmp_path / "results"))],
         cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "COMPLIANT: no finding and no failing claim" in run.stdout
+    assert "COMPLIANT: no finding and no failing claim" in run.stdout and "unverified" in run.stdout
+    assert " 0 unverified" in run.stdout  # every tests claim decided by the recorded run
     assert (out / "evidence.pdf").read_bytes().startswith(b"%PDF")
     written = {p.name for p in out.iterdir()}
     report = {"evidence.md", "evidence.html", "dataflow.svg", "evidence.pdf", "oscal-assessment-results.json"}
@@ -308,6 +319,10 @@ def test_cli_writes_signs_and_verifies_and_its_exit_code_says_the_verdict(bao: B
     verify = [sys.executable, "-m", "infra.cli", "evidence", "verify", str(out)]
     ok = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
+    wrong = "SHA256:" + "0" * 64  # not the signing key's: the auditor's published value would differ
+    other = subprocess.run([*verify, "--expect-fingerprint", wrong], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert other.returncode == 1, other.stderr
     page = out / "evidence.md"
     data = bytearray(page.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -381,3 +396,27 @@ def test_the_snapshot_copy_and_the_alert_receivers_are_in_the_residency_table() 
         "platform": {"alerting": {"receivers": [{"name": "oncall", "url": "https://a.example/hook"}]}}
     }
     assert ("platform.alerting.receivers.0.url", "https://a.example/hook") in model._endpoints(sections)
+
+
+class _Plan:
+    """Just what public_egress reads of a plan: the rendered Kubernetes objects."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        return self.objects
+
+
+def _policy(name: str, egress: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "egress": egress}}  # fmt: skip
+
+
+def test_an_egress_rule_without_destination_is_drawn_as_any_address() -> None:
+    """NetworkPolicyEgressRule: "If this field [to] is empty or missing, this rule matches all
+    destinations" (Kubernetes API reference): such a rule is on the map as 0.0.0.0/0 and ::/0."""
+    plan = _Plan([_policy("open", [{"ports": [{"protocol": "TCP", "port": 443}]}]), _policy("dns-only", [
+        {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}]}])])  # fmt: skip
+    found = model.public_egress(plan)  # type: ignore[arg-type]
+    assert found == [("ns (app=x)", "open", "0.0.0.0/0, ::/0", "TCP/443")]
