@@ -469,7 +469,9 @@ def add_openbao_arguments(parser: argparse.ArgumentParser) -> None:
         "--ca-file", type=Path, help="CA certificate of OpenBao's TLS (default: VAULT_CACERT)"
     )
     parser.add_argument(
-        "--signing-key", default=DEFAULT_KEY, help=f"transit key (ed25519; default {DEFAULT_KEY})"
+        "--signing-key",
+        help=f"transit key (ed25519); default: when signing {DEFAULT_KEY}, when verifying online the key "
+        "MANIFEST.sig names",
     )
     parser.add_argument("--transit-mount", default=DEFAULT_MOUNT, help=f"default {DEFAULT_MOUNT}")
 

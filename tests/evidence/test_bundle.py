@@ -268,6 +268,10 @@ def test_sign_evidence_reads_openbao_from_the_environment(
     assert bundle.verify(folder, public_key=folder / bundle.PUBLIC_KEY) == []
     online = _verify_args(str(folder), "--online", "--signing-key", args.signing_key)
     assert bundle.cmd_verify(online) == 0
+    # without --signing-key, online verification asks transit about the key MANIFEST.sig names (signed
+    # here with a key of another name than the default)
+    assert _key() != bundle.DEFAULT_KEY
+    assert bundle.cmd_verify(_verify_args(str(folder), "--online")) == 0
 
 
 def _fingerprint_of(pem: Path) -> str:
