@@ -18,7 +18,7 @@ plan, and every check that needs one fails with that reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from infra import config as stack_config
 from infra import images as image_refs
 from infra import plan as planner
 from infra import residency
+from infra.policy.completeness import pod_spec_of
 
 HOLDS, FAILS, NOT_APPLICABLE, UNVERIFIED, EXCEPTED = (
     "holds",
@@ -133,14 +134,11 @@ def inference(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
-def pod_specs(ctx: Context) -> Iterator[tuple[str, dict[str, Any]]]:
+def pod_specs(ctx: Context) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(kind/namespace/name, pod spec) of every workload the program renders itself."""
     for o in ctx.plan.kubernetes_objects() if ctx.plan is not None else []:
-        spec = o.get("spec") or {}
-        if o.get("kind") == "CronJob":
-            spec = spec.get("jobTemplate", {}).get("spec", {})
-        pod = (spec.get("template") or {}).get("spec")
-        if isinstance(pod, dict):
+        pod = pod_spec_of(o)
+        if pod is not None:
             yield f"{o['kind']}/{o['metadata'].get('namespace')}/{o['metadata']['name']}", pod
 
 
@@ -247,7 +245,7 @@ def images_by_digest_from_eu_mirror(ctx: Context) -> Verdict:
         return fails(
             "no registry mirror (endpoints.registry_mirror): images come from their upstream registries"
         )
-    host = residency.host_of(mirror) or mirror
+    host = image_refs.mirror_host(ctx.cfg)  # as the program names the images (infra/images.py)
     wrong, count = [], 0
     for where, pod in pod_specs(ctx):
         for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
@@ -272,8 +270,7 @@ def images_by_digest_from_eu_mirror(ctx: Context) -> Verdict:
 def charts_from_eu_mirror(ctx: Context) -> Verdict:
     if ctx.cfg is None or ctx.plan is None:
         return fails(REFUSED)
-    mirror = ctx.cfg.endpoints.registry_mirror
-    host = (residency.host_of(mirror) or mirror) if mirror else None
+    host = image_refs.mirror_host(ctx.cfg)
     releases = ctx.plan.helm_releases()
     wrong = [
         f"{r.get('name')} from {r.get('chart')}"

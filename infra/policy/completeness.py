@@ -209,10 +209,17 @@ def _chart_facts(release: Resource) -> charts.ChartFacts | None:
     return rule(values, str(i.get("name") or i.get("chart"))) if rule else None
 
 
-def _pod_spec(r: Resource) -> Mapping[str, Any] | None:
-    path = POD_CARRIERS.get(r.group_kind[1])
-    spec = _at(r.inputs, path) if path and r.group_kind[0] in ("", "apps", "batch") else None
+def pod_spec_of(obj: Mapping[str, Any], kind: str | None = None) -> Mapping[str, Any] | None:
+    """The pod spec of a Kubernetes object that carries one (POD_CARRIERS), else None; *kind* when the
+    object does not say it (a resource's inputs, whose kind is in its type token)."""
+    path = POD_CARRIERS.get(kind or str(obj.get("kind")))
+    spec = _at(obj, path) if path else None
     return spec if isinstance(spec, Mapping) else None
+
+
+def _pod_spec(r: Resource) -> Mapping[str, Any] | None:
+    group, kind = r.group_kind
+    return pod_spec_of(r.inputs, kind) if group in ("", "apps", "batch") else None
 
 
 def _containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:

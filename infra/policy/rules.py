@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from infra import residency
-from infra.policy.completeness import POD_CARRIERS
+from infra.policy.completeness import pod_spec_of
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -156,8 +156,6 @@ EGRESS_ANNOTATION = "sovereign-llm.eu/egress-destinations"
 _PRIVATE = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 )
-# pod templates by kind: where their containers are (the completeness check's table)
-_POD_SPEC_PATHS = POD_CARRIERS
 
 
 @dataclass(frozen=True)
@@ -258,20 +256,6 @@ def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> lis
     return problems
 
 
-def _pod_specs(props: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    kind = props.get("kind")
-    path = _POD_SPEC_PATHS.get(str(kind))
-    if path is None:
-        return
-    node: Any = props
-    for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-        if node is None:
-            return
-    if isinstance(node, Mapping):
-        yield node
-
-
 def images_from_eu_mirror(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
     """Every container image of a Kubernetes object is pulled from the EU registry mirror, by digest."""
     declared = _DECLARED[0]
@@ -280,30 +264,28 @@ def images_from_eu_mirror(type_: str, name: str, props: Mapping[str, Any]) -> li
     from infra import images
 
     problems = []
-    for spec in _pod_specs(props):
-        for group in ("initContainers", "containers", "ephemeralContainers"):
-            for container in spec.get(group) or []:
-                image = str(container.get("image") or "")
-                try:
-                    ref = images.parse(image)
-                except ValueError:
-                    problems.append(
-                        f"container {container.get('name')!r}: its image is not an image reference"
-                    )
-                    continue
-                if ref.registry != declared.registry_mirror:
-                    if images.normalize(image) in declared.blocked_images:
-                        continue  # a deploy blocker names it (no mirror, no digest)
-                    problems.append(
-                        f"container {container.get('name')!r}: image {ref.name} is pulled from "
-                        f"{ref.registry}, not from the stack's EU registry mirror "
-                        "(endpoints.registry_mirror; infra/images.py reference())"
-                    )
-                elif ref.digest is None and images.normalize(image) not in declared.blocked_images:
-                    problems.append(
-                        f"container {container.get('name')!r}: image {ref.name} has no digest: a tag can be "
-                        "moved; pull it by @sha256 (platform.images)"
-                    )
+    spec = pod_spec_of(props) or {}
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(group) or []:
+            image = str(container.get("image") or "")
+            try:
+                ref = images.parse(image)
+            except ValueError:
+                problems.append(f"container {container.get('name')!r}: its image is not an image reference")
+                continue
+            if ref.registry != declared.registry_mirror:
+                if images.normalize(image) in declared.blocked_images:
+                    continue  # a deploy blocker names it (no mirror, no digest)
+                problems.append(
+                    f"container {container.get('name')!r}: image {ref.name} is pulled from "
+                    f"{ref.registry}, not from the stack's EU registry mirror "
+                    "(endpoints.registry_mirror; infra/images.py reference())"
+                )
+            elif ref.digest is None and images.normalize(image) not in declared.blocked_images:
+                problems.append(
+                    f"container {container.get('name')!r}: image {ref.name} has no digest: a tag can be "
+                    "moved; pull it by @sha256 (platform.images)"
+                )
     return problems
 
 

@@ -150,6 +150,15 @@ def nat_targets(cfg: config.StackConfig) -> list[ipaddress.IPv4Network]:
     return [ipaddress.ip_network(c) for d in egress.nat_flows(cfg) for c in d.cidrs]  # type: ignore[misc]
 
 
+def assert_to_declared_addresses_only(accepts: list[str], cfg: config.StackConfig) -> None:
+    """Every nftables accept names its destination addresses, each inside a declared destination."""
+    targets = nat_targets(cfg)
+    for line in accepts:
+        match = re.search(r"ip daddr \{ ([^}]*) \}", line)
+        assert match, line  # never to any address
+        assert all(within(c.strip(), targets) for c in match[1].split(",")), line
+
+
 def test_the_bootstrap_nat_forwards_and_masquerades_only_to_declared_addresses(
     cfg: config.StackConfig,
 ) -> None:
@@ -226,16 +235,12 @@ def test_the_hardened_bastion_nat_reaches_only_declared_addresses(
     accepts = [line.strip() for line in forward.splitlines() if line.strip().endswith(("accept", '"'))]
     accepts = [a for a in accepts if "ct state" not in a]
     assert accepts
-    targets = nat_targets(cfg)
-    for line in accepts:
-        match = re.search(r"ip daddr \{ ([^}]*) \}", line)
-        assert match, line  # never to any address
-        assert all(within(c.strip(), targets) for c in match[1].split(",")), line
+    assert_to_declared_addresses_only(accepts, cfg)
     assert any("ip daddr { 203.0.113.81/32 }" in a and "udp dport { 123 }" in a for a in accepts)
     nat = ruleset.split("table ip sovereign_nat {", 1)[1]
     [masquerade] = [line.strip() for line in nat.splitlines() if line.strip().endswith("masquerade")]
     daddr = re.search(r"ip daddr \{ ([^}]*) \}", masquerade)
-    assert daddr and {c.strip() for c in daddr[1].split(",")} == {str(n) for n in targets}
+    assert daddr and {c.strip() for c in daddr[1].split(",")} == {str(n) for n in nat_targets(cfg)}
 
 
 # --- the GPU servers' public uplink -------------------------------------------------------------
@@ -290,11 +295,8 @@ def test_a_gpu_server_lets_out_by_its_uplink_only_to_declared_addresses(
     accepts = [r for r in uplink if " accept" in r]
     declared_accepts = [r for r in accepts if "ct state" not in r and "icmpv6 type" not in r]
     assert declared_accepts
-    targets = nat_targets(cfg)
+    assert_to_declared_addresses_only(declared_accepts, cfg)
     for line in declared_accepts:
-        match = re.search(r"ip daddr \{ ([^}]*) \}", line)
-        assert match, line  # never to any address
-        assert all(within(c.strip(), targets) for c in match[1].split(",")), line
         assert re.search(r"(tcp|udp) dport \{ [0-9, ]+ \} accept comment ", line), line  # on its ports
     # what else is accepted on the uplink: replies, and (output only) IPv6 neighbour discovery
     others = [r for r in accepts if r not in declared_accepts]
