@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.admission import Admission, Refused, Ticket
-from gateway.audit import AuditKey, AuditLog, AuditWriteError
+from gateway.audit import AuditKey, AuditLog, AuditWriteError, AuditWriter
 from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.connections import STALLED_SCOPE_KEY
 from gateway.incident import SUSPENDED_CODE, IncidentState
@@ -76,6 +76,8 @@ from gateway.upstream import (
 )
 
 log = logging.getLogger("sovereign.gateway")
+
+T = TypeVar("T")
 
 REQUESTS = Counter(
     "sovereign_gateway_requests_total", "Chat requests by use case and HTTP status.", ["use_case", "status"]
@@ -223,7 +225,10 @@ class Exchange:
     counted: bool = False  # in sovereign_gateway_requests_total already
     stalled: bool = False  # the client stopped taking the streamed answer (write timeout)
     drained: bool = False  # the shutdown's drain deadline ended the stream
-    ended: bool = False  # a stream's final record is written
+    ended: bool = False  # a stream's end is handled (its final record is on its way)
+    # how the relay ended the stream (None: it never ran, or was cut at a write): its final
+    # record is written once the end of the body has gone out (Gateway._end_stream)
+    outcome: tuple[str, int] | None = None
     admit_seq: int | None = None  # the seq of its write-ahead record, once it has one
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
 
@@ -292,6 +297,12 @@ class Gateway:
             min_free_bytes=settings.audit.min_free_bytes,
         )  # fmt: skip
         self.audit_healthy = True
+        # every append to the trail runs in this one thread, in the order the event loop hands
+        # them over (the chain's order is the loop's), records waiting together sharing one
+        # fdatasync; no fdatasync holds the loop (the other streams, and the end of a stream's
+        # body, never wait for a record). Without fdatasync (audit.fsync: false) an append is a
+        # copy into the page cache, cheaper than the hop to a thread: done on the loop then.
+        self._audit_writer = AuditWriter(self.audit, inline=not settings.audit.fsync)
         # the kill switch: use cases an operator suspended (read from OpenBao, gateway/incident.py)
         self.incident = IncidentState(settings.incident, self.keys._client, settings.openbao.timeout_s)
         self.http = UpstreamClient(settings.limits)
@@ -340,6 +351,20 @@ class Gateway:
         return GatewayError(504, "upstream_timeout", "the model upstream did not answer in time")
 
     # -- audit ----------------------------------------------------------------------------
+    async def in_audit_thread(self, fn: Callable[..., T], /, *args: Any, batched: bool = True) -> T:
+        """``fn(*args)`` in the audit writer thread, after every audit call handed over before;
+        *batched*: fn only appends records, and returns once they are durable (group commit).
+        Shielded: a caller cancelled while it waits (uvicorn's shutdown backstop) does not take
+        back its record; the record is still written (close_audit waits for it)."""
+        future = asyncio.wrap_future(self._audit_writer.submit(fn, *args, batched=batched))
+        result: T = await asyncio.shield(future)
+        return result
+
+    def close_audit(self) -> None:
+        """Write every record handed over, then close the trail (at shutdown)."""
+        self._audit_writer.close()
+        self.audit.close()
+
     async def seal_audit_segments(self) -> None:
         """Seal the active audit segment when it is due, also without traffic, so that records
         reach the archive within about segment_max_age_s (records are appended from this loop
@@ -348,7 +373,7 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.audit.seal_if_due()
+                await self.in_audit_thread(self.audit.seal_if_due, batched=False)
             except AuditWriteError as exc:
                 AUDIT_FAILURES.inc()
                 self.audit_healthy = False
@@ -369,14 +394,22 @@ class Gateway:
         while pending:
             try:
                 await self.keys.refresh_audit_key()
-                self.audit.event("incident", pending[0])
+                await self.in_audit_thread(self._incident_record, pending[0])
+                self.audit_problem()
             except (AuditWriteError, KeyUnavailable) as exc:
                 AUDIT_FAILURES.inc()
                 log.error("incident record (%s %s) not written yet: %s",
                           pending[0]["action"], pending[0]["use_case"], exc)  # fmt: skip
                 return
             pending.pop(0)
-            self.audit_problem()
+
+    def _incident_record(self, fields: dict[str, Any]) -> None:
+        """In the audit writer thread."""
+        self.audit.event("incident", fields)
+
+    def _admit_record(self, ex: Exchange) -> None:
+        """In the audit writer thread: the write-ahead record (durable once the batch is)."""
+        ex.admit_seq = self.audit.admit(ex.admission(), key=ex.audit_key)["seq"]
 
     async def refuse_suspended(self, ex: Exchange, policy: UseCasePolicy) -> None:
         """503 `use_case_suspended` when an operator suspended the use case (or all of them):
@@ -394,23 +427,55 @@ class Gateway:
             "shop's own fallback (e.g. 'please call the practice') instead of an AI answer",
         )
 
-    def write_audit(
+    async def write_audit(
         self, ex: Exchange, outcome: str, status: int, *, answer_waits: bool = False
     ) -> dict[str, Any] | None:
         """The request's final record, and the request counted under the status it is answered
         with. *answer_waits*: the answer goes out only once its record is written; if it cannot be,
-        the caller answers 503 audit_unavailable and counts that instead (never both)."""
+        the caller answers 503 audit_unavailable and counts that instead (never both). The
+        record is appended by the audit writer thread; its latency is taken now."""
         if ex.use_case:
             LATENCY.labels(use_case=ex.use_case, stream=str(ex.stream).lower()).observe(
                 time.perf_counter() - ex.started
             )
-        record: dict[str, Any] | None = None
-        failure: Exception | None = None
-        if ex.tenant is not None:  # unauthenticated: metrics and access log only
-            try:
-                record = self.audit.append(ex.record(outcome, status), key=ex.audit_key)
-            except (AuditWriteError, KeyUnavailable) as exc:
-                failure = exc
+        if ex.tenant is None:  # unauthenticated: metrics and access log only, no record to wait for
+            return self._after_record(ex, None, None, outcome, status, answer_waits)
+        future = asyncio.wrap_future(
+            self._audit_writer.submit(self._append_final, ex, ex.record(outcome, status))
+        )
+        try:
+            record = await asyncio.shield(future)
+        except (AuditWriteError, KeyUnavailable) as exc:
+            return self._after_record(ex, None, exc, outcome, status, answer_waits)
+        except asyncio.CancelledError:
+            # cancelled while its record is on its way (uvicorn's shutdown backstop): the record
+            # is still written, and the request counted when it is
+            def counted(done: asyncio.Future[dict[str, Any]]) -> None:
+                failure = None if done.cancelled() else done.exception()
+                record = None if done.cancelled() or failure is not None else done.result()
+                self._after_record(ex, record, failure, outcome, status, answer_waits)
+
+            future.add_done_callback(counted)
+            raise
+        return self._after_record(ex, record, None, outcome, status, answer_waits)
+
+    def _append_final(self, ex: Exchange, fields: dict[str, Any]) -> dict[str, Any]:
+        """In the audit writer thread: the final record, naming the admit it completes (written
+        before it by the same thread, also when the wait for it was cut short)."""
+        fields["admit_seq"] = ex.admit_seq
+        return self.audit.append(fields, key=ex.audit_key)
+
+    def _after_record(
+        self,
+        ex: Exchange,
+        record: dict[str, Any] | None,
+        failure: BaseException | None,
+        outcome: str,
+        status: int,
+        answer_waits: bool,
+    ) -> dict[str, Any] | None:
+        """write_audit once the record is durable (*record*), failed (*failure*), or was not
+        needed (neither: an unauthenticated request)."""
         if failure is None or not answer_waits:
             REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
             ex.counted = True
@@ -704,7 +769,7 @@ class Gateway:
             ex.max_tokens = payload["max_tokens"]
             # write-ahead: the record that this request goes to the model is on disk first
             # (a crash from here on leaves it open; `sovereign audit verify` names it)
-            ex.admit_seq = self.audit.admit(ex.admission(), key=ex.audit_key)["seq"]
+            await self.in_audit_thread(self._admit_record, ex)
             self.audit_problem()
             if body.stream:
                 response = await self.forward_stream(ex, upstream, payload, ticket, request)
@@ -713,7 +778,7 @@ class Gateway:
             return await self.forward(ex, upstream, payload, request)
         except GatewayError as err:
             ex.error = err.code
-            self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
+            await self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
             return err.response(request_id, replaced)
         except AuditWriteError as exc:
             log.error("request %s refused, audit trail not writable: %s", request_id, exc)
@@ -727,19 +792,19 @@ class Gateway:
             ).response(request_id, replaced)
         except ClientGone:
             ex.error = "client_disconnected"
-            self.write_audit(ex, "client_disconnected", 499)
+            await self.write_audit(ex, "client_disconnected", 499)
             return Response(status_code=499)  # nobody reads it: the connection is gone
         except asyncio.CancelledError:
             # uvicorn's shutdown backstop (or the loop ending): the record first, then go
             ex.error = "shutting_down" if self.draining else "cancelled"
-            self.write_audit(ex, ex.error, 503 if self.draining else 499)
+            await self.write_audit(ex, ex.error, 503 if self.draining else 499)
             raise
         except Exception as exc:
             # a defect, not a client's or an upstream's doing: still a final record (an admitted
             # request would otherwise look lost in a crash); the type only, never its text
             log.error("unhandled %s in chat request %s", type(exc).__name__, request_id)
             ex.error = "internal_error"
-            self.write_audit(ex, "internal_error", 500)
+            await self.write_audit(ex, "internal_error", 500)
             return GatewayError(500, "internal_error", "internal error").response(request_id, replaced)
         finally:
             self.admission.release(ticket)
@@ -811,7 +876,7 @@ class Gateway:
                 502, "upstream_malformed", "the model upstream sent a malformed answer"
             ) from None
         ex.response_bytes = len(content)
-        if self.write_audit(ex, "ok", 200, answer_waits=True) is None:
+        if await self.write_audit(ex, "ok", 200, answer_waits=True) is None:
             raise AuditWriteError("the audit record was not written")
         return Response(content, media_type="application/json", headers=ex.headers)
 
@@ -868,7 +933,7 @@ class Gateway:
             write_timeout_s=limits.write_timeout_s,
             wait=self.bounded,
             on_stall=lambda: self._stalled(ex),
-            on_close=lambda: self._end_stream(ex, resp, ticket, "client_disconnected", 499),
+            on_close=lambda: self._end_stream(ex, resp, ticket),
             media_type="text/event-stream",
             headers={**ex.headers, "cache-control": "no-cache"},
         )
@@ -978,7 +1043,9 @@ class Gateway:
                 with contextlib.suppress(BaseException):
                     await chunks.aclose()
             ex.restored, ex.unrestored = restorers.counts()
-            self._end_stream(ex, resp, ticket, outcome, status)
+            # the final record waits for the end of the body (RelayResponse's on_close)
+            ex.outcome = (outcome, status)
+            resp.close()  # the upstream connection goes back at once
 
     def _stalled(self, ex: Exchange) -> None:
         """A write to the stream's client timed out: its own write deadline, or the drain's."""
@@ -987,23 +1054,26 @@ class Gateway:
         else:
             ex.stalled = True
 
-    def _end_stream(
-        self, ex: Exchange, resp: StreamHandle, ticket: Ticket, outcome: str, status: int
-    ) -> None:
-        """Once per stream, whether its relay ran or not (a client gone before the first byte):
-        the upstream connection closed, the final record, the admission place given back."""
+    async def _end_stream(self, ex: Exchange, resp: StreamHandle, ticket: Ticket) -> None:
+        """Once per stream, after the end of its body went out (or the connection went),
+        whether its relay ran or not (a client gone before the first byte): the upstream
+        connection closed, the final record with the relay's outcome, the admission place given
+        back once the record is written (so the pod's limits also bound records not yet written)."""
         if ex.ended:
             return
         ex.ended = True
         resp.close()
+        outcome, status = ex.outcome or ("client_disconnected", 499)
         if outcome == "client_disconnected" and ex.error is None:
             if ex.drained:
                 outcome, status = "shutting_down", 503
             elif ex.stalled:
                 outcome = "client_stalled"
             ex.error = outcome
-        self.write_audit(ex, outcome, status)
-        self.admission.release(ticket)
+        try:
+            await self.write_audit(ex, outcome, status)
+        finally:
+            self.admission.release(ticket)
 
     def _relay_chunk(
         self, ex: Exchange, decoder: SSEDecoder, chunk: bytes, t0: float, restorers: _Restorers
@@ -1088,7 +1158,7 @@ class RelayResponse(StreamingResponse):
         write_timeout_s: float,
         wait: Callable[[Awaitable[Any], float], Awaitable[Any]],
         on_stall: Callable[[], None],
-        on_close: Callable[[], None],
+        on_close: Callable[[], Awaitable[None] | None],
         **kw: Any,
     ) -> None:
         super().__init__(content, **kw)
@@ -1119,7 +1189,9 @@ class RelayResponse(StreamingResponse):
             # also when stream_response never ran (the client left before it started)
             if isinstance(self._relay, AsyncGenerator):
                 await self._relay.aclose()
-            self._on_close()
+            closing = self._on_close()  # after the end of the body: the final record is written here
+            if closing is not None:
+                await closing
 
 
 class _Stalled(Exception):
@@ -1204,7 +1276,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         sealer.cancel()
         watcher.cancel()
         await gw.http.close()
-        gw.audit.close()
+        gw.close_audit()
         gw.keys.forget()
 
     app = FastAPI(

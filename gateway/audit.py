@@ -29,6 +29,14 @@ between the two leaves an admit without a completion: the next process finds tho
 trail it resumes and completes them with ``outcome: "abandoned"`` before its first own record,
 and :func:`verify` names admits that no later record completes (``VerifyResult.unfinished``).
 
+**Group commit.** The gateway appends from one writer thread (:class:`AuditWriter`), never from
+its event loop: records handed over while the previous write was on its way are written
+together, in the order handed over, with one ``write`` and one ``fdatasync``
+(:meth:`AuditLog.begin_batch` / :meth:`AuditLog.commit_batch`); none of them counts as written
+before that fdatasync returns, and when it fails none of them stays in the trail (the file is
+cut back to where the batch began and the chain continues from there). So the write-ahead rule
+holds as before, and one disk flush serves every request that arrived meanwhile.
+
 Records never contain prompt or answer text: callers pass counts, ids and outcomes only.
 Hand-written because no maintained library keeps an HMAC'd hash chain in JSONL.
 """
@@ -40,8 +48,11 @@ import hashlib
 import hmac
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -252,7 +263,7 @@ def _edge_records(
 
 class AuditLog:
     """Appends records to the chain and seals full segments. Not thread-safe: use from one
-    event loop."""
+    thread (the gateway's :class:`AuditWriter`)."""
 
     def __init__(
         self,
@@ -276,6 +287,7 @@ class AuditLog:
         self._segment_bytes = 0
         self._segment_started = 0.0  # time.monotonic() of the active file's first record
         self._admitted = Admitted()  # admits without their completing record, this process's too
+        self._batch: _Batch | None = None  # records appended since begin_batch, not written yet
         # the last failure after a record was already durable (sealing, the head): reported by
         # take_problem(), never raised (the record is there)
         self.problem: str | None = None
@@ -381,11 +393,46 @@ class AuditLog:
         if self._orphans:
             self._finish_orphans(key)
         record = self._write({**fields, "kind": kind, "kid": key.kid}, key)
+        if self._batch is None:  # a batch is sealed, if due, once it is written
+            try:
+                self.seal_if_due()
+            except AuditWriteError as exc:  # the record is written; the gateway's sealer retries
+                self.problem = str(exc)
+        return record
+
+    # -- group commit --------------------------------------------------------------------
+    def begin_batch(self) -> None:
+        """Records appended from now until :meth:`commit_batch` are chained and signed at once
+        but written together by it (one write, one fdatasync)."""
+        if self._batch is not None:
+            raise RuntimeError("an audit batch is open already")
+        self._batch = _Batch(self._state())
+
+    def commit_batch(self) -> None:
+        """Write the open batch's records durably; AuditWriteError when they cannot be, and then
+        none of them is in the trail (the file cut back, the chain state as before the batch)."""
+        batch, self._batch = self._batch, None
+        if batch is None or not batch.lines:
+            return
+        try:
+            self._append_durably(b"".join(batch.lines))
+        except AuditWriteError:
+            self._restore(batch.before)
+            raise
+        if batch.head is not None:
+            self._update_head(batch.head)
         try:
             self.seal_if_due()
-        except AuditWriteError as exc:  # the record is written; the gateway's sealer retries
+        except AuditWriteError as exc:  # the records are written; the gateway's sealer retries
             self.problem = str(exc)
-        return record
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self._seq, self._prev, self._kid, self._segment_first, self._segment_bytes,
+                self._segment_started, dict(self._admitted._open), list(self._orphans))  # fmt: skip
+
+    def _restore(self, state: tuple[Any, ...]) -> None:
+        (self._seq, self._prev, self._kid, self._segment_first, self._segment_bytes,
+         self._segment_started, self._admitted._open, self._orphans) = state  # fmt: skip
 
     def _key_record(self, key: AuditKey | None) -> AuditKey:
         """The key to sign with, introduced by a key record if the active file lacks it."""
@@ -427,6 +474,8 @@ class AuditLog:
     def seal(self) -> Path | None:
         """Close the active segment: rename it into the segments folder, read-only. The chain
         continues in a new active file, whose first record introduces the key again."""
+        if self._batch is not None:
+            raise RuntimeError("an audit segment cannot be sealed while a batch is open")
         if self._segment_first is None or not self.path.exists():
             return None
         folder = segments_dir(self.path)
@@ -457,6 +506,46 @@ class AuditLog:
             self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o600)
         os.pwrite(self._head_fd, data.ljust(HEAD_SIZE, b" "), 0)
 
+    def _append_durably(self, data: bytes) -> None:
+        """Append *data* (whole records) and fdatasync it; on any failure cut the file back to
+        where it was (never half a record: the chain would end in a damaged line) and raise
+        AuditWriteError."""
+        try:
+            # opened per write (the path, not a kept descriptor, is the trail: a moved or
+            # replaced file is noticed at once); raw os calls skip the io layer's objects
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size  # one writer: where these records start
+                try:
+                    if os.write(fd, data) != len(data):
+                        raise OSError(28, "No space left on device (short write)")
+                    if self._fsync:
+                        os.fdatasync(fd)  # data and size; half the cost of fsync here
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
+
+    def _advance(self, record: dict[str, Any], line: bytes) -> None:
+        """The chain state after *record* (written, or in the open batch)."""
+        if self._segment_first is None:
+            self._segment_first, self._segment_started = record["seq"], time.monotonic()
+        self._segment_bytes += len(line)
+        self._seq += 1
+        self._prev = record["hash"]
+        self._admitted.note(record)
+
+    def _update_head(self, head: dict[str, Any]) -> None:
+        try:
+            self._write_head(canonical(head))
+        except (OSError, AuditWriteError) as exc:
+            # a head that lags is accepted by verify (it only has to name a record of the trail)
+            self.problem = f"audit head not updated: {getattr(exc, 'strerror', None) or exc}"
+
     def close(self) -> None:
         if self._head_fd is not None:
             os.close(self._head_fd)
@@ -476,40 +565,127 @@ class AuditLog:
             "kid": key.kid,
             "mac": _head_mac(key.key, record["seq"], record["hash"]),
         }
-        try:
-            # opened per record (the path, not a kept descriptor, is the trail: a moved or
-            # replaced file is noticed at once); raw os calls skip the io layer's objects
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size  # one writer: where this record starts
-                try:
-                    if os.write(fd, line) != len(line):
-                        raise OSError(28, "No space left on device (short write)")
-                    if self._fsync:
-                        os.fdatasync(fd)  # data and size; half the cost of fsync here
-                except OSError:
-                    # never leave half a record: the chain would end in a damaged line
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, size)
-                    raise
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise AuditWriteError(f"cannot append to audit trail {self.path}: {exc.strerror}") from None
+        if self._batch is not None:  # written by commit_batch
+            self._batch.lines.append(line)
+            self._batch.head = head
+            self._advance(record, line)
+            return record
+        self._append_durably(line)
         # the record is durable: from here on nothing may raise, or the caller would take a
         # written record for a missing one (and the next would reuse its seq)
-        if self._segment_first is None:
-            self._segment_first, self._segment_started = record["seq"], time.monotonic()
-        self._segment_bytes += len(line)
-        self._seq += 1
-        self._prev = record["hash"]
-        self._admitted.note(record)
-        try:
-            self._write_head(canonical(head))
-        except (OSError, AuditWriteError) as exc:
-            # a head that lags is accepted by verify (it only has to name a record of the trail)
-            self.problem = f"audit head not updated: {getattr(exc, 'strerror', None) or exc}"
+        self._advance(record, line)
+        self._update_head(head)
         return record
+
+
+@dataclass
+class _Batch:
+    before: tuple[Any, ...]  # the chain state to go back to when the batch cannot be written
+    lines: list[bytes] = field(default_factory=list)
+    head: dict[str, Any] | None = None  # the head naming the batch's last record
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    batched: bool
+    future: Future[Any]
+
+
+class AuditWriter:
+    """The one thread that writes a trail. Jobs run one at a time in the order handed over.
+    Jobs that append records (*batched*) and wait together form one group commit: their records
+    are written with one write and one fdatasync, and each job's future is resolved only when
+    they are durable (or with the AuditWriteError when they are not). Other jobs (sealing) run
+    alone, between batches.
+
+    *inline*: no thread; every job runs at once in the caller's thread (for a trail without
+    fdatasync, whose appends only copy a line into the page cache: a hop to another thread and
+    back would cost more than the write)."""
+
+    def __init__(self, log: AuditLog, max_batch: int = 512, inline: bool = False) -> None:
+        self._log = log
+        self._max = max_batch
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        if not inline:
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, batched: bool = True) -> Future[Any]:
+        """``fn(*args)`` in the writer thread; *batched*: fn appends records (and nothing else
+        that must wait for their fdatasync)."""
+        future: Future[Any] = Future()
+        job = _Job(fn, args, batched, future)
+        if self._thread is None:  # inline
+            future.set_running_or_notify_cancel()
+            if batched:
+                self._log.begin_batch()
+                self._commit([self._call(job)])
+            else:
+                _, result, error = self._call(job)
+                _settle(future, result, error)
+            return future
+        self._jobs.put(job)
+        return future
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Write everything handed over, then stop the thread."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while len(jobs) < self._max:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            batch: list[tuple[_Job, Any, BaseException | None]] = []
+            for job in jobs:
+                if job is None:
+                    self._commit(batch)
+                    return
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                if job.batched:
+                    if not batch:
+                        self._log.begin_batch()
+                    batch.append(self._call(job))
+                    continue
+                self._commit(batch)
+                batch = []
+                _, result, error = self._call(job)
+                _settle(job.future, result, error)
+            self._commit(batch)
+
+    @staticmethod
+    def _call(job: _Job) -> tuple[_Job, Any, BaseException | None]:
+        try:
+            return job, job.fn(*job.args), None
+        except Exception as exc:
+            return job, None, exc
+
+    def _commit(self, batch: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        if not batch:
+            return
+        failure: BaseException | None = None
+        try:
+            self._log.commit_batch()
+        except Exception as exc:  # AuditWriteError: none of the batch's records is in the trail
+            failure = exc
+        for job, result, error in batch:
+            _settle(job.future, result, error or failure)
+
+
+def _settle(future: Future[Any], result: Any, error: BaseException | None) -> None:
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 @dataclass

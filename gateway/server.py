@@ -112,18 +112,12 @@ def _force_exit() -> None:
     os._exit(1)
 
 
-def serve(config: Path | None, host: str, port: int, log_level: str = "info") -> None:
-    if config is not None:
-        os.environ[CONFIG_ENV] = str(config)
-    settings = GatewaySettings()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if settings.enforce_egress:
-        destinations = [u.host for u in settings.upstreams.values()]
-        destinations.append(urlsplit(settings.openbao.address).hostname or "")
-        egress.install(settings.egress_allowlist, destinations)
+def uvicorn_config(
+    app: FastAPI, settings: GatewaySettings, host: str, port: int, log_level: str
+) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway *app*: the connection bounds of *settings*, the
+    standard asyncio loop, no WebSocket, no access log, the shutdown's backstop."""
     limits = settings.limits
-    raise_open_file_limit(limits)
-    app = create_app(settings)
     bounds = ConnectionBounds(
         header_timeout_s=limits.header_timeout_s,
         keep_alive_timeout_s=limits.keep_alive_timeout_s,
@@ -133,7 +127,7 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         write_timeout_s=limits.write_timeout_s,
         body_timeout_s=limits.body_timeout_s,
     )
-    uv_config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -147,6 +141,21 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         timeout_keep_alive=math.ceil(limits.keep_alive_timeout_s),
         timeout_graceful_shutdown=math.ceil(limits.shutdown_deadline_s) + BACKSTOP_S,
     )
+
+
+def serve(config: Path | None, host: str, port: int, log_level: str = "info") -> None:
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    settings = GatewaySettings()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.enforce_egress:
+        destinations = [u.host for u in settings.upstreams.values()]
+        destinations.append(urlsplit(settings.openbao.address).hostname or "")
+        egress.install(settings.egress_allowlist, destinations)
+    limits = settings.limits
+    raise_open_file_limit(limits)
+    app = create_app(settings)
+    uv_config = uvicorn_config(app, settings, host, port, log_level)
     server = GatewayServer(uv_config, app, limits.shutdown_deadline_s)
     server.run()
     if not server.started:  # as uvicorn.run does (main.py:639-640)

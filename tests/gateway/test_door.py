@@ -76,10 +76,24 @@ def body(use_case: str = "patient-support", **extra: Any) -> dict[str, Any]:
 
 
 def audit_records(gw_dir: Path) -> list[dict[str, Any]]:
+    """The trail once every admit in it has its final record: a stream's is written just after
+    the end of its body goes out, so a client that read to the end may come first. (After a
+    deadlock guard of 10 s, the trail as it is: a test that leaves a request open still reads.)"""
     path = gw_dir / "audit" / "audit.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    records: list[dict[str, Any]] = []
+    for _ in range(1000):
+        if not path.exists():
+            return []
+        try:
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+        except ValueError:  # a record being written as it is read
+            time.sleep(0.01)
+            continue
+        admits = {r["seq"] for r in records if r.get("kind") == "admit"}
+        if admits <= {r.get("admit_seq") for r in records if r.get("kind") == "request"}:
+            break
+        time.sleep(0.01)  # polling for the record, not timing anything
+    return records
 
 
 def test_health_and_readiness(gateway: Proc) -> None:

@@ -281,11 +281,16 @@ def test_an_answer_refused_for_its_audit_record_is_not_counted_as_served(answer_
     import types
 
     from gateway.app import REQUESTS, Exchange, Gateway
+    from gateway.audit import AuditWriteError
 
     use_case = f"audit-count-{answer_waits}"
     fake = types.SimpleNamespace(audit=_FailingAudit(), audit_healthy=True, audit_problem=lambda: None)
     ex = Exchange(request_id="r", use_case=use_case, tenant="clinic")
-    assert Gateway.write_audit(fake, ex, "ok", 200, answer_waits=answer_waits) is None  # type: ignore[arg-type]
+    try:
+        fake.audit.append(ex.record("ok", 200))
+    except AuditWriteError as exc:  # what the audit writer thread hands back to write_audit
+        failure = exc
+    assert Gateway._after_record(fake, ex, None, failure, "ok", 200, answer_waits) is None  # type: ignore[arg-type]
     served = REQUESTS.labels(use_case=use_case, status="200")._value.get()
     assert served == (0 if answer_waits else 1) and ex.counted is not answer_waits
     assert fake.audit_healthy is False

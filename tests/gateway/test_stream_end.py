@@ -1,0 +1,207 @@
+"""A streamed answer's body ends before its final audit record is written, and that write does not
+hold the event loop: the client gets the whole chunked body (its terminator too, so the
+connection can carry the next request) while the record's append is still blocked; once the
+append goes on, the record is in the trail with the stream's outcome, completing its admit.
+
+(Issue 24: the gateway wrote the final record, with its fdatasync, on the event loop before the
+end of the body went out, so a client reading to the end waited for the disk, rarely reused its
+connection, and every other stream on the loop waited too.)
+
+The gateway runs in this process (uvicorn in a thread, the production uvicorn configuration) so
+the test can hold one append; no timing bound, only deadlock guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.audit import AuditLog
+from gateway.clientkeys import ClientKeyStore
+from gateway.server import uvicorn_config
+from gateway.settings import load_settings
+from tests.support import Bao, Upstream, free_port, gateway_config
+
+TENANT = "stream-end"
+DEADLOCK_S = 30  # a guard against a hang only: every wait below normally ends at once
+
+
+class HeldAppend:
+    """Wraps AuditLog.append: the final record of one request id waits until released."""
+
+    def __init__(self, audit: AuditLog, request_id: str) -> None:
+        self._append = audit.append
+        self.request_id = request_id
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        audit.append = self  # type: ignore[method-assign]
+
+    def __call__(self, fields: dict[str, Any], key: Any = None) -> dict[str, Any]:
+        if fields.get("request_id") == self.request_id:
+            self.reached.set()
+            self.release.wait(DEADLOCK_S * 2)
+        return self._append(fields, key=key)
+
+
+@pytest.fixture
+def served(tmp_path: Path, bao: Bao, upstream: Upstream) -> Iterator[tuple[Any, int, str, Path]]:
+    """(the Gateway object, its port, a client key, the audit trail)."""
+    # fdatasync on (the default; tests elsewhere turn it off): the audit writer thread appends
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url, audit={"fsync": True})
+    settings = load_settings(config)
+    key = ClientKeyStore(tmp_path / "keys.json").create(TENANT)[1]
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, settings, "127.0.0.1", port, "warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(DEADLOCK_S * 20):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "the in-process gateway did not start"
+        yield app.state.gateway, port, key, settings.audit.path
+    finally:
+        server.should_exit = True
+        thread.join(DEADLOCK_S)
+
+
+def stream_request(key: str, request_id: str) -> bytes:
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "When is the practice open?"}], "stream": True}
+    ).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\nx-sovereign-use-case: patient-support\r\n"
+        f"x-request-id: {request_id}\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def read_to_body_end(sock: socket.socket) -> bytes:
+    """Everything up to and including the chunked body's terminator; what came so far when the
+    connection closes or the deadlock guard passes."""
+    received = b""
+    while b"\r\n0\r\n\r\n" not in received:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return received
+        if not data:
+            return received
+        received += data
+    return received
+
+
+def trail_record(trail: Path, kind: str, request_id: str) -> dict[str, Any] | None:
+    if not trail.exists():
+        return None
+    for line in trail.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line being written as it is read: looked at again at the next poll
+            continue
+        if record.get("kind") == kind and record.get("request_id") == request_id:
+            return dict(record)
+    return None
+
+
+def test_the_body_ends_while_the_final_record_is_still_being_written(
+    served: tuple[Any, int, str, Path],
+) -> None:
+    gw, port, key, trail = served
+    request_id = str(uuid.uuid4())
+    held = HeldAppend(gw.audit, request_id)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLOCK_S) as sock:
+            sock.sendall(stream_request(key, request_id))
+            received = read_to_body_end(sock)
+            # the end of the body came while the append of the record was held (or never came)
+            assert b"\r\n0\r\n\r\n" in received, "the body did not end while its audit record was held"
+            assert held.reached.wait(DEADLOCK_S)  # its append is (or now gets) held
+            assert received.startswith(b"HTTP/1.1 200")
+            assert b"data: [DONE]" in received
+            assert trail_record(trail, "request", request_id) is None  # not written yet
+            held.release.set()
+            # the record follows; the connection carries the next request
+            for _ in range(DEADLOCK_S * 100):
+                if trail_record(trail, "request", request_id) is not None:
+                    break
+                threading.Event().wait(0.01)
+            again = str(uuid.uuid4())
+            sock.sendall(stream_request(key, again))
+            assert read_to_body_end(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        held.release.set()
+    record = trail_record(trail, "request", request_id)
+    admit = trail_record(trail, "admit", request_id)
+    assert record is not None and admit is not None
+    assert (record["outcome"], record["status"], record["error"]) == ("ok", 200, None)
+    assert record["admit_seq"] == admit["seq"] and record["finish_reason"] == "stop"
+    assert record["bytes"]["response"] > 0
+
+
+# -- group commit: the audit writer thread ------------------------------------------------------
+def test_records_waiting_together_share_one_fdatasync_and_stay_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.audit import AuditWriter, verify
+    from tests.unit.test_audit import StaticKeys, unwrap
+
+    syncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=True)
+    writer = AuditWriter(log)
+    busy = threading.Event()
+    blocker = writer.submit(busy.wait, DEADLOCK_S, batched=False)  # holds the thread
+    futures = [writer.submit(log.append, {"request_id": f"r{i}", "outcome": "ok"}) for i in range(5)]
+    busy.set()
+    records = [f.result(DEADLOCK_S) for f in futures]
+    assert blocker.result(DEADLOCK_S) is True
+    writer.close(DEADLOCK_S)
+    assert len(syncs) == 1  # five records (and the key record before them): one flush
+    assert [r["request_id"] for r in records] == [f"r{i}" for i in range(5)]
+    assert verify(log.path, unwrap).ok
+
+
+def test_a_batch_that_cannot_be_written_leaves_none_of_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.audit import AuditWriteError, AuditWriter, verify
+    from tests.unit.test_audit import StaticKeys, unwrap
+
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=True)
+    log.append({"request_id": "before", "outcome": "ok"})
+    size = log.path.stat().st_size
+    writer = AuditWriter(log)
+    busy = threading.Event()
+    writer.submit(busy.wait, DEADLOCK_S, batched=False)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    admit = writer.submit(log.admit, {"request_id": "lost", "tenant": "t"})
+    final = writer.submit(log.append, {"request_id": "lost", "tenant": "t", "outcome": "ok"})
+    busy.set()
+    for future in (admit, final):
+        with pytest.raises(AuditWriteError):
+            future.result(DEADLOCK_S)
+    assert log.path.stat().st_size == size  # cut back: none of the batch is in the trail
+    monkeypatch.undo()
+    after = writer.submit(log.append, {"request_id": "after", "outcome": "ok"}).result(DEADLOCK_S)
+    writer.close(DEADLOCK_S)
+    assert after["seq"] == 2  # the chain goes on where it was (key record 0, "before" 1)
+    result = verify(log.path, unwrap)
+    assert result.ok and result.unfinished == []
