@@ -52,8 +52,8 @@ test-hosts: $(STAMP) ## only the real test hosts (systemd-nspawn, as root; first
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra tests/unit
 
-loadtest: $(STAMP) ## Locust suite headless against the running local stack (make up first): make loadtest PROFILE=cpu-local
-	$(BIN)/sovereign loadtest --target http://127.0.0.1:8080 --profile $(or $(PROFILE),cpu-local) --users $(or $(USERS),1) --run-time $(or $(RUN_TIME),60s)
+loadtest: $(STAMP) ## Locust suite headless against the running local stack (make up first): make loadtest PROFILE=cpu-local [USERS= RUN_TIME= WARM_UP= RATE= OUT=]; report in reports/loadtest/sla.html
+	$(BIN)/sovereign loadtest --target http://127.0.0.1:8080 --profile $(or $(PROFILE),cpu-local) --users $(or $(USERS),1) --run-time $(or $(RUN_TIME),60s) --warm-up $(or $(WARM_UP),0s) --arrival-rate $(or $(RATE),0) --out $(or $(OUT),reports/loadtest)
 
 fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a real gateway (tests/boundary)
 	SOVEREIGN_FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -s tests/boundary/test_fuzz.py

@@ -17,6 +17,7 @@ sovereign tunnel open|close|status --stack N SSH tunnel through the bastion to t
 sovereign harden --stack NAME                harden the stack's hosts (inventory from the stack's outputs)
 sovereign verify --stack NAME                testinfra checks of the stack's hosts, JUnit report
 sovereign loadtest --target URL --profile P  Locust suite headless against a gateway, SLA verdict
+sovereign loadtest compare A B [--json]      difference between two runs, verdict on regressions
 sovereign weights fetch|verify …             model weights from EU object storage, SHA-256 verified
 sovereign bootstrap-backend --stack NAME     state, model and audit-archive buckets (infra/storage_cli.py)
 sovereign models import|verify|public-key …  approved weights with a signed manifest in the model bucket
@@ -447,7 +448,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
             run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
             arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
-            stamps=args.stamps,
+            stamps=args.stamps, arrival=args.arrival, max_in_flight=args.max_in_flight, warm_up=args.warm_up,
+            workload=args.workload, seed=args.seed, ca_file=args.ca_file, insecure=args.insecure,
         )  # fmt: skip
     except (loadtest.LoadtestError, SlaError) as exc:
         print(f"sovereign loadtest: {exc}", file=sys.stderr)
@@ -778,21 +780,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tun.set_defaults(func=cmd_tunnel)
 
-    lt = sub.add_parser("loadtest", help="Locust suite headless against a gateway; exits 1 on an SLA miss")
-    lt.add_argument("--target", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")
-    lt.add_argument("--profile", required=True, help="SLA profile: gpu-interactive, gpu-standard, cpu-local")
-    lt.add_argument("--users", type=int, default=4, help="concurrent users (streams)")
+    lt = sub.add_parser(
+        "loadtest",
+        help="Locust suite headless against a gateway; exits 1 on an SLA miss",
+        description="The Locust suite headless against a gateway, with the SLA verdict (docs/load-tests.md). "
+        "`sovereign loadtest compare A B` compares two runs' report folders.",
+    )
+    lt.add_argument(
+        "--target", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080 or https://..."
+    )
+    lt.add_argument(
+        "--profile", required=True, help="SLA profile: gpu-interactive, gpu-standard, cpu-local or a .yaml"
+    )
+    lt.add_argument("--users", type=int, default=4, help="concurrent users (closed loop: streams in flight)")
     lt.add_argument("--spawn-rate", type=float, default=1.0, help="users started per second (ramp-up)")
     lt.add_argument("--run-time", default="60s", help="e.g. 90s, 10m")
     lt.add_argument(
-        "--arrival-rate", type=float, default=0.0, help="requests/s over all users (0: closed loop)"
-    )
+        "--warm-up", default="0s",
+        help="streams started in the first DURATION (or before all users run) are reported, not judged",
+    )  # fmt: skip
+    lt.add_argument(
+        "--arrival-rate", type=float, default=0.0,
+        help="open loop: requests/s over all users, started on schedule whether or not earlier ones ended "
+        "(0: closed loop, each user sends its next request when the last one ended)",
+    )  # fmt: skip
+    lt.add_argument(
+        "--arrival", choices=("poisson", "constant"), default="poisson",
+        help="open-loop arrivals: poisson (exponential gaps, default) or constant (evenly spaced)",
+    )  # fmt: skip
+    lt.add_argument(
+        "--max-in-flight", type=int, default=1000,
+        help="open loop: streams in flight per process at most; arrivals beyond are dropped and counted",
+    )  # fmt: skip
     lt.add_argument("--processes", type=int, default=0, help="fork a master and N worker processes")
-    lt.add_argument("--use-cases", default="", help="comma list of workflows (default: all, weighted)")
+    lt.add_argument(
+        "--workload", default="",
+        help="workload: a name in loadtests/workloads or a .yaml path (default healthcare-default)",
+    )  # fmt: skip
+    lt.add_argument(
+        "--use-cases", default="", help="comma list of the workload's use cases (default: all, weighted)"
+    )
+    lt.add_argument("--seed", type=int, default=7, help="seed of the synthetic requests and arrival schedule")
     lt.add_argument(
         "--stamps", choices=("kernel", "read"), default="kernel",
         help="when a token arrived: the kernel's receive stamp (default) or the clock when Python read it",
     )  # fmt: skip
+    lt.add_argument(
+        "--ca-file", type=Path, help="https: PEM file of the CA that signed the gateway's certificate"
+    )
+    lt.add_argument(
+        "--insecure", action="store_true", help="https: skip certificate verification (test stacks)"
+    )
     lt.add_argument("--api-key-file", type=Path, help="API key file (default: the local stack's demo key)")
     lt.add_argument("--out", type=Path, default=Path("reports") / "loadtest", help="report folder")
     lt.set_defaults(func=cmd_loadtest)
@@ -808,6 +846,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:2] == ["loadtest", "compare"]:  # two runs' report folders (loadtests/compare.py)
+        from loadtests import compare
+
+        return int(compare.main(given[2:]))
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 

@@ -112,6 +112,10 @@ def read_lines(stream: Any, *, kernel: bool = True, end: bytes = b"data: [DONE]"
     the body), each with the wall-clock time (``time.time()`` scale) at which it arrived
     (*kernel* False: at which it was read, for comparison).
 
+    The body is read to its end (past *end*, to the last chunk): only a response read whole
+    gives its connection back to the pool for the next request; one left mid-body is closed,
+    and the next request would pay a new connect.
+
     Nothing else is done per line: whatever one greenlet does between two reads delays the
     other streams of the process (the fallback clock readings, at least, would move)."""
     raw = getattr(stream, "_sock", None)
@@ -124,6 +128,8 @@ def read_lines(stream: Any, *, kernel: bool = True, end: bytes = b"data: [DONE]"
             at = stamped.stamp if stamped is not None and stamped.stamp is not None else time.time()
             lines.append((at, line))
             if line.startswith(end):
+                while stream.readline(b"\n"):  # the rest of the body: nothing after [DONE] counts
+                    pass
                 break
     finally:
         if stamped is not None:

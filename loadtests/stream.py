@@ -30,6 +30,7 @@ class StreamMetrics:
     # measured minus true, when the upstream stamps its events (the accuracy check only)
     ttft_error_ms: float | None = None
     itl_error_ms: list[float] | None = None
+    prompt_tokens: int | None = None  # usage.prompt_tokens, when the server sends usage
 
     def as_samples(self) -> dict[str, list[float]]:
         samples = {"ttft_ms": [self.ttft_ms], "itl_ms": list(self.itl_ms), "e2e_ms": [self.e2e_ms],
@@ -57,6 +58,7 @@ def measure(
     sent_at: list[float] = []  # the upstream's own stamps of the content events, when it sends them
     finish: str | None = None
     usage_tokens: int | None = None
+    prompt_tokens: int | None = None
     ended = started
     for at, raw in lines:
         line = raw.strip()
@@ -75,6 +77,7 @@ def measure(
             raise StreamFailure(f"error event in the stream ({code})")
         if event.get("usage"):
             usage_tokens = event["usage"].get("completion_tokens")
+            prompt_tokens = event["usage"].get("prompt_tokens")
         for choice in event.get("choices") or []:
             if (choice.get("delta") or {}).get("content"):
                 content_at.append(at)
@@ -96,4 +99,4 @@ def measure(
         true_gaps = [(b - a) * 1000 for a, b in itertools.pairwise(sent_at)]
         itl_error = [m - t for m, t in zip(itl, true_gaps, strict=True)]
     rate = tokens / (e2e / 1000) if e2e > 0 else 0.0
-    return StreamMetrics(ttft, itl, tpot, e2e, tokens, rate, ttft_error, itl_error)
+    return StreamMetrics(ttft, itl, tpot, e2e, tokens, rate, ttft_error, itl_error, prompt_tokens)

@@ -4,6 +4,7 @@ reader got to it (loadtests/arrival.py). Real loopback TCP, a real geventhttpcli
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -70,6 +71,40 @@ def test_the_connection_goes_back_to_the_pool_as_it_came(
     assert "release" not in vars(response)
 
 
+def test_the_body_is_read_past_done_to_its_end_so_the_connection_is_reused(
+    connection: tuple[socket.socket, socket.socket],
+) -> None:
+    """The gateway may send the end of the chunked body a little after ``[DONE]`` (it writes
+    its audit record first): the reader waits for it, and only then does the pool get the
+    connection back for the next request. A reader that stopped at ``[DONE]`` left the
+    connection mid-body, and the pool had to close it."""
+    client, server = connection
+    returned: list[object] = []
+
+    class Pool(ConnectionPool):
+        def __init__(self) -> None: ...
+
+        def return_socket(self, sock: object) -> None:
+            returned.append(sock)
+
+        def release_socket(self, sock: object) -> None:
+            raise AssertionError("the connection was closed, not reused")
+
+    server.sendall(HEAD)
+    response = HTTPSocketPoolResponse(client, Pool())
+    server.sendall(chunk(b"data: [DONE]\n\n"))  # the last event; the body's end comes later
+    reader = threading.Thread(target=lambda: lines.extend(read_lines(response, kernel=False)))
+    lines: list[tuple[float, bytes]] = []
+    reader.start()
+    reader.join(timeout=0.3)
+    assert reader.is_alive() and not returned  # still waiting for the end of the body
+    server.sendall(b"0\r\n\r\n")
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert [line for _, line in lines] == [b"data: [DONE]\n"]
+    assert returned == [client] and response.message_complete
+
+
 def test_without_kernel_stamps_the_reader_falls_back_to_the_clock_at_read_time() -> None:
     class Buffered:  # a body already in memory: no socket to ask
         def __init__(self, body: bytes) -> None:
@@ -80,7 +115,8 @@ def test_without_kernel_stamps_the_reader_falls_back_to_the_clock_at_read_time()
 
     before = time.time()
     lines = read_lines(Buffered(b"data: a\n\ndata: [DONE]\n\ndata: after the end\n"))
-    assert [line for _, line in lines] == [b"data: a\n", b"\n", b"data: [DONE]\n"]  # stops at [DONE]
+    # the lines up to [DONE]; the rest of the body is read and dropped
+    assert [line for _, line in lines] == [b"data: a\n", b"\n", b"data: [DONE]\n"]
     assert all(before <= at <= time.time() for at, _ in lines)
 
 

@@ -1,9 +1,11 @@
 """Real headless Locust runs (subprocesses, as `sovereign loadtest` starts them) against the
-scripted upstream: reports written, the verdict the one the run's own raw samples give, an SLA
-miss fails the run and names the threshold and by how much, broken streams count as failures,
-and distributed mode (`--processes`) loses no sample. Nothing here depends on this machine's
-speed (docs/testing.md): where a threshold must hold or miss, its limit is out of reach of any
-speed (a scripted delay above it, or a limit longer than the run may take at all)."""
+scripted upstream: reports written, the verdict the one the run's own stream records give,
+Locust's tables counting the same streams, connections reused, an SLA miss fails the run and
+names the threshold and by how much, broken streams count as failures, warm-up streams are
+reported and not judged, and distributed mode (`--processes`) loses no stream. Nothing here
+depends on this machine's speed (docs/testing.md): where a threshold must hold or miss, its
+limit is out of reach of any speed (a scripted delay above it, or a limit longer than the run
+may take at all)."""
 
 from __future__ import annotations
 
@@ -25,65 +27,99 @@ TIMER_MS = 2.0
 UNREACHABLE_MS = 1000 * TIMEOUT_S
 
 
+def profile_file(path: Path, *thresholds: tuple[str, float, float], max_error_ratio: float = 0) -> Path:
+    """An SLA profile of (metric, percentile, limit) thresholds, each sourced to this test."""
+    lines = [f"name: {path.stem}", "description: d", "source: this test", "min_requests: 1"]
+    lines += [f"max_error_ratio: {max_error_ratio:g}", "thresholds:"]
+    lines += [
+        f"  - {{metric: {m}, percentile: {p:g}, limit: {limit:g}, source: this test}}"
+        for m, p, limit in thresholds
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def unmissable(tmp_path: Path) -> Path:
+    """A profile only a failed or missing stream can miss."""
+    return profile_file(tmp_path / "unmissable.yaml", ("ttft_ms", 95, UNREACHABLE_MS),
+                        ("tpot_ms", 95, UNREACHABLE_MS), ("e2e_ms", 95, UNREACHABLE_MS))  # fmt: skip
+
+
 def loadtest(
-    out: Path, upstream: Upstream, *extra: str, run_time: str = "4s", users: int = 4
+    out: Path,
+    upstream: Upstream | str,
+    *extra: str,
+    run_time: str = "4s",
+    users: int = 4,
+    key: str = "sk-sov-test.unused",
 ) -> subprocess.CompletedProcess[str]:
-    key = out.parent / "key"
-    key.write_text("sk-sov-test.unused")  # the scripted upstream does not check keys
+    key_file = out.parent / "key"
+    key_file.write_text(key)  # the scripted upstream does not check keys
+    url = upstream if isinstance(upstream, str) else upstream.url
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "loadtest", "--target", upstream.url, "--users", str(users),
-         "--spawn-rate", str(users), "--run-time", run_time, "--api-key-file", str(key), "--out", str(out),
-         *extra],
+        [sys.executable, "-m", "infra.cli", "loadtest", "--target", url, "--users", str(users),
+         "--spawn-rate", str(users), "--run-time", run_time, "--api-key-file", str(key_file),
+         "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
     )  # fmt: skip
 
 
-def stats(out: Path) -> dict[tuple[str, str], int]:
-    """Request counts per (type, name) from Locust's final JSON stats (the CSV is a periodic snapshot)."""
-    entries = json.loads((out / "locust.json").read_text())
-    return {(e["method"], e["name"]): int(e["num_requests"]) for e in entries}
-
-
-def test_a_run_writes_every_report_and_the_verdict_of_its_own_samples(
+def test_a_run_writes_every_report_and_the_verdict_of_its_own_records(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     upstream.script(ttft_ms=20, itl_ms=5, tokens=8)
-    profile = tmp_path / "unmissable.yaml"  # only a failed or missing stream can miss it
-    profile.write_text(
-        "name: unmissable\ndescription: d\nsource: this test\nmax_error_ratio: 0\nmin_requests: 1\n"
-        f"thresholds:\n  - {{metric: ttft_ms, percentile: 95, limit: {UNREACHABLE_MS}}}\n"
-        f"  - {{metric: tpot_ms, percentile: 95, limit: {UNREACHABLE_MS}}}\n"
-        f"  - {{metric: e2e_ms, percentile: 95, limit: {UNREACHABLE_MS}}}\n"
-    )
+    profile = unmissable(tmp_path)
     out = tmp_path / "run"
-    result = loadtest(out, upstream, "--profile", str(profile))
+    users = 4
+    result = loadtest(out, upstream, "--profile", str(profile), users=users)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    run = checked_run(out, str(profile), result.returncode, output)  # every report, the verdict its samples'
+    # every report; the verdict its records give; Locust's CSV and JSON, sla.json and
+    # llm_stats.csv count the same streams and failures, one Locust row per use case
+    run = checked_run(out, str(profile), result.returncode, output)
     assert run.verdict.passed and "SLA profile unmissable: PASSED" in output
-    assert run.verdict.failures == 0
-    # the raw samples are every finished stream; Locust's named metrics count the same streams,
-    # give or take the streams of the 4 users cut off at the end of the run
-    assert len(run.values("ttft_ms")) == len(run.values("e2e_ms")) == run.requests > 0
-    assert 0 <= stats(out)[("STREAM", "ttft_ms")] - run.requests <= 4
+    assert run.verdict.failures == 0 and run.completed == run.requests > 0
     assert all(v >= 20 - TIMER_MS for v in run.values("ttft_ms"))  # at least the scripted 20 ms
+    # no pseudo-requests for the LLM metrics in Locust's tables: only use cases
+    assert "STREAM" not in (out / "locust_stats.csv").read_text()
+    # the LLM metrics printed at the end, per use case
+    assert "Aggregated" in result.stdout
+    # `sovereign loadtest compare A B` reads two run folders: a run against itself is no regression
+    compare = [sys.executable, "-m", "infra.cli", "loadtest", "compare", str(out), str(out), "--json"]
+    compared = subprocess.run(compare, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert json.loads(compared.stdout)["regression"] is False
+
+
+def test_connections_are_kept_alive_and_reused(upstream: Upstream, tmp_path: Path) -> None:
+    """Each response is read to the end of its body, so its connection goes back to the pool:
+    a user opens one connection and sends every further request on it. The clock of a stream
+    starts once it has a connection; the connect is timed apart, for new connections only."""
+    upstream.script(ttft_ms=5, itl_ms=1, tokens=4)
+    users = 3
+    out = tmp_path / "run"
+    result = loadtest(out, upstream, "--profile", str(unmissable(tmp_path)), users=users, run_time="3s")
+    run = checked_run(
+        out, str(tmp_path / "unmissable.yaml"), result.returncode, result.stdout + result.stderr
+    )
+    new = [s for s in run.streams if not s["reused"]]
+    assert len(run.streams) > 4 * users  # enough requests that reuse shows
+    assert 1 <= len(new) <= users, (len(new), len(run.streams))
+    assert all(s["connect_ms"] is not None and s["connect_ms"] >= 0 and s["tls_ms"] is None for s in new)
+    assert all(s["connect_ms"] is None for s in run.streams if s["reused"])
+    assert run.recorded["connections"]["new"] == sum(1 for s in run.measured if not s["reused"])
 
 
 def test_a_missed_threshold_fails_the_run_and_says_by_how_much(upstream: Upstream, tmp_path: Path) -> None:
     upstream.script(ttft_ms=150, itl_ms=1, tokens=4)  # TTFT at least 150 ms: a slower machine adds to it
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(
-        "name: strict\ndescription: d\nsource: this test\nmax_error_ratio: 0\n"
-        "thresholds:\n  - {metric: ttft_ms, percentile: 50, limit: 100}\n"
-        f"  - {{metric: tpot_ms, percentile: 99, limit: {UNREACHABLE_MS}}}\n"
-    )
+    strict = profile_file(tmp_path / "strict.yaml", ("ttft_ms", 50, 100), ("tpot_ms", 99, UNREACHABLE_MS))
     out = tmp_path / "run"
     result = loadtest(out, upstream, "--profile", str(strict))
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-4000:]
     run = checked_run(out, str(strict), result.returncode, output)
     assert "SLA profile strict: FAILED" in output
-    # the miss names the threshold, the p50 of the run's own TTFT samples and how far over it is
+    # the miss names the threshold, the p50 of the run's own TTFT values and how far over it is
     p50 = percentile(run.values("ttft_ms"), 50)
     assert p50 >= 150 - TIMER_MS and run.outcome("ttft_ms p50 <= 100").value == p50
     delta = p50 - 100
@@ -102,20 +138,56 @@ def test_incomplete_streams_are_failures(upstream: Upstream, tmp_path: Path) -> 
     assert "without finish_reason" in (out / "locust_failures.csv").read_text()
 
 
-def test_distributed_mode_evaluates_once_on_the_master_with_every_sample(
+def test_an_http_error_is_a_failure_with_its_status(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.script(mode="status500")
+    out = tmp_path / "run"
+    result = loadtest(out, upstream, "--profile", "cpu-local", run_time="2s", users=2)
+    run = checked_run(out, "cpu-local", result.returncode, result.stdout + result.stderr)
+    assert run.verdict.failures == run.requests > 0
+    assert {s["error"] for s in run.streams} == {"HTTP 500"} and {s["status"] for s in run.streams} == {500}
+    assert "HTTP 500" in (out / "locust_failures.csv").read_text()
+    # closed loop with backoff: 2 users cannot send hundreds of failing requests in 2 s
+    assert run.requests < 100, run.requests
+
+
+def test_warm_up_streams_are_reported_not_judged_and_the_run_says_what_ran(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.script(ttft_ms=5, itl_ms=1, tokens=4)
+    out = tmp_path / "run"
+    result = loadtest(out, upstream, "--profile", "cpu-local", "--warm-up", "1.5s", users=2, run_time="4s")
+    run = checked_run(out, "cpu-local", result.returncode, result.stdout + result.stderr)
+    meta = run.run
+    assert meta["warm_up_s"] == 1.5 and meta["measure_from"] >= meta["started"] + 1.5
+    warm = [s for s in run.streams if s["warm_up"]]
+    assert warm and all(s["start"] < meta["measure_from"] for s in warm)
+    assert all(s["start"] >= meta["measure_from"] for s in run.measured) and run.measured
+    assert run.recorded["warm_up_streams"] == len(warm)
+    # Locust's tables restart at the end of the warm-up: they count the measured streams only
+    # (checked_run), the warm-up ones stay in samples.json
+    assert meta["target"] == upstream.url and meta["users"] == 2 and meta["profile"] == "cpu-local"
+    assert meta["arrival"] == {"mode": "closed", "rate": None, "max_in_flight": None}
+    assert meta["ended"] > meta["measure_from"] and meta["locust_version"] and meta["python"]
+    assert len(meta["commit"] or "") == 40 and isinstance(meta["dirty"], bool)  # the repo is a git checkout
+    assert meta["workload"] == "healthcare-default" and meta["seed"] == 7
+
+
+def test_distributed_mode_evaluates_once_on_the_master_with_every_stream(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     upstream.script(ttft_ms=10, itl_ms=2, tokens=6)
     out = tmp_path / "run"
     result = loadtest(out, upstream, "--profile", "cpu-local", "--processes", "2", users=6, run_time="5s")
     output = result.stdout + result.stderr
-    # the verdict printed once (by the master), from every sample, with the exit code it implies
+    # the verdict printed once (by the master), from every stream record, with the exit code it
+    # implies; the master's Locust tables (the sum of both workers') count exactly those streams
     run = checked_run(out, "cpu-local", result.returncode, output)
     assert run.verdict.failures == 0, output[-4000:]
-    # both workers' samples reached the master: the master's Locust stats sum what each worker
-    # counted, and the samples are the same streams, give or take one cut-off stream per user
     assert run.completed == run.requests > 0
-    assert 0 <= stats(out)[("STREAM", "e2e_ms")] - run.requests <= 6
+    assert run.run["processes"] == 2
+    # every worker could take the master's word on the end of the warm-up (its handler is
+    # registered before anything in its start-up lets it handle the master's messages)
+    assert "Unknown message type" not in output, output[-3000:]
 
 
 def test_bad_arguments_are_refused_before_any_load(tmp_path: Path) -> None:
@@ -127,3 +199,34 @@ def test_bad_arguments_are_refused_before_any_load(tmp_path: Path) -> None:
     assert "give the gateway's base URL" in cli("--target", "x:80", "--profile", "cpu-local").stderr
     bad = cli("--target", "http://x", "--profile", "cpu-local", "--use-cases", "billing")
     assert bad.returncode == 2 and "--use-cases: unknown billing" in bad.stderr
+    assert (
+        "no such workload"
+        in cli("--target", "http://x", "--profile", "cpu-local", "--workload", "nope").stderr
+    )
+    assert "--warm-up" in cli("--target", "http://x", "--profile", "cpu-local", "--warm-up", "soon").stderr
+    assert (
+        "only for an https://" in cli("--target", "http://x", "--profile", "cpu-local", "--insecure").stderr
+    )
+
+
+def test_help_lists_every_option_with_its_help(tmp_path: Path) -> None:
+    from infra.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    loadtest = sub.choices["loadtest"]  # type: ignore[attr-defined]
+    options = [a for a in loadtest._actions if a.option_strings and "--help" not in a.option_strings]
+    assert all(a.help for a in options), [a.option_strings for a in options if not a.help]
+    shown = subprocess.run([sys.executable, "-m", "infra.cli", "loadtest", "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    for flag in ("--warm-up", "--arrival-rate", "--arrival", "--max-in-flight", "--workload", "--ca-file",
+                 "--insecure", "--stamps", "--processes", "--seed"):  # fmt: skip
+        assert flag in shown, flag
+    # `locust` run from the repository root loads the suite ([tool.locust] in pyproject.toml):
+    # its own options are parsed (a bad profile is refused by name)
+    refused = subprocess.run(
+        [sys.executable, "-m", "locust", "--headless", "-u", "1", "-t", "1s", "-H", "http://127.0.0.1:9",
+         "--sla-profile", "no-such-profile"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "no such SLA profile" in refused.stderr, refused.stderr[-2000:]

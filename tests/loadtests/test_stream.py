@@ -75,3 +75,10 @@ def test_stamped_events_give_the_measurement_error_against_the_truth() -> None:
         measure(0.0, [(0.1, event("x", finish="stop"))], started_wall=1.0).ttft_error_ms is None
     )  # unstamped
     assert measure(5.0, lines).ttft_error_ms is None  # no wall-clock start: no error either
+
+
+def test_the_prompt_tokens_of_the_usage_event_are_kept() -> None:
+    usage = "data: " + json.dumps({"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 41}})
+    lines = [(1.1, event("a")), (1.2, event("b", finish="stop")), (1.3, usage), (1.4, "data: [DONE]")]
+    m = measure(1.0, lines)
+    assert m.prompt_tokens == 41 and m.output_tokens == 2
