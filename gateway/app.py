@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -229,7 +230,11 @@ class Exchange:
     # how the relay ended the stream (None: it never ran, or was cut at a write): its final
     # record is written once the end of the body has gone out (Gateway._end_stream)
     outcome: tuple[str, int] | None = None
-    admit_seq: int | None = None  # the seq of its write-ahead record, once it has one
+    admit_seq: int | None = None  # the seq of its write-ahead record, once that is durable
+    # the write-ahead record's job in the audit writer thread, and the seq it was given there
+    # (durable only with its batch): read by that thread only (admit_in_trail)
+    admit_job: Future[int] | None = field(default=None, repr=False)
+    admit_batched: int | None = None
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
 
     @property
@@ -250,6 +255,18 @@ class Exchange:
             "stream": self.stream,
             "bytes": {"request": self.request_bytes},
         }
+
+    def admit_in_trail(self) -> int | None:
+        """In the audit writer thread, for the final record: the seq of this request's admit if
+        that is in the trail, or in the batch the final record joins (the two then written
+        together or not at all); None without one, or when its batch could not be written (the
+        seq then goes to another request's record)."""
+        job = self.admit_job
+        if job is None or job.cancelled():
+            return None
+        if not job.done():  # jobs run in order: the admit ran, in the batch still open
+            return self.admit_batched
+        return None if job.exception() is not None else job.result()
 
     def record(self, outcome: str, status: int) -> dict[str, Any]:
         return {
@@ -272,11 +289,20 @@ class Exchange:
         }
 
 
+#: PHI_VALUES' children by (use case, category, action): labels() costs ~4 us a call (a lock, a
+#: dict of label values), a dozen per filtered request; the metric keeps each child anyway
+_PHI_CHILDREN: dict[tuple[str, str, str], Any] = {}
+
+
 def count_phi(use_case: str, tokens: TokenMap) -> None:
     for action, counts in (("tokenised", tokens.tokenised), ("removed", tokens.removed)):
         for category, n in counts.items():
             label = category if category in CATEGORIES else "OTHER"
-            PHI_VALUES.labels(use_case=use_case, category=label, action=action).inc(n)
+            child = _PHI_CHILDREN.get((use_case, label, action))
+            if child is None:
+                child = PHI_VALUES.labels(use_case=use_case, category=label, action=action)
+                _PHI_CHILDREN[(use_case, label, action)] = child
+            child.inc(n)
 
 
 class Gateway:
@@ -300,9 +326,10 @@ class Gateway:
         # every append to the trail runs in this one thread, in the order the event loop hands
         # them over (the chain's order is the loop's), records waiting together sharing one
         # fdatasync; no fdatasync holds the loop (the other streams, and the end of a stream's
-        # body, never wait for a record). Without fdatasync (audit.fsync: false) an append is a
-        # copy into the page cache, cheaper than the hop to a thread: done on the loop then.
-        self._audit_writer = AuditWriter(self.audit, inline=not settings.audit.fsync)
+        # body, never wait for a record). Also without fdatasync (audit.fsync: false, as in the
+        # tests), so that what is tested is what runs; after close_audit a record handed over
+        # is written at once, on the loop (a stream cancelled at shutdown may unwind after it)
+        self._audit_writer = AuditWriter(self.audit)
         # the kill switch: use cases an operator suspended (read from OpenBao, gateway/incident.py)
         self.incident = IncidentState(settings.incident, self.keys._client, settings.openbao.timeout_s)
         self.http = UpstreamClient(settings.limits)
@@ -356,19 +383,24 @@ class Gateway:
         *batched*: fn only appends records, and returns once they are durable (group commit).
         Shielded: a caller cancelled while it waits (uvicorn's shutdown backstop) does not take
         back its record; the record is still written (close_audit waits for it)."""
-        future = asyncio.wrap_future(self._audit_writer.submit(fn, *args, batched=batched))
-        result: T = await asyncio.shield(future)
+        return await self._settled(self._audit_writer.submit(fn, *args, batched=batched))
+
+    @staticmethod
+    async def _settled(job: Future[T]) -> T:
+        """The result of a job handed to the audit writer (shielded, as in_audit_thread)."""
+        result: T = await asyncio.shield(asyncio.wrap_future(job))
         return result
 
     def close_audit(self) -> None:
-        """Write every record handed over, then close the trail (at shutdown)."""
+        """Write every record handed over, then close the trail (at shutdown); a record handed
+        over later (a stream cancelled at shutdown, still unwinding) is written at once."""
         self._audit_writer.close()
         self.audit.close()
 
     async def seal_audit_segments(self) -> None:
         """Seal the active audit segment when it is due, also without traffic, so that records
-        reach the archive within about segment_max_age_s (records are appended from this loop
-        too, so the two never interleave)."""
+        reach the archive within about segment_max_age_s (run by the audit writer thread, which
+        appends every record too, so the two never interleave)."""
         interval = min(60.0, self.settings.audit.segment_max_age_s)
         while True:
             await asyncio.sleep(interval)
@@ -407,9 +439,12 @@ class Gateway:
         """In the audit writer thread."""
         self.audit.event("incident", fields)
 
-    def _admit_record(self, ex: Exchange) -> None:
-        """In the audit writer thread: the write-ahead record (durable once the batch is)."""
-        ex.admit_seq = self.audit.admit(ex.admission(), key=ex.audit_key)["seq"]
+    def _admit_record(self, ex: Exchange) -> int:
+        """In the audit writer thread: the write-ahead record's seq (durable once the batch is;
+        ex.admit_seq is set from it on the loop then)."""
+        seq: int = self.audit.admit(ex.admission(), key=ex.audit_key)["seq"]
+        ex.admit_batched = seq
+        return seq
 
     async def refuse_suspended(self, ex: Exchange, policy: UseCasePolicy) -> None:
         """503 `use_case_suspended` when an operator suspended the use case (or all of them):
@@ -461,8 +496,9 @@ class Gateway:
 
     def _append_final(self, ex: Exchange, fields: dict[str, Any]) -> dict[str, Any]:
         """In the audit writer thread: the final record, naming the admit it completes (written
-        before it by the same thread, also when the wait for it was cut short)."""
-        fields["admit_seq"] = ex.admit_seq
+        before it by the same thread, also when the wait for it was cut short; not one whose
+        batch failed, whose seq another record may have now)."""
+        fields["admit_seq"] = ex.admit_in_trail()
         return self.audit.append(fields, key=ex.audit_key)
 
     def _after_record(
@@ -769,7 +805,8 @@ class Gateway:
             ex.max_tokens = payload["max_tokens"]
             # write-ahead: the record that this request goes to the model is on disk first
             # (a crash from here on leaves it open; `sovereign audit verify` names it)
-            await self.in_audit_thread(self._admit_record, ex)
+            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+            ex.admit_seq = await self._settled(ex.admit_job)
             self.audit_problem()
             if body.stream:
                 response = await self.forward_stream(ex, upstream, payload, ticket, request)
@@ -1057,8 +1094,9 @@ class Gateway:
     async def _end_stream(self, ex: Exchange, resp: StreamHandle, ticket: Ticket) -> None:
         """Once per stream, after the end of its body went out (or the connection went),
         whether its relay ran or not (a client gone before the first byte): the upstream
-        connection closed, the final record with the relay's outcome, the admission place given
-        back once the record is written (so the pod's limits also bound records not yet written)."""
+        connection closed, the admission place given back (the client may send its next request
+        on the connection at once), the final record with the relay's outcome. Records not yet
+        written stay bounded: a new request's admit waits behind them in the writer thread."""
         if ex.ended:
             return
         ex.ended = True
@@ -1070,10 +1108,8 @@ class Gateway:
             elif ex.stalled:
                 outcome = "client_stalled"
             ex.error = outcome
-        try:
-            await self.write_audit(ex, outcome, status)
-        finally:
-            self.admission.release(ticket)
+        self.admission.release(ticket)
+        await self.write_audit(ex, outcome, status)
 
     def _relay_chunk(
         self, ex: Exchange, decoder: SSEDecoder, chunk: bytes, t0: float, restorers: _Restorers

@@ -289,8 +289,10 @@ class AuditLog:
         self._admitted = Admitted()  # admits without their completing record, this process's too
         self._batch: _Batch | None = None  # records appended since begin_batch, not written yet
         # the last failure after a record was already durable (sealing, the head): reported by
-        # take_problem(), never raised (the record is there)
+        # take_problem(), never raised (the record is there); noted in the writer thread, taken
+        # on the event loop, hence the lock
         self.problem: str | None = None
+        self._problem_lock = threading.Lock()
         self._seq, self._prev = self._resume()
         # admits a previous process left open (it died with them in flight): completed as
         # abandoned before this process's first record, when a key is at hand
@@ -319,9 +321,23 @@ class AuditLog:
         return self._seq
 
     def take_problem(self) -> str | None:
-        """The failure since the last call that did not cost a record (and forget it)."""
-        problem, self.problem = self.problem, None
+        """The failure since the last call that did not cost a record (and forget it); from any
+        thread."""
+        with self._problem_lock:
+            problem, self.problem = self.problem, None
         return problem
+
+    def _note_problem(self, problem: str) -> None:
+        with self._problem_lock:
+            self.problem = problem
+
+    def seal_if_due_noting(self) -> None:
+        """:meth:`seal_if_due` after records were written: a failure is noted for
+        :meth:`take_problem`, never raised (the records are there; the gateway's sealer retries)."""
+        try:
+            self.seal_if_due()
+        except AuditWriteError as exc:
+            self._note_problem(str(exc))
 
     @property
     def unfinished(self) -> list[str]:
@@ -393,11 +409,8 @@ class AuditLog:
         if self._orphans:
             self._finish_orphans(key)
         record = self._write({**fields, "kind": kind, "kid": key.kid}, key)
-        if self._batch is None:  # a batch is sealed, if due, once it is written
-            try:
-                self.seal_if_due()
-            except AuditWriteError as exc:  # the record is written; the gateway's sealer retries
-                self.problem = str(exc)
+        if self._batch is None:  # a batch is sealed, if due, once it is written (by its writer)
+            self.seal_if_due_noting()
         return record
 
     # -- group commit --------------------------------------------------------------------
@@ -410,7 +423,9 @@ class AuditLog:
 
     def commit_batch(self) -> None:
         """Write the open batch's records durably; AuditWriteError when they cannot be, and then
-        none of them is in the trail (the file cut back, the chain state as before the batch)."""
+        none of them is in the trail (the file cut back, the chain state as before the batch).
+        Does not seal: the caller tells the batch's callers first, then calls
+        :meth:`seal_if_due_noting`."""
         batch, self._batch = self._batch, None
         if batch is None or not batch.lines:
             return
@@ -421,10 +436,6 @@ class AuditLog:
             raise
         if batch.head is not None:
             self._update_head(batch.head)
-        try:
-            self.seal_if_due()
-        except AuditWriteError as exc:  # the records are written; the gateway's sealer retries
-            self.problem = str(exc)
 
     def _state(self) -> tuple[Any, ...]:
         return (self._seq, self._prev, self._kid, self._segment_first, self._segment_bytes,
@@ -544,7 +555,7 @@ class AuditLog:
             self._write_head(canonical(head))
         except (OSError, AuditWriteError) as exc:
             # a head that lags is accepted by verify (it only has to name a record of the trail)
-            self.problem = f"audit head not updated: {getattr(exc, 'strerror', None) or exc}"
+            self._note_problem(f"audit head not updated: {getattr(exc, 'strerror', None) or exc}")
 
     def close(self) -> None:
         if self._head_fd is not None:
@@ -597,17 +608,20 @@ class AuditWriter:
     """The one thread that writes a trail. Jobs run one at a time in the order handed over.
     Jobs that append records (*batched*) and wait together form one group commit: their records
     are written with one write and one fdatasync, and each job's future is resolved only when
-    they are durable (or with the AuditWriteError when they are not). Other jobs (sealing) run
-    alone, between batches.
+    they are durable (or with the AuditWriteError when they are not); a batch is sealed, if due,
+    after its futures are resolved. Other jobs (sealing) run alone, between batches.
 
-    *inline*: no thread; every job runs at once in the caller's thread (for a trail without
-    fdatasync, whose appends only copy a line into the page cache: a hop to another thread and
-    back would cost more than the write)."""
+    After :meth:`close` a job handed over runs at once in the caller's thread (once the writer
+    thread has written everything handed over before): a record is never left on a queue that
+    nobody reads. *inline*: no thread at all, every job runs so (an explicit opt-in; the gateway
+    always runs the thread)."""
 
     def __init__(self, log: AuditLog, max_batch: int = 512, inline: bool = False) -> None:
         self._log = log
         self._max = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # close against submit; jobs run in the caller one at a time
+        self._closed = inline
         self._thread: threading.Thread | None = None
         if not inline:
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -615,25 +629,30 @@ class AuditWriter:
 
     def submit(self, fn: Callable[..., Any], *args: Any, batched: bool = True) -> Future[Any]:
         """``fn(*args)`` in the writer thread; *batched*: fn appends records (and nothing else
-        that must wait for their fdatasync)."""
+        that must wait for their fdatasync). After :meth:`close`: in the caller's thread."""
         future: Future[Any] = Future()
         job = _Job(fn, args, batched, future)
-        if self._thread is None:  # inline
+        with self._lock:
+            if not self._closed:
+                self._jobs.put(job)
+                return future
+            if self._thread is not None:
+                self._thread.join()  # it writes what was handed over before close (no-op once it has)
+            # one record at a time, each durable (and sealed, if due) before it returns: no batch,
+            # whose undo state would copy the open admits per record
             future.set_running_or_notify_cancel()
-            if batched:
-                self._log.begin_batch()
-                self._commit([self._call(job)])
-            else:
-                _, result, error = self._call(job)
-                _settle(future, result, error)
-            return future
-        self._jobs.put(job)
+            _, result, error = self._call(job)
+            _settle(future, result, error)
         return future
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Write everything handed over, then stop the thread."""
-        if self._thread is not None:
+        """Write everything handed over, then stop the thread; later jobs run in their caller."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._jobs.put(None)
+        if self._thread is not None:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
@@ -679,6 +698,8 @@ class AuditWriter:
             failure = exc
         for job, result, error in batch:
             _settle(job.future, result, error or failure)
+        if failure is None:  # the callers are told first: a seal is no part of their records
+            self._log.seal_if_due_noting()
 
 
 def _settle(future: Future[Any], result: Any, error: BaseException | None) -> None:
