@@ -317,6 +317,28 @@ _DE_STREET = re.compile(
 _DE_STREET_GATE = re.compile(
     r"(?i:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|damm|ufer|chaussee|steig|pfad|ring)[ \t]*\d"
 )
+# _DE_STREET_GATE's matches (it stays as their definition), found faster: a case-insensitive
+# alternation is tried at every position of the text (~0.19 ms per 1 KB), a character class is
+# scanned for. Every street word ends in one of these characters (no other character matches
+# them case-insensitively) and is at most eight characters long; the word itself is then
+# matched right before it.
+_DE_STREET_GATE_END = re.compile(r"[eEgGzZmMrRdD.][ \t]*\d")
+_DE_STREET_WORD = re.compile(
+    r"(?i:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|damm|ufer|chaussee|steig|pfad|ring)\Z"
+)
+
+
+def _de_street_gates(text: str) -> list[tuple[int, int]]:
+    """The spans of _DE_STREET_GATE.finditer(text)."""
+    gates = []
+    for end in _DE_STREET_GATE_END.finditer(text):
+        word_end = end.start() + 1
+        word = _DE_STREET_WORD.search(text, max(0, word_end - 8), word_end)
+        if word is not None:
+            gates.append((word.start(), end.end()))
+    return gates
+
+
 _TOWN = r"[A-Z][A-Za-z'\u2019]{2,}"  # a word of a British town's name ("O'Donnellstad")
 _UK_POSTCODE = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]?\d[A-Z\d]?[ \t]?\d[A-Z]{2}(?![A-Za-z0-9])")
 _WORD_START = re.compile(r"(?<![\w\-])[A-ZÄÖÜ]")
@@ -327,13 +349,13 @@ def _de_streets(text: str) -> list[Span]:
     before each street word that a house number follows, the farthest first (the whole name)."""
     found: list[Span] = []
     end = -1
-    for gate in _DE_STREET_GATE.finditer(text):
-        if gate.start() < end:
+    for gate_start, gate_end in _de_street_gates(text):
+        if gate_start < end:
             continue  # inside the address found last
-        lo = text.rfind(" ", 0, max(0, text.rfind(" ", 0, gate.start())))
-        for start in (m.start() for m in _WORD_START.finditer(text, max(lo, 0), gate.start() + 1)):
+        lo = text.rfind(" ", 0, max(0, text.rfind(" ", 0, gate_start)))
+        for start in (m.start() for m in _WORD_START.finditer(text, max(lo, 0), gate_start + 1)):
             match = _DE_STREET.match(text, start)
-            if match is not None and match.end() >= gate.end():
+            if match is not None and match.end() >= gate_end:
                 found.append(Span(start, match.end(), "ADDRESS"))
                 end = match.end()
                 break
