@@ -68,11 +68,14 @@ class Recognizer(Protocol):
 def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
     """Keep a non-overlapping subset, deterministically: longest first; at equal length a
     value the request itself names (a field to remove first) over a pattern match, then the
-    more specific category, then the earlier start."""
+    more specific category, then the earlier start; the rest of the span's fields break the
+    remaining ties (two known spellings of one text, ``Wendy Harrison`` and ``WENDY HARRISON``,
+    used to be taken in the set's order, which changes with the process's hash seed)."""
     source_rank = {"dropped": 0, "known": 1}
 
-    def preference(s: Span) -> tuple[int, int, int, int, str]:
-        return (s.start - s.end, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source)
+    def preference(s: Span) -> tuple[int, int, int, int, str, str, str]:
+        return (s.start - s.end, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source,
+                s.category, s.canonical)  # fmt: skip
 
     ordered = sorted(set(_absorb_patterns(list(spans))), key=preference)
     starts: list[int] = []  # of the spans taken, sorted; their neighbours decide overlaps

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -194,3 +198,23 @@ def test_overlap_resolution_is_disjoint_deterministic_and_prefers_longer(spans: 
     for span in spans:  # anything dropped lost to a kept span at least as long
         if span not in kept:
             assert any(k.start < span.end and span.start < k.end and k.length >= span.length for k in kept)
+
+
+def test_overlap_resolution_does_not_depend_on_the_hash_seed() -> None:
+    """Two known spellings of one text (the context names the patient twice, once in capitals)
+    are equally preferred on every ranked field: the one kept, and so the spelling restored,
+    must be the same in every process, whatever its hash seed (it was the set's order)."""
+    script = (
+        "from gateway.phi.detect import Span, resolve_overlaps\n"
+        "names = ('Wendy Harrison', 'WENDY HARRISON', 'wendy harrison')\n"
+        "spans = [Span(0, 14, 'name', 'known', c) for c in names]\n"
+        "print(resolve_overlaps(spans)[0].canonical)\n"
+    )
+    kept = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+        ).stdout.strip()
+        for seed in range(12)
+    }  # fmt: skip
+    assert len(kept) == 1, kept
