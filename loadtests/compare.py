@@ -130,16 +130,39 @@ def _rate(streams: Sequence[Stream], run: Run) -> float | None:
 
 
 def _bootstrap(metric: str, p: int, a: Sequence[Stream], b: Sequence[Stream]) -> tuple[float, float] | None:
-    """95 % interval of percentile(B) - percentile(A), resampling each run's values."""
-    va, vb = np.asarray(sla.values(a, metric)), np.asarray(sla.values(b, metric))
-    if not len(va) or not len(vb):
-        return None
+    """95 % interval of percentile(B) - percentile(A), resampling each run's whole streams: the
+    values of one stream (its ITL gaps) are correlated, so a stream's values are drawn together,
+    never one gap at a time (which would understate the interval)."""
     rng = np.random.default_rng(SEED)
-    # nearest rank: numpy's "inverted_cdf" is the smallest value with at least p % at or below it
-    pa = np.percentile(va[rng.integers(0, len(va), (RESAMPLES, len(va)))], p, axis=1, method="inverted_cdf")
-    pb = np.percentile(vb[rng.integers(0, len(vb), (RESAMPLES, len(vb)))], p, axis=1, method="inverted_cdf")
-    low, high = np.percentile(pb - pa, [2.5, 97.5])
+    ra, rb = _resampled(a, metric, p, rng), _resampled(b, metric, p, rng)
+    if ra is None or rb is None:
+        return None
+    low, high = np.percentile(rb - ra, [2.5, 97.5])
     return float(low), float(high)
+
+
+def _resampled(streams: Sequence[Stream], metric: str, p: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The nearest-rank p-th percentile of *metric* over RESAMPLES resamples of *streams* (drawn
+    with replacement, each drawn stream contributing all its values)."""
+    groups = [v for v in (sla.values([s], metric) for s in streams) if v]
+    if not groups:
+        return None
+    owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
+    flat = np.concatenate([np.asarray(g, dtype=float) for g in groups])
+    order = np.argsort(flat, kind="stable")
+    flat, owner = flat[order], owner[order]
+    picks = rng.integers(0, len(groups), (RESAMPLES, len(groups)))
+    out = np.empty(RESAMPLES)
+    batch = max(1, 2_000_000 // len(flat))  # bounded memory: batch x values weights at a time
+    for lo in range(0, RESAMPLES, batch):
+        rows = picks[lo : lo + batch]
+        counts = np.zeros((len(rows), len(groups)), dtype=np.int64)
+        np.add.at(counts, (np.arange(len(rows))[:, None], rows), 1)
+        cumulative = np.cumsum(counts[:, owner], axis=1)  # each value weighted by its stream's draws
+        total = cumulative[:, -1]
+        rank = np.maximum(1, (p * total + 99) // 100)  # nearest rank, exact integer arithmetic
+        out[lo : lo + len(rows)] = flat[(cumulative < rank[:, None]).sum(axis=1)]
+    return out
 
 
 def _bootstrap_mean(

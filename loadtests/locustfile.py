@@ -62,7 +62,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.streams: list[dict[str, Any]] = []
-        self.scheduled = self.sent = self.dropped = 0
+        # open loop, in the measured window: arrivals the seeded schedules hold (whether or not
+        # the loop reached them), arrivals the loop reached, requests sent, arrivals dropped
+        self.held = self.scheduled = self.sent = self.dropped = 0
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -70,6 +72,7 @@ class Recorder:
     def drain(self) -> dict[str, Any]:
         batch = {
             "streams": self.streams,
+            "held": self.held,
             "scheduled": self.scheduled,
             "sent": self.sent,
             "dropped": self.dropped,
@@ -82,6 +85,7 @@ class Recorder:
             # the master's end of the warm-up decides: a worker may have learnt it a little late
             s["warm_up"] = bool(s["warm_up"]) or measure_from is None or float(s["start"]) < measure_from
             self.streams.append(s)
+        self.held += int(batch.get("held") or 0)
         self.scheduled += int(batch["scheduled"])
         self.sent += int(batch["sent"])
         self.dropped += int(batch["dropped"])
@@ -100,6 +104,9 @@ class State:
         self.evaluated = False
         self.last: dict[str, Any] | None = None  # the latest test's verdict (sla.json) and report
         self.finals: set[str] = set()  # workers whose last records reached the master
+        self.missing: list[str] = []  # workers whose last records did not reach it in time
+        self.users: int | None = None  # the test's users over all processes (the master's count)
+        self.timer: gevent.Greenlet | None = None  # the pending end of the warm-up
         self.ordinal = 0  # users started in this process
 
     def measuring(self, at: float) -> bool:
@@ -192,6 +199,7 @@ def _init(environment: Environment, **_: Any) -> None:
             "sla_measure_from", lambda msg, **_: _learn_measure_from(float(msg.data["at"]))
         )
         runner.register_message("sla_flush", lambda msg, **_: gevent.spawn(_flush, environment))
+        runner.register_message("sla_users", lambda msg, **_: _learn_users(int(msg.data["users"])))
     sla.load_profile(options.sla_profile)  # a bad profile, workload or option fails before any load
     workflows.load_workload(options.workload).only(options.use_cases)
     schedule.duration_s(options.warm_up)
@@ -221,6 +229,12 @@ def _learn_measure_from(at: float) -> None:
     STATE.measure_from = at
 
 
+def _learn_users(users: int) -> None:
+    """Worker: the test's users over all processes (its own options do not hold it: Locust
+    hands a worker only the options that differ from their defaults, and --users is not one)."""
+    STATE.users = users
+
+
 def _flush(environment: Environment) -> None:
     """Worker: stop the users, report Locust's stats and hand the last records to the master."""
     runner = environment.runner
@@ -232,19 +246,37 @@ def _flush(environment: Environment) -> None:
 
 
 def _final(data: dict[str, Any]) -> None:
+    worker = str(data["worker"])
+    if STATE.evaluated:  # too late: the verdict is written; say so rather than drop them silently
+        batch = data["records"]
+        print(f"sovereign loadtest: worker {worker}'s last {len(batch['streams'])} stream records arrived "
+              "after the verdict: not judged (run.missing_workers in sla.json names it)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
     RECORDS.merge(data["records"], STATE.measure_from)
-    STATE.finals.add(str(data["worker"]))
+    STATE.finals.add(worker)
+
+
+def _cancel_timer() -> None:
+    if STATE.timer is not None:
+        STATE.timer.kill(block=False)
+        STATE.timer = None
 
 
 def _test_start(environment: Environment, **_: Any) -> None:
     RECORDS.reset()
+    _cancel_timer()  # a previous test's end of warm-up (web UI) must not end this one's
     STATE.started, STATE.ended, STATE.measure_from = time.time(), None, None
-    if isinstance(environment.runner, WorkerRunner):
-        STATE.aborted = None
-        return  # a worker learns the end of the warm-up from the master
-    STATE.armed = STATE.evaluated = False
     STATE.aborted = None
-    STATE.finals = set()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return  # a worker learns the users and the end of the warm-up from the master
+    STATE.armed = STATE.evaluated = False
+    STATE.finals, STATE.missing = set(), []
+    # test_start fires before any user is spawned: the workers have the count before their users
+    STATE.users = int(runner.target_user_count or 0) if runner is not None else None
+    if isinstance(runner, MasterRunner) and STATE.users:
+        runner.send_message("sla_users", {"users": STATE.users})
 
 
 def _spawning_complete(user_count: int, **_: Any) -> None:
@@ -256,13 +288,14 @@ def _spawning_complete(user_count: int, **_: Any) -> None:
     warm_up = schedule.duration_s(options.warm_up) if options is not None else 0.0
     delay = (STATE.started or time.time()) + warm_up - time.time()
     if delay > 0:
-        gevent.spawn_later(delay, _measure_now, environment)
+        STATE.timer = gevent.spawn_later(delay, _measure_now, environment)
     else:
         _measure_now(environment)
 
 
 def _measure_now(environment: Environment) -> None:
     """The end of the warm-up: Locust's tables restart here too, so they count what sla.json counts."""
+    STATE.timer = None
     if STATE.ended is not None:
         return
     STATE.measure_from = time.time()
@@ -283,23 +316,33 @@ def _reset_stats(**_: Any) -> None:
 
 
 def _test_stopping(environment: Environment, **_: Any) -> None:
+    _cancel_timer()
     if STATE.ended is None:
         STATE.ended = time.time()
-    if isinstance(environment.runner, WorkerRunner):
-        STATE.measure_from = None  # the next test's end of warm-up comes from the master again
+    # measure_from stays: streams ending during a graceful stop are measured; test_start resets it
 
 
 def _test_stop(environment: Environment, **_: Any) -> None:
+    _close_shared()  # every user has stopped
+    if isinstance(environment.runner, WorkerRunner):
+        STATE.users = None  # the next test's count comes from the master again
     runner = environment.runner
     if isinstance(runner, WorkerRunner) or environment.parsed_options is None or STATE.evaluated:
         return
     if isinstance(runner, MasterRunner):  # every worker's last records, then the verdict, once
-        workers = {c.id for c in runner.clients.all}
+        expected = {c.id for c in runner.clients.all}
+        workers = set(expected)
         runner.send_message("sla_flush")
         deadline = time.monotonic() + FLUSH_DEADLINE_S
         while not workers <= STATE.finals and time.monotonic() < deadline:
-            workers &= {c.id for c in runner.clients.all}
+            workers &= {c.id for c in runner.clients.all}  # a worker gone will not send them
             gevent.sleep(0.05)
+        STATE.missing = sorted(expected - STATE.finals)
+        if STATE.missing:
+            names = ", ".join(STATE.missing)
+            print(f"sovereign loadtest: the last stream records of worker(s) {names} did not arrive (worker "
+                  f"gone, or later than {FLUSH_DEADLINE_S:g} s): the verdict is judged without them",
+                  file=sys.stderr, flush=True)  # fmt: skip
     _evaluate(environment)
 
 
@@ -375,10 +418,12 @@ def run_metadata(environment: Environment) -> dict[str, Any]:
         "ended": ended,
         "measure_from": STATE.measure_from if STATE.measure_from is not None else ended,
         "warm_up_s": schedule.duration_s(options.warm_up),
+        "held": RECORDS.held,
         "scheduled": RECORDS.scheduled,
         "sent": RECORDS.sent,
         "dropped": RECORDS.dropped,
         "aborted": STATE.aborted,
+        "missing_workers": list(STATE.missing),
         "commit": commit,
         "dirty": dirty,
         "locust_version": locust.__version__,
@@ -535,6 +580,55 @@ def record(use_case: str, request_id: str, exchange: Exchange, scheduled: float 
     return s
 
 
+def _take(group: gevent.pool.Group, run: Any, *args: Any) -> gevent.Greenlet:
+    """Open loop: take a slot of --max-in-flight now and start *run* in a greenlet of *group*;
+    the slot is given back when the greenlet ends, however it ends: killed before it started
+    (the end of the test) included."""
+    STATE.in_flight += 1
+    greenlet = group.spawn(run, *args)
+    greenlet.link(_release)
+    return greenlet
+
+
+def _release(_: gevent.Greenlet) -> None:
+    STATE.in_flight -= 1
+
+
+def _held(mode: str, began: float, rate: float, seed: str) -> int:
+    """Arrivals of one user's seeded schedule due in the measured window: the loop may not have
+    reached them (a lagging load generator), the schedule holds them all the same."""
+    if STATE.measure_from is None:
+        return 0
+    end = STATE.ended or time.time()
+    held = 0
+    for offset in schedule.offsets(mode, rate, seed):
+        due = began + offset
+        if due > end:
+            return held
+        held += due >= STATE.measure_from
+    return held  # pragma: no cover - the schedule is endless
+
+
+_SHARED: dict[str, Client] = {}
+
+
+def _shared_client(target: str, options: Any) -> Client:
+    """Open loop: the process's one pool, sized --max-in-flight (a pool per user would leave
+    connections idle for the user's mean gap, often past the gateway's keep-alive, and a close
+    racing a send would count as a gateway failure)."""
+    client = _SHARED.get(target)
+    if client is None:
+        client = _SHARED[target] = Client(target, insecure=options.insecure, ca_file=options.ca_file or None,
+                                          concurrency=max(1, options.max_in_flight))  # fmt: skip
+    return client
+
+
+def _close_shared() -> None:
+    for client in _SHARED.values():
+        client.close()
+    _SHARED.clear()
+
+
 class GatewayUser(User):
     """A Magento backend calling the gateway with streaming chat completions."""
 
@@ -557,15 +651,22 @@ class GatewayUser(User):
         self.rng = random.Random(self.label)  # noqa: S311 - synthetic test data, not security
         self.jitter = random.Random(f"{self.label}-jitter")  # noqa: S311
         self.open_loop = float(options.arrival_rate or 0.0) > 0
-        self.client = Client(self.host or self.environment.host or "", insecure=options.insecure,
-                             ca_file=options.ca_file or None,
-                             concurrency=max(1, options.max_in_flight) if self.open_loop else 1)  # fmt: skip
+        target = self.host or self.environment.host or ""
+        if self.open_loop:  # one pool for the process: few idle connections, none idle for long
+            self.client = _shared_client(target, options)
+        else:
+            self.client = Client(target, insecure=options.insecure, ca_file=options.ca_file or None)
         self.in_flight = gevent.pool.Group()
         self.failures_in_row = 0
+        self.schedule: tuple[float, float] | None = None  # open loop: (began, this user's rate)
 
     def on_stop(self) -> None:
         self.in_flight.kill(block=True)  # streams cut off by the end of the run: not recorded
-        self.client.close()
+        if self.schedule is not None:
+            RECORDS.held += _held(self.options.arrival, *self.schedule, f"{self.label}-arrivals")
+            self.schedule = None
+        if not self.open_loop:
+            self.client.close()  # the shared pool closes at the end of the test
 
     @task
     def workflow(self) -> None:
@@ -581,22 +682,25 @@ class GatewayUser(User):
     def arrivals(self) -> None:
         """Open loop: start a request at each scheduled time, whether or not earlier ones ended."""
         options = self.options
-        users = max(1, int(options.num_users or 1))
-        began = time.time()
-        for offset in schedule.offsets(
-            options.arrival, float(options.arrival_rate) / users, f"{self.label}-arrivals"
-        ):
+        users = STATE.users
+        if not users:  # a worker the master has not told: X/1 per user would send X per user
+            _abort(self.environment, "open loop: this worker does not know the test's user count (the master "
+                   "sends it at the start of each test); run master and workers of this suite")  # fmt: skip
+            return
+        began, rate = time.time(), float(options.arrival_rate) / users
+        self.schedule = (began, rate)  # on_stop counts what it holds up to the end of the run
+        for offset in schedule.offsets(options.arrival, rate, f"{self.label}-arrivals"):
             due = began + offset
             delay = due - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
+            # behind schedule: yield all the same, so the streams already started (and the runner)
+            # are not starved by a loop catching up
+            gevent.sleep(max(0.0, delay))
             counted = STATE.measuring(due)
             RECORDS.scheduled += counted
             if STATE.in_flight >= options.max_in_flight:
                 RECORDS.dropped += counted
                 continue
-            STATE.in_flight += 1  # taken now: the greenlet starts later
-            self.in_flight.spawn(self.one, due, True)
+            _take(self.in_flight, self.one, due, True)
 
     def one(self, scheduled: float | None, taken: bool = False) -> bool:
         use_case, body = self.workload.pick(self.rng)
@@ -610,7 +714,8 @@ class GatewayUser(User):
             exchange = post_stream(self.client, "/v1/chat/completions", json.dumps(body).encode(), headers,
                                    kernel=self.options.stamps == "kernel")  # fmt: skip
         finally:
-            STATE.in_flight -= 1
+            if not taken:  # a taken slot is given back by its greenlet's link (_release)
+                STATE.in_flight -= 1
         # parse once no other stream has bytes waiting: the parsing and the events below would
         # otherwise run between another stream's arrival and its clock reading
         gevent.idle()

@@ -207,6 +207,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _lag(arrival: dict[str, Any]) -> str:
+    lag = arrival.get("lag_ms") or {}
+    if lag.get("p99") is None:
+        return "-"
+    warn = "" if arrival.get("lag_ok", True) else " WARN"
+    return f"{_fmt(lag.get('p50'))} / {_fmt(lag['p99'])} ({_fmt(arrival.get('lag_bound_ms'))}){warn}"
+
+
 def _pair(summary: Mapping[str, Any] | None) -> str:
     summary = summary or {}
     return f"{_fmt(summary.get('p50'))} / {_fmt(summary.get('p95'))}"
@@ -251,8 +259,10 @@ def write_html(
         ("goodput SLO per stream", ", ".join(f"{k} {v:g}" for k, v in (g.get("slo") or {}).items()) or "-"),
         ("good streams/s", _fmt(g.get("per_s"))),
         ("system output tokens/s", _fmt(verdict.system_output_tokens_per_s)),
-        ("asked req/s", _fmt(arrival.get("asked_per_s"))),
+        ("configured req/s", _fmt(arrival.get("rate"))),
+        ("asked req/s (the schedule's arrivals in the window)", _fmt(arrival.get("asked_per_s"))),
         ("achieved req/s", _fmt(arrival.get("achieved_per_s"))),
+        ("start lag ms p50 / p99 (bound)", _lag(arrival)),
         ("connections new / reused", f"{c.get('new', '-')} / {c.get('reused', '-')}"),
         ("connect ms p50 / p95", _pair(c.get("connect_ms"))),
         ("TLS ms p50 / p95", _pair(c.get("tls_ms"))),

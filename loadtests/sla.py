@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,13 @@ PERCENTILES = (50, 90, 95, 99)
 FLOOR_METRICS = ("tokens_per_s",)
 OPEN_LOOP = ("poisson", "constant")
 RATE_SHORTFALL = 0.05  # an open-loop run whose achieved rate falls short of the asked one by more fails
+# the seeded schedule's count in the window against the configured rate X: Poisson, X*W +- this
+# many standard deviations (a correct Poisson schedule lands outside about once in 16 000 runs)
+SCHEDULE_SIGMAS = 4.0
+# start lag (request written - scheduled time): a WARN when its p99 exceeds the larger of these,
+# a tenth of the mean gap between arrivals (1/X) or a floor no event loop can promise below
+LAG_SHARE_OF_GAP = 0.1
+LAG_FLOOR_MS = 10.0
 
 Metric = Literal["ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "tokens_per_s"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -131,7 +139,9 @@ def load_profile(name: str, directory: Path = PROFILES) -> Profile:
 def percentile(samples: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile of *samples* (at least one)."""
     ordered = sorted(samples)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    # exact arithmetic from the percentile's decimal text: 99.9 / 100 * 1000 is 999.0000000000001
+    # in binary floating point, whose ceiling (1000) would be the maximum, not p99.9
+    rank = max(1, math.ceil(Fraction(str(pct)) * len(ordered) / 100))
     return ordered[rank - 1]
 
 
@@ -286,6 +296,14 @@ class Verdict:
             rates.append(f"{asked_text}achieved {self.arrival['achieved_per_s']:.2f} req/s")
         if rates:
             lines.append("; ".join(rates))
+        lag = self.arrival.get("lag_ms") or {}
+        if lag.get("p99") is not None:
+            bound = float(self.arrival.get("lag_bound_ms") or LAG_FLOOR_MS)
+            flag = "WARN " if lag["p99"] > bound else ""
+            lines.append(
+                f"{flag}start lag (written - scheduled): p50 {_ms(lag.get('p50'))}, p99 {_ms(lag['p99'])} "
+                f"(bound {bound:g} ms: later sends hide queueing in the load generator)"
+            )
         c = self.connections
         if c.get("new") is not None and self.requests:
             connect = c.get("connect_ms") or {}
@@ -405,15 +423,50 @@ def _arrival(
     arrival["achieved_per_s"] = sent_n / window if window else None
     if mode in OPEN_LOOP:
         scheduled = int(run.get("scheduled") or 0)
+        # what the seeded schedules hold in the window, reached by the loop or not (older
+        # samples.json without it: the arrivals the loop reached)
+        held = int(run["held"]) if run.get("held") is not None else scheduled
+        arrival["held"] = held
         arrival["scheduled"] = scheduled
         arrival["dropped"] = int(run.get("dropped") or 0)
-        arrival["asked_per_s"] = scheduled / window if window else None
+        arrival["asked_per_s"] = held / window if window else None
+        rate = float(arrival.get("rate") or 0.0)
+        arrival["expected"] = rate * window if window and rate else None
         lags = [(float(s["start"]) - float(s["scheduled"])) * 1000 for s in counted
                 if s.get("scheduled") is not None and s.get("start") is not None]  # fmt: skip
         arrival["lag_ms"] = summary(lags)
+        bound = max(LAG_FLOOR_MS, LAG_SHARE_OF_GAP * 1000 / rate) if rate else LAG_FLOOR_MS
+        arrival["lag_bound_ms"] = bound
+        p99 = arrival["lag_ms"]["p99"]
+        arrival["lag_ok"] = p99 is None or p99 <= bound
     else:
         arrival["asked_per_s"] = None
     return arrival
+
+
+def _rate_outcomes(arrival: Mapping[str, Any]) -> list[Outcome]:
+    """Open loop: the requests sent against what the seeded schedule holds in the window (not
+    against the arrivals the loop reached: a lagging generator reaches fewer), and the schedule's
+    own count against the configured rate (a wrong user count makes it hold a multiple)."""
+    asked = arrival["asked_per_s"] or 0.0
+    achieved = arrival["achieved_per_s"] or 0.0
+    rate = float(arrival.get("rate") or 0.0)
+    floor = asked * (1 - RATE_SHORTFALL)
+    label = f"arrival rate: configured {rate:g}, asked {asked:.2f} req/s, achieved {achieved:.2f} req/s"
+    out = [
+        Outcome(f"{label} (>= {1 - RATE_SHORTFALL:.0%} of asked)", achieved, floor or 1e-12,
+                achieved >= floor, "open-loop rate check: the suite sent what its schedule asked")
+    ]  # fmt: skip
+    expected = arrival.get("expected")
+    if expected:
+        held = int(arrival["held"])
+        spread = SCHEDULE_SIGMAS * math.sqrt(expected)
+        out.append(
+            Outcome(f"arrival schedule: {held} arrivals held, {rate:g} req/s configured expects "
+                    f"{expected:.1f} +- {spread:.1f}", float(held), expected, abs(held - expected) <= spread,
+                    f"Poisson count of the configured rate over the window, {SCHEDULE_SIGMAS:g} sigma")
+        )  # fmt: skip
+    return out
 
 
 def _connections(counted: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -461,14 +514,7 @@ def evaluate(profile: Profile, streams: Sequence[Mapping[str, Any]], run: Mappin
     )  # fmt: skip
     arrival = _arrival(run, counted, window)
     if arrival.get("mode") in OPEN_LOOP:
-        asked = arrival["asked_per_s"] or 0.0
-        achieved = arrival["achieved_per_s"] or 0.0
-        floor = asked * (1 - RATE_SHORTFALL)
-        label = f"arrival rate: asked {asked:.2f} req/s, achieved {achieved:.2f} req/s"
-        outcomes.append(
-            Outcome(f"{label} (>= {1 - RATE_SHORTFALL:.0%})", achieved, floor or 1e-12, achieved >= floor,
-                    "open-loop rate check: the suite kept up with the asked arrival rate")
-        )  # fmt: skip
+        outcomes += _rate_outcomes(arrival)
     good = sum(1 for s in counted if meets(s, slo))
     share = good / len(counted) if counted else None
     if profile.min_goodput is not None:

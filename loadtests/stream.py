@@ -44,6 +44,14 @@ class StreamMetrics:
         return samples
 
 
+def _code(error: object) -> str:
+    """The error event's code, sanitised as ``client.error_code`` does (never its message); an
+    error that is not an object, or has no string code: ``error``."""
+    code = error.get("code") if isinstance(error, dict) else None
+    safe = "".join(c for c in code[:64] if c.isalnum() or c in "_-.") if isinstance(code, str) else ""
+    return safe or "error"
+
+
 def measure(
     started: float, lines: Iterable[tuple[float, str]], *, started_wall: float | None = None
 ) -> StreamMetrics:
@@ -72,9 +80,10 @@ def measure(
             event = json.loads(data)
         except json.JSONDecodeError:
             raise StreamFailure("malformed SSE event (not JSON)") from None
+        if not isinstance(event, dict):
+            raise StreamFailure("malformed SSE event (not a JSON object)")
         if "error" in event:
-            code = (event.get("error") or {}).get("code", "error")
-            raise StreamFailure(f"error event in the stream ({code})")
+            raise StreamFailure(f"error event in the stream ({_code(event['error'])})")
         if event.get("usage"):
             usage_tokens = event["usage"].get("completion_tokens")
             prompt_tokens = event["usage"].get("prompt_tokens")

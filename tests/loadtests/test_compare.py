@@ -155,3 +155,18 @@ def test_unusable_inputs_exit_2_naming_the_path_and_the_fix(
     (broken / "samples.json").write_text((a / "samples.json").read_text())
     assert compare.main([str(broken), str(a)]) == 2
     assert f"{broken / 'sla.json'}: field 'passed' is missing" in capsys.readouterr().err
+
+
+def test_itl_is_resampled_by_whole_streams() -> None:
+    """Twenty streams, each at its own steady pace (its 100 gaps all alike): the runs hold twenty
+    independent values, not 2000. B's streams are 3 ms slower: resampling single gaps calls that
+    certain (an interval of 1.1-4.9 ms); resampling streams finds it within the between-stream
+    noise."""
+    pace = random.Random(3)
+    levels = [pace.uniform(10, 100) for _ in range(20)]
+    a = [stream(itl=[v] * 100, tokens=101) for v in levels]
+    b = [stream(itl=[v + 3.0] * 100, tokens=101) for v in levels]
+    interval = compare._bootstrap("itl_ms", 50, a, b)
+    assert interval is not None
+    low, high = interval
+    assert low < 0 < high, interval

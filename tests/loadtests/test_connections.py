@@ -116,5 +116,6 @@ def test_an_auth_failure_stops_the_run_at_once_and_names_status_and_code(
     assert run.run["aborted"] and "HTTP 401 invalid_api_key" in run.run["aborted"]
     # stopped at once: a few requests at most per user, not a 6 s loop of 401s
     assert Refusing.requests <= 3 * users, Refusing.requests
-    assert run.run["ended"] - run.run["started"] < 5.5  # not the full run time: stopped early
+    # stopped early, counted not timed: the records are the few requests the gateway answered
+    assert 0 < len(run.streams) <= Refusing.requests <= 3 * users, (len(run.streams), Refusing.requests)
     assert "HTTP 401 invalid_api_key" in (out / "locust_failures.csv").read_text()

@@ -73,7 +73,7 @@ def test_the_html_report_is_one_self_contained_page(tmp_path: Path) -> None:
     for o in verdict.outcomes:
         assert o.label.replace(">", "&gt;").replace("<", "&lt;") in html
     assert "a rule" in html  # each threshold's source
-    assert "arrival rate: asked 0.70 req/s, achieved 0.68 req/s" in html
+    assert "arrival rate: configured 0.7, asked 0.70 req/s, achieved 0.68 req/s" in html
     assert "poisson at 0.7 req/s, at most 8 in flight" in html
     assert "&lt;script&gt;" in html and "<script>" not in html
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)

@@ -79,10 +79,11 @@ def test_warm_up_streams_are_counted_apart_and_left_out() -> None:
     assert not sla.evaluate(profile(), [{**slow_warm_up, "warm_up": False}, stream()], run()).passed
 
 
-def open_loop(scheduled: int, sent: int) -> dict[str, object]:
+def open_loop(scheduled: int, sent: int, held: int | None = None, rate: float = 10.0) -> dict[str, object]:
     return run(
-        arrival={"mode": "poisson", "rate": 10.0, "max_in_flight": None}, scheduled=scheduled, sent=sent
-    )
+        arrival={"mode": "poisson", "rate": rate, "max_in_flight": None}, scheduled=scheduled, sent=sent,
+        held=scheduled if held is None else held,
+    )  # fmt: skip
 
 
 def test_an_open_loop_run_that_falls_short_of_the_asked_rate_fails() -> None:
@@ -90,11 +91,47 @@ def test_an_open_loop_run_that_falls_short_of_the_asked_rate_fails() -> None:
     short = sla.evaluate(profile(), [stream()] * 10, open_loop(600, 251))
     assert not short.passed
     line = next(x for x in short.report().splitlines() if "arrival rate" in x)
-    assert line.startswith("  MISS arrival rate: asked 10.00 req/s, achieved 4.18 req/s")
+    assert line.startswith("  MISS arrival rate: configured 10, asked 10.00 req/s, achieved 4.18 req/s")
     assert short.arrival["asked_per_s"] == 10.0 and short.arrival["achieved_per_s"] == pytest.approx(251 / 60)
     # within 5 %: passes; just beyond: fails
     assert sla.evaluate(profile(), [stream()] * 10, open_loop(600, 571)).passed  # 4.8 % short
     assert not sla.evaluate(profile(), [stream()] * 10, open_loop(600, 569)).passed  # 5.2 % short
+
+
+def test_asked_is_what_the_schedule_holds_not_what_a_lagging_loop_reached() -> None:
+    """The load generator fell behind: its loop reached 251 of the 600 arrivals its schedule
+    holds in the window and sent them all. Against the reached ones it kept up; against the
+    schedule it sent 42 %."""
+    lagging = sla.evaluate(profile(), [stream()] * 10, open_loop(251, 251, held=600))
+    assert not lagging.passed
+    assert lagging.arrival["asked_per_s"] == 10.0 and lagging.arrival["scheduled"] == 251
+    assert [o.label.split(":")[0] for o in lagging.outcomes if not o.passed] == ["arrival rate"]
+
+
+def test_a_schedule_implausible_for_the_configured_rate_fails() -> None:
+    """10 req/s over 60 s: a Poisson count of 600 +- 4 sigma (98); a schedule holding four times
+    that (each user scheduled X instead of X/users) fails even when every arrival was sent."""
+    fourfold = sla.evaluate(profile(), [stream()] * 10, open_loop(2400, 2400))
+    assert [o.label.split(":")[0] for o in fourfold.outcomes if not o.passed] == ["arrival schedule"]
+    assert sla.evaluate(profile(), [stream()] * 10, open_loop(690, 690)).passed  # within 4 sigma
+    assert not sla.evaluate(profile(), [stream()] * 10, open_loop(500, 500)).passed  # beyond
+
+
+def test_the_start_lag_is_reported_and_a_long_one_warned() -> None:
+    """Sends later than their schedule hide queueing in the load generator (coordinated
+    omission): the lag's percentiles are printed, and a p99 above max(10 ms, a tenth of the
+    mean gap 1/X) is a WARN."""
+    on_time = [stream(start=20.0 + i, scheduled=20.0 + i - 0.002) for i in range(10)]
+    late = [stream(start=20.0 + i, scheduled=20.0 + i - 0.5) for i in range(10)]
+    ok = sla.evaluate(profile(), on_time, open_loop(600, 600))
+    assert ok.arrival["lag_ok"] and ok.arrival["lag_bound_ms"] == 10.0
+    assert any(x.startswith("start lag (written - scheduled): p50 2.0 ms") for x in ok.report().splitlines())
+    warned = sla.evaluate(profile(), late, open_loop(600, 600))
+    assert not warned.arrival["lag_ok"] and warned.arrival["lag_ms"]["p99"] == pytest.approx(500.0)
+    assert any(x.startswith("WARN start lag") for x in warned.report().splitlines())
+    # at 1 req/s the bound is a tenth of the 1 s mean gap
+    slow = sla.evaluate(profile(), late, open_loop(60, 60, rate=1.0))
+    assert slow.arrival["lag_bound_ms"] == pytest.approx(100.0)
 
 
 def test_a_closed_loop_run_has_no_rate_check() -> None:
@@ -272,3 +309,12 @@ def test_a_profile_that_is_not_yaml_or_not_a_mapping_is_named(tmp_path: Path) ->
     with pytest.raises(sla.SlaError, match=r"l.yaml: not a mapping of profile fields") as caught:
         sla.load_profile(str(tmp_path / "l.yaml"))
     assert "CANARY" not in str(caught.value)
+
+
+def test_percentiles_are_exact_nearest_ranks() -> None:
+    """99.9 / 100 * 1000 is 999.0000000000001 in floating point: p99.9 of 1000 values is the
+    999th, not the maximum."""
+    values = [float(v) for v in range(1, 1001)]
+    assert sla.percentile(values, 99.9) == 999.0
+    assert sla.percentile(values, 99) == 990.0 and sla.percentile(values, 50) == 500.0
+    assert sla.percentile(values, 100) == 1000.0 and sla.percentile([3.0], 99.9) == 3.0

@@ -82,3 +82,18 @@ def test_the_prompt_tokens_of_the_usage_event_are_kept() -> None:
     lines = [(1.1, event("a")), (1.2, event("b", finish="stop")), (1.3, usage), (1.4, "data: [DONE]")]
     m = measure(1.0, lines)
     assert m.prompt_tokens == 41 and m.output_tokens == 2
+
+
+def test_an_error_events_code_is_sanitised_and_a_malformed_one_still_fails() -> None:
+    """The code is the gateway's or upstream's text: only its safe characters reach the report
+    (as client.error_code does); an error that is not an object is a failure, not a crash."""
+    hostile = "data: " + json.dumps({"error": {"code": "bad code\n<script>secret", "message": "m"}})
+    with pytest.raises(StreamFailure) as caught:
+        measure(0.0, [(0.1, event("a")), (0.2, hostile)])
+    assert str(caught.value) == "error event in the stream (badcodescriptsecret)"
+    for error in ("boom", ["x"], None, {"code": 7}):
+        line = "data: " + json.dumps({"error": error})
+        with pytest.raises(StreamFailure, match=r"error event in the stream \(error\)"):
+            measure(0.0, [(0.1, event("a")), (0.2, line)])
+    with pytest.raises(StreamFailure, match="not a JSON object"):
+        measure(0.0, [(0.1, "data: [1, 2]")])
