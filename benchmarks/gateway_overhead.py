@@ -163,15 +163,18 @@ async def load(
     measuring = False
     stop_at = time.perf_counter() + warm_s + seconds
 
+    def count(latency: float, ttft: float | None, events: int) -> None:
+        """One finished request, if it ended inside the measured window."""
+        if measuring and time.perf_counter() <= stop_at:
+            latencies.append(latency)
+            if ttft is not None:
+                ttfts.append(ttft)
+            counts["requests"] += 1
+            counts["events"] += events
+
     async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while time.perf_counter() < stop_at:
-            latency, ttft, events = await one(reader, writer, request)
-            if measuring and time.perf_counter() <= stop_at:
-                latencies.append(latency)
-                if ttft is not None:
-                    ttfts.append(ttft)
-                counts["requests"] += 1
-                counts["events"] += events
+            count(*await one(reader, writer, request))
 
     async def window() -> tuple[float, dict[str, float]]:
         nonlocal measuring
@@ -191,14 +194,9 @@ async def load(
         running: set[asyncio.Task[None]] = set()
 
         async def send(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-            latency, ttft, events = await one(*conn, request)
+            result = await one(*conn, request)
             conns.append(conn)
-            if measuring and time.perf_counter() <= stop_at:
-                latencies.append(latency)
-                if ttft is not None:
-                    ttfts.append(ttft)
-                counts["requests"] += 1
-                counts["events"] += events
+            count(*result)
 
         while time.perf_counter() < stop_at:
             due += rng.expovariate(per_s)

@@ -68,6 +68,17 @@ class _Timing:
         note.start = time.time()
         return sock
 
+    def _timed_connect(self, sock: Any, address: Any) -> tuple[Connection, float]:
+        """Connect *sock*, noting a new connection and its connect time; (the note, perf_counter
+        when connected)."""
+        note = self._taken.get(gevent.getcurrent()) or Connection()
+        note.reused = False
+        began = time.perf_counter()
+        sock.connect(address)
+        connected = time.perf_counter()
+        note.connect_ms = (connected - began) * 1000
+        return note, connected
+
 
 class TimedPool(_Timing, ConnectionPool):
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -75,11 +86,7 @@ class TimedPool(_Timing, ConnectionPool):
         super().__init__(*args, **kw)
 
     def _connect_socket(self, sock: Any, address: Any) -> Any:
-        note = self._taken.get(gevent.getcurrent()) or Connection()
-        note.reused = False
-        began = time.perf_counter()
-        sock.connect(address)
-        note.connect_ms = (time.perf_counter() - began) * 1000
+        self._timed_connect(sock, address)
         return sock
 
 
@@ -89,12 +96,7 @@ class TimedSSLPool(_Timing, SSLConnectionPool):
         super().__init__(*args, **kw)
 
     def _connect_socket(self, sock: Any, address: Any) -> Any:
-        note = self._taken.get(gevent.getcurrent()) or Connection()
-        note.reused = False
-        began = time.perf_counter()
-        sock.connect(address)
-        connected = time.perf_counter()
-        note.connect_ms = (connected - began) * 1000
+        note, connected = self._timed_connect(sock, address)
         hostname = self.ssl_options.get("server_hostname", self._request_host)
         wrapped = self.ssl_context.wrap_socket(sock, server_hostname=hostname)  # the handshake
         note.tls_ms = (time.perf_counter() - connected) * 1000
