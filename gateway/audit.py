@@ -336,8 +336,8 @@ class AuditLog:
         :meth:`take_problem`, never raised (the records are there; the gateway's sealer retries)."""
         try:
             self.seal_if_due()
-        except AuditWriteError as exc:
-            self._note_problem(str(exc))
+        except Exception as exc:  # never out of the writer thread: it would stop writing
+            self._note_problem(f"audit segment not sealed: {exc}")
 
     @property
     def unfinished(self) -> list[str]:
@@ -490,9 +490,12 @@ class AuditLog:
         if self._segment_first is None or not self.path.exists():
             return None
         folder = segments_dir(self.path)
-        folder.mkdir(mode=0o700, exist_ok=True)
         target = folder / segment_name(self._segment_first)
         try:
+            # inside the try: a folder that cannot be made (a file in its place, a read-only or
+            # full disk) is an AuditWriteError like any other, never an OSError that ends the
+            # writer thread
+            folder.mkdir(mode=0o700, exist_ok=True)
             if target.exists():
                 raise AuditWriteError(f"audit segment {target} exists already; the trail was tampered with")
             os.rename(self.path, target)
@@ -620,6 +623,7 @@ class AuditWriter:
         self._log = log
         self._max = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._current: list[_Job] = []  # the round's jobs (failed, should the round raise)
         self._lock = threading.Lock()  # close against submit; jobs run in the caller one at a time
         self._closed = inline
         self._thread: threading.Thread | None = None
@@ -657,29 +661,55 @@ class AuditWriter:
 
     def _run(self) -> None:
         while True:
-            jobs = [self._jobs.get()]
-            while len(jobs) < self._max:
-                try:
-                    jobs.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            batch: list[tuple[_Job, Any, BaseException | None]] = []
-            for job in jobs:
-                if job is None:
-                    self._commit(batch)
+            try:
+                if not self._round():
                     return
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                if job.batched:
-                    if not batch:
-                        self._log.begin_batch()
-                    batch.append(self._call(job))
-                    continue
+            except BaseException as exc:  # a defect: the thread lives on, the jobs it held fail
+                self._log._note_problem(f"audit writer: unexpected {type(exc).__name__}")
+                self._fail_pending(exc)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        """The jobs of a round that raised: each gets the error (a job already settled keeps its
+        result)."""
+        for job in self._current:
+            if not job.future.done():
+                with contextlib.suppress(Exception):
+                    job.future.set_exception(AuditWriteError(f"audit writer: {type(exc).__name__}"))
+        self._current = []
+        if self._log._batch is not None:
+            with contextlib.suppress(Exception):
+                self._log._restore(self._log._batch.before)
+            self._log._batch = None
+
+    def _round(self) -> bool:
+        """One round of the writer: the jobs waiting now; False once told to stop."""
+        jobs = [self._jobs.get()]
+        while len(jobs) < self._max:
+            try:
+                jobs.append(self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        self._current = [job for job in jobs if job is not None]
+        batch: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in jobs:
+            if job is None:
                 self._commit(batch)
-                batch = []
-                _, result, error = self._call(job)
-                _settle(job.future, result, error)
+                self._current = []
+                return False
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            if job.batched:
+                if not batch:
+                    self._log.begin_batch()
+                batch.append(self._call(job))
+                continue
             self._commit(batch)
+            batch = []
+            _, result, error = self._call(job)
+            _settle(job.future, result, error)
+        self._commit(batch)
+        self._current = []
+        return True
 
     @staticmethod
     def _call(job: _Job) -> tuple[_Job, Any, BaseException | None]:

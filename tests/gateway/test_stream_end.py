@@ -342,8 +342,8 @@ def test_a_batch_is_sealed_after_its_callers_are_told(tmp_path: Path) -> None:
     log.seal_if_due = slow_seal  # type: ignore[method-assign,assignment]
     try:
         record = writer.submit(log.append, {"request_id": "r", "outcome": "ok"})
-        assert record.result(5)["request_id"] == "r"  # not held by the seal after it
-        assert sealing.wait(DEADLOCK_S)
+        assert sealing.wait(DEADLOCK_S)  # the seal is under way, and held there
+        assert record.done() and record.result()["request_id"] == "r"  # told before it
     finally:
         go_on.set()
         writer.close(DEADLOCK_S)
@@ -389,3 +389,25 @@ def test_the_gateway_writes_through_the_writer_thread_without_fdatasync_too(
                 break
             threading.Event().wait(0.01)
         assert threads == ["audit-writer"]
+
+
+def test_a_seal_that_cannot_make_its_folder_leaves_the_writer_writing(tmp_path: Path) -> None:
+    """A file where the segments folder belongs (or a read-only disk) makes the seal fail: the
+    records before it are written, the failure is noted, and the writer thread goes on writing
+    (an OSError out of the seal used to end the thread, and every later request hung)."""
+    from gateway.audit import AuditWriter, segments_dir
+    from tests.unit.test_audit import StaticKeys
+
+    log = AuditLog(tmp_path / "audit.jsonl", StaticKeys(), fsync=True, segment_max_bytes=1)
+    segments_dir(log.path).write_text("not a folder")
+    writer = AuditWriter(log)
+    try:
+        first = writer.submit(log.append, {"request_id": "r1", "outcome": "ok"})
+        assert first.result(DEADLOCK_S)["request_id"] == "r1"
+        second = writer.submit(log.append, {"request_id": "r2", "outcome": "ok"})
+        assert second.result(DEADLOCK_S)["request_id"] == "r2"
+        assert "not sealed" in (log.take_problem() or "")
+    finally:
+        writer.close(DEADLOCK_S)
+    ids = [json.loads(line).get("request_id") for line in log.path.read_text().splitlines()]
+    assert "r1" in ids and "r2" in ids
