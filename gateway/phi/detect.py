@@ -65,17 +65,19 @@ class Recognizer(Protocol):
     def analyze(self, text: str) -> Iterable[Span]: ...
 
 
-def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
+def resolve_overlaps(spans: Iterable[Span], text: str | None = None) -> list[Span]:
     """Keep a non-overlapping subset, deterministically: longest first; at equal length a
     value the request itself names (a field to remove first) over a pattern match, then the
-    more specific category, then the earlier start; the rest of the span's fields break the
-    remaining ties (two known spellings of one text, ``Wendy Harrison`` and ``WENDY HARRISON``,
+    more specific category, then the earlier start; then, given the *text*, a known spelling
+    that is the text's own (``Wendy Harrison`` written so is restored so, not as the context's
+    ``WENDY HARRISON``); the rest of the span's fields break the remaining ties (two spellings
     used to be taken in the set's order, which changes with the process's hash seed)."""
     source_rank = {"dropped": 0, "known": 1}
 
-    def preference(s: Span) -> tuple[int, int, int, int, str, str, str]:
+    def preference(s: Span) -> tuple[int, int, int, int, str, bool, str, str]:
+        foreign = text is not None and s.canonical != text[s.start : s.end]
         return (s.start - s.end, source_rank.get(s.source, 2), -_RANK.get(s.category, 0), s.start, s.source,
-                s.category, s.canonical)  # fmt: skip
+                foreign, s.category, s.canonical)  # fmt: skip
 
     ordered = sorted(set(_absorb_patterns(list(spans))), key=preference)
     starts: list[int] = []  # of the spans taken, sorted; their neighbours decide overlaps
@@ -729,7 +731,7 @@ class Detector:
         self._window = _SPLIT_PATTERN_WINDOW
 
     def detect(self, text: str) -> list[Span]:
-        return resolve_overlaps(self._find(text))
+        return resolve_overlaps(self._find(text), text)
 
     def detect_texts(self, texts: Sequence[str]) -> list[list[Span]]:
         """Spans per text, with values split across consecutive texts."""
@@ -743,7 +745,7 @@ class Detector:
             first, second = self._split_across(texts[i], texts[i + 1])
             found[i].extend(first)
             found[i + 1].extend(second)
-        return [resolve_overlaps(spans) for spans in found]
+        return [resolve_overlaps(spans, text) for spans, text in zip(found, texts, strict=True)]
 
     def _find(self, text: str) -> list[Span]:
         norm = normalise(text)

@@ -218,3 +218,12 @@ def test_overlap_resolution_does_not_depend_on_the_hash_seed() -> None:
         for seed in range(12)
     }  # fmt: skip
     assert len(kept) == 1, kept
+
+
+def test_a_known_spelling_that_is_the_texts_own_is_kept() -> None:
+    """Of two equally ranked known spellings of one text, the text's own wins (its restoration
+    gives back what the user wrote), whatever order the spans came in."""
+    text = "Wendy Harrison"
+    spans = [Span(0, 14, "name", "known", c) for c in ("WENDY HARRISON", "Wendy Harrison", "wendy harrison")]
+    for order in (spans, spans[::-1]):
+        assert resolve_overlaps(order, text)[0].canonical == "Wendy Harrison"
