@@ -112,6 +112,11 @@ class State:
     def measuring(self, at: float) -> bool:
         return self.measure_from is not None and at >= self.measure_from
 
+    def in_window(self, at: float) -> bool:
+        """Inside the measured window: after the warm-up and not after the test began to stop
+        (what `scheduled` and `sent` count; `held` counts the schedule over the same window)."""
+        return self.measuring(at) and (self.ended is None or at <= self.ended)
+
 
 RECORDS = Recorder()
 STATE = State()
@@ -695,7 +700,9 @@ class GatewayUser(User):
             # behind schedule: yield all the same, so the streams already started (and the runner)
             # are not starved by a loop catching up
             gevent.sleep(max(0.0, delay))
-            counted = STATE.measuring(due)
+            while STATE.ended is not None:  # the test is stopping: no new arrivals, and no new
+                gevent.sleep(1.0)  # schedule either (on_stop counts what this one holds)
+            counted = STATE.in_window(due)
             RECORDS.scheduled += counted
             if STATE.in_flight >= options.max_in_flight:
                 RECORDS.dropped += counted
@@ -710,7 +717,7 @@ class GatewayUser(User):
         if not taken:
             STATE.in_flight += 1
         try:
-            RECORDS.sent += STATE.measuring(time.time())
+            RECORDS.sent += STATE.in_window(time.time())
             exchange = post_stream(self.client, "/v1/chat/completions", json.dumps(body).encode(), headers,
                                    kernel=self.options.stamps == "kernel")  # fmt: skip
         finally:
