@@ -25,10 +25,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from gateway import validation
+from loadtests import files
 
 PROFILES = Path(__file__).parent / "profiles"
 METRICS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
@@ -114,14 +114,7 @@ class Profile(BaseModel):
 
 def load_profile(name: str, directory: Path = PROFILES) -> Profile:
     """A shipped profile by name, or a profile file of your own by its path (``*.yaml``)."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
-        raise SlaError(f"--profile {name!r}: no such SLA profile; known: {known} (in {directory})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise SlaError(f"{path}: not valid YAML; fix the file's syntax") from None
+    path, raw = files.read_named(name, directory, option="--profile", kind="SLA profile", error=SlaError)
     if not isinstance(raw, dict):
         raise SlaError(
             f"{path}: not a mapping of profile fields; see docs/load-tests.md#sla-profiles-loadtestsprofiles"

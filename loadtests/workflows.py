@@ -29,10 +29,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway import validation
+from loadtests import files
 
 WORKLOADS = Path(__file__).parent / "workloads"
 DEFAULT_WORKLOAD = "healthcare-default"
@@ -266,17 +266,11 @@ class Workload:
 def load_workload(name_or_path: str = DEFAULT_WORKLOAD, directory: Path = WORKLOADS) -> Workload:
     """A shipped workload by name, or a workload file of your own by its path (``*.yaml``)."""
     name = name_or_path or DEFAULT_WORKLOAD
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
-        raise WorkloadError(f"--workload {name!r}: no such workload; known: {known} (in {directory})")
+    path, raw = files.read_named(name, directory, option="--workload", kind="workload", error=WorkloadError)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = WorkloadFile(**(raw if isinstance(raw, dict) else {}))
     except ValidationError as exc:
         raise WorkloadError(f"{path}: {validation.first(exc)}; see docs/load-tests.md#workloads") from None
-    except yaml.YAMLError:
-        raise WorkloadError(f"{path}: not valid YAML; fix the file's syntax") from None
     flows = tuple(
         Workflow(use_case, uc.weight, uc.output_tokens, uc.prompt_tokens)
         for use_case, uc in spec.use_cases.items()
