@@ -51,47 +51,44 @@ def test_lines_carry_the_time_their_bytes_arrived_not_the_time_they_were_read(
     assert response._sock is None  # the message completed: the response released its socket
 
 
+class ReusingPool(ConnectionPool):
+    """A pool that records the sockets given back for reuse and refuses one being closed."""
+
+    def __init__(self) -> None:
+        self.returned: list[object] = []
+
+    def return_socket(self, sock: object) -> None:
+        self.returned.append(sock)
+
+    def release_socket(self, sock: object) -> None:
+        raise AssertionError("the connection was closed, not reused")
+
+
 def test_the_connection_goes_back_to_the_pool_as_it_came(
     connection: tuple[socket.socket, socket.socket],
 ) -> None:
     client, server = connection
-    returned: list[object] = []
-
-    class Pool(ConnectionPool):
-        def __init__(self) -> None: ...
-
-        def return_socket(self, sock: object) -> None:
-            returned.append(sock)
-
+    pool = ReusingPool()
     server.sendall(HEAD)
-    response = HTTPSocketPoolResponse(client, Pool())
+    response = HTTPSocketPoolResponse(client, pool)
     server.sendall(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
     read_lines(response)  # completes the message inside a read: the response releases itself
-    assert returned == [client]
+    assert pool.returned == [client]
     assert "release" not in vars(response)
 
 
 def test_the_body_is_read_past_done_to_its_end_so_the_connection_is_reused(
     connection: tuple[socket.socket, socket.socket],
 ) -> None:
-    """The gateway may send the end of the chunked body a little after ``[DONE]`` (it writes
-    its audit record first): the reader waits for it, and only then does the pool get the
+    """The gateway may send the end of the chunked body a little after ``[DONE]`` (it did while
+    it wrote its audit record first): the reader waits for it, and only then does the pool get the
     connection back for the next request. A reader that stopped at ``[DONE]`` left the
     connection mid-body, and the pool had to close it."""
     client, server = connection
-    returned: list[object] = []
-
-    class Pool(ConnectionPool):
-        def __init__(self) -> None: ...
-
-        def return_socket(self, sock: object) -> None:
-            returned.append(sock)
-
-        def release_socket(self, sock: object) -> None:
-            raise AssertionError("the connection was closed, not reused")
-
+    pool = ReusingPool()
+    returned = pool.returned
     server.sendall(HEAD)
-    response = HTTPSocketPoolResponse(client, Pool())
+    response = HTTPSocketPoolResponse(client, pool)
     server.sendall(chunk(b"data: [DONE]\n\n"))  # the last event; the body's end comes later
     reader = threading.Thread(target=lambda: lines.extend(read_lines(response, kernel=False)))
     lines: list[tuple[float, bytes]] = []
