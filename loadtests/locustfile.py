@@ -585,18 +585,31 @@ def record(use_case: str, request_id: str, exchange: Exchange, scheduled: float 
     return s
 
 
+class Slot:
+    """One place of --max-in-flight, given back once: when the stream's last byte has been read
+    (it is no longer in flight at the server; parsing and recording it take no place), or when
+    its greenlet ends without that (killed before it started, at the end of the test)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        STATE.in_flight += 1
+        self.held = True
+
+    def give_back(self, _: object = None) -> None:
+        if self.held:
+            self.held = False
+            STATE.in_flight -= 1
+
+
 def _take(group: gevent.pool.Group, run: Any, *args: Any) -> gevent.Greenlet:
-    """Open loop: take a slot of --max-in-flight now and start *run* in a greenlet of *group*;
-    the slot is given back when the greenlet ends, however it ends: killed before it started
-    (the end of the test) included."""
-    STATE.in_flight += 1
-    greenlet = group.spawn(run, *args)
-    greenlet.link(_release)
+    """Open loop: take a slot of --max-in-flight now and start ``run(*args, slot)`` in a
+    greenlet of *group*; *run* gives the slot back when its stream is read, the greenlet's end
+    gives it back however it ends (a greenlet killed before it started included)."""
+    slot = Slot()
+    greenlet = group.spawn(run, *args, slot)
+    greenlet.link(slot.give_back)
     return greenlet
-
-
-def _release(_: gevent.Greenlet) -> None:
-    STATE.in_flight -= 1
 
 
 def _held(mode: str, began: float, rate: float, seed: str) -> int:
@@ -707,22 +720,20 @@ class GatewayUser(User):
             if STATE.in_flight >= options.max_in_flight:
                 RECORDS.dropped += counted
                 continue
-            _take(self.in_flight, self.one, due, True)
+            _take(self.in_flight, self.one, due)
 
-    def one(self, scheduled: float | None, taken: bool = False) -> bool:
+    def one(self, scheduled: float | None, slot: Slot | None = None) -> bool:
         use_case, body = self.workload.pick(self.rng)
         request_id = str(uuid.uuid4())  # the gateway keeps a client's id only in this form
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream",
                    "Content-Type": "application/json", "X-Request-Id": request_id}  # fmt: skip
-        if not taken:
-            STATE.in_flight += 1
+        slot = slot or Slot()  # closed loop: a stream of its own
         try:
             RECORDS.sent += STATE.in_window(time.time())
             exchange = post_stream(self.client, "/v1/chat/completions", json.dumps(body).encode(), headers,
                                    kernel=self.options.stamps == "kernel")  # fmt: skip
         finally:
-            if not taken:  # a taken slot is given back by its greenlet's link (_release)
-                STATE.in_flight -= 1
+            slot.give_back()  # read to its end: no longer in flight, whatever parsing takes
         # parse once no other stream has bytes waiting: the parsing and the events below would
         # otherwise run between another stream's arrival and its clock reading
         gevent.idle()

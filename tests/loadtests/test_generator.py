@@ -195,10 +195,30 @@ def test_a_slot_of_max_in_flight_is_given_back_even_by_a_stream_killed_before_it
 from types import SimpleNamespace as NS
 ran = []
 user = NS(in_flight=gevent.pool.Group(), options=NS(max_in_flight=10))
-suite._take(user.in_flight, lambda: ran.append(1))
-suite._take(user.in_flight, gevent.sleep, 30)
+suite._take(user.in_flight, lambda slot: ran.append(1))
+suite._take(user.in_flight, lambda slot: gevent.sleep(30))
 assert suite.STATE.in_flight == 2
 user.in_flight.kill(block=True)  # the first never ran, the second was mid-sleep
 gevent.sleep(0)  # links run on the next turn of the loop
 assert ran == [] and suite.STATE.in_flight == 0, suite.STATE.in_flight
+""")
+
+
+def test_a_slot_of_max_in_flight_is_given_back_when_the_stream_is_read_not_after_parsing_it() -> None:
+    """Open loop: a stream read to its end no longer holds a place of --max-in-flight while it
+    is parsed and recorded (else arrivals in that time are dropped for a request the server has
+    finished). The recorder sees how many places are taken while it runs."""
+    in_locust("""
+import time
+from types import SimpleNamespace as NS
+seen = []
+suite.post_stream = lambda *a, **kw: NS(status=200, lines=[])
+suite.record = lambda *a: seen.append(suite.STATE.in_flight) or {"warm_up": True, "ok": True}
+user = NS(workload=NS(pick=lambda rng: ("support", {})), rng=None, api_key="k", client=None,
+          options=NS(stamps="wall"), environment=NS())
+group = gevent.pool.Group()
+suite._take(group, lambda *a: suite.GatewayUser.one(user, *a), time.time())
+group.join()
+assert seen == [0], seen
+assert suite.STATE.in_flight == 0, suite.STATE.in_flight
 """)
