@@ -6,8 +6,9 @@ at the end of each test (on the master only, in distributed mode).
     locust -f loadtests/locustfile.py --headless -H http://127.0.0.1:8080 -u 10 -r 2 -t 60s \\
         --sla-profile cpu-local --sla-out reports/loadtest --api-key-file .sovereign/secrets/demo.key
 
-`sovereign loadtest` builds this command line; `locust --help` lists the suite's options under
-"Custom arguments" (docs/load-tests.md).
+`sovereign loadtest` builds this command line, and its ``--help`` lists the suite's options
+(``locust --help`` cannot: Locust prints its help before it loads a locustfile, locustio/locust
+issue 2917; docs/load-tests.md).
 
 The clock of a stream starts when its request is written on an established connection (a new
 connection's connect and TLS handshake are timed apart, ``loadtests/client.py``); every response
