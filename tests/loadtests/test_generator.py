@@ -79,6 +79,37 @@ def test_a_generator_that_cannot_keep_up_fails_the_rate_check(upstream: Upstream
     assert run.outcome("arrival schedule").passed, run.verdict.report()
 
 
+# a locustfile of the suite with Locust's own CSV timer slowed to once an hour: Locust writes
+# its CSV files when the run starts (no rows yet) and then never again before it exits
+SLOW_CSV = """
+import locust.stats
+
+locust.stats.CSV_STATS_INTERVAL_SEC = 3600
+
+from loadtests.locustfile import GatewayUser  # noqa: E402, F401 - the users Locust runs
+"""
+
+
+def test_locust_stats_csv_counts_every_stream_whatever_locusts_csv_timer_did(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Issue 24 finding 2: Locust rewrites locust_stats.csv from a timer (once a second) and not
+    at exit, so the streams of the last second were missing from it. The suite writes the CSV
+    once more after every user stopped: with Locust's timer never firing after the start, the
+    CSV still counts every stream sla.json counts (checked_run compares them, per use case)."""
+    upstream.script(ttft_ms=5, itl_ms=1, tokens=2)
+    slow = tmp_path / "slow_csv.py"
+    slow.write_text(SLOW_CSV)
+    out = tmp_path / "run"
+    profile = str(unmissable(tmp_path))
+    command = argv(out, upstream.url, users=2, run_time="2s", locustfile=slow, profile=profile)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    run = checked_run(out, profile, result.returncode, output)
+    assert run.completed > 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
