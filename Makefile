@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak docs
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -64,6 +64,11 @@ canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under 
 soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of it; the abuse tests at the fault run's scale (500 streams, 5 kill -9)
 	SOVEREIGN_SOAK_SECONDS=600 SOVEREIGN_SOAK_CAPACITY_SECONDS=20 $(BIN)/pytest -q -s tests/boundary/test_soak.py
 	SOVEREIGN_ABUSE_STREAMS=500 SOVEREIGN_ABUSE_KILLS=5 $(BIN)/pytest -q -s tests/gateway/test_abuse.py -k "kill_9 or refused_at_once"
+
+docs: $(STAMP) ## regenerate the generated docs (gateway settings, stack config, module maps); tests/unit/test_docs.py fails when they differ
+	$(BIN)/python -m gateway.settings_doc > docs/gateway-settings.md
+	$(BIN)/python -m infra.config_doc > docs/stack-config.md
+	$(BIN)/python -m infra.modules_doc --write
 
 bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
