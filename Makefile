@@ -23,7 +23,7 @@ down: $(STAMP) ## stop exactly what `make up` started
 status: $(STAMP)
 	$(BIN)/sovereign status || true
 
-lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
+lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles, promtool on the alert rules
 	$(BIN)/ruff check gateway infra tests benchmarks roles loadtests
 	$(BIN)/mypy
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
@@ -70,7 +70,7 @@ docs: $(STAMP) ## regenerate the generated docs (gateway settings, stack config,
 	$(BIN)/python -m infra.config_doc > docs/stack-config.md
 	$(BIN)/python -m infra.modules_doc --write
 
-bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
+bench: $(STAMP) ## four of the benchmarks, side by side (the others: benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/phi_filter.py
