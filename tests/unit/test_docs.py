@@ -87,3 +87,47 @@ def test_component_tables_list_every_module_and_only_those() -> None:
     ]:
         modules = {p.name for p in (root / package).glob("*.py") if p.name != "__init__.py"}
         assert _listed_files(page, heading) == modules, f"docs/{page}: the table of infra/{package}/"
+
+
+# Sizing and SLO targets: not security-relevant, so the example stack may leave them out. Every
+# other key of the stack config must appear in it, set or commented out with its effect.
+NOT_SECURITY_RELEVANT = {
+    "platform.gateway.cpu",
+    "platform.gateway.memory",
+    "platform.openbao.storage_gi",
+    "platform.models.volume_gi",
+    "platform.alerting.slo_days",
+    "platform.alerting.default_slo",
+    "platform.alerting.use_cases",
+    "platform.alerting.receivers.severities",
+    "platform.alerting.queue_waiting_max",
+}
+
+
+def test_the_example_stack_shows_every_security_relevant_key() -> None:
+    import re
+
+    from pydantic import BaseModel
+
+    from infra.config import SECTIONS, StackConfig
+    from infra.config_doc import _nested
+
+    text = (DOCS.parent / "stacks" / "Pulumi.eu-central-prod.yaml").read_text()
+    missing = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path = prefix + name
+            if path in NOT_SECURITY_RELEVANT:
+                continue
+            if not re.search(rf"(^|[\s#-]){re.escape(name)}:", text, re.MULTILINE):
+                missing.append(path)
+            inner = _nested(field.annotation)
+            if inner is not None:
+                walk(inner, path + ".")
+
+    for section in SECTIONS:
+        model = StackConfig.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        walk(model, section + ".")
+    assert missing == [], "stacks/Pulumi.eu-central-prod.yaml: show (commented) with its effect"
