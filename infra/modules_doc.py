@@ -56,14 +56,14 @@ def summary(path: Path, root: Path = REPO_ROOT) -> str:
     return first.replace("|", "\\|")
 
 
-def _rows(directory: Path, prefix: str, root: Path) -> list[str]:
-    rows = []
-    for module in sorted(p for p in directory.glob("*.py") if p.name != "__init__.py"):
-        rows.append(f"| `{prefix}{module.name}` | {summary(module, root)} |")
+def _modules(directory: Path) -> list[tuple[str, Path]]:
+    """(path inside the package, file) of every module a map of *directory* lists, in its order:
+    the modules beside each other, then each subpackage (its ``__init__.py`` first)."""
+    found = [(p.name, p) for p in sorted(directory.glob("*.py")) if p.name != "__init__.py"]
     for sub in sorted(p for p in directory.iterdir() if (p / "__init__.py").is_file()):
-        rows.append(f"| `{prefix}{sub.name}/` | {summary(sub / '__init__.py', root)} |")
-        rows.extend(_rows(sub, f"{prefix}{sub.name}/", root))
-    return rows
+        found.append((f"{sub.name}/", sub / "__init__.py"))
+        found.extend((f"{sub.name}/{name}", path) for name, path in _modules(sub))
+    return found
 
 
 def render(package: str, root: Path = REPO_ROOT) -> str:
@@ -78,7 +78,7 @@ def render(package: str, root: Path = REPO_ROOT) -> str:
             "",
             "| module | concern |",
             "|---|---|",
-            *_rows(directory, "", root),
+            *(f"| `{name}` | {summary(path, root)} |" for name, path in _modules(directory)),
         ]
     )
 
@@ -106,10 +106,20 @@ def updated(doc: Path, root: Path = REPO_ROOT) -> str:
     return text
 
 
-def unmapped(docs: Path = DOCS, root: Path = REPO_ROOT) -> list[str]:
-    """Top-level packages of PACKAGES no map covers (a map covers its subpackages)."""
-    covered = {s.package for s in all_sections(docs)}
-    return [p for p in PACKAGES if not any(p == c or p.startswith(c + "/") for c in covered)]
+def unmapped(docs: Path = DOCS, root: Path = REPO_ROOT, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Modules of PACKAGES that no map lists: a package without a map, or a folder of modules
+    without an ``__init__.py`` (a map lists only what its package's ``__init__.py`` files reach)."""
+    listed = {
+        path
+        for section in all_sections(docs)
+        if (root / section.package / "__init__.py").is_file()
+        for path in [
+            root / section.package / "__init__.py",
+            *(p for _, p in _modules(root / section.package)),
+        ]
+    }
+    every = (p for package in packages for p in sorted((root / package).rglob("*.py")))
+    return [str(p.relative_to(root)) for p in every if p not in listed]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,12 +133,20 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(doc.relative_to(REPO_ROOT))
             if args.write:
                 doc.write_text(text, encoding="utf-8")
-    for package in unmapped():
-        print(f"modules_doc: no doc holds a <!-- module-map: {package} --> section", file=sys.stderr)
+    missing = unmapped()
+    for module in missing:
+        print(
+            f"modules_doc: {module}: in no module map (no <!-- module-map: PACKAGE --> for it)",
+            file=sys.stderr,
+        )
     for doc in stale:
         print(f"modules_doc: {'rewrote' if args.write else 'out of date'}: {doc}", file=sys.stderr)
-    return 1 if unmapped() or (stale and not args.write) else 0
+    return 1 if missing or (stale and not args.write) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ModuleMapError as exc:
+        print(f"modules_doc: {exc}", file=sys.stderr)
+        sys.exit(2)

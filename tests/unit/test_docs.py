@@ -63,6 +63,18 @@ def test_a_module_added_without_regenerating_makes_the_map_stale(tmp_path: Path)
     assert updated(doc, tmp_path) != doc.read_text()
 
 
+def test_modules_no_map_lists_are_named(tmp_path: Path) -> None:
+    from infra.modules_doc import unmapped
+
+    _package(tmp_path, {"__init__.py": '"""The package."""\n', "loose/c.py": '"""C."""\n'})
+    _package(tmp_path / "other", {"__init__.py": '"""Another."""\n'})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "map.md").write_text("<!-- module-map: pkg -->\n<!-- /module-map -->\n")
+    found = unmapped(docs, tmp_path, ("pkg", "other/pkg"))
+    assert found == ["pkg/loose/c.py", "other/pkg/__init__.py"]
+
+
 def test_a_module_without_a_docstring_is_refused_by_name(tmp_path: Path) -> None:
     from infra.modules_doc import ModuleMapError, render
 
