@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak
+.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak docs
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -23,7 +23,7 @@ down: $(STAMP) ## stop exactly what `make up` started
 status: $(STAMP)
 	$(BIN)/sovereign status || true
 
-lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles
+lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles, promtool on the alert rules
 	$(BIN)/ruff check gateway infra tests benchmarks roles loadtests
 	$(BIN)/mypy
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
@@ -65,7 +65,12 @@ soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of i
 	SOVEREIGN_SOAK_SECONDS=600 SOVEREIGN_SOAK_CAPACITY_SECONDS=20 $(BIN)/pytest -q -s tests/boundary/test_soak.py
 	SOVEREIGN_ABUSE_STREAMS=500 SOVEREIGN_ABUSE_KILLS=5 $(BIN)/pytest -q -s tests/gateway/test_abuse.py -k "kill_9 or refused_at_once"
 
-bench: $(STAMP) ## benchmarks, side by side (see benchmarks/README.md)
+docs: $(STAMP) ## regenerate the generated docs (gateway settings, stack config, module maps); tests/unit/test_docs.py fails when they differ
+	$(BIN)/python -m gateway.settings_doc > docs/gateway-settings.md
+	$(BIN)/python -m infra.config_doc > docs/stack-config.md
+	$(BIN)/python -m infra.modules_doc --write
+
+bench: $(STAMP) ## four of the benchmarks, side by side (the others: benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/phi_filter.py

@@ -1,4 +1,5 @@
-"""Tamper-evident audit trail: hash-chained, HMAC-signed JSON lines.
+"""Tamper-evident audit trail: hash-chained, HMAC-signed JSON lines, a signed head, write-ahead
+(``admit``) records completed after a crash, ``verify``.
 
 Each line is one record. ``hash`` is the SHA-256 of the record's canonical JSON (without
 ``hash`` and ``mac``); ``prev`` is the previous record's ``hash``; ``seq`` counts from 0;

@@ -1,4 +1,4 @@
-"""Keys from OpenBao transit (envelope encryption), cached in memory with a TTL.
+"""Keys from OpenBao transit (envelope encryption), cached in memory with a TTL; fail closed.
 
 - Per-tenant data keys: ``transit/datakey/plaintext/<tenant_key>`` with the tenant as the
   derivation context (one derived transit key, a distinct key per tenant). The wrapped copy

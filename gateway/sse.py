@@ -1,4 +1,4 @@
-"""Incremental server-sent-events decoder (the ``data`` fields of each event).
+"""Incremental server-sent-events decoder (the ``data`` fields of each event), bounded per event.
 
 Hand-written: the maintained SSE clients are bound to one HTTP library's response object
 (httpx-sse to httpx) or to a connection loop of their own; the gateway needs only to cut a

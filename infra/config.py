@@ -151,9 +151,12 @@ def _quorum(consensus: str) -> AfterValidator:
 
 
 class RegionConfig(_Section):
-    """Who and where: labels every resource, names every resource."""
+    """Who and where: the environment's rules and the labels every resource that takes labels carries."""
 
-    name: Name = Field(description="Region name used in resource names, e.g. `eu-central`.")
+    name: Name = Field(
+        description="Region name, e.g. `eu-central`, shown in the compliance evidence's summary; "
+        "not used in resource names (those come from the stack name)."
+    )
     environment: Literal["prod", "dr", "staging"] = Field(
         default="prod", description="`prod` requires an HA control plane (3 or 5 servers)."
     )

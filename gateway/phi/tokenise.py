@@ -1,4 +1,5 @@
-"""Tokenisation and restoration.
+"""Tokenisation and restoration: FF1 and surrogate tokens under a per-request key, answers
+restored in linear time, streamed answers as they arrive.
 
 - Identifiers with at least six digits (KVNR, IBAN, phone, customer and order ids): FF1
   (NIST SP 800-38G) over AES-256 on the digits, radix 10, so digits stay digits and letters

@@ -1,4 +1,5 @@
-"""Day-2 host commands against a region stack's real hosts:
+"""Day-2 host commands against a region stack's real hosts: ``sovereign harden`` and
+``sovereign verify``.
 
 - ``sovereign harden --stack NAME``: the hardening playbook through ansible-runner, the same
   call the RKE2 bootstrap command resource makes (``run_playbook``), with Ansible's output live

@@ -1,5 +1,6 @@
 """The gateway on Kubernetes: ServiceAccount (OpenBao Kubernetes auth), ConfigMap rendered from
-the stack config, Deployment, Service, PodDisruptionBudget, HorizontalPodAutoscaler."""
+the stack config, StatefulSet (one audit chain per pod), Service, PodDisruptionBudget,
+HorizontalPodAutoscaler."""
 
 from __future__ import annotations
 
