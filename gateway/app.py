@@ -131,9 +131,23 @@ RESTORE_IN_THREAD_CHARS = 16_384
 _PRODUCT_TEXT_FIELDS = ("sku", "name", "category")
 
 
+#: the children of REQUESTS, LATENCY and UNAVAILABLE by (metric, label values in the metric's
+#: order): labels() takes a lock and builds a key each call (~2 us), the cached child ~0.1 us;
+#: the metric keeps each child anyway
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    """*metric*'s child for *values* (its label names' order)."""
+    child = _CHILDREN.get((metric, values))
+    if child is None:
+        child = _CHILDREN[(metric, values)] = metric.labels(*values)
+    return child
+
+
 def count_unavailable(ex: Exchange, code: str) -> None:
     """One 503 answer in sovereign_gateway_unavailable_total (a code outside the fixed set as `other`)."""
-    UNAVAILABLE.labels(use_case=ex.use_case or "-", code=code if code in UNAVAILABLE_CODES else "other").inc()
+    _child(UNAVAILABLE, ex.use_case or "-", code if code in UNAVAILABLE_CODES else "other").inc()
 
 
 def request_id_from(headers: Any) -> tuple[str, bool]:
@@ -473,7 +487,7 @@ class Gateway:
         the caller answers 503 audit_unavailable and counts that instead (never both). The
         record is appended by the audit writer thread; its latency is taken now."""
         if ex.use_case:
-            LATENCY.labels(use_case=ex.use_case, stream=str(ex.stream).lower()).observe(
+            _child(LATENCY, ex.use_case, "true" if ex.stream else "false").observe(
                 time.perf_counter() - ex.started
             )
         if ex.tenant is None:  # unauthenticated: metrics and access log only, no record to wait for
@@ -516,7 +530,7 @@ class Gateway:
         """write_audit once the record is durable (*record*), failed (*failure*), or was not
         needed (neither: an unauthenticated request)."""
         if failure is None or not answer_waits:
-            REQUESTS.labels(use_case=ex.use_case or "-", status=str(status)).inc()
+            _child(REQUESTS, ex.use_case or "-", str(status)).inc()
             ex.counted = True
             if status == 503:
                 count_unavailable(ex, ex.error or outcome)
