@@ -809,7 +809,8 @@ class Gateway:
             )
             ex.phi = filtered.audit()
             count_phi(policy.name, filtered.tokens)
-            ex.originals = untyped(filtered.tokens.originals, [*texts, *stops], context)
+            if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore
+                ex.originals = untyped(filtered.tokens.originals, [*texts, *stops], context)
             payload = self.upstream_body(
                 body,
                 policy,
@@ -952,12 +953,13 @@ class Gateway:
         if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (ex.max_tokens or 1 << 62):
             raise TooLong
         ex.finish_reason = answer["choices"][0].get("finish_reason")
-        scanner = TokenScanner(ex.originals)
+        scanner = TokenScanner(ex.originals) if ex.originals else None  # none: nothing to restore
         for choice in answer["choices"]:
             message = choice.get("message") or {}
             if isinstance(message.get("content"), str):
-                message["content"], n = restore(message["content"], ex.originals, scanner)
-                ex.restored += n
+                if scanner is not None:
+                    message["content"], n = restore(message["content"], ex.originals, scanner)
+                    ex.restored += n
                 ex.unrestored += count_unrestored(message["content"])
         answer["model"] = ex.alias
         return json.dumps(answer, ensure_ascii=False).encode()
