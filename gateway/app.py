@@ -1418,11 +1418,11 @@ class GatewayApp(FastAPI):
     """FastAPI, with ``POST /v1/chat/completions`` handed to its endpoint straight from the
     ASGI call: the hot path skips the per-request middleware layers, the router's scan and
     FastAPI's dependency solving (none of which it uses: the handler reads the body itself and
-    answers every error; about 0.2-0.3 ms of CPU a request in benchmarks/gateway_overhead.py on the 2-core
-    machine). It keeps what those layers do for it: the route in the scope (the unhandled
-    error's log line names it) and Starlette's ServerErrorMiddleware with the app's own
-    handler for an exception that escapes. The route stays registered (the OpenAPI document,
-    and every other method on the path, answered by the router as before)."""
+    answers every error; 0.3-0.5 ms less CPU a plain request in benchmarks/gateway_overhead.py
+    on the busy 2-core machine). It keeps what those layers do for it: the route in the scope
+    (the unhandled error's log line names it) and Starlette's ServerErrorMiddleware with the
+    app's own handler for an exception that escapes. The route stays registered (the OpenAPI
+    document, and every other method on the path, answered by the router as before)."""
 
     _chat: ASGIApp | None = None
     _chat_route: BaseRoute | None = None
