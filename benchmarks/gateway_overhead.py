@@ -35,7 +35,8 @@ added TTFT p95 <= 5 ms at 20 concurrent streams with a 5 ms token interval.
 
 ``--profile OUT``: py-spy (``pip install py-spy``; PY_SPY names the binary) samples this tree's
 gateway process for the whole run; its collapsed stacks go to OUT, and the report adds the
-functions with the most samples (own time and cumulative).
+functions with the most samples (own time and cumulative). PY_SPY_ARGS adds py-spy arguments
+(e.g. ``--gil``: only stacks holding the GIL, without the audit writer's fdatasync waits).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -395,7 +397,8 @@ def main() -> None:
                 spy = os.environ.get("PY_SPY") or shutil.which("py-spy") or "py-spy"
                 sampler = subprocess.Popen(
                     [spy, "record", "--pid", str(procs[0].proc.pid), "--format", "raw", "--rate", "250",
-                     "--nonblocking", "--output", str(args.profile)],
+                     "--nonblocking", "--output", str(args.profile),
+                     *shlex.split(os.environ.get("PY_SPY_ARGS", ""))],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             with asyncio.Runner(loop_factory=loop_factory) as runner:
