@@ -653,7 +653,7 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 f"model weights; {signed}",
                 "HTTPS (weights Job only), then a read-only volume",
                 store_where,
-                "infra/k8s_platform/weights.py",
+                "infra/weights/fetch.py",
                 f"Job {job['metadata']['name']}",
             )
         )
