@@ -9,7 +9,7 @@ import base64
 import hashlib
 from typing import Any
 
-from infra.local.openbao import TRANSIT_MOUNT
+from infra.openbao_contract import TRANSIT_MOUNT
 from infra.weights.manifest import SIGNATURE_FORMAT, ModelsError
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import hvac
 import pytest
 
-from infra import config, objectstore
-from infra.local import openbao
+from infra import config, objectstore, openbao_contract
 from infra.weights import rollback, stack_file, transit, upload
 from infra.weights.bucket import model_config
 from infra.weights.manifest import ModelsError
@@ -84,7 +83,7 @@ def load(stacks: Path) -> config.StackConfig:
 
 
 def keys(bao: Bao) -> dict[int, bytes]:
-    return transit.public_keys(bao.address, bao.root, openbao.MANIFEST_KEY)
+    return transit.public_keys(bao.address, bao.root, openbao_contract.MANIFEST_KEY)
 
 
 def release(stacks: Path, bao: Bao, tmp_path: Path, version: str, to: str | None = None) -> Release:

@@ -15,8 +15,7 @@ from typing import Any
 import hvac
 import pytest
 
-from infra import config, objectstore
-from infra.local import openbao
+from infra import config, objectstore, openbao_contract
 from infra.weights import bucket, transit, upload
 from infra.weights.manifest import MIB, ModelsError, WeightsError, build_manifest
 from tests.storage.conftest import StackFactory
@@ -59,7 +58,7 @@ def do_import(
 
 
 def keys(bao: Bao) -> dict[int, bytes]:
-    return transit.public_keys(bao.address, publisher_token(bao), openbao.MANIFEST_KEY)
+    return transit.public_keys(bao.address, publisher_token(bao), openbao_contract.MANIFEST_KEY)
 
 
 def test_import_signs_uploads_and_verifies(cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path,
