@@ -371,9 +371,9 @@ def cmd_charts_check(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from infra.k8s_platform import weights
+    from infra.weights import cli
 
-    return weights.main(args.weights_args)
+    return cli.main(args.weights_args)
 
 
 def _hosts_inventory(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -490,7 +490,7 @@ def _snapshot_stores(args: argparse.Namespace, only: str | None = None) -> list[
 def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
     from infra import objectstore, openbao_backup, storage_cli
     from infra.config import StackConfigError
-    from infra.models import ModelsError
+    from infra.weights.manifest import ModelsError
 
     try:
         store, *copies = _snapshot_stores(args)
@@ -541,7 +541,7 @@ def cmd_openbao_restore(args: argparse.Namespace) -> int:
 
     from infra import objectstore, openbao_backup, storage_cli
     from infra.config import StackConfigError
-    from infra.models import ModelsError
+    from infra.weights.manifest import ModelsError
 
     try:
         address, token = storage_cli.openbao_access(args)

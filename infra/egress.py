@@ -18,6 +18,10 @@ boundary). This module is the one place that says who reaches which destination:
   objects (every public ``ipBlock`` mapped to its declared destination; one that no destination
   covers, and a rule without ``to``, which reaches every address, come back as ``UNDECLARED``).
 
+It is also the one place that says which addresses are not a way out at all (``PRIVATE_RANGES``:
+the NetworkPolicies, the policy rule ``egress-declared-only`` of infra/policy/rules.py and the
+flows here; ``INTERNAL_RANGES``: the evidence report's data-flow map, infra/evidence/model.py).
+
 The evidence report's data-flow map does not use ``allowed(cfg)``: it reads what the plan renders
 back (infra/evidence/model.py ``public_egress``: the NetworkPolicies' public ``ipBlock``s;
 ``bastion_nat``: the NAT rules of the bastion's cloud-init), so a rule added elsewhere is on the map.
@@ -43,6 +47,13 @@ DNS_DESTINATION = "hetzner-dns"
 UNDECLARED = "UNDECLARED"
 # the peers of a NetworkPolicy egress rule without `to`
 ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}})
+# never egress: the private network, the cluster (RKE2's pod and service CIDRs are in 10.0.0.0/8),
+# link-local. A NetworkPolicy ipBlock inside them is not a way out of the boundary.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
+# what does not reach past the private network and the cluster, for the data-flow map: the private
+# ranges, loopback, CGNAT and their IPv6 counterparts. Documentation ranges (TEST-NET, which the
+# examples use) are not in it: they stand for real public addresses.
+INTERNAL_RANGES = (*PRIVATE_RANGES, "127.0.0.0/8", "100.64.0.0/10", "fc00::/7", "fe80::/10", "::1/128")
 
 SourceKind = Literal["pod", "host"]
 
@@ -244,8 +255,6 @@ def from_network_policies(cfg: StackConfig, objects: Iterable[Mapping[str, Any]]
     """The pods' public egress as the rendered NetworkPolicies allow it (``{"metadata": …, "spec":
     …}`` objects): each ipBlock outside the private ranges, mapped to the declared destination that
     covers it, or to ``UNDECLARED``."""
-    from infra.k8s_platform.network_policies import PRIVATE_RANGES
-
     records: list[Egress] = []
     for obj in objects:
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}

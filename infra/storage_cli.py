@@ -35,7 +35,7 @@ def _stack(args: argparse.Namespace) -> Any:
 
 def openbao_access(args: argparse.Namespace) -> tuple[str, str]:
     """(address, token) from the flags, else VAULT_ADDR / VAULT_TOKEN (as the bao CLI reads them)."""
-    from infra.models import ModelsError
+    from infra.weights.manifest import ModelsError
 
     address = args.openbao_address or os.environ.get("VAULT_ADDR")
     if not address:
@@ -70,14 +70,15 @@ def cmd_bootstrap_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from infra import models, objectstore
+    from infra import objectstore
     from infra.config import StackConfigError
+    from infra.weights import bucket, manifest, rollback, transit
 
     try:
         if args.models_command == "public-key":
             address, token = openbao_access(args)
-            keys = models.public_keys(address, token, args.key)
-            args.out.write_text(models.dump_public_keys(keys), encoding="utf-8")
+            keys = transit.public_keys(address, token, args.key)
+            args.out.write_text(manifest.dump_public_keys(keys), encoding="utf-8")
             print(f"sovereign models: {len(keys)} public key version(s) of {args.key!r} in {args.out}")
             return 0
         cfg = _stack(args)
@@ -89,29 +90,29 @@ def cmd_models(args: argparse.Namespace) -> int:
             return _models_rollback(args, cfg)
         if args.models_command == "record-deploy":
             address, token = openbao_access(args)
-            done = models.record_deploy(cfg, args.model, models.identity(address, token))
+            done = rollback.record_deploy(cfg, args.model, transit.identity(address, token))
             print(f"sovereign models: {args.model}: {done.source} (manifest {done.manifest_sha256[:12]}…) "
                   f"recorded as deployed to stack {cfg.stack}: {done.key}")  # fmt: skip
             return 0
         if args.public_key:
-            keys = models.load_public_keys(args.public_key)
+            keys = manifest.load_public_keys(args.public_key)
         else:
             address, token = openbao_access(args)
-            keys = models.public_keys(address, token, cfg.storage.manifest_signing_key)
-        count = models.verify_model(cfg, args.model, keys)
+            keys = transit.public_keys(address, token, cfg.storage.manifest_signing_key)
+        count = bucket.verify_model(cfg, args.model, keys)
         print(f"sovereign models: {args.model}: signature valid, {count} file(s) match the signed manifest")
         return 0
-    except (StackConfigError, models.ModelsError, objectstore.StorageError) as exc:
+    except (StackConfigError, manifest.ModelsError, objectstore.StorageError) as exc:
         return _fail("models", exc)
 
 
 def _models_import(args: argparse.Namespace, cfg: Any) -> int:
-    from infra import models
+    from infra.weights import manifest, stack_file, upload
 
     address, token = openbao_access(args)
-    result = models.import_model(
+    result = upload.import_model(
         cfg, args.model, args.source, openbao_address=address, token=token,
-        state_dir=args.state_dir, part_size=args.part_size_mib * models.MIB, source=args.to,
+        state_dir=args.state_dir, part_size=args.part_size_mib * manifest.MIB, source=args.to,
     )  # fmt: skip
     print(
         f"sovereign models: {args.model}: {result.uploaded} file(s) uploaded ({result.bytes} bytes), "
@@ -120,10 +121,10 @@ def _models_import(args: argparse.Namespace, cfg: Any) -> int:
     )
     release = result.release
     if release is None:  # import_model always records (or finds) the release
-        raise models.ModelsError("the import recorded no release")
+        raise manifest.ModelsError("the import recorded no release")
     print(f"release: {release.source} manifest_sha256 {release.manifest_sha256} (recorded: {release.key})")
     if args.pin:
-        path = models.pin(
+        path = stack_file.pin(
             Path(args.stacks_dir), cfg.stack, args.model, release.source, release.manifest_sha256
         )
         print(
@@ -139,10 +140,11 @@ def _models_import(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _models_releases(args: argparse.Namespace, cfg: Any) -> int:
-    from infra import models
+    from infra.weights.bucket import model_config
+    from infra.weights.releases import ReleaseLog
 
-    m = models.model_config(cfg, args.model)
-    log = models.ReleaseLog(cfg, args.model)
+    m = model_config(cfg, args.model)
+    log = ReleaseLog(cfg, args.model)
     releases = log.releases()
     if not releases:
         print(f"sovereign models: no releases of {args.model} recorded in {log.url()}")
@@ -167,18 +169,18 @@ def _models_releases(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _models_rollback(args: argparse.Namespace, cfg: Any) -> int:
-    from infra import models
+    from infra.weights import manifest, releases, rollback, transit
 
-    reason = models.check_reason(args.reason)  # before anything else is asked for
+    reason = rollback.check_reason(args.reason)  # before anything else is asked for
     stacks_dir = Path(args.stacks_dir)
-    work_dir = None if args.no_deploy else models.require_pulumi_cli(stacks_dir, cfg.stack)
+    work_dir = None if args.no_deploy else rollback.require_pulumi_cli(stacks_dir, cfg.stack)
     address, token = openbao_access(args)
-    who = models.identity(address, token)
+    who = transit.identity(address, token)
     if args.public_key:
-        keys = models.load_public_keys(args.public_key)
+        keys = manifest.load_public_keys(args.public_key)
     else:
-        keys = models.public_keys(address, token, cfg.storage.manifest_signing_key)
-    done = models.rollback(cfg, stacks_dir, args.model, reason=reason, keys=keys, who=who, to=args.to)
+        keys = transit.public_keys(address, token, cfg.storage.manifest_signing_key)
+    done = rollback.rollback(cfg, stacks_dir, args.model, reason=reason, keys=keys, who=who, to=args.to)
     plan = done.plan
     print(
         f"sovereign models: {args.model}: {plan.target.source} (manifest "
@@ -201,15 +203,15 @@ def _models_rollback(args: argparse.Namespace, cfg: Any) -> int:
     )
     if work_dir is None:
         print(
-            f"not deployed (--no-deploy); deploy with:\n  {models.deploy_command(stacks_dir, cfg.stack)}\n"
+            f"not deployed (--no-deploy); deploy with:\n  {rollback.deploy_command(stacks_dir, cfg.stack)}\n"
             f"then record it: sovereign models record-deploy --stack {cfg.stack} --model {args.model}"
         )
         return 0
-    outcome = models.deploy(work_dir, cfg.stack, lambda line: print(line, end=""))
+    outcome = rollback.deploy(work_dir, cfg.stack, lambda line: print(line, end=""))
     print(f"sovereign models: pulumi up --stack {cfg.stack}: {outcome}")
     if outcome != "succeeded":
         return 1
-    deployed = models.ReleaseLog(cfg, args.model).record_deploy(plan.target, "rollback", who)
+    deployed = releases.ReleaseLog(cfg, args.model).record_deploy(plan.target, "rollback", who)
     print(f"deploy recorded: {deployed.key}")
     return 0
 

@@ -26,8 +26,8 @@ import yaml
 from pydantic import BaseModel
 
 from infra import config as stack_config
+from infra import egress, residency
 from infra import plan as planner
-from infra import residency
 from infra.evidence import claims
 from infra.policy.rules import RULES
 
@@ -427,12 +427,7 @@ def _where(cfg: stack_config.StackConfig, endpoint: str) -> str:
     return f"{host} ({entry.jurisdiction}, {entry.operator})" if entry else (host or endpoint)
 
 
-_INTERNAL = [
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
-              "100.64.0.0/10",
-              "fc00::/7", "fe80::/10", "::1/128")
-]  # fmt: skip
+_INTERNAL = [ipaddress.ip_network(n) for n in egress.INTERNAL_RANGES]
 
 
 def _public(cidr: str) -> bool:
@@ -653,7 +648,7 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 f"model weights; {signed}",
                 "HTTPS (weights Job only), then a read-only volume",
                 store_where,
-                "infra/k8s_platform/weights.py",
+                "infra/weights/fetch.py",
                 f"Job {job['metadata']['name']}",
             )
         )

@@ -22,7 +22,7 @@ old Job is deleted last. A stack without a pin keeps the fixed name with ``delet
 With a pin each release has a folder of its own on the volume, ``/models/<model>/<manifest_sha256>``
 (``release_dir``): the Job fetches into it, vLLM's ``--model`` and the init container's ``--dir``
 name it, so a fetch of the next release never touches the folder the running pods verify
-(weights.py: reuse and pruning of release folders).
+(infra/weights/fetch.py: reuse and pruning of release folders).
 
 The Deployment's ``spec.replicas`` is set on creation only (``REPLICAS_OWNED_BY_KEDA``).
 
@@ -72,7 +72,7 @@ def model_dir(model: InferenceModelConfig) -> str:
 def release_dir(model: InferenceModelConfig) -> str:
     """The folder of the release the pods serve: ``/models/<model>/<manifest_sha256>`` with a pin
     (each release in a folder of its own, which no other release's fetch writes to; see
-    weights.py), the model's folder itself without one."""
+    infra/weights/fetch.py), the model's folder itself without one."""
     if model.manifest_sha256 is None:
         return model_dir(model)
     return f"{model_dir(model)}/{model.manifest_sha256}"

@@ -106,7 +106,6 @@ DNS_EGRESS = {
     ],
     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
 }
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
 
 
 # RKE2 defaults (docs.rke2.io/reference/server_config: cluster-cidr, service-cidr); the roles set neither
@@ -184,7 +183,7 @@ def _destinations_of(cfg: StackConfig, rules: list[dict[str, Any]]) -> list[dict
         for peer in rule.get("to", [])
         if "ipBlock" in peer
     ]
-    private = [ipaddress.ip_network(n) for n in PRIVATE_RANGES]
+    private = [ipaddress.ip_network(n) for n in egress.PRIVATE_RANGES]
     public = [b for b in blocks if not any(b.version == p.version and b.subnet_of(p) for p in private)]  # type: ignore[arg-type]
     extra = cfg.residency.entries()
     out = []

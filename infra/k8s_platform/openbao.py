@@ -24,6 +24,7 @@ import yaml
 
 from gateway.files import write_private
 from infra import images, openbao_backup
+from infra import openbao_contract as contract
 from infra.config import StackConfig
 from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
@@ -40,7 +41,6 @@ from infra.k8s_platform.common import (
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
 from infra.k8s_platform.secrets import OPENBAO_SNAPSHOT, OPENBAO_SNAPSHOT_COPY, credentials_secret
-from infra.local import openbao as local_openbao
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
 # mTLS certificates live 90 days and are re-issued by `pulumi up` once fewer than 30 remain
@@ -52,17 +52,18 @@ MTLS_PKI_MOUNT = "pki"
 INGRESS_PKI_MOUNT = "pki-ingress"
 INGRESS_ROLE = "gateway-ingress"  # server certificates for load_balancer.hostname (ingress.py)
 
-# the local dev server's policies (infra/local/openbao.py), plus what only the cluster has
+# the contract's policies (infra/openbao_contract.py, which the local dev server has too), plus what
+# only the cluster has
 GATEWAY_POLICY = (
-    local_openbao.GATEWAY_POLICY
+    contract.GATEWAY_POLICY
     + 'path "kv/data/gateway/*" { capabilities = ["read"] }\n'
     + 'path "pki/issue/gateway-client" { capabilities = ["update"] }\n'
 )
-AUDITOR_POLICY = local_openbao.AUDITOR_POLICY
+AUDITOR_POLICY = contract.AUDITOR_POLICY
 # the kill switch (`sovereign incident`, docs/operations.md): on-call operators get a token of it;
-# the gateway's own policy (above, from the local one) may only read the same path
-INCIDENT_POLICY_NAME = local_openbao.INCIDENT_POLICY_NAME
-INCIDENT_POLICY = local_openbao.INCIDENT_POLICY
+# the gateway's own policy (above, from the contract) may only read the same path
+INCIDENT_POLICY_NAME = contract.INCIDENT_POLICY_NAME
+INCIDENT_POLICY = contract.INCIDENT_POLICY
 # the Raft snapshot CronJob (SnapshotSchedule below): read snapshots, nothing else
 SNAPSHOT_POLICY_NAME = "sovereign-openbao-snapshot"
 SNAPSHOT_POLICY = openbao_backup.SNAPSHOT_POLICY
@@ -75,9 +76,9 @@ SNAPSHOT_CA = "/etc/openbao-ca/ca.crt"
 
 
 def publisher_policy(cfg: StackConfig) -> str:
-    """The local stack's ``sovereign-model-publisher`` (sign manifests, read the public key), for the
+    """The contract's ``sovereign-model-publisher`` (sign manifests, read the public key), for the
     stack's signing key (``storage.manifest_signing_key``): what `sovereign models import` needs."""
-    return local_openbao.publisher_policy(cfg.storage.manifest_signing_key)
+    return contract.publisher_policy(cfg.storage.manifest_signing_key)
 
 
 # chart 0.19.1 (github.com/openbao/openbao-helm, tag openbao-0.19.1, charts/openbao/): the server's
@@ -319,8 +320,9 @@ def root_ca(
 
 
 class OpenBaoConfiguration(pulumi.ComponentResource):
-    """What ``infra/local/openbao.py`` does for the dev server, declared for the cluster's OpenBao
-    (the audit device is in the server configuration: OpenBao 2.x refuses API-enabled ones)."""
+    """What ``infra/local/openbao.py`` does for the dev server (the contract's mounts, keys and
+    policies, infra/openbao_contract.py), declared for the cluster's OpenBao (the audit device is in
+    the server configuration: OpenBao 2.x refuses API-enabled ones)."""
 
     def __init__(
         self,
@@ -340,12 +342,12 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        transit = vault.Mount(f"{name}-transit", path=local_openbao.TRANSIT_MOUNT, type="transit", opts=child)
+        transit = vault.Mount(f"{name}-transit", path=contract.TRANSIT_MOUNT, type="transit", opts=child)
         after_transit = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[transit])
         self.tenant_key = vault.transit.SecretBackendKey(
             f"{name}-tenant-data",
-            backend=local_openbao.TRANSIT_MOUNT,
-            name=local_openbao.TENANT_KEY,
+            backend=contract.TRANSIT_MOUNT,
+            name=contract.TENANT_KEY,
             type="aes256-gcm96",
             derived=True,  # one wrapping key per tenant: the tenant is the derivation context
             deletion_allowed=False,
@@ -355,8 +357,8 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         )
         self.audit_key = vault.transit.SecretBackendKey(
             f"{name}-audit-hmac",
-            backend=local_openbao.TRANSIT_MOUNT,
-            name=local_openbao.AUDIT_KEY,
+            backend=contract.TRANSIT_MOUNT,
+            name=contract.AUDIT_KEY,
             type="aes256-gcm96",
             deletion_allowed=False,
             exportable=False,
@@ -364,14 +366,16 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         )
         self.manifest_key = vault.transit.SecretBackendKey(
             f"{name}-model-manifests",
-            backend=local_openbao.TRANSIT_MOUNT,
+            backend=contract.TRANSIT_MOUNT,
             name=cfg.storage.manifest_signing_key,
             type="ed25519",  # signs model manifests (`sovereign models import`); public half checks them
             deletion_allowed=False,
             exportable=False,
             opts=after_transit,
         )
-        self.kv = vault.Mount(f"{name}-kv", path="kv", type="kv", options={"version": "2"}, opts=child)
+        self.kv = vault.Mount(
+            f"{name}-kv", path=contract.KV_MOUNT, type="kv", options={"version": "2"}, opts=child
+        )
         pki = vault.Mount(
             f"{name}-pki", path="pki", type="pki", max_lease_ttl_seconds=5 * 365 * 24 * 3600, opts=child
         )
@@ -466,9 +470,9 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
         self.policies = [
             vault.Policy(f"{name}-policy-{pname}", name=pname, policy=body, opts=child)
             for pname, body in (
-                ("sovereign-gateway", GATEWAY_POLICY),
-                ("sovereign-auditor", AUDITOR_POLICY),
-                ("sovereign-model-publisher", publisher_policy(cfg)),
+                (contract.GATEWAY_POLICY_NAME, GATEWAY_POLICY),
+                (contract.AUDITOR_POLICY_NAME, AUDITOR_POLICY),
+                (contract.PUBLISHER_POLICY_NAME, publisher_policy(cfg)),
                 (SNAPSHOT_POLICY_NAME, SNAPSHOT_POLICY),
                 (INCIDENT_POLICY_NAME, INCIDENT_POLICY),
             )
@@ -489,7 +493,7 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             bound_service_account_names=[GATEWAY_SA],
             bound_service_account_namespaces=[GATEWAY_NS],
             audience="openbao",
-            token_policies=["sovereign-gateway"],
+            token_policies=[contract.GATEWAY_POLICY_NAME],
             token_ttl=3600,
             token_max_ttl=24 * 3600,
             opts=after_auth,

@@ -1,6 +1,10 @@
 """Bootstrap the local OpenBao dev server the way the platform layer configures production:
 transit keys, least-privilege policies, non-root tokens, a file audit device.
 
+The names and policies are the contract's (infra/openbao_contract.py), which the cluster's
+OpenBao (infra/k8s_platform/openbao.py) and the command line use too; this module keeps only what
+is the dev server's: its configuration file, its bootstrap, its health check.
+
 OpenBao 2.x only accepts audit devices declared in its configuration file, so the audit
 device is written into the server's config (:func:`server_config`), not enabled by API.
 """
@@ -13,44 +17,21 @@ from pathlib import Path
 
 import hvac
 
-TRANSIT_MOUNT = "transit"
-TENANT_KEY = "tenant-data"
-AUDIT_KEY = "audit-hmac"
-MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
-KV_MOUNT = "kv"  # KV v2, as in the cluster (infra/k8s_platform/openbao.py)
-INCIDENT_PATH = "sovereign/incident"  # the kill switch's state (gateway/incident.py)
-INCIDENT_POLICY_NAME = "sovereign-incident"
-
-GATEWAY_POLICY = f"""
-# sovereign-gateway: what the gateway needs, nothing more.
-path "{TRANSIT_MOUNT}/datakey/plaintext/{TENANT_KEY}" {{ capabilities = ["update"] }}
-path "{TRANSIT_MOUNT}/decrypt/{TENANT_KEY}" {{ capabilities = ["update"] }}
-path "{TRANSIT_MOUNT}/datakey/plaintext/{AUDIT_KEY}" {{ capabilities = ["update"] }}
-path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
-"""
-
-INCIDENT_POLICY = f"""
-# sovereign-incident: the on-call operator's kill switch (`sovereign incident suspend|resume|status`).
-path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["create", "read", "update", "patch"] }}
-path "{KV_MOUNT}/metadata/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
-"""
-
-AUDITOR_POLICY = f"""
-# sovereign-auditor: unwrap audit HMAC keys to verify the trail; nothing else.
-path "{TRANSIT_MOUNT}/decrypt/{AUDIT_KEY}" {{ capabilities = ["update"] }}
-"""
-
-
-def publisher_policy(key: str = MANIFEST_KEY) -> str:
-    """sovereign-model-publisher for the signing key *key* (the cluster's uses the stack's key name)."""
-    return f"""
-# sovereign-model-publisher: sign model manifests (`sovereign models import`) and read the public key.
-path "{TRANSIT_MOUNT}/sign/{key}" {{ capabilities = ["update"] }}
-path "{TRANSIT_MOUNT}/keys/{key}" {{ capabilities = ["read"] }}
-"""
-
-
-PUBLISHER_POLICY = publisher_policy()
+from infra.openbao_contract import (
+    AUDIT_KEY,
+    AUDITOR_POLICY,
+    AUDITOR_POLICY_NAME,
+    GATEWAY_POLICY,
+    GATEWAY_POLICY_NAME,
+    INCIDENT_POLICY,
+    INCIDENT_POLICY_NAME,
+    KV_MOUNT,
+    MANIFEST_KEY,
+    PUBLISHER_POLICY,
+    PUBLISHER_POLICY_NAME,
+    TENANT_KEY,
+    TRANSIT_MOUNT,
+)
 
 
 @dataclass(frozen=True)
@@ -82,9 +63,9 @@ def bootstrap(address: str, root_token: str) -> Tokens:
     )
     client.secrets.transit.create_key(AUDIT_KEY, key_type="aes256-gcm96", mount_point=TRANSIT_MOUNT)
     client.secrets.transit.create_key(MANIFEST_KEY, key_type="ed25519", mount_point=TRANSIT_MOUNT)
-    client.sys.create_or_update_policy("sovereign-gateway", GATEWAY_POLICY)
-    client.sys.create_or_update_policy("sovereign-auditor", AUDITOR_POLICY)
-    client.sys.create_or_update_policy("sovereign-model-publisher", PUBLISHER_POLICY)
+    client.sys.create_or_update_policy(GATEWAY_POLICY_NAME, GATEWAY_POLICY)
+    client.sys.create_or_update_policy(AUDITOR_POLICY_NAME, AUDITOR_POLICY)
+    client.sys.create_or_update_policy(PUBLISHER_POLICY_NAME, PUBLISHER_POLICY)
     client.sys.create_or_update_policy(INCIDENT_POLICY_NAME, INCIDENT_POLICY)
 
     def token(policy: str) -> str:
@@ -93,7 +74,7 @@ def bootstrap(address: str, root_token: str) -> Tokens:
         )
         return str(created["auth"]["client_token"])
 
-    return Tokens(gateway=token("sovereign-gateway"), auditor=token("sovereign-auditor"))
+    return Tokens(gateway=token(GATEWAY_POLICY_NAME), auditor=token(AUDITOR_POLICY_NAME))
 
 
 def ensure_kv(client: hvac.Client) -> None:

@@ -25,6 +25,7 @@ from gateway.files import write_private
 from infra.local import openbao
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
 from infra.local.profile import LocalProfile
+from infra.openbao_contract import AUDIT_KEY, MANIFEST_KEY, TENANT_KEY
 
 COMPONENTS = ("openbao", "model", "gateway")
 
@@ -194,7 +195,7 @@ class LocalStack:
         write_private(self.paths.secrets / "auditor.token", tokens.auditor)
         self.progress.line(
             f"  {'openbao':<9} bootstrapped {time.monotonic() - t0:4.2f} s  transit keys "
-            f"{openbao.TENANT_KEY}, {openbao.AUDIT_KEY}, {openbao.MANIFEST_KEY}; policies sovereign-gateway, "
+            f"{TENANT_KEY}, {AUDIT_KEY}, {MANIFEST_KEY}; policies sovereign-gateway, "
             "sovereign-auditor, sovereign-model-publisher, sovereign-incident; kv (KV v2); file audit device"
         )
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from infra import residency
+from infra import egress, residency
 from infra.policy.completeness import pod_spec_of
 
 if TYPE_CHECKING:
@@ -152,10 +152,8 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 # the NetworkPolicy annotation listing the declared destinations its public ipBlocks are for
 # (infra/k8s_platform/network_policies.py): [{"name", "host", "cidrs", "jurisdiction", "operator"}]
 EGRESS_ANNOTATION = "sovereign-llm.eu/egress-destinations"
-# never egress: the private network, the cluster, link-local (network_policies.PRIVATE_RANGES)
-_PRIVATE = tuple(
-    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
-)
+# never egress: the private network, the cluster, link-local
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in egress.PRIVATE_RANGES)
 
 
 @dataclass(frozen=True)
@@ -206,10 +204,6 @@ def _covered(net: ipaddress.IPv4Network | ipaddress.IPv6Network, by: list[Any]) 
     return any(d.version == net.version and net.subnet_of(d) for d in by)
 
 
-# what an egress rule without "to" reaches: every address of both families
-_ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}})
-
-
 def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> list[str]:
     """Every NetworkPolicy egress to a public address lies within a declared, EU-resident destination."""
     if type_ != NETWORK_POLICY:
@@ -237,7 +231,7 @@ def egress_declared_only(type_: str, name: str, props: Mapping[str, Any]) -> lis
     for rule in (props.get("spec") or {}).get("egress") or []:
         # a rule without peers matches every destination ("If this field is empty or missing, this
         # rule matches all destinations": Kubernetes API reference, NetworkPolicyEgressRule.to)
-        for peer in (rule.get("to") if isinstance(rule, Mapping) else None) or _ANYWHERE:
+        for peer in (rule.get("to") if isinstance(rule, Mapping) else None) or egress.ANYWHERE:
             block = peer.get("ipBlock")
             if not block:
                 continue

@@ -27,6 +27,7 @@ import pytest
 from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
+from infra import openbao_contract
 from infra.local import openbao
 from tests.support import Bao, Proc, Upstream, free_port, gateway_config, running_gateway, start_process
 
@@ -179,7 +180,9 @@ def test_openbao_stopped_under_load_fails_closed_and_recovers_without_a_gateway_
         assert set(load.statuses) <= {200, 503}, load.statuses  # nothing else: no 500, no hang
         assert load.unrestored == 0
         assert len(upstream.captured()) == load.statuses[200]  # every forwarded request was answered
-    unwrap = transit_unwrapper(persistent_bao.address, persistent_bao.tokens.auditor, openbao.AUDIT_KEY)
+    unwrap = transit_unwrapper(
+        persistent_bao.address, persistent_bao.tokens.auditor, openbao_contract.AUDIT_KEY
+    )
     result = verify(tmp_path / "audit" / "audit.jsonl", unwrap)
     assert result.ok, result.message
     assert result.records >= load.statuses[200]
@@ -228,7 +231,7 @@ def test_a_full_audit_disk_refuses_requests_instead_of_serving_them_unaudited(
             load.until(200, 20)  # served again, same process
         assert set(load.statuses) <= {200, 503}, load.statuses
     trail = small_disk / "audit" / "audit.jsonl"
-    result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY))
+    result = verify(trail, transit_unwrapper(bao.address, bao.auditor_token, openbao_contract.AUDIT_KEY))
     assert result.ok, result.message  # no half-written record was left behind
     lines = trail.read_text().splitlines()
     requests = sum(1 for line in lines if '"kind":"request"' in line)

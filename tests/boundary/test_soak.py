@@ -36,7 +36,7 @@ from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from gateway.policy import load_policies
-from infra.local import openbao
+from infra import openbao_contract
 from loadtests.sla import percentile
 from tests.phi_corpus import Item, generate
 from tests.support import Bao, Upstream, gateway_config, running_gateway
@@ -212,7 +212,7 @@ def test_soak_at_half_capacity_has_no_errors_no_memory_growth_and_a_whole_audit_
     assert warm.errors == Counter() and measured > 0, summary
     assert run.tally.errors == Counter() and run.tally.answered == run.scheduled, summary
     assert run.growth() < MAX_GROWTH, summary
-    result = verify(tmp_path / "audit" / "audit.jsonl", transit_unwrapper(bao.address, bao.auditor_token,
-                                                                           openbao.AUDIT_KEY))  # fmt: skip
+    unwrap = transit_unwrapper(bao.address, bao.auditor_token, openbao_contract.AUDIT_KEY)
+    result = verify(tmp_path / "audit" / "audit.jsonl", unwrap)
     assert result.ok, result.message
     assert result.records >= warm.statuses[200] + run.tally.statuses[200]

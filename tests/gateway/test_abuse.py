@@ -26,7 +26,7 @@ import pytest
 from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
-from infra.local import openbao
+from infra import openbao_contract
 from tests.support import Bao, FaultUpstream, Proc, gateway_config, running_gateway, start_fault_upstream
 
 HANG_DETECTOR_S = 20  # far above every bound configured below
@@ -550,7 +550,7 @@ def test_kill_9_under_load_leaves_a_record_for_every_request_that_reached_the_mo
     admits = [r for r in records(tmp_path) if r.get("kind") == "admit"]
     assert reached >= 12 * KILLS
     assert len(admits) >= reached  # every request the model saw is on record (some never got there)
-    unwrap = transit_unwrapper(bao.address, bao.auditor_token, openbao.AUDIT_KEY)
+    unwrap = transit_unwrapper(bao.address, bao.auditor_token, openbao_contract.AUDIT_KEY)
     trail = tmp_path / "audit" / "audit.jsonl"
     before = verify(trail, unwrap)
     assert before.ok, before.message

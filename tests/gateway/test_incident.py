@@ -21,9 +21,8 @@ from gateway.audit import verify
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from gateway.settings import IncidentSettings
-from infra import incident
+from infra import incident, openbao_contract
 from infra.cli import main as sovereign
-from infra.local import openbao
 from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway, start_bao
 
 HANG_DETECTOR_S = 20  # far above the 0.2 s poll
@@ -37,7 +36,9 @@ def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _clear(bao: Bao) -> None:
     client = hvac.Client(url=bao.address, token=bao.root, timeout=10)
-    client.secrets.kv.v2.delete_metadata_and_all_versions(openbao.INCIDENT_PATH, mount_point=openbao.KV_MOUNT)
+    client.secrets.kv.v2.delete_metadata_and_all_versions(
+        openbao_contract.INCIDENT_PATH, mount_point=openbao_contract.KV_MOUNT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def api_key(gw_dir: Path, gateway: Proc) -> str:
 def operator(gw_dir: Path, bao: Bao) -> Path:
     """A token of the operators' policy, sovereign-incident (not root)."""
     client = hvac.Client(url=bao.address, token=bao.root, timeout=10)
-    created = client.auth.token.create(policies=[openbao.INCIDENT_POLICY_NAME], ttl="1h")
+    created = client.auth.token.create(policies=[openbao_contract.INCIDENT_POLICY_NAME], ttl="1h")
     path = gw_dir / "operator.token"
     path.write_text(created["auth"]["client_token"])
     return path

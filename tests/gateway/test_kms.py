@@ -11,7 +11,7 @@ import pytest
 
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.settings import OpenBaoSettings
-from infra.local import openbao
+from infra import openbao_contract
 from tests.support import Bao
 
 
@@ -80,8 +80,8 @@ def test_bad_tenant_name_is_refused_before_any_call(bao: Bao, tmp_path: Path) ->
 def test_gateway_policy_is_least_privilege(bao: Bao) -> None:
     client = hvac.Client(url=bao.address, token=bao.gateway_token)
     with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.transit.decrypt_data(name=openbao.AUDIT_KEY, ciphertext="vault:v1:AAAA")
+        client.secrets.transit.decrypt_data(name=openbao_contract.AUDIT_KEY, ciphertext="vault:v1:AAAA")
     with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.transit.rotate_key(name=openbao.TENANT_KEY)
+        client.secrets.transit.rotate_key(name=openbao_contract.TENANT_KEY)
     with pytest.raises(hvac.exceptions.Forbidden):
         client.sys.list_enabled_audit_devices()

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from infra import config
+from infra import config, openbao_contract
 from infra.hosts import inventory
 from infra.k8s_platform.openbao import helm_values
-from infra.local import openbao as local_openbao
 from tests.infra.support import plan_of, sections
 
 # templates/_helpers.tpl, "openbao.args" (HA and standalone modes) at openbao-0.19.1, the script
@@ -134,7 +133,7 @@ def test_the_cluster_has_the_model_publisher_policy_of_the_local_stack() -> None
     plan = plan_of(sections("eu-central-prod"), stack="eu-central-prod")
     policies = {r.inputs["name"]: r.inputs["policy"] for r in plan.of_type("vault:index/policy:Policy")}
     # the stack uses the default signing key: the very policy `make up` gives the dev server
-    assert policies["sovereign-model-publisher"] == local_openbao.PUBLISHER_POLICY
+    assert policies["sovereign-model-publisher"] == openbao_contract.PUBLISHER_POLICY
     data = sections("eu-central-prod")
     data["storage"] = {**data["storage"], "manifest_signing_key": "manifests-2027"}
     renamed = plan_of(data, stack="eu-central-prod")
@@ -145,3 +144,15 @@ def test_the_cluster_has_the_model_publisher_policy_of_the_local_stack() -> None
     ]
     assert 'path "transit/sign/manifests-2027"' in policy and 'path "transit/keys/manifests-2027"' in policy
     assert "model-manifests" not in policy
+
+
+def test_the_gateway_settings_default_to_the_openbao_contract_names() -> None:
+    """The gateway does not import the contract (its image is to carry only the gateway): its
+    defaults restate the contract's mount, keys and kill-switch path, and must not drift from them."""
+    from gateway.settings import IncidentSettings, OpenBaoSettings
+
+    bao, incident = OpenBaoSettings(), IncidentSettings()
+    assert (bao.transit_mount, bao.tenant_key, bao.audit_key) == (
+        openbao_contract.TRANSIT_MOUNT, openbao_contract.TENANT_KEY, openbao_contract.AUDIT_KEY,
+    )  # fmt: skip
+    assert (incident.kv_mount, incident.path) == (openbao_contract.KV_MOUNT, openbao_contract.INCIDENT_PATH)

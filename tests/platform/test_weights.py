@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from infra.k8s_platform import weights
+from infra.weights import fetch as weights  # fetch and verify, as the Job and the init container run them
+from infra.weights.manifest import WeightsError
 from tests.infra.support import REPO
 from tests.support import S3Server
 
@@ -49,7 +50,7 @@ def test_verify_accepts_exactly_the_manifest(tmp_path: Path) -> None:
 def test_verify_refuses_anything_else(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
     folder = write_model(tmp_path / "m", FILES)
     change(folder)
-    with pytest.raises(weights.WeightsError, match=message.replace("(", r"\(")):
+    with pytest.raises(WeightsError, match=message.replace("(", r"\(")):
         weights.verify(folder)
 
 
@@ -85,12 +86,12 @@ def test_fetch_downloads_exactly_the_listed_files_and_verifies(
 
 def test_fetch_of_tampered_object_fails(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     s3.client().put_object(Bucket=bucket, Key="llama/config.json", Body=b"tampered")
-    with pytest.raises(weights.WeightsError, match=r"config\.json: SHA-256 does not match"):
+    with pytest.raises(WeightsError, match=r"config\.json: SHA-256 does not match"):
         weights.fetch(f"s3://{bucket}/llama/", s3.url, tmp_path / "llama")
 
 
 def test_fetch_of_missing_model_names_the_object(s3: S3Server, bucket: str, tmp_path: Path) -> None:
-    with pytest.raises(weights.WeightsError, match=rf"refused s3://{bucket}/nothing/SHA256SUMS: 404"):
+    with pytest.raises(WeightsError, match=rf"refused s3://{bucket}/nothing/SHA256SUMS: 404"):
         weights.fetch(f"s3://{bucket}/nothing/", s3.url, tmp_path / "x")
 
 
@@ -102,17 +103,17 @@ def test_fetch_refuses_a_manifest_other_than_the_pinned_one_before_any_weight_fi
 ) -> None:
     dest = tmp_path / "llama"
     wrong = "0" * 64
-    with pytest.raises(weights.WeightsError, match=rf"manifest's SHA-256 is [0-9a-f]{{64}}, not .*{wrong}"):
+    with pytest.raises(WeightsError, match=rf"manifest's SHA-256 is [0-9a-f]{{64}}, not .*{wrong}"):
         weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=wrong)
     assert list(dest.iterdir()) == []  # no weight file, and no manifest, was written
     approved = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
     assert weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=approved) == 2
     # the init container's check: the same pin passes, another is refused before hashing the weights
     assert weights.verify(dest / approved, manifest_sha256=approved) == 2
-    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+    with pytest.raises(WeightsError, match="not the approved release's"):
         weights.verify(dest / approved, manifest_sha256=wrong)
     # a refused fetch beside a fetched release leaves that release in place, still verifiable
-    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+    with pytest.raises(WeightsError, match="not the approved release's"):
         weights.fetch(f"s3://{bucket}/llama/", s3.url, dest, manifest_sha256=wrong)
     assert weights.verify(dest / approved, manifest_sha256=approved) == 2
     assert [p.name for p in dest.iterdir()] == [approved]  # the refused release left no folder
@@ -167,7 +168,7 @@ def test_a_failed_fetch_of_a_new_release_leaves_the_served_one_verifiable(
     pin_a = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
     assert weights.fetch(f"s3://{bucket}/llama/", s3.url, model_dir, manifest_sha256=pin_a) == 2
     pin_b = put_release(s3, bucket, "llama-b", RELEASE_B, missing="model-00002.safetensors")
-    with pytest.raises(weights.WeightsError, match=r"llama-b/model-00002\.safetensors: 404"):
+    with pytest.raises(WeightsError, match=r"llama-b/model-00002\.safetensors: 404"):
         weights.fetch(f"s3://{bucket}/llama-b/", s3.url, model_dir, manifest_sha256=pin_b)
     assert (model_dir / pin_b / "config.json").is_file()  # it did get half-way, in B's own folder
     assert weights.verify(model_dir / pin_a, manifest_sha256=pin_a) == 2  # the pods of A: unaffected
@@ -211,7 +212,7 @@ def test_a_fetch_keeps_the_two_releases_fetched_before_it_and_no_partial_one(
     for index, (version, pin) in enumerate(zip(("v1", "v2", "v3"), pins, strict=False)):
         assert weights.fetch(f"s3://{bucket}/llama-{version}/", s3.url, model_dir, manifest_sha256=pin) == 2
         os.utime(model_dir / pin, (1_000_000 + index, 1_000_000 + index))  # fetched in this order
-    with pytest.raises(weights.WeightsError, match="404"):
+    with pytest.raises(WeightsError, match="404"):
         weights.fetch(f"s3://{bucket}/llama-bad/", s3.url, model_dir, manifest_sha256=partial)
     assert weights.fetch(f"s3://{bucket}/llama-v4/", s3.url, model_dir, manifest_sha256=pins[3]) == 2
     # v4, and v3 and v2 (most recently fetched before it); v1 and the incomplete folder are gone

@@ -15,9 +15,9 @@ from typing import Any
 import hvac
 import pytest
 
-from infra import config, models, objectstore
-from infra.local import openbao
-from infra.models import MIB
+from infra import config, objectstore, openbao_contract
+from infra.weights import bucket, transit, upload
+from infra.weights.manifest import MIB, ModelsError, WeightsError, build_manifest
 from tests.storage.conftest import StackFactory
 from tests.support import Bao, S3Server
 
@@ -50,15 +50,15 @@ def publisher_token(bao: Bao) -> str:
 
 def do_import(
     cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path, **kw: object
-) -> models.ImportResult:
-    return models.import_model(
+) -> upload.ImportResult:
+    return upload.import_model(
         cfg, MODEL, folder, openbao_address=bao.address, token=publisher_token(bao),
         state_dir=tmp_path / "uploads", part_size=5 * MIB, **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
 def keys(bao: Bao) -> dict[int, bytes]:
-    return models.public_keys(bao.address, publisher_token(bao), openbao.MANIFEST_KEY)
+    return transit.public_keys(bao.address, publisher_token(bao), openbao_contract.MANIFEST_KEY)
 
 
 def test_import_signs_uploads_and_verifies(cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path,
@@ -67,8 +67,8 @@ def test_import_signs_uploads_and_verifies(cfg: config.StackConfig, folder: Path
     size = sum(f.stat().st_size for f in folder.iterdir())
     assert (result.uploaded, result.skipped, result.bytes) == (3, 0, size)
     assert (result.parts_sent, result.parts_resumed) == (3, 0)
-    assert models.verify_model(cfg, MODEL, keys(bao)) == 3
-    target = models.target(cfg, MODEL)
+    assert bucket.verify_model(cfg, MODEL, keys(bao)) == 3
+    target = bucket.target(cfg, MODEL)
     client = s3.client()
     listed = client.list_objects_v2(Bucket=target.bucket, Prefix=target.prefix)["Contents"]
     assert sorted(o["Key"].removeprefix(target.prefix) for o in listed) == [
@@ -76,7 +76,7 @@ def test_import_signs_uploads_and_verifies(cfg: config.StackConfig, folder: Path
     ]  # fmt: skip
     # the manifest is the sha256sum format the cluster's weights Job checks
     manifest = client.get_object(Bucket=target.bucket, Key=target.prefix + "SHA256SUMS")["Body"].read()
-    assert manifest == models.build_manifest(folder)[0]
+    assert manifest == build_manifest(folder)[0]
     # a second import finds everything in place and sends nothing
     again = do_import(cfg, folder, bao, tmp_path)
     assert (again.uploaded, again.skipped, again.bytes) == (0, 3, 0)
@@ -96,11 +96,11 @@ def test_an_interrupted_import_resumes_with_the_missing_parts(
     with pytest.raises(KeyboardInterrupt):
         do_import(cfg, folder, bao, tmp_path, on_progress=cut_after_the_first_part)
     # the manifest goes last: the prefix holds none, so the weights Job cannot pick up half a model
-    with pytest.raises(models.ModelsError, match=r"SHA256SUMS does not exist.*interrupted"):
-        models.verify_model(cfg, MODEL, keys(bao))
+    with pytest.raises(ModelsError, match=r"SHA256SUMS does not exist.*interrupted"):
+        bucket.verify_model(cfg, MODEL, keys(bao))
     resumed = do_import(cfg, folder, bao, tmp_path)
     assert (resumed.parts_resumed, resumed.parts_sent) == (1, 2)
-    assert models.verify_model(cfg, MODEL, keys(bao)) == 3
+    assert bucket.verify_model(cfg, MODEL, keys(bao)) == 3
 
 
 @pytest.mark.parametrize(
@@ -128,10 +128,10 @@ def test_verify_names_what_was_tampered_with(
     message: str,
 ) -> None:
     do_import(cfg, folder, bao, tmp_path)
-    target = models.target(cfg, MODEL)
+    target = bucket.target(cfg, MODEL)
     tamper(s3.client(), target.bucket, target.prefix)
-    with pytest.raises(models.ModelsError, match=message):
-        models.verify_model(cfg, MODEL, keys(bao))
+    with pytest.raises(ModelsError, match=message):
+        bucket.verify_model(cfg, MODEL, keys(bao))
 
 
 def test_a_manifest_signed_by_another_key_is_refused(
@@ -140,21 +140,21 @@ def test_a_manifest_signed_by_another_key_is_refused(
     do_import(cfg, folder, bao, tmp_path)
     other = hvac.Client(url=bao.address, token=bao.root)
     other.secrets.transit.create_key("someone-else", key_type="ed25519")  # type: ignore[no-untyped-call]
-    foreign = models.public_keys(bao.address, bao.root, "someone-else")
-    with pytest.raises(models.ModelsError, match="signature does not match"):
-        models.verify_model(cfg, MODEL, foreign)
+    foreign = transit.public_keys(bao.address, bao.root, "someone-else")
+    with pytest.raises(ModelsError, match="signature does not match"):
+        bucket.verify_model(cfg, MODEL, foreign)
 
 
 def test_openbao_refusals_are_clear(stack: StackFactory, folder: Path, bao: Bao, tmp_path: Path) -> None:
     cfg = stack()
     objectstore.bootstrap(cfg)
     auditor = bao.auditor_token  # may unwrap audit keys, may not sign
-    with pytest.raises(models.ModelsError, match="denied sign with key 'model-manifests'"):
-        models.import_model(cfg, MODEL, folder, openbao_address=bao.address, token=auditor,
+    with pytest.raises(ModelsError, match="denied sign with key 'model-manifests'"):
+        upload.import_model(cfg, MODEL, folder, openbao_address=bao.address, token=auditor,
                             state_dir=tmp_path / "u")  # fmt: skip
     nokey = stack("eu-nokey", storage={"manifest_signing_key": "not-there"})
-    with pytest.raises(models.ModelsError, match=r"transit key 'not-there' does not exist.*type=ed25519"):
-        models.import_model(nokey, MODEL, folder, openbao_address=bao.address, token=bao.root,
+    with pytest.raises(ModelsError, match=r"transit key 'not-there' does not exist.*type=ed25519"):
+        upload.import_model(nokey, MODEL, folder, openbao_address=bao.address, token=bao.root,
                             state_dir=tmp_path / "u")  # fmt: skip
 
 
@@ -164,8 +164,8 @@ def test_a_missing_model_bucket_says_to_bootstrap(
     cfg = stack("eu-empty")  # no bootstrap-backend run
     with pytest.raises(objectstore.StorageError, match=r"does not exist.*bootstrap-backend --stack eu-empty"):
         do_import(cfg, folder, bao, tmp_path)
-    with pytest.raises(models.ModelsError, match="declares no such model"):
-        models.target(cfg, "gpt-unknown")
+    with pytest.raises(ModelsError, match="declares no such model"):
+        bucket.target(cfg, "gpt-unknown")
 
 
 def test_cli_import_and_offline_verify_with_the_public_key(
@@ -201,24 +201,24 @@ def test_cli_import_and_offline_verify_with_the_public_key(
 def test_the_weights_job_checks_the_signature_when_given_the_public_key(
     cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path, s3: S3Server
 ) -> None:
-    from infra.k8s_platform import weights
+    from infra.weights import fetch as weights
 
     do_import(cfg, folder, bao, tmp_path)
     source = next(m.source for m in cfg.platform.models if m.name == MODEL)
     dest = tmp_path / "volume" / MODEL
     assert weights.fetch(source, s3.url, dest, public_keys=keys(bao)) == 3
     assert weights.verify(dest) == 3  # the init container's check, with the signature beside the manifest
-    target = models.target(cfg, MODEL)
+    target = bucket.target(cfg, MODEL)
     forged = b"0" * 64 + b"  config.json\n"
     s3.client().put_object(Bucket=target.bucket, Key=target.prefix + "SHA256SUMS", Body=forged)
-    with pytest.raises(weights.WeightsError, match="signature does not match"):
+    with pytest.raises(WeightsError, match="signature does not match"):
         weights.fetch(source, s3.url, tmp_path / "again", public_keys=keys(bao))
 
 
 def test_the_weights_job_fetches_only_the_pinned_release(
     cfg: config.StackConfig, folder: Path, bao: Bao, tmp_path: Path, s3: S3Server
 ) -> None:
-    from infra.k8s_platform import weights
+    from infra.weights import fetch as weights
 
     result = do_import(cfg, folder, bao, tmp_path)
     assert result.release is not None  # the import recorded the release: its pin is the manifest's digest
@@ -227,6 +227,6 @@ def test_the_weights_job_fetches_only_the_pinned_release(
     source = next(m.source for m in cfg.platform.models if m.name == MODEL)
     dest = tmp_path / "volume" / MODEL
     assert weights.fetch(source, s3.url, dest, public_keys=keys(bao), manifest_sha256=pin) == 3
-    with pytest.raises(weights.WeightsError, match="not the approved release's"):
+    with pytest.raises(WeightsError, match="not the approved release's"):
         weights.fetch(source, s3.url, tmp_path / "other", public_keys=keys(bao), manifest_sha256="f" * 64)
     assert not (tmp_path / "other" / "config.json").exists()

@@ -31,7 +31,7 @@ import pytest
 from gateway.audit import AuditLog, verify
 from gateway.kms import KeyProvider, transit_unwrapper
 from gateway.settings import OpenBaoSettings
-from infra import cli, objectstore, openbao_backup
+from infra import cli, objectstore, openbao_backup, openbao_contract
 from infra.local import openbao
 from tests.storage.conftest import StackFactory
 from tests.support import Bao, Proc, S3Server, free_port, start_process, start_s3
@@ -130,7 +130,7 @@ def test_restore_drill_tokens_keys_and_audit_chain_survive_the_loss(
     # the snapshot policy is least privilege: no key, no secret, no policy through it
     with pytest.raises(hvac.exceptions.Forbidden):
         hvac.Client(url=lost.address, token=snapshot_token).secrets.transit.generate_data_key(
-            name=openbao.AUDIT_KEY, key_type="plaintext"
+            name=openbao_contract.AUDIT_KEY, key_type="plaintext"
         )
 
     wrapped = tmp_path / "gateway" / "wrapped"
@@ -145,7 +145,7 @@ def test_restore_drill_tokens_keys_and_audit_chain_survive_the_loss(
         log.append({"request_id": f"r{i}", "tenant": TENANT, "outcome": "ok", "phi_counts": {"name": 1}})
     log.close()
     keys.forget()
-    before = verify(trail, transit_unwrapper(lost.address, tokens.auditor, openbao.AUDIT_KEY))
+    before = verify(trail, transit_unwrapper(lost.address, tokens.auditor, openbao_contract.AUDIT_KEY))
     assert before.ok and before.records >= 10, before.message
 
     # -- the snapshot, taken with the snapshot token alone, into the bucket (the CronJob's command) --
@@ -219,7 +219,7 @@ def test_restore_drill_tokens_keys_and_audit_chain_survive_the_loss(
     assert asyncio.run(again.tenant_key(TENANT)) == data_key
     again.forget()
     # the audit chain verifies with the restored audit key, with the auditor's pre-loss token
-    after = verify(trail, transit_unwrapper(fresh.address, tokens.auditor, openbao.AUDIT_KEY))
+    after = verify(trail, transit_unwrapper(fresh.address, tokens.auditor, openbao_contract.AUDIT_KEY))
     assert after.ok and after.records == before.records, after.message
 
 

@@ -1,4 +1,4 @@
-"""Model weights: fetch from EU object storage, verify against a SHA-256 manifest.
+"""Model weights on the cluster: fetch from EU object storage, verify against the SHA-256 manifest.
 
 ``sovereign weights fetch`` runs in the weights Job (the only pods allowed to reach object
 storage); ``sovereign weights verify`` runs as the vLLM pods' init container, with no network,
@@ -32,70 +32,24 @@ fetch and verify leave the release folders below it alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import sys
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 
-CHUNK = 1 << 20
-SIGNATURE_SUFFIX = ".sig"  # the manifest's signature beside it (``sovereign models import``)
-_LINE = re.compile(r"^(?P<digest>[0-9a-f]{64}) [ *](?P<path>\S.*)$")
+from infra.weights.manifest import (
+    SIGNATURE_SUFFIX,
+    Manifest,
+    ModelsError,
+    WeightsError,
+    check_pin,
+    check_signature,
+    sha256_file,
+)
+
 _RELEASE_DIR = re.compile(r"[0-9a-f]{64}")  # /models/<model>/<manifest_sha256>/
 KEEP_RELEASES = 2  # complete release folders kept besides the one just fetched (see the docstring)
-
-
-class WeightsError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Manifest:
-    entries: dict[str, str]  # relative path → sha256 hex
-
-    @classmethod
-    def parse(cls, text: str, source: str) -> Manifest:
-        entries: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            match = _LINE.match(line)
-            if match is None:
-                raise WeightsError(f"{source} line {number}: expected '<sha256 hex>  <path>'")
-            path = match["path"].strip()
-            pure = PurePosixPath(path)
-            if pure.is_absolute() or ".." in pure.parts:
-                raise WeightsError(f"{source} line {number}: path {path!r} leaves the model folder")
-            if path in entries:
-                raise WeightsError(f"{source} line {number}: {path!r} listed twice")
-            entries[path] = match["digest"]
-        if not entries:
-            raise WeightsError(f"{source} lists no files")
-        return cls(entries)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_pin(manifest: bytes, expected: str | None, where: str) -> None:
-    """Raise WeightsError unless the manifest's SHA-256 is *expected* (no pin: nothing to check)."""
-    if expected is None:
-        return
-    actual = hashlib.sha256(manifest).hexdigest()
-    if actual != expected:
-        raise WeightsError(
-            f"{where}: the manifest's SHA-256 is {actual}, not the approved release's {expected} "
-            "(platform.models[].manifest_sha256): a different release is at this source; import and "
-            "approve it, or point source at the approved release (`sovereign models releases`)"
-        )
 
 
 def verify(folder: Path, manifest_name: str = "SHA256SUMS", manifest_sha256: str | None = None) -> int:
@@ -171,8 +125,6 @@ def _complete(folder: Path, manifest_name: str, public_keys: dict[int, bytes] | 
         return None
     try:
         if public_keys is not None:
-            from infra.models import ModelsError, check_signature
-
             signature = folder / (manifest_name + SIGNATURE_SUFFIX)
             if not signature.is_file():
                 return None
@@ -251,8 +203,6 @@ def fetch(
     try:
         download(prefix + manifest_name, incoming)
         if public_keys is not None:
-            from infra.models import ModelsError, check_signature
-
             incoming_signature = dest / (manifest_name + SIGNATURE_SUFFIX + ".partial")
             download(prefix + manifest_name + SIGNATURE_SUFFIX, incoming_signature)
             try:
@@ -295,48 +245,3 @@ def fetch(
         os.utime(dest)
         prune(model_dir, manifest_sha256, manifest_name)
     return count
-
-
-def main(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="sovereign weights")
-    sub = parser.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fetch", help="download a model from EU object storage and verify it")
-    f.add_argument("--source", required=True, help="s3://bucket/prefix/")
-    f.add_argument("--endpoint", required=True, help="S3 endpoint URL (the stack's object storage)")
-    f.add_argument(
-        "--dest", required=True, type=Path,
-        help="the model's folder; with --manifest-sha256 the release goes to DEST/<manifest-sha256>/",
-    )  # fmt: skip
-    f.add_argument("--manifest", default="SHA256SUMS")
-    f.add_argument("--public-key", type=Path, help="signing key file: the manifest must be signed")
-    v = sub.add_parser("verify", help="verify a model folder against its SHA-256 manifest")
-    v.add_argument("--dir", required=True, type=Path)
-    v.add_argument("--manifest", default="SHA256SUMS")
-    for p in (f, v):
-        p.add_argument(
-            "--manifest-sha256", help="the approved release: refuse a manifest with another SHA-256"
-        )
-    args = parser.parse_args(argv)
-    try:
-        pin = args.manifest_sha256
-        if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
-            raise WeightsError("--manifest-sha256: give the manifest's SHA-256 as 64 lowercase hex digits")
-        if args.command == "fetch":
-            keys = None
-            if args.public_key:
-                from infra.models import ModelsError, load_public_keys
-
-                try:
-                    keys = load_public_keys(args.public_key)
-                except ModelsError as exc:
-                    raise WeightsError(str(exc)) from None
-            count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys, pin)
-        else:
-            count = verify(args.dir, args.manifest, pin)
-    except WeightsError as exc:
-        print(f"sovereign weights: {exc}", file=sys.stderr)
-        return 1
-    print(f"sovereign weights: {count} files verified against {args.manifest}")
-    return 0
