@@ -24,11 +24,12 @@ NOT_ECHOED = "value_not_echoed"
 
 @dataclass(frozen=True)
 class Problem:
-    """One error: where (dotted path, "" for the whole object), its pydantic type, the words."""
+    """One error as data until it is printed: where (the dotted key, "" for the whole object),
+    the words (never the value), and pydantic's error type ("" for the project's own checks)."""
 
     path: str
-    type: str
     message: str
+    type: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -44,7 +45,7 @@ def problems(exc: ValidationError) -> list[Problem]:
             message = "missing: this field is required"
         elif err["type"] == "extra_forbidden":
             message = "unknown field: check the spelling"
-        found.append(Problem(path, err["type"], message))
+        found.append(Problem(path, message, err["type"]))
     return found
 
 
