@@ -15,7 +15,7 @@ own (no ``Value error,`` prefix to strip).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -30,6 +30,9 @@ class Problem:
     path: str
     message: str
     type: str = ""
+    #: pydantic's location, for a caller that must not show a key the client chose (the
+    #: gateway's schemas, the breach register): the path is its parts joined with dots
+    loc: tuple[str | int, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -45,7 +48,7 @@ def problems(exc: ValidationError) -> list[Problem]:
             message = "missing: this field is required"
         elif err["type"] == "extra_forbidden":
             message = "unknown field: check the spelling"
-        found.append(Problem(path, message, err["type"]))
+        found.append(Problem(path, message, err["type"], tuple(err["loc"])))
     return found
 
 
