@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from gateway import validation
+from gateway.errors import SovereignError
 from gateway.phi.detect import find_patterns
 from gateway.validation import Problem
 
@@ -73,7 +74,7 @@ def _key(key: Any) -> str:
     return text if PLAUSIBLE_FIELD.fullmatch(text) else UNNAMED_FIELD
 
 
-class RegisterError(ValueError):
+class RegisterError(SovereignError, ValueError):
     """A refused register operation (the message names the field, the problem and the fix)."""
 
 

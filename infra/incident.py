@@ -28,6 +28,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from gateway.errors import SovereignError
 from gateway.incident import ALL, MAX_REASON_CHARS, IncidentStateError, parse, read_state
 from gateway.kms import make_client
 from gateway.settings import IncidentSettings
@@ -35,7 +36,7 @@ from gateway.settings import IncidentSettings
 MAX_BY_CHARS = 100
 
 
-class IncidentError(RuntimeError):
+class IncidentError(SovereignError, RuntimeError):
     """A refused or failed `sovereign incident` command (the message says what to do)."""
 
 

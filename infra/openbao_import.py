@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import SovereignError
+
 if TYPE_CHECKING:  # the CLI builds its parser for every command: Pulumi is imported when used only
     from infra import plan as planner
 
@@ -105,7 +107,7 @@ NOT_IMPORTED: dict[str, str] = {
 }
 
 
-class UnknownVaultType(RuntimeError):
+class UnknownVaultType(SovereignError, RuntimeError):
     """A pulumi-vault resource type this module has no rule for: add it to IMPORT_IDS or NOT_IMPORTED."""
 
 

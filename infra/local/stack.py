@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 from gateway.clientkeys import ClientKeyStore
+from gateway.errors import SovereignError
 from gateway.files import write_private
 from infra.local import openbao
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
@@ -29,7 +30,7 @@ from infra.local.profile import LocalProfile
 COMPONENTS = ("openbao", "model", "gateway")
 
 
-class StackError(RuntimeError):
+class StackError(SovereignError, RuntimeError):
     pass
 
 
