@@ -309,13 +309,8 @@ def follow_up(result: Revoked, keys_file: str = "gateway-keys.json") -> list[str
 
 def cmd_revoke(kubeconfig: Path, context: str | None, key_id: str) -> int:
     """The command line's cluster mode; 0 when revoked (or already), 1 with the reason."""
-    import sys
 
-    try:
-        result = revoke(load_target(kubeconfig, context), key_id)
-    except (ClusterKeysError, KeyStoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = revoke(load_target(kubeconfig, context), key_id)
     where = f"Secret {NAMESPACE}/{SECRET} (context {context or 'current'})"
     if result.changed:
         print(
