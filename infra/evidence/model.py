@@ -299,6 +299,7 @@ def _matches(pattern: str, finding: Finding) -> bool:
 
 # -- findings ----------------------------------------------------------------------------------
 
+
 def config_findings(problems: Sequence[Problem]) -> list[Finding]:
     """A finding per problem of a refused stack config, at its key without the project's prefix
     (``endpoints.registry_mirror``); one the file as a whole has is at ``config``."""
