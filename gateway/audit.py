@@ -59,6 +59,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.errors import SovereignError
+
 GENESIS = "0" * 64
 HEAD_SIZE = 512
 # Free space the trail's disk must have for records, whatever audit.min_free_bytes says (even
@@ -70,7 +72,7 @@ RECORD_HEADROOM_BYTES = 32 << 10
 ABANDONED = "abandoned"  # the outcome of a request whose process died before its final record
 
 
-class AuditWriteError(RuntimeError):
+class AuditWriteError(SovereignError, RuntimeError):
     """The audit record could not be written; the request must not be served un-audited.
     ``reason`` says why in words that name no path (what /readyz shows)."""
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import SovereignError
 from gateway.files import write_private
 
 PREFIX = "sk-sov-"
@@ -26,7 +27,7 @@ TENANT_RE = re.compile(TENANT_PATTERN)
 KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")  # secrets.token_hex(6), as create() makes them
 
 
-class KeyStoreError(ValueError):
+class KeyStoreError(SovereignError, ValueError):
     pass
 
 

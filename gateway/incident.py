@@ -25,6 +25,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from gateway.errors import SovereignError
 from gateway.settings import IncidentSettings
 
 log = logging.getLogger("sovereign.incident")
@@ -35,7 +36,7 @@ MAX_REASON_CHARS = 200
 SUSPENDED_CODE = "use_case_suspended"
 
 
-class IncidentStateError(RuntimeError):
+class IncidentStateError(SovereignError, RuntimeError):
     """The state could not be read, or is not what `sovereign incident` writes."""
 
 

@@ -40,6 +40,7 @@ import requests
 
 from gateway.audit import AuditKey
 from gateway.clientkeys import TENANT_RE
+from gateway.errors import SovereignError
 from gateway.files import write_private
 from gateway.settings import OpenBaoSettings
 
@@ -58,7 +59,7 @@ WAIT_FACTOR = 2.0
 MAX_CALLS = 8
 
 
-class KeyUnavailable(RuntimeError):
+class KeyUnavailable(SovereignError, RuntimeError):
     """OpenBao could not provide a key: fail closed."""
 
 

@@ -14,12 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway import validation
+from gateway.errors import BadInput
 from gateway.phi.context import FIELD_CATEGORIES
 from gateway.phi.detect import CATEGORIES
 from gateway.phi.tokenise import ALWAYS_REMOVED
 
 
-class PolicyError(ValueError):
+class PolicyError(BadInput, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import validation
 from gateway.phi.context import PatientContext
 
 USE_CASE_HEADER = "x-sovereign-use-case"
@@ -91,14 +92,14 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     """(field, message) for the first error, never echoing the offending value, nor the name
     of an unknown field (the client chose it: it could be patient data): that one is reported
     at the object that holds it, ``body`` for the top level."""
-    first = exc.errors(include_input=False, include_url=False)[0]
-    if first["type"] == "extra_forbidden":
-        where = ".".join(str(p) for p in first["loc"][:-1]) or "body"
+    first = validation.first(exc)
+    if first.type == "extra_forbidden":
+        where = ".".join(str(p) for p in first.loc[:-1]) or "body"
         return where, f"{where}: unknown field; the gateway supports only the documented fields"
-    field = ".".join(str(p) for p in first["loc"]) or "body"
-    if first["type"] == "missing":
+    field = first.path or "body"
+    if first.type == "missing":
         return field, f"field {field!r} is required"
-    return field, f"field {field!r}: {first['msg']}"
+    return field, f"field {field!r}: {first.message}"
 
 
 def openai_error(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:

@@ -15,20 +15,27 @@ own (no ``Value error,`` prefix to strip).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # annotations only: gateway/errors.py imports this module, and the weights
+    # Job's modules import that with the standard library alone (infra/weights/manifest.py)
+    from pydantic import ValidationError
 
 NOT_ECHOED = "value_not_echoed"
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One error: where (dotted path, "" for the whole object), its pydantic type, the words."""
+    """One error as data until it is printed: where (the dotted key, "" for the whole object),
+    the words (never the value), and pydantic's error type ("" for the project's own checks)."""
 
     path: str
-    type: str
     message: str
+    type: str = ""
+    #: pydantic's location, for a caller that must not show a key the client chose (the
+    #: gateway's schemas, the breach register): the path is its parts joined with dots
+    loc: tuple[str | int, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -44,7 +51,7 @@ def problems(exc: ValidationError) -> list[Problem]:
             message = "missing: this field is required"
         elif err["type"] == "extra_forbidden":
             message = "unknown field: check the spelling"
-        found.append(Problem(path, err["type"], message))
+        found.append(Problem(path, message, err["type"], tuple(err["loc"])))
     return found
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import yaml
 
+from gateway.errors import SovereignError
 from infra import residency
 from infra.config import StackConfig
 
 DEFAULT_BACKEND = "https://api.pulumi.com"
 
 
-class BackendRefused(RuntimeError):
+class BackendRefused(SovereignError, RuntimeError):
     pass
 
 

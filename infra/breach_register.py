@@ -42,7 +42,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway import validation
+from gateway.errors import SovereignError
 from gateway.phi.detect import find_patterns
+from gateway.validation import Problem
 
 MAX_TEXT = 4000
 ALLOWED_IN_TEXT = {"DATE"}  # the text may date events; every other category is refused
@@ -71,7 +74,7 @@ def _key(key: Any) -> str:
     return text if PLAUSIBLE_FIELD.fullmatch(text) else UNNAMED_FIELD
 
 
-class RegisterError(ValueError):
+class RegisterError(SovereignError, ValueError):
     """A refused register operation (the message names the field, the problem and the fix)."""
 
 
@@ -212,22 +215,19 @@ class Entry(_Strict):
         return self
 
 
-def problems(exc: ValidationError) -> list[str]:
-    """'field: problem' for each error, never the value (pydantic's own str() shows inputs), nor
-    a key that does not look like a field name (an unknown key may be a pasted value)."""
+def problems(exc: ValidationError) -> list[Problem]:
+    """Each error at its field (gateway/validation.py: never the value), nor a key that does not
+    look like a field name (an unknown key may be a pasted value)."""
     found = []
-    for err in exc.errors(include_input=False, include_url=False, include_context=False):
-        loc = [str(p) if isinstance(p, int) else _key(p) for p in err["loc"]]
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+    for problem in validation.problems(exc):
+        loc = [str(p) if isinstance(p, int) else _key(p) for p in problem.loc]
+        message = problem.message
+        if problem.type == "extra_forbidden":
             message = "unknown field: check the spelling against docs/runbooks/breach-register.md"
             if loc and loc[-1] == UNNAMED_FIELD:
                 loc.pop()
                 message = f"{UNNAMED_FIELD}: check the spelling against docs/runbooks/breach-register.md"
-        elif err["type"] == "missing":
-            message = "missing: this field is required"
-        where = ".".join(loc) or "entry"
-        found.append(f"{where}: {message}")
+        found.append(Problem(".".join(loc) or "entry", message, problem.type, problem.loc))
     return found
 
 
@@ -235,7 +235,7 @@ def parse(data: Any, where: str) -> Entry:
     try:
         return Entry.model_validate(data)
     except ValidationError as exc:
-        raise RegisterError(f"{where}: " + "; ".join(problems(exc))) from None
+        raise RegisterError(f"{where}: " + "; ".join(map(str, problems(exc)))) from None
 
 
 def read_entry_file(path: Path) -> dict[str, Any]:

@@ -38,17 +38,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import BAD_INPUT, FAILED, BadInput, SovereignError
+
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
     from infra.local.profile import LocalProfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = REPO_ROOT / "stacks" / "local.yaml"
-
-
-def _usage_error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def _profile(args: argparse.Namespace) -> LocalProfile:
@@ -148,10 +145,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     try:
         token = Path(token_file).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return _usage_error(f"--token-file {token_file} does not exist; pass an auditor token file")
+        raise BadInput(f"--token-file {token_file} does not exist; pass an auditor token file") from None
     path = Path(args.file)
     if not path.exists() and not path.with_name(path.name + ".segments").is_dir():
-        return _usage_error(f"audit file {path} does not exist")
+        raise BadInput(f"audit file {path} does not exist")
     unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
     from infra import storage_cli
 
@@ -175,7 +172,7 @@ def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
 
         config = Paths(_profile(args).state_dir).gateway_config
     if not config.exists():
-        raise FileNotFoundError(f"--config: {config} does not exist; start the local stack or pass the file")
+        raise BadInput(f"--config: {config} does not exist; start the local stack or pass the file")
     return load_settings(config)
 
 
@@ -191,10 +188,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     settings = _gateway_settings(args)
     policies = load_policies(settings.policies_dir)
     if args.policy not in policies:
-        return _usage_error(f"--policy: unknown use case; known: {', '.join(sorted(policies))}")
+        raise BadInput(f"--policy: unknown use case; known: {', '.join(sorted(policies))}")
     source = Path(args.input)
     if not source.exists():
-        return _usage_error(f"input file {source} does not exist")
+        raise BadInput(f"input file {source} does not exist")
     keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
     data_key = asyncio.run(keys.tenant_key(args.tenant))
     last = [0.0]
@@ -232,16 +229,11 @@ def cmd_tenant_key_rotate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from infra import catalogue
     from infra import plan as planner
-    from infra.config import StackConfigError
     from infra.policy.rules import RULES
 
     if stale := catalogue.load().stale(datetime.date.today()):
         print(stale, file=sys.stderr)
-    try:
-        result = planner.plan_stack(Path(args.stacks_dir), args.stack)
-    except (StackConfigError, planner.HetznerRefusal) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = planner.plan_stack(Path(args.stacks_dir), args.stack)
     out_dir = Path(args.out) if args.out else REPO_ROOT / ".sovereign" / "plan" / args.stack
     plan_path, k8s_path = planner.write(result, out_dir)
     print(planner.table(result))
@@ -283,13 +275,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_images_list(args: argparse.Namespace) -> int:
     from infra import config, images
-    from infra.config import StackConfigError
 
-    try:
-        cfg = config.load(Path(args.stacks_dir), args.stack)
-    except StackConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config.load(Path(args.stacks_dir), args.stack)
     needed = images.required(cfg)
     mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
     print(
@@ -312,13 +299,8 @@ def cmd_images_list(args: argparse.Namespace) -> int:
 
 def cmd_charts_list(args: argparse.Namespace) -> int:
     from infra import chart_sources, config
-    from infra.config import StackConfigError
 
-    try:
-        cfg = config.load(Path(args.stacks_dir), args.stack)
-    except StackConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config.load(Path(args.stacks_dir), args.stack)
     needed = chart_sources.installed(cfg)
     mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
     print(
@@ -344,23 +326,14 @@ def cmd_charts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_charts_check(args: argparse.Namespace) -> int:
-    from infra.config import StackConfigError
     from infra.policy import chart_render
 
     if not Path(args.chart_dir).is_dir():
-        print("error: --chart-dir: no such folder; `helm pull` each chart there first", file=sys.stderr)
-        return 2
+        raise BadInput("--chart-dir: no such folder; `helm pull` each chart there first")
     try:
         findings = chart_render.check_charts(args.chart_dir, args.stack, stacks_dir=args.stacks_dir)
-    except StackConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except ImportError:
-        print(
-            "error: helm-python-sdk is not installed: `pip install -e '.[dev]'` (make install)",
-            file=sys.stderr,
-        )
-        return 2
+        raise BadInput("helm-python-sdk is not installed: `pip install -e '.[dev]'` (make install)") from None
     for finding in findings:
         print(f"  {finding}", file=sys.stderr)
     if findings:
@@ -376,29 +349,22 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return cli.main(args.weights_args)
 
 
-def _hosts_inventory(args: argparse.Namespace) -> dict[str, Any] | None:
+def _hosts_inventory(args: argparse.Namespace) -> dict[str, Any]:
     from infra.hosts import operate
 
-    try:
-        return operate.load_inventory(args.stack, args.inventory)
-    except operate.HostsError as exc:
-        print(f"sovereign {args.command}: {exc}", file=sys.stderr)
-        return None
+    return operate.load_inventory(args.stack, args.inventory)  # HostsError: bad input, exit 2
 
 
 def cmd_harden(args: argparse.Namespace) -> int:
     from infra.hosts import operate
 
-    hosts = _hosts_inventory(args)
-    return 2 if hosts is None else operate.harden(hosts, verbosity=args.verbose)
+    return operate.harden(_hosts_inventory(args), verbosity=args.verbose)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from infra.hosts import operate
 
     hosts = _hosts_inventory(args)
-    if hosts is None:
-        return 2
     junit = args.junit or Path("reports") / f"verify-{args.stack or 'inventory'}.xml"
     return operate.verify(hosts, junit, stack=args.stack)
 
@@ -412,48 +378,37 @@ def cmd_tunnel(args: argparse.Namespace) -> int:
 
     if args.stack is None and args.inventory is None and os.environ.get(INVENTORY_ENV):
         try:  # how `pulumi up` calls it (infra/components/api_access.py)
-            hosts: dict[str, Any] | None = json.loads(os.environ[INVENTORY_ENV])
+            hosts: dict[str, Any] = json.loads(os.environ[INVENTORY_ENV])
         except json.JSONDecodeError as exc:
-            return _usage_error(f"{INVENTORY_ENV} is not valid JSON ({exc.msg} at {exc.pos})")
+            raise BadInput(f"{INVENTORY_ENV} is not valid JSON ({exc.msg} at {exc.pos})") from None
     else:
         hosts = _hosts_inventory(args)
-    if hosts is None:
-        return 2
-    try:
-        t = tunnel.Tunnel.from_inventory(hosts)
-        if args.tunnel_command == "open":
-            target = tunnel.open_tunnel(t)
-            print(f"sovereign tunnel: 127.0.0.1:{t.local_port} -> {target}:{tunnel.API_PORT} via {t.bastion}",
-                  file=sys.stderr)  # fmt: skip
-            print(target)
-        elif args.tunnel_command == "close":
-            closed = tunnel.close(t)
-            print(f"sovereign tunnel: {'closed' if closed else 'was not open'}", file=sys.stderr)
-        else:
-            state = tunnel.status(t)
-            print(json.dumps(state))
-            return 0 if state["answers"] else 1
-    except tunnel.TunnelError as exc:
-        print(f"sovereign tunnel: {exc}", file=sys.stderr)
-        return 1
+    t = tunnel.Tunnel.from_inventory(hosts)
+    if args.tunnel_command == "open":
+        target = tunnel.open_tunnel(t)
+        print(f"sovereign tunnel: 127.0.0.1:{t.local_port} -> {target}:{tunnel.API_PORT} via {t.bastion}",
+              file=sys.stderr)  # fmt: skip
+        print(target)
+    elif args.tunnel_command == "close":
+        closed = tunnel.close(t)
+        print(f"sovereign tunnel: {'closed' if closed else 'was not open'}", file=sys.stderr)
+    else:
+        state = tunnel.status(t)
+        print(json.dumps(state))
+        return 0 if state["answers"] else 1
     return 0
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from loadtests import cli as loadtest
-    from loadtests.sla import SlaError
 
-    try:
-        argv = loadtest.command(
-            target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
-            run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
-            arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
-            stamps=args.stamps, arrival=args.arrival, max_in_flight=args.max_in_flight, warm_up=args.warm_up,
-            workload=args.workload, seed=args.seed, ca_file=args.ca_file, insecure=args.insecure,
-        )  # fmt: skip
-    except (loadtest.LoadtestError, SlaError) as exc:
-        print(f"sovereign loadtest: {exc}", file=sys.stderr)
-        return 2
+    argv = loadtest.command(
+        target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
+        run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
+        arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
+        stamps=args.stamps, arrival=args.arrival, max_in_flight=args.max_in_flight, warm_up=args.warm_up,
+        workload=args.workload, seed=args.seed, ca_file=args.ca_file, insecure=args.insecure,
+    )  # fmt: skip
     return loadtest.run(argv, args.out)
 
 
@@ -461,11 +416,6 @@ def cmd_converge(args: argparse.Namespace) -> int:
     from infra.hosts import converge
 
     return converge.main(args.playbook, verbosity=args.verbose, token_stdin=args.token_stdin)
-
-
-def _openbao_fail(exc: BaseException) -> int:
-    print(f"sovereign openbao: {exc}", file=sys.stderr)
-    return 1
 
 
 def _snapshot_stores(args: argparse.Namespace, only: str | None = None) -> list[Any]:
@@ -488,20 +438,15 @@ def _snapshot_stores(args: argparse.Namespace, only: str | None = None) -> list[
 
 
 def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
-    from infra import objectstore, openbao_backup, storage_cli
-    from infra.config import StackConfigError
-    from infra.weights.manifest import ModelsError
+    from infra import openbao_backup, storage_cli
 
-    try:
-        store, *copies = _snapshot_stores(args)
-        if args.config:  # in the CronJob's pod: Kubernetes auth as its own role
-            bao = openbao_backup.kubernetes_login(openbao_backup.load_settings(args.config))
-        else:
-            address, token = storage_cli.openbao_access(args)
-            bao = openbao_backup.client(address, token, args.ca_file)
-        name, snap = openbao_backup.take_and_upload(bao, store, *copies)
-    except (StackConfigError, ModelsError, objectstore.StorageError, openbao_backup.BackupError) as exc:
-        return _openbao_fail(exc)
+    store, *copies = _snapshot_stores(args)
+    if args.config:  # in the CronJob's pod: Kubernetes auth as its own role
+        bao = openbao_backup.kubernetes_login(openbao_backup.load_settings(args.config))
+    else:
+        address, token = storage_cli.openbao_access(args)
+        bao = openbao_backup.client(address, token, args.ca_file)
+    name, snap = openbao_backup.take_and_upload(bao, store, *copies)
     for s in (store, *copies):
         print(f"sovereign openbao: snapshot {s.url(name)} on {s.endpoint} ({s.location}; {snap.size} bytes, "
               f"sha256 {snap.sha256}), locked for {s.retention_days} days ({s.lock_mode})")  # fmt: skip
@@ -509,18 +454,14 @@ def cmd_openbao_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_openbao_snapshots(args: argparse.Namespace) -> int:
-    from infra import objectstore, openbao_backup
-    from infra.config import StackConfigError
+    from infra import openbao_backup
 
-    try:
-        for store in _snapshot_stores(args, args.location):
-            found = openbao_backup.snapshots(store)
-            for s in found:
-                print(f"{s.name}  {s.size:>12} bytes  {s.modified.isoformat()}  {store.location}")
-            print(f"{len(found)} snapshot(s) under {store.url()} on {store.endpoint} ({store.location})",
-                  file=sys.stderr)  # fmt: skip
-    except (StackConfigError, objectstore.StorageError, openbao_backup.BackupError) as exc:
-        return _openbao_fail(exc)
+    for store in _snapshot_stores(args, args.location):
+        found = openbao_backup.snapshots(store)
+        for s in found:
+            print(f"{s.name}  {s.size:>12} bytes  {s.modified.isoformat()}  {store.location}")
+        print(f"{len(found)} snapshot(s) under {store.url()} on {store.endpoint} ({store.location})",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -539,30 +480,23 @@ def _unseal_keys() -> list[str]:
 def cmd_openbao_restore(args: argparse.Namespace) -> int:
     import tempfile
 
-    from infra import objectstore, openbao_backup, storage_cli
-    from infra.config import StackConfigError
-    from infra.weights.manifest import ModelsError
+    from infra import openbao_backup, storage_cli
 
-    try:
-        address, token = storage_cli.openbao_access(args)
-        [store] = _snapshot_stores(args, "copy" if args.from_copy else "primary")
-        with tempfile.TemporaryDirectory(prefix="openbao-restore-") as tmp:
-            snap = openbao_backup.download(store, args.snapshot, Path(tmp) / "raft.snap")
-            openbao_backup.restore(openbao_backup.client(address, token, args.ca_file), snap.path)
-        print(f"sovereign openbao: restored {args.snapshot} from the {store.location} location "
-              f"({store.endpoint}; sha256 {snap.sha256}) into {address}", file=sys.stderr)  # fmt: skip
-        if not openbao_backup.after_restore(address, args.ca_file):
-            print(
-                f"sovereign openbao: {address} stays unsealed: the snapshot is of this cluster (its own keys)"
-            )
-            return 0
-        if not args.unseal:
-            print("sovereign openbao: sealed; the custodians unseal it with the ORIGINAL unseal keys "
-                  "(`bao operator unseal`, or this command with --unseal)", file=sys.stderr)  # fmt: skip
-            return 0
-        openbao_backup.unseal(address, _unseal_keys(), args.ca_file)
-    except (StackConfigError, ModelsError, objectstore.StorageError, openbao_backup.BackupError) as exc:
-        return _openbao_fail(exc)
+    address, token = storage_cli.openbao_access(args)
+    [store] = _snapshot_stores(args, "copy" if args.from_copy else "primary")
+    with tempfile.TemporaryDirectory(prefix="openbao-restore-") as tmp:
+        snap = openbao_backup.download(store, args.snapshot, Path(tmp) / "raft.snap")
+        openbao_backup.restore(openbao_backup.client(address, token, args.ca_file), snap.path)
+    print(f"sovereign openbao: restored {args.snapshot} from the {store.location} location "
+          f"({store.endpoint}; sha256 {snap.sha256}) into {address}", file=sys.stderr)  # fmt: skip
+    if not openbao_backup.after_restore(address, args.ca_file):
+        print(f"sovereign openbao: {address} stays unsealed: the snapshot is of this cluster (its own keys)")
+        return 0
+    if not args.unseal:
+        print("sovereign openbao: sealed; the custodians unseal it with the ORIGINAL unseal keys "
+              "(`bao operator unseal`, or this command with --unseal)", file=sys.stderr)  # fmt: skip
+        return 0
+    openbao_backup.unseal(address, _unseal_keys(), args.ca_file)
     print(f"sovereign openbao: {address} unsealed and active with the snapshot's state")
     return 0
 
@@ -845,46 +779,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """The command's words in *argv* (``gateway keys revoke``), for the error line."""
+    words: list[str] = []
+    for token in argv:
+        choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        if token not in choices:
+            break
+        words.append(token)
+        parser = choices[token]
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A refused or failed command (``SovereignError``) prints
+    ``sovereign <command>: <message>``, its problems one per line, and exits with the error's
+    code: 2 for input the command refuses (a stack config, a profile, a flag, an input file), 1
+    for a check or an operation that failed (README.md, Errors and exit codes)."""
     given = sys.argv[1:] if argv is None else argv
     if given[:2] == ["loadtest", "compare"]:  # two runs' report folders (loadtests/compare.py)
         from loadtests import compare
 
         return int(compare.main(given[2:]))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(given)
     from pydantic import ValidationError
 
     from gateway import validation
-    from gateway.audit import AuditWriteError
-    from gateway.clientkeys import KeyStoreError
-    from gateway.kms import KeyUnavailable
-    from gateway.phi.batch import BatchError
-    from gateway.phi.names import NameDataMissing
-    from gateway.policy import PolicyError
-    from infra.local.process import ComponentError
-    from infra.local.profile import ProfileError
-    from infra.local.stack import StackError
 
+    command = f"sovereign {_command(parser, given)}"
     try:
         return int(args.func(args))
-    except (
-        ComponentError,
-        StackError,
-        ProfileError,
-        KeyStoreError,
-        PolicyError,
-        AuditWriteError,
-        KeyUnavailable,
-        BatchError,
-        NameDataMissing,
-        FileNotFoundError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ValidationError as exc:
+    except SovereignError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValidationError as exc:  # the gateway's settings: bad input, its keys never their values
         for problem in validation.problems(exc):
-            print(f"error: {exc.title}: {problem.path or 'settings'}: {problem.message}", file=sys.stderr)
-        return 1
+            print(f"{command}: {exc.title}: {problem.path or 'settings'}: {problem.message}", file=sys.stderr)
+        return BAD_INPUT
+    except FileNotFoundError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -34,6 +34,7 @@ import httpx
 import yaml
 
 from gateway.clientkeys import KeyStoreError, mark_revoked, parse_store
+from gateway.errors import SovereignError
 
 NAMESPACE = "sovereign-gateway"  # infra/k8s_platform/common.py GATEWAY_NS (not imported: it loads pulumi)
 SECRET = "gateway-client-keys"  # noqa: S105 (a name) — infra/k8s_platform/secrets.py GATEWAY_CLIENT_KEYS
@@ -42,7 +43,7 @@ STACK_SECRET = "sovereign-llm:gateway_client_keys"  # noqa: S105 (a config key)
 TIMEOUT_S = 30.0
 
 
-class ClusterKeysError(RuntimeError):
+class ClusterKeysError(SovereignError, RuntimeError):
     """A refused or failed cluster revocation (the message says what to do)."""
 
 
@@ -308,13 +309,8 @@ def follow_up(result: Revoked, keys_file: str = "gateway-keys.json") -> list[str
 
 def cmd_revoke(kubeconfig: Path, context: str | None, key_id: str) -> int:
     """The command line's cluster mode; 0 when revoked (or already), 1 with the reason."""
-    import sys
 
-    try:
-        result = revoke(load_target(kubeconfig, context), key_id)
-    except (ClusterKeysError, KeyStoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = revoke(load_target(kubeconfig, context), key_id)
     where = f"Secret {NAMESPACE}/{SECRET} (context {context or 'current'})"
     if result.changed:
         print(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway import validation
+from gateway.errors import BadInput
+from gateway.validation import Problem
 from infra import catalogue, residency
 from infra.chart_sources import check_charts
 from infra.images import check_images
@@ -93,13 +96,15 @@ def _check_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_check_name)]
 
 
-class StackConfigError(ValueError):
-    """The stack config is invalid; ``problems`` has one line per bad key."""
+class StackConfigError(BadInput, ValueError):
+    """The stack config is invalid (exit 2); ``problems`` has one ``Problem`` per bad key, its key
+    as the stack file spells it (``sovereign-llm:endpoints.registry_mirror``; "" where the file as
+    a whole is refused), printed one per line after the message."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: Sequence[Problem | str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: invalid stack config:\n  " + "\n  ".join(problems))
+        self.problems = [p if isinstance(p, Problem) else Problem("", p) for p in problems]
+        super().__init__(f"{source}: invalid stack config:")
 
 
 class _Section(BaseModel):
@@ -1457,21 +1462,32 @@ def _is_internal(host: str) -> bool:
         return host.endswith(residency.CLUSTER_LOCAL_SUFFIXES)
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
-    """One line per bad key, never its value (gateway/validation.py)."""
-    lines = []
+def _format_errors(exc: ValidationError) -> list[Problem]:
+    """One problem per bad key, never its value (gateway/validation.py)."""
+    found = []
     for problem in validation.problems(exc):
         key = f"{PROJECT}:{problem.path}" if problem.path else PROJECT
         if problem.type == "missing":
-            lines.append(f"{key}: missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)")
+            message = "missing — this key is required (see stacks/Pulumi.eu-central-prod.yaml)"
+            found.append(Problem(key, message, problem.type))
         elif problem.type == "extra_forbidden":
-            lines.append(f"{key}: unknown key — check the spelling against docs/region-stacks.md")
+            found.append(
+                Problem(key, "unknown key — check the spelling against docs/region-stacks.md", problem.type)
+            )
         elif problem.path:
-            lines.append(f"{key}: {problem.message}")
+            found.append(Problem(key, problem.message, problem.type))
         else:
-            # cross-section checks already name their keys
-            lines.extend(f"{PROJECT}:{part}" for part in problem.message.split("\n"))
-    return lines
+            # the cross-section checks (StackConfig._cross_checks) raise one "key: words" line per
+            # problem, each naming its key: split once here, so that the problems are data after
+            found.extend(_cross_check_problem(line) for line in problem.message.split("\n"))
+    return found
+
+
+def _cross_check_problem(line: str) -> Problem:
+    key, sep, message = line.partition(":")
+    if sep and key and not any(c.isspace() for c in key):
+        return Problem(f"{PROJECT}:{key}", message.lstrip())
+    return Problem("", f"{PROJECT}:{line}")
 
 
 def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:
@@ -1481,7 +1497,7 @@ def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:
     if unknown:
         raise StackConfigError(
             source,
-            [f"{PROJECT}:{k}: unknown section — allowed: {', '.join(SECTIONS)}" for k in unknown],
+            [Problem(f"{PROJECT}:{k}", f"unknown section — allowed: {', '.join(SECTIONS)}") for k in unknown],
         )
     try:
         return StackConfig(stack=stack, **sections)

@@ -28,6 +28,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from gateway.errors import SovereignError
 from gateway.incident import ALL, MAX_REASON_CHARS, IncidentStateError, parse, read_state
 from gateway.kms import make_client
 from gateway.settings import IncidentSettings
@@ -35,7 +36,7 @@ from gateway.settings import IncidentSettings
 MAX_BY_CHARS = 100
 
 
-class IncidentError(RuntimeError):
+class IncidentError(SovereignError, RuntimeError):
     """A refused or failed `sovereign incident` command (the message says what to do)."""
 
 
@@ -172,36 +173,24 @@ def _label(name: str) -> str:
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
-    try:
-        name, by = _target(args), _by(args)
-        reason = operator_text(args.reason, "--reason", MAX_REASON_CHARS)
-        suspend(_access(args), IncidentSettings(), name, reason, by)
-    except IncidentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    name, by = _target(args), _by(args)
+    reason = operator_text(args.reason, "--reason", MAX_REASON_CHARS)
+    suspend(_access(args), IncidentSettings(), name, reason, by)
     print(f"suspended {_label(name)} (by {by}: {reason}); gateways refuse it within incident.poll_s "
           "with 503 use_case_suspended")  # fmt: skip
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    try:
-        name, by = _target(args), _by(args)
-        reason = operator_text(args.reason, "--reason", MAX_REASON_CHARS) if args.reason else ""
-        _, names = resume(_access(args), IncidentSettings(), name, reason, by)
-    except IncidentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    name, by = _target(args), _by(args)
+    reason = operator_text(args.reason, "--reason", MAX_REASON_CHARS) if args.reason else ""
+    _, names = resume(_access(args), IncidentSettings(), name, reason, by)
     print(f"resumed {', '.join(_label(n) for n in names)} (by {by})")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        state, _ = read(_access(args), IncidentSettings())
-    except IncidentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    state, _ = read(_access(args), IncidentSettings())
     if not state["suspended"]:
         print("nothing is suspended")
     for name, entry in sorted(state["suspended"].items()):
@@ -214,37 +203,30 @@ def cmd_affected(args: argparse.Namespace) -> int:
     from infra import incident_affected as aff
     from infra.cli import openbao_target
 
+    window = aff.Window(
+        aff.parse_time(args.start, "--from"), aff.parse_time(args.end, "--to"),
+        args.use_case, args.tenant, args.key_id,
+    )  # fmt: skip
+    if window.end <= window.start:
+        raise aff.AffectedError("--to: the window ends before it starts; --to must be later than --from")
+    path = Path(args.file)
+    if not path.exists() and not path.with_name(path.name + ".segments").is_dir():
+        raise aff.AffectedError(f"audit file {path} does not exist (nor its .segments folder)")
+    address, token_file = openbao_target(args, "auditor.token")
     try:
-        window = aff.Window(
-            aff.parse_time(args.start, "--from"), aff.parse_time(args.end, "--to"),
-            args.use_case, args.tenant, args.key_id,
-        )  # fmt: skip
-        if window.end <= window.start:
-            raise aff.AffectedError("--to: the window ends before it starts; --to must be later than --from")
-        path = Path(args.file)
-        if not path.exists() and not path.with_name(path.name + ".segments").is_dir():
-            raise aff.AffectedError(f"audit file {path} does not exist (nor its .segments folder)")
-        address, token_file = openbao_target(args, "auditor.token")
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise aff.AffectedError(
-                f"--token-file {token_file} does not exist; pass an auditor token file"
-            ) from None
-        from infra import storage_cli
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise aff.AffectedError(
+            f"--token-file {token_file} does not exist; pass an auditor token file"
+        ) from None
+    from infra import storage_cli
 
-        archived = storage_cli.archived_segments(args)
-        unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
-        result, found = aff.find(path, unwrap, window, archived, check_head=not args.no_head)
-    except aff.AffectedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    archived = storage_cli.archived_segments(args)
+    unwrap = transit_unwrapper(address, token, args.transit_key, args.transit_mount)
+    result, found = aff.find(path, unwrap, window, archived, check_head=not args.no_head)
     print(result.report()[0], file=sys.stderr)
     if not result.ok:
-        print(
-            "error: the audit trail does not verify: nothing selected (see the line above)", file=sys.stderr
-        )
-        return 1
+        raise aff.AffectedError("the audit trail does not verify: nothing selected (see the line above)")
     table = aff.to_csv(found)
     if args.out:
         from gateway.files import write_private
@@ -264,11 +246,7 @@ def cmd_affected(args: argparse.Namespace) -> int:
 def cmd_register_add(args: argparse.Namespace) -> int:
     from infra import breach_register as br
 
-    try:
-        entry = br.add(Path(args.register), br.read_entry_file(Path(args.entry)), update=args.update)
-    except br.RegisterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    entry = br.add(Path(args.register), br.read_entry_file(Path(args.entry)), update=args.update)
     print(f"recorded {entry.id} revision {entry.revision} in {args.register}")
     for problem in br.check_entry(entry, entry.recorded_at or datetime.datetime.now(datetime.UTC)):
         print(f"attention: {entry.id}: {problem}", file=sys.stderr)
@@ -278,11 +256,7 @@ def cmd_register_add(args: argparse.Namespace) -> int:
 def cmd_register_list(args: argparse.Namespace) -> int:
     from infra import breach_register as br
 
-    try:
-        entries = br.latest(br.read(Path(args.register)))
-    except br.RegisterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    entries = br.latest(br.read(Path(args.register)))
     if not entries:
         print(f"the register {args.register} has no entries")
     for entry in entries.values():
@@ -293,11 +267,7 @@ def cmd_register_list(args: argparse.Namespace) -> int:
 def cmd_register_check(args: argparse.Namespace) -> int:
     from infra import breach_register as br
 
-    try:
-        count, problems = br.check(Path(args.register))
-    except br.RegisterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    count, problems = br.check(Path(args.register))
     for problem in problems:
         print(f"PROBLEM {problem}")
     print(f"{count} entries, {len(problems)} problems")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import Segment, VerifyResult, local_segments, verify
+from gateway.errors import SovereignError
 
 COLUMNS = (
     "first_ts", "request_id", "tenant", "key_id", "use_case", "policy_version", "model",
@@ -38,7 +39,7 @@ COLUMNS = (
 KINDS = ("admit", "request")
 
 
-class AffectedError(ValueError):
+class AffectedError(SovereignError, ValueError):
     """A refused `sovereign incident affected` (the message names the option and the fix)."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from gateway.errors import SovereignError
 from infra import residency
 from infra.config import StackConfig, s3_location
 
@@ -37,7 +38,7 @@ _UNSUPPORTED = {"NotImplemented", "501", "UnsupportedOperation", "MethodNotAllow
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
-class StorageError(RuntimeError):
+class StorageError(SovereignError, RuntimeError):
     pass
 
 

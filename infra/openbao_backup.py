@@ -42,6 +42,7 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, Field, model_validator
 
+from gateway.errors import SovereignError
 from infra import objectstore, residency
 from infra.config import OPENBAO_SNAPSHOT_RETENTION_DAYS, StackConfig, s3_location
 
@@ -65,7 +66,7 @@ _NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?\.snap$")
 _CHUNK = 1 << 20
 
 
-class BackupError(RuntimeError):
+class BackupError(SovereignError, RuntimeError):
     """A snapshot could not be taken, stored, read or restored (the reason, never a secret)."""
 
 

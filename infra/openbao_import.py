@@ -42,11 +42,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gateway.errors import SovereignError
 
 if TYPE_CHECKING:  # the CLI builds its parser for every command: Pulumi is imported when used only
     from infra import plan as planner
@@ -105,7 +106,7 @@ NOT_IMPORTED: dict[str, str] = {
 }
 
 
-class UnknownVaultType(RuntimeError):
+class UnknownVaultType(SovereignError, RuntimeError):
     """A pulumi-vault resource type this module has no rule for: add it to IMPORT_IDS or NOT_IMPORTED."""
 
 
@@ -253,16 +254,8 @@ def instructions(result: ImportFile, out: Path) -> str:
 
 
 def cmd_import_file(args: argparse.Namespace) -> int:
-    from infra.config import StackConfigError
 
-    try:
-        result = import_file(Path(args.stacks_dir), args.stack)
-    except StackConfigError as exc:
-        print(f"sovereign openbao import-file: {exc}", file=sys.stderr)
-        return 2
-    except UnknownVaultType as exc:
-        print(f"sovereign openbao import-file: {exc}", file=sys.stderr)
-        return 1
+    result = import_file(Path(args.stacks_dir), args.stack)
     out = Path(args.out) if args.out else REPO_ROOT / ".sovereign" / "openbao" / f"{args.stack}-import.json"
     print(instructions(result, write(result, out)))
     return 0

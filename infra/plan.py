@@ -28,6 +28,7 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
+from gateway.errors import BadInput
 from infra import catalogue, chart_sources, images, program
 from infra import config as stack_config
 from infra.components.gpu_pool import declared_hosts
@@ -163,7 +164,7 @@ def _wire(value: Any) -> Any:
     return value
 
 
-class HetznerRefusal(RuntimeError):
+class HetznerRefusal(BadInput, RuntimeError):
     """What the Hetzner Cloud API would answer to a registration: the plan stops, as pulumi up would."""
 
 

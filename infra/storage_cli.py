@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import FAILED
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fail(command: str, exc: BaseException) -> int:
     print(f"sovereign {command}: {exc}", file=sys.stderr)
-    return 1
+    return int(getattr(exc, "exit_code", FAILED))  # an invalid stack config: 2, as from every command
 
 
 def _stack(args: argparse.Namespace) -> Any:

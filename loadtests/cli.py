@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.errors import BadInput
 from loadtests import sla, workflows
 from loadtests.schedule import duration_s
 
@@ -22,7 +23,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LOCAL_KEY = Path(".sovereign") / "secrets" / "demo.key"
 
 
-class LoadtestError(ValueError):
+class LoadtestError(BadInput, ValueError):
     pass
 
 

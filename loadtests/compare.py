@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.errors import BadInput
 from loadtests import sla
 
 SAMPLES_VERSION = 2
@@ -42,7 +43,7 @@ SEED = 0
 Stream = Mapping[str, Any]
 
 
-class CompareError(ValueError):
+class CompareError(BadInput, ValueError):
     pass
 
 

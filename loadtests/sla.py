@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from gateway import validation
+from gateway.errors import BadInput
 from loadtests import files
 
 PROFILES = Path(__file__).parent / "profiles"
@@ -50,7 +51,7 @@ Metric = Literal["ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "tokens_per_s"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class SlaError(ValueError):
+class SlaError(BadInput, ValueError):
     pass
 
 

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway import validation
+from gateway.errors import BadInput
 from loadtests import files
 
 WORKLOADS = Path(__file__).parent / "workloads"
@@ -58,7 +59,7 @@ UseCase = Literal[
 USE_CASES: tuple[str, ...] = get_args(UseCase)
 
 
-class WorkloadError(ValueError):
+class WorkloadError(BadInput, ValueError):
     pass
 
 

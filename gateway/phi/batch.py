@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import validation
+from gateway.errors import BadInput
 from gateway.phi.context import PatientContext
 from gateway.phi.detect import Recognizer
 from gateway.phi.filter import PHIFilter
@@ -29,7 +30,7 @@ from gateway.policy import UseCasePolicy
 from gateway.schemas import Message
 
 
-class BatchError(ValueError):
+class BatchError(BadInput, ValueError):
     pass
 
 

@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+from gateway.errors import SovereignError
 from gateway.phi.detect import Span
 from gateway.phi.names_build import default_path
 
@@ -220,7 +221,7 @@ def data_installed() -> bool:
     return data_path().is_file()
 
 
-class NameDataMissing(RuntimeError):
+class NameDataMissing(SovereignError, RuntimeError):
     pass
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import BadInput
 from infra.evidence.provenance import sha256_file
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ DEFAULT_KEY = "sovereign-evidence"
 DEFAULT_MOUNT = "transit"
 
 
-class BundleError(RuntimeError):
+class BundleError(BadInput, RuntimeError):
     """The folder, its manifest or signature, a key or OpenBao cannot be used (exit 2)."""
 
 

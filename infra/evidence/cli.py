@@ -73,25 +73,17 @@ def cmd_evidence(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from infra.config import StackConfigError, stack_file
+    from infra.config import stack_file
     from infra.evidence import model, oscal, provenance, render
 
     results_dir = Path(args.results) if args.results else REPO_ROOT / "reports"
     found, outcomes, note = _outcomes(results_dir)
-    try:
-        evidence = model.collect(Path(args.stacks_dir), args.stack, outcomes=outcomes, outcomes_note=note)
-    except StackConfigError as exc:  # no stack file, or not YAML: nothing to report on
-        print(f"sovereign evidence: {exc}", file=sys.stderr)
-        return 2
+    evidence = model.collect(Path(args.stacks_dir), args.stack, outcomes=outcomes, outcomes_note=note)
     evidence.results = [r for r in found if r.kind == "make test"] + _stack_results(results_dir, args.stack)
     evidence.provenance = provenance.collect(_inputs(stack_file(Path(args.stacks_dir), args.stack)))
     out = Path(args.out) if args.out else REPO_ROOT / "reports" / "evidence" / args.stack
-    try:
-        written = render.write(evidence, out, pdf=args.pdf)
-        exported = oscal.write(evidence, out, evidence.provenance.to_dict())
-    except render.RenderError as exc:
-        print(f"sovereign evidence: {exc}", file=sys.stderr)
-        return 2
+    written = render.write(evidence, out, pdf=args.pdf)
+    exported = oscal.write(evidence, out, evidence.provenance.to_dict())
     files = [written.markdown, written.html] + ([written.svg] if evidence.hops else []) + [exported]
     files += [written.pdf] if written.pdf else []
     if args.sign:
@@ -100,8 +92,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         try:
             files.append(bundle.sign_evidence(out, args, evidence.provenance.to_dict()))
         except bundle.BundleError as exc:
-            print(f"sovereign evidence: not signed: {exc}", file=sys.stderr)
-            return 2
+            raise bundle.BundleError(f"not signed: {exc}") from None
     print(f"stack {evidence.stack}: " + ", ".join(str(f) for f in files))
     counts = ", ".join(f"{evidence.count(s)} {s}" for s in ("holds", "fails", "excepted", "unverified"))
     blockers = (

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel
 
+from gateway.validation import Problem
 from infra import config as stack_config
 from infra import egress, residency
 from infra import plan as planner
@@ -297,14 +299,17 @@ def _matches(pattern: str, finding: Finding) -> bool:
 
 # -- findings ----------------------------------------------------------------------------------
 
-_PROBLEM = re.compile(rf"^{re.escape(stack_config.PROJECT)}:(?P<key>[^:\s]+):\s*(?P<message>.*)$", re.DOTALL)
 
-
-def config_findings(problems: list[str]) -> list[Finding]:
+def config_findings(problems: Sequence[Problem]) -> list[Finding]:
+    """A finding per problem of a refused stack config, at its key without the project's prefix
+    (``endpoints.registry_mirror``); one the file as a whole has is at ``config``."""
     found = []
+    prefix = f"{stack_config.PROJECT}:"
     for problem in problems:
-        match = _PROBLEM.match(problem)
-        key, message = (match["key"], match["message"]) if match else ("config", problem)
+        if problem.path.startswith(prefix):
+            key, message = problem.path.removeprefix(prefix), problem.message
+        else:
+            key, message = "config", str(problem)
         found.append(Finding("config", key, key, message))
     return found
 

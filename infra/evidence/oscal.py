@@ -39,6 +39,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import SovereignError
+
 SCHEMA = Path(__file__).with_name("schemas") / "oscal_assessment-results_schema.json"
 OSCAL_VERSION = "1.1.3"
 FILENAME = "oscal-assessment-results.json"
@@ -57,7 +59,7 @@ STATES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-class OscalError(RuntimeError):
+class OscalError(SovereignError, RuntimeError):
     pass
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from gateway.errors import BadInput
 from infra.evidence import dpia
 from infra.evidence.model import Evidence, Hop
 
@@ -28,7 +29,7 @@ LEGEND = {
 }
 
 
-class RenderError(RuntimeError):
+class RenderError(BadInput, RuntimeError):
     pass
 
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from gateway.errors import SovereignError
 from infra.hosts import inventory as inv
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.tunnel import is_tunnel_port
@@ -33,7 +34,7 @@ from infra.hosts.tunnel import is_tunnel_port
 INVENTORY_ENV = "SOVEREIGN_INVENTORY"
 
 
-class ConvergeError(RuntimeError):
+class ConvergeError(SovereignError, RuntimeError):
     pass
 
 

@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import BadInput
 from infra.hosts import inventory as inv
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import ConvergeError, run_playbook
@@ -32,7 +33,7 @@ CHECKS = Path(__file__).parent / "checks"
 HARDENING = REPO_ROOT / "playbooks" / "hardening.yml"
 
 
-class HostsError(RuntimeError):
+class HostsError(BadInput, RuntimeError):
     pass
 
 

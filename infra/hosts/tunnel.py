@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import SovereignError
 from infra.hosts import inventory as inv
 
 API_PORT = 6443
@@ -67,7 +68,7 @@ PROBE_TIMEOUT_S = 15.0
 MAX_SOCKET_PATH = 107
 
 
-class TunnelError(RuntimeError):
+class TunnelError(SovereignError, RuntimeError):
     pass
 
 

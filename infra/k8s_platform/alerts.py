@@ -47,6 +47,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from gateway.errors import SovereignError
 from gateway.policy import load_policies
 from infra.config import SloTargetsConfig, StackConfig
 from infra.k8s_platform.common import OPENBAO_NS, labels
@@ -77,7 +78,7 @@ _BY_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 _RUNBOOK_RE = re.compile(r"^docs/runbooks/[a-z0-9-]+\.md$")
 
 
-class AlertRuleError(ValueError):
+class AlertRuleError(SovereignError, ValueError):
     """A rule that could carry free text to a page, or lacks its severity or runbook."""
 
 

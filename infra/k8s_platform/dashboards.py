@@ -37,6 +37,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from gateway.errors import SovereignError
 from infra.config import StackConfig
 from infra.k8s_platform import alerts
 from infra.k8s_platform.common import OPENBAO_NS, labels
@@ -95,7 +96,7 @@ THIRD_PARTY_METRICS: dict[str, str] = {
 }
 
 
-class DashboardError(ValueError):
+class DashboardError(SovereignError, ValueError):
     """A dashboard that is not valid for Grafana or could show more than aggregates."""
 
 

@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import SovereignError
 
-class ComponentError(RuntimeError):
+
+class ComponentError(SovereignError, RuntimeError):
     """A component could not start; the message names it and its log file."""
 
 

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway import validation
 from gateway.clientkeys import TENANT_PATTERN
+from gateway.errors import BadInput
 
 
-class ProfileError(ValueError):
+class ProfileError(BadInput, ValueError):
     pass
 
 

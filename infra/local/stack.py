@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 from gateway.clientkeys import ClientKeyStore
+from gateway.errors import SovereignError
 from gateway.files import write_private
 from infra.local import openbao
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
@@ -30,7 +31,7 @@ from infra.openbao_contract import AUDIT_KEY, MANIFEST_KEY, TENANT_KEY
 COMPONENTS = ("openbao", "model", "gateway")
 
 
-class StackError(RuntimeError):
+class StackError(SovereignError, RuntimeError):
     pass
 
 

@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from gateway.errors import SovereignError
+
 CHUNK = 1 << 20
 MIB = 1 << 20
 SIGNATURE_FORMAT = "sovereign-manifest-signature/1"
@@ -32,11 +34,11 @@ SIGNATURE_SUFFIX = ".sig"  # the manifest's signature beside it (``sovereign mod
 _LINE = re.compile(r"^(?P<digest>[0-9a-f]{64}) [ *](?P<path>\S.*)$")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SovereignError, RuntimeError):
     """A refusal of ``sovereign weights`` (the weights Job, the init container)."""
 
 
-class ModelsError(RuntimeError):
+class ModelsError(SovereignError, RuntimeError):
     """A refusal of ``sovereign models`` (import, verify, releases, rollback)."""
 
 

@@ -111,7 +111,7 @@ def test_a_bad_line_stops_the_run_names_it_and_leaves_no_output(
         str(source),
         str(out),
     )
-    assert run.returncode == 1
+    assert run.returncode == 2  # a refused input line: bad input (README, Errors and exit codes)
     assert "line 2: context.kvnr: must be a KVNR" in run.stderr and "SECRET-KVNR" not in run.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
 

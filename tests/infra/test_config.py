@@ -13,7 +13,7 @@ from tests.infra.support import EXAMPLES, sections
 def problems_of(data: dict[str, Any]) -> list[str]:
     with pytest.raises(config.StackConfigError) as info:
         config.parse("test-stack", data, "test")
-    return info.value.problems
+    return [str(p) for p in info.value.problems]
 
 
 def one_problem(data: dict[str, Any]) -> str:

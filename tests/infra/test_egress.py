@@ -408,7 +408,7 @@ def test_the_role_refuses_a_release_without_the_wildcard_mirror_entry(version: s
 def refused(data: dict[str, Any]) -> list[str]:
     with pytest.raises(config.StackConfigError) as caught:
         config.parse("eu-central-prod", data, "test")
-    return caught.value.problems
+    return [str(p) for p in caught.value.problems]
 
 
 def test_a_needed_host_left_undeclared_is_refused_with_the_fix() -> None:

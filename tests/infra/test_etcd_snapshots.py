@@ -18,7 +18,7 @@ def parse(data: dict[str, Any], stack: str = "eu-central-prod") -> config.StackC
 def problems(data: dict[str, Any]) -> list[str]:
     with pytest.raises(config.StackConfigError) as caught:
         parse(data)
-    return caught.value.problems
+    return [str(p) for p in caught.value.problems]
 
 
 def with_snapshots(**changes: Any) -> dict[str, Any]:

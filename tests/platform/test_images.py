@@ -211,7 +211,7 @@ def test_a_wrong_digest_or_key_is_refused_naming_the_field(digest: str, key: str
     data["platform"]["images"] = {key: digest}
     with pytest.raises(config.StackConfigError) as caught:
         config.parse("eu-central-prod", data, "test")
-    assert any("sovereign-llm:platform.images" in p and key in p for p in caught.value.problems)
+    assert any("sovereign-llm:platform.images" in p and key in p for p in map(str, caught.value.problems))
 
 
 def test_keys_are_normalised_to_the_upstream_registry() -> None:

@@ -320,7 +320,7 @@ def test_the_hostname_must_be_a_dns_name_and_is_never_echoed(hostname: str) -> N
     data["load_balancer"] = {**data["load_balancer"], "hostname": hostname}
     with pytest.raises(config.StackConfigError) as err:
         config.parse("eu-central-prod", data, "test")
-    (problem,) = err.value.problems
+    (problem,) = map(str, err.value.problems)
     assert problem.startswith("sovereign-llm:load_balancer.hostname: ")
     assert hostname not in problem
 
@@ -330,4 +330,4 @@ def test_the_hostname_is_required() -> None:
     data["load_balancer"] = {k: v for k, v in data["load_balancer"].items() if k != "hostname"}
     with pytest.raises(config.StackConfigError) as err:
         config.parse("eu-central-prod", data, "test")
-    assert any("load_balancer.hostname: missing" in p for p in err.value.problems)
+    assert any("load_balancer.hostname: missing" in p for p in map(str, err.value.problems))

@@ -91,7 +91,7 @@ def test_more_openbao_members_than_nodes_is_refused_naming_the_fix() -> None:
     data["platform"] = {"openbao": {"replicas": 3}}
     with pytest.raises(config.StackConfigError) as refused:
         config.parse("eu-north-dr", data, "test")
-    (problem,) = [p for p in refused.value.problems if "openbao.replicas" in p]
+    (problem,) = [p for p in map(str, refused.value.problems) if "openbao.replicas" in p]
     assert problem.startswith("sovereign-llm:platform.openbao.replicas: 3")
     assert "may run on 2 node(s)" in problem and "set platform.openbao.replicas to 1" in problem
     data["workers"] = {**data["workers"], "count": 2}  # or add a worker
