@@ -95,7 +95,7 @@ def load_policies(directory: Path | None = None) -> dict[str, UseCasePolicy]:
             data = yaml.safe_load(raw) or {}
             policy = UseCasePolicy(**data, digest=hashlib.sha256(raw).hexdigest())
         except yaml.YAMLError as exc:
-            raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+            raise PolicyError(f"{path}: {validation.not_yaml(exc)}") from None
         except ValidationError as exc:
             raise PolicyError(f"{path}: {validation.first(exc)}") from None
         if policy.name != path.stem:

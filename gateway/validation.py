@@ -57,3 +57,11 @@ def problems(exc: ValidationError) -> list[Problem]:
 
 def first(exc: ValidationError) -> Problem:
     return problems(exc)[0]
+
+
+def not_yaml(exc: BaseException) -> str:
+    """What to say of a file PyYAML could not parse: where, never what. PyYAML's own message
+    quotes the offending line (a pasted key or a patient datum would be printed)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{at} (content not shown); fix the file's syntax"

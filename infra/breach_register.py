@@ -245,9 +245,7 @@ def read_entry_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RegisterError(f"--entry {path} cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise RegisterError(f"--entry {path} is not valid YAML{at} (content not shown)") from None
+        raise RegisterError(f"--entry {path}: {validation.not_yaml(exc)}") from None
     if not isinstance(data, dict):
         raise RegisterError(f"--entry {path}: not a mapping of fields; start from the template")
     return data

@@ -1518,7 +1518,7 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             str(path), ["no such stack file; stacks live in stacks/Pulumi.<stack>.yaml"]
         ) from None
     except yaml.YAMLError as exc:
-        raise StackConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+        raise StackConfigError(str(path), [validation.not_yaml(exc)]) from None
     config = document.get("config") or {}
     sections = {}
     for key, value in config.items():

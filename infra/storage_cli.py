@@ -15,18 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import FAILED
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _fail(command: str, exc: BaseException) -> int:
-    print(f"sovereign {command}: {exc}", file=sys.stderr)
-    return int(getattr(exc, "exit_code", FAILED))  # an invalid stack config: 2, as from every command
 
 
 def _stack(args: argparse.Namespace) -> Any:
@@ -56,13 +48,9 @@ def openbao_access(args: argparse.Namespace) -> tuple[str, str]:
 
 def cmd_bootstrap_backend(args: argparse.Namespace) -> int:
     from infra import objectstore
-    from infra.config import StackConfigError
 
-    try:
-        cfg = _stack(args)
-        reports = objectstore.bootstrap(cfg, copy_profile=args.copy_profile)
-    except (StackConfigError, objectstore.StorageError) as exc:
-        return _fail("bootstrap-backend", exc)
+    cfg = _stack(args)
+    reports = objectstore.bootstrap(cfg, copy_profile=args.copy_profile)
     print(f"stack {cfg.stack}: buckets on {objectstore.endpoint_url(cfg.endpoints.object_storage)}")
     for report in reports:
         print("\n".join(report.lines()))
@@ -72,40 +60,35 @@ def cmd_bootstrap_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from infra import objectstore
-    from infra.config import StackConfigError
     from infra.weights import bucket, manifest, rollback, transit
 
-    try:
-        if args.models_command == "public-key":
-            address, token = openbao_access(args)
-            keys = transit.public_keys(address, token, args.key)
-            args.out.write_text(manifest.dump_public_keys(keys), encoding="utf-8")
-            print(f"sovereign models: {len(keys)} public key version(s) of {args.key!r} in {args.out}")
-            return 0
-        cfg = _stack(args)
-        if args.models_command == "import":
-            return _models_import(args, cfg)
-        if args.models_command == "releases":
-            return _models_releases(args, cfg)
-        if args.models_command == "rollback":
-            return _models_rollback(args, cfg)
-        if args.models_command == "record-deploy":
-            address, token = openbao_access(args)
-            done = rollback.record_deploy(cfg, args.model, transit.identity(address, token))
-            print(f"sovereign models: {args.model}: {done.source} (manifest {done.manifest_sha256[:12]}…) "
-                  f"recorded as deployed to stack {cfg.stack}: {done.key}")  # fmt: skip
-            return 0
-        if args.public_key:
-            keys = manifest.load_public_keys(args.public_key)
-        else:
-            address, token = openbao_access(args)
-            keys = transit.public_keys(address, token, cfg.storage.manifest_signing_key)
-        count = bucket.verify_model(cfg, args.model, keys)
-        print(f"sovereign models: {args.model}: signature valid, {count} file(s) match the signed manifest")
+    if args.models_command == "public-key":
+        address, token = openbao_access(args)
+        keys = transit.public_keys(address, token, args.key)
+        args.out.write_text(manifest.dump_public_keys(keys), encoding="utf-8")
+        print(f"sovereign models: {len(keys)} public key version(s) of {args.key!r} in {args.out}")
         return 0
-    except (StackConfigError, manifest.ModelsError, objectstore.StorageError) as exc:
-        return _fail("models", exc)
+    cfg = _stack(args)
+    if args.models_command == "import":
+        return _models_import(args, cfg)
+    if args.models_command == "releases":
+        return _models_releases(args, cfg)
+    if args.models_command == "rollback":
+        return _models_rollback(args, cfg)
+    if args.models_command == "record-deploy":
+        address, token = openbao_access(args)
+        done = rollback.record_deploy(cfg, args.model, transit.identity(address, token))
+        print(f"sovereign models: {args.model}: {done.source} (manifest {done.manifest_sha256[:12]}…) "
+              f"recorded as deployed to stack {cfg.stack}: {done.key}")  # fmt: skip
+        return 0
+    if args.public_key:
+        keys = manifest.load_public_keys(args.public_key)
+    else:
+        address, token = openbao_access(args)
+        keys = transit.public_keys(address, token, cfg.storage.manifest_signing_key)
+    count = bucket.verify_model(cfg, args.model, keys)
+    print(f"sovereign models: {args.model}: signature valid, {count} file(s) match the signed manifest")
+    return 0
 
 
 def _models_import(args: argparse.Namespace, cfg: Any) -> int:
@@ -254,22 +237,17 @@ def archived_segments(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_audit_ship(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditWriteError
-    from infra import audit_archive, objectstore
-    from infra.config import StackConfigError
+    from infra import audit_archive
 
     trail = Path(args.file)
-    try:
-        archive = _archive(args)
-        if args.every:
+    archive = _archive(args)
+    if args.every:
 
-            def report(line: str) -> None:
-                print(f"sovereign audit ship: {line}", flush=True)
+        def report(line: str) -> None:
+            print(f"sovereign audit ship: {line}", flush=True)
 
-            audit_archive.ship_every(trail, archive, args.every, args.prune, report, args.heartbeat)
-        result = audit_archive.ship(trail, archive, prune=args.prune)
-    except (StackConfigError, objectstore.StorageError, AuditWriteError) as exc:
-        return _fail("audit ship", exc)
+        audit_archive.ship_every(trail, archive, args.every, args.prune, report, args.heartbeat)
+    result = audit_archive.ship(trail, archive, prune=args.prune)
     for url in result.shipped:
         print(f"shipped {url}")
     print(

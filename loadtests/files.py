@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from gateway import validation
+
 
 def read_named(
     name: str, directory: Path, *, option: str, kind: str, error: type[Exception]
@@ -20,5 +22,5 @@ def read_named(
         raise error(f"{option} {name!r}: no such {kind}; known: {known} (in {directory})")
     try:
         return path, yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise error(f"{path}: not valid YAML; fix the file's syntax") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: {validation.not_yaml(exc)}") from None

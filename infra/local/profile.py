@@ -73,7 +73,7 @@ def load_profile(path: Path, base: Path, **overrides: object) -> LocalProfile:
     except FileNotFoundError:
         raise ProfileError(f"profile {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+        raise ProfileError(f"profile {path}: {validation.not_yaml(exc)}") from None
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         profile = LocalProfile(**data)

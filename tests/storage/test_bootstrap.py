@@ -135,4 +135,4 @@ def test_cli_prints_the_login_lines(stack: StackFactory, tmp_path: Path) -> None
     assert "--secrets-provider='hashivault://pulumi-eu-cli'" in result.stdout
     missing = subprocess.run([*run[:5], "eu-none", *run[6:]], cwd=REPO, capture_output=True, text=True,
                              timeout=120)  # fmt: skip
-    assert missing.returncode == 1 and "no such stack file" in missing.stderr
+    assert missing.returncode == 2 and "no such stack file" in missing.stderr  # bad input (README)

@@ -46,15 +46,16 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 def test_an_invalid_stack_config_exits_2_from_every_command_that_reads_one(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stacks = _stacks(tmp_path, "config:\n  sovereign-llm:region: [unclosed\n")
+    stacks = _stacks(tmp_path, f"config:\n  sovereign-llm:region: [{SECRET}\n")
     code, printed = _run([*command, "--stack", "broken", "--stacks-dir", str(stacks)], capsys)
     assert code == 2
     name = " ".join(w for w in command if not w.startswith("-") and w not in ("m", "k.pem"))
     # (plan may warn first that the version catalogue is due for review)
     assert (
-        f"sovereign {name}: {stacks / 'Pulumi.broken.yaml'}: invalid stack config:\n  not valid YAML"
+        f"sovereign {name}: {stacks / 'Pulumi.broken.yaml'}: invalid stack config:\n  not valid YAML at line"
         in printed
     )
+    assert SECRET not in printed  # PyYAML's own message quotes the offending line
 
 
 @pytest.mark.parametrize("command", [["plan"], ["images", "list"], ["openbao", "snapshots"]])
