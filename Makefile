@@ -23,8 +23,9 @@ down: $(STAMP) ## stop exactly what `make up` started
 status: $(STAMP)
 	$(BIN)/sovereign status || true
 
-lint: $(STAMP) ## ruff, mypy, ansible-lint (production profile) on the roles, promtool on the alert rules
+lint: $(STAMP) ## ruff (lint and format), mypy, ansible-lint (production profile) on the roles, promtool on the alert rules
 	$(BIN)/ruff check gateway infra tests benchmarks roles loadtests
+	$(BIN)/ruff format --check gateway infra tests benchmarks roles loadtests
 	$(BIN)/mypy
 	$(BIN)/mypy roles/nvidia_gpu/filter_plugins
 	$(BIN)/mypy roles/vswitch/filter_plugins

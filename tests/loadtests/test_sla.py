@@ -302,7 +302,10 @@ def test_unknown_or_broken_profile_is_named(tmp_path: Path) -> None:
 
 def test_a_profile_that_is_not_yaml_or_not_a_mapping_is_named(tmp_path: Path) -> None:
     (tmp_path / "y.yaml").write_text("name: [CANARY-7f3e\n")
-    with pytest.raises(sla.SlaError, match=r"y.yaml: not valid YAML at line \d+, column \d+ \(content not shown\); fix the file's syntax") as caught:
+    with pytest.raises(
+        sla.SlaError,
+        match=r"y.yaml: not valid YAML at line \d+, column \d+ \(content not shown\); fix the file's syntax",
+    ) as caught:
         sla.load_profile(str(tmp_path / "y.yaml"))
     assert "CANARY" not in str(caught.value)
     (tmp_path / "l.yaml").write_text("- CANARY-7f3e\n")
