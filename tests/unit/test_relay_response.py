@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from gateway.app import RelayResponse
+from gateway.relay import RelayResponse
 
 
 class Relay:
