@@ -36,7 +36,7 @@ from gateway.connections import STALLED_SCOPE_KEY
 from gateway.phi.tokenise import SURROGATE_RE, StreamRestorer, TokenScanner
 from gateway.schemas import openai_error
 from gateway.sse import EventTooLarge, SSEDecoder
-from gateway.upstream import UPSTREAM_ERRORS, StreamHandle
+from gateway.upstream import UPSTREAM_ERRORS, StreamHandle, UpstreamFailure
 
 if TYPE_CHECKING:
     from gateway.app import Exchange, Gateway
@@ -154,6 +154,10 @@ class StreamRelay:
                 outcome, status = "ok", 200
         except TimeoutError:
             err = gw.timed_out()
+            outcome, status, ex.error = err.code, err.status, err.code
+            yield _sse_error(err.code, err.message)
+        except UpstreamFailure as exc:
+            err = gw._upstream_failure(exc)
             outcome, status, ex.error = err.code, err.status, err.code
             yield _sse_error(err.code, err.message)
         except asyncio.CancelledError:

@@ -247,6 +247,9 @@ def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are
         # ... or, flooded faster than they are read, the answer's byte bound
         (True, {"mode": "endless", "interval_s": 0.0}, ("upstream_too_long", "upstream_too_large")),
         (True, {"mode": "no_newline", "interval_s": 0.0}, "upstream_too_large"),
+        # events of 8 KiB, each within max_event_bytes: the 33rd passes max_answer_bytes (256 KiB)
+        # long before max_tokens, so the upstream client's own bound ends the stream mid-answer
+        (True, {"mode": "endless", "interval_s": 0.0, "event_bytes": 8 << 10}, "upstream_too_large"),
         (True, {"mode": "many_events", "events": 500}, "upstream_too_long"),
     ],
     ids=[
@@ -255,6 +258,7 @@ def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are
         "endless-stream",
         "endless-flood",
         "sse-line-without-newline",
+        "answer-bound-mid-stream",
         "more-than-max-tokens",
     ],
 )
