@@ -22,6 +22,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -52,7 +53,7 @@ from gateway.phi.tokenise import (
     restore,
 )
 from gateway.policy import UseCasePolicy, load_policies
-from gateway.relay import RESTORE_IN_THREAD_CHARS, RelayResponse, StreamRelay, TooLong
+from gateway.relay import RESTORE_IN_THREAD_CHARS, RelayResponse, StreamRelay, TooLong, Watchdog
 from gateway.schemas import (
     REQUEST_ID_HEADER,
     REQUEST_ID_REPLACED_HEADER,
@@ -339,6 +340,8 @@ class Gateway:
         self.draining = False
         self.drain_at = float("inf")
         self._waits: set[asyncio.Timeout] = set()
+        # the streams' watchdogs (gateway/relay.py): one timer per stream for all its waits
+        self.watchdogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
 
     # -- deadlines --------------------------------------------------------------------------
     def begin_drain(self, deadline_s: float) -> None:
@@ -351,6 +354,8 @@ class Gateway:
             when = wait.when()
             if when is None or when > self.drain_at:
                 wait.reschedule(self.drain_at)
+        for dog in list(self.watchdogs):
+            dog.drain(self.drain_at)
 
     async def bounded(self, aw: Awaitable[Any], deadline: float) -> Any:
         """Await *aw* until the loop time *deadline* (or the drain deadline, if sooner);
@@ -962,7 +967,7 @@ class Gateway:
         return RelayResponse(
             relay.events(),
             write_timeout_s=limits.write_timeout_s,
-            wait=self.bounded,
+            wait=relay.watchdog.wait,
             on_stall=relay.stalled,
             on_close=relay.end,
             media_type="text/event-stream",

@@ -7,7 +7,10 @@ What the relay guarantees, for every streamed chat request:
   event longer than ``limits.max_event_bytes``, no more content events than the request's
   ``max_tokens``; the shutdown's drain deadline ends the stream too (``shutting_down``). A client
   that stops reading is cut off after ``limits.write_timeout_s`` per write (``client_stalled``,
-  the connection dropped). Each ends the stream with an OpenAI-style error event.
+  the connection dropped). Each ends the stream with an OpenAI-style error event. One
+  ``Watchdog`` timer per stream keeps all of these for its reads and writes: per event only a
+  deadline (a float) is set, where a timeout per wait cost a timer and its bookkeeping twice
+  per event (issue 24).
 * Restoration across chunk boundaries. Each choice has its own ``StreamRestorer``
   (gateway/phi/tokenise.py): a surrogate token cut between two upstream chunks is held back until
   it is complete and goes out restored; surrogate-shaped tokens left in the answer are counted.
@@ -25,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -42,6 +45,12 @@ if TYPE_CHECKING:
     from gateway.app import Exchange, Gateway
 
 log = logging.getLogger("sovereign.gateway")
+
+T = TypeVar("T")
+_INF = float("inf")
+#: json.dumps(event, ensure_ascii=False), byte for byte, without building an encoder per event
+#: (json.dumps makes a new one for every call with a non-default argument)
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 #: answers (and stream chunks) of more characters than this are restored in a worker thread,
 #: so a large answer never holds the event loop (a setting `limits.restore_in_thread_chars`
@@ -61,6 +70,102 @@ class StreamFailure(NamedTuple):
     message: str
 
 
+class Watchdog:
+    """One timer for every wait of one stream, in place of a timeout per wait: a wait (the
+    relay's read of the next upstream bytes, a write to the client) sets its deadline, a float,
+    and the timer, when it fires, ends the wait in progress if that is past its deadline, or is
+    armed again at the earliest deadline a wait can have from then on. While a stream flows the
+    timer fires about once per write timeout or idle timeout, not once per event.
+
+    A wait ended by the watchdog raises TimeoutError, as ``asyncio.timeout_at`` would (a
+    cancellation from elsewhere during it stays a CancelledError); *drain_at*, the shutdown's
+    drain deadline (Gateway.begin_drain calls ``drain``), bounds every wait too."""
+
+    def __init__(self, write_timeout_s: float, drain_at: float = _INF) -> None:
+        self.write_timeout_s = write_timeout_s
+        self.drain_at = drain_at
+        #: the earliest deadline of the stream's next read (the relay keeps it current)
+        self.read_by = _INF
+        self._waiting = False  # a wait is in progress
+        self._until = _INF  # its deadline
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False  # the watchdog cancelled the wait in progress
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = _INF
+        self._closed = False
+
+    async def wait(self, aw: Awaitable[T], until: float) -> T:
+        """*aw*'s result, or TimeoutError once the loop time *until* (or the drain deadline) passed."""
+        if until > self.drain_at:
+            until = self.drain_at
+        self._until, self._waiting = until, True
+        task = self._task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Watchdog.wait runs in a task")
+        self._cancelling = task.cancelling()
+        if until < self._armed_at:
+            self._arm(until)
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if task.uncancel() <= self._cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+            if self._expired:  # cancelled, but the wait ended otherwise (the cancellation swallowed)
+                self._expired = False
+                task.uncancel()
+
+    def drain(self, drain_at: float) -> None:
+        """The shutdown's drain deadline: the wait in progress, and every later one, end by it."""
+        self.drain_at = drain_at
+        if self._waiting and self._until > drain_at:
+            self._until = drain_at
+        if drain_at < self._armed_at:
+            self._arm(drain_at)
+
+    def close(self) -> None:
+        """The stream has ended: the timer goes."""
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = _INF
+
+    def _arm(self, when: float) -> None:
+        if self._closed:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = when
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed_at = None, _INF
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._waiting and self._until <= now:  # the wait in progress is past its deadline
+            if not self._expired and self._task is not None:
+                self._expired = True
+                self._task.cancel()
+            return  # the next wait arms the timer again
+        # the earliest deadline a wait can have from now on: the one in progress, a write's
+        # (it starts now at the earliest), the next read's, the drain's
+        when = now + self.write_timeout_s
+        if self._waiting and self._until < when:
+            when = self._until
+        if now < self.read_by < when:
+            when = self.read_by
+        if now < self.drain_at < when:
+            when = self.drain_at
+        self._arm(when)
+
+
 class StreamRelay:
     """One streamed answer: the upstream's events relayed (``events``), the stall of its
     client noted (``stalled``), its end handled once (``end``)."""
@@ -69,6 +174,9 @@ class StreamRelay:
         self, gw: Gateway, ex: Exchange, resp: StreamHandle, t0: float, deadline: float, ticket: Ticket
     ) -> None:
         self.gw, self.ex, self.resp, self.t0, self.deadline, self.ticket = gw, ex, resp, t0, deadline, ticket
+        # every wait of the stream, the reads here and the writes in RelayResponse, under one timer
+        self.watchdog = Watchdog(gw.settings.limits.write_timeout_s, gw.drain_at)
+        gw.watchdogs.add(self.watchdog)  # begin_drain brings its waits forward
 
     def _event(self, data: bytes, restorers: _Restorers) -> bytes:
         """One upstream event as it goes to the client, tokens restored; raises ValueError
@@ -104,7 +212,7 @@ class StreamRelay:
         except (AttributeError, KeyError, TypeError) as exc:
             raise ValueError("malformed event") from exc
         event["model"] = ex.alias
-        return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+        return b"data: " + _encode(event).encode() + b"\n\n"
 
     async def events(self) -> AsyncIterator[bytes]:
         """Relay the upstream's SSE events, renaming the model to its alias.
@@ -113,9 +221,9 @@ class StreamRelay:
         slowed by one send per token, and a slow one is not held back. Bounded: the next
         complete event within limits.read_timeout_s (bytes that complete none, dripped or
         endless, do not count), the whole stream within limits.stream_deadline_s, no event
-        longer than limits.max_event_bytes, no more content events than max_tokens. Only a
-        timeout wraps the wait for the upstream, never a ``yield`` (the client's pace is
-        RelayResponse's write timeout).
+        longer than limits.max_event_bytes, no more content events than max_tokens. Only the
+        wait for the upstream is bounded here (the stream's watchdog), never a ``yield`` (the
+        client's pace is RelayResponse's write timeout, under the same watchdog).
         """
         gw, ex, resp, t0, deadline = self.gw, self.ex, self.resp, self.t0, self.deadline
         outcome, status = "client_disconnected", 499
@@ -124,11 +232,12 @@ class StreamRelay:
         decoder = SSEDecoder(limits.max_event_bytes)
         restorers = _Restorers(ex.originals)
         chunks = resp.chunks()
-        idle_until = loop.time() + limits.read_timeout_s
+        dog = self.watchdog
+        dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
         try:
             while True:
                 try:
-                    chunk = await gw.bounded(anext(chunks), min(deadline, idle_until))
+                    chunk = await dog.wait(anext(chunks), dog.read_by)
                 except StopAsyncIteration:
                     break
                 if len(chunk) > RESTORE_IN_THREAD_CHARS:
@@ -143,7 +252,7 @@ class StreamRelay:
                     yield self._count(out)
                     return
                 if out:
-                    idle_until = loop.time() + limits.read_timeout_s
+                    dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
                     yield self._count(out)
             ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
             if ex.finish_reason is None or decoder.pending:
@@ -195,6 +304,8 @@ class StreamRelay:
         if ex.ended:
             return
         ex.ended = True
+        self.watchdog.close()
+        self.gw.watchdogs.discard(self.watchdog)
         self.resp.close()
         outcome, status = ex.outcome or ("client_disconnected", 499)
         if outcome == "client_disconnected" and ex.error is None:
@@ -257,7 +368,7 @@ class RelayResponse(StreamingResponse):
     ) -> None:
         super().__init__(content, **kw)
         self._write_timeout_s = write_timeout_s
-        self._wait = wait  # Gateway.bounded: the shutdown's drain deadline cuts a write short too
+        self._wait = wait  # Watchdog.wait: the shutdown's drain deadline cuts a write short too
         self._scope: Scope = {}
         self._on_stall = on_stall
         self._on_close = on_close  # for a relay that never started: closing it runs nothing

@@ -318,6 +318,21 @@ def test_a_stream_that_sends_bytes_but_no_events_ends_at_the_idle_deadline(
     assert error_code(resp) == "upstream_timeout"
 
 
+def test_a_stream_whose_events_keep_coming_ends_at_the_stream_deadline(
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
+) -> None:
+    """An event every 0.5 s keeps the idle timeout (1 s) from firing, for ever: the whole-stream
+    deadline (8 s) ends it, with an error event and its record."""
+    key = key_for(gw_dir, "clinic-drip")
+    fault.script(mode="endless", interval_s=0.5, event_bytes=5)
+    resp = chat(gateway, key, stream=True)
+    events = [line for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert sum('"more' in line for line in events) >= 4  # it outlived the idle timeout
+    assert error_code(resp) == "upstream_timeout"
+    record = final_record(gw_dir, resp.request.headers["x-request-id"])
+    assert record["outcome"] == "upstream_timeout" and record["status"] == 504, record
+
+
 def test_a_client_that_goes_away_cancels_its_plain_upstream_call(
     gateway: Proc, gw_dir: Path, fault: FaultUpstream
 ) -> None:
