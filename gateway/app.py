@@ -22,7 +22,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,26 +32,23 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission import Admission, Refused, Ticket
 from gateway.audit import AuditKey, AuditLog, AuditWriteError, AuditWriter
 from gateway.clientkeys import ClientKey, ClientKeyStore
-from gateway.connections import STALLED_SCOPE_KEY
 from gateway.incident import SUSPENDED_CODE, IncidentState
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.detect import CATEGORIES
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
 from gateway.phi.tokenise import (
-    SURROGATE_RE,
-    StreamRestorer,
     TokenMap,
     TokenScanner,
     count_unrestored,
@@ -58,6 +56,7 @@ from gateway.phi.tokenise import (
     restore,
 )
 from gateway.policy import UseCasePolicy, load_policies
+from gateway.relay import RESTORE_IN_THREAD_CHARS, RelayResponse, StreamRelay, TooLong, Watchdog
 from gateway.schemas import (
     REQUEST_ID_HEADER,
     REQUEST_ID_REPLACED_HEADER,
@@ -69,8 +68,8 @@ from gateway.schemas import (
 )
 from gateway.scrape_metrics import COLLECTOR
 from gateway.settings import GatewaySettings, Upstream
-from gateway.sse import EventTooLarge, SSEDecoder
 from gateway.upstream import (
+    UPSTREAM_ERRORS,
     StreamHandle,
     UpstreamClient,
     UpstreamFailure,
@@ -92,7 +91,6 @@ LATENCY = Histogram(
     ["use_case", "stream"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
-UPSTREAM_ERRORS = Counter("sovereign_gateway_upstream_errors_total", "Upstream failures.", ["kind"])
 AUDIT_FAILURES = Counter("sovereign_gateway_audit_failures_total", "Audit records that could not be written.")
 IN_FLIGHT = Gauge("sovereign_gateway_in_flight", "Chat requests in flight in this pod.", ["kind"])
 REFUSED = Counter(
@@ -123,10 +121,6 @@ UNAVAILABLE = Counter(
 #: lower case). Anything else is replaced by a new UUID, and the answer says so in
 #: X-Request-Id-Replaced: a free-form id could carry patient data into the signed audit trail.
 _REQUEST_ID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-#: answers (and stream chunks) of more characters than this are restored in a worker thread,
-#: so a large answer never holds the event loop (a setting `limits.restore_in_thread_chars`
-#: may replace this default)
-RESTORE_IN_THREAD_CHARS = 16_384
 #: product fields of free text: detected like any text before the context line shows them
 _PRODUCT_TEXT_FIELDS = ("sku", "name", "category")
 
@@ -245,7 +239,7 @@ class Exchange:
     drained: bool = False  # the shutdown's drain deadline ended the stream
     ended: bool = False  # a stream's end is handled (its final record is on its way)
     # how the relay ended the stream (None: it never ran, or was cut at a write): its final
-    # record is written once the end of the body has gone out (Gateway._end_stream)
+    # record is written once the end of the body has gone out (gateway/relay.py StreamRelay.end)
     outcome: tuple[str, int] | None = None
     admit_seq: int | None = None  # the seq of its write-ahead record, once that is durable
     # the write-ahead record's job in the audit writer thread, and the seq it was given there
@@ -363,6 +357,8 @@ class Gateway:
         self.draining = False
         self.drain_at = float("inf")
         self._waits: set[asyncio.Timeout] = set()
+        # the streams' watchdogs (gateway/relay.py): one timer per stream for all its waits
+        self.watchdogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
 
     # -- deadlines --------------------------------------------------------------------------
     def begin_drain(self, deadline_s: float) -> None:
@@ -375,6 +371,8 @@ class Gateway:
             when = wait.when()
             if when is None or when > self.drain_at:
                 wait.reschedule(self.drain_at)
+        for dog in list(self.watchdogs):
+            dog.drain(self.drain_at)
 
     async def bounded(self, aw: Awaitable[Any], deadline: float) -> Any:
         """Await *aw* until the loop time *deadline* (or the drain deadline, if sooner);
@@ -984,184 +982,16 @@ class Gateway:
             resp.close()
             UPSTREAM_ERRORS.labels(kind="status").inc()
             raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {resp.status}")
+        relay = StreamRelay(self, ex, resp, t0, deadline, ticket)
         return RelayResponse(
-            self._relay(ex, resp, t0, deadline, ticket),
+            relay.events(),
             write_timeout_s=limits.write_timeout_s,
-            wait=self.bounded,
-            on_stall=lambda: self._stalled(ex),
-            on_close=lambda: self._end_stream(ex, resp, ticket),
+            wait=relay.watchdog.wait,
+            on_stall=relay.stalled,
+            on_close=relay.end,
             media_type="text/event-stream",
             headers={**ex.headers, "cache-control": "no-cache"},
         )
-
-    def _relay_event(self, ex: Exchange, data: bytes, t0: float, restorers: _Restorers) -> bytes:
-        """One upstream event as it goes to the client, tokens restored; raises ValueError
-        when malformed, TooLong when a choice has more content events than max_tokens (each
-        event carries at least one token)."""
-        if data == b"[DONE]":
-            return b"data: [DONE]\n\n"
-        try:
-            event = json.loads(data)
-            for choice in event["choices"]:
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                index = choice.get("index", 0)
-                if isinstance(content, str) and content:
-                    restorers.events[index] = restorers.events.get(index, 0) + 1
-                    if ex.max_tokens is not None and restorers.events[index] > ex.max_tokens:
-                        raise TooLong
-                text = restorers.feed(index, content if isinstance(content, str) else "")
-                if choice.get("finish_reason"):
-                    ex.finish_reason = choice["finish_reason"]
-                    text += restorers.flush(index)
-                if text or isinstance(content, str):
-                    delta["content"] = text
-                    choice["delta"] = delta
-                if ex.ttft_ms is None and text:
-                    ex.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
-            usage = event.get("usage")
-            if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (
-                ex.max_tokens or 1 << 62
-            ):
-                raise TooLong
-        except (AttributeError, KeyError, TypeError) as exc:
-            raise ValueError("malformed event") from exc
-        event["model"] = ex.alias
-        return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-
-    async def _relay(
-        self, ex: Exchange, resp: StreamHandle, t0: float, deadline: float, ticket: Ticket
-    ) -> AsyncIterator[bytes]:
-        """Relay the upstream's SSE events, renaming the model to its alias.
-
-        Events that arrive together leave together (one write), so a fast upstream is not
-        slowed by one send per token, and a slow one is not held back. Bounded: the next
-        complete event within limits.read_timeout_s (bytes that complete none, dripped or
-        endless, do not count), the whole stream within limits.stream_deadline_s, no event
-        longer than limits.max_event_bytes, no more content events than max_tokens. Only a
-        timeout wraps the wait for the upstream, never a ``yield`` (the client's pace is
-        RelayResponse's write timeout).
-        """
-        outcome, status = "client_disconnected", 499
-        limits = self.settings.limits
-        loop = asyncio.get_running_loop()
-        decoder = SSEDecoder(limits.max_event_bytes)
-        restorers = _Restorers(ex.originals)
-        chunks = resp.chunks()
-        idle_until = loop.time() + limits.read_timeout_s
-        try:
-            while True:
-                try:
-                    chunk = await self.bounded(anext(chunks), min(deadline, idle_until))
-                except StopAsyncIteration:
-                    break
-                if len(chunk) > RESTORE_IN_THREAD_CHARS:
-                    out, failure = await run_in_threadpool(
-                        self._relay_chunk, ex, decoder, chunk, t0, restorers
-                    )
-                else:
-                    out, failure = self._relay_chunk(ex, decoder, chunk, t0, restorers)
-                if failure is not None:
-                    UPSTREAM_ERRORS.labels(kind=failure.code.removeprefix("upstream_")).inc()
-                    outcome, status = failure.code, failure.status
-                    ex.error = failure.code
-                    out.append(_sse_error(failure.code, failure.message))
-                    yield self._count(ex, out)
-                    return
-                if out:
-                    idle_until = loop.time() + limits.read_timeout_s
-                    yield self._count(ex, out)
-            ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
-            if ex.finish_reason is None or decoder.pending:
-                outcome, status = "upstream_incomplete", 502
-                ex.error = outcome
-                yield _sse_error("upstream_incomplete", "the model upstream ended the stream early")
-            else:
-                outcome, status = "ok", 200
-        except TimeoutError:
-            err = self.timed_out()
-            outcome, status, ex.error = err.code, err.status, err.code
-            yield _sse_error(err.code, err.message)
-        except UpstreamFailure as exc:
-            err = self._upstream_failure(exc)
-            outcome, status, ex.error = err.code, err.status, err.code
-            yield _sse_error(err.code, err.message)
-        except asyncio.CancelledError:
-            if self.draining:  # uvicorn's backstop after the drain deadline
-                ex.drained = True
-            raise
-        except Exception as exc:  # a defect: the stream still ends with an error and its record
-            log.error("unhandled %s in stream %s", type(exc).__name__, ex.request_id)
-            outcome, status, ex.error = "internal_error", 500, "internal_error"
-            yield _sse_error("internal_error", "internal error")
-        finally:
-            if isinstance(chunks, AsyncGenerator):
-                with contextlib.suppress(BaseException):
-                    await chunks.aclose()
-            ex.restored, ex.unrestored = restorers.counts()
-            # the final record waits for the end of the body (RelayResponse's on_close)
-            ex.outcome = (outcome, status)
-            resp.close()  # the upstream connection goes back at once
-
-    def _stalled(self, ex: Exchange) -> None:
-        """A write to the stream's client timed out: its own write deadline, or the drain's."""
-        if self.draining and asyncio.get_running_loop().time() >= self.drain_at:
-            ex.drained = True
-        else:
-            ex.stalled = True
-
-    async def _end_stream(self, ex: Exchange, resp: StreamHandle, ticket: Ticket) -> None:
-        """Once per stream, after the end of its body went out (or the connection went),
-        whether its relay ran or not (a client gone before the first byte): the upstream
-        connection closed, the admission place given back (the client may send its next request
-        on the connection at once), the final record with the relay's outcome. Records not yet
-        written stay bounded: a new request's admit waits behind them in the writer thread."""
-        if ex.ended:
-            return
-        ex.ended = True
-        resp.close()
-        outcome, status = ex.outcome or ("client_disconnected", 499)
-        if outcome == "client_disconnected" and ex.error is None:
-            if ex.drained:
-                outcome, status = "shutting_down", 503
-            elif ex.stalled:
-                outcome = "client_stalled"
-            ex.error = outcome
-        self.admission.release(ticket)
-        await self.write_audit(ex, outcome, status)
-
-    def _relay_chunk(
-        self, ex: Exchange, decoder: SSEDecoder, chunk: bytes, t0: float, restorers: _Restorers
-    ) -> tuple[list[bytes], GatewayError | None]:
-        """The events *chunk* completes, as they go to the client; (events, the failure that
-        ends the stream or None)."""
-        out: list[bytes] = []
-        failure: GatewayError | None = None
-        try:
-            events = decoder.feed(chunk)
-        except EventTooLarge as exc:  # the events completed before it still go out
-            events = exc.events
-            failure = GatewayError(
-                502,
-                "upstream_too_large",
-                "the model upstream sent an event longer than limits.max_event_bytes",
-            )
-        try:
-            for data in events:
-                out.append(self._relay_event(ex, data, t0, restorers))
-        except TooLong:
-            return out, GatewayError(
-                502, "upstream_too_long", "the model upstream sent more tokens than max_tokens asked for"
-            )
-        except Exception:  # whatever the upstream's bytes make the parser raise (RecursionError too)
-            return out, GatewayError(502, "upstream_malformed", "the model upstream sent a malformed event")
-        return out, failure
-
-    @staticmethod
-    def _count(ex: Exchange, parts: list[bytes]) -> bytes:
-        payload = b"".join(parts)
-        ex.response_bytes += len(payload)
-        return payload
 
     # -- readiness -------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, str]]:
@@ -1190,116 +1020,10 @@ class Gateway:
         return all(v == "ok" for v in checks.values()), checks
 
 
-class TooLong(Exception):
-    """The upstream sent more tokens than the request's max_tokens."""
-
-
 async def _disconnect(receive: Receive) -> None:
     """Return when the client has closed the connection (the body was read before)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-class RelayResponse(StreamingResponse):
-    """A streamed answer whose client must keep reading: a write that waits longer than
-    *write_timeout_s* (the client's receive window stays full) ends the stream (*on_stall* is
-    told first, for the audit record) and the connection is dropped. The body iterator is
-    always closed here, at once, so its ``finally`` (upstream connection, audit record) never
-    waits for the garbage collector."""
-
-    def __init__(
-        self,
-        content: AsyncIterator[bytes],
-        write_timeout_s: float,
-        wait: Callable[[Awaitable[Any], float], Awaitable[Any]],
-        on_stall: Callable[[], None],
-        on_close: Callable[[], Awaitable[None] | None],
-        **kw: Any,
-    ) -> None:
-        super().__init__(content, **kw)
-        self._write_timeout_s = write_timeout_s
-        self._wait = wait  # Gateway.bounded: the shutdown's drain deadline cuts a write short too
-        self._scope: Scope = {}
-        self._on_stall = on_stall
-        self._on_close = on_close  # for a relay that never started: closing it runs nothing
-        self._relay = content
-
-    async def stream_response(self, send: Send) -> None:
-        async def bounded_send(message: Message) -> None:
-            try:
-                await self._wait(send(message), asyncio.get_running_loop().time() + self._write_timeout_s)
-            except TimeoutError:
-                self._on_stall()
-                self._scope[STALLED_SCOPE_KEY] = True  # gateway/connections.py drops the connection
-                raise _Stalled from None
-
-        with contextlib.suppress(_Stalled):  # uvicorn closes a connection whose answer is unfinished
-            await super().stream_response(bounded_send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._scope = scope
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # also when stream_response never ran (the client left before it started)
-            if isinstance(self._relay, AsyncGenerator):
-                await self._relay.aclose()
-            closing = self._on_close()  # after the end of the body: the final record is written here
-            if closing is not None:
-                await closing
-
-
-class _Stalled(Exception):
-    pass
-
-
-#: the longest surrogate token (gateway/phi/tokenise.py SURROGATE_RE) less one: the most text a
-#: token cut at a chunk boundary can have on the earlier side
-_TOKEN_TAIL = 28
-
-
-class _Restorers:
-    """One stream restorer per choice of a streamed answer. The restored text is not kept:
-    surrogate-shaped tokens left in it are counted as it passes, over the new text and the
-    short tail of the earlier one a token could start in."""
-
-    def __init__(self, originals: dict[str, str]) -> None:
-        self._originals = originals
-        self._scanner = TokenScanner(originals)
-        self._by_choice: dict[int, StreamRestorer] = {}
-        self._tail = ""
-        self._unrestored = 0
-        self.events: dict[int, int] = {}  # content events per choice
-
-    def _get(self, index: int) -> StreamRestorer:
-        if index not in self._by_choice:
-            self._by_choice[index] = StreamRestorer(self._originals, self._scanner)
-        return self._by_choice[index]
-
-    def feed(self, index: int, text: str) -> str:
-        out = self._get(index).feed(text) if text else ""
-        self._count(out)
-        return out
-
-    def flush(self, index: int) -> str:
-        out = self._get(index).flush()
-        self._count(out)
-        return out
-
-    def _count(self, out: str) -> None:
-        if not out:
-            return
-        text = self._tail + out
-        end = 0
-        for match in SURROGATE_RE.finditer(text):
-            self._unrestored += 1
-            end = match.end()
-        self._tail = text[max(end, len(text) - _TOKEN_TAIL) :]
-
-    def counts(self) -> tuple[int, int]:
-        """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
-        restored = sum(r.restored for r in self._by_choice.values())
-        return restored, self._unrestored
 
 
 def untyped(originals: dict[str, str], texts: list[str], context: PatientContext | None) -> dict[str, str]:
@@ -1312,11 +1036,6 @@ def untyped(originals: dict[str, str], texts: list[str], context: PatientContext
             sent += [str(v) for v in value] if isinstance(value, list) else [str(value)]
     typed = {token for _, _, token in TokenScanner(originals).find("\n".join(sent))}
     return {t: v for t, v in originals.items() if t not in typed} if typed else originals
-
-
-def _sse_error(code: str, message: str) -> bytes:
-    body = openai_error(message, "server_error", code)
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
 def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> FastAPI:

@@ -38,9 +38,12 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
 from aiohttp.tracing import Trace
+from prometheus_client import Counter
 
 from gateway.settings import LimitSettings
 
+#: upstream failures by kind (the gateway's and the stream relay's: gateway/app.py, gateway/relay.py)
+UPSTREAM_ERRORS = Counter("sovereign_gateway_upstream_errors_total", "Upstream failures.", ["kind"])
 READ_PIECE = 64 << 10  # bytes asked of the socket buffer at a time when reading a plain answer
 PROBE_CONNECTIONS = 4  # the readiness probes' own pool
 

@@ -426,7 +426,7 @@ def boundary_panels(cfg: StackConfig) -> list[Panel]:
         ),
         Panel(
             "Upstream errors by kind",
-            "sovereign_gateway_upstream_errors_total by kind (gateway/app.py).",
+            "sovereign_gateway_upstream_errors_total by kind (gateway/upstream.py).",
             (_q(f"sum by (kind) ({_rate('sovereign_gateway_upstream_errors_total')})", "{{kind}}"),),
             unit="reqps",
             width=8,

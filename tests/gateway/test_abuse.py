@@ -247,6 +247,9 @@ def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are
         # ... or, flooded faster than they are read, the answer's byte bound
         (True, {"mode": "endless", "interval_s": 0.0}, ("upstream_too_long", "upstream_too_large")),
         (True, {"mode": "no_newline", "interval_s": 0.0}, "upstream_too_large"),
+        # events of 8 KiB, each within max_event_bytes: the 33rd passes max_answer_bytes (256 KiB)
+        # long before max_tokens, so the upstream client's own bound ends the stream mid-answer
+        (True, {"mode": "endless", "interval_s": 0.0, "event_bytes": 8 << 10}, "upstream_too_large"),
         (True, {"mode": "many_events", "events": 500}, "upstream_too_long"),
     ],
     ids=[
@@ -255,6 +258,7 @@ def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are
         "endless-stream",
         "endless-flood",
         "sse-line-without-newline",
+        "answer-bound-mid-stream",
         "more-than-max-tokens",
     ],
 )
@@ -312,6 +316,21 @@ def test_a_stream_that_sends_bytes_but_no_events_ends_at_the_idle_deadline(
     fault.script(mode="no_newline", interval_s=0.3)  # 1 KiB every 0.3 s, no event ever complete
     resp = chat(gateway, key, stream=True)
     assert error_code(resp) == "upstream_timeout"
+
+
+def test_a_stream_whose_events_keep_coming_ends_at_the_stream_deadline(
+    gateway: Proc, gw_dir: Path, fault: FaultUpstream
+) -> None:
+    """An event every 0.5 s keeps the idle timeout (1 s) from firing, for ever: the whole-stream
+    deadline (8 s) ends it, with an error event and its record."""
+    key = key_for(gw_dir, "clinic-drip")
+    fault.script(mode="endless", interval_s=0.5, event_bytes=5)
+    resp = chat(gateway, key, stream=True)
+    events = [line for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert sum('"more' in line for line in events) >= 4  # it outlived the idle timeout
+    assert error_code(resp) == "upstream_timeout"
+    record = final_record(gw_dir, resp.request.headers["x-request-id"])
+    assert record["outcome"] == "upstream_timeout" and record["status"] == 504, record
 
 
 def test_a_client_that_goes_away_cancels_its_plain_upstream_call(

@@ -5,10 +5,11 @@ place) runs at once — also when the relay never started."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from gateway.app import RelayResponse
+from gateway.relay import RelayResponse
 
 
 class Relay:
@@ -76,3 +77,20 @@ def test_a_client_gone_before_the_stream_started_still_gets_the_cleanup() -> Non
 
     calls, _ = respond(relay, receive, send)
     assert calls == ["close"] and not relay.started
+
+
+def test_the_relays_encoder_writes_what_json_dumps_writes() -> None:
+    """Streamed events are encoded by one shared encoder: byte for byte json.dumps(ensure_ascii=False)."""
+    from gateway.relay import _encode
+
+    events: list[Any] = [
+        {
+            "choices": [
+                {"index": 0, "delta": {"content": 'Müller "q"\n\u2028 \ud800 😀 \x00'}, "finish_reason": None}
+            ]
+        },
+        {"model": "m", "usage": {"completion_tokens": 3}, "n": 1.5, "big": 10**30, "x": [True, None, {}]},
+        {"nan": float("nan"), "inf": float("-inf")},
+    ]
+    for event in events:
+        assert _encode(event) == json.dumps(event, ensure_ascii=False)

@@ -1,0 +1,457 @@
+"""The streamed answer: the upstream's server-sent events relayed to the client, tokens restored.
+
+What the relay guarantees, for every streamed chat request:
+
+* Bounds. The next complete event within ``limits.read_timeout_s`` (bytes that complete none,
+  dripped or endless, do not count), the whole stream within ``limits.stream_deadline_s``, no
+  event longer than ``limits.max_event_bytes``, no more content events than the request's
+  ``max_tokens``; the shutdown's drain deadline ends the stream too (``shutting_down``). A client
+  that stops reading is cut off after ``limits.write_timeout_s`` per write (``client_stalled``,
+  the connection dropped). Each ends the stream with an OpenAI-style error event. One
+  ``Watchdog`` timer per stream keeps all of these for its reads and writes: per event only a
+  deadline (a float) is set, where a timeout per wait cost a timer and its bookkeeping twice
+  per event (issue 24).
+* Restoration across chunk boundaries. Each choice has its own ``StreamRestorer``
+  (gateway/phi/tokenise.py): a surrogate token cut between two upstream chunks is held back until
+  it is complete and goes out restored; surrogate-shaped tokens left in the answer are counted.
+  Events that arrive together leave together (one write); the model is named by its alias.
+* Audit at body end. The final record (the relay's outcome, counts, timings; never text) is
+  written once the end of the body has gone out, or the connection went, also when the relay
+  never started; the upstream connection is closed and the admission place given back first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.admission import Ticket
+from gateway.connections import STALLED_SCOPE_KEY
+from gateway.phi.tokenise import SURROGATE_RE, StreamRestorer, TokenScanner
+from gateway.schemas import openai_error
+from gateway.sse import EventTooLarge, SSEDecoder
+from gateway.upstream import UPSTREAM_ERRORS, StreamHandle, UpstreamFailure
+
+if TYPE_CHECKING:
+    from gateway.app import Exchange, Gateway
+
+log = logging.getLogger("sovereign.gateway")
+
+T = TypeVar("T")
+_INF = float("inf")
+#: json.dumps(event, ensure_ascii=False), byte for byte, without building an encoder per event
+#: (json.dumps makes a new one for every call with a non-default argument)
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+#: answers (and stream chunks) of more characters than this are restored in a worker thread,
+#: so a large answer never holds the event loop (a setting `limits.restore_in_thread_chars`
+#: may replace this default)
+RESTORE_IN_THREAD_CHARS = 16_384
+
+
+class TooLong(Exception):
+    """The upstream sent more tokens than the request's max_tokens."""
+
+
+class StreamFailure(NamedTuple):
+    """What ends a stream early: the error event's code and message, the audited status."""
+
+    status: int
+    code: str
+    message: str
+
+
+class Watchdog:
+    """One timer for every wait of one stream, in place of a timeout per wait: a wait (the
+    relay's read of the next upstream bytes, a write to the client) sets its deadline, a float,
+    and the timer, when it fires, ends the wait in progress if that is past its deadline, or is
+    armed again at the earliest deadline a wait can have from then on. While a stream flows the
+    timer fires about once per write timeout or idle timeout, not once per event.
+
+    A wait ended by the watchdog raises TimeoutError, as ``asyncio.timeout_at`` would (a
+    cancellation from elsewhere during it stays a CancelledError); *drain_at*, the shutdown's
+    drain deadline (Gateway.begin_drain calls ``drain``), bounds every wait too."""
+
+    def __init__(self, write_timeout_s: float, drain_at: float = _INF) -> None:
+        self.write_timeout_s = write_timeout_s
+        self.drain_at = drain_at
+        #: the earliest deadline of the stream's next read (the relay keeps it current)
+        self.read_by = _INF
+        self._waiting = False  # a wait is in progress
+        self._until = _INF  # its deadline
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False  # the watchdog cancelled the wait in progress
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = _INF
+        self._closed = False
+
+    async def wait(self, aw: Awaitable[T], until: float) -> T:
+        """*aw*'s result, or TimeoutError once the loop time *until* (or the drain deadline) passed."""
+        if until > self.drain_at:
+            until = self.drain_at
+        self._until, self._waiting = until, True
+        task = self._task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Watchdog.wait runs in a task")
+        self._cancelling = task.cancelling()
+        if until < self._armed_at:
+            self._arm(until)
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if task.uncancel() <= self._cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+            if self._expired:  # cancelled, but the wait ended otherwise (the cancellation swallowed)
+                self._expired = False
+                task.uncancel()
+
+    def drain(self, drain_at: float) -> None:
+        """The shutdown's drain deadline: the wait in progress, and every later one, end by it."""
+        self.drain_at = drain_at
+        if self._waiting and self._until > drain_at:
+            self._until = drain_at
+        if drain_at < self._armed_at:
+            self._arm(drain_at)
+
+    def close(self) -> None:
+        """The stream has ended: the timer goes."""
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = _INF
+
+    def _arm(self, when: float) -> None:
+        if self._closed:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = when
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed_at = None, _INF
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._waiting and self._until <= now:  # the wait in progress is past its deadline
+            if not self._expired and self._task is not None:
+                self._expired = True
+                self._task.cancel()
+            return  # the next wait arms the timer again
+        # the earliest deadline a wait can have from now on: the one in progress, a write's
+        # (it starts now at the earliest), the next read's, the drain's
+        when = now + self.write_timeout_s
+        if self._waiting and self._until < when:
+            when = self._until
+        if now < self.read_by < when:
+            when = self.read_by
+        if now < self.drain_at < when:
+            when = self.drain_at
+        self._arm(when)
+
+
+class StreamRelay:
+    """One streamed answer: the upstream's events relayed (``events``), the stall of its
+    client noted (``stalled``), its end handled once (``end``)."""
+
+    def __init__(
+        self, gw: Gateway, ex: Exchange, resp: StreamHandle, t0: float, deadline: float, ticket: Ticket
+    ) -> None:
+        self.gw, self.ex, self.resp, self.t0, self.deadline, self.ticket = gw, ex, resp, t0, deadline, ticket
+        # every wait of the stream, the reads here and the writes in RelayResponse, under one timer
+        self.watchdog = Watchdog(gw.settings.limits.write_timeout_s, gw.drain_at)
+        gw.watchdogs.add(self.watchdog)  # begin_drain brings its waits forward
+
+    def _event(self, data: bytes, restorers: _Restorers) -> bytes:
+        """One upstream event as it goes to the client, tokens restored; raises ValueError
+        when malformed, TooLong when a choice has more content events than max_tokens (each
+        event carries at least one token)."""
+        ex = self.ex
+        if data == b"[DONE]":
+            return b"data: [DONE]\n\n"
+        try:
+            event = json.loads(data)
+            for choice in event["choices"]:
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                index = choice.get("index", 0)
+                if isinstance(content, str) and content:
+                    restorers.events[index] = restorers.events.get(index, 0) + 1
+                    if ex.max_tokens is not None and restorers.events[index] > ex.max_tokens:
+                        raise TooLong
+                text = restorers.feed(index, content if isinstance(content, str) else "")
+                if choice.get("finish_reason"):
+                    ex.finish_reason = choice["finish_reason"]
+                    text += restorers.flush(index)
+                if text or isinstance(content, str):
+                    delta["content"] = text
+                    choice["delta"] = delta
+                if ex.ttft_ms is None and text:
+                    ex.ttft_ms = round((time.perf_counter() - self.t0) * 1000, 3)
+            usage = event.get("usage")
+            if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (
+                ex.max_tokens or 1 << 62
+            ):
+                raise TooLong
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise ValueError("malformed event") from exc
+        event["model"] = ex.alias
+        return b"data: " + _encode(event).encode() + b"\n\n"
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Relay the upstream's SSE events, renaming the model to its alias.
+
+        Events that arrive together leave together (one write), so a fast upstream is not
+        slowed by one send per token, and a slow one is not held back. Bounded: the next
+        complete event within limits.read_timeout_s (bytes that complete none, dripped or
+        endless, do not count), the whole stream within limits.stream_deadline_s, no event
+        longer than limits.max_event_bytes, no more content events than max_tokens. Only the
+        wait for the upstream is bounded here (the stream's watchdog), never a ``yield`` (the
+        client's pace is RelayResponse's write timeout, under the same watchdog).
+        """
+        gw, ex, resp, t0, deadline = self.gw, self.ex, self.resp, self.t0, self.deadline
+        outcome, status = "client_disconnected", 499
+        limits = gw.settings.limits
+        loop = asyncio.get_running_loop()
+        decoder = SSEDecoder(limits.max_event_bytes)
+        restorers = _Restorers(ex.originals)
+        chunks = resp.chunks()
+        dog = self.watchdog
+        dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
+        try:
+            while True:
+                try:
+                    chunk = await dog.wait(anext(chunks), dog.read_by)
+                except StopAsyncIteration:
+                    break
+                if len(chunk) > RESTORE_IN_THREAD_CHARS:
+                    out, failure = await run_in_threadpool(self._chunk, decoder, chunk, restorers)
+                else:
+                    out, failure = self._chunk(decoder, chunk, restorers)
+                if failure is not None:
+                    UPSTREAM_ERRORS.labels(kind=failure.code.removeprefix("upstream_")).inc()
+                    outcome, status = failure.code, failure.status
+                    ex.error = failure.code
+                    out.append(_sse_error(failure.code, failure.message))
+                    yield self._count(out)
+                    return
+                if out:
+                    dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
+                    yield self._count(out)
+            ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+            if ex.finish_reason is None or decoder.pending:
+                outcome, status = "upstream_incomplete", 502
+                ex.error = outcome
+                yield _sse_error("upstream_incomplete", "the model upstream ended the stream early")
+            else:
+                outcome, status = "ok", 200
+        except TimeoutError:
+            err = gw.timed_out()
+            outcome, status, ex.error = err.code, err.status, err.code
+            yield _sse_error(err.code, err.message)
+        except UpstreamFailure as exc:
+            err = gw._upstream_failure(exc)
+            outcome, status, ex.error = err.code, err.status, err.code
+            yield _sse_error(err.code, err.message)
+        except asyncio.CancelledError:
+            if gw.draining:  # uvicorn's backstop after the drain deadline
+                ex.drained = True
+            raise
+        except Exception as exc:  # a defect: the stream still ends with an error and its record
+            log.error("unhandled %s in stream %s", type(exc).__name__, ex.request_id)
+            outcome, status, ex.error = "internal_error", 500, "internal_error"
+            yield _sse_error("internal_error", "internal error")
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                with contextlib.suppress(BaseException):
+                    await chunks.aclose()
+            ex.restored, ex.unrestored = restorers.counts()
+            # the final record waits for the end of the body (RelayResponse's on_close)
+            ex.outcome = (outcome, status)
+            resp.close()  # the upstream connection goes back at once
+
+    def stalled(self) -> None:
+        """A write to the stream's client timed out: its own write deadline, or the drain's."""
+        gw = self.gw
+        if gw.draining and asyncio.get_running_loop().time() >= gw.drain_at:
+            self.ex.drained = True
+        else:
+            self.ex.stalled = True
+
+    async def end(self) -> None:
+        """Once per stream, after the end of its body went out (or the connection went),
+        whether its relay ran or not (a client gone before the first byte): the upstream
+        connection closed, the admission place given back (the client may send its next request
+        on the connection at once), the final record with the relay's outcome. Records not yet
+        written stay bounded: a new request's admit waits behind them in the writer thread."""
+        ex = self.ex
+        if ex.ended:
+            return
+        ex.ended = True
+        self.watchdog.close()
+        self.gw.watchdogs.discard(self.watchdog)
+        self.resp.close()
+        outcome, status = ex.outcome or ("client_disconnected", 499)
+        if outcome == "client_disconnected" and ex.error is None:
+            if ex.drained:
+                outcome, status = "shutting_down", 503
+            elif ex.stalled:
+                outcome = "client_stalled"
+            ex.error = outcome
+        self.gw.admission.release(self.ticket)
+        await self.gw.write_audit(ex, outcome, status)
+
+    def _chunk(
+        self, decoder: SSEDecoder, chunk: bytes, restorers: _Restorers
+    ) -> tuple[list[bytes], StreamFailure | None]:
+        """The events *chunk* completes, as they go to the client; (events, the failure that
+        ends the stream or None)."""
+        out: list[bytes] = []
+        failure: StreamFailure | None = None
+        try:
+            events = decoder.feed(chunk)
+        except EventTooLarge as exc:  # the events completed before it still go out
+            events = exc.events
+            failure = StreamFailure(
+                502,
+                "upstream_too_large",
+                "the model upstream sent an event longer than limits.max_event_bytes",
+            )
+        try:
+            for data in events:
+                out.append(self._event(data, restorers))
+        except TooLong:
+            return out, StreamFailure(
+                502, "upstream_too_long", "the model upstream sent more tokens than max_tokens asked for"
+            )
+        except Exception:  # whatever the upstream's bytes make the parser raise (RecursionError too)
+            return out, StreamFailure(502, "upstream_malformed", "the model upstream sent a malformed event")
+        return out, failure
+
+    def _count(self, parts: list[bytes]) -> bytes:
+        payload = b"".join(parts)
+        self.ex.response_bytes += len(payload)
+        return payload
+
+
+class RelayResponse(StreamingResponse):
+    """A streamed answer whose client must keep reading: a write that waits longer than
+    *write_timeout_s* (the client's receive window stays full) ends the stream (*on_stall* is
+    told first, for the audit record) and the connection is dropped. The body iterator is
+    always closed here, at once, so its ``finally`` (upstream connection, audit record) never
+    waits for the garbage collector."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        write_timeout_s: float,
+        wait: Callable[[Awaitable[Any], float], Awaitable[Any]],
+        on_stall: Callable[[], None],
+        on_close: Callable[[], Awaitable[None] | None],
+        **kw: Any,
+    ) -> None:
+        super().__init__(content, **kw)
+        self._write_timeout_s = write_timeout_s
+        self._wait = wait  # Watchdog.wait: the shutdown's drain deadline cuts a write short too
+        self._scope: Scope = {}
+        self._on_stall = on_stall
+        self._on_close = on_close  # for a relay that never started: closing it runs nothing
+        self._relay = content
+
+    async def stream_response(self, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            try:
+                await self._wait(send(message), asyncio.get_running_loop().time() + self._write_timeout_s)
+            except TimeoutError:
+                self._on_stall()
+                self._scope[STALLED_SCOPE_KEY] = True  # gateway/connections.py drops the connection
+                raise _Stalled from None
+
+        with contextlib.suppress(_Stalled):  # uvicorn closes a connection whose answer is unfinished
+            await super().stream_response(bounded_send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # also when stream_response never ran (the client left before it started)
+            if isinstance(self._relay, AsyncGenerator):
+                await self._relay.aclose()
+            closing = self._on_close()  # after the end of the body: the final record is written here
+            if closing is not None:
+                await closing
+
+
+class _Stalled(Exception):
+    pass
+
+
+#: the longest surrogate token (gateway/phi/tokenise.py SURROGATE_RE) less one: the most text a
+#: token cut at a chunk boundary can have on the earlier side
+_TOKEN_TAIL = 28
+
+
+class _Restorers:
+    """One stream restorer per choice of a streamed answer. The restored text is not kept:
+    surrogate-shaped tokens left in it are counted as it passes, over the new text and the
+    short tail of the earlier one a token could start in."""
+
+    def __init__(self, originals: dict[str, str]) -> None:
+        self._originals = originals
+        self._scanner = TokenScanner(originals)
+        self._by_choice: dict[int, StreamRestorer] = {}
+        self._tail = ""
+        self._unrestored = 0
+        self.events: dict[int, int] = {}  # content events per choice
+
+    def _get(self, index: int) -> StreamRestorer:
+        if index not in self._by_choice:
+            self._by_choice[index] = StreamRestorer(self._originals, self._scanner)
+        return self._by_choice[index]
+
+    def feed(self, index: int, text: str) -> str:
+        out = self._get(index).feed(text) if text else ""
+        self._count(out)
+        return out
+
+    def flush(self, index: int) -> str:
+        out = self._get(index).flush()
+        self._count(out)
+        return out
+
+    def _count(self, out: str) -> None:
+        if not out:
+            return
+        text = self._tail + out
+        end = 0
+        for match in SURROGATE_RE.finditer(text):
+            self._unrestored += 1
+            end = match.end()
+        self._tail = text[max(end, len(text) - _TOKEN_TAIL) :]
+
+    def counts(self) -> tuple[int, int]:
+        """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
+        restored = sum(r.restored for r in self._by_choice.values())
+        return restored, self._unrestored
+
+
+def _sse_error(code: str, message: str) -> bytes:
+    body = openai_error(message, "server_error", code)
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
