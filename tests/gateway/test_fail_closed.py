@@ -81,7 +81,7 @@ def test_public_upstream_is_refused_at_start(tmp_path: Path, bao: Bao, url: str)
     data["upstreams"]["chat"]["url"] = url
     config.write_text(yaml.safe_dump(data))
     proc = start_expecting_refusal(config)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # settings refused: bad input (README, Errors and exit codes)
     assert "upstreams.chat.url" in proc.stderr
     assert "outside the compliance boundary" in proc.stderr
     assert "GDPR Art. 44" in proc.stderr
