@@ -304,7 +304,7 @@ _CASED: list[tuple[str, re.Pattern[str], int]] = [
         0,
     ),
     ("KVNR", re.compile(r"[A-Za-z](?<!\w[A-Za-z])[ \-.]?\d(?:[ \-.]?\d){8}(?!\w)"), 0),
-    ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _LOCAL_PART
+    ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _local_part_start
     ("ORDER_ID", re.compile(r"#\s?(\d{6,12})(?!\w)"), 1),
     (
         "PHONE",
@@ -405,6 +405,15 @@ _DIGIT_RUN = re.compile(r"\d[\d \-./\t\r\n]{7,}\d")
 _DIGIT_GROUP = re.compile(r"\d+")
 _TIME_PART = re.compile(r"[Tt]\d.*$")
 _LOCAL_PART = re.compile(r"[\w.+-]{1,64}$")
+
+
+def _local_part_start(text: str, at: int) -> int | None:
+    """Where the local part of an e-mail address whose "@" (or "[at]") starts at *at* begins;
+    None when there is none, or when a letter or digit is glued to its front."""
+    local = _LOCAL_PART.search(text, max(0, at - 64), at)
+    if local is None or (local.start() > 0 and text[local.start() - 1].isalnum()):
+        return None
+    return local.start()
 
 
 def _windows(runs: list[tuple[int, int]], before: int, after: int, size: int) -> list[tuple[int, int]]:
@@ -561,10 +570,10 @@ def find_patterns(text: str) -> list[Span]:
         for m in found:
             start, end = m.span(group)
             if category == "EMAIL":
-                local = _LOCAL_PART.search(text, max(0, start - 64), start)
-                if local is None or (local.start() > 0 and text[local.start() - 1].isalnum()):
+                local = _local_part_start(text, start)
+                if local is None:
                     continue
-                start = local.start()
+                start = local
             if validate is None or validate(text[start:end]):
                 spans.append(Span(start, end, category))
     low = text.lower()
@@ -573,9 +582,9 @@ def find_patterns(text: str) -> list[Span]:
     if any(mark in low for mark in _AT_GATE):
         for m in _AT_MARK.finditer(low):
             domain = _OBF_DOMAIN.match(low, m.end())
-            local = _LOCAL_PART.search(low, max(0, m.start() - 64), m.start())
-            if domain and local and (local.start() == 0 or not low[local.start() - 1].isalnum()):
-                spans.append(Span(local.start(), domain.end(), "EMAIL"))
+            local = _local_part_start(low, m.start())
+            if domain and local is not None:
+                spans.append(Span(local, domain.end(), "EMAIL"))
     for category, pattern, group, gate in _LOWER:
         if not any(word in low for word in gate):  # a substring test is far cheaper than a scan
             continue
