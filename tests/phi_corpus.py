@@ -26,8 +26,8 @@ from faker import Faker
 
 from gateway.phi.checksums import kvnr_with_check_digit, luhn_valid
 from gateway.phi.context import MONTHS_DE, MONTHS_EN
-from gateway.phi.detect import UMLAUT_EXPANSIONS as _UMLAUTS
-from gateway.phi.detect import skeleton
+from gateway.phi.fold import UMLAUT_EXPANSIONS as _UMLAUTS
+from gateway.phi.fold import skeleton
 
 PATIENT, OTHER = "patient", "other"
 

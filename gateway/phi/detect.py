@@ -10,17 +10,16 @@ engine or tldextract to load or keep offline.
 from __future__ import annotations
 
 import re
-import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, compress
+from itertools import accumulate
 from typing import NamedTuple, Protocol
 
 import phonenumbers
-from anyascii import anyascii
 
 from gateway.phi.checksums import IBAN_LENGTHS, iban_valid, kvnr_valid, luhn_valid
 from gateway.phi.encodings import encoded_runs
+from gateway.phi.fold import skeleton_with_map
 from gateway.phi.normalise import normalise
 
 # categories, most specific first: the rank breaks ties between equally long spans
@@ -112,131 +111,7 @@ def _absorb_patterns(spans: list[Span]) -> list[Span]:
     return grown + known + patterns
 
 
-# -- folding: case, diacritics, formatting --------------------------------------------------
-
-UMLAUT_EXPANSIONS = str.maketrans(
-    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
-)
-
-
-# letters written out in two when typed without their diacritic: "Soeren" for "Søren"
-_EXPANSIONS = str.maketrans(
-    {
-        "ø": "oe",
-        "Ø": "Oe",
-        "æ": "ae",
-        "Æ": "Ae",
-        "å": "aa",
-        "Å": "Aa",
-        "œ": "oe",
-        "Œ": "Oe",
-        "þ": "th",
-        "Þ": "Th",
-    }
-)
-
-
-class _FoldTable(dict[int, str | None]):
-    """str.translate table, filled on first sight of a character: letters and digits fold to
-    one lower-case character without diacritics (ß -> s; spelled-out variants cover "ss"),
-    everything else is deleted. One character in, at most one out, so positions map back.
-    Latin letters that do not decompose (ł, ø, đ, dotless i, æ) take the first letter of
-    their transliteration (anyascii: l, o, d, i, a); digits of every script become 0-9."""
-
-    def __missing__(self, code: int) -> str | None:
-        ch = chr(code)
-        folded: str | None = None
-        if ch.isalnum():
-            digit = unicodedata.decimal(ch, None)
-            if digit is not None:
-                folded = str(digit)
-            else:
-                base = [c for c in unicodedata.normalize("NFKD", ch.casefold()) if c.isalnum()]
-                folded = base[0] if base else ch
-                if not folded.isascii() and unicodedata.name(folded, "").startswith("LATIN"):
-                    latin = anyascii(folded).lower()
-                    folded = latin[0] if latin[:1].isalnum() else folded
-        self[code] = folded
-        return folded
-
-
-_FOLD = _FoldTable()
-
-
-def _byte_tables() -> tuple[bytes, bytes, bytes, bytes]:
-    """The same fold and mask as 256-entry byte tables for text that encodes as cp1252
-    (nearly all German and English text, with € and typographic quotes): bytes.translate
-    runs in C without a dictionary lookup per character."""
-    fold, mask, delete, unsafe = bytearray(range(256)), bytearray(256), bytearray(), bytearray()
-    for b in range(256):
-        try:
-            ch = bytes([b]).decode("cp1252")
-        except UnicodeDecodeError:
-            delete.append(b)
-            continue
-        folded = _FOLD[ord(ch)]
-        if folded is None:
-            delete.append(b)
-            continue
-        try:
-            fold[b] = folded.encode("cp1252")[0]  # þ folds to t, æ to a: one cp1252 byte
-        except UnicodeEncodeError:
-            unsafe.append(b)  # µ folds to Greek μ: such text takes the slow path
-        mask[b] = 1
-    return bytes(fold), bytes(mask), bytes(delete), bytes(unsafe)
-
-
-_FOLD_BYTES, _MASK_BYTES, _DELETE_BYTES, _UNSAFE_BYTES = _byte_tables()
-
-
-def _cp1252(text: str) -> bytes | None:
-    """*text* as cp1252 bytes when the byte tables fold it exactly; else None."""
-    try:
-        raw = text.encode("cp1252")
-    except UnicodeEncodeError:
-        return None
-    return None if any(b in raw for b in _UNSAFE_BYTES) else raw
-
-
-def skeleton(text: str) -> str:
-    if len(text) < 64:  # short values: the dictionary table wins over encoding first
-        return text.translate(_FOLD)
-    raw = _cp1252(text)
-    if raw is None:
-        return text.translate(_FOLD)
-    return raw.translate(_FOLD_BYTES, _DELETE_BYTES).decode("cp1252")
-
-
-class _MaskTable(dict[int, str]):
-    """str.translate table: letters and digits -> "\\x01", everything else -> "\\x00"."""
-
-    def __missing__(self, code: int) -> str:
-        self[code] = "\x01" if chr(code).isalnum() else "\x00"
-        return self[code]
-
-
-_MASK = _MaskTable()
-
-
-def skeleton_with_map(text: str) -> tuple[str, list[int]]:
-    """The skeleton of *text* and, for each of its characters, the index it came from
-    (computed in C: a byte mask of the kept characters drives itertools.compress)."""
-    raw = _cp1252(text)
-    if raw is None:
-        mask = text.translate(_MASK).encode("ascii")
-        return text.translate(_FOLD), list(compress(range(len(text)), mask))
-    skel = raw.translate(_FOLD_BYTES, _DELETE_BYTES).decode("cp1252")
-    return skel, list(compress(range(len(text)), raw.translate(_MASK_BYTES)))
-
-
-def variants(value: str) -> set[str]:
-    """Skeletons under which *value* may appear: as written, with umlauts (and ø, æ, å, œ,
-    þ) spelled out; without diacritics is the plain skeleton."""
-    plain = skeleton(value)
-    if value.isascii():
-        return {plain} if plain else set()
-    out = {plain, skeleton(value.translate(UMLAUT_EXPANSIONS).translate(_EXPANSIONS))}
-    return {v for v in out if v}
+# -- the request's own values, in every spelling (gateway/phi/fold.py) ---------------------
 
 
 class KnownValue(NamedTuple):
@@ -429,7 +304,7 @@ _CASED: list[tuple[str, re.Pattern[str], int]] = [
         0,
     ),
     ("KVNR", re.compile(r"[A-Za-z](?<!\w[A-Za-z])[ \-.]?\d(?:[ \-.]?\d){8}(?!\w)"), 0),
-    ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _LOCAL_PART
+    ("EMAIL", re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?!\w)"), 0),  # local part: _local_part_start
     ("ORDER_ID", re.compile(r"#\s?(\d{6,12})(?!\w)"), 1),
     (
         "PHONE",
@@ -530,6 +405,15 @@ _DIGIT_RUN = re.compile(r"\d[\d \-./\t\r\n]{7,}\d")
 _DIGIT_GROUP = re.compile(r"\d+")
 _TIME_PART = re.compile(r"[Tt]\d.*$")
 _LOCAL_PART = re.compile(r"[\w.+-]{1,64}$")
+
+
+def _local_part_start(text: str, at: int) -> int | None:
+    """Where the local part of an e-mail address whose "@" (or "[at]") starts at *at* begins;
+    None when there is none, or when a letter or digit is glued to its front."""
+    local = _LOCAL_PART.search(text, max(0, at - 64), at)
+    if local is None or (local.start() > 0 and text[local.start() - 1].isalnum()):
+        return None
+    return local.start()
 
 
 def _windows(runs: list[tuple[int, int]], before: int, after: int, size: int) -> list[tuple[int, int]]:
@@ -686,10 +570,10 @@ def find_patterns(text: str) -> list[Span]:
         for m in found:
             start, end = m.span(group)
             if category == "EMAIL":
-                local = _LOCAL_PART.search(text, max(0, start - 64), start)
-                if local is None or (local.start() > 0 and text[local.start() - 1].isalnum()):
+                local = _local_part_start(text, start)
+                if local is None:
                     continue
-                start = local.start()
+                start = local
             if validate is None or validate(text[start:end]):
                 spans.append(Span(start, end, category))
     low = text.lower()
@@ -698,9 +582,9 @@ def find_patterns(text: str) -> list[Span]:
     if any(mark in low for mark in _AT_GATE):
         for m in _AT_MARK.finditer(low):
             domain = _OBF_DOMAIN.match(low, m.end())
-            local = _LOCAL_PART.search(low, max(0, m.start() - 64), m.start())
-            if domain and local and (local.start() == 0 or not low[local.start() - 1].isalnum()):
-                spans.append(Span(local.start(), domain.end(), "EMAIL"))
+            local = _local_part_start(low, m.start())
+            if domain and local is not None:
+                spans.append(Span(local, domain.end(), "EMAIL"))
     for category, pattern, group, gate in _LOWER:
         if not any(word in low for word in gate):  # a substring test is far cheaper than a scan
             continue

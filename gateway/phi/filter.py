@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields, spellings
-from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer, variants
+from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer
+from gateway.phi.fold import variants
 from gateway.phi.tokenise import Tokeniser, TokenMap
 from gateway.policy import UseCasePolicy
 

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastfpe import ff1
 
-from gateway.phi.detect import Span, skeleton
+from gateway.phi.detect import Span
+from gateway.phi.fold import skeleton
 
 FF1_CATEGORIES = frozenset({"KVNR", "IBAN", "PHONE", "CUSTOMER_ID", "ORDER_ID"})
 ALWAYS_REMOVED = frozenset({"CARD"})

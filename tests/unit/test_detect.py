@@ -17,17 +17,8 @@ from hypothesis import strategies as st
 
 from gateway.phi.checksums import iban_valid, kvnr_valid, luhn_valid
 from gateway.phi.context import spellings
-from gateway.phi.detect import (
-    _FOLD,
-    Detector,
-    KnownValue,
-    Span,
-    find_patterns,
-    resolve_overlaps,
-    skeleton,
-    skeleton_with_map,
-    variants,
-)
+from gateway.phi.detect import Detector, KnownValue, Span, find_patterns, resolve_overlaps
+from gateway.phi.fold import _FOLD, skeleton, skeleton_with_map, variants
 
 
 def found(text: str) -> set[tuple[str, str]]:
