@@ -1169,6 +1169,7 @@ class GatewayApp(FastAPI):
             and scope["path"] == CHAT_PATH
             and not self.root_path
             and not scope.get("root_path")
+            and not self.user_middleware  # a middleware added later would be skipped: take the stack
         ):
             scope["app"] = self
             scope["route"] = self._chat_route

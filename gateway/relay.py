@@ -53,8 +53,7 @@ _INF = float("inf")
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
 #: answers (and stream chunks) of more characters than this are restored in a worker thread,
-#: so a large answer never holds the event loop (a setting `limits.restore_in_thread_chars`
-#: may replace this default)
+#: so a large answer never holds the event loop
 RESTORE_IN_THREAD_CHARS = 16_384
 
 

@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway import validation
+from gateway.errors import BadInput
 from infra import residency
 
 CONFIG_ENV = "SOVEREIGN_GATEWAY_CONFIG"
@@ -415,7 +417,10 @@ def host_allowed(host: str, allowlist: list[str]) -> bool:
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
     """Load settings, optionally from an explicit YAML file, with keyword overrides on top."""
     if config_file is not None:
-        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:  # PyYAML's own message quotes the offending line
+            raise BadInput(f"{config_file}: {validation.not_yaml(exc)}") from None
         data.update(overrides)
         return GatewaySettings(**data)
     return GatewaySettings(**overrides)

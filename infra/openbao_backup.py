@@ -42,6 +42,7 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, Field, model_validator
 
+from gateway import validation
 from gateway.errors import SovereignError
 from infra import objectstore, residency
 from infra.config import OPENBAO_SNAPSHOT_RETENTION_DAYS, StackConfig, s3_location
@@ -203,6 +204,8 @@ def load_settings(path: Path) -> SnapshotSettings:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError:
         raise BackupError(f"--config {path}: cannot be read") from None
+    except yaml.YAMLError as exc:  # PyYAML's own message quotes the offending line
+        raise BackupError(f"--config {path}: {validation.not_yaml(exc)}") from None
     return SnapshotSettings.model_validate(data)
 
 

@@ -130,3 +130,27 @@ def test_the_errors_of_modules_not_yet_derived_go_through_the_same_handler(
         1,
         "sovereign openbao snapshot: no OpenBao address: pass --openbao-address URL or set VAULT_ADDR\n",
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["gateway", "serve"], ["anonymize", "--policy", "p", "--tenant", "t", "i", "o"]]
+)
+def test_a_gateway_settings_file_that_is_not_yaml_exits_2_and_its_line_is_not_printed(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyYAML's own message quotes the offending line: a pasted key must not reach stderr."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f'openbao:\n  token: "{SECRET}\n  address: [\n', encoding="utf-8")
+    code, printed = _run([*command[:2], "--config", str(config), *command[2:]] if command[0] == "gateway"
+                         else [command[0], "--config", str(config), *command[1:]], capsys)  # fmt: skip
+    assert code == 2, printed
+    assert "not valid YAML at line" in printed and SECRET not in printed
+
+
+def test_gateway_serve_refuses_a_config_file_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pydantic-settings' YAML source skips a missing file: the gateway would have started on
+    its environment alone."""
+    code, printed = _run(["gateway", "serve", "--config", str(tmp_path / "missing.yaml")], capsys)
+    assert code == 2 and "no such file" in printed
