@@ -43,11 +43,11 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from infra.paths import REPO_ROOT as REPO
 from loadtests import arrival, report, schedule, sla, workflows
 from loadtests.client import Client, Exchange, post_stream
 from loadtests.stream import StreamFailure, measure
 
-REPO = Path(__file__).resolve().parent.parent
 BACKOFF_BASE_S = 0.1  # after the first failure in a row; doubles with each further one
 BACKOFF_CAP_S = 5.0
 AUTH_FAILURES = (401, 403)
