@@ -20,6 +20,7 @@ from typing import Any
 from gateway.errors import BadInput
 from infra.paths import CWD_REPORTS
 from loadtests import compare, sla, workflows
+from loadtests.options import add_shared
 from loadtests.schedule import duration_s
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -138,41 +139,14 @@ def add_parser(sub: Any) -> None:
     lt.add_argument("--users", type=int, default=4, help="concurrent users (closed loop: streams in flight)")
     lt.add_argument("--spawn-rate", type=float, default=1.0, help="users started per second (ramp-up)")
     lt.add_argument("--run-time", default="60s", help="e.g. 90s, 10m")
-    lt.add_argument(
-        "--warm-up", default="0s",
-        help="streams started in the first DURATION (or before all users run) are reported, not judged",
-    )  # fmt: skip
-    lt.add_argument(
-        "--arrival-rate", type=float, default=0.0,
-        help="open loop: requests/s over all users, started on schedule whether or not earlier ones ended "
-        "(0: closed loop, each user sends its next request when the last one ended)",
-    )  # fmt: skip
-    lt.add_argument(
-        "--arrival", choices=("poisson", "constant"), default="poisson",
-        help="open-loop arrivals: poisson (exponential gaps, default) or constant (evenly spaced)",
-    )  # fmt: skip
-    lt.add_argument(
-        "--max-in-flight", type=int, default=1000,
-        help="open loop: streams in flight per process at most; arrivals beyond are dropped and counted",
-    )  # fmt: skip
+    add_shared(lt)  # the options Locust takes too (loadtests/options.py)
     lt.add_argument("--processes", type=int, default=0, help="fork a master and N worker processes")
     lt.add_argument(
         "--workload", default="",
         help="workload: a name in loadtests/workloads or a .yaml path (default healthcare-default)",
     )  # fmt: skip
     lt.add_argument(
-        "--use-cases", default="", help="comma list of the workload's use cases (default: all, weighted)"
-    )
-    lt.add_argument("--seed", type=int, default=7, help="seed of the synthetic requests and arrival schedule")
-    lt.add_argument(
-        "--stamps", choices=("kernel", "read"), default="kernel",
-        help="when a token arrived: the kernel's receive stamp (default) or the clock when Python read it",
-    )  # fmt: skip
-    lt.add_argument(
         "--ca-file", type=Path, help="https: PEM file of the CA that signed the gateway's certificate"
-    )
-    lt.add_argument(
-        "--insecure", action="store_true", help="https: skip certificate verification (test stacks)"
     )
     lt.add_argument("--api-key-file", type=Path, help="API key file (default: the local stack's demo key)")
     lt.add_argument("--out", type=Path, default=CWD_REPORTS / "loadtest", help="report folder")
