@@ -6,14 +6,14 @@ stack (``infra/program.py``) and exports its outputs. ``sovereign plan`` runs th
 """
 
 import sys
-from pathlib import Path
 
 from infra import backend, config, program
+from infra.paths import REPO_ROOT
 
 
 def _main() -> None:
     try:
-        program.declare(backend.current_backend(Path(__file__).resolve().parents[1]))
+        program.declare(backend.current_backend(REPO_ROOT))
     except (config.StackConfigError, backend.BackendRefused) as exc:
         # a clear message and no stack trace; nothing has been created
         print(f"sovereign-llm: {exc}", file=sys.stderr)

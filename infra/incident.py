@@ -142,7 +142,7 @@ def resume(
 # -- the command line --------------------------------------------------------------------------
 def _access(args: argparse.Namespace) -> hvac.Client:
     """A client for the given OpenBao, else the local stack's with its root token."""
-    from infra.cli import openbao_target
+    from infra.local.cli import openbao_target
 
     address, token_file = openbao_target(args, "openbao-root.token")
     try:
@@ -201,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_affected(args: argparse.Namespace) -> int:
     from gateway.kms import transit_unwrapper
     from infra import incident_affected as aff
-    from infra.cli import openbao_target
+    from infra.local.cli import openbao_target
 
     window = aff.Window(
         aff.parse_time(args.start, "--from"), aff.parse_time(args.end, "--to"),
@@ -319,7 +319,9 @@ def _add_evidence_parsers(isub: Any, with_profile: Any) -> None:
         p.set_defaults(func=func)
 
 
-def add_parsers(sub: Any, with_profile: Any) -> None:
+def add_parser(sub: Any) -> None:
+    from infra.local.cli import with_profile
+
     inc = sub.add_parser(
         "incident", help="the kill switch (suspend, resume), affected requests, the breach register"
     )

@@ -25,7 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from infra.paths import REPO_ROOT, NotACheckout, require_checkout
+
 DOCS = REPO_ROOT / "docs"
 PACKAGES = ("gateway", "infra", "loadtests")  # every module of these is in some map
 BEGIN = re.compile(r"^<!-- module-map: (?P<package>[\w/.-]+) -->$", re.MULTILINE)
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.modules_doc", description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the maps in docs/ in place")
     args = parser.parse_args(argv)
+    try:
+        require_checkout("python -m infra.modules_doc")
+    except NotACheckout as exc:
+        print(f"python -m infra.modules_doc: {exc}", file=sys.stderr)
+        return exc.exit_code
     stale = []
     for doc in sorted({s.doc for s in all_sections()}):
         text = updated(doc)

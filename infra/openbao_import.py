@@ -52,7 +52,8 @@ from gateway.errors import SovereignError
 if TYPE_CHECKING:  # the CLI builds its parser for every command: Pulumi is imported when used only
     from infra import plan as planner
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from infra.paths import REPO_ROOT, STACKS_DIR
+
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 VAULT_PROVIDER = "pulumi:providers:vault"
 MOUNT = "vault:index/mount:Mount"
@@ -262,12 +263,12 @@ def cmd_import_file(args: argparse.Namespace) -> int:
 
 
 def add_parser(osub: Any) -> None:
-    """``sovereign openbao import-file`` (registered by infra/cli.py's ``openbao`` parser)."""
+    """``sovereign openbao import-file`` (registered by infra/openbao_cli.py's ``openbao`` parser)."""
     p = osub.add_parser(
         "import-file",
         help="DR takeover: the `pulumi import --file` JSON of the OpenBao objects a restored snapshot holds",
     )
     p.add_argument("--stack", required=True, help="the stack taking over (e.g. eu-north-dr)")
     p.add_argument("--out", help="where to write it (default: .sovereign/openbao/<stack>-import.json)")
-    p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    p.add_argument("--stacks-dir", default=str(STACKS_DIR))
     p.set_defaults(func=cmd_import_file)

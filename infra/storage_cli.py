@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from infra.paths import STACKS_DIR
 
 
 def _stack(args: argparse.Namespace) -> Any:
@@ -206,7 +206,7 @@ def add_archive_flags(parser: argparse.ArgumentParser, required: bool = False) -
     where = parser.add_mutually_exclusive_group(required=required)
     where.add_argument("--stack", help="region stack whose storage.audit_archive holds the archive")
     where.add_argument("--gateway-config", type=Path, help="gateway settings with audit.archive (in the pod)")
-    parser.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    parser.add_argument("--stacks-dir", default=str(STACKS_DIR))
     parser.add_argument(
         "--chain", help="the trail's name in the archive (default: the gateway pod's host name)"
     )
@@ -262,12 +262,12 @@ def _openbao_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", help="file with an OpenBao token (default: VAULT_TOKEN)")
 
 
-def add_parsers(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     boot = sub.add_parser(
         "bootstrap-backend", help="create the stack's state, model and audit-archive buckets (idempotent)"
     )
     boot.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    boot.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    boot.add_argument("--stacks-dir", default=str(STACKS_DIR))
     boot.add_argument(
         "--copy-profile",
         help="AWS profile with a key of the OpenBao snapshot copy's object storage "
@@ -292,7 +292,7 @@ def add_parsers(sub: Any) -> None:
     )
     for p in (imp, ver, rel, rol, dep):
         p.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-        p.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+        p.add_argument("--stacks-dir", default=str(STACKS_DIR))
         p.add_argument("--model", required=True, help="a platform.models name of the stack")
     for p in (imp, ver, rol, dep):
         _openbao_flags(p)

@@ -10,17 +10,21 @@ threshold of the profile holds, 1 on a miss, 3 when an auth failure (401/403) st
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import BadInput
-from loadtests import sla, workflows
+from infra.paths import CWD_REPORTS
+from loadtests import compare, sla, workflows
+from loadtests.options import add_shared
 from loadtests.schedule import duration_s
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-LOCAL_KEY = Path(".sovereign") / "secrets" / "demo.key"
+LOCAL_KEY = Path(".sovereign") / "secrets" / "demo.key"  # working-directory-relative (infra/paths.py)
 
 
 class LoadtestError(BadInput, ValueError):
@@ -100,3 +104,63 @@ def run(argv: list[str], out: Path) -> int:
         file=sys.stderr,
     )
     return rc
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    if missing := [a.option_strings[0] for a in args.loadtest_required if getattr(args, a.dest) is None]:
+        args.loadtest_parser.error(f"the following arguments are required: {', '.join(missing)}")
+    argv = command(
+        target=args.target, profile=args.profile, users=args.users, spawn_rate=args.spawn_rate,
+        run_time=args.run_time, out=args.out, api_key_file=args.api_key_file,
+        arrival_rate=args.arrival_rate, processes=args.processes, use_cases=args.use_cases,
+        stamps=args.stamps, arrival=args.arrival, max_in_flight=args.max_in_flight, warm_up=args.warm_up,
+        workload=args.workload, seed=args.seed, ca_file=args.ca_file, insecure=args.insecure,
+    )  # fmt: skip
+    return run(argv, args.out)
+
+
+def add_parser(sub: Any) -> None:
+    lt = sub.add_parser(
+        "loadtest",
+        help="Locust suite headless against a gateway; exits 1 on an SLA miss",
+        description="The Locust suite headless against a gateway, with the SLA verdict (docs/load-tests.md). "
+        "`sovereign loadtest compare A B` compares two runs' report folders.",
+    )
+    required = [
+        lt.add_argument(
+            "--target", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080 or https://..."
+        ),
+        lt.add_argument(
+            "--profile",
+            required=True,
+            help="SLA profile: gpu-interactive, gpu-standard, cpu-local or a .yaml",
+        ),
+    ]
+    lt.add_argument("--users", type=int, default=4, help="concurrent users (closed loop: streams in flight)")
+    lt.add_argument("--spawn-rate", type=float, default=1.0, help="users started per second (ramp-up)")
+    lt.add_argument("--run-time", default="60s", help="e.g. 90s, 10m")
+    add_shared(lt)  # the options Locust takes too (loadtests/options.py)
+    lt.add_argument("--processes", type=int, default=0, help="fork a master and N worker processes")
+    lt.add_argument(
+        "--workload", default="",
+        help="workload: a name in loadtests/workloads or a .yaml path (default healthcare-default)",
+    )  # fmt: skip
+    lt.add_argument(
+        "--ca-file", type=Path, help="https: PEM file of the CA that signed the gateway's certificate"
+    )
+    lt.add_argument("--api-key-file", type=Path, help="API key file (default: the local stack's demo key)")
+    lt.add_argument("--out", type=Path, default=CWD_REPORTS / "loadtest", help="report folder")
+    # `loadtest compare A B` is a sub-command of `loadtest`, whose --target and --profile it does not
+    # take: argparse would demand them before the sub-command ran, so cmd_loadtest checks them (the
+    # same message and exit code 2 as argparse's) and the usage line still shows them as required.
+    usage = lt.format_usage().removeprefix("usage: ").rstrip()
+    for action in required:
+        action.required = False
+    lt.set_defaults(func=cmd_loadtest, loadtest_parser=lt, loadtest_required=required)
+    cmp = lt.add_subparsers(dest="loadtest_command", metavar="compare")
+    compare_parser = cmp.add_parser(
+        "compare", help="difference between two runs, verdict on regressions", description=compare.DESCRIPTION
+    )
+    compare.add_arguments(compare_parser)
+    compare_parser.set_defaults(func=compare.run)
+    lt.usage = f"{usage}\n       {compare_parser.format_usage().removeprefix('usage: ').rstrip()}"

@@ -343,18 +343,27 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sovereign loadtest compare",
-        description="Compare two load-test runs (A: baseline, B: new); exit 1 on a regression.",
-    )
+DESCRIPTION = "Compare two load-test runs (A: baseline, B: new); exit 1 on a regression."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``sovereign loadtest compare`` (loadtests/cli.py registers the sub-command)."""
     parser.add_argument("a", type=Path, help="run folder A (baseline): sla.json and samples.json")
     parser.add_argument("b", type=Path, help="run folder B (new)")
     parser.add_argument(
         "--tolerance", type=float, default=10.0, help="relative change in %% ignored (default 10)"
     )
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    args = parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sovereign loadtest compare", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare the runs *args* name; 0, 1 on a regression, 2 on an unreadable run."""
     if args.tolerance < 0:
         print("sovereign loadtest compare: --tolerance must be at least 0 (percent)", file=sys.stderr)
         return 2

@@ -43,11 +43,12 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from infra.paths import REPO_ROOT as REPO
 from loadtests import arrival, report, schedule, sla, workflows
 from loadtests.client import Client, Exchange, post_stream
+from loadtests.options import add_shared
 from loadtests.stream import StreamFailure, measure
 
-REPO = Path(__file__).resolve().parent.parent
 BACKOFF_BASE_S = 0.1  # after the first failure in a row; doubles with each further one
 BACKOFF_CAP_S = 5.0
 AUTH_FAILURES = (401, 403)
@@ -143,51 +144,9 @@ def _options(parser: Any) -> None:
         "lengths)",
     )
     group.add_argument(
-        "--use-cases",
-        default="",
-        help="comma list of the workload's use cases to run (default: all, weighted)",
-    )
-    group.add_argument(
-        "--arrival-rate",
-        type=float,
-        default=0.0,
-        help="open loop: requests/s over all users and processes (0: closed loop, each user sends its next "
-        "request when the last one ended)",
-    )
-    group.add_argument(
-        "--arrival",
-        choices=schedule.MODES,
-        default="poisson",
-        help="open-loop arrivals: poisson (exponential gaps, the default) or constant (evenly spaced)",
-    )
-    group.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=1000,
-        help="open loop: streams in flight per process at most; arrivals beyond are dropped and counted",
-    )
-    group.add_argument(
-        "--warm-up",
-        default="0s",
-        help="streams started in the first DURATION (and before every user is spawned) are reported, not "
-        "judged: e.g. 10s",
-    )
-    group.add_argument(
-        "--seed", type=int, default=7, help="seed of the synthetic patient data and of the arrival schedule"
-    )
-    group.add_argument(
-        "--stamps",
-        choices=("kernel", "read"),
-        default="kernel",
-        help="when a token arrived: the kernel's receive stamp (loadtests/arrival.py) or the clock at read; "
-        "TLS: always read",
-    )
-    group.add_argument(
         "--ca-file", default="", help="https: PEM file of the CA that signed the gateway's certificate"
     )
-    group.add_argument(
-        "--insecure", action="store_true", help="https: do not verify the gateway's certificate (test stacks)"
-    )
+    add_shared(group)  # the options `sovereign loadtest` takes too (loadtests/options.py)
 
 
 def _init(environment: Environment, **_: Any) -> None:

@@ -599,7 +599,7 @@ def kill_switch_deployed(ctx: Context) -> Verdict:
 
 @check("alerts-have-runbooks")
 def alerts_have_runbooks(ctx: Context) -> Verdict:
-    from infra.evidence.model import REPO
+    from infra.paths import REPO_ROOT as REPO
 
     if ctx.plan is None:
         return fails(REFUSED)

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from infra.paths import REPO_ROOT, STACKS_DIR, require_checkout
+
 INPUTS = (
     "infra/evidence/controls.yaml",
     "infra/evidence/risks.yaml",
@@ -73,6 +74,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    require_checkout("sovereign evidence")  # the tests, docs and git history it cites
     from infra.config import stack_file
     from infra.evidence import model, oscal, provenance, render
 
@@ -142,7 +144,7 @@ def add_parser(sub: Any) -> None:
     )
     ev.add_argument("folder", nargs="?", help="with verify: the signed evidence folder")
     ev.add_argument("--stack", help="stack name: stacks/Pulumi.<stack>.yaml")
-    ev.add_argument("--stacks-dir", default=str(REPO_ROOT / "stacks"))
+    ev.add_argument("--stacks-dir", default=str(STACKS_DIR))
     ev.add_argument("--out", help="output folder (default reports/evidence/<stack>)")
     ev.add_argument(
         "--results", help="folder of recorded run results: junit/make-test.xml, verify-<stack>.xml, "

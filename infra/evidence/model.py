@@ -31,9 +31,9 @@ from infra import config as stack_config
 from infra import egress, residency
 from infra import plan as planner
 from infra.evidence import claims
+from infra.paths import REPO_ROOT as REPO
 from infra.policy.rules import RULES
 
-REPO = Path(__file__).resolve().parents[2]
 CONTROLS = Path(__file__).with_name("controls.yaml")
 RUNBOOKS = REPO / "docs" / "runbooks"
 

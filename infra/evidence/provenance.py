@@ -19,7 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from infra.paths import REPO_ROOT as REPO
+
 FORMAT = "sovereign-evidence-provenance/1"
 # the Python distributions the evidence is produced with (the gateway ships in sovereign-llm)
 PACKAGES = ("sovereign-llm", "pulumi", "pulumi-hcloud", "pulumi-kubernetes", "pulumi-policy", "pydantic")

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-REPO = Path(__file__).resolve().parents[2]
+from infra.paths import REPO_ROOT as REPO
 
 COMMIT_PROPERTY = "sovereign.commit"
 DIRTY_PROPERTY = "sovereign.dirty"

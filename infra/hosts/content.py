@@ -10,7 +10,8 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from infra.paths import REPO_ROOT as REPO_ROOT  # re-exported: benchmarks/host_roles.py
+
 CONTENT_DIRS = ("roles", "playbooks")
 _SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 

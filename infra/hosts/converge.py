@@ -28,8 +28,8 @@ import yaml
 
 from gateway.errors import SovereignError
 from infra.hosts import inventory as inv
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.tunnel import is_tunnel_port
+from infra.paths import REPO_ROOT
 
 INVENTORY_ENV = "SOVEREIGN_INVENTORY"
 

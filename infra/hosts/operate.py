@@ -26,8 +26,8 @@ from typing import Any
 
 from gateway.errors import BadInput
 from infra.hosts import inventory as inv
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import ConvergeError, run_playbook
+from infra.paths import REPO_ROOT
 
 CHECKS = Path(__file__).parent / "checks"
 HARDENING = REPO_ROOT / "playbooks" / "hardening.yml"

@@ -26,7 +26,6 @@ from gateway.files import write_private
 from infra import images, openbao_backup
 from infra import openbao_contract as contract
 from infra.config import StackConfig
-from infra.hosts.content import REPO_ROOT
 from infra.k8s_platform.common import GATEWAY_APP as GATEWAY_SA
 from infra.k8s_platform.common import (
     GATEWAY_NS,
@@ -41,6 +40,7 @@ from infra.k8s_platform.common import (
 from infra.k8s_platform.common import GATEWAY_OPENBAO_ROLE as OPENBAO_ROLE
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
 from infra.k8s_platform.secrets import OPENBAO_SNAPSHOT, OPENBAO_SNAPSHOT_COPY, credentials_secret
+from infra.paths import REPO_ROOT
 
 CHART_REPO = "https://openbao.github.io/openbao-helm"
 # mTLS certificates live 90 days and are re-issued by `pulumi up` once fewer than 30 remain

@@ -69,6 +69,7 @@ from typing import Any
 
 import yaml
 
+from infra.paths import STACKS_DIR
 from infra.policy import charts
 from infra.policy.completeness import POD_CARRIERS, pod_references
 
@@ -700,7 +701,7 @@ def check_charts(
     both checks; a chart missing from the folder is a finding naming the ``helm pull`` command."""
     from infra import plan as planner
 
-    stacks = Path(stacks_dir) if stacks_dir is not None else Path(__file__).resolve().parents[2] / "stacks"
+    stacks = Path(stacks_dir) if stacks_dir is not None else STACKS_DIR
     plan = planner.plan_stack(stacks, stack)
     kube_version = str(_at(plan.config, "rke2.version") or DEFAULT_KUBE_VERSION)
     findings: list[Finding] = []

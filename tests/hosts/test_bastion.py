@@ -29,8 +29,8 @@ import yaml
 
 from infra import config
 from infra.hosts import inventory, tunnel
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
+from infra.paths import REPO_ROOT
 from tests import pki
 from tests.hosts.conftest import VERSION, Mirror
 from tests.hosts.lab import Lab, LabHost

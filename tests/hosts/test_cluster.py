@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
+from infra.paths import REPO_ROOT
 from tests.hosts.conftest import VERSION, Mirror
 from tests.hosts.lab import Lab
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import testinfra
 
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
+from infra.paths import REPO_ROOT
 from tests.hosts.lab import SSH_ARGS, SUITE, USER, Lab, LabHost
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "hardening.yml"

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import PlaybookRun, run_playbook
+from infra.paths import REPO_ROOT
 from tests.hosts.lab import PROXY_PORT, SSH_ARGS, USER, Lab, LabHost
 
 PLAYBOOK = REPO_ROOT / "tests" / "hosts" / "playbooks" / "vswitch.yml"

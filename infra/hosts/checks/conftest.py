@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.hosts.content import REPO_ROOT
+from infra.paths import REPO_ROOT
 
 HARDENING_DEFAULTS = REPO_ROOT / "roles" / "hardening" / "defaults" / "main.yml"
 
