@@ -13,7 +13,7 @@ Memory (resident set of the gateway process, /proc/PID/status; a sampler reads V
 - ``slow bodies``: N raw-socket connections without an API key, each announcing
   ``Content-Length: 1048576`` (the largest accepted body) and sending one byte less, as much as
   the gateway takes, then stalling (the body is never complete); RSS measured while they stall;
-- ``gzip bomb``: the fault upstream (``gateway/fault_upstream.py``) answers with
+- ``gzip bomb``: the fault upstream (``tests/doubles/fault_upstream.py``) answers with
   ``Content-Encoding: gzip``, a body of a few hundred KB inflating to 64 MiB, and 512 MiB;
 - ``huge``: a plain 64 MiB JSON answer;
 - ``endless``: a stream of SSE events that never ends, sent as fast as the gateway takes them,
@@ -551,7 +551,7 @@ def main() -> int:
     upstream.reset()
     fault_port = free_port()
     fault = start_process(
-        "fault upstream", [sys.executable, "-m", "gateway.fault_upstream", "--port", str(fault_port)],
+        "fault upstream", [sys.executable, "-m", "tests.doubles.fault_upstream", "--port", str(fault_port)],
         f"http://127.0.0.1:{fault_port}", "/v1/models", tmp / "fault-upstream.log",
     )  # fmt: skip
     sides = {}

@@ -1,6 +1,6 @@
 """The gateway bounded like a production proxy (#21): each finding of the fault-injection run,
 against real processes — the gateway, a real OpenBao, a misbehaving upstream that writes raw
-HTTP (gateway/fault_upstream.py) — and raw-socket clients.
+HTTP (tests/doubles/fault_upstream.py) — and raw-socket clients.
 
 Timeouts in these tests only detect a hang (the old behaviour): every bound under test is set
 far below them, and what is asserted is the answer, the error code and the audit record.
