@@ -22,7 +22,7 @@ matched by its X-Request-Id to the request seen on the wire, and compared:
 
 Runs at each --users for each way of stamping (--stamps kernel,read), alternated per round.
 
-    .venv/bin/python benchmarks/loadtest_accuracy.py [--users 1,20] [--run-time 20s] \\
+    .venv/bin/python -m benchmarks.loadtest_accuracy [--users 1,20] [--run-time 20s] \\
         [--stamps kernel,read] [--rounds 1] [--keep DIR]
 
 ``--keep DIR`` keeps each run's capture (``DIR/NAME.pcap``, nanosecond pcap: Wireshark and
@@ -51,8 +51,6 @@ import time
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import wire
 from gateway.clientkeys import ClientKeyStore
