@@ -25,6 +25,11 @@ from tests.doubles.scripted_upstream import Script
 REPO = Path(__file__).resolve().parent.parent
 
 
+def sovereign_argv(*args: str) -> list[str]:
+    """The `sovereign` command line as this interpreter runs it: ``python -m infra.cli *args``."""
+    return [sys.executable, "-m", "infra.cli", *args]
+
+
 def sovereign(
     *args: str,
     cwd: Path = REPO,
@@ -33,9 +38,9 @@ def sovereign(
     timeout: float = 300,
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """The `sovereign` command line as a process (``python -m infra.cli``), its output captured as text."""
+    """`sovereign *args` run to its end (sovereign_argv), its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
+        sovereign_argv(*args),
         cwd=cwd,
         env=env,
         input=input,

@@ -53,16 +53,13 @@ def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultUpstream]:
         upstream.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("abuse")
+GATEWAY_SETTINGS = {"limits": LIMITS}  # tests/conftest.py: gateway
 
 
 @pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, fault: FaultUpstream) -> Iterator[Proc]:
-    config = gateway_config(gw_dir, bao.address, bao.gateway_token, fault.url, limits=LIMITS)
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+def gateway_upstream_url(fault: FaultUpstream) -> str:
+    """The module's gateway (tests/conftest.py) relays to the faulty upstream."""
+    return fault.url
 
 
 @pytest.fixture(autouse=True)
