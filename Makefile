@@ -73,10 +73,10 @@ docs: $(STAMP) ## regenerate the generated docs (gateway settings, stack config,
 
 bench: $(STAMP) ## four of the benchmarks, side by side (the others: benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python benchmarks/gateway_overhead.py
-	$(BIN)/python benchmarks/phi_filter.py
-	$(BIN)/python benchmarks/upstream_client.py
-	$(BIN)/python benchmarks/gateway_bounds.py
+	$(BIN)/python -m benchmarks.gateway_overhead
+	$(BIN)/python -m benchmarks.phi_filter
+	$(BIN)/python -m benchmarks.upstream_client
+	$(BIN)/python -m benchmarks.gateway_bounds
 
 clean:
 	-$(BIN)/sovereign down

@@ -1,6 +1,6 @@
 """The gateway under abuse before and after the bounds of #21, side by side in one run.
 
-    .venv/bin/python benchmarks/gateway_bounds.py [--old-commit 50ceadb] [--connections 450]
+    .venv/bin/python -m benchmarks.gateway_bounds [--old-commit 50ceadb] [--connections 450]
 
 The OLD gateway (a ``git worktree`` of --old-commit, started from that tree with this
 project's .venv) and the NEW one (this working tree), each a real gateway process against one
@@ -13,7 +13,7 @@ Memory (resident set of the gateway process, /proc/PID/status; a sampler reads V
 - ``slow bodies``: N raw-socket connections without an API key, each announcing
   ``Content-Length: 1048576`` (the largest accepted body) and sending one byte less, as much as
   the gateway takes, then stalling (the body is never complete); RSS measured while they stall;
-- ``gzip bomb``: the fault upstream (``gateway/fault_upstream.py``) answers with
+- ``gzip bomb``: the fault upstream (``tests/doubles/fault_upstream.py``) answers with
   ``Content-Encoding: gzip``, a body of a few hundred KB inflating to 64 MiB, and 512 MiB;
 - ``huge``: a plain 64 MiB JSON answer;
 - ``endless``: a stream of SSE events that never ends, sent as fast as the gateway takes them,
@@ -52,11 +52,9 @@ from typing import Any
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from gateway.clientkeys import ClientKeyStore
 from infra.local.process import wait_ready
-from tests.support import Proc, free_port, gateway_argv, start_bao, start_process, start_upstream
+from tests.support import Proc, double, free_port, gateway_argv, start_bao, start_process, start_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -410,14 +408,15 @@ def isolation(side: Side, upstream_url: str, args: argparse.Namespace) -> dict[s
         flood_s = args.flood_lead + args.quiet_seconds + 1
         cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "benchmarks.gateway_bounds",
             "--flood",
             gw.url,
             side.key("flood"),
             str(flood_s),
             str(args.flood_clients),
         ]
-        flooder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        flooder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         time.sleep(args.flood_lead)
         t0, cpu0 = time.time(), cpu_s(gw.proc.pid)
         under = quiet(gw.url, quiet_headers, args.quiet_seconds)
@@ -551,8 +550,8 @@ def main() -> int:
     upstream.reset()
     fault_port = free_port()
     fault = start_process(
-        "fault upstream", [sys.executable, "-m", "gateway.fault_upstream", "--port", str(fault_port)],
-        f"http://127.0.0.1:{fault_port}", "/v1/models", tmp / "fault-upstream.log",
+        "fault upstream", double("fault_upstream", "--port", str(fault_port)),
+        f"http://127.0.0.1:{fault_port}", "/v1/models", tmp / "fault-upstream.log", cwd=ROOT,
     )  # fmt: skip
     sides = {}
     for name, tree in (("old", old_tree), ("new", ROOT)):
@@ -572,7 +571,7 @@ def main() -> int:
                  lambda gw, h: answer(gw, h, stream=True, seconds=s, max_tokens=1_000_000)),
     ]  # fmt: skip
     results: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "benchmarks/gateway_bounds.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", "-m", "benchmarks.gateway_bounds", *sys.argv[1:]]),
         "date": started,
         "old_commit": old_sha,
         "new": f"working tree on {git('rev-parse', 'HEAD')}"

@@ -1,6 +1,6 @@
 """Where the gateway's memory goes under a long run: resident set vs live Python objects.
 
-    .venv/bin/python benchmarks/gateway_memory.py [--warmup 3000] [--batches 4] [--batch 5000]
+    .venv/bin/python -m benchmarks.gateway_memory [--warmup 3000] [--batches 4] [--batch 5000]
 
 The soak (tests/boundary/test_soak.py) sees the gateway's resident set creep up by a few per
 cent over ten minutes. This tells a leak (objects kept alive, which grow without bound) from
@@ -28,12 +28,10 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from gateway.clientkeys import ClientKeyStore
 from tests.boundary.test_soak import body, rss_bytes
 from tests.phi_corpus import generate
-from tests.support import free_port, gateway_config, start_bao, start_process, start_upstream
+from tests.support import REPO, free_port, gateway_config, start_bao, start_process, start_upstream
 
 
 def serve_traced(config: Path, port: int, snapshots: Path) -> None:
@@ -72,8 +70,9 @@ def main() -> int:
     config = gateway_config(tmp, bao.address, bao.gateway_token, upstream.url)
     port = free_port()
     gateway = start_process(
-        "gateway", [sys.executable, __file__, "--serve", str(config), str(port), str(tmp)],
-        f"http://127.0.0.1:{port}", "/healthz", tmp / "gateway.log",
+        "gateway",
+        [sys.executable, "-m", "benchmarks.gateway_memory", "--serve", str(config), str(port), str(tmp)],
+        f"http://127.0.0.1:{port}", "/healthz", tmp / "gateway.log", cwd=REPO,
     )  # fmt: skip
     _, key = ClientKeyStore(tmp / "keys.json").create("clinic-memory")
     sent = 0

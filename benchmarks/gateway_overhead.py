@@ -3,7 +3,7 @@ path (the upstream alone), side by side in one run on loopback (real OpenBao dev
 upstream, real gateway processes with their default settings: fdatasync'd audit records, egress
 guard on), with the load generator's own CPU beside every figure.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--seconds 3] [--before /tmp/wt-before]
+    .venv/bin/python -m benchmarks.gateway_overhead [--seconds 3] [--before /tmp/wt-before]
 
 With ``--before DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/wt-before
 HEAD``) a second gateway runs from that tree against the same upstream, and every run alternates
@@ -61,8 +61,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil  # type: ignore[import-untyped]
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.clientkeys import ClientKeyStore
 from tests.support import (

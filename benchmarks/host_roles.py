@@ -8,7 +8,7 @@ server (hardening again, plus rke2 from a stand-in release on a mirror, not star
 host is a container). Several fresh hosts in a row, so the medians say something on this
 noisy machine.
 
-Run as root: .venv/bin/python benchmarks/host_roles.py [--hosts 3]
+Run as root: .venv/bin/python -m benchmarks.host_roles [--hosts 3]
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import argparse
 import hashlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.hosts.content import REPO_ROOT
 from infra.hosts.converge import run_playbook

@@ -22,7 +22,7 @@ matched by its X-Request-Id to the request seen on the wire, and compared:
 
 Runs at each --users for each way of stamping (--stamps kernel,read), alternated per round.
 
-    .venv/bin/python benchmarks/loadtest_accuracy.py [--users 1,20] [--run-time 20s] \\
+    .venv/bin/python -m benchmarks.loadtest_accuracy [--users 1,20] [--run-time 20s] \\
         [--stamps kernel,read] [--rounds 1] [--keep DIR]
 
 ``--keep DIR`` keeps each run's capture (``DIR/NAME.pcap``, nanosecond pcap: Wireshark and
@@ -45,18 +45,15 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchmarks import wire
 from gateway.clientkeys import ClientKeyStore
-from tests.support import gateway_config, running_gateway, start_bao, start_upstream
+from tests.support import gateway_config, running_gateway, sovereign, start_bao, start_upstream
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT_PATH = "/v1/chat/completions"
@@ -88,11 +85,10 @@ def dist(values: list[float]) -> dict[str, Any]:
 def run_suite(
     target: str, key_file: Path, users: int, run_time: str, stamps: str, out: Path
 ) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "loadtest", "--target", target, "--profile", "cpu-local",
-         "--users", str(users), "--spawn-rate", str(users), "--run-time", run_time,
-         "--api-key-file", str(key_file), "--out", str(out), "--stamps", stamps],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+    result = sovereign(
+        "loadtest", "--target", target, "--profile", "cpu-local", "--users", str(users),
+        "--spawn-rate", str(users), "--run-time", run_time, "--api-key-file", str(key_file),
+        "--out", str(out), "--stamps", stamps, cwd=REPO, timeout=900,
     )  # fmt: skip
     if not (out / "samples.json").is_file():
         raise SystemExit(f"locust run failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")

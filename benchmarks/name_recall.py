@@ -1,7 +1,7 @@
 """Recall and precision of the name recogniser (gateway/phi/names.py), German and English,
 and its cost per 1 KB message side by side with the existing filter, in one run.
 
-    .venv/bin/python benchmarks/name_recall.py [--sentences 2000] [--messages 400]
+    .venv/bin/python -m benchmarks.name_recall [--sentences 2000] [--messages 400]
 
 Corpus (generated here with a fixed seed; tests/unit/test_names.py uses a small sample):
 names come from Faker (de_DE, de_AT, de_CH / en_GB, en_US, en_IE), whose lists are curated
@@ -23,13 +23,10 @@ import json
 import random
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from faker import Faker
 

@@ -1,6 +1,6 @@
 """PHI filter speed, side by side with Presidio's stock pattern recognisers, in one run.
 
-    .venv/bin/python benchmarks/phi_filter.py [--messages 400]
+    .venv/bin/python -m benchmarks.phi_filter [--messages 400]
 
 - Our full filter (context minimisation, known values, pattern + checksum recognisers,
   overlap resolution, FF1 / surrogate tokenisation) per 1 KB synthetic patient message
@@ -20,12 +20,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import egress
 from gateway.phi.context import PatientContext

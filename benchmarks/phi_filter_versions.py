@@ -1,7 +1,7 @@
 """The PHI filter of two commits side by side, with and without the name recogniser.
 
     git worktree add /tmp/wt-base <commit>
-    .venv/bin/python benchmarks/phi_filter_versions.py --base /tmp/wt-base [--rounds 5]
+    .venv/bin/python -m benchmarks.phi_filter_versions --base /tmp/wt-base [--rounds 5]
 
 The same 400 messages of 1 KB (benchmarks/phi_filter.py ``messages``, written once to a file)
 go through ``PHIFilter.apply`` in a fresh interpreter per tree and round, the trees alternating
@@ -65,7 +65,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "benchmarks" / "results" / "phi_filter_versions.json"))
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
     from benchmarks.phi_filter import messages
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Upstream client CPU cost: httpx.AsyncClient vs aiohttp.ClientSession, side by side.
 
-    .venv/bin/python benchmarks/upstream_client.py [--requests 1000]
+    .venv/bin/python -m benchmarks.upstream_client [--requests 1000]
 
 Both clients post the same chat request to the same scripted upstream process, sequentially,
 alternating twice; the number is this process's CPU time (and wall time) per request. It is
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -20,8 +19,6 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import start_upstream
 

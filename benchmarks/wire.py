@@ -31,8 +31,8 @@ receiving socket is handed too. The drops the kernel counted for the capture soc
 Needs root or CAP_NET_RAW (``capture_unavailable()`` says why not). IPv4 only (the gateway and
 the suite talk over 127.0.0.1).
 
-    .venv/bin/python benchmarks/wire.py capture --port 8080 --out wire.pcap   # until Ctrl-C
-    .venv/bin/python benchmarks/wire.py analyse wire.pcap --port 8080          # JSON lines
+    .venv/bin/python -m benchmarks.wire capture --port 8080 --out wire.pcap   # until Ctrl-C
+    .venv/bin/python -m benchmarks.wire analyse wire.pcap --port 8080          # JSON lines
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ DNS goes through aiohttp's ThreadedResolver (``socket.getaddrinfo``) and connect
 asyncio event loop's ``sock_connect``, so the egress audit hook sees both.
 
 An upstream is trusted to run the model, not to speak HTTP correctly (a fault-injection run,
-``gateway/fault_upstream.py``, found each of these):
+``tests/doubles/fault_upstream.py``, found each of these):
 
 - every answer belongs to its request: a pooled connection on which anything arrived while it
   sat idle (a duplicate or late answer) is closed, never handed to the next request, which may
@@ -87,7 +87,7 @@ class UpstreamTooLarge(UpstreamFailure):
 
 def _classify(exc: BaseException, answered: bool = True) -> UpstreamFailure:
     """An aiohttp (or socket) exception as one of our failures. What aiohttp 3.14 raises, as
-    observed against ``gateway.fault_upstream`` (tests/gateway/test_upstream_faults.py):
+    observed against ``tests.doubles.fault_upstream`` (tests/gateway/test_upstream_faults.py):
 
     - connect refused: ``ClientConnectorError`` (an ``OSError``) caused by ConnectionRefusedError;
     - bad status line, bad headers, bad chunk-size line or bytes after the Content-Length body

@@ -64,8 +64,8 @@ if ! ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; 
   say "built in $(( $(date +%s) - start )) s, cached in $WHEEL_CACHE"
 fi
 
-say "installing sovereign-llm with the local, dev and load extras"
-.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[local,dev,load,names]'
+say "installing sovereign-llm with the infra, local, dev, load and names extras"
+.venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[infra,local,dev,load,names]'
 # the name recogniser's lexicon (gateway/phi/names.py), built once from the names extra
 if ! .venv/bin/python -c 'import sys; from gateway.phi.names import data_installed; sys.exit(not data_installed())'; then
   say "building the name lexicon (names-dataset + wordfreq, about 30 s)"

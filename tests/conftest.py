@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Bao, S3Server, Upstream, start_bao, start_s3, start_upstream
+from tests.support import (
+    Bao,
+    Proc,
+    S3Server,
+    Upstream,
+    gateway_config,
+    running_gateway,
+    start_bao,
+    start_s3,
+    start_upstream,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,9 +63,29 @@ def upstream(upstream_server: Upstream) -> Upstream:
     return upstream_server
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="module")
+def gw_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's gateway folder: its config, client keys, wrapped keys and audit trail."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def gateway_upstream_url(upstream_server: Upstream) -> str:
+    """The model server the module's ``gateway`` relays to: the session's scripted upstream; a
+    module overrides this fixture for another (test_abuse: the faulty upstream)."""
+    return upstream_server.url
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    request: pytest.FixtureRequest, gw_dir: Path, bao: Bao, gateway_upstream_url: str
+) -> Iterator[Proc]:
+    """A gateway process per test module, on the session's OpenBao, with the module's
+    ``GATEWAY_SETTINGS`` (settings sections merged into tests.support.gateway_config's) if it has any."""
+    settings = getattr(request.module, "GATEWAY_SETTINGS", {})
+    config = gateway_config(gw_dir, bao.address, bao.gateway_token, gateway_upstream_url, **settings)
+    with running_gateway(config, gw_dir) as proc:
+        yield proc
 
 
 # Property tests run on a shared 2-core VM whose speed varies: no per-example deadline.

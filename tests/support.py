@@ -1,7 +1,8 @@
-"""Helpers for tests that run real processes (OpenBao, scripted upstream, gateway)."""
+"""Helpers for tests that run real processes (OpenBao, scripted upstream, gateway, `sovereign`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -18,7 +19,41 @@ import httpx
 import yaml
 
 from infra.local import openbao
-from infra.local.process import stop, wait_ready
+from infra.local.process import spawn, stop, wait_ready
+from tests.doubles.scripted_upstream import Script
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sovereign_argv(*args: str) -> list[str]:
+    """The `sovereign` command line as this interpreter runs it: ``python -m infra.cli *args``."""
+    return [sys.executable, "-m", "infra.cli", *args]
+
+
+def sovereign(
+    *args: str,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 300,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`sovereign *args` run to its end (sovereign_argv), its output captured as text."""
+    return subprocess.run(
+        sovereign_argv(*args),
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def double(name: str, *args: str) -> list[str]:
+    """The argv of a test double in tests/doubles/ (run it with ``cwd=REPO``: it is not installed)."""
+    return [sys.executable, "-m", f"tests.doubles.{name}", *args]
 
 
 def free_port() -> int:
@@ -65,16 +100,9 @@ def start_process(
     log: Path,
     timeout_s: float = 60,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Proc:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
+    proc, _ = spawn(name, argv, log, env={**os.environ, **(env or {})}, cwd=cwd)
     wait_ready(name, proc, lambda: httpx.get(url + ready_path, timeout=1).status_code == 200, timeout_s, log)
     return Proc(proc, url, log)
 
@@ -124,17 +152,8 @@ class Upstream:
         httpx.post(f"{self.url}/_control", json=fields, timeout=5).raise_for_status()
 
     def reset(self) -> None:
-        self.script(
-            mode="normal",
-            tokens=16,
-            ttft_ms=0,
-            itl_ms=0,
-            hang_s=30,
-            word="ok",
-            capture=False,
-            chunk_chars=3,
-            stamp=False,
-        )
+        """Back to the scripted upstream's defaults (its ``Script``)."""
+        self.script(**dataclasses.asdict(Script()))
 
     def captured(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = httpx.get(f"{self.url}/_captured", timeout=5).json()
@@ -145,16 +164,17 @@ def start_upstream(tmp: Path, *extra: str) -> Upstream:
     port = free_port()
     proc = start_process(
         "upstream",
-        [sys.executable, "-m", "gateway.scripted_upstream", "--port", str(port), *extra],
+        double("scripted_upstream", "--port", str(port), *extra),
         f"http://127.0.0.1:{port}",
         "/v1/models",
         tmp / f"upstream-{port}.log",
+        cwd=REPO,
     )
     return Upstream(proc)
 
 
 class FaultUpstream:
-    """gateway/fault_upstream.py (a misbehaving upstream on raw sockets), by its URL."""
+    """tests/doubles/fault_upstream.py (a misbehaving upstream on raw sockets), by its URL."""
 
     def __init__(self, url: str, proc: Proc | None = None) -> None:
         self.url, self.proc = url, proc
@@ -176,10 +196,11 @@ def start_fault_upstream(tmp: Path) -> FaultUpstream:
     port = free_port()
     proc = start_process(
         "fault upstream",
-        [sys.executable, "-m", "gateway.fault_upstream", "--port", str(port)],
+        double("fault_upstream", "--port", str(port)),
         f"http://127.0.0.1:{port}",
         "/v1/models",
         tmp / f"fault-upstream-{port}.log",
+        cwd=REPO,
     )
     return FaultUpstream(proc.url, proc)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,7 +28,16 @@ from gateway.clientkeys import ClientKeyStore
 from gateway.kms import transit_unwrapper
 from infra import openbao_contract
 from infra.local import openbao
-from tests.support import Bao, Proc, Upstream, free_port, gateway_config, running_gateway, start_process
+from tests.support import (
+    Bao,
+    Proc,
+    Upstream,
+    free_port,
+    gateway_config,
+    running_gateway,
+    sovereign,
+    start_process,
+)
 
 
 @dataclass
@@ -255,10 +263,9 @@ def test_tenant_key_rotation_under_load_loses_no_answer(bao: Bao, upstream: Upst
     ):
         for _ in range(3):
             load.until(200, 15)
-            rotated = subprocess.run(
-                [sys.executable, "-m", "infra.cli", "gateway", "tenant-key", "rotate", "--tenant", tenant,
-                 "--config", str(config)], capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+            rotated = sovereign(
+                "gateway", "tenant-key", "rotate", "--tenant", tenant, "--config", str(config), timeout=120
+            )
             assert rotated.returncode == 0, rotated.stderr
         load.until(200, 15)
     assert set(load.statuses) == {200} and load.unrestored == 0, (load.statuses, load.unrestored)

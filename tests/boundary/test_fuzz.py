@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.clientkeys import ClientKeyStore
-from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
+from tests.support import Proc, Upstream
 
 CANARY = b"Erika-Mustermann-KVNR-A123456780"
 EXAMPLES = int(os.environ.get("SOVEREIGN_FUZZ_EXAMPLES", "150"))
@@ -37,17 +37,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fuzz")
-
-
-@pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]:
-    config = gateway_config(gw_dir, bao.address, bao.gateway_token, upstream_server.url,
-                            limits={"max_body_bytes": 64 * 1024})  # fmt: skip
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+GATEWAY_SETTINGS = {"limits": {"max_body_bytes": 64 * 1024}}  # tests/conftest.py: gateway
 
 
 @pytest.fixture(scope="module")

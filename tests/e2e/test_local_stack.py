@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from infra.local.process import alive
+from tests import support
 from tests.loadtests.verdict import checked_run
 from tests.support import free_port
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.e2e
 
 
 def sovereign(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return support.sovereign(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infra.evidence import claims, model, render
-from tests.infra.support import REPO, STACKS
+from tests.infra.support import STACKS
 from tests.infra.test_entrypoint import pinned
+from tests.support import sovereign
 
 TODAY = date(2026, 12, 1)
 
@@ -277,17 +276,12 @@ def test_without_a_recorded_run_the_verdict_is_incomplete_not_compliant(tmp_path
     stacks = write(tmp_path / "stacks", deployable())
     evidence = model.collect(stacks, "eu-test", today=TODAY)
     assert evidence.compliant and evidence.count("unverified") and evidence.verdict == model.INCOMPLETE
-    command = [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-test"]
-    command += ["--stacks-dir", str(stacks), "--out", str(tmp_path / "out")]
+    command = ["evidence", "--stack", "eu-test", "--stacks-dir", str(stacks), "--out", str(tmp_path / "out")]
     none = str(tmp_path / "none")
-    bare = subprocess.run(
-        [*command, "--results", none], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    bare = sovereign(*command, "--results", none)
     assert bare.returncode == 3 and "INCOMPLETE" in bare.stderr and "make test" in bare.stderr
     red = str(recorded_run(tmp_path / "failed", "failed"))
-    failed = subprocess.run(
-        [*command, "--results", red], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    failed = sovereign(*command, "--results", red)
     assert failed.returncode == 1 and "NOT COMPLIANT" in failed.stderr
 
 
@@ -302,10 +296,9 @@ def test_cli_exits_1_for_the_saas_override_and_names_the_claim(tmp_path: Path) -
     data["endpoints"]["pulumi_backend"] = "https://api.pulumi.com"
     data["backend"] = {"allow_saas": True, "justification": "secret-looking justification text"}
     stacks = write(tmp_path / "stacks", data)
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-test", "--stacks-dir", str(stacks),
-         "--out", str(tmp_path / "out"), "--results", str(tmp_path / "none")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+    result = sovereign(
+        "evidence", "--stack", "eu-test", "--stacks-dir", str(stacks), "--out", str(tmp_path / "out"),
+        "--results", str(tmp_path / "none"),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     assert "GDPR-44.state-in-eu" in result.stderr

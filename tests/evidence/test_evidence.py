@@ -26,7 +26,7 @@ from infra.evidence import claims, model, render
 from tests.evidence.test_claims import deployable, recorded_run
 from tests.evidence.test_claims import write as write_stack
 from tests.infra.support import REPO, STACKS
-from tests.support import Bao
+from tests.support import Bao, sovereign
 
 EXAMPLES = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACKS.glob("Pulumi.*.yaml"))
 SECTIONS = ["## 1. Findings", "## 2. Data-flow map", "## 3. Residency", "## 4. Use cases",
@@ -300,10 +300,9 @@ def test_cli_writes_signs_and_verifies_and_its_exit_code_says_the_verdict(bao: B
     stacks = write_stack(tmp_path / "stacks", deployable())
     out = tmp_path / "ok"
     env = {**os.environ, "VAULT_ADDR": bao.address, "VAULT_TOKEN": bao.root}
-    run = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-test", "--stacks-dir", str(stacks),
-         "--out", str(out), "--pdf", "--sign", "--results", str(recorded_run(tmp_path / "results"))],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    run = sovereign(
+        "evidence", "--stack", "eu-test", "--stacks-dir", str(stacks), "--out", str(out), "--pdf", "--sign",
+        "--results", str(recorded_run(tmp_path / "results")), timeout=600, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "COMPLIANT: no finding and no failing claim" in run.stdout and "unverified" in run.stdout
@@ -316,27 +315,25 @@ def test_cli_writes_signs_and_verifies_and_its_exit_code_says_the_verdict(bao: B
     assert manifest["provenance"]["commit"] and len(manifest["provenance"]["commit"]) == 40
     outside = [i for i in manifest["provenance"]["inputs"] if i["path"].endswith("Pulumi.eu-test.yaml")]
     assert outside and outside[0]["outside_repository"]  # a stack file from elsewhere never claims a revision
-    verify = [sys.executable, "-m", "infra.cli", "evidence", "verify", str(out)]
-    ok = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, timeout=120)
+    verify = ["evidence", "verify", str(out)]
+    ok = sovereign(*verify, timeout=120)
     assert ok.returncode == 0, ok.stderr
     wrong = "SHA256:" + "0" * 64  # not the signing key's: the auditor's published value would differ
-    other = subprocess.run([*verify, "--expect-fingerprint", wrong], cwd=REPO, capture_output=True, text=True,
-                           timeout=120)  # fmt: skip
+    other = sovereign(*verify, "--expect-fingerprint", wrong, timeout=120)
     assert other.returncode == 1, other.stderr
     page = out / "evidence.md"
     data = bytearray(page.read_bytes())
     data[len(data) // 2] ^= 0x01
     page.write_bytes(bytes(data))
-    changed = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, timeout=120)
+    changed = sovereign(*verify, timeout=120)
     assert changed.returncode == 1 and "evidence.md" in changed.stderr
     dr = cli.main(
         ["evidence", "--stack", "eu-north-dr", "--out", str(tmp_path / "dr"), "--results", str(tmp_path)]
     )
     assert dr == 1 and (tmp_path / "dr" / "evidence.html").is_file()  # the report is written all the same
-    bad = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "evidence", "--stack", "eu-bad", "--stacks-dir",
-         str(non_compliant(tmp_path / "bad-stacks")), "--out", str(tmp_path / "bad")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+    bad = sovereign(
+        "evidence", "--stack", "eu-bad", "--stacks-dir", str(non_compliant(tmp_path / "bad-stacks")),
+        "--out", str(tmp_path / "bad"),
     )  # fmt: skip
     assert bad.returncode == 1 and "NOT COMPLIANT: " in bad.stderr
     assert "bastion.location" in bad.stderr and "(breaks GDPR-44" in bad.stderr

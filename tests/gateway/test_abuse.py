@@ -1,6 +1,6 @@
 """The gateway bounded like a production proxy (#21): each finding of the fault-injection run,
 against real processes — the gateway, a real OpenBao, a misbehaving upstream that writes raw
-HTTP (gateway/fault_upstream.py) — and raw-socket clients.
+HTTP (tests/doubles/fault_upstream.py) — and raw-socket clients.
 
 Timeouts in these tests only detect a hang (the old behaviour): every bound under test is set
 far below them, and what is asserted is the answer, the error code and the audit record.
@@ -53,16 +53,13 @@ def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultUpstream]:
         upstream.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("abuse")
+GATEWAY_SETTINGS = {"limits": LIMITS}  # tests/conftest.py: gateway
 
 
 @pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, fault: FaultUpstream) -> Iterator[Proc]:
-    config = gateway_config(gw_dir, bao.address, bao.gateway_token, fault.url, limits=LIMITS)
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+def gateway_upstream_url(fault: FaultUpstream) -> str:
+    """The module's gateway (tests/conftest.py) relays to the faulty upstream."""
+    return fault.url
 
 
 @pytest.fixture(autouse=True)

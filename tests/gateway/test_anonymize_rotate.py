@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,13 +12,7 @@ import httpx
 from gateway.clientkeys import ClientKeyStore
 from tests.gateway.test_phi import leaked
 from tests.phi_corpus import generate
-from tests.support import Bao, Upstream, gateway_config, running_gateway
-
-
-def sovereign(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args], capture_output=True, text=True, timeout=300
-    )
+from tests.support import Bao, Upstream, gateway_config, running_gateway, sovereign
 
 
 def test_anonymize_matches_the_gateway_and_leaks_nothing(

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -40,11 +39,7 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]:
-    config = gateway_config(gw_dir, bao.address, bao.gateway_token, upstream_server.url, limits=LIMITS)
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+GATEWAY_SETTINGS = {"limits": LIMITS}  # tests/conftest.py: gateway
 
 
 def connect(gateway: Proc) -> socket.socket:

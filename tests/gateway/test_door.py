@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +13,11 @@ import httpx
 import pytest
 
 from gateway.clientkeys import ClientKeyStore
-from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
+from tests.support import Bao, Proc, Upstream, sovereign
 
 PROMPT_SECRET = "Erika Mustermann, geboren 14.03.1968"
-
-
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gateway")
-
-
-@pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]:
-    config = gateway_config(
-        gw_dir,
-        bao.address,
-        bao.gateway_token,
-        upstream_server.url,
-        limits={"read_timeout_s": 1.5, "max_body_bytes": 64 * 1024},
-    )
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+# the module's gateway (tests/conftest.py): short timeouts, a small body limit
+GATEWAY_SETTINGS = {"limits": {"read_timeout_s": 1.5, "max_body_bytes": 64 * 1024}}
 
 
 @pytest.fixture(scope="module")
@@ -317,23 +299,10 @@ def test_audit_trail_verifies_with_openbao_and_detects_an_edit(
     shutil.copy(gw_dir / "audit" / "audit.jsonl.head", tmp_path / "audit.jsonl.head")
 
     def verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "infra.cli",
-                "audit",
-                "verify",
-                str(trail),
-                "--openbao-address",
-                bao.address,
-                "--token-file",
-                str(token_file),
-            ],
-            capture_output=True,
-            text=True,
+        return sovereign(
+            "audit", "verify", str(trail), "--openbao-address", bao.address, "--token-file", str(token_file),
             timeout=60,
-        )
+        )  # fmt: skip
 
     ok = verify()
     assert ok.returncode == 0, ok.stdout + ok.stderr

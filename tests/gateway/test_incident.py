@@ -27,11 +27,7 @@ from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway, 
 
 HANG_DETECTOR_S = 20  # far above the 0.2 s poll
 INCIDENT = {"poll_s": 0.2}
-
-
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("incident")
+GATEWAY_SETTINGS = {"incident": INCIDENT}  # tests/conftest.py: gateway
 
 
 def _clear(bao: Bao) -> None:
@@ -41,12 +37,11 @@ def _clear(bao: Bao) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def gateway(gw_dir: Path, bao: Bao, upstream_server: Upstream) -> Iterator[Proc]:
+@pytest.fixture(scope="module", autouse=True)
+def _cleared(bao: Bao) -> Iterator[None]:
+    """Autouse: set up before the module's gateway starts, torn down after it stops."""
     _clear(bao)  # the session's OpenBao: no other module's state
-    config = gateway_config(gw_dir, bao.address, bao.gateway_token, upstream_server.url, incident=INCIDENT)
-    with running_gateway(config, gw_dir) as proc:
-        yield proc
+    yield
     _clear(bao)  # nothing suspended for the modules after this one
 
 

@@ -9,7 +9,6 @@ import ipaddress
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,16 @@ from gateway.scrape_metrics import CERTIFICATES, COLLECTOR, not_after
 from gateway.settings import GatewaySettings
 from gateway.upstream import PeerCertificates
 from tests import pki
-from tests.support import Bao, Upstream, free_port, gateway_config, running_gateway, wait_for_port
+from tests.support import (
+    REPO,
+    Bao,
+    Upstream,
+    double,
+    free_port,
+    gateway_config,
+    running_gateway,
+    wait_for_port,
+)
 
 CERT = "sovereign_gateway_certificate_expiry_timestamp_seconds"
 BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_case": "order-support"}}
@@ -152,10 +160,10 @@ def test_certificate_expiry_is_each_certificates_not_after(tmp_path: Path, bao: 
     port = free_port()
     with (tmp_path / "upstream.log").open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.scripted_upstream", "--port", str(port), "--capture",
-             "--tls-cert", str(server_crt), "--tls-key", str(server_key),
-             "--tls-client-ca", str(folder / "ca.crt")],
-            stdout=out, stderr=subprocess.STDOUT,
+            double("scripted_upstream", "--port", str(port), "--capture",
+                   "--tls-cert", str(server_crt), "--tls-key", str(server_key),
+                   "--tls-client-ca", str(folder / "ca.crt")),
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     try:
         wait_for_port(proc, port, "the TLS upstream")

@@ -1,4 +1,4 @@
-"""The scripted upstream (gateway/scripted_upstream.py) is a test double: its answers must follow
+"""The scripted upstream (tests/doubles/scripted_upstream.py) is a test double: its answers must follow
 the script the request arrived under, as a model server's answer follows the request it got.
 A switch of the script while an answer is being written (the fault tests switch from "echo" to
 "hang" under load) must not change that answer half-way."""

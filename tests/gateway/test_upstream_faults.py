@@ -1,4 +1,4 @@
-"""UpstreamClient against a misbehaving model server (gateway.fault_upstream, a real process):
+"""UpstreamClient against a misbehaving model server (tests.doubles.fault_upstream, a real process):
 every answer belongs to its request, nothing is inflated, answers are bounded in size and time,
 each failure has its class, and readiness probes do not queue behind chat requests.
 

@@ -16,7 +16,7 @@ import yaml
 
 from gateway.clientkeys import ClientKeyStore
 from tests import pki
-from tests.support import Bao, free_port, gateway_config, running_gateway, wait_for_port
+from tests.support import REPO, Bao, double, free_port, gateway_config, running_gateway, wait_for_port
 
 BODY = {"messages": [{"role": "user", "content": "hello"}], "sovereign": {"use_case": "order-support"}}
 
@@ -48,10 +48,10 @@ def tls_upstream(certs: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     log = tmp_path_factory.mktemp("upstream") / "upstream.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.scripted_upstream", "--port", str(port), "--capture",
-             "--tls-cert", str(certs["server_crt"]), "--tls-key", str(certs["server_key"]),
-             "--tls-client-ca", str(certs["ca"])],
-            stdout=out, stderr=subprocess.STDOUT,
+            double("scripted_upstream", "--port", str(port), "--capture",
+                   "--tls-cert", str(certs["server_crt"]), "--tls-key", str(certs["server_key"]),
+                   "--tls-client-ca", str(certs["ca"])),
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     wait_for_port(proc, port, f"the TLS upstream (log {log})")
     yield f"https://127.0.0.1:{port}"

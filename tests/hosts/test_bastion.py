@@ -19,7 +19,6 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests import pki
 from tests.hosts.conftest import VERSION, Mirror
 from tests.hosts.lab import Lab, LabHost
 from tests.infra.support import sections
+from tests.support import sovereign
 
 TOKEN = "b" * 48
 # Stand-in for the API server's TLS endpoint on a control-plane node: a certificate naming
@@ -203,10 +203,7 @@ def test_verify_passes_through_the_bastion(
     path = tmp_path / "inventory.json"
     path.write_text(json.dumps(site_inventory(lab, mirror, ssh_config)))
     junit = tmp_path / "verify.xml"
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "verify", "--inventory", str(path), "--junit", str(junit)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = sovereign("verify", "--inventory", str(path), "--junit", str(junit), cwd=REPO_ROOT, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "0 failed" in result.stderr
     report = junit.read_text()

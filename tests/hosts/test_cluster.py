@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from infra.hosts.converge import PlaybookRun, run_playbook
 from infra.paths import REPO_ROOT
+from tests import support
 from tests.hosts.conftest import VERSION, Mirror
 from tests.hosts.lab import Lab
 
@@ -57,9 +57,7 @@ def stack_like_inventory(lab: Lab, mirror: tuple[Mirror, str]) -> dict[str, Any]
 
 
 def sovereign(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
-    )
+    return support.sovereign(*args, cwd=REPO_ROOT, timeout=900)
 
 
 @pytest.fixture(scope="module")

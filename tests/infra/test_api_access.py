@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,8 +14,9 @@ import pytest
 
 from infra.components import api_access
 from infra.hosts import tunnel
-from tests.infra.support import REPO, plan_of, sections
+from tests.infra.support import plan_of, sections
 from tests.infra.test_converge import stack_inventory
+from tests.support import sovereign
 
 
 def test_the_platform_provider_waits_for_the_tunnel_opened_after_the_bootstrap() -> None:
@@ -87,18 +86,12 @@ def test_a_port_taken_by_another_program_is_named_with_the_field_to_change(
 def test_the_cli_reads_the_inventory_pulumi_passes_and_reports_a_closed_tunnel(tmp_path: object) -> None:
     env = {"SOVEREIGN_INVENTORY": json.dumps(stack_inventory()), "SOVEREIGN_TUNNEL_DIR": str(tmp_path),
            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "tunnel", "status"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = sovereign("tunnel", "status", env=env, timeout=120)
     assert result.returncode == 1  # nothing answers: not open
     assert json.loads(result.stdout) == {
         "open": False, "target": None, "local": "127.0.0.1:16443", "answers": False,
     }  # fmt: skip
-    broken = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "tunnel", "open"], cwd=REPO,
-        env={**env, "SOVEREIGN_INVENTORY": "{not json"}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    broken = sovereign("tunnel", "open", env={**env, "SOVEREIGN_INVENTORY": "{not json"}, timeout=120)
     assert broken.returncode == 2
     assert "SOVEREIGN_INVENTORY is not valid JSON" in broken.stderr
 

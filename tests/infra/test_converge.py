@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ import yaml
 
 from infra import config
 from infra.hosts import content, inventory
-from tests.infra.support import REPO, sections
+from tests.infra.support import sections
+from tests.support import sovereign
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -51,15 +51,7 @@ def converge(
     env = {k: v for k, v in os.environ.items() if k != "SOVEREIGN_INVENTORY"}
     if inv is not None:
         env["SOVEREIGN_INVENTORY"] = inv if isinstance(inv, str) else json.dumps(inv)
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "converge", "--playbook", str(playbook), "--token-stdin"],
-        input=token + "\n",
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return sovereign("converge", "--playbook", str(playbook), "--token-stdin", input=token + "\n", env=env)
 
 
 def test_converge_runs_the_playbook_and_prints_only_the_kubeconfig() -> None:

@@ -7,27 +7,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from infra.hosts import operate
-from tests.infra.support import REPO
+from tests import support
 
 
 def sovereign(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if path is not None:
         env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return support.sovereign(*args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize("command", ["harden", "verify"])

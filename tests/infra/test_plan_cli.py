@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,12 @@ import yaml
 
 from infra import cli
 from infra.components import servers
-from tests.infra.support import EXAMPLES, REPO, STACKS
+from tests.infra.support import EXAMPLES, STACKS
+from tests.support import sovereign
 
 
 def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "plan", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return sovereign("plan", *args, timeout=120)
 
 
 @pytest.mark.parametrize("stack", EXAMPLES)
@@ -78,10 +72,7 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     assert len(found["mirror"]) == (0 if config["endpoints"].get("registry_mirror") else 2)
     # one blocker per image the stack runs (sovereign images list), each once: the Helm releases'
     # (among them the cluster services and the monitoring stack), the upgrade images and phase 2's
-    listed = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "images", "list", "--stack", stack],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    ).stdout.splitlines()[1:]  # fmt: skip
+    listed = sovereign("images", "list", "--stack", stack, timeout=120, check=True).stdout.splitlines()[1:]
     needed = [line.split(" -> ")[0] for line in listed]
     named = [b.removeprefix(categories["image digests"]).split(" ")[0] for b in found["image digests"]]
     assert sorted(named) == sorted(needed) and len(set(named)) == len(named)
@@ -96,10 +87,7 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         assert image in named
     assert ("docker.io/vllm/vllm-openai:v0.11.0" in named) is config["platform"]["openbao"]["initialised"]
     # one blocker per chart (sovereign charts list): each named once, with its helm pull/push
-    charts = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "charts", "list", "--stack", stack],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    ).stdout.splitlines()[1:]  # fmt: skip
+    charts = sovereign("charts", "list", "--stack", stack, timeout=120, check=True).stdout.splitlines()[1:]
     keys = [line.split(" from ")[0] for line in charts if not line.startswith(" ")]
     named_charts = [b.removeprefix(categories["chart digests"]).split(" ")[0] for b in found["chart digests"]]
     assert sorted(named_charts) == sorted(keys) and len(keys) == 7

@@ -17,7 +17,7 @@ import pytest
 from tests import pki
 from tests.loadtests.test_runs import loadtest, unmissable
 from tests.loadtests.verdict import checked_run
-from tests.support import free_port, wait_for_port
+from tests.support import REPO, free_port, wait_for_port
 
 KEY = "sk-sov-test.revoked-key-never-shown"
 
@@ -30,11 +30,11 @@ def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     (folder / "ca.crt").write_bytes(authority.cert_pem())
     crt, key = pki.leaf(authority, "gateway", ips=("127.0.0.1",), server=True).write(folder, "server")
     port = free_port()
-    serve = ("import uvicorn; from gateway.scripted_upstream import Script, build_app; "
+    serve = ("import uvicorn; from tests.doubles.scripted_upstream import Script, build_app; "
              f"uvicorn.run(build_app(Script(tokens=4, ttft_ms=5, itl_ms=1)), host='127.0.0.1', port={port}, "
              f"log_level='warning', ssl_certfile={str(crt)!r}, ssl_keyfile={str(key)!r})")  # fmt: skip
     with (folder / "upstream.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", serve], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", serve], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         wait_for_port(proc, port, "the TLS scripted upstream")
         yield f"https://127.0.0.1:{port}", folder / "ca.crt"

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from loadtests.sla import percentile
-from tests.infra.support import REPO
 from tests.loadtests.verdict import checked_run
-from tests.support import Upstream
+from tests.support import Upstream, sovereign
 
 TIMEOUT_S = 180  # the run is killed after this: no stream it measured took longer
 # the scripted upstream sleeps on a millisecond timer (uvloop): a scripted delay can come up to
@@ -56,11 +54,9 @@ def loadtest(
     key_file = out.parent / "key"
     key_file.write_text(key)  # the scripted upstream does not check keys
     url = upstream if isinstance(upstream, str) else upstream.url
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", "loadtest", "--target", url, "--users", str(users),
-         "--spawn-rate", str(users), "--run-time", run_time, "--api-key-file", str(key_file),
-         "--out", str(out), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
+    return sovereign(
+        "loadtest", "--target", url, "--users", str(users), "--spawn-rate", str(users),
+        "--run-time", run_time, "--api-key-file", str(key_file), "--out", str(out), *extra, timeout=TIMEOUT_S,
     )  # fmt: skip
 
 
@@ -85,8 +81,7 @@ def test_a_run_writes_every_report_and_the_verdict_of_its_own_records(
     # the LLM metrics printed at the end, per use case
     assert "Aggregated" in result.stdout
     # `sovereign loadtest compare A B` reads two run folders: a run against itself is no regression
-    compare = [sys.executable, "-m", "infra.cli", "loadtest", "compare", str(out), str(out), "--json"]
-    compared = subprocess.run(compare, cwd=REPO, capture_output=True, text=True, timeout=60)
+    compared = sovereign("loadtest", "compare", str(out), str(out), "--json", timeout=60)
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert json.loads(compared.stdout)["regression"] is False
 
@@ -192,8 +187,7 @@ def test_distributed_mode_evaluates_once_on_the_master_with_every_stream(
 
 def test_bad_arguments_are_refused_before_any_load(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "infra.cli", "loadtest", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return sovereign("loadtest", *args, timeout=60)
 
     assert "no such SLA profile" in cli("--target", "http://x", "--profile", "fast").stderr
     assert "give the gateway's base URL" in cli("--target", "x:80", "--profile", "cpu-local").stderr
@@ -217,8 +211,7 @@ def test_help_lists_every_option_with_its_help(tmp_path: Path) -> None:
     loadtest = sub.choices["loadtest"]  # type: ignore[attr-defined]
     options = [a for a in loadtest._actions if a.option_strings and "--help" not in a.option_strings]
     assert all(a.help for a in options), [a.option_strings for a in options if not a.help]
-    shown = subprocess.run([sys.executable, "-m", "infra.cli", "loadtest", "--help"], cwd=REPO,
-                           capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    shown = sovereign("loadtest", "--help", timeout=60).stdout
     for flag in ("--warm-up", "--arrival-rate", "--arrival", "--max-in-flight", "--workload", "--ca-file",
                  "--insecure", "--stamps", "--processes", "--seed"):  # fmt: skip
         assert flag in shown, flag

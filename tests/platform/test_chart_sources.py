@@ -4,8 +4,6 @@ repository at deploy time; a chart without a digest blocks the deploy."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,8 @@ from infra import chart_sources, config, program
 from infra import plan as planner
 from infra.policy import completeness
 from infra.policy.charts import CHARTS, chart_name
-from tests.infra.support import REPO, fake_digest, plan_of, sections, with_digests, without_mirror
+from tests.infra.support import fake_digest, plan_of, sections, with_digests, without_mirror
+from tests.support import sovereign
 
 MIRROR = "registry.sovereign.example.de"
 
@@ -155,10 +154,7 @@ def test_the_chart_name_is_read_from_every_reference_form(reference: str, name: 
 
 
 def test_charts_list_prints_each_chart_its_mirror_reference_and_the_commands() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "charts", "list", "--stack", "eu-central-prod"],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
+    out = sovereign("charts", "list", "--stack", "eu-central-prod", check=True)
     cfg = config.parse("eu-central-prod", sections("eu-central-prod"), "test")
     for chart in chart_sources.installed(cfg):
         assert (
@@ -172,23 +168,14 @@ def test_charts_list_prints_each_chart_its_mirror_reference_and_the_commands() -
 def test_charts_check_names_the_pull_for_each_chart_it_cannot_find(tmp_path: Path) -> None:
     """`sovereign charts check` renders the charts pulled into --chart-dir (chart_render.py); with
     none there, each release is a finding with the helm pull from the mirror, and the run fails."""
-    check = [
-        sys.executable,
-        "-m",
-        "infra.cli",
-        "charts",
-        "check",
-        "--stack",
-        "eu-central-prod",
-        "--chart-dir",
-    ]
-    out = subprocess.run([*check, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    check = ["charts", "check", "--stack", "eu-central-prod", "--chart-dir"]
+    out = sovereign(*check, str(tmp_path))
     assert out.returncode == 1
     cfg = config.parse("eu-central-prod", sections("eu-central-prod"), "test")
     for chart in chart_sources.installed(cfg):
         assert f"helm pull oci://{MIRROR}/charts/{chart.name} --version {chart.version}" in out.stderr
     assert "7 finding(s)" in out.stderr
-    missing = subprocess.run([*check, str(tmp_path / "none")], capture_output=True, text=True, cwd=REPO)
+    missing = sovereign(*check, str(tmp_path / "none"))
     assert missing.returncode == 2 and "--chart-dir" in missing.stderr
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,7 @@ import pytest
 
 from infra.weights import fetch as weights  # fetch and verify, as the Job and the init container run them
 from infra.weights.manifest import WeightsError
-from tests.infra.support import REPO
-from tests.support import S3Server
+from tests.support import S3Server, sovereign
 
 FILES = {"config.json": b'{"model_type": "llama"}', "model-00001.safetensors": b"\x00weights" * 1000}
 
@@ -56,11 +53,11 @@ def test_verify_refuses_anything_else(tmp_path: Path, change, message: str) -> N
 
 def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     folder = write_model(tmp_path / "m", FILES)
-    run = [sys.executable, "-m", "infra.cli", "weights", "verify", "--dir", str(folder)]
-    ok = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=60)
+    run = ["weights", "verify", "--dir", str(folder)]
+    ok = sovereign(*run, timeout=60)
     assert ok.returncode == 0 and "2 files verified" in ok.stdout
     (folder / "config.json").write_bytes(b"tampered")
-    bad = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = sovereign(*run, timeout=60)
     assert bad.returncode == 1 and "does not match" in bad.stderr
 
 
@@ -229,12 +226,12 @@ def test_a_fetch_keeps_the_two_releases_fetched_before_it_and_no_partial_one(
 
 def test_the_pin_flag_is_checked_before_anything_runs(tmp_path: Path) -> None:
     folder = write_model(tmp_path / "m", FILES)
-    run = [sys.executable, "-m", "infra.cli", "weights", "verify", "--dir", str(folder), "--manifest-sha256"]
-    bad = subprocess.run([*run, "XYZ"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    run = ["weights", "verify", "--dir", str(folder), "--manifest-sha256"]
+    bad = sovereign(*run, "XYZ", timeout=60)
     assert bad.returncode == 1 and "--manifest-sha256: give the manifest's SHA-256" in bad.stderr
     assert "XYZ" not in bad.stderr
     pin = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
-    ok = subprocess.run([*run, pin], cwd=REPO, capture_output=True, text=True, timeout=60)
+    ok = sovereign(*run, pin, timeout=60)
     assert ok.returncode == 0, ok.stderr
 
 

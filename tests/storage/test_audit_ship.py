@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from gateway.audit import AuditKey, AuditLog, local_segments, verify
 from gateway.kms import KeyProvider
 from gateway.settings import OpenBaoSettings
 from infra import audit_archive, config, objectstore
+from tests import support
 from tests.storage.conftest import StackFactory
 from tests.support import Bao, S3Server
 
@@ -157,8 +157,7 @@ def test_cli_ship_and_verify_across_the_archive_with_openbao_keys(
     token.write_text(bao.auditor_token)
 
     def sovereign(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "infra.cli", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        return support.sovereign(*args, cwd=tmp_path)
 
     shipped = sovereign("audit", "ship", str(trail), *where, "--prune")
     assert shipped.returncode == 0, shipped.stderr
@@ -177,9 +176,10 @@ def test_the_sidecar_mode_keeps_shipping_new_segments(stack: StackFactory, tmp_p
     archive = audit_archive.from_stack(cfg, "gateway-1")
     trail = write_trail(tmp_path / "audit.jsonl", 12)
     heartbeat = tmp_path / "alive"
-    command = [sys.executable, "-m", "infra.cli", "audit", "ship", str(trail), "--stack", "eu-sidecar",
-               "--stacks-dir", str(tmp_path / "stacks"), "--chain", "gateway-1", "--every", "0.2",
-               "--heartbeat", str(heartbeat)]  # fmt: skip
+    command = support.sovereign_argv(
+        "audit", "ship", str(trail), "--stack", "eu-sidecar", "--stacks-dir", str(tmp_path / "stacks"),
+        "--chain", "gateway-1", "--every", "0.2", "--heartbeat", str(heartbeat),
+    )  # fmt: skip
     sidecar = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def until(condition: Callable[[], bool], what: str) -> None:

@@ -4,9 +4,6 @@ and the clear errors."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +11,8 @@ import botocore.exceptions
 import pytest
 
 from infra import config, objectstore
-from tests.infra.support import REPO
 from tests.storage.conftest import StackFactory
-from tests.support import S3Server
+from tests.support import S3Server, sovereign
 
 
 def bucket_names(cfg: config.StackConfig) -> dict[str, str]:
@@ -123,9 +119,8 @@ def test_prod_refuses_governance_mode(stack: StackFactory) -> None:
 
 def test_cli_prints_the_login_lines(stack: StackFactory, tmp_path: Path) -> None:
     cfg = stack("eu-cli")
-    run = [sys.executable, "-m", "infra.cli", "bootstrap-backend", "--stack", "eu-cli",
-           "--stacks-dir", str(tmp_path / "stacks")]  # fmt: skip
-    result = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120, env=os.environ)
+    run = ["bootstrap-backend", "--stack", "eu-cli", "--stacks-dir", str(tmp_path / "stacks")]
+    result = sovereign(*run, timeout=120)
     assert result.returncode == 0, result.stderr
     state = bucket_names(cfg)["state"]
     assert f"state   s3://{state}: created" in result.stdout
@@ -133,6 +128,5 @@ def test_cli_prints_the_login_lines(stack: StackFactory, tmp_path: Path) -> None
         f"pulumi login 's3://{state}?endpoint=" in result.stdout and "s3ForcePathStyle=true'" in result.stdout
     )
     assert "--secrets-provider='hashivault://pulumi-eu-cli'" in result.stdout
-    missing = subprocess.run([*run[:5], "eu-none", *run[6:]], cwd=REPO, capture_output=True, text=True,
-                             timeout=120)  # fmt: skip
+    missing = sovereign(*run[:2], "eu-none", *run[3:], timeout=120)
     assert missing.returncode == 2 and "no such stack file" in missing.stderr  # bad input (README)

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import hvac
@@ -26,7 +25,7 @@ from infra.weights.manifest import ModelsError
 from infra.weights.releases import DeployRecord, Release, ReleaseLog
 from tests.infra.support import REPO
 from tests.storage.conftest import StackFactory
-from tests.support import Bao, S3Server
+from tests.support import Bao, S3Server, sovereign
 
 MODEL = "llama31-8b-awq"
 STACK = "eu-roll"
@@ -115,8 +114,7 @@ def cli(
     stacks: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     flags = ["--stack", STACK, "--stacks-dir", str(stacks), "--model", MODEL]
-    command = [sys.executable, "-m", "infra.cli", "models", *args, *flags]
-    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    return sovereign("models", *args, *flags, cwd=tmp_path, env=env)
 
 
 def test_every_import_is_recorded_and_releases_lists_them_newest_first(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from infra import config, objectstore, openbao_contract
 from infra.weights import bucket, transit, upload
 from infra.weights.manifest import MIB, ModelsError, WeightsError, build_manifest
 from tests.storage.conftest import StackFactory
-from tests.support import Bao, S3Server
+from tests.support import Bao, S3Server, sovereign
 
 MODEL = "llama31-8b-awq"  # a platform.models name of the eu-central-prod example
 
@@ -175,12 +174,11 @@ def test_cli_import_and_offline_verify_with_the_public_key(
     objectstore.bootstrap(cfg)
     token_file = tmp_path / "publisher.token"
     token_file.write_text(publisher_token(bao))
-    base = [sys.executable, "-m", "infra.cli"]
     common = ["--stack", "eu-cli", "--stacks-dir", str(tmp_path / "stacks"), "--model", MODEL]
     bao_flags = ["--openbao-address", bao.address, "--token-file", str(token_file)]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return sovereign(*args, cwd=tmp_path)
 
     imported = run("models", "import", *common, *bao_flags, "--from", str(folder), "--part-size-mib", "5")
     assert imported.returncode == 0, imported.stderr
@@ -193,8 +191,7 @@ def test_cli_import_and_offline_verify_with_the_public_key(
     assert verified.returncode == 0, verified.stderr
     assert "signature valid, 3 file(s) match" in verified.stdout
     no_vault = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    no_token = subprocess.run([*base, "models", "verify", *common], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, env=no_vault)  # fmt: skip
+    no_token = sovereign("models", "verify", *common, cwd=tmp_path, timeout=120, env=no_vault)
     assert no_token.returncode == 1 and "--openbao-address URL or set VAULT_ADDR" in no_token.stderr
 
 

@@ -4,15 +4,12 @@ corpus (names from Faker, independent of the recogniser's names-dataset lexicon)
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.phi import names
 from gateway.phi.detect import Detector, Span
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 pytestmark = pytest.mark.skipif(
     not names.data_installed(), reason="name lexicon not built: make install (gateway.phi.names_build)"

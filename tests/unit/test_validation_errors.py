@@ -8,8 +8,6 @@ words (gateway/validation.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 from gateway import validation
 from infra import config
 from tests.infra.support import EXAMPLES, REPO, sections
+from tests.support import sovereign
 
 SECRET = "c4n4ry-s3cr3t-Zq9"
 CANARIES = (
@@ -91,9 +90,7 @@ def test_a_private_key_pasted_as_public_key_is_refused_without_being_shown(tmp_p
     (stacks / "Pulumi.eu-north-dr.yaml").write_text(yaml.safe_dump(document))
     for command in (["plan"], ["evidence", "--out", str(tmp_path / "evidence")]):
         args = [*command, "--stack", "eu-north-dr", "--stacks-dir", str(stacks)]
-        result = subprocess.run(
-            [sys.executable, "-m", "infra.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-        )
+        result = sovereign(*args)
         assert result.returncode != 0
         assert "admin.ssh_keys.0.public_key" in result.stdout + result.stderr
         assert SECRET not in result.stdout + result.stderr

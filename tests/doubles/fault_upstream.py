@@ -1,8 +1,8 @@
 """A scripted *misbehaving* upstream: raw HTTP/1.1 on asyncio sockets, for fault-injection tests.
 
-    python -m gateway.fault_upstream --port 9002
+    python -m tests.doubles.fault_upstream --port 9002
 
-Unlike :mod:`gateway.scripted_upstream` (a well-behaved server on uvicorn), this one writes its
+Unlike :mod:`tests.doubles.scripted_upstream` (a well-behaved server on uvicorn), this one writes its
 answers byte by byte itself, so it can break HTTP the way a buggy or hostile model server does.
 It parses requests itself (request line, headers, a Content-Length body) and keeps connections
 alive by default. Routes:

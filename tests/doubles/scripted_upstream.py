@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible upstream for fault, timing and leak tests and benchmarks.
 
-    python -m gateway.scripted_upstream --port 9001 [--capture FILE]
+    python -m tests.doubles.scripted_upstream --port 9001 [--capture FILE]
 
 It answers ``/v1/chat/completions`` (plain and SSE) with a fixed answer of ``tokens`` words
 (at most the request's ``max_tokens``, where a model server stops too), after ``ttft_ms``,
