@@ -61,12 +61,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if result.findings and planner.COMPLETENESS_FAILS_PLAN else 0
 
 
-def cmd_images_list(args: argparse.Namespace) -> int:
-    from infra import config, images
+def _stack_and_mirror(args: argparse.Namespace) -> tuple[Any, str]:
+    """The stack config the listing is of, and its registry mirror as the listing names it."""
+    from infra import config
 
     cfg = config.load(Path(args.stacks_dir), args.stack)
+    return cfg, cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from infra import images
+
+    cfg, mirror = _stack_and_mirror(args)
     needed = images.required(cfg)
-    mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
     print(
         f"# stack {cfg.stack}: {len(needed)} images, each to mirror to {mirror}, "
         "then its digest in platform.images"
@@ -86,11 +93,10 @@ def cmd_images_list(args: argparse.Namespace) -> int:
 
 
 def cmd_charts_list(args: argparse.Namespace) -> int:
-    from infra import chart_sources, config
+    from infra import chart_sources
 
-    cfg = config.load(Path(args.stacks_dir), args.stack)
+    cfg, mirror = _stack_and_mirror(args)
     needed = chart_sources.installed(cfg)
-    mirror = cfg.endpoints.registry_mirror or "(endpoints.registry_mirror not set)"
     print(
         f"# stack {cfg.stack}: {len(needed)} Helm charts, each to push to {mirror} as an OCI artefact, "
         "then its digest in platform.charts"
@@ -131,10 +137,14 @@ def cmd_charts_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("--stacks-dir", default=str(STACKS_DIR))
+
+
 def add_parser(sub: Any) -> None:
     plan = sub.add_parser("plan", help="offline plan of a region stack (Pulumi mocks, no credentials)")
-    plan.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    plan.add_argument("--stacks-dir", default=str(STACKS_DIR))
+    _stack_options(plan)
     plan.add_argument("--out", help="output folder (default .sovereign/plan/<stack>)")
     plan.set_defaults(func=cmd_plan)
 
@@ -144,8 +154,7 @@ def add_parser(sub: Any) -> None:
     img_list = img.add_parser(
         "list", help="every image the stack needs: upstream -> EU mirror reference, digest"
     )
-    img_list.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    img_list.add_argument("--stacks-dir", default=str(STACKS_DIR))
+    _stack_options(img_list)
     img_list.set_defaults(func=cmd_images_list)
 
     chart = sub.add_parser("charts", help="the Helm charts of a region stack").add_subparsers(
@@ -154,14 +163,12 @@ def add_parser(sub: Any) -> None:
     chart_list = chart.add_parser(
         "list", help="every chart the stack installs: upstream -> EU mirror (OCI), digest, helm pull/push"
     )
-    chart_list.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    chart_list.add_argument("--stacks-dir", default=str(STACKS_DIR))
+    _stack_options(chart_list)
     chart_list.set_defaults(func=cmd_charts_list)
     chart_check = chart.add_parser(
         "check", help="render the pulled charts with the stack's values (real templates) and check them"
     )
-    chart_check.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    chart_check.add_argument("--stacks-dir", default=str(STACKS_DIR))
+    _stack_options(chart_check)
     chart_check.add_argument(
         "--chart-dir", required=True, help="folder with <chart>-<version>.tgz as `helm pull` writes them"
     )
