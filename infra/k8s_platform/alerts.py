@@ -50,7 +50,7 @@ import yaml
 from gateway.errors import SovereignError
 from gateway.policy import load_policies
 from infra.config import SloTargetsConfig, StackConfig
-from infra.k8s_platform.common import OPENBAO_NS, labels
+from infra.k8s_platform.common import OPENBAO_NS, Component, Deps, labels
 
 RULE_NAME = "sovereign-alerts"
 SUSPENDED = "use_case_suspended"  # gateway/incident.py SUSPENDED_CODE: the kill switch's 503
@@ -578,15 +578,10 @@ def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-class AlertRules(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:AlertRules", name, None, opts)
+class AlertRules(Component):
+    KIND = "AlertRules"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         self.rule = k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",

@@ -1,12 +1,56 @@
-"""Names, labels and the restricted security context every platform workload shares."""
+"""Names, labels and the restricted security context every platform workload shares, and the
+two shapes of a platform component (one constructor each, not one per class)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
 
 from infra.config import StackConfig
+
+if TYPE_CHECKING:  # openbao.py imports this module
+    from infra.k8s_platform.openbao import OpenBaoConfiguration
+
+#: what a component's children wait for
+Deps = list[pulumi.Resource]
+
+
+class Component(pulumi.ComponentResource):
+    """A component of the platform layer: a ComponentResource of type ``sovereign:platform:KIND``
+    whose ``build`` makes its children (with ``parent=self``, after *depends_on*)."""
+
+    KIND: ClassVar[str]
+
+    def __init__(
+        self, name: str, cfg: StackConfig, depends_on: Deps, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(f"sovereign:platform:{self.KIND}", name, None, opts)
+        self.build(name, cfg, depends_on)
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
+        raise NotImplementedError
+
+
+class OpenBaoComponent(pulumi.ComponentResource):
+    """A component whose certificates come from OpenBao's PKI: also given OpenBao's configuration."""
+
+    KIND: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        openbao: OpenBaoConfiguration,
+        depends_on: Deps,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(f"sovereign:platform:{self.KIND}", name, None, opts)
+        self.build(name, cfg, openbao, depends_on)
+
+    def build(self, name: str, cfg: StackConfig, openbao: OpenBaoConfiguration, depends_on: Deps) -> None:
+        raise NotImplementedError
+
 
 GATEWAY_NS = "sovereign-gateway"
 INFERENCE_NS = "sovereign-inference"

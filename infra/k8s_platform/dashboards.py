@@ -40,7 +40,7 @@ import pulumi_kubernetes as k8s
 from gateway.errors import SovereignError
 from infra.config import StackConfig
 from infra.k8s_platform import alerts
-from infra.k8s_platform.common import OPENBAO_NS, labels
+from infra.k8s_platform.common import OPENBAO_NS, Component, Deps, labels
 from infra.k8s_platform.monitoring import GRAFANA_DASHBOARD_LABEL, GRAFANA_DATASOURCE_UID
 
 # Grafana's dashboard JSON model ("classic"). kube-prometheus-stack 88.5.3 (charts/kube-prometheus-stack/
@@ -780,17 +780,12 @@ def configmap_name(key: str) -> str:
     return f"sovereign-dashboard-{key}"
 
 
-class Dashboards(pulumi.ComponentResource):
+class Dashboards(Component):
     """One ConfigMap per dashboard in the monitoring namespace, for the Grafana dashboards sidecar."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:Dashboards", name, None, opts)
+    KIND = "Dashboards"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         key, value = GRAFANA_DASHBOARD_LABEL
         self.configmaps: dict[str, k8s.core.v1.ConfigMap] = {}
         for dashboard_key, dashboard in dashboards(cfg).items():

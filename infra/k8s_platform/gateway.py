@@ -22,6 +22,8 @@ from infra.k8s_platform.common import (
     OPENBAO_NS,
     OPENBAO_PORT,
     VLLM_PORT,
+    Deps,
+    OpenBaoComponent,
     container_security,
     custom_timeouts,
     labels,
@@ -109,16 +111,10 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-class GatewayDeployment(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        openbao: OpenBaoConfiguration,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:Gateway", name, None, opts)
+class GatewayDeployment(OpenBaoComponent):
+    KIND = "Gateway"
+
+    def build(self, name: str, cfg: StackConfig, openbao: OpenBaoConfiguration, depends_on: Deps) -> None:
         gw = cfg.platform.gateway
         meta_labels = labels(cfg, NAME, "gateway")
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)

@@ -20,7 +20,15 @@ import pulumi_kubernetes as k8s
 
 from infra import chart_sources, images
 from infra.config import StackConfig
-from infra.k8s_platform.common import GPU_NS, IMAGE_PULL_S, KEDA_NS, container_start_s, custom_timeouts
+from infra.k8s_platform.common import (
+    GPU_NS,
+    IMAGE_PULL_S,
+    KEDA_NS,
+    Component,
+    Deps,
+    container_start_s,
+    custom_timeouts,
+)
 
 GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
 KEDA_REPO = "https://kedacore.github.io/charts"
@@ -178,15 +186,10 @@ def pinned_chart(
     )
 
 
-class GpuSupport(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:GpuSupport", name, None, opts)
+class GpuSupport(Component):
+    KIND = "GpuSupport"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         version = cfg.platform.gpu_operator_version
         self.release = pinned_chart(
             self, f"{name}-gpu-operator", cfg, chart="gpu-operator", version=version,
@@ -198,15 +201,10 @@ class GpuSupport(pulumi.ComponentResource):
         self.register_outputs({})
 
 
-class Autoscaling(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:Autoscaling", name, None, opts)
+class Autoscaling(Component):
+    KIND = "Autoscaling"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         values = {"prometheus": {"operator": {"enabled": True, "serviceMonitor": {"enabled": True}}}}
         self.release = pinned_chart(
             self, f"{name}-keda", cfg, chart="keda", version=cfg.platform.keda_version, repo=KEDA_REPO,

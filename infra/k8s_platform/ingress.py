@@ -33,7 +33,16 @@ import yaml
 
 from gateway.settings import LimitSettings
 from infra.config import StackConfig
-from infra.k8s_platform.common import GATEWAY_APP, GATEWAY_NS, INGRESS_CONTROLLER_PODS, KUBE_SYSTEM, labels
+from infra.k8s_platform.common import (
+    GATEWAY_APP,
+    GATEWAY_NS,
+    INGRESS_CONTROLLER_PODS,
+    KUBE_SYSTEM,
+    Component,
+    Deps,
+    OpenBaoComponent,
+    labels,
+)
 from infra.k8s_platform.openbao import INGRESS_PKI_MOUNT, INGRESS_ROLE, OpenBaoConfiguration, mtls_secret
 
 # rancher/rke2 v1.33.5+rke2r1 charts/chart_versions.yaml: "version: 4.12.600, filename:
@@ -117,17 +126,12 @@ def gateway_ingress_annotations() -> dict[str, str]:
     }
 
 
-class IngressController(pulumi.ComponentResource):
+class IngressController(Component):
     """RKE2's packaged ingress-nginx, reconfigured (phase 1: it needs no key)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:IngressController", name, None, opts)
+    KIND = "IngressController"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         self.values = controller_values(cfg)
         # helm.cattle.io/v1 HelmChartConfig (RKE2's embedded helm-controller): spec.valuesContent
         # is YAML merged over the packaged chart's values
@@ -142,18 +146,12 @@ class IngressController(pulumi.ComponentResource):
         self.register_outputs({"node_port": cfg.load_balancer.target_port})
 
 
-class GatewayIngress(pulumi.ComponentResource):
+class GatewayIngress(OpenBaoComponent):
     """The gateway's Ingress and its certificate (phase 2: OpenBao issues it)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        openbao: OpenBaoConfiguration,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:GatewayIngress", name, None, opts)
+    KIND = "GatewayIngress"
+
+    def build(self, name: str, cfg: StackConfig, openbao: OpenBaoConfiguration, depends_on: Deps) -> None:
         lb = cfg.load_balancer
         self.tls, _ = mtls_secret(
             self, f"{name}-tls", cfg, openbao, role=INGRESS_ROLE, common_name=lb.hostname,

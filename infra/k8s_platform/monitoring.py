@@ -36,12 +36,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-import pulumi
-
 from infra import images
 from infra.config import StackConfig
 from infra.k8s_platform import alerts
 from infra.k8s_platform.cluster_services import DEFAULT_CLASS
+from infra.k8s_platform.common import Component, Deps
 from infra.k8s_platform.gpu import ChartWait, pinned_chart
 
 PROMETHEUS_REPO = "https://prometheus-community.github.io/helm-charts"
@@ -503,15 +502,10 @@ def values(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-class Monitoring(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:Monitoring", name, None, opts)
+class Monitoring(Component):
+    KIND = "Monitoring"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         self.release = pinned_chart(
             self, f"{name}-kube-prometheus-stack", cfg, chart=RELEASE, version=KUBE_PROMETHEUS_WAIT.version,
             repo=PROMETHEUS_REPO, namespace=cfg.platform.monitoring_namespace,

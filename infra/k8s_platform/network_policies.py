@@ -77,6 +77,8 @@ from infra.k8s_platform.common import (
     OPENBAO_PORT,
     UPGRADE_NS,
     VLLM_PORT,
+    Component,
+    Deps,
     labels,
 )
 from infra.k8s_platform.monitoring import (
@@ -223,15 +225,10 @@ def _from(namespace: str, app: str | None = None) -> dict[str, Any]:
     return peer
 
 
-class NetworkPolicies(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:NetworkPolicies", name, None, opts)
+class NetworkPolicies(Component):
+    KIND = "NetworkPolicies"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         self._cfg, self._name, self._deps = cfg, name, depends_on
         monitoring = cfg.platform.monitoring_namespace
         self.policies: list[k8s.networking.v1.NetworkPolicy] = []

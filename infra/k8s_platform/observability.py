@@ -13,7 +13,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
-from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, VLLM_SHARED_NAME, labels
+from infra.k8s_platform.common import (
+    GATEWAY_NS,
+    INFERENCE_NS,
+    OPENBAO_NS,
+    VLLM_SHARED_NAME,
+    Deps,
+    OpenBaoComponent,
+    labels,
+)
 from infra.k8s_platform.openbao import OpenBaoConfiguration, helm_values, mtls_secret
 
 # the chart's headless Service (templates/server-headless-service.yaml, label openbao-internal):
@@ -52,16 +60,10 @@ def _monitor(
     )
 
 
-class Observability(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        openbao: OpenBaoConfiguration,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:Observability", name, None, opts)
+class Observability(OpenBaoComponent):
+    KIND = "Observability"
+
+    def build(self, name: str, cfg: StackConfig, openbao: OpenBaoConfiguration, depends_on: Deps) -> None:
         metrics = {"port": "http", "path": "/metrics"}
         # vLLM requires client certificates: Prometheus scrapes with its own, from OpenBao's PKI
         self.scrape_tls, _ = mtls_secret(

@@ -33,6 +33,8 @@ from infra.k8s_platform.common import (
     NONROOT_UID,
     OPENBAO_NS,
     OPENBAO_PORT,
+    Component,
+    Deps,
     container_security,
     labels,
     pod_security,
@@ -199,15 +201,10 @@ def helm_values(cfg: StackConfig) -> dict[str, object]:
     }
 
 
-class OpenBao(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:OpenBao", name, None, opts)
+class OpenBao(Component):
+    KIND = "OpenBao"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         child = pulumi.ResourceOptions(parent=self)
         meta = labels(cfg, "openbao", "kms")
         # TLS: a private CA for the listener (and the gateway trusts exactly this CA)
@@ -637,19 +634,14 @@ def snapshot_pod(cfg: StackConfig) -> dict[str, object]:
     }  # fmt: skip
 
 
-class SnapshotSchedule(pulumi.ComponentResource):
+class SnapshotSchedule(Component):
     """OpenBao Raft snapshots on a schedule into the stack's Object Lock bucket (docs/backup-restore.md):
     a CronJob in the OpenBao namespace with a service account of its own, whose Kubernetes-auth role
     carries only the snapshot policy, and an object-storage key that may only write the snapshots."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:OpenBaoSnapshots", name, None, opts)
+    KIND = "OpenBaoSnapshots"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         meta = labels(cfg, SNAPSHOT_APP, "backup")
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         self.service_account = k8s.core.v1.ServiceAccount(

@@ -45,7 +45,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime.config import get_config
 
 from infra.config import PROJECT, StackConfig
-from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, labels
+from infra.k8s_platform.common import GATEWAY_NS, INFERENCE_NS, Component, Deps, labels
 
 PLAN_PLACEHOLDER = "(a stack secret: set before `pulumi up`)"
 
@@ -187,15 +187,10 @@ def credentials_secret(
     )
 
 
-class StackSecrets(pulumi.ComponentResource):
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:StackSecrets", name, None, opts)
+class StackSecrets(Component):
+    KIND = "StackSecrets"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         config = pulumi.Config(PROJECT)
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
 

@@ -38,7 +38,7 @@ import yaml
 
 from infra import images
 from infra.config import StackConfig
-from infra.k8s_platform.common import UPGRADE_NS, container_security, labels
+from infra.k8s_platform.common import UPGRADE_NS, Component, Deps, container_security, labels
 
 SUC_VERSION = "v0.16.3"
 SUC_COMMIT = (
@@ -271,17 +271,12 @@ def controller_pod(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-class SystemUpgrade(pulumi.ComponentResource):
+class SystemUpgrade(Component):
     """The controller and the two Plans; the namespace comes from Namespaces (privileged)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        depends_on: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("sovereign:platform:SystemUpgrade", name, None, opts)
+    KIND = "SystemUpgrade"
+
+    def build(self, name: str, cfg: StackConfig, depends_on: Deps) -> None:
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         meta = labels(cfg, CONTROLLER, "upgrades")
         crd = plan_crd()
