@@ -14,14 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
-import yaml
 from fastapi import FastAPI
 
-from gateway import egress, validation
+from gateway import egress
 from gateway.app import create_app
 from gateway.connections import MAX_LINGERING, ConnectionBounds, protocol_class
-from gateway.errors import BadInput
-from gateway.settings import CONFIG_ENV, GatewaySettings, LimitSettings
+from gateway.settings import CONFIG_ENV, GatewaySettings, LimitSettings, read_config_file
 from gateway.upstream import PROBE_CONNECTIONS
 
 log = logging.getLogger("sovereign.gateway.server")
@@ -145,21 +143,9 @@ def uvicorn_config(
     )
 
 
-def check_config_file(config: Path) -> None:
-    """Refuse a --config that is missing or not YAML before pydantic-settings reads it: its YAML
-    source skips a file that does not exist (the gateway would start on the environment alone),
-    and PyYAML's error quotes the offending line (a pasted key would reach stderr)."""
-    if not config.is_file():
-        raise BadInput(f"--config {config}: no such file; pass the gateway's settings file")
-    try:
-        yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BadInput(f"--config {config}: {validation.not_yaml(exc)}") from None
-
-
 def serve(config: Path | None, host: str, port: int, log_level: str = "info") -> None:
     if config is not None:
-        check_config_file(config)
+        read_config_file(config)  # missing or not YAML: refused here, by position only
         os.environ[CONFIG_ENV] = str(config)
     settings = GatewaySettings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

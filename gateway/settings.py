@@ -414,13 +414,23 @@ def host_allowed(host: str, allowlist: list[str]) -> bool:
     return False
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A gateway settings file's YAML; BadInput when it is missing (pydantic-settings' YAML
+    source would skip it, and the gateway start on its environment alone) or not YAML (PyYAML's
+    own message quotes the offending line: a pasted key would reach stderr)."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file; pass the gateway's settings file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path}: {validation.not_yaml(exc)}") from None
+    return data
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
     """Load settings, optionally from an explicit YAML file, with keyword overrides on top."""
     if config_file is not None:
-        try:
-            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:  # PyYAML's own message quotes the offending line
-            raise BadInput(f"{config_file}: {validation.not_yaml(exc)}") from None
+        data = read_config_file(config_file)
         data.update(overrides)
         return GatewaySettings(**data)
     return GatewaySettings(**overrides)
