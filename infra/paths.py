@@ -33,6 +33,7 @@ Every option's default is the same as before this module existed; only where it 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from gateway.errors import BadInput
@@ -51,6 +52,13 @@ LOCAL_PROFILE = STACKS_DIR / "local.yaml"
 
 CWD_REPORTS = Path("reports")
 """Run reports (``loadtest --out``, ``verify --junit``): relative to the working directory."""
+
+
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """``--stack`` (required) and ``--stacks-dir`` (default :data:`STACKS_DIR`): the options of
+    every command that reads one region stack's config."""
+    parser.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("--stacks-dir", default=str(STACKS_DIR))
 
 
 class NotACheckout(BadInput):

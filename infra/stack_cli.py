@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BadInput
-from infra.paths import REPO_ROOT, STACKS_DIR
+from infra.paths import REPO_ROOT, add_stack_options
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -137,14 +137,9 @@ def cmd_charts_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    parser.add_argument("--stacks-dir", default=str(STACKS_DIR))
-
-
 def add_parser(sub: Any) -> None:
     plan = sub.add_parser("plan", help="offline plan of a region stack (Pulumi mocks, no credentials)")
-    _stack_options(plan)
+    add_stack_options(plan)
     plan.add_argument("--out", help="output folder (default .sovereign/plan/<stack>)")
     plan.set_defaults(func=cmd_plan)
 
@@ -154,7 +149,7 @@ def add_parser(sub: Any) -> None:
     img_list = img.add_parser(
         "list", help="every image the stack needs: upstream -> EU mirror reference, digest"
     )
-    _stack_options(img_list)
+    add_stack_options(img_list)
     img_list.set_defaults(func=cmd_images_list)
 
     chart = sub.add_parser("charts", help="the Helm charts of a region stack").add_subparsers(
@@ -163,12 +158,12 @@ def add_parser(sub: Any) -> None:
     chart_list = chart.add_parser(
         "list", help="every chart the stack installs: upstream -> EU mirror (OCI), digest, helm pull/push"
     )
-    _stack_options(chart_list)
+    add_stack_options(chart_list)
     chart_list.set_defaults(func=cmd_charts_list)
     chart_check = chart.add_parser(
         "check", help="render the pulled charts with the stack's values (real templates) and check them"
     )
-    _stack_options(chart_check)
+    add_stack_options(chart_check)
     chart_check.add_argument(
         "--chart-dir", required=True, help="folder with <chart>-<version>.tgz as `helm pull` writes them"
     )

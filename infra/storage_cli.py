@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from infra.paths import STACKS_DIR
+from infra.paths import STACKS_DIR, add_stack_options
 
 
 def _stack(args: argparse.Namespace) -> Any:
@@ -266,8 +266,7 @@ def add_parser(sub: Any) -> None:
     boot = sub.add_parser(
         "bootstrap-backend", help="create the stack's state, model and audit-archive buckets (idempotent)"
     )
-    boot.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-    boot.add_argument("--stacks-dir", default=str(STACKS_DIR))
+    add_stack_options(boot)
     boot.add_argument(
         "--copy-profile",
         help="AWS profile with a key of the OpenBao snapshot copy's object storage "
@@ -291,8 +290,7 @@ def add_parser(sub: Any) -> None:
         help="record that the release the stack file pins runs in the stack (after your pulumi up)",
     )
     for p in (imp, ver, rel, rol, dep):
-        p.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
-        p.add_argument("--stacks-dir", default=str(STACKS_DIR))
+        add_stack_options(p)
         p.add_argument("--model", required=True, help="a platform.models name of the stack")
     for p in (imp, ver, rol, dep):
         _openbao_flags(p)
