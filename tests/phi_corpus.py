@@ -12,6 +12,11 @@ IBAN, card...), so a leak check can count the rate per kind. With ``others=True`
 the texts also mention other persons (a spouse, a parent, a child, a doctor, with titles and
 relations): their names, dates of birth, phone numbers, e-mail and street addresses, none of
 which is in any context; every name comes from Faker, not from the name recogniser's lists.
+
+The corpus depends on the seed only, never on the day it is made: dates of birth are drawn
+between fixed dates (``BORN``), not relative to today as Faker's ``date_of_birth`` is. (With
+``date_of_birth`` the corpus of a seed changed every day, and a leak found one day could not
+be found again the next.)
 """
 
 from __future__ import annotations
@@ -27,9 +32,15 @@ from faker import Faker
 from gateway.phi.checksums import kvnr_with_check_digit, luhn_valid
 from gateway.phi.context import MONTHS_DE, MONTHS_EN
 from gateway.phi.fold import UMLAUT_EXPANSIONS as _UMLAUTS
-from gateway.phi.fold import skeleton
+from gateway.phi.fold import skeleton, skeleton_with_map
 
 PATIENT, OTHER = "patient", "other"
+#: the range dates of birth are drawn from: aged 1 to 99 on 2026-01-01
+BORN = (date(1926, 1, 2), date(2025, 1, 1))
+
+
+def date_of_birth(fk: Faker) -> date:
+    return fk.date_between_dates(*BORN)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ def _others(fk: Faker, rng: random.Random, locale: str) -> tuple[list[str], list
     relation, sex, pronoun = rng.choice(RELATIONS[locale])
     first = fk.first_name_female() if sex == "f" else fk.first_name_male()
     last, doctor = fk.last_name(), fk.last_name()
-    dob = _date_forms(fk.date_of_birth(minimum_age=1, maximum_age=99), rng, locale)
+    dob = _date_forms(date_of_birth(fk), rng, locale)
     phone, doctor_phone = _phone_forms(fk.phone_number(), rng), _phone_forms(fk.phone_number(), rng)
     email = fk.email()
     street, postcode, city = fk.street_address(), fk.postcode(), fk.city()
@@ -167,7 +178,7 @@ def generate(n: int, seed: int = 7, filler_sentences: int = 0, others: bool = Fa
         locale = "de_DE" if i % 2 == 0 else "en_GB"
         fk = fakers[locale]
         first, last = fk.first_name(), fk.last_name()
-        dob = fk.date_of_birth(minimum_age=1, maximum_age=99)
+        dob = date_of_birth(fk)
         kvnr = kvnr_with_check_digit(rng.choice("ABCDEFGHIJKLMNOPRSTUVWXYZ"), f"{rng.randrange(10**8):08d}")
         phone = fk.phone_number()
         iban = fk.iban()
@@ -247,19 +258,42 @@ def leaked(secret: str, sent: str) -> bool:
 def leaks(secrets: list[str], text: str) -> list[str]:
     """The *secrets* found in *text*, as written or in any spacing, case or punctuation (the
     text is folded once, and its 8-character windows indexed, so a whole log file can be
-    scanned for a hundred thousand values)."""
+    scanned for a hundred thousand values).
+
+    A reformatted value of fewer than eight letters and digits ("7.6.1944" folds to "761944")
+    counts only where it stands alone in the text: not preceded or followed by a letter or
+    digit. Six folded digits turn up inside other numbers by chance (a tokenised phone number
+    or IBAN is random digits: about one request in 20,000 holds a given six-digit run), and
+    such a chance match is no leak; a value written as "7 6 1944" or "761944" still is."""
     lower, folded = text.lower(), skeleton(text)
     windows = {folded[i : i + 8] for i in range(len(folded) - 7)}
+    mapped: tuple[str, list[int]] | None = None  # folded, and each folded character's index in text
     found = []
     for secret in secrets:
         sk = skeleton(secret)
         if len(sk) >= 8 and sk[:8] not in windows:
             continue  # neither as written nor reformatted: its folded start is nowhere
         plain = secret.lower()  # a substring test first: the word-bounded search only where it is
-        as_written = plain in lower and re.search(r"(?<!\w)" + re.escape(plain) + r"(?!\w)", lower)
-        if as_written or (len(sk) >= 6 and sk in folded):
+        if plain in lower and re.search(r"(?<!\w)" + re.escape(plain) + r"(?!\w)", lower):
             found.append(secret)
+        elif len(sk) >= 8 and sk in folded:
+            found.append(secret)
+        elif len(sk) >= 6 and sk in folded:
+            mapped = mapped or skeleton_with_map(text)
+            if _stands_alone(text, *mapped, sk):
+                found.append(secret)
     return found
+
+
+def _stands_alone(text: str, folded: str, where: list[int], sk: str) -> bool:
+    """Whether *sk* occurs in *folded* with no letter or digit of *text* right before or after."""
+    at = folded.find(sk)
+    while at != -1:
+        start, end = where[at], where[at + len(sk) - 1] + 1
+        if not (start and text[start - 1].isalnum()) and not (end < len(text) and text[end].isalnum()):
+            return True
+        at = folded.find(sk, at + 1)
+    return False
 
 
 def distinctive(secret: str) -> bool:
