@@ -274,9 +274,8 @@ def leaks(secrets: list[str], text: str) -> list[str]:
         if len(sk) >= 8 and sk[:8] not in windows:
             continue  # neither as written nor reformatted: its folded start is nowhere
         plain = secret.lower()  # a substring test first: the word-bounded search only where it is
-        if plain in lower and re.search(r"(?<!\w)" + re.escape(plain) + r"(?!\w)", lower):
-            found.append(secret)
-        elif len(sk) >= 8 and sk in folded:
+        as_written = plain in lower and re.search(r"(?<!\w)" + re.escape(plain) + r"(?!\w)", lower)
+        if as_written or (len(sk) >= 8 and sk in folded):
             found.append(secret)
         elif len(sk) >= 6 and sk in folded:
             mapped = mapped or skeleton_with_map(text)
