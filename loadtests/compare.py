@@ -356,22 +356,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sovereign loadtest compare", description=DESCRIPTION)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
 def run(args: argparse.Namespace) -> int:
-    """Compare the runs *args* name; 0, 1 on a regression, 2 on an unreadable run."""
+    """Compare the runs *args* name: 0, or 1 on a regression. A negative tolerance or an
+    unreadable run is a ``CompareError`` (infra/cli.py's handler: exit 2)."""
     if args.tolerance < 0:
-        print("sovereign loadtest compare: --tolerance must be at least 0 (percent)", file=sys.stderr)
-        return 2
-    try:
-        a, b = load(args.a), load(args.b)
-    except CompareError as exc:
-        print(f"sovereign loadtest compare: {exc}", file=sys.stderr)
-        return 2
+        raise CompareError("--tolerance must be at least 0 (percent)")
+    a, b = load(args.a), load(args.b)
     rows = compare(a, b, args.tolerance)
     notes = warnings(a, b)
     regression = any(r.verdict == "regression" for r in rows)
@@ -387,7 +377,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"sovereign loadtest compare: warning: {n}", file=sys.stderr)
         print(text(a, b, rows, [], args.tolerance))
     return 1 if regression else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

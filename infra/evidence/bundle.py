@@ -477,15 +477,6 @@ def add_openbao_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transit-mount", default=DEFAULT_MOUNT, help=f"default {DEFAULT_MOUNT}")
 
 
-def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    """``sovereign evidence verify FOLDER [--public-key FILE] [--online ...]``."""
-    parser.add_argument("folder", help="the signed evidence folder")
-    parser.add_argument("--public-key", type=Path, help=f"the exported {PUBLIC_KEY} (offline check)")
-    parser.add_argument("--online", action="store_true", help="also check the signature with OpenBao transit")
-    add_expect_fingerprint_argument(parser)
-    add_openbao_arguments(parser)
-
-
 def add_expect_fingerprint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--expect-fingerprint",
@@ -541,22 +532,19 @@ def sign_evidence(folder: Path, args: argparse.Namespace, provenance: Mapping[st
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0 when the folder is intact, 1 with each problem on stderr, 2 when it cannot be checked."""
+    """Exit 0 when the folder is intact, 1 with each problem on stderr; a folder that cannot be
+    checked is a ``BundleError`` (infra/cli.py's handler: exit 2)."""
     folder = Path(args.folder)
     expected = getattr(args, "expect_fingerprint", None)
-    try:
-        client = openbao_client(args) if getattr(args, "online", False) else None
-        result = check(
-            folder,
-            public_key=getattr(args, "public_key", None),
-            client=client,
-            key=getattr(args, "signing_key", None) if client is not None else None,
-            mount=getattr(args, "transit_mount", None) if client is not None else None,
-            expect_fingerprint=expected,
-        )
-    except BundleError as exc:
-        print(f"sovereign evidence verify: {exc}", file=sys.stderr)
-        return 2
+    client = openbao_client(args) if getattr(args, "online", False) else None
+    result = check(
+        folder,
+        public_key=getattr(args, "public_key", None),
+        client=client,
+        key=getattr(args, "signing_key", None) if client is not None else None,
+        mount=getattr(args, "transit_mount", None) if client is not None else None,
+        expect_fingerprint=expected,
+    )
     used = "; ".join(f"{where}, {fp}" for where, fp in result.keys)
     if result.problems:
         print(

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import BadInput
 from infra.paths import REPO_ROOT, STACKS_DIR, require_checkout
 
 INPUTS = (
@@ -62,18 +63,10 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         from infra.evidence import bundle
 
         if not args.folder:
-            print(
-                "sovereign evidence verify: name the folder: sovereign evidence verify FOLDER",
-                file=sys.stderr,
-            )
-            return 2
+            raise BadInput("name the folder: sovereign evidence verify FOLDER")
         return bundle.cmd_verify(args)
     if not args.stack:
-        print(
-            "sovereign evidence: --stack NAME is required (or: sovereign evidence verify FOLDER)",
-            file=sys.stderr,
-        )
-        return 2
+        raise BadInput("--stack NAME is required (or: sovereign evidence verify FOLDER)")
     require_checkout("sovereign evidence")  # the tests, docs and git history it cites
     from infra.config import stack_file
     from infra.evidence import model, oscal, provenance, render

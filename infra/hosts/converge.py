@@ -207,14 +207,11 @@ def read_secrets(stream: Any) -> dict[str, str]:
 
 
 def main(playbook: str, verbosity: int = 0, *, token_stdin: bool = False) -> int:
+    """``sovereign converge``: the kubeconfig on stdout; a ``ConvergeError`` reaches
+    infra/cli.py's one handler (``sovereign converge: <message>``, exit 1)."""
     path = Path(playbook)
     if not path.is_absolute():
         path = REPO_ROOT / path
-    try:
-        secrets = read_secrets(sys.stdin) if token_stdin else {}
-        kubeconfig = converge(path, load_inventory(os.environ), secrets=secrets, verbosity=verbosity)
-    except ConvergeError as exc:
-        print(f"sovereign converge: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(kubeconfig)
+    secrets = read_secrets(sys.stdin) if token_stdin else {}
+    sys.stdout.write(converge(path, load_inventory(os.environ), secrets=secrets, verbosity=verbosity))
     return 0

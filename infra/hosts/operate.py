@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.errors import BadInput
 from infra.hosts import inventory as inv
-from infra.hosts.converge import ConvergeError, run_playbook
+from infra.hosts.converge import run_playbook
 from infra.paths import REPO_ROOT
 
 CHECKS = Path(__file__).parent / "checks"
@@ -77,11 +77,7 @@ def load_inventory(stack: str | None, inventory_file: Path | None) -> dict[str, 
 
 
 def harden(inventory: dict[str, Any], *, playbook: Path = HARDENING, verbosity: int = 0) -> int:
-    try:
-        run = run_playbook(playbook, inventory, verbosity=verbosity)
-    except ConvergeError as exc:
-        print(f"sovereign harden: {exc}", file=sys.stderr)
-        return 1
+    run = run_playbook(playbook, inventory, verbosity=verbosity)  # ConvergeError: infra/cli.py's handler
     changed = sum(run.changed.values())
     if run.rc == 0:
         print(f"sovereign harden: {len(run.ok)} host(s) converged, {changed} change(s)", file=sys.stderr)

@@ -1,18 +1,19 @@
 """``sovereign weights fetch`` / ``verify``: the command the weights Job and the vLLM pods' init
 container run (infra/k8s_platform/inference.py renders them; infra/weights/fetch.py does the work).
-Its refusals print ``sovereign weights: <message>`` and exit 1, as the pods' logs have always shown.
+Its refusals print ``sovereign weights fetch: <message>`` (or ``verify``; infra/cli.py's one
+handler) and exit 1; a malformed ``--manifest-sha256`` is refused input and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import BadInput
 from infra.weights.fetch import fetch, verify
-from infra.weights.manifest import ModelsError, WeightsError, load_public_keys
+from infra.weights.manifest import load_public_keys
 
 
 def add_parser(sub: Any) -> None:
@@ -40,22 +41,13 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    try:
-        pin = args.manifest_sha256
-        if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
-            raise WeightsError("--manifest-sha256: give the manifest's SHA-256 as 64 lowercase hex digits")
-        if args.weights_command == "fetch":
-            keys = None
-            if args.public_key:
-                try:
-                    keys = load_public_keys(args.public_key)
-                except ModelsError as exc:
-                    raise WeightsError(str(exc)) from None
-            count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys, pin)
-        else:
-            count = verify(args.dir, args.manifest, pin)
-    except WeightsError as exc:
-        print(f"sovereign weights: {exc}", file=sys.stderr)
-        return 1
+    pin = args.manifest_sha256
+    if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise BadInput("--manifest-sha256: give the manifest's SHA-256 as 64 lowercase hex digits")
+    if args.weights_command == "fetch":
+        keys = load_public_keys(args.public_key) if args.public_key else None
+        count = fetch(args.source, args.endpoint, args.dest, args.manifest, keys, pin)
+    else:
+        count = verify(args.dir, args.manifest, pin)
     print(f"sovereign weights: {count} files verified against {args.manifest}")
     return 0

@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from infra import cli
 from infra.evidence import bundle
 from tests.support import Bao, start_bao
 
@@ -220,31 +221,30 @@ def test_signing_needs_a_manifest_and_a_plain_folder(bao: Bao, tmp_path: Path) -
         bundle.write_manifest(folder)
 
 
-def _verify_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bundle.add_verify_arguments(parser)
-    return parser.parse_args(list(argv))
+def evidence_verify(*argv: str) -> int:
+    """``sovereign evidence verify ARGV`` in this process (its output in capsys)."""
+    return cli.main(["evidence", "verify", *argv])
 
 
 def test_cmd_verify_exit_codes(signed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = str(signed / bundle.PUBLIC_KEY)
-    assert bundle.cmd_verify(_verify_args(str(signed), "--public-key", key)) == 0
+    assert evidence_verify(str(signed), "--public-key", key) == 0
     assert "intact: 4 files" in capsys.readouterr().out
-    assert bundle.cmd_verify(_verify_args(str(signed))) == 0
+    assert evidence_verify(str(signed)) == 0
     out = capsys.readouterr().out
     assert "proves integrity against the key shipped in the folder only, not who signed" in out
     assert _fingerprint_of(signed / bundle.PUBLIC_KEY) in out
     (signed / "evidence.md").write_text("changed\n")
-    assert bundle.cmd_verify(_verify_args(str(signed), "--public-key", key)) == 1
+    assert evidence_verify(str(signed), "--public-key", key) == 1
     assert "evidence.md: changed after signing" in capsys.readouterr().err
-    assert bundle.cmd_verify(_verify_args(str(tmp_path / "nowhere"))) == 2
+    assert evidence_verify(str(tmp_path / "nowhere")) == 2
     assert "not a folder" in capsys.readouterr().err
     unsigned = _evidence(tmp_path / "unsigned")
-    assert bundle.cmd_verify(_verify_args(str(unsigned))) == 2
+    assert evidence_verify(str(unsigned)) == 2
     assert "MANIFEST.json: missing" in capsys.readouterr().err
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
-    assert bundle.cmd_verify(_verify_args(str(signed), "--public-key", str(bad))) == 2
+    assert evidence_verify(str(signed), "--public-key", str(bad)) == 2
     assert f"--public-key {bad}: not a PEM public key" in capsys.readouterr().err
 
 
@@ -266,12 +266,11 @@ def test_sign_evidence_reads_openbao_from_the_environment(
     monkeypatch.setenv("VAULT_TOKEN", bao.root)
     bundle.sign_evidence(folder, args, PROVENANCE)
     assert bundle.verify(folder, public_key=folder / bundle.PUBLIC_KEY) == []
-    online = _verify_args(str(folder), "--online", "--signing-key", args.signing_key)
-    assert bundle.cmd_verify(online) == 0
+    assert evidence_verify(str(folder), "--online", "--signing-key", args.signing_key) == 0
     # without --signing-key, online verification asks transit about the key MANIFEST.sig names (signed
     # here with a key of another name than the default)
     assert _key() != bundle.DEFAULT_KEY
-    assert bundle.cmd_verify(_verify_args(str(folder), "--online")) == 0
+    assert evidence_verify(str(folder), "--online") == 0
 
 
 def _fingerprint_of(pem: Path) -> str:
@@ -306,7 +305,7 @@ def test_a_swapped_key_keeping_the_operators_fingerprint_is_caught(
 ) -> None:
     operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
     attacker = _swap(signed, operator)
-    assert bundle.cmd_verify(_verify_args(str(signed))) == 1
+    assert evidence_verify(str(signed)) == 1
     captured = capsys.readouterr()
     assert "intact" not in captured.out and "NOT INTACT" in captured.err
     assert f"public_key_fingerprint {operator} is not the fingerprint of the key shipped" in captured.err
@@ -317,15 +316,15 @@ def test_a_swapped_key_keeping_the_operators_fingerprint_is_caught(
 
 def test_expect_fingerprint_fails_on_another_key(signed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
-    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", operator)) == 0
+    assert evidence_verify(str(signed), "--expect-fingerprint", operator) == 0
     assert "matches --expect-fingerprint" in capsys.readouterr().out
     # the prefix is optional and the case free, as operators publish it
     bare = operator.removeprefix("SHA256:").upper()
     assert bundle.verify(signed, expect_fingerprint=bare) == []
     wrong = bundle.fingerprint(_raw(Ed25519PrivateKey.generate()))
-    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", wrong)) == 1
+    assert evidence_verify(str(signed), "--expect-fingerprint", wrong) == 1
     assert f"has fingerprint {operator}, not {wrong} given by --expect-fingerprint" in capsys.readouterr().err
-    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", "SHA256:abc")) == 2
+    assert evidence_verify(str(signed), "--expect-fingerprint", "SHA256:abc") == 2
     assert "--expect-fingerprint: not a key fingerprint" in capsys.readouterr().err
 
 
@@ -334,10 +333,10 @@ def test_a_consistent_swap_shows_the_attackers_fingerprint_and_fails_the_expecte
 ) -> None:
     operator = _fingerprint_of(signed / bundle.PUBLIC_KEY)
     attacker = _swap(signed, None)  # the attacker also rewrites the recorded fingerprint
-    assert bundle.cmd_verify(_verify_args(str(signed))) == 0  # intact against the shipped key only ...
+    assert evidence_verify(str(signed)) == 0  # intact against the shipped key only ...
     out = capsys.readouterr().out
     assert attacker in out and operator not in out  # ... and it shows the key it used
-    assert bundle.cmd_verify(_verify_args(str(signed), "--expect-fingerprint", operator)) == 1
+    assert evidence_verify(str(signed), "--expect-fingerprint", operator) == 1
     assert f"has fingerprint {attacker}, not {operator}" in capsys.readouterr().err
 
 
@@ -349,7 +348,7 @@ def test_online_verification_names_transits_fingerprint(
     monkeypatch.setenv("VAULT_TOKEN", bao.root)
     document = json.loads((signed / bundle.SIGNATURE).read_text())
     online = ("--online", "--signing-key", document["key"], "--expect-fingerprint", operator)
-    assert bundle.cmd_verify(_verify_args(str(signed), *online)) == 0
+    assert evidence_verify(str(signed), *online) == 0
     assert f"OpenBao transit key transit/keys/{document['key']} v1, {operator}" in capsys.readouterr().out
     document["public_key_fingerprint"] = bundle.fingerprint(_raw(Ed25519PrivateKey.generate()))
     (signed / bundle.SIGNATURE).write_text(json.dumps(document))

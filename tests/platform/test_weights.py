@@ -58,7 +58,11 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "2 files verified" in ok.stdout
     (folder / "config.json").write_bytes(b"tampered")
     bad = sovereign(*run, timeout=60)
-    assert bad.returncode == 1 and "does not match" in bad.stderr
+    assert (
+        bad.returncode == 1
+        and bad.stderr.startswith("sovereign weights verify: ")
+        and "does not match" in bad.stderr
+    )
 
 
 @pytest.fixture
@@ -228,7 +232,10 @@ def test_the_pin_flag_is_checked_before_anything_runs(tmp_path: Path) -> None:
     folder = write_model(tmp_path / "m", FILES)
     run = ["weights", "verify", "--dir", str(folder), "--manifest-sha256"]
     bad = sovereign(*run, "XYZ", timeout=60)
-    assert bad.returncode == 1 and "--manifest-sha256: give the manifest's SHA-256" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "sovereign weights verify: --manifest-sha256: give the manifest's SHA-256" in bad.stderr
+    )
     assert "XYZ" not in bad.stderr
     pin = hashlib.sha256(manifest_for(FILES).encode()).hexdigest()
     ok = sovereign(*run, pin, timeout=60)
