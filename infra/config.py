@@ -107,6 +107,16 @@ class StackConfigError(BadInput, ValueError):
         super().__init__(f"{source}: invalid stack config:")
 
 
+class CrossCheckProblems(ValueError):
+    """What StackConfig's cross-section checks found, one ``Problem`` (key, words) each; raised
+    in its validator, where pydantic keeps the exception in the error's context, so the problems
+    stay data until they are printed (``_format_errors``)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -1204,40 +1214,55 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
-        problems: list[str] = []
+        problems: list[Problem] = []
         if self.region.environment == "prod" and self.control_plane.count < 3:
             problems.append(
-                f"control_plane.count: {self.control_plane.count} — region.environment 'prod' needs an HA "
-                "control plane: 3 or 5"
+                Problem(
+                    "control_plane.count",
+                    f"{self.control_plane.count} — region.environment 'prod' needs an HA "
+                    "control plane: 3 or 5",
+                )
             )
         if self.region.environment == "prod" and self.platform.openbao.replicas < 3:
             problems.append(
-                f"platform.openbao.replicas: {self.platform.openbao.replicas} — region.environment 'prod' "
-                "needs an HA OpenBao: 3 or 5 Raft members"
+                Problem(
+                    "platform.openbao.replicas",
+                    f"{self.platform.openbao.replicas} — region.environment 'prod' "
+                    "needs an HA OpenBao: 3 or 5 Raft members",
+                )
             )
         bao, nodes = self.platform.openbao.replicas, self.openbao_nodes()
         if bao > nodes:
             problems.append(
-                f"platform.openbao.replicas: {bao} — OpenBao keeps one Raft member per node (required "
-                f"anti-affinity) and may run on {nodes} node(s) (control_plane.count "
-                f"{self.control_plane.count} + workers.count {self.workers.count}; the GPU servers are "
-                f"tainted for GPU workloads): {bao - nodes} member(s) would stay Pending; set "
-                f"platform.openbao.replicas to {nodes if nodes % 2 else nodes - 1} (odd, at most the "
-                "nodes), or add workers"
+                Problem(
+                    "platform.openbao.replicas",
+                    f"{bao} — OpenBao keeps one Raft member per node (required "
+                    f"anti-affinity) and may run on {nodes} node(s) (control_plane.count "
+                    f"{self.control_plane.count} + workers.count {self.workers.count}; the GPU servers are "
+                    f"tainted for GPU workloads): {bao - nodes} member(s) would stay Pending; set "
+                    f"platform.openbao.replicas to {nodes if nodes % 2 else nodes - 1} (odd, at most the "
+                    "nodes), or add workers",
+                )
             )
         served: dict[str, str] = {}
         for i, m in enumerate(self.platform.models):
             for alias in (m.name, *m.aliases):
                 if alias in served:
                     problems.append(
-                        f"platform.models.{i}: alias {alias!r} is already served by model {served[alias]!r}; "
-                        "each alias must name one model"
+                        Problem(
+                            f"platform.models.{i}",
+                            f"alias {alias!r} is already served by model {served[alias]!r}; "
+                            "each alias must name one model",
+                        )
                     )
                 served.setdefault(alias, m.name)
         if self.platform.models and not self.gpu_pool.servers:
             problems.append(
-                "platform.models: declared, but gpu_pool.servers is empty — vLLM needs GPU workers; "
-                "declare the dedicated GPU servers or remove the models"
+                Problem(
+                    "platform.models",
+                    "declared, but gpu_pool.servers is empty — vLLM needs GPU workers; "
+                    "declare the dedicated GPU servers or remove the models",
+                )
             )
         elif self.platform.models and self.platform.weights_storage_class == NODE_LOCAL_CLASS:
             # a local-path volume is bound to the node it was made on (its PV's nodeAffinity,
@@ -1247,26 +1272,37 @@ class StackConfig(BaseModel):
             for i, m in enumerate(self.platform.models):
                 if m.max_replicas * m.gpus > most:
                     problems.append(
-                        f"platform.models.{i}.max_replicas: {m.max_replicas} — with {m.gpus} GPU(s) each "
-                        f"they need {m.max_replicas * m.gpus} GPUs on one server: the weights volume "
-                        f"({NODE_LOCAL_CLASS}) is one GPU server's disk and every replica mounts it, and the "
-                        f"largest GPU server has {most}; set max_replicas to {max(most // m.gpus, 1)} "
-                        "(docs/platform.md, model weights)"
+                        Problem(
+                            f"platform.models.{i}.max_replicas",
+                            f"{m.max_replicas} — with {m.gpus} GPU(s) each "
+                            f"they need {m.max_replicas * m.gpus} GPUs on one server: the weights volume "
+                            f"({NODE_LOCAL_CLASS}) is one GPU server's disk and every replica mounts it, "
+                            f"and the largest GPU server has {most}; set max_replicas to "
+                            f"{max(most // m.gpus, 1)} (docs/platform.md, model weights)",
+                        )
                     )
         lb_ip = self.load_balancer.private_ip
         if lb_ip not in self.network.nodes_subnet:
             problems.append(
-                f"load_balancer.private_ip: {lb_ip} — not in network.nodes_subnet {self.network.nodes_subnet}"
+                Problem(
+                    "load_balancer.private_ip",
+                    f"{lb_ip} — not in network.nodes_subnet {self.network.nodes_subnet}",
+                )
             )
         elif lb_ip in self.server_ips():
             problems.append(
-                f"load_balancer.private_ip: {lb_ip} — taken by a server in the address plan; use e.g. .250"
+                Problem(
+                    "load_balancer.private_ip",
+                    f"{lb_ip} — taken by a server in the address plan; use e.g. .250",
+                )
             )
         for i, server in enumerate(self.gpu_pool.servers):
             if server.private_ip not in self.network.vswitch_subnet:
                 problems.append(
-                    f"gpu_pool.servers.{i}.private_ip: {server.private_ip} — not in network.vswitch_subnet "
-                    f"{self.network.vswitch_subnet}"
+                    Problem(
+                        f"gpu_pool.servers.{i}.private_ip",
+                        f"{server.private_ip} — not in network.vswitch_subnet {self.network.vswitch_subnet}",
+                    )
                 )
             elif server.private_ip in (
                 self.network.vswitch_subnet.network_address,
@@ -1276,8 +1312,11 @@ class StackConfig(BaseModel):
                 # the first usable address is the cloud network's router on a vSwitch subnet
                 # (docs.hetzner.com/cloud/networks/connect-dedi-vswitch, "Example routes")
                 problems.append(
-                    f"gpu_pool.servers.{i}.private_ip: {server.private_ip} — the network, broadcast or "
-                    f"vSwitch gateway address of {self.network.vswitch_subnet}; use .11 upwards"
+                    Problem(
+                        f"gpu_pool.servers.{i}.private_ip",
+                        f"{server.private_ip} — the network, broadcast or "
+                        f"vSwitch gateway address of {self.network.vswitch_subnet}; use .11 upwards",
+                    )
                 )
         extra = self.residency.entries()
         for key in ("object_storage", "registry_mirror", "model_source", "pulumi_backend"):
@@ -1289,44 +1328,53 @@ class StackConfig(BaseModel):
                 continue
             problem = residency.endpoint_problem(value, extra)
             if problem:
-                problems.append(f"endpoints.{key}: {problem}")
+                problems.append(Problem(f"endpoints.{key}", f"{problem}"))
         for key, value in (
             ("rke2.artifact_url", self.rke2.artifact_url),
             ("gpu_pool.nvidia_apt_mirror", self.gpu_pool.nvidia_apt_mirror),
         ):
             problem = residency.endpoint_problem(value, extra) if value else None
             if problem:
-                problems.append(f"{key}: {problem}")
+                problems.append(Problem(key, problem))
         for i, receiver in enumerate(self.platform.alerting.receivers):
             if problem := residency.endpoint_problem(receiver.url, extra):
-                problems.append(f"platform.alerting.receivers.{i}.url: {problem}")
+                problems.append(Problem(f"platform.alerting.receivers.{i}.url", f"{problem}"))
         problems.extend(self._etcd_snapshot_problems())
         problems.extend(self._snapshot_copy_problems())
         problems.extend(self._egress_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
-                f"storage.audit_lock_mode: {self.storage.audit_lock_mode!r} — region.environment 'prod' "
-                "needs COMPLIANCE (GOVERNANCE lets privileged users delete audit records early)"
+                Problem(
+                    "storage.audit_lock_mode",
+                    f"{self.storage.audit_lock_mode!r} — region.environment 'prod' "
+                    "needs COMPLIANCE (GOVERNANCE lets privileged users delete audit records early)",
+                )
             )
         if problems:
-            raise ValueError("\n".join(problems))
+            raise CrossCheckProblems(problems)
         return self
 
-    def _etcd_snapshot_problems(self) -> list[str]:
+    def _etcd_snapshot_problems(self) -> list[Problem]:
         snapshots = self.rke2.etcd_snapshots
         if snapshots is None:
             if self.region.environment == "prod":
                 return [
-                    "rke2.etcd_snapshots: missing — region.environment 'prod' needs etcd snapshots on the EU "
-                    "object storage (RKE2 alone keeps them on the servers' disks, lost with the servers); "
-                    "set at least rke2.etcd_snapshots.bucket"
+                    Problem(
+                        "rke2.etcd_snapshots",
+                        "missing — region.environment 'prod' needs etcd snapshots on the EU "
+                        "object storage (RKE2 alone keeps them on the servers' disks, lost with the "
+                        "servers); set at least rke2.etcd_snapshots.bucket",
+                    )
                 ]
             return []
         problems = []
         if urlsplit(self.endpoints.object_storage).scheme != "https":
             problems.append(
-                "rke2.etcd_snapshots: endpoints.object_storage must be an https:// URL — RKE2 uploads the "
-                "snapshots (they hold every Secret of the cluster) over TLS only in this platform"
+                Problem(
+                    "rke2.etcd_snapshots",
+                    "endpoints.object_storage must be an https:// URL — RKE2 uploads the "
+                    "snapshots (they hold every Secret of the cluster) over TLS only in this platform",
+                )
             )
         taken = {"storage.audit_archive": self.storage.audit_archive}
         if self.endpoints.pulumi_backend.startswith("s3://"):
@@ -1334,25 +1382,31 @@ class StackConfig(BaseModel):
         for key, url in taken.items():
             if url and urlsplit(url).netloc == snapshots.bucket:
                 problems.append(
-                    f"rke2.etcd_snapshots.bucket: {snapshots.bucket!r} — already the bucket of {key}; give "
-                    "the snapshots a bucket of their own (its retention and access differ)"
+                    Problem(
+                        "rke2.etcd_snapshots.bucket",
+                        f"{snapshots.bucket!r} — already the bucket of {key}; give "
+                        "the snapshots a bucket of their own (its retention and access differ)",
+                    )
                 )
         return problems
 
-    def _snapshot_copy_problems(self) -> list[str]:
+    def _snapshot_copy_problems(self) -> list[Problem]:
         copy = self.storage.openbao_snapshot_copy
         if copy is None:
             return []
         key = "storage.openbao_snapshot_copy"
         if self.storage.audit_archive is None:
             return [
-                f"{key}: set, but storage.audit_archive is not — OpenBao snapshots are taken only into the "
-                "primary Object Lock bucket (that of storage.audit_archive) and copied from there"
+                Problem(
+                    f"{key}",
+                    "set, but storage.audit_archive is not — OpenBao snapshots are taken only into the "
+                    "primary Object Lock bucket (that of storage.audit_archive) and copied from there",
+                )
             ]
         if urlsplit(copy.endpoint).scheme not in ("https", "http"):
-            return [f"{key}.endpoint: not an http(s):// S3 endpoint URL; give one, e.g. {_HEL1}"]
+            return [Problem(f"{key}.endpoint", f"not an http(s):// S3 endpoint URL; give one, e.g. {_HEL1}")]
         if problem := residency.endpoint_problem(copy.endpoint, self.residency.entries()):
-            return [f"{key}.endpoint: {problem}"]
+            return [Problem(f"{key}.endpoint", problem)]
         primary = self.endpoints.object_storage
 
         def where(url: str) -> str:
@@ -1360,9 +1414,12 @@ class StackConfig(BaseModel):
 
         if where(copy.endpoint) == where(primary):
             return [
-                f"{key}.endpoint: the same object storage as endpoints.object_storage; the copy must be in "
-                "another location, or it is lost with the primary region (e.g. the DR region's "
-                "https://hel1.your-objectstorage.com)"
+                Problem(
+                    f"{key}.endpoint",
+                    "the same object storage as endpoints.object_storage; the copy must be in "
+                    "another location, or it is lost with the primary region (e.g. the DR region's "
+                    "https://hel1.your-objectstorage.com)",
+                )
             ]
         return []
 
@@ -1390,20 +1447,23 @@ class StackConfig(BaseModel):
                 needs.append((key, value))
         return needs
 
-    def _egress_problems(self) -> list[str]:
+    def _egress_problems(self) -> list[Problem]:
         """Every declared destination is inside the EU boundary; every needed public host is declared.
         Hosts are named only when they are on the allowlist (reviewed values, never a pasted secret)."""
-        problems: list[str] = []
+        problems: list[Problem] = []
         extra = self.residency.entries()
         for i, dest in enumerate(self.egress.destinations):
             if problem := residency.endpoint_problem(dest.host, extra):
-                problems.append(f"egress.destinations.{i}.host: {problem}")
+                problems.append(Problem(f"egress.destinations.{i}.host", f"{problem}"))
             elif residency.is_private_address(dest.host) or dest.host.endswith(
                 residency.CLUSTER_LOCAL_SUFFIXES
             ):
                 problems.append(
-                    f"egress.destinations.{i}.host: a private address or cluster-local name; declare public "
-                    "endpoints only (the private network is not egress)"
+                    Problem(
+                        f"egress.destinations.{i}.host",
+                        "a private address or cluster-local name; declare public "
+                        "endpoints only (the private network is not egress)",
+                    )
                 )
         missing: dict[str, list[str]] = {}
         for key, endpoint in self.egress_needs():
@@ -1420,10 +1480,13 @@ class StackConfig(BaseModel):
             missing.setdefault(shown, []).append(key)
         for shown, keys in missing.items():
             problems.append(
-                f"egress.destinations: none serves {shown} ({', '.join(keys)}) — NetworkPolicies and the "
-                "bastion's NAT match addresses, not names, and nothing reaches an undeclared address; "
-                "declare it under egress.destinations with its host, its addresses (e.g. from "
-                "`dig +short HOST`), ports and purpose (docs/region-stacks.md, declared egress)"
+                Problem(
+                    "egress.destinations",
+                    f"none serves {shown} ({', '.join(keys)}) — NetworkPolicies and the "
+                    "bastion's NAT match addresses, not names, and nothing reaches an undeclared address; "
+                    "declare it under egress.destinations with its host, its addresses (e.g. from "
+                    "`dig +short HOST`), ports and purpose (docs/region-stacks.md, declared egress)",
+                )
             )
         return problems
 
@@ -1476,18 +1539,22 @@ def _format_errors(exc: ValidationError) -> list[Problem]:
             )
         elif problem.path:
             found.append(Problem(key, problem.message, problem.type))
-        else:
-            # the cross-section checks (StackConfig._cross_checks) raise one "key: words" line per
-            # problem, each naming its key: split once here, so that the problems are data after
-            found.extend(_cross_check_problem(line) for line in problem.message.split("\n"))
+        else:  # the cross-section checks (StackConfig._cross_checks): their problems as data
+            found.extend(
+                _cross_check_problems(exc) or [Problem("", f"{PROJECT}: {problem.message}", problem.type)]
+            )
     return found
 
 
-def _cross_check_problem(line: str) -> Problem:
-    key, sep, message = line.partition(":")
-    if sep and key and not any(c.isspace() for c in key):
-        return Problem(f"{PROJECT}:{key}", message.lstrip())
-    return Problem("", f"{PROJECT}:{line}")
+def _cross_check_problems(exc: ValidationError) -> list[Problem]:
+    """The problems StackConfig._cross_checks raised, each with its key under the project's
+    prefix: pydantic keeps the raised exception in the error's context."""
+    found: list[Problem] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, CrossCheckProblems):
+            found.extend(Problem(f"{PROJECT}:{p.path}", p.message) for p in raised.problems)
+    return found
 
 
 def parse(stack: str, sections: dict[str, Any], source: str) -> StackConfig:

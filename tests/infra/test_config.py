@@ -133,6 +133,20 @@ def test_prod_needs_an_ha_control_plane() -> None:
     assert "control_plane.count: 1" in one_problem(data) and "3 or 5" in one_problem(data)
 
 
+def test_cross_section_problems_are_data_key_by_key() -> None:
+    """Two cross-section problems of one config: each with its own key, its words whole (colons
+    of their own included), as StackConfig._cross_checks made them (CrossCheckProblems)."""
+    data = sections()
+    data["control_plane"]["count"] = 1
+    data["storage"]["audit_lock_mode"] = "GOVERNANCE"
+    with pytest.raises(config.StackConfigError) as info:
+        config.parse("test-stack", data, "test")
+    found = {p.path: p.message for p in info.value.problems}
+    assert set(found) == {"sovereign-llm:control_plane.count", "sovereign-llm:storage.audit_lock_mode"}
+    assert found["sovereign-llm:control_plane.count"].startswith("1 — region.environment 'prod' needs an HA")
+    assert found["sovereign-llm:control_plane.count"].endswith("control plane: 3 or 5")
+
+
 def test_even_control_plane_breaks_etcd_quorum() -> None:
     data = sections()
     data["control_plane"]["count"] = 4
