@@ -134,12 +134,19 @@ class StructuredOutput(BaseModel):
     @field_validator("schemas")
     @classmethod
     def _unique(cls, v: list[SchemaPolicy]) -> list[SchemaPolicy]:
-        if len({s.name for s in v}) != len(v):
-            raise ValueError("schema names must be unique")
+        if len({_folded(s.name) for s in v}) != len(v):
+            raise ValueError("schema names must be unique (ignoring case, '_' and '-')")
         return v
 
     def schema_named(self, name: str) -> SchemaPolicy | None:
-        return next((s for s in self.schemas if s.name == name), None)
+        """The schema of that name, ignoring case, ``_`` and ``-``: the openai SDK's ``parse()``
+        names the format after the pydantic class (``SlotChoice`` for ``slot_choice``). The
+        name is not part of the answer, and the upstream gets the policy's."""
+        return next((s for s in self.schemas if _folded(s.name) == _folded(name)), None)
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
 
 
 class UseCasePolicy(BaseModel):

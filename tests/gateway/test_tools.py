@@ -302,10 +302,10 @@ def test_response_formats_as_the_policy_allows(gateway: Proc, api_key: str, upst
     assert resp.status_code == 200, resp.text
     slot = POLICIES["appointment-scheduling"].structured_output.schema_named("slot_choice")
     assert slot is not None
-    sdk = {**json.loads(json.dumps(slot.schema_)), "title": "SlotChoice"}
+    sdk = {**json.loads(json.dumps(slot.schema_)), "title": "SlotChoice"}  # as parse() sends it
     fmt = {
         "type": "json_schema",
-        "json_schema": {"name": "slot_choice", "schema": sdk, "strict": True, "description": "Erika"},
+        "json_schema": {"name": "SlotChoice", "schema": sdk, "strict": True, "description": "Erika"},
     }
     assert chat(gateway, api_key, "appointment-scheduling", response_format=fmt).status_code == 200
     sent = upstream.captured()

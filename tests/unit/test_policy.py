@@ -106,3 +106,11 @@ def test_schemas_compare_as_json_without_annotations() -> None:
     assert without_annotations({"anyOf": [{"type": "null", "default": None}]}) == {
         "anyOf": [{"type": "null"}]
     }
+
+
+def test_a_response_schema_is_found_by_its_name_in_any_spelling() -> None:
+    structured = load_policies()["appointment-scheduling"].structured_output
+    for name in ("slot_choice", "SlotChoice", "slot-choice", "SLOT_CHOICE"):
+        found = structured.schema_named(name)
+        assert found is not None and found.name == "slot_choice"
+    assert structured.schema_named("slot_choices") is None
