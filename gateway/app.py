@@ -672,7 +672,9 @@ class Gateway:
         for i, (m, text) in enumerate(zip(body.messages, texts, strict=True)):
             out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": text}
             if m.tool_calls:
-                filtered = arguments.get(i) or [c.function.arguments for c in m.tool_calls]
+                filtered = arguments.get(i)
+                if filtered is None:  # never the client's own: the caller filters them first
+                    raise ValueError(f"messages[{i}]: tool-call arguments not filtered")
                 out["tool_calls"] = [
                     {
                         "id": call_id(c.id),

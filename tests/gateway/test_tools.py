@@ -154,17 +154,25 @@ def test_the_upstream_gets_the_reviewed_tools_never_the_clients_words(
 
 CONTEXT = {
     "name": "Erika Müller",
-    "customer_id": "4711",
+    "customer_id": "47110815",
     "kvnr": "A123456780",
     "phone": "+49 30 1234567",
     "address": {"street": "Studio 0\nLindsey Spur", "postcode": "10115", "city": "Berlin"},
 }
-SECRETS = ["Erika Müller", "A123456780", "+49 30 1234567", "Studio 0\nLindsey Spur", "Lindsey Spur"]
+SECRETS = [
+    "Erika Müller",
+    "A123456780",
+    "+49 30 1234567",
+    "Studio 0\nLindsey Spur",
+    "Lindsey Spur",
+    "47110815",
+]
 RECORD = {
     "order": "100023",
     "customer": {"name": "Erika Müller", "kvnr": "A123456780", "phone": "+49 30 1234567"},
     "delivery": {"street": "Studio 0\nLindsey Spur", "postcode": "10115", "city": "Berlin"},
     "items": 2,
+    "customer_id": 47110815,  # the context's customer id, as a JSON number
 }
 
 
@@ -215,6 +223,10 @@ def test_tool_results_reach_the_model_only_filtered(
         record = json.loads(result["content"])  # still JSON, its shape kept
         assert set(record) == set(RECORD) and record["items"] == 2 and record["delivery"]["city"] != ""
         assert set(record["customer"]) == {"name", "kvnr", "phone"}
+        # tokenised (FF1: eight digits again): a number still, or a string if it begins with 0
+        token = record["customer_id"]
+        assert token != RECORD["customer_id"] and str(token) != str(RECORD["customer_id"])
+        assert isinstance(token, int) or (isinstance(token, str) and token.isdigit() and token[0] == "0")
 
 
 def test_tool_call_arguments_in_the_history_are_filtered_and_stay_json(
@@ -387,5 +399,5 @@ def test_the_audit_trail_holds_no_invented_tool_name_and_no_value(
         "response_format_not_allowed",
     ]
     trail = json.dumps(records, ensure_ascii=False)
-    for value in (INVENTED, "Erika", "A123456780", "1234567", "Lindsey", "100023"):
+    for value in (INVENTED, "Erika", "A123456780", "1234567", "Lindsey", "100023", "47110815"):
         assert value not in trail
