@@ -401,3 +401,31 @@ def test_the_audit_trail_holds_no_invented_tool_name_and_no_value(
     trail = json.dumps(records, ensure_ascii=False)
     for value in (INVENTED, "Erika", "A123456780", "1234567", "Lindsey", "100023", "47110815"):
         assert value not in trail
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"response_format": {"type": "Erika-Mueller"}}, "response_format"),
+        ({"response_format": {"kind": "Erika-Mueller"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "Erika Mueller"}}},
+            "response_format.json_schema.name",
+        ),
+        ({"tool_choice": "Erika-Mueller"}, "tool_choice"),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "Erika Mueller"}}},
+            "tool_choice.function.name",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "Erika Mueller"}}]}, "tools.0.function.name"),
+        ({"store": "Erika-Mueller"}, "store"),
+    ],
+)
+def test_malformed_tool_and_format_fields_are_named_without_their_values(
+    gateway: Proc, api_key: str, fields: dict[str, Any], param: str
+) -> None:
+    """pydantic's own words for a wrong union tag quote it: the gateway's never do, and the
+    path leaves out pydantic's name for the union's member."""
+    resp = chat(gateway, api_key, "appointment-scheduling", **fields)
+    refused(resp, "invalid_field", param)
+    assert "Erika" not in resp.text
