@@ -3,11 +3,12 @@
 Order of work for a chat request: API key (tenant, from the headers: a client without one
 costs no body read) -> admission (pod and tenant limits: 503/429 at once) -> size,
 content-type and time limits on the body -> JSON -> schema (422 names the field) -> use case
-(policy) -> kill switch (503 when an operator suspended the use case) -> keys from OpenBao
-(fail closed, 503) -> PHI filter -> write-ahead audit record (on disk before the model sees a
-byte) -> upstream from the allowlisted configuration, under
-a total and an idle deadline, cancelled when the client goes -> answer, bounded in size and
-tokens -> the final signed audit record. Neither prompt nor answer text is logged or audited;
+(policy) -> kill switch (503 when an operator suspended the use case) -> tools, response
+format, store and logprobs checked against the policy (422) -> keys from OpenBao (fail
+closed, 503) -> PHI filter -> write-ahead audit record (on disk before the model sees a
+byte) -> upstream from the allowlisted configuration, under a total and an idle deadline,
+cancelled when the client goes -> answer, bounded in size and tokens -> the final signed
+audit record. Neither prompt nor answer text is logged or audited;
 only ids, counts, outcomes, timings.
 """
 
