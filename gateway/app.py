@@ -3,11 +3,12 @@
 Order of work for a chat request: API key (tenant, from the headers: a client without one
 costs no body read) -> admission (pod and tenant limits: 503/429 at once) -> size,
 content-type and time limits on the body -> JSON -> schema (422 names the field) -> use case
-(policy) -> kill switch (503 when an operator suspended the use case) -> keys from OpenBao
-(fail closed, 503) -> PHI filter -> write-ahead audit record (on disk before the model sees a
-byte) -> upstream from the allowlisted configuration, under
-a total and an idle deadline, cancelled when the client goes -> answer, bounded in size and
-tokens -> the final signed audit record. Neither prompt nor answer text is logged or audited;
+(policy) -> kill switch (503 when an operator suspended the use case) -> tools, response
+format, store and logprobs checked against the policy (422) -> keys from OpenBao (fail
+closed, 503) -> PHI filter -> write-ahead audit record (on disk before the model sees a
+byte) -> upstream from the allowlisted configuration, under a total and an idle deadline,
+cancelled when the client goes -> answer, bounded in size and tokens -> the final signed
+audit record. Neither prompt nor answer text is logged or audited;
 only ids, counts, outcomes, timings.
 """
 
@@ -23,7 +24,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.detect import CATEGORIES
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
+from gateway.phi.jsontexts import Gathered
 from gateway.phi.tokenise import (
     TokenMap,
     TokenScanner,
@@ -55,7 +57,7 @@ from gateway.phi.tokenise import (
     request_key,
     restore,
 )
-from gateway.policy import UseCasePolicy, load_policies
+from gateway.policy import UseCasePolicy, load_policies, same_schema
 from gateway.relay import RESTORE_IN_THREAD_CHARS, RelayResponse, StreamRelay, TooLong, Watchdog
 from gateway.schemas import (
     REQUEST_ID_HEADER,
@@ -63,6 +65,7 @@ from gateway.schemas import (
     TENANT_HEADER,
     USE_CASE_HEADER,
     ChatRequest,
+    ResponseFormatJsonSchema,
     describe_validation_error,
     openai_error,
 )
@@ -247,6 +250,7 @@ class Exchange:
     admit_job: Future[int] | None = field(default=None, repr=False)
     admit_batched: int | None = None
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
+    json_answer: bool = False  # response_format asked for JSON: tokens restored JSON-escaped
 
     @property
     def headers(self) -> dict[str, str]:
@@ -612,15 +616,18 @@ class Gateway:
         body: ChatRequest,
         policy: UseCasePolicy,
         upstream: Upstream,
-        texts: list[str],
+        texts: Sequence[str | None],
         context_line: str = "",
         stop: list[str] | None = None,
         seed: int | None = None,
+        arguments: Mapping[int, Sequence[str]] | None = None,
     ) -> dict[str, Any]:
-        """The request as the model sees it: *texts* are the filtered message contents, *stop*
-        the filtered stop sequences, *seed* the keyed seed (docs/gateway-api.md lists what
-        happens to every field)."""
-        messages = [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)]
+        """The request as the model sees it: *texts* are the filtered message contents (None:
+        an assistant turn with tool calls only), *arguments* the filtered arguments of each
+        assistant turn's tool calls by message index, *stop* the filtered stop sequences,
+        *seed* the keyed seed (docs/gateway-api.md lists what happens to every field). Tools
+        and response formats are the policy's reviewed definitions (check_features passed)."""
+        messages = self._upstream_messages(body, texts, arguments or {})
         system = "\n\n".join(p for p in (policy.system_prompt, context_line) if p)
         if system:
             if upstream.system_role:
@@ -646,7 +653,187 @@ class Gateway:
             out["seed"] = seed
         if body.stream and body.stream_options is not None:
             out["stream_options"] = body.stream_options.model_dump()
+        out.update(self._upstream_tools(body, policy))
         return out
+
+    @staticmethod
+    def _upstream_messages(
+        body: ChatRequest, texts: Sequence[str | None], arguments: Mapping[int, Sequence[str]]
+    ) -> list[dict[str, Any]]:
+        """The messages with their filtered texts: ``developer`` as ``system`` (the chat
+        templates of vLLM's and llama.cpp's models know no developer role), tool-call ids
+        replaced by positional ones (``call00001``: consistent within the request; a client's
+        id could carry anything), a tool call's name (checked against the policy) as sent."""
+        ids: dict[str, str] = {}
+
+        def call_id(sent: str) -> str:
+            return ids.setdefault(sent, f"call{len(ids) + 1:05d}")
+
+        messages: list[dict[str, Any]] = []
+        for i, (m, text) in enumerate(zip(body.messages, texts, strict=True)):
+            out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": text}
+            if m.tool_calls:
+                filtered = arguments.get(i)
+                if filtered is None:  # never the client's own: the caller filters them first
+                    raise ValueError(f"messages[{i}]: tool-call arguments not filtered")
+                out["tool_calls"] = [
+                    {
+                        "id": call_id(c.id),
+                        "type": "function",
+                        "function": {"name": c.function.name, "arguments": args},
+                    }
+                    for c, args in zip(m.tool_calls, filtered, strict=True)
+                ]
+            if m.tool_call_id is not None:
+                out["tool_call_id"] = call_id(m.tool_call_id)
+            messages.append(out)
+        return messages
+
+    @staticmethod
+    def _upstream_tools(body: ChatRequest, policy: UseCasePolicy) -> dict[str, Any]:
+        """tools, tool_choice, parallel_tool_calls and response_format as the upstream gets
+        them: the policy's reviewed names, descriptions and schemas, never the client's."""
+        out: dict[str, Any] = {}
+        if body.tools:
+            tools = []
+            for tool in body.tools:
+                reviewed = policy.tool_named(tool.function.name)
+                if reviewed is None:  # check_features refuses it before
+                    raise ValueError("a tool outside the policy reached upstream_body")
+                function: dict[str, Any] = {
+                    "name": reviewed.name,
+                    "description": reviewed.description,
+                    "parameters": reviewed.parameters,
+                }
+                if tool.function.strict is not None:
+                    function["strict"] = tool.function.strict
+                tools.append({"type": "function", "function": function})
+            out["tools"] = tools
+            if body.tool_choice is not None:
+                out["tool_choice"] = (
+                    body.tool_choice if isinstance(body.tool_choice, str) else body.tool_choice.model_dump()
+                )
+            if body.parallel_tool_calls is not None:
+                out["parallel_tool_calls"] = body.parallel_tool_calls
+        fmt = body.response_format
+        if fmt is not None and fmt.type == "json_object":
+            out["response_format"] = {"type": "json_object"}
+        elif isinstance(fmt, ResponseFormatJsonSchema):
+            schema = policy.structured_output.schema_named(fmt.json_schema.name)
+            if schema is None:  # check_features refuses it before
+                raise ValueError("a response schema outside the policy reached upstream_body")
+            spec: dict[str, Any] = {"name": schema.name, "schema": schema.schema_}
+            if schema.description:
+                spec["description"] = schema.description
+            if fmt.json_schema.strict is not None:
+                spec["strict"] = fmt.json_schema.strict
+            out["response_format"] = {"type": "json_schema", "json_schema": spec}
+        return out
+
+    def check_features(self, body: ChatRequest, policy: UseCasePolicy) -> None:
+        """422 for what the gateway does not do (store, logprobs) and for tools and response
+        formats the use case's policy does not offer as sent. Errors name positions and the
+        policy's reviewed names, never a name or value the client sent."""
+        if body.store:
+            raise GatewayError(
+                422, "store_not_supported",
+                "store: the gateway stores nothing outside the boundary (no completions are kept "
+                "for the client or the model server); send false or omit it",
+                "store",
+            )  # fmt: skip
+        for name, value in (("logprobs", body.logprobs), ("top_logprobs", body.top_logprobs)):
+            if value:
+                raise GatewayError(
+                    422, "logprobs_not_supported",
+                    f"{name}: log-probabilities are per token of the filtered text the model saw "
+                    "(they would show tokens, not the restored answer, and cannot be restored token "
+                    "by token); omit it",
+                    name,
+                )  # fmt: skip
+        offered = ", ".join(t.name for t in policy.tools) or "none"
+
+        def not_offered(where: str) -> GatewayError:
+            return GatewayError(
+                422, "tool_not_allowed",
+                f"{where}: not a tool of use case {policy.name}; its policy offers: {offered}",
+                where,
+            )  # fmt: skip
+
+        sent: set[str] = set()
+        for i, tool in enumerate(body.tools or []):
+            reviewed = policy.tool_named(tool.function.name)
+            if reviewed is None:
+                raise not_offered(f"tools[{i}].function.name")
+            if reviewed.name in sent:
+                raise GatewayError(
+                    422, "invalid_field", f"tools[{i}]: tool {reviewed.name} is offered twice",
+                    f"tools[{i}].function.name",
+                )  # fmt: skip
+            sent.add(reviewed.name)
+            if tool.function.parameters is not None and not same_schema(
+                tool.function.parameters, reviewed.parameters
+            ):
+                where = f"tools[{i}].function.parameters"
+                raise GatewayError(
+                    422, "tool_schema_mismatch",
+                    f"{where}: not the JSON Schema the policy of use case {policy.name} reviewed for "
+                    f"tool {reviewed.name} (annotations such as title and description aside); send "
+                    "the policy's schema or omit parameters",
+                    where,
+                )  # fmt: skip
+        choice = body.tool_choice
+        if choice is not None and not isinstance(choice, str) and choice.function.name not in sent:
+            raise GatewayError(
+                422, "tool_not_allowed",
+                f"tool_choice.function.name: not a tool of this request's tools; it offers: "
+                f"{', '.join(sorted(sent)) or 'none'}",
+                "tool_choice.function.name",
+            )  # fmt: skip
+        if choice in ("auto", "required") and not sent:
+            raise GatewayError(
+                422, "invalid_field", f"tool_choice: {choice} needs tools; send tools or omit it",
+                "tool_choice",
+            )  # fmt: skip
+        for i, message in enumerate(body.messages):
+            for j, call in enumerate(message.tool_calls or []):
+                if policy.tool_named(call.function.name) is None:
+                    raise not_offered(f"messages[{i}].tool_calls[{j}].function.name")
+        self._check_response_format(body, policy)
+
+    @staticmethod
+    def _check_response_format(body: ChatRequest, policy: UseCasePolicy) -> None:
+        fmt = body.response_format
+        if fmt is None or fmt.type == "text":
+            return
+        structured = policy.structured_output
+        allowed = (["json_object"] if structured.json_object else []) + [
+            f"json_schema {s.name}" for s in structured.schemas
+        ]
+        allows = f"use case {policy.name} allows: text{''.join(', ' + a for a in allowed)}"
+        if fmt.type == "json_object":
+            if not structured.json_object:
+                raise GatewayError(
+                    422, "response_format_not_allowed",
+                    f"response_format.type: json_object is not allowed; {allows}", "response_format.type",
+                )  # fmt: skip
+            return
+        if not isinstance(fmt, ResponseFormatJsonSchema):  # the schema allows no other type
+            return
+        schema = structured.schema_named(fmt.json_schema.name)
+        if schema is None:
+            raise GatewayError(
+                422, "response_format_not_allowed",
+                f"response_format.json_schema.name: not a schema of this use case; {allows}",
+                "response_format.json_schema.name",
+            )  # fmt: skip
+        if fmt.json_schema.schema_ is not None and not same_schema(fmt.json_schema.schema_, schema.schema_):
+            raise GatewayError(
+                422, "response_format_schema_mismatch",
+                f"response_format.json_schema.schema: not the JSON Schema the policy of use case "
+                f"{policy.name} reviewed for {schema.name} (annotations such as title and description "
+                "aside); send the policy's schema or omit it",
+                "response_format.json_schema.schema",
+            )  # fmt: skip
 
     async def read_body(self, request: Request) -> bytes:
         """The body, at most limits.max_body_bytes, complete within limits.body_timeout_s.
@@ -721,7 +908,8 @@ class Gateway:
         key: bytes,
         tenant: str,
     ) -> Filtered:
-        """The PHI filter over *texts* (messages, then stop sequences) and the context.
+        """The PHI filter over *texts* (message contents, tool-call arguments and tool results
+        value by value, then stop sequences: gathered in chat) and the context.
 
         The free-text product fields (sku, name, category) go through detection first, with
         every patient field of the request treated as dropped (an identifier there is
@@ -779,6 +967,8 @@ class Gateway:
                     f"use case {policy.name} uses model {policy.model}; omit 'model' or send that name",
                     "model",
                 )
+            self.check_features(body, policy)
+            ex.json_answer = body.response_format is not None and body.response_format.type != "text"
             upstream = self.settings.upstreams.get(policy.model)
             if upstream is None:
                 raise GatewayError(503, "model_unavailable", f"no upstream serves model {policy.model}")
@@ -799,24 +989,23 @@ class Gateway:
                     "the key service is unavailable; nothing was forwarded. Retry later.",
                 ) from None
             context = body.sovereign.context if body.sovereign else None
-            texts = [m.text() for m in body.messages]
-            stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+            gathered, contents, calls, stops = gather_texts(body)
             # tokens of this request only: unlinkable to any token seen elsewhere
-            filtered = self.filter_request(
-                policy, context, [*texts, *stops], request_key(data_key), key.tenant
-            )
+            filtered = self.filter_request(policy, context, gathered.texts, request_key(data_key), key.tenant)
             ex.phi = filtered.audit()
             count_phi(policy.name, filtered.tokens)
             if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore
-                ex.originals = untyped(filtered.tokens.originals, [*texts, *stops], context)
+                ex.originals = untyped(filtered.tokens.originals, gathered.texts, context)
+            done = gathered.put_back(filtered.texts)
             payload = self.upstream_body(
                 body,
                 policy,
                 upstream,
-                filtered.texts[: len(texts)],
+                [None if slot is None else done[slot] for slot in contents],
                 filtered.context_line,
-                stop=filtered.texts[len(texts) :],
+                stop=[done[slot] for slot in stops],
                 seed=None if body.seed is None else keyed_seed(data_key, body.seed),
+                arguments={i: [done[slot] for slot in slots] for i, slots in calls.items()},
             )
             ex.max_tokens = payload["max_tokens"]
             # write-ahead: the record that this request goes to the model is on disk first
@@ -1026,6 +1215,22 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
+def gather_texts(body: ChatRequest) -> tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]:
+    """Every text of *body* that reaches the model, for the one filter call: (the gathered
+    texts, each message's content slot (None: no content), the slots of each assistant turn's
+    tool-call arguments by message index, the stop sequences' slots). A tool message's content
+    and a tool call's arguments are walked as JSON when they are JSON (gateway/phi/jsontexts.py)."""
+    gathered = Gathered()
+    contents: list[int | None] = []
+    calls: dict[int, list[int]] = {}
+    for i, m in enumerate(body.messages):
+        contents.append(None if m.content is None else gathered.add(m.text(), json_aware=m.role == "tool"))
+        if m.tool_calls:
+            calls[i] = [gathered.add(c.function.arguments, json_aware=True) for c in m.tool_calls]
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return gathered, contents, calls, [gathered.add(s) for s in stops]
+
+
 def untyped(originals: dict[str, str], texts: list[str], context: PatientContext | None) -> dict[str, str]:
     """The restoration map less every token that the client's own request contains (in a
     message, a stop sequence or a context value): a token the client typed is never restored,
@@ -1088,14 +1293,33 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         # disk and segments and parse certificates, which must not stall the event loop
         return Response(await run_in_threadpool(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
+    # the models' `created` (the OpenAI Model object requires it): when the gateway loaded its settings
+    created = int(time.time())
+
+    def model_entry(alias: str) -> dict[str, Any]:
+        return {"id": alias, "object": "model", "created": created, "owned_by": "sovereign-llm"}
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         try:
             gw.authenticate(request)
         except GatewayError as err:
             return err.response(*request_id_from(request.headers))
-        data = [{"id": alias, "object": "model", "owned_by": "sovereign-llm"} for alias in settings.upstreams]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [model_entry(alias) for alias in settings.upstreams]})
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str, request: Request) -> JSONResponse:
+        request_id, replaced = request_id_from(request.headers)
+        try:
+            gw.authenticate(request)
+        except GatewayError as err:
+            return err.response(request_id, replaced)
+        if model_id not in settings.upstreams:  # the id is not echoed: a client chose it
+            known = ", ".join(sorted(settings.upstreams)) or "none"
+            return GatewayError(
+                404, "model_not_found", f"no such model; the gateway serves: {known}", "model"
+            ).response(request_id, replaced)
+        return JSONResponse(model_entry(model_id))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -2,15 +2,24 @@
 
 The policy version recorded in every audit record is ``<version>+<sha256 of the file>``,
 so an auditor can tell exactly which policy text governed a request.
+
+A policy also lists the tools its use case may offer the model and the JSON answers it may ask
+for (``tools``, ``structured_output``): each with a JSON Schema reviewed like the field list,
+checked on load with the ``jsonschema`` package. The upstream only ever gets these reviewed
+definitions, never a client's (gateway/app.py ``Gateway.check_tools``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway import validation
@@ -22,6 +31,122 @@ from gateway.phi.tokenise import ALWAYS_REMOVED
 
 class PolicyError(BadInput, ValueError):
     pass
+
+
+#: a tool's or a response schema's name, as the OpenAI API allows it
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+#: JSON Schema keywords that only annotate (title, description, ...): they constrain nothing,
+#: and SDKs write them differently for the same schema (the openai SDK adds titles, LangChain
+#: defaults); a client's schema is compared with the reviewed one without them
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})
+#: keywords whose value is a map of name -> schema, and those whose value is a schema or a list
+#: of schemas (JSON Schema 2020-12 and draft 7's definitions/dependencies)
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SCHEMA_VALUES = frozenset(
+    {"items", "prefixItems", "additionalItems", "additionalProperties", "unevaluatedItems",
+     "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then", "else",
+     "anyOf", "allOf", "oneOf", "dependencies"}
+)  # fmt: skip
+
+
+def _json_schema(value: dict[str, Any]) -> dict[str, Any]:
+    """*value* if it is a JSON Schema (2020-12) for an object, else ValueError naming the rule."""
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "the top"
+        raise ValueError(f"not a valid JSON Schema (at {where}: {exc.validator} rule)") from None
+    if value.get("type") != "object":
+        raise ValueError("must be a JSON Schema of type 'object'")
+    return value
+
+
+def without_annotations(schema: Any) -> Any:
+    """*schema* less its annotation keywords (ANNOTATIONS) at every schema position (a property
+    named ``title`` stays: names in ``properties`` are not keywords)."""
+    if isinstance(schema, list):
+        return [without_annotations(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ANNOTATIONS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: without_annotations(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_VALUES:
+            out[key] = without_annotations(value)
+        else:
+            out[key] = value
+    return out
+
+
+def same_schema(sent: Any, reviewed: dict[str, Any]) -> bool:
+    """Whether a client's schema is the reviewed one: equal as JSON (``1`` is not ``true``, key
+    order does not count), annotations aside."""
+
+    def canonical(schema: Any) -> str:
+        return json.dumps(without_annotations(schema), sort_keys=True, separators=(",", ":"))
+
+    return canonical(sent) == canonical(reviewed)
+
+
+class ToolPolicy(BaseModel):
+    """A tool the use case may offer the model: forwarded exactly as written here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="The function's name, as clients send it.")
+    description: str = Field(
+        min_length=1, description="Forwarded to the model as is (a client's own description never is)."
+    )
+    parameters: dict[str, Any] = Field(description="JSON Schema (type object) of the arguments.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _json_schema(v)
+
+
+class SchemaPolicy(BaseModel):
+    """A JSON answer format the use case may ask for (response_format json_schema)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="response_format.json_schema.name")
+    description: str = Field(default="", description="Forwarded as the format's description.")
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema (type object) of the answer.")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _json_schema(v)
+
+
+class StructuredOutput(BaseModel):
+    """The response_format values the use case allows (``text`` always)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    json_object: bool = Field(default=False, description='{"type": "json_object"} allowed.')
+    schemas: list[SchemaPolicy] = Field(default_factory=list, description="json_schema formats, by name.")
+
+    @field_validator("schemas")
+    @classmethod
+    def _unique(cls, v: list[SchemaPolicy]) -> list[SchemaPolicy]:
+        if len({_folded(s.name) for s in v}) != len(v):
+            raise ValueError("schema names must be unique (ignoring case, '_' and '-')")
+        return v
+
+    def schema_named(self, name: str) -> SchemaPolicy | None:
+        """The schema of that name, ignoring case, ``_`` and ``-``: the openai SDK's ``parse()``
+        names the format after the pydantic class (``SlotChoice`` for ``slot_choice``). The
+        name is not part of the answer, and the upstream gets the policy's."""
+        return next((s for s in self.schemas if _folded(s.name) == _folded(name)), None)
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
 
 
 class UseCasePolicy(BaseModel):
@@ -43,7 +168,25 @@ class UseCasePolicy(BaseModel):
         description="PHI categories that may reach the model tokenised; every other category "
         "found is removed. CARD is always removed.",
     )
+    tools: list[ToolPolicy] = Field(
+        default_factory=list,
+        description="Tools the use case may offer the model (default none); forwarded as reviewed here.",
+    )
+    structured_output: StructuredOutput = Field(
+        default_factory=StructuredOutput,
+        description="JSON answers the use case may ask for (default none: text only).",
+    )
     digest: str = Field(default="", description="SHA-256 of the policy file (set on load).")
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, v: list[ToolPolicy]) -> list[ToolPolicy]:
+        if len({t.name for t in v}) != len(v):
+            raise ValueError("tool names must be unique")
+        return v
+
+    def tool_named(self, name: str) -> ToolPolicy | None:
+        return next((t for t in self.tools if t.name == name), None)
 
     @field_validator("context_fields")
     @classmethod

@@ -6,13 +6,17 @@ unseen. Types are strict, as in the published schema: ``"stream": 0`` or
 ``"temperature": "0.5"`` is refused, not reinterpreted. ``user`` is accepted for client
 compatibility but never forwarded (it is an end-user identifier). docs/gateway-api.md says
 what happens to every field: filtered, validated to a safe form, or not forwarded.
+
+Tools and response formats are checked against the use case's policy in gateway/app.py
+(``Gateway.check_features``); here only their shape. ``store`` and ``logprobs`` are parsed so
+that the refusal can say why (gateway/app.py), not merely "unknown field".
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from gateway import validation
 from gateway.phi.context import PatientContext
@@ -30,16 +34,131 @@ class TextPart(BaseModel):
     text: str
 
 
+#: a function's name (OpenAI's rule); a name of the use case's policy is one too
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+#: a tool call's id: never forwarded (the upstream gets call00001, ... in its place)
+TOOL_CALL_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=FUNCTION_NAME, description="A tool of the use case's policy.")
+    arguments: str = Field(description="JSON text; goes through the PHI filter value by value.")
+
+
+class ToolCall(BaseModel):
+    """A tool call of an earlier assistant turn, sent back in the history."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str = Field(pattern=TOOL_CALL_ID, description="Replaced by a positional id upstream.")
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(
+        default=None, description="Required, except for an assistant turn with tool_calls."
+    )
     name: str | None = Field(default=None, max_length=64)
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, min_length=1, max_length=64, description="Assistant turns only."
+    )
+    tool_call_id: str | None = Field(
+        default=None, pattern=TOOL_CALL_ID, description="Tool turns only (required there)."
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_role(self) -> Message:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls is allowed in assistant messages only")
+        if (self.tool_call_id is None) != (self.role != "tool"):
+            raise ValueError(
+                "a tool message needs tool_call_id (the id of the call it answers); other roles "
+                "take no tool_call_id"
+            )
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=FUNCTION_NAME, description="A tool of the use case's policy.")
+    description: str | None = Field(default=None, description="Never forwarded: the policy's is.")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="If sent, must be the policy's JSON Schema (annotations aside)."
+    )
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class ResponseFormatText(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    name: str = Field(pattern=FUNCTION_NAME, description="A schema of the use case's policy.")
+    description: str | None = Field(default=None, description="Never forwarded: the policy's is.")
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="If sent, must be the policy's (annotations aside)."
+    )
+    strict: bool | None = None
+
+
+class ResponseFormatJsonSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+def _choice_kind(value: Any) -> str:
+    return "function" if isinstance(value, dict | NamedToolChoice) else "mode"
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("mode")] | Annotated[NamedToolChoice, Tag("function")],
+    Discriminator(_choice_kind),
+]
+#: fields whose errors pydantic locates with the union member after the field's name
+#: (``response_format.json_schema.json_schema.name``): that part is left out of the path
+_UNIONS = frozenset({"response_format", "tool_choice"})
 
 
 class StreamOptions(BaseModel):
@@ -76,6 +195,15 @@ class ChatRequest(BaseModel):
     # by the negative fuzzing of the published schema
     n: int | None = Field(default=None, ge=1, le=1)
     user: str | None = Field(default=None, description="Accepted, never forwarded.")
+    tools: list[Tool] | None = Field(
+        default=None, max_length=64, description="Tools of the use case's policy only; forwarded as reviewed."
+    )
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    store: bool | None = Field(default=None, description="false or absent only: the gateway stores nothing.")
+    logprobs: bool | None = Field(default=None, description="false or absent only (refused: see the docs).")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="0 or absent only.")
     sovereign: SovereignExtension | None = None
 
     #: bounded numbers passed on as they are; ``stop`` goes through the PHI filter and
@@ -93,12 +221,17 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     of an unknown field (the client chose it: it could be patient data): that one is reported
     at the object that holds it, ``body`` for the top level."""
     first = validation.first(exc)
+    loc = first.loc
+    if len(loc) > 1 and loc[0] in _UNIONS:
+        loc = loc[:1] + loc[2:]
     if first.type == "extra_forbidden":
-        where = ".".join(str(p) for p in first.loc[:-1]) or "body"
+        where = ".".join(str(p) for p in loc[:-1]) or "body"
         return where, f"{where}: unknown field; the gateway supports only the documented fields"
-    field = first.path or "body"
+    field = ".".join(str(p) for p in loc) or "body"
     if first.type == "missing":
         return field, f"field {field!r} is required"
+    if first.type in ("union_tag_invalid", "union_tag_not_found"):  # pydantic's words quote the tag
+        return field, f"field {field!r}: 'type' must be one of the documented values"
     return field, f"field {field!r}: {first.message}"
 
 

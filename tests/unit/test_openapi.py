@@ -36,6 +36,12 @@ def test_every_reference_of_the_openapi_document_resolves(tmp_path: Path) -> Non
     body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
     request = resolve(document, body["schema"]["$ref"])
     assert {"messages", "sovereign"} <= set(request["properties"])
+    # the fields of tools and structured output (issue #26), and the message roles they bring
+    published = {"tools", "tool_choice", "parallel_tool_calls", "response_format", "store", "logprobs"}
+    assert published <= set(request["properties"])
+    message = resolve(document, "#/components/schemas/Message")
+    assert set(message["properties"]["role"]["enum"]) == {"system", "developer", "user", "assistant", "tool"}
+    assert {"tool_calls", "tool_call_id"} <= set(message["properties"])
     found = refs(document)
     assert len(found) >= 8  # the request contract's parts: messages, the patient context, …
     for ref in found:

@@ -55,3 +55,69 @@ def test_system_prompt_placement(tmp_path: Path, system_role: bool) -> None:
         assert roles == ["user", "assistant", "user"]
         assert body["messages"][0]["content"] == policy.system_prompt + "\n\nHi there"
         assert body["messages"][2]["content"] == "Book me in"
+
+
+TOOL_TURNS = ChatRequest.model_validate(
+    {
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": "Book me in"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "x-1",
+                        "type": "function",
+                        "function": {"name": "find_free_slots", "arguments": "{}"},
+                    },
+                    {
+                        "id": "x-2",
+                        "type": "function",
+                        "function": {"name": "find_free_slots", "arguments": "{}"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "x-2", "content": "[]"},
+            {"role": "tool", "tool_call_id": "x-1", "content": "[]"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "book_appointment", "description": "mine"}}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "SlotChoice"}},
+    }
+)
+
+
+def test_tool_turns_tools_and_formats_upstream(tmp_path: Path) -> None:
+    gw = gateway(tmp_path, True)
+    policy = gw.policies["appointment-scheduling"]
+    texts = ["Be brief.", "Book me in", None, "[]", "[]"]
+    body = gw.upstream_body(
+        TOOL_TURNS, policy, gw.settings.upstreams["chat"], texts, arguments={2: ["{}", '{"a":1}']}
+    )
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "system", "user", "assistant", "tool", "tool"]  # developer as system
+    assert body["messages"][1]["content"] == "Be brief."
+    assistant = body["messages"][3]
+    assert assistant["content"] is None
+    assert [c["id"] for c in assistant["tool_calls"]] == ["call00001", "call00002"]
+    assert [c["function"]["arguments"] for c in assistant["tool_calls"]] == [
+        "{}",
+        '{"a":1}',
+    ]  # the filtered ones
+    assert [m["tool_call_id"] for m in body["messages"][4:]] == ["call00002", "call00001"]
+    book = policy.tool_named("book_appointment")
+    assert book is not None
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": book.name, "description": book.description, "parameters": book.parameters},
+        }
+    ]
+    assert body["tool_choice"] == "auto" and body["parallel_tool_calls"] is True
+    slot = policy.structured_output.schema_named("slot_choice")
+    assert slot is not None
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "slot_choice", "description": slot.description, "schema": slot.schema_},
+    }

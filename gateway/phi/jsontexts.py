@@ -1,0 +1,147 @@
+"""JSON content through the PHI filter: every string (value and key) and every number of a JSON
+object or array as its own text, the filtered texts put back, the JSON written again.
+
+A tool result Magento sends back (``{"street": "Studio 0\\nLindsey Spur", "phone": 4930...}``)
+or a tool call's arguments in the history hold patient data inside JSON: filtered as one plain
+text, a value JSON-escaped in it (``\\n``, ``\\"``, ``\\u00fc``) would not be the value the
+detector knows, and a token put where an escape was could break the JSON. Walked here, each value
+is filtered as the text it stands for, and the result is valid JSON again.
+
+Numbers are filtered as their JSON token (``4711``) and written back as a number when the
+filtered text is still a JSON number (an FF1 token of a digit run is digits again), else as a
+string (``"[PHONE_REMOVED]"``). A number's token is kept as written (the ``json`` module would
+turn ``1.10`` into ``1.1`` and ``1e400`` into ``Infinity``), which is why the few lines that
+write JSON back are ours: the standard library cannot write a number token verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+#: a JSON number token (RFC 8259 section 6)
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+#: deeper JSON is filtered as one plain text (walking it would risk the recursion limit)
+MAX_DEPTH = 64
+
+
+class _Number(str):
+    """A JSON number as its token."""
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _constant(name: str) -> Any:
+    raise _NotJson(name)  # NaN, Infinity: not JSON
+
+
+def _depth_ok(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+class JsonTexts:
+    """The texts of one JSON object or array, in document order (keys before their values), and
+    the way back: ``rebuild(filtered)`` with one filtered text per text."""
+
+    def __init__(self, document: dict[str, Any] | list[Any]) -> None:
+        self._document = document
+        self.texts: list[str] = list(self._walk(document))
+
+    @classmethod
+    def parse(cls, text: str) -> JsonTexts | None:
+        """The texts of *text* if it is a JSON object or array, else None (filter it as text)."""
+        stripped = text.strip()
+        if not stripped or stripped[0] not in "[{":
+            return None
+        try:
+            document = json.loads(stripped, parse_int=_Number, parse_float=_Number, parse_constant=_constant)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(document, dict | list) or not _depth_ok(document):
+            return None
+        return cls(document)
+
+    def _walk(self, value: Any) -> Iterator[str]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from self._walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from self._walk(item)
+        elif isinstance(value, str):  # a string or a number's token (_Number)
+            yield value
+
+    def rebuild(self, filtered: Sequence[str]) -> str:
+        """The JSON with each text replaced by its filtered text, written compactly."""
+        if len(filtered) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts, {len(filtered)} filtered")
+        out: list[str] = []
+        self._write(self._document, iter(filtered), out)
+        return "".join(out)
+
+    def _write(self, value: Any, filtered: Iterator[str], out: list[str]) -> None:
+        if isinstance(value, dict):
+            out.append("{")
+            for i, (_, item) in enumerate(value.items()):
+                if i:
+                    out.append(",")
+                out.append(_string(next(filtered)))
+                out.append(":")
+                self._write(item, filtered, out)
+            out.append("}")
+        elif isinstance(value, list):
+            out.append("[")
+            for i, item in enumerate(value):
+                if i:
+                    out.append(",")
+                self._write(item, filtered, out)
+            out.append("]")
+        elif isinstance(value, _Number):
+            text = next(filtered)
+            out.append(text if _NUMBER.fullmatch(text) else _string(text))
+        elif isinstance(value, str):
+            out.append(_string(next(filtered)))
+        else:  # true, false, null
+            out.append(json.dumps(value))
+
+
+def _string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+class Gathered:
+    """The texts of one request, gathered for the one filter call: each ``add`` is a slot (a
+    plain text, or a JSON document's texts), and ``put_back`` gives one filtered text per slot."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._slots: list[tuple[int, int, JsonTexts | None]] = []  # (start, count, document)
+
+    def add(self, text: str, json_aware: bool = False) -> int:
+        """Add *text* (walked as JSON if *json_aware* and it is a JSON object or array); its slot."""
+        document = JsonTexts.parse(text) if json_aware else None
+        parts = document.texts if document is not None else [text]
+        self._slots.append((len(self.texts), len(parts), document))
+        self.texts.extend(parts)
+        return len(self._slots) - 1
+
+    def put_back(self, filtered: Sequence[str]) -> list[str]:
+        """One text per slot, from the filter's texts (one per gathered text, in order)."""
+        if len(filtered) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts, {len(filtered)} filtered")
+        out = []
+        for start, count, document in self._slots:
+            part = filtered[start : start + count]
+            out.append(part[0] if document is None else document.rebuild(part))
+        return out

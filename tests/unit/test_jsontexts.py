@@ -1,0 +1,122 @@
+"""JSON content through the PHI filter (gateway/phi/jsontexts.py): every string, key and number
+is a text of its own, the filtered texts go back in place, the result is valid JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.phi.context import PatientContext
+from gateway.phi.filter import PHIFilter
+from gateway.phi.jsontexts import MAX_DEPTH, Gathered, JsonTexts
+from gateway.phi.tokenise import Tokeniser, TokenMap
+from gateway.policy import load_policies
+
+
+def test_strings_keys_and_numbers_are_texts_in_document_order() -> None:
+    doc = JsonTexts.parse('{"name": "Erika", "ids": [4711, 1.50], "ok": true, "none": null}')
+    assert doc is not None
+    assert doc.texts == ["name", "Erika", "ids", "4711", "1.50", "ok", "none"]
+    # unchanged texts give the same JSON back, number tokens as written (1.50 stays 1.50)
+    assert doc.rebuild(doc.texts) == '{"name":"Erika","ids":[4711,1.50],"ok":true,"none":null}'
+
+
+def test_a_json_escaped_value_is_found_as_the_text_it_stands_for() -> None:
+    """The street with a newline, written JSON-escaped in the tool result, is the text
+    'Studio 0\\nLindsey Spur' for the filter, and its replacement is escaped again."""
+    raw = json.dumps({"address": {"street": "Studio 0\nLindsey Spur", "note": 'say "hi"'}})
+    assert "Studio 0\nLindsey" not in raw  # the escape, not the newline, is in the text
+    doc = JsonTexts.parse(raw)
+    assert doc is not None
+    assert "Studio 0\nLindsey Spur" in doc.texts
+    replaced = [t.replace("Studio 0\nLindsey Spur", 'A "quoted"\ttoken') for t in doc.texts]
+    out = doc.rebuild(replaced)
+    assert json.loads(out) == {"address": {"street": 'A "quoted"\ttoken', "note": 'say "hi"'}}
+
+
+def test_the_real_filter_finds_and_replaces_an_escaped_street() -> None:
+    """End to end with the gateway's filter: the escaped street of the context is removed."""
+    policy = load_policies()["patient-support"]  # the address is not a field of this use case
+    context = {"address": {"street": "Studio 0\nLindsey Spur", "postcode": "10115", "city": "Berlin"}}
+
+    gathered = Gathered()
+    raw = json.dumps({"delivery": {"street": "Studio 0\nLindsey Spur"}, "items": 2})
+    gathered.add(raw, json_aware=True)
+    filtered = PHIFilter().apply(
+        policy, PatientContext.model_validate(context), gathered.texts, b"k" * 32, "tenant"
+    )
+    (json_out,) = gathered.put_back(filtered.texts)
+    assert "Lindsey" not in json_out and "Studio 0" not in json_out
+    assert json.loads(json_out)["items"] == 2
+    assert json.loads(json_out)["delivery"]["street"] != "Studio 0\nLindsey Spur"
+
+
+def test_a_digits_token_stays_a_number_and_other_replacements_become_strings() -> None:
+    doc = JsonTexts.parse('{"customer": 4711, "phone": 49301234567, "price": -1.5e3}')
+    assert doc is not None
+    # the tokeniser's token of a customer number is digits of the same length (FF1)
+    token = Tokeniser(b"k" * 32, "tenant").token_for("47110815", "CUSTOMER_ID", False, TokenMap())
+    assert token.isdigit() and len(token) == 8 and token != "47110815"
+    filtered = ["customer", "8402", "phone", "[PHONE_REMOVED]", "price", "-1.5e3"]
+    out = json.loads(doc.rebuild(filtered))
+    assert out == {"customer": 8402, "phone": "[PHONE_REMOVED]", "price": -1500.0}
+
+
+def test_a_digits_token_with_a_leading_zero_is_a_string() -> None:
+    doc = JsonTexts.parse("[4711]")
+    assert doc is not None
+    assert json.loads(doc.rebuild(["0815"])) == ["0815"]  # 0815 is no JSON number
+
+
+@pytest.mark.parametrize(
+    "text", ["4711", '"Erika"', "Erika Müller", "{not json", "[NaN]", '{"a": Infinity}', "", "  "]
+)
+def test_anything_but_a_json_object_or_array_is_a_plain_text(text: str) -> None:
+    assert JsonTexts.parse(text) is None
+    gathered = Gathered()
+    gathered.add(text, json_aware=True)
+    assert gathered.texts == [text]
+    assert gathered.put_back(["x"]) == ["x"]
+
+
+def test_json_deeper_than_the_bound_is_a_plain_text() -> None:
+    assert JsonTexts.parse("[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH) is not None
+    deep = "[" * (MAX_DEPTH + 2) + '"Erika"' + "]" * (MAX_DEPTH + 2)
+    assert JsonTexts.parse(deep) is None
+    assert JsonTexts.parse("[" * 100_000) is None  # not JSON at all, and no RecursionError
+
+
+def test_gathered_slots_put_back_in_order() -> None:
+    gathered = Gathered()
+    a = gathered.add("plain")
+    b = gathered.add('{"k": "v"}', json_aware=True)
+    c = gathered.add('{"k": "v"}')  # not JSON-aware: one text
+    assert gathered.texts == ["plain", "k", "v", '{"k": "v"}']
+    out = gathered.put_back([t.upper() for t in gathered.texts])
+    assert (out[a], out[b], out[c]) == ("PLAIN", '{"K":"V"}', '{"K": "V"}')
+    with pytest.raises(ValueError, match="4 texts"):
+        gathered.put_back(["x"])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(value=st.lists(JSON, max_size=4) | st.dictionaries(st.text(max_size=8), JSON, max_size=4))
+def test_any_json_comes_back_equal_when_nothing_is_replaced(value: object) -> None:
+    doc = JsonTexts.parse(json.dumps(value))
+    assert doc is not None
+    assert json.loads(doc.rebuild(doc.texts)) == value
+
+
+@given(value=st.dictionaries(st.text(max_size=8), JSON, max_size=4), replacement=st.text())
+def test_any_replacement_gives_valid_json(value: object, replacement: str) -> None:
+    doc = JsonTexts.parse(json.dumps(value))
+    assert doc is not None
+    json.loads(doc.rebuild([replacement] * len(doc.texts)))
