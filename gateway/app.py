@@ -968,8 +968,11 @@ class Gateway:
             if isinstance(message.get("content"), str):
                 message["content"] = restored(message["content"], ex.json_answer)
             calls = message.get("tool_calls")
-            for call in calls if isinstance(calls, list) else ():
-                function = call.get("function") if isinstance(call, dict) else None
+            functions = (
+                [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+            )
+            # llama-cpp-python 0.3 sends the legacy function_call beside tool_calls, the same arguments
+            for function in [*functions, message.get("function_call")]:
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     function["arguments"] = restored(function["arguments"], True)
         answer["model"] = ex.alias

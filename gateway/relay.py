@@ -200,13 +200,16 @@ class StreamRelay:
                 delta = choice.get("delta") or {}
                 content = delta.get("content")
                 calls = delta.get("tool_calls")
+                legacy = delta.get("function_call")
                 index = choice.get("index", 0)
-                if (isinstance(content, str) and content) or calls:
+                if (isinstance(content, str) and content) or calls or legacy:
                     restorers.events[index] = restorers.events.get(index, 0) + 1
                     if ex.max_tokens is not None and restorers.events[index] > ex.max_tokens:
                         raise TooLong
                 text = restorers.feed(index, content if isinstance(content, str) else "")
                 called = calls is not None and _restore_calls(index, calls, restorers)
+                if legacy is not None:
+                    called = _restore_function(index, _FUNCTION_CALL, legacy, restorers) or called
                 if choice.get("finish_reason"):
                     ex.finish_reason = choice["finish_reason"]
                     text += restorers.flush(index)
@@ -423,8 +426,10 @@ class _Stalled(Exception):
 #: the longest surrogate token (gateway/phi/tokenise.py SURROGATE_RE) less one: the most text a
 #: token cut at a chunk boundary can have on the earlier side
 _TOKEN_TAIL = 28
-#: _Restorers' key for a choice's content (a tool call's key is its index, 0 or more)
+#: _Restorers' keys for a choice's content and its legacy ``function_call`` (a tool call's key
+#: is its index, 0 or more)
 _CONTENT = -1
+_FUNCTION_CALL = -2
 
 
 def _restore_calls(index: int, calls: Any, restorers: _Restorers) -> bool:
@@ -440,26 +445,40 @@ def _restore_calls(index: int, calls: Any, restorers: _Restorers) -> bool:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise TypeError("a tool call's index is not a non-negative integer")
         function = call.get("function")
-        if function is None:
-            continue
-        arguments = function.get("arguments")
-        if arguments is not None:
-            if not isinstance(arguments, str):
-                raise TypeError("a tool call's arguments are not a string")
-            function["arguments"] = arguments = restorers.feed(index, arguments, k)
-        carried = carried or bool(arguments) or bool(function.get("name"))
+        if function is not None:
+            carried = _restore_function(index, k, function, restorers) or carried
     return carried
+
+
+def _restore_function(index: int, key: int, function: Any, restorers: _Restorers) -> bool:
+    """Restore one ``{name?, arguments?}`` fragment in place: a tool call's ``function``, or the
+    legacy ``delta.function_call`` that llama-cpp-python 0.3 sends beside ``tool_calls`` with the
+    same arguments (llama_cpp/llama_chat_format.py, its function-calling chat handlers); whether
+    it carries something."""
+    arguments = function.get("arguments")
+    if arguments is not None:
+        if not isinstance(arguments, str):
+            raise TypeError("a function call's arguments are not a string")
+        function["arguments"] = arguments = restorers.feed(index, arguments, key)
+    return bool(arguments) or bool(function.get("name"))
 
 
 def _add_rests(delta: dict[str, Any], rests: list[tuple[int, str]]) -> None:
     """Append what the tool calls' restorers held back (*rests*: (tool-call index, text)) to
     the final event's *delta*: to that call's arguments fragment where the event has one, else
     as a fragment of its own, ``{"index": k, "function": {"arguments": rest}}`` (a valid
-    ChoiceDeltaToolCall: SDKs concatenate fragments by index)."""
-    calls = delta.get("tool_calls")
-    if not isinstance(calls, list):
-        calls = delta["tool_calls"] = []
+    ChoiceDeltaToolCall: SDKs concatenate fragments by index); the legacy function call's rest
+    to ``delta.function_call.arguments``."""
     for k, rest in rests:
+        if k == _FUNCTION_CALL:
+            legacy = delta.get("function_call")
+            if not isinstance(legacy, dict):
+                legacy = delta["function_call"] = {}
+            legacy["arguments"] = (legacy.get("arguments") or "") + rest
+            continue
+        calls = delta.get("tool_calls")
+        if not isinstance(calls, list):
+            calls = delta["tool_calls"] = []
         for call in calls:
             if call["index"] == k and isinstance(call.get("function"), dict):
                 call["function"]["arguments"] = (call["function"].get("arguments") or "") + rest
@@ -471,7 +490,8 @@ def _add_rests(delta: dict[str, Any], rests: list[tuple[int, str]]) -> None:
 class _Restorers:
     """One stream restorer per text of a streamed answer: each choice's content (JSON-aware
     when the request asked for a JSON answer) and each of its tool calls' arguments (always
-    JSON-aware), keyed by (choice index, tool-call index or ``_CONTENT``). The restored text is
+    JSON-aware), keyed by (choice index, tool-call index, ``_CONTENT`` or ``_FUNCTION_CALL``,
+    the legacy function call's arguments). The restored text is
     not kept: surrogate-shaped tokens left in it are counted as it passes, over the new text
     and the short tail of the same text's earlier part a token could start in."""
 
@@ -506,7 +526,8 @@ class _Restorers:
         return out
 
     def flush_calls(self, index: int) -> list[tuple[int, str]]:
-        """(tool-call index, the rest held back) for choice *index*'s tool calls that held some."""
+        """(tool-call index or ``_FUNCTION_CALL``, the rest held back) for choice *index*'s
+        tool calls that held some."""
         calls = [call for choice, call in self._streams if choice == index and call != _CONTENT]
         return [(call, rest) for call in sorted(calls) if (rest := self.flush(index, call))]
 

@@ -56,6 +56,10 @@ class JsonLexer:
         self.escape = 0
         self.last = ""
 
+    def escapes(self, char: str) -> bool:
+        """Whether *char*, read next, would be part of an escape sequence."""
+        return self.escape == _AFTER_BACKSLASH or (self.escape > 0 and char in _HEX)
+
     def advance(self, text: str, pos: int, end: int) -> None:
         """Read ``text[pos:end]``."""
         if pos >= end:
@@ -106,7 +110,7 @@ def _splice(
     for start, stop, token in hits:
         lexer.advance(text, pos, start)
         out.append(text[pos:start])
-        if lexer.escape:
+        if lexer.escapes(token[0]):
             out.append(token)  # inside an escape sequence: not a token the model wrote
         elif lexer.in_string:
             value = escaped.get(token)

@@ -207,3 +207,35 @@ def test_malformed_tool_call_fragments_are_refused(tool_calls: Any) -> None:
     ex = exchange()
     with pytest.raises(ValueError):
         relay(ex)._event(chunk({"tool_calls": tool_calls}), _Restorers(ex.originals))
+
+
+def test_the_legacy_function_call_llama_cpp_sends_beside_tool_calls_is_restored_too() -> None:
+    """llama-cpp-python 0.3's function-calling chat handlers (llama_cpp/llama_chat_format.py)
+    put the same arguments in ``function_call`` and ``tool_calls[0].function``, plain and in
+    every streamed chunk."""
+    raw = json.loads(answer(None, [ARGUMENTS]))
+    raw["choices"][0]["message"]["function_call"] = {"name": "book_appointment", "arguments": ARGUMENTS}
+    ex = exchange()
+    message = json.loads(Gateway._restore_answer(ex, json.dumps(raw).encode()))["choices"][0]["message"]
+    assert json.loads(message["function_call"]["arguments"]) == MEANT
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == MEANT
+    assert ex.restored == 6
+
+    ex = exchange()
+    r = relay(ex)
+    restorers = _Restorers(ex.originals)
+    legacy = ""
+    cut = ARGUMENTS + " [NAME_0a1b"  # cut off mid-token: the rest goes out at finish
+    for i in range(0, len(cut), 3):
+        piece = {"name": "find", "arguments": cut[i : i + 3]}
+        event = chunk(
+            {"function_call": piece, "tool_calls": [{"index": 0, "id": "c", "function": dict(piece)}]}
+        )
+        legacy += json.loads(r._event(event, restorers)[6:])["choices"][0]["delta"]["function_call"][
+            "arguments"
+        ]
+    final = json.loads(r._event(chunk({}, "length"), restorers)[6:])["choices"][0]["delta"]
+    legacy += final["function_call"]["arguments"]
+    assert final["tool_calls"] == [{"index": 0, "function": {"arguments": "[NAME_0a1b"}}]
+    assert json.loads(legacy.removesuffix(" [NAME_0a1b")) == MEANT
+    assert restorers.counts() == (6, 0)

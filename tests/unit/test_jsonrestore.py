@@ -93,6 +93,7 @@ def test_a_token_inside_an_escape_sequence_is_left_alone() -> None:
         '"\\',  # a lone backslash at the end
         '"\\u12"[NAME_0a1b2c]"',  # a \u escape cut short by a quote
         '"\\uZZZZ [NAME_0a1b2c]"',  # not hex
+        '"\\u[NAME_0a1b2c]"',  # a \u escape that ends where the token starts
         'prose, "quoted [NAME_0a1b2c]" and [NAME_0a1b2c] 48291037\n"',
         "",
     ],
