@@ -5,12 +5,12 @@ What the relay guarantees, for every streamed chat request:
 * Bounds. The next complete event within ``limits.read_timeout_s`` (bytes that complete none,
   dripped or endless, do not count), the whole stream within ``limits.stream_deadline_s``, no
   event longer than ``limits.max_event_bytes``, no more content and tool-call events than the
-  request's ``max_tokens``; the shutdown's drain deadline ends the stream too (``shutting_down``). A client
-  that stops reading is cut off after ``limits.write_timeout_s`` per write (``client_stalled``,
-  the connection dropped). Each ends the stream with an OpenAI-style error event. One
-  ``Watchdog`` timer per stream keeps all of these for its reads and writes: per event only a
-  deadline (a float) is set, where a timeout per wait cost a timer and its bookkeeping twice
-  per event (issue 24).
+  request's ``max_tokens``; the shutdown's drain deadline ends the stream too
+  (``shutting_down``). A client that stops reading is cut off after ``limits.write_timeout_s``
+  per write (``client_stalled``, the connection dropped). Each ends the stream with an
+  OpenAI-style error event. One ``Watchdog`` timer per stream keeps all of these for its reads
+  and writes: per event only a deadline (a float) is set, where a timeout per wait cost a timer
+  and its bookkeeping twice per event (issue 24).
 * Restoration across chunk boundaries. Each choice's content has its own ``StreamRestorer``
   (gateway/phi/tokenise.py): a token cut between two upstream chunks is held back until it is
   complete and goes out restored; surrogate-shaped tokens left in the answer are counted. When
@@ -20,9 +20,10 @@ What the relay guarantees, for every streamed chat request:
   ``JsonStreamRestorer`` per (choice, tool-call index) for their ``function.arguments``
   fragments; what one holds back when the choice's ``finish_reason`` arrives goes out in that
   final event, in call k's fragment there or in a fragment ``{index: k, function: {arguments}}``
-  of its own. Tool-call events count toward the max_tokens bound as content events do, and the
-  first of them is the time to first token. Events that arrive together leave together (one
-  write); the model is named by its alias.
+  of its own; the legacy ``delta.function_call`` llama-cpp-python sends beside them likewise.
+  Tool-call events count toward the max_tokens bound as content events do, and the first of
+  them is the time to first token. Events that arrive together leave together (one write);
+  the model is named by its alias.
 * Audit at body end. The final record (the relay's outcome, counts, timings; never text) is
   written once the end of the body has gone out, or the connection went, also when the relay
   never started; the upstream connection is closed and the admission place given back first.
