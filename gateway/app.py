@@ -49,6 +49,7 @@ from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
 from gateway.phi.detect import CATEGORIES
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
+from gateway.phi.jsonrestore import restore_json
 from gateway.phi.jsontexts import Gathered
 from gateway.phi.tokenise import (
     TokenMap,
@@ -1131,9 +1132,10 @@ class Gateway:
 
     @staticmethod
     def _restore_answer(ex: Exchange, raw: bytes) -> bytes:
-        """The answer as the client gets it: tokens restored (one linear pass per choice),
-        the model named by its alias. TooLong when the upstream counts more completion tokens
-        than it was asked for."""
+        """The answer as the client gets it: tokens restored (one linear pass per text), in
+        the content (JSON-aware when the request asked for a JSON answer) and JSON-aware in
+        each tool call's arguments (gateway/phi/jsonrestore.py), the model named by its alias.
+        TooLong when the upstream counts more completion tokens than it was asked for."""
         answer = json.loads(raw)
         usage = answer.get("usage")
         # n is always 1 here (the schema allows no other): usage is that one choice's
@@ -1141,13 +1143,26 @@ class Gateway:
             raise TooLong
         ex.finish_reason = answer["choices"][0].get("finish_reason")
         scanner = TokenScanner(ex.originals) if ex.originals else None  # none: nothing to restore
+
+        def restored(text: str, json_text: bool) -> str:
+            if scanner is not None:
+                text, n = (restore_json if json_text else restore)(text, ex.originals, scanner)
+                ex.restored += n
+            ex.unrestored += count_unrestored(text)
+            return text
+
         for choice in answer["choices"]:
             message = choice.get("message") or {}
             if isinstance(message.get("content"), str):
-                if scanner is not None:
-                    message["content"], n = restore(message["content"], ex.originals, scanner)
-                    ex.restored += n
-                ex.unrestored += count_unrestored(message["content"])
+                message["content"] = restored(message["content"], ex.json_answer)
+            calls = message.get("tool_calls")
+            functions = (
+                [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+            )
+            # llama-cpp-python 0.3 sends the legacy function_call beside tool_calls, the same arguments
+            for function in [*functions, message.get("function_call")]:
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    function["arguments"] = restored(function["arguments"], True)
         answer["model"] = ex.alias
         return json.dumps(answer, ensure_ascii=False).encode()
 

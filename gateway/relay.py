@@ -4,17 +4,26 @@ What the relay guarantees, for every streamed chat request:
 
 * Bounds. The next complete event within ``limits.read_timeout_s`` (bytes that complete none,
   dripped or endless, do not count), the whole stream within ``limits.stream_deadline_s``, no
-  event longer than ``limits.max_event_bytes``, no more content events than the request's
-  ``max_tokens``; the shutdown's drain deadline ends the stream too (``shutting_down``). A client
-  that stops reading is cut off after ``limits.write_timeout_s`` per write (``client_stalled``,
-  the connection dropped). Each ends the stream with an OpenAI-style error event. One
-  ``Watchdog`` timer per stream keeps all of these for its reads and writes: per event only a
-  deadline (a float) is set, where a timeout per wait cost a timer and its bookkeeping twice
-  per event (issue 24).
-* Restoration across chunk boundaries. Each choice has its own ``StreamRestorer``
-  (gateway/phi/tokenise.py): a surrogate token cut between two upstream chunks is held back until
-  it is complete and goes out restored; surrogate-shaped tokens left in the answer are counted.
-  Events that arrive together leave together (one write); the model is named by its alias.
+  event longer than ``limits.max_event_bytes``, no more content and tool-call events than the
+  request's ``max_tokens``; the shutdown's drain deadline ends the stream too
+  (``shutting_down``). A client that stops reading is cut off after ``limits.write_timeout_s``
+  per write (``client_stalled``, the connection dropped). Each ends the stream with an
+  OpenAI-style error event. One ``Watchdog`` timer per stream keeps all of these for its reads
+  and writes: per event only a deadline (a float) is set, where a timeout per wait cost a timer
+  and its bookkeeping twice per event (issue 24).
+* Restoration across chunk boundaries. Each choice's content has its own ``StreamRestorer``
+  (gateway/phi/tokenise.py): a token cut between two upstream chunks is held back until it is
+  complete and goes out restored; surrogate-shaped tokens left in the answer are counted. When
+  the request asked for a JSON answer (``Exchange.json_answer``) the content's restorer is a
+  ``JsonStreamRestorer`` (gateway/phi/jsonrestore.py): originals go into JSON strings
+  JSON-escaped. Tool calls (``delta.tool_calls[k]``, OpenAI's chunk object) get one
+  ``JsonStreamRestorer`` per (choice, tool-call index) for their ``function.arguments``
+  fragments; what one holds back when the choice's ``finish_reason`` arrives goes out in that
+  final event, in call k's fragment there or in a fragment ``{index: k, function: {arguments}}``
+  of its own; the legacy ``delta.function_call`` llama-cpp-python sends beside them likewise.
+  Tool-call events count toward the max_tokens bound as content events do, and the first of
+  them is the time to first token. Events that arrive together leave together (one write);
+  the model is named by its alias.
 * Audit at body end. The final record (the relay's outcome, counts, timings; never text) is
   written once the end of the body has gone out, or the connection went, also when the relay
   never started; the upstream connection is closed and the admission place given back first.
@@ -36,6 +45,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.admission import Ticket
 from gateway.connections import STALLED_SCOPE_KEY
+from gateway.phi.jsonrestore import JsonStreamRestorer
 from gateway.phi.tokenise import SURROGATE_RE, StreamRestorer, TokenScanner
 from gateway.schemas import openai_error
 from gateway.sse import EventTooLarge, SSEDecoder
@@ -178,9 +188,10 @@ class StreamRelay:
         gw.watchdogs.add(self.watchdog)  # begin_drain brings its waits forward
 
     def _event(self, data: bytes, restorers: _Restorers) -> bytes:
-        """One upstream event as it goes to the client, tokens restored; raises ValueError
-        when malformed, TooLong when a choice has more content events than max_tokens (each
-        event carries at least one token)."""
+        """One upstream event as it goes to the client, tokens restored (in the content, and
+        JSON-aware in tool-call argument fragments); raises ValueError when malformed, TooLong
+        when a choice has more content or tool-call events than max_tokens (each event carries
+        at least one token)."""
         ex = self.ex
         if data == b"[DONE]":
             return b"data: [DONE]\n\n"
@@ -189,19 +200,29 @@ class StreamRelay:
             for choice in event["choices"]:
                 delta = choice.get("delta") or {}
                 content = delta.get("content")
+                calls = delta.get("tool_calls")
+                legacy = delta.get("function_call")
                 index = choice.get("index", 0)
-                if isinstance(content, str) and content:
+                if (isinstance(content, str) and content) or calls or legacy:
                     restorers.events[index] = restorers.events.get(index, 0) + 1
                     if ex.max_tokens is not None and restorers.events[index] > ex.max_tokens:
                         raise TooLong
                 text = restorers.feed(index, content if isinstance(content, str) else "")
+                called = calls is not None and _restore_calls(index, calls, restorers)
+                if legacy is not None:
+                    called = _restore_function(index, _FUNCTION_CALL, legacy, restorers) or called
                 if choice.get("finish_reason"):
                     ex.finish_reason = choice["finish_reason"]
                     text += restorers.flush(index)
+                    rests = restorers.flush_calls(index)
+                    if rests:
+                        _add_rests(delta, rests)
+                        choice["delta"] = delta
+                        called = True
                 if text or isinstance(content, str):
                     delta["content"] = text
                     choice["delta"] = delta
-                if ex.ttft_ms is None and text:
+                if ex.ttft_ms is None and (text or called):
                     ex.ttft_ms = round((time.perf_counter() - self.t0) * 1000, 3)
             usage = event.get("usage")
             if isinstance(usage, dict) and int(usage.get("completion_tokens") or 0) > (
@@ -220,16 +241,17 @@ class StreamRelay:
         slowed by one send per token, and a slow one is not held back. Bounded: the next
         complete event within limits.read_timeout_s (bytes that complete none, dripped or
         endless, do not count), the whole stream within limits.stream_deadline_s, no event
-        longer than limits.max_event_bytes, no more content events than max_tokens. Only the
-        wait for the upstream is bounded here (the stream's watchdog), never a ``yield`` (the
-        client's pace is RelayResponse's write timeout, under the same watchdog).
+        longer than limits.max_event_bytes, no more content and tool-call events than
+        max_tokens. Only the wait for the upstream is bounded here (the stream's watchdog),
+        never a ``yield`` (the client's pace is RelayResponse's write timeout, under the same
+        watchdog).
         """
         gw, ex, resp, t0, deadline = self.gw, self.ex, self.resp, self.t0, self.deadline
         outcome, status = "client_disconnected", 499
         limits = gw.settings.limits
         loop = asyncio.get_running_loop()
         decoder = SSEDecoder(limits.max_event_bytes)
-        restorers = _Restorers(ex.originals)
+        restorers = _Restorers(ex.originals, ex.json_answer)
         chunks = resp.chunks()
         dog = self.watchdog
         dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
@@ -405,49 +427,124 @@ class _Stalled(Exception):
 #: the longest surrogate token (gateway/phi/tokenise.py SURROGATE_RE) less one: the most text a
 #: token cut at a chunk boundary can have on the earlier side
 _TOKEN_TAIL = 28
+#: _Restorers' keys for a choice's content and its legacy ``function_call`` (a tool call's key
+#: is its index, 0 or more)
+_CONTENT = -1
+_FUNCTION_CALL = -2
+
+
+def _restore_calls(index: int, calls: Any, restorers: _Restorers) -> bool:
+    """Restore choice *index*'s tool-call delta fragments (``delta.tool_calls``: a list of
+    ``{index, id?, type?, function?: {name?, arguments?}}``, OpenAI's ChoiceDeltaToolCall) in
+    place, each call's arguments by its own JSON-aware restorer; whether any fragment carries
+    something (a name, restored arguments). TypeError or ValueError when malformed."""
+    if not isinstance(calls, list):
+        raise TypeError("tool_calls is not a list")
+    carried = False
+    for call in calls:
+        k = call["index"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise TypeError("a tool call's index is not a non-negative integer")
+        function = call.get("function")
+        if function is not None:
+            carried = _restore_function(index, k, function, restorers) or carried
+    return carried
+
+
+def _restore_function(index: int, key: int, function: Any, restorers: _Restorers) -> bool:
+    """Restore one ``{name?, arguments?}`` fragment in place: a tool call's ``function``, or the
+    legacy ``delta.function_call`` that llama-cpp-python 0.3 sends beside ``tool_calls`` with the
+    same arguments (llama_cpp/llama_chat_format.py, its function-calling chat handlers); whether
+    it carries something."""
+    arguments = function.get("arguments")
+    if arguments is not None:
+        if not isinstance(arguments, str):
+            raise TypeError("a function call's arguments are not a string")
+        function["arguments"] = arguments = restorers.feed(index, arguments, key)
+    return bool(arguments) or bool(function.get("name"))
+
+
+def _add_rests(delta: dict[str, Any], rests: list[tuple[int, str]]) -> None:
+    """Append what the tool calls' restorers held back (*rests*: (tool-call index, text)) to
+    the final event's *delta*: to that call's arguments fragment where the event has one, else
+    as a fragment of its own, ``{"index": k, "function": {"arguments": rest}}`` (a valid
+    ChoiceDeltaToolCall: SDKs concatenate fragments by index); the legacy function call's rest
+    to ``delta.function_call.arguments``."""
+    for k, rest in rests:
+        if k == _FUNCTION_CALL:
+            legacy = delta.get("function_call")
+            if not isinstance(legacy, dict):
+                legacy = delta["function_call"] = {}
+            legacy["arguments"] = (legacy.get("arguments") or "") + rest
+            continue
+        calls = delta.get("tool_calls")
+        if not isinstance(calls, list):
+            calls = delta["tool_calls"] = []
+        for call in calls:
+            if call["index"] == k and isinstance(call.get("function"), dict):
+                call["function"]["arguments"] = (call["function"].get("arguments") or "") + rest
+                break
+        else:
+            calls.append({"index": k, "function": {"arguments": rest}})
 
 
 class _Restorers:
-    """One stream restorer per choice of a streamed answer. The restored text is not kept:
-    surrogate-shaped tokens left in it are counted as it passes, over the new text and the
-    short tail of the earlier one a token could start in."""
+    """One stream restorer per text of a streamed answer: each choice's content (JSON-aware
+    when the request asked for a JSON answer) and each of its tool calls' arguments (always
+    JSON-aware), keyed by (choice index, tool-call index, ``_CONTENT`` or ``_FUNCTION_CALL``,
+    the legacy function call's arguments). The restored text is
+    not kept: surrogate-shaped tokens left in it are counted as it passes, over the new text
+    and the short tail of the same text's earlier part a token could start in."""
 
-    def __init__(self, originals: dict[str, str]) -> None:
+    def __init__(self, originals: dict[str, str], json_answer: bool = False) -> None:
         self._originals = originals
         self._scanner = TokenScanner(originals)
-        self._by_choice: dict[int, StreamRestorer] = {}
-        self._tail = ""
+        self._json_answer = json_answer
+        self._streams: dict[tuple[int, int], StreamRestorer] = {}
+        self._tails: dict[tuple[int, int], str] = {}
         self._unrestored = 0
-        self.events: dict[int, int] = {}  # content events per choice
+        self.events: dict[int, int] = {}  # content and tool-call events per choice
 
-    def _get(self, index: int) -> StreamRestorer:
-        if index not in self._by_choice:
-            self._by_choice[index] = StreamRestorer(self._originals, self._scanner)
-        return self._by_choice[index]
+    def _get(self, key: tuple[int, int]) -> StreamRestorer:
+        restorer = self._streams.get(key)
+        if restorer is None:
+            json_text = key[1] != _CONTENT or self._json_answer
+            kind = JsonStreamRestorer if json_text else StreamRestorer
+            restorer = self._streams[key] = kind(self._originals, self._scanner)
+        return restorer
 
-    def feed(self, index: int, text: str) -> str:
-        out = self._get(index).feed(text) if text else ""
-        self._count(out)
+    def feed(self, index: int, text: str, call: int = _CONTENT) -> str:
+        """Choice *index*'s next fragment of its content, or of tool call *call*'s arguments."""
+        key = (index, call)
+        out = self._get(key).feed(text) if text else ""
+        self._count(key, out)
         return out
 
-    def flush(self, index: int) -> str:
-        out = self._get(index).flush()
-        self._count(out)
+    def flush(self, index: int, call: int = _CONTENT) -> str:
+        key = (index, call)
+        out = self._get(key).flush()
+        self._count(key, out)
         return out
 
-    def _count(self, out: str) -> None:
+    def flush_calls(self, index: int) -> list[tuple[int, str]]:
+        """(tool-call index or ``_FUNCTION_CALL``, the rest held back) for choice *index*'s
+        tool calls that held some."""
+        calls = [call for choice, call in self._streams if choice == index and call != _CONTENT]
+        return [(call, rest) for call in sorted(calls) if (rest := self.flush(index, call))]
+
+    def _count(self, key: tuple[int, int], out: str) -> None:
         if not out:
             return
-        text = self._tail + out
+        text = self._tails.get(key, "") + out
         end = 0
         for match in SURROGATE_RE.finditer(text):
             self._unrestored += 1
             end = match.end()
-        self._tail = text[max(end, len(text) - _TOKEN_TAIL) :]
+        self._tails[key] = text[max(end, len(text) - _TOKEN_TAIL) :]
 
     def counts(self) -> tuple[int, int]:
         """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
-        restored = sum(r.restored for r in self._by_choice.values())
+        restored = sum(r.restored for r in self._streams.values())
         return restored, self._unrestored
 
 

@@ -317,18 +317,25 @@ class StreamRestorer:
     def _drain(self, final: bool) -> str:
         buf = self._buffer
         hold = len(buf) if final else self._hold_from(buf)
+        hits = self._scanner.find(buf)
+        ready = len(hits)
+        while ready and hits[ready - 1][0] >= hold:
+            ready -= 1  # a longer token may still be arriving there
+        del hits[ready:]
+        keep = max(hits[-1][1] if hits else 0, hold)
+        self._buffer = buf[keep:]
+        return self._splice(buf, hits, keep)
+
+    def _splice(self, buf: str, hits: list[tuple[int, int, str]], end: int) -> str:
+        """``buf[:end]`` with the *hits* (all within it) replaced by their originals."""
         out: list[str] = []
         pos = 0
-        for start, end, token in self._scanner.find(buf):
-            if start >= hold:
-                break  # a longer token may still be arriving there
+        for start, stop, token in hits:
             out.append(buf[pos:start])
             out.append(self._originals[token])
-            self.restored += 1
-            pos = end
-        keep = max(pos, hold)
-        out.append(buf[pos:keep])
-        self._buffer = buf[keep:]
+            pos = stop
+        out.append(buf[pos:end])
+        self.restored += len(hits)
         return "".join(out)
 
     def _is_proper_prefix(self, tail: str) -> bool:
