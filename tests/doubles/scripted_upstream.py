@@ -16,7 +16,7 @@ when capturing is on. Modes:
 - ``truncate``: the SSE stream ends after half the words, with no finish_reason;
 - ``drop``: the connection dies after half the words: the chunked body is never finished
   (the server aborts it, as a crashed or killed model server would);
-- ``echo``: the answer is the last user message as received (streamed in pieces of
+- ``echo``: the answer is the last user (or tool) message as received (streamed in pieces of
   ``chunk_chars`` characters, so tokens are cut across events);
 - ``tool_call``: the answer is one tool call (``finish_reason`` ``"tool_calls"``, content null)
   of the request's first tool (``lookup`` when it offers none), id ``call_<n>`` (n counts the
@@ -214,9 +214,7 @@ def build_app(script: Script | None = None) -> Starlette:
         answer with more (upstream_too_long). Content pieces, or in ``tool_call`` mode the
         pieces of the call's arguments."""
         if state.mode == "echo":
-            found = cut(
-                next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), ""), state
-            )
+            found = cut(last_text(body), state)
         elif state.mode == "tool_call":
             found = cut(tool_arguments(last_text(body)), state)
         elif state.mode == "json":

@@ -239,3 +239,15 @@ def test_a_well_formed_tool_turn_is_answered(upstream: Upstream) -> None:
     ]
     fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}}
     assert chat(upstream, {"messages": messages, "tools": [TOOL], "response_format": fmt}).status_code == 200
+
+
+def test_echo_answers_the_last_user_or_tool_message(upstream: Upstream) -> None:
+    upstream.script(mode="echo")
+    messages = [
+        {"role": "user", "content": "Wann ist frei?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Di 9:00"},
+    ]
+    assert chat(upstream, {"messages": messages}).json()["choices"][0]["message"]["content"] == "Di 9:00"
+    answer = chat(upstream, {"messages": [*messages, {"role": "user", "content": "Gut."}]}).json()
+    assert answer["choices"][0]["message"]["content"] == "Gut."
