@@ -70,6 +70,41 @@ class Upstream(BaseModel):
         "silently dropped by the template.",
     )
 
+    tool_choices: list[Literal["auto", "required", "named"]] = Field(
+        default=["auto", "required", "named"],
+        description="The `tool_choice` values this upstream honours (`none` always): `auto` (also a "
+        "request with tools and no tool_choice) needs vLLM's tool call parser (the stack config's "
+        "`platform.models[].tool_calling`; without it vLLM v0.11.0 answers 400), `required` and "
+        '`named` ({"type": "function", ...}) vLLM serves with its structured outputs. '
+        "llama-cpp-python 0.3.36 with a plain chat format (the local stack's `gemma`) honours "
+        "`named` only: it constrains the answer to that tool's parameters "
+        "(llama_chat_format.py, chat_formatter_to_chat_completion_handler) and answers text otherwise.",
+    )
+    json_schema_as_json_object: bool = Field(
+        default=False,
+        description='Send `response_format` json_schema as `{"type": "json_object", "schema": S}`: '
+        "llama-cpp-python 0.3.36's server accepts response_format types `text` and `json_object` "
+        "only (llama_types.py ChatCompletionRequestResponseFormat; json_schema is a 422 there) and "
+        "constrains the answer to `schema` by grammar (llama_chat_format.py "
+        "_grammar_for_response_format). vLLM takes json_schema as is: false.",
+    )
+
+    def honours_tool_choice(self, tool_choice: object) -> bool:
+        """Whether this upstream does what *tool_choice* asks of a request with tools (None: the
+        default, which is `auto` when tools are given: vLLM v0.11.0 protocol.py, OpenAI API)."""
+        if tool_choice == "none":
+            return True
+        if tool_choice is None or isinstance(tool_choice, str):
+            return (tool_choice or "auto") in self.tool_choices
+        return "named" in self.tool_choices  # {"type": "function", "function": {"name": ...}}
+
+    def response_format(self, reviewed: dict[str, Any]) -> dict[str, Any]:
+        """The `response_format` to send this upstream for the reviewed one (json_schema rewritten
+        for llama-cpp-python when json_schema_as_json_object)."""
+        if self.json_schema_as_json_object and reviewed.get("type") == "json_schema":
+            return {"type": "json_object", "schema": reviewed["json_schema"]["schema"]}
+        return reviewed
+
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, value: str) -> str:

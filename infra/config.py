@@ -602,6 +602,71 @@ class EgressConfig(_Section):
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
+# The tool call parsers of vLLM v0.11.0 (the pinned image vllm/vllm-openai:v0.11.0, InferenceModelConfig
+# .image): the names each module of vllm/entrypoints/openai/tool_parsers/ registers with
+# ToolParserManager.register_module in the v0.11.0 release. vLLM refuses any other
+# --tool-call-parser only once the pod starts (vllm/entrypoints/openai/api_server.py,
+# validate_api_server_args: "invalid tool call parser"), after the image pull and the weights
+# check: the stack config refuses it before anything is deployed. A newer image: update this list
+# from its tool_parsers/ (and VLLM_PINNED_IMAGE).
+VLLM_PINNED_IMAGE = "vllm/vllm-openai:v0.11.0"
+VLLM_TOOL_PARSERS = (
+    "deepseek_v3", "deepseek_v31", "glm45", "granite", "granite-20b-fc", "hermes", "hunyuan_a13b",
+    "internlm", "jamba", "kimi_k2", "llama3_json", "llama4_json", "llama4_pythonic", "longcat",
+    "minimax", "mistral", "openai", "phi4_mini_json", "pythonic", "qwen3_coder", "qwen3_xml",
+    "seed_oss", "step3", "xlam",
+)  # fmt: skip
+# vLLM v0.11.0's structured outputs backends (vllm/config/structured_outputs.py,
+# StructuredOutputsBackend); set with --structured-outputs-config, a JSON object. The deprecated
+# --guided-decoding-backend of v0.11.0 is not used: vllm/engine/arg_utils.py (create_engine_config)
+# copies it to a `guided_decoding_backend` attribute that StructuredOutputsConfig does not read.
+StructuredOutputsBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
+_TEMPLATE_FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+
+
+def _check_tool_parser(value: str) -> str:
+    if value not in VLLM_TOOL_PARSERS:
+        raise ValueError(
+            f"not a tool call parser of {VLLM_PINNED_IMAGE} (vllm/entrypoints/openai/tool_parsers/); "
+            f"use the one the vLLM tool calling docs name for the model: {', '.join(VLLM_TOOL_PARSERS)}"
+        )
+    return value
+
+
+def _check_template_file(value: str) -> str:
+    if not _TEMPLATE_FILE_RE.fullmatch(value):  # no component starts with '.': no '..', no hidden file
+        raise ValueError(
+            "must be a file of the model's release on its weights volume, as a relative path "
+            "without '..' (e.g. tool_chat_template_llama3.1_json.jinja): import it with the weights, "
+            "so that the manifest checks it before vLLM starts"
+        )
+    return value
+
+
+TemplateFile = Annotated[str, AfterValidator(_check_template_file)]
+
+
+class ToolCallingConfig(_Section):
+    """What vLLM needs to turn the model's own tool-call text into OpenAI `tool_calls` for
+    `tool_choice: "auto"` (the default when a request has tools): `--enable-auto-tool-choice
+    --tool-call-parser PARSER` (docs/features/tool_calling.md of vLLM v0.11.0). A named tool
+    choice and "required" work without it: vLLM then constrains the answer to the tool's JSON
+    schema with its structured outputs backend."""
+
+    parser: Annotated[str, AfterValidator(_check_tool_parser)] = Field(
+        description="vLLM `--tool-call-parser`: the one the vLLM tool calling docs name for the model "
+        "(Llama 3.1: `llama3_json`; Hermes, Qwen 2.5: `hermes`; Mistral: `mistral`); only the parsers "
+        "of vLLM v0.11.0 are accepted."
+    )
+    chat_template: TemplateFile | None = Field(
+        default=None,
+        description="vLLM `--chat-template`: a file of the model's release (a path relative to its "
+        "folder on the weights volume), e.g. vLLM's examples/tool_chat_template_llama3.1_json.jinja "
+        "imported with the weights, so that the manifest checks it like every weights file; default: "
+        "the template in the model's tokenizer_config.json.",
+    )
+
+
 class InferenceModelConfig(_Section):
     """One model served by vLLM (one Deployment each)."""
 
@@ -636,8 +701,20 @@ class InferenceModelConfig(_Section):
     queue_target: int = Field(
         default=5, ge=1, description="vllm:num_requests_waiting per replica above which KEDA scales out."
     )
-    image: str = Field(
-        default="vllm/vllm-openai:v0.11.0", description="vLLM image (via the registry mirror)."
+    image: str = Field(default=VLLM_PINNED_IMAGE, description="vLLM image (via the registry mirror).")
+    tool_calling: ToolCallingConfig | None = Field(
+        default=None,
+        description="Tool calling with `tool_choice: auto` (the OpenAI SDK's default when tools are "
+        "given): vLLM gets `--enable-auto-tool-choice --tool-call-parser PARSER` (and `--chat-template`); "
+        "the gateway's upstream entry lists every tool_choice (`tool_choices`). Without it vLLM serves "
+        "only a named tool or `required` (with its structured outputs) and answers `auto` with 400; "
+        "the gateway's entry then lists `required` and `named`.",
+    )
+    structured_outputs_backend: StructuredOutputsBackend = Field(
+        default="auto",
+        description="vLLM's structured outputs backend for `response_format` json_object/json_schema and "
+        'forced tool calls (`--structured-outputs-config {"backend": ...}`; vLLM v0.11.0\'s names); '
+        "`auto` leaves vLLM's choice.",
     )
     volume_gi: int = Field(
         default=40,
@@ -669,6 +746,12 @@ class InferenceModelConfig(_Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> InferenceModelConfig:
+        if self.tool_calling is not None and self.image != VLLM_PINNED_IMAGE:
+            raise ValueError(
+                f"tool_calling: the parser names are those of {VLLM_PINNED_IMAGE}, and image is another "
+                "vLLM: update VLLM_TOOL_PARSERS in infra/config.py from that release's "
+                "vllm/entrypoints/openai/tool_parsers/, or leave image at its default"
+            )
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
         return self

@@ -89,6 +89,8 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
             alias: {
                 "url": f"https://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
                 "model": m.name,
+                # vLLM answers tool_choice "auto" only with its tool call parser (inference.py tool_args)
+                "tool_choices": ["auto", "required", "named"] if m.tool_calling else ["required", "named"],
                 "tls": {
                     "ca_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/ca.crt",
                     "cert_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.crt",

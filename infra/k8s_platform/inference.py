@@ -94,7 +94,26 @@ def vllm_args(model: InferenceModelConfig) -> list[str]:
         "--ssl-keyfile", f"{VLLM_TLS_DIR}/tls.key",
         "--ssl-ca-certs", f"{VLLM_TLS_DIR}/ca.crt",
         "--ssl-cert-reqs", str(int(ssl.CERT_REQUIRED)),
+        *tool_args(model),
     ]  # fmt: skip
+
+
+def tool_args(model: InferenceModelConfig) -> list[str]:
+    """Tool calling and structured outputs, as vLLM v0.11.0 names them: with ``tool_calling``,
+    ``--enable-auto-tool-choice --tool-call-parser P`` (vllm/entrypoints/openai/cli_args.py; without
+    them vLLM answers a request whose tool_choice is "auto" with 400, serving_chat.py) and
+    ``--chat-template`` naming a file of the release (checked by the manifest like the weights);
+    a backend other than ``auto`` as ``--structured-outputs-config`` (vllm/engine/arg_utils.py
+    parses it as a JSON StructuredOutputsConfig)."""
+    args: list[str] = []
+    tools = model.tool_calling
+    if tools is not None:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", tools.parser]
+        if tools.chat_template is not None:
+            args += ["--chat-template", f"{release_dir(model)}/{tools.chat_template}"]
+    if model.structured_outputs_backend != "auto":
+        args += ["--structured-outputs-config", json.dumps({"backend": model.structured_outputs_backend})]
+    return args
 
 
 HEALTH_PROBE = (

@@ -245,6 +245,11 @@ class LocalStack:
                     "model": MODEL_NAME_UPSTREAM,
                     "weights_sha256": model_sha256(),
                     "system_role": False,  # Gemma's chat template has no system role
+                    # llama-cpp-python 0.3.36, chat format gemma: a named tool choice only (the
+                    # answer constrained to the tool's parameters), json_schema as json_object
+                    # with a schema (docs/local-stack.md, tools and JSON)
+                    "tool_choices": ["named"],
+                    "json_schema_as_json_object": True,
                 }
             },
             "openbao": {

@@ -144,6 +144,154 @@ def test_kill_switch_suspends_and_resumes_a_use_case(stack: tuple[Path, dict[str
     assert changes == [("suspend", "patient-support", "e2e"), ("resume", "patient-support", "e2e")]
 
 
+# Tools and JSON on the tiny model (issue #26, item 6). llama-cpp-python 0.3.36 with the stack's
+# chat format `gemma` (infra/local/stack.py): its handler (llama_chat_format.py,
+# chat_formatter_to_chat_completion_handler) turns a *named* tool_choice into a grammar built from
+# that tool's parameters and answers with message.tool_calls; "auto" and "required" get plain text
+# (the gemma template never shows the model the tools). response_format json_object is grammar-
+# constrained JSON, with llama.cpp's extra key `schema` constrained to that schema
+# (_grammar_for_response_format); json_schema is not a type its server accepts (llama_types.py
+# ChatCompletionRequestResponseFormat: "text" | "json_object"). One short request each: 2 shared cores.
+SLOT_PARAMETERS = {
+    "type": "object",
+    "properties": {"date": {"type": "string", "format": "date"}},
+    "required": ["date"],
+    "additionalProperties": False,
+}
+
+
+def test_the_tiny_model_calls_a_named_tool_and_answers_json_by_schema(
+    stack: tuple[Path, dict[str, object]],
+) -> None:
+    """What the gateway's local upstream settings (tool_choices [named], json_schema_as_json_object)
+    rest on, asked of the real llama.cpp server directly."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+    from infra.local.stack import MODEL_NAME_UPSTREAM
+
+    port = stack[1]["ports"]["model"]  # type: ignore[index]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    tool = {"type": "function", "function": {"name": "find_free_slots", "parameters": SLOT_PARAMETERS}}
+    called = httpx.post(url, timeout=300, json={
+        "model": MODEL_NAME_UPSTREAM, "max_tokens": 32, "temperature": 0,
+        "messages": [{"role": "user", "content": "Find a free slot on 3 December 2026."}],
+        "tools": [tool], "tool_choice": {"type": "function", "function": {"name": "find_free_slots"}},
+    })  # fmt: skip
+    assert called.status_code == 200, called.text
+    choice = called.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "find_free_slots"
+    Draft202012Validator(SLOT_PARAMETERS).validate(json.loads(call["function"]["arguments"]))
+    # its ids are longer than 64 characters ("call__0_<tool>_cmpl-<uuid4>", llama_chat_format.py
+    # _convert_completion_to_chat_function): what a client sends back in its history
+    assert call["id"].startswith("call__0_find_free_slots_cmpl-")
+    schema = {"type": "object", "properties": {"slot": {"enum": ["09:00", "10:00"]}}, "required": ["slot"]}
+    refused = httpx.post(url, timeout=60, json={
+        "model": MODEL_NAME_UPSTREAM, "max_tokens": 16, "messages": [{"role": "user", "content": "9 or 10?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "slot_choice", "schema": schema}},
+    })  # fmt: skip
+    # refused before any inference; its RouteErrorHandler (llama_cpp/server/errors.py) answers the
+    # RequestValidationError with 500 internal_server_error and pydantic's words
+    assert refused.status_code == 500
+    assert "Input should be 'text' or 'json_object'" in refused.json()["error"]["message"]
+    answered = httpx.post(url, timeout=300, json={
+        "model": MODEL_NAME_UPSTREAM, "max_tokens": 16, "temperature": 0,
+        "messages": [{"role": "user", "content": "Which slot, 09:00 or 10:00? Answer in JSON."}],
+        "response_format": {"type": "json_object", "schema": schema},
+    })  # fmt: skip
+    assert answered.status_code == 200, answered.text
+    Draft202012Validator(schema).validate(json.loads(answered.json()["choices"][0]["message"]["content"]))
+
+
+def test_a_tool_calling_exchange_through_the_gateway(stack: tuple[Path, dict[str, object]]) -> None:
+    """One tool-calling exchange through the gateway on the real tiny model (issue #26): the
+    appointment-scheduling policy's reviewed find_free_slots tool, forced by name; the call comes
+    back well formed with JSON arguments; the patient's values went through the filter (the audit
+    record counts them tokenised and holds none of them); then the tool's result goes back with
+    the call in the history, as the OpenAI SDK's loop sends it, and the model answers.
+
+    Needs, besides this branch: the policy's tools (helper A); the policy's string parameters
+    bounded (``format: date``, ``maxLength``): the grammar llama.cpp builds from them
+    (llama_grammar.py) ends a bounded string, while an unbounded one may run to max_tokens, and
+    llama-cpp-python reports ``tool_calls`` as the finish reason all the same; the tool-call id
+    the model server made (``call__0_find_free_slots_cmpl-<uuid4>``, 65 characters) accepted back
+    in the history; and an assistant turn with tool_calls sent upstream without ``content: null``
+    (llama-cpp-python 0.3.36's ChatCompletionRequestAssistantMessage: content is a str or absent)."""
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    key = (state / "secrets" / "demo.key").read_text()
+    policy_file = support.REPO / "gateway" / "policies" / "appointment-scheduling.yaml"
+    reviewed = {t["name"]: t for t in yaml.safe_load(policy_file.read_text()).get("tools", [])}
+    assert "find_free_slots" in reviewed, "the appointment-scheduling policy offers no find_free_slots tool"
+    parameters = reviewed["find_free_slots"]["parameters"]
+    tool = {"type": "function", "function": {"name": "find_free_slots", "parameters": parameters}}
+    asked = {"role": "user", "content": "I am Erika Mustermann, 0171 2345678. Any slot on 3 December?"}
+    body = {
+        "messages": [asked],
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "find_free_slots"}},
+        "max_tokens": 96,
+        "temperature": 0,
+        "sovereign": {"use_case": "appointment-scheduling"},
+    }
+
+    def ask(payload: dict[str, object]) -> httpx.Response:
+        return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=payload,
+                          headers={"authorization": f"Bearer {key}"}, timeout=300)  # fmt: skip
+
+    resp = ask(body)
+    assert resp.status_code == 200, resp.text
+    choice = resp.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "find_free_slots"
+    assert isinstance(json.loads(call["function"]["arguments"]), dict)  # what a 270M model fills in: anything
+    trail = [json.loads(line) for line in (state / "audit" / "audit.jsonl").read_text().splitlines()]
+    (record,) = [r for r in trail if r.get("request_id") == resp.headers["x-request-id"] and r.get("outcome")]
+    assert record["outcome"] == "ok"
+    assert record["phi"]["tokenised"]["NAME"] >= 1 and record["phi"]["tokenised"]["PHONE"] >= 1
+    assert "Mustermann" not in json.dumps(record) and "2345678" not in json.dumps(record)
+    result = {"role": "tool", "tool_call_id": call["id"], "content": '{"slots": [{"slot_id": "s1"}]}'}
+    turn = {"role": "assistant", "content": None, "tool_calls": [call]}
+    answer = ask({**body, "tool_choice": "none", "max_tokens": 8, "messages": [asked, turn, result]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+
+
+def test_a_json_answer_by_schema_through_the_gateway(stack: tuple[Path, dict[str, object]]) -> None:
+    """One structured answer through the gateway on the real tiny model: the appointment-
+    scheduling policy's reviewed slot_choice schema as response_format json_schema, which the
+    local upstream gets as json_object with the schema (its server has no json_schema:
+    Upstream.json_schema_as_json_object), and the answer is JSON valid against the schema.
+
+    Needs, besides this branch: the policy's structured_output (helper A), the upstream body built
+    with ``Upstream.response_format`` (gateway/settings.py), and the schema's strings bounded
+    (``format``, ``maxLength``) so that the grammar ends them within max_tokens."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    key = (state / "secrets" / "demo.key").read_text()
+    policy_file = support.REPO / "gateway" / "policies" / "appointment-scheduling.yaml"
+    policy = yaml.safe_load(policy_file.read_text())
+    schemas = {s["name"]: s["schema"] for s in (policy.get("structured_output") or {}).get("schemas", [])}
+    assert "slot_choice" in schemas, "the appointment-scheduling policy has no slot_choice schema"
+    spec = {"name": "slot_choice", "schema": schemas["slot_choice"]}
+    body = {
+        "messages": [{"role": "user", "content": "I take the first slot, s1 at 9:00 on 3 December 2026."}],
+        "response_format": {"type": "json_schema", "json_schema": spec},
+        "max_tokens": 64,
+        "temperature": 0,
+        "sovereign": {"use_case": "appointment-scheduling"},
+    }
+    resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
+                      headers={"authorization": f"Bearer {key}"}, timeout=300)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    content = resp.json()["choices"][0]["message"]["content"]
+    Draft202012Validator(schemas["slot_choice"]).validate(json.loads(content))
+
+
 def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
     profile, info = stack
     state: Path = info["state"]  # type: ignore[assignment]
