@@ -330,6 +330,13 @@ class Gateway:
         for policy in self.policies.values():
             if policy.model not in settings.upstreams:
                 log.warning("use case %s names model %s, which no upstream serves", policy.name, policy.model)
+            elif policy.tools and "auto" not in settings.upstreams[policy.model].tool_choices:
+                log.warning(
+                    "use case %s offers tools, and its model %s honours tool_choice %s only: a request "
+                    "with tools and no tool_choice (auto, the OpenAI SDK's default) is refused; for vLLM "
+                    "set the model's tool_calling in the stack config",
+                    policy.name, policy.model, ", ".join(settings.upstreams[policy.model].tool_choices),
+                )  # fmt: skip
         self.client_keys = ClientKeyStore(settings.keys_file)
         self.keys = keys or KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
         self.audit = AuditLog(
@@ -655,6 +662,8 @@ class Gateway:
         if body.stream and body.stream_options is not None:
             out["stream_options"] = body.stream_options.model_dump()
         out.update(self._upstream_tools(body, policy))
+        if "response_format" in out:  # json_schema as llama-cpp-python takes it (settings.py)
+            out["response_format"] = upstream.response_format(out["response_format"])
         return out
 
     @staticmethod
@@ -672,7 +681,12 @@ class Gateway:
 
         messages: list[dict[str, Any]] = []
         for i, (m, text) in enumerate(zip(body.messages, texts, strict=True)):
-            out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": text}
+            # an assistant turn with tool calls only: content "" (llama-cpp-python 0.3.36 takes a
+            # str or nothing, and its plain chat formats read message["content"]: _map_roles)
+            out: dict[str, Any] = {
+                "role": "system" if m.role == "developer" else m.role,
+                "content": "" if text is None else text,
+            }
             if m.tool_calls:
                 filtered = arguments.get(i)
                 if filtered is None:  # never the client's own: the caller filters them first
@@ -974,6 +988,17 @@ class Gateway:
             if upstream is None:
                 raise GatewayError(503, "model_unavailable", f"no upstream serves model {policy.model}")
             ex.alias, ex.upstream = policy.model, upstream
+            if body.tools and not upstream.honours_tool_choice(body.tool_choice):
+                # vLLM without its tool call parser answers "auto" with 400; llama.cpp's plain chat
+                # formats answer "auto" and "required" with text (gateway/settings.py tool_choices)
+                raise GatewayError(
+                    422, "tool_choice_not_supported",
+                    f"tool_choice: the model of use case {policy.name} honours tool_choice "
+                    f"{', '.join(upstream.tool_choices) or 'none'} only, and a request with tools "
+                    "and no tool_choice asks for auto; name the tool to call: "
+                    '{"type": "function", "function": {"name": ...}}',
+                    "tool_choice",
+                )  # fmt: skip
             if not self.audit_healthy:
                 self.audit.check_writable()
                 self.audit_healthy = True

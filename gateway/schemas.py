@@ -37,7 +37,9 @@ class TextPart(BaseModel):
 #: a function's name (OpenAI's rule); a name of the use case's policy is one too
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 #: a tool call's id: never forwarded (the upstream gets call00001, ... in its place)
-TOOL_CALL_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+# the ids model servers make: OpenAI call_<24>, vLLM chatcmpl-tool-<32 hex>, llama-cpp-python 0.3.36
+# call__0_<tool name, up to 64>_cmpl-<uuid4> (llama_chat_format.py _convert_completion_to_chat_function)
+TOOL_CALL_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
 class FunctionCall(BaseModel):

@@ -132,7 +132,8 @@ def fill(schema: Any, text: str) -> Any:
         return True
     if kind == "null":
         return None
-    return text
+    # a string as long as the schema lets it be, as a model under guided decoding stops there
+    return text[: schema["maxLength"]] if "maxLength" in schema else text
 
 
 def json_answer(body: dict[str, Any]) -> str:

@@ -251,3 +251,12 @@ def test_echo_answers_the_last_user_or_tool_message(upstream: Upstream) -> None:
     assert chat(upstream, {"messages": messages}).json()["choices"][0]["message"]["content"] == "Di 9:00"
     answer = chat(upstream, {"messages": [*messages, {"role": "user", "content": "Gut."}]}).json()
     assert answer["choices"][0]["message"]["content"] == "Gut."
+
+
+def test_json_mode_keeps_to_the_schemas_string_lengths() -> None:
+    """A model under guided decoding stops a string at the schema's maxLength: so does the double."""
+    from tests.doubles.scripted_upstream import fill
+
+    properties = {"id": {"type": "string", "maxLength": 4}, "text": {"type": "string"}}
+    schema = {"type": "object", "properties": properties}
+    assert fill(schema, "abcdefgh") == {"id": "abcd", "text": "abcdefgh"}

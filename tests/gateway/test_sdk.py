@@ -26,7 +26,7 @@ import pytest
 import yaml
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.phi_corpus import leaked
 from tests.support import REPO, Proc, Upstream
@@ -45,6 +45,8 @@ TEXT = f"Hier ist {NAME}, geb. 14.03.1968, Kundennr. {CUSTOMER_ID}, Tel. {PHONE}
 # quotes, a backslash and a newline around the identifiers: inside JSON text they are escaped,
 # and the originals restored into it must be escaped the same way
 JSON_TEXT = f'Termin für "{NAME}"\nTel. {PHONE}, KVNR {KVNR}, Ordner C:\\Praxis'
+# the same, short enough for slot_choice's strings (maxLength 64), as the model writes them tokenised
+SLOT_TEXT = f'"{NAME}"\nTel. {PHONE}, C:\\Praxis'
 SECRETS = [NAME, PHONE, KVNR, DOB, "14.03.1968"]
 
 
@@ -118,8 +120,10 @@ class SlotChoice(BaseModel):
     pydantic's schema made strict: additionalProperties false, every field required, titles
     where the policy has descriptions (the gateway compares schemas annotations aside)."""
 
-    slot_id: str
-    start: str
+    slot_id: str = Field(max_length=64)
+    # the reviewed schema's format: date-time; a str here, as the scripted upstream's value is the
+    # message text (a datetime field would make parse() refuse it)
+    start: str = Field(json_schema_extra={"format": "date-time"})
 
 
 def reviewed_schema(name: str) -> dict[str, Any]:
@@ -259,7 +263,7 @@ def test_store_and_logprobs_are_refused_with_a_reason(
 def test_parse_with_a_pydantic_model(client: OpenAI, upstream: Upstream, stream: bool) -> None:
     """The JSON answer comes back restored and still valid: the SDK parses it into the model."""
     upstream.script(mode="json", chunk_chars=3, capture=True)
-    messages: list[Any] = [{"role": "user", "content": JSON_TEXT}]
+    messages: list[Any] = [{"role": "user", "content": SLOT_TEXT}]
     if stream:
         with client.chat.completions.stream(
             model="chat", messages=messages, response_format=SlotChoice, extra_body={"sovereign": SOVEREIGN}
@@ -271,7 +275,7 @@ def test_parse_with_a_pydantic_model(client: OpenAI, upstream: Upstream, stream:
         )
         parsed = answer.choices[0].message.parsed
     assert parsed is not None
-    assert parsed.model_dump() == {"slot_id": removed(JSON_TEXT), "start": removed(JSON_TEXT)}
+    assert parsed.model_dump() == {"slot_id": removed(SLOT_TEXT), "start": removed(SLOT_TEXT)}
     [sent] = assert_nothing_leaked(upstream)
     assert sent["response_format"]["json_schema"]["schema"] == reviewed_schema("slot_choice")
 
@@ -428,7 +432,7 @@ def test_identifiers_in_json_content_stay_inside(client: OpenAI, upstream: Upstr
     fmt = {"type": "json_schema", "json_schema": {"name": "slot_choice", "schema": schema, "strict": True}}
     kwargs: dict[str, Any] = {
         "model": "chat",
-        "messages": [{"role": "user", "content": JSON_TEXT}],
+        "messages": [{"role": "user", "content": SLOT_TEXT}],
         "response_format": fmt,
         "extra_body": {"sovereign": SOVEREIGN},
     }
@@ -437,7 +441,7 @@ def test_identifiers_in_json_content_stay_inside(client: OpenAI, upstream: Upstr
         content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     else:
         content = client.chat.completions.create(**kwargs).choices[0].message.content or ""
-    assert json.loads(content) == {"slot_id": removed(JSON_TEXT), "start": removed(JSON_TEXT)}
+    assert json.loads(content) == {"slot_id": removed(SLOT_TEXT), "start": removed(SLOT_TEXT)}
     assert_nothing_leaked(upstream)
 
 
@@ -503,9 +507,9 @@ def _streamed(llm: Any, text: str) -> Any:
 def test_langchain_with_structured_output(gateway: Proc, api_key: str, upstream: Upstream) -> None:
     upstream.script(mode="json", chunk_chars=3, capture=True)
     structured = chat_model(gateway, api_key).with_structured_output(SlotChoice)
-    result = structured.invoke(JSON_TEXT)
+    result = structured.invoke(SLOT_TEXT)
     assert isinstance(result, SlotChoice)
-    assert result.model_dump() == {"slot_id": removed(JSON_TEXT), "start": removed(JSON_TEXT)}
+    assert result.model_dump() == {"slot_id": removed(SLOT_TEXT), "start": removed(SLOT_TEXT)}
     [sent] = assert_nothing_leaked(upstream)
     assert sent["response_format"]["json_schema"]["name"] == "slot_choice"
 
