@@ -21,9 +21,11 @@ What the relay guarantees, for every streamed chat request:
   fragments; what one holds back when the choice's ``finish_reason`` arrives goes out in that
   final event, in call k's fragment there or in a fragment ``{index: k, function: {arguments}}``
   of its own; the legacy ``delta.function_call`` llama-cpp-python sends beside them likewise.
-  Tool-call events count toward the max_tokens bound as content events do, and the first of
-  them is the time to first token. Events that arrive together leave together (one write);
-  the model is named by its alias.
+  A call's ``id``, ``type`` and name go out once, in its first fragment, as OpenAI streams them,
+  also where the upstream repeats them in every fragment (llama-cpp-python 0.3.36): SDKs join
+  every repeated string (``_Restorers.said_once``). Tool-call events count toward the
+  max_tokens bound as content events do, and the first of them is the time to first token.
+  Events that arrive together leave together (one write); the model is named by its alias.
 * Audit at body end. The final record (the relay's outcome, counts, timings; never text) is
   written once the end of the body has gone out, or the connection went, also when the relay
   never started; the upstream connection is closed and the admission place given back first.
@@ -448,6 +450,7 @@ def _restore_calls(index: int, calls: Any, restorers: _Restorers) -> bool:
         function = call.get("function")
         if function is not None:
             carried = _restore_function(index, k, function, restorers) or carried
+        restorers.said_once(index, k, call, ("id", "type"))
     return carried
 
 
@@ -461,7 +464,9 @@ def _restore_function(index: int, key: int, function: Any, restorers: _Restorers
         if not isinstance(arguments, str):
             raise TypeError("a function call's arguments are not a string")
         function["arguments"] = arguments = restorers.feed(index, arguments, key)
-    return bool(arguments) or bool(function.get("name"))
+    named = bool(function.get("name"))
+    restorers.said_once(index, key, function, ("name",))
+    return bool(arguments) or named
 
 
 def _add_rests(delta: dict[str, Any], rests: list[tuple[int, str]]) -> None:
@@ -504,6 +509,8 @@ class _Restorers:
         self._tails: dict[tuple[int, int], str] = {}
         self._unrestored = 0
         self.events: dict[int, int] = {}  # content and tool-call events per choice
+        #: (choice, tool call, field) -> the value its first fragment carried (said_once)
+        self._said: dict[tuple[int, int, str], Any] = {}
 
     def _get(self, key: tuple[int, int]) -> StreamRestorer:
         restorer = self._streams.get(key)
@@ -519,6 +526,22 @@ class _Restorers:
         out = self._get(key).feed(text) if text else ""
         self._count(key, out)
         return out
+
+    def said_once(self, index: int, call: int, fragment: dict[str, Any], fields: tuple[str, ...]) -> None:
+        """Drop from *fragment* each of *fields* that an earlier fragment of the same tool call
+        carried with the same value. OpenAI streams a call's ``id``, ``type`` and ``function.name``
+        in its first fragment only, and SDKs concatenate every later string they get (the openai
+        SDK's accumulate_delta: a name sent twice becomes ``find_slotsfind_slots``);
+        llama-cpp-python 0.3.36 repeats all three in every fragment (llama_chat_format.py,
+        _stream_response_to_function_stream). A changed value goes through as it came."""
+        for name in fields:
+            if name not in fragment:
+                continue
+            key = (index, call, name)
+            if key in self._said and self._said[key] == fragment[name]:
+                del fragment[name]
+            else:
+                self._said[key] = fragment[name]
 
     def flush(self, index: int, call: int = _CONTENT) -> str:
         key = (index, call)

@@ -239,3 +239,34 @@ def test_the_legacy_function_call_llama_cpp_sends_beside_tool_calls_is_restored_
     assert final["tool_calls"] == [{"index": 0, "function": {"arguments": "[NAME_0a1b"}}]
     assert json.loads(legacy.removesuffix(" [NAME_0a1b")) == MEANT
     assert restorers.counts() == (6, 0)
+
+
+def test_a_call_named_in_every_fragment_is_named_once_for_the_client() -> None:
+    """llama-cpp-python 0.3.36 repeats a call's id, type and name (and the legacy function_call's
+    name) in every streamed fragment (llama_chat_format.py, _stream_response_to_function_stream);
+    OpenAI sends them in the first fragment only, and the openai SDK's accumulator joins every
+    string it gets again. Relayed, the SDK's accumulator reads one id and one name."""
+    from openai.lib.streaming._deltas import accumulate_delta
+
+    ex = exchange()
+    r = relay(ex)
+    restorers = _Restorers(ex.originals)
+    acc: dict[object, object] = {}
+    for i in range(0, len(ARGUMENTS), 4):
+        piece = {"name": "book_appointment", "arguments": ARGUMENTS[i : i + 4]}
+        call = {
+            "index": 0,
+            "id": "call__0_book_appointment_cmpl-1",
+            "type": "function",
+            "function": dict(piece),
+        }
+        event = json.loads(r._event(chunk({"function_call": piece, "tool_calls": [call]}), restorers)[6:])
+        accumulate_delta(acc, event["choices"][0]["delta"])
+    final = json.loads(r._event(chunk({}, "tool_calls"), restorers)[6:])
+    accumulate_delta(acc, final["choices"][0]["delta"])
+    [call] = acc["tool_calls"]  # type: ignore[misc]
+    assert call["id"] == "call__0_book_appointment_cmpl-1" and call["type"] == "function"
+    assert call["function"]["name"] == "book_appointment"
+    assert json.loads(call["function"]["arguments"]) == MEANT
+    legacy = acc["function_call"]
+    assert legacy["name"] == "book_appointment" and json.loads(legacy["arguments"]) == MEANT  # type: ignore[index]
