@@ -201,6 +201,8 @@ class ClientGone(Exception):
 
 #: the end of a request under the drain deadline at shutdown (audited as such)
 SHUTTING_DOWN = ("shutting_down", "the gateway is shutting down; retry on another instance")
+#: refusals whose record is not worth a key fetch: OpenBao just failed, or the pod is going
+_NO_KEY_FETCH = frozenset({"key_unavailable", SHUTTING_DOWN[0]})
 
 
 def id_headers(request_id: str, replaced: bool) -> dict[str, str]:
@@ -502,6 +504,14 @@ class Gateway:
             )
         if ex.tenant is None:  # unauthenticated: metrics and access log only, no record to wait for
             return self._after_record(ex, None, None, outcome, status, answer_waits)
+        if ex.audit_key is None and ex.error not in _NO_KEY_FETCH:
+            # refused before the keys were fetched (a bad body, use case or tool): its record is
+            # signed with the audit key all the same, fetched now if none is in memory (one
+            # OpenBao call per key lifetime, not one per refusal); unavailable: the record is
+            # not written, and the refusal is logged and counted (_after_record)
+            with contextlib.suppress(KeyUnavailable, TimeoutError):
+                await self.bounded(self.keys.refresh_audit_key(), float("inf"))
+                ex.audit_key = self.keys.current()
         future = asyncio.wrap_future(
             self._audit_writer.submit(self._append_final, ex, ex.record(outcome, status))
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,37 @@ def test_damaged_audit_trail_stops_the_start_with_a_clear_error(tmp_path: Path, 
     assert proc.returncode == 1
     assert "ends in a damaged record" in proc.stderr and "sovereign audit verify" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_refusal_is_recorded_from_the_first_request_on(
+    tmp_path: Path, bao: Bao, upstream: Upstream
+) -> None:
+    """A gateway holds no audit key until something fetches it, and a refusal comes before the
+    keys step: the pod's first request, refused (an unknown use case), fetches the audit key for
+    its record. Where OpenBao is down the refusal is still answered at once, without a record."""
+    config = gateway_config(tmp_path, bao.address, bao.gateway_token, upstream.url)
+    _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic")
+    body = {**BODY, "sovereign": {"use_case": "no-such-use-case"}}
+    with running_gateway(config, tmp_path) as gw:
+        resp = httpx.post(
+            f"{gw.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_use_case"
+    records = [json.loads(line) for line in (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()]
+    finals = [(r["status"], r["error"], r["tenant"]) for r in records if r["kind"] == "request"]
+    assert finals == [(400, "unknown_use_case", "clinic")]
+    assert upstream.captured() == []
+
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    config = gateway_config(dead, f"http://127.0.0.1:{free_port()}", "s.none", upstream.url)
+    _, key = ClientKeyStore(dead / "keys.json").create("clinic")
+    with running_gateway(config, dead) as gw:
+        resp = httpx.post(
+            f"{gw.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert resp.status_code == 400
+    trail = dead / "audit" / "audit.jsonl"
+    assert not trail.exists() or not any(
+        json.loads(line)["kind"] == "request" for line in trail.read_text().splitlines()
+    )

@@ -378,7 +378,7 @@ def test_the_audit_trail_holds_no_invented_tool_name_and_no_value(
     upstream.script()
     messages = [{"role": "tool", "tool_call_id": "call_A123456780", "content": json.dumps(RECORD)}]
     ok = chat(gateway, api_key, "order-support", messages=messages, sovereign={"context": CONTEXT})
-    assert ok.status_code == 200  # (a refusal is recorded once the audit key is in memory)
+    assert ok.status_code == 200
     chat(gateway, api_key, "order-support", tools=[tool(INVENTED)])
     call = {
         "id": "c1",
