@@ -7,6 +7,15 @@ text, a value JSON-escaped in it (``\\n``, ``\\"``, ``\\u00fc``) would not be th
 detector knows, and a token put where an escape was could break the JSON. Walked here, each value
 is filtered as the text it stands for, and the result is valid JSON again.
 
+A value is filtered under its key, as ``<key>: <value>`` (an array's items under the array's
+key), and the key taken off again afterwards: the recognisers that need a label find it there
+(``{"Kundennummer": "4711"}``, ``{"zip": "10117"}`` are a customer number and a postcode, as
+"Kundennummer 4711" and "zip 10117" are in prose), and the letters of the label keep
+neighbouring values apart, so two numbers of one list are never read as one value split across
+two texts (``["100009999", "100012345"]`` is no card number). Where the filter changed the key
+itself (a key that is personal data), the value keeps what it was given: the filtered text, key
+and all (never less filtered).
+
 Numbers are filtered as their JSON token (``4711``) and written back as a number when the
 filtered text is still a JSON number (an FF1 token of a digit run is digits again), else as a
 string (``"[PHONE_REMOVED]"``). A number's token is kept as written (the ``json`` module would
@@ -50,12 +59,15 @@ def _depth_ok(value: Any, depth: int = 0) -> bool:
 
 
 class JsonTexts:
-    """The texts of one JSON object or array, in document order (keys before their values), and
-    the way back: ``rebuild(filtered)`` with one filtered text per text."""
+    """The texts of one JSON object or array, in document order (keys before their values; a
+    value labelled with its key, ``<key>: <value>``), and the way back: ``rebuild(filtered)``
+    with one filtered text per text."""
 
     def __init__(self, document: dict[str, Any] | list[Any]) -> None:
         self._document = document
-        self.texts: list[str] = list(self._walk(document))
+        self.texts: list[str] = []
+        self._labels: list[str] = []  # per text: the key it is labelled with ("" for none)
+        self._walk(document, "")
 
     @classmethod
     def parse(cls, text: str) -> JsonTexts | None:
@@ -71,49 +83,68 @@ class JsonTexts:
             return None
         return cls(document)
 
-    def _walk(self, value: Any) -> Iterator[str]:
+    def _add(self, text: str, label: str) -> None:
+        self.texts.append(f"{label}: {text}" if label else text)
+        self._labels.append(label)
+
+    def _walk(self, value: Any, label: str) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                yield key
-                yield from self._walk(item)
+                self._add(key, "")
+                self._walk(item, key)
         elif isinstance(value, list):
             for item in value:
-                yield from self._walk(item)
+                self._walk(item, label)
         elif isinstance(value, str):  # a string or a number's token (_Number)
-            yield value
+            self._add(value, label)
 
     def rebuild(self, filtered: Sequence[str]) -> str:
-        """The JSON with each text replaced by its filtered text, written compactly."""
+        """The JSON with each text replaced by its filtered text (its label taken off), written
+        compactly."""
         if len(filtered) != len(self.texts):
             raise ValueError(f"{len(self.texts)} texts, {len(filtered)} filtered")
         out: list[str] = []
-        self._write(self._document, iter(filtered), out)
+        self._write(self._document, iter(zip(filtered, self._labels, strict=True)), {}, out)
         return "".join(out)
 
-    def _write(self, value: Any, filtered: Iterator[str], out: list[str]) -> None:
+    def _write(
+        self, value: Any, filtered: Iterator[tuple[str, str]], keys: dict[str, str], out: list[str]
+    ) -> None:
+        """*keys*: each key written so far, raw -> filtered (a value's label as the filter left it)."""
         if isinstance(value, dict):
             out.append("{")
-            for i, (_, item) in enumerate(value.items()):
+            for i, (key, item) in enumerate(value.items()):
                 if i:
                     out.append(",")
-                out.append(_string(next(filtered)))
+                keys[key] = next(filtered)[0]
+                out.append(_string(keys[key]))
                 out.append(":")
-                self._write(item, filtered, out)
+                self._write(item, filtered, keys, out)
             out.append("}")
         elif isinstance(value, list):
             out.append("[")
             for i, item in enumerate(value):
                 if i:
                     out.append(",")
-                self._write(item, filtered, out)
+                self._write(item, filtered, keys, out)
             out.append("]")
-        elif isinstance(value, _Number):
-            text = next(filtered)
-            out.append(text if _NUMBER.fullmatch(text) else _string(text))
-        elif isinstance(value, str):
-            out.append(_string(next(filtered)))
+        elif isinstance(value, str):  # a string or a number's token (_Number)
+            text, label = next(filtered)
+            if label:
+                text = _unlabelled(text, label, keys.get(label, label))
+            number = isinstance(value, _Number) and _NUMBER.fullmatch(text)
+            out.append(text if number else _string(text))
         else:  # true, false, null
             out.append(json.dumps(value))
+
+
+def _unlabelled(text: str, label: str, filtered_label: str) -> str:
+    """*text* (``<label>: <value>`` filtered) without its label: as given, or as the filter
+    left the key; else the whole text (the filter changed the label in place)."""
+    for prefix in (f"{label}: ", f"{filtered_label}: "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
 
 
 def _string(text: str) -> str:

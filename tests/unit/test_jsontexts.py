@@ -19,7 +19,9 @@ from gateway.policy import load_policies
 def test_strings_keys_and_numbers_are_texts_in_document_order() -> None:
     doc = JsonTexts.parse('{"name": "Erika", "ids": [4711, 1.50], "ok": true, "none": null}')
     assert doc is not None
-    assert doc.texts == ["name", "Erika", "ids", "4711", "1.50", "ok", "none"]
+    # each value labelled with its key (an array's items with the array's), for the recognisers
+    # that need a label, and to keep neighbouring values apart
+    assert doc.texts == ["name", "name: Erika", "ids", "ids: 4711", "ids: 1.50", "ok", "none"]
     # unchanged texts give the same JSON back, number tokens as written (1.50 stays 1.50)
     assert doc.rebuild(doc.texts) == '{"name":"Erika","ids":[4711,1.50],"ok":true,"none":null}'
 
@@ -31,7 +33,7 @@ def test_a_json_escaped_value_is_found_as_the_text_it_stands_for() -> None:
     assert "Studio 0\nLindsey" not in raw  # the escape, not the newline, is in the text
     doc = JsonTexts.parse(raw)
     assert doc is not None
-    assert "Studio 0\nLindsey Spur" in doc.texts
+    assert "street: Studio 0\nLindsey Spur" in doc.texts
     replaced = [t.replace("Studio 0\nLindsey Spur", 'A "quoted"\ttoken') for t in doc.texts]
     out = doc.rebuild(replaced)
     assert json.loads(out) == {"address": {"street": 'A "quoted"\ttoken', "note": 'say "hi"'}}
@@ -89,12 +91,45 @@ def test_json_deeper_than_the_bound_is_a_plain_text() -> None:
     assert JsonTexts.parse("[" * 100_000) is None  # not JSON at all, and no RecursionError
 
 
+def test_labelled_identifiers_in_json_are_found_as_in_prose() -> None:
+    """The recognisers that need a label (order and customer numbers, postcodes) find it in the
+    key, as in prose; and two numbers of one list are not read as one card number split across
+    two texts (review of #26: both went wrong when each value was filtered alone)."""
+    policy = load_policies()["order-support"]
+    context = PatientContext.model_validate({"customer_id": "4711", "order_ids": ["100004711"]})
+    raw = json.dumps(
+        {
+            "Bestellnummer": "100004711",
+            "other_orders": ["100009999", "100012345"],
+            "Kundennummer": "4712",
+            "ship_to": {"zip": "10117"},
+        }
+    )
+    gathered = Gathered()
+    gathered.add(raw, json_aware=True)
+    filtered = PHIFilter().apply(policy, context, gathered.texts, b"k" * 32, "tenant")
+    out = json.loads(gathered.put_back(filtered.texts)[0])
+    assert out["Kundennummer"].startswith("[CUSTOMER_ID_") and out["ship_to"]["zip"].startswith("[POSTCODE_")
+    assert out["Bestellnummer"].isdigit() and out["Bestellnummer"] != "100004711"  # FF1, as the context's
+    assert all(o.isdigit() and len(o) == 9 for o in out["other_orders"])  # no [CARD_REMOVED]
+    assert list(out) == ["Bestellnummer", "other_orders", "Kundennummer", "ship_to"]
+
+
+def test_a_key_the_filter_changes_leaves_its_value_filtered_with_it() -> None:
+    doc = JsonTexts.parse('{"Erika Mustermann": "4711"}')
+    assert doc is not None
+    # the key was replaced in both texts: the value's label is the key as filtered
+    assert json.loads(doc.rebuild(["[NAME_1]", "[NAME_1]: 4711"])) == {"[NAME_1]": "4711"}
+    # the label changed otherwise (a span across it): the whole text, never less filtered
+    assert json.loads(doc.rebuild(["[NAME_1]", "[NAME_1]4711"])) == {"[NAME_1]": "[NAME_1]4711"}
+
+
 def test_gathered_slots_put_back_in_order() -> None:
     gathered = Gathered()
     a = gathered.add("plain")
     b = gathered.add('{"k": "v"}', json_aware=True)
     c = gathered.add('{"k": "v"}')  # not JSON-aware: one text
-    assert gathered.texts == ["plain", "k", "v", '{"k": "v"}']
+    assert gathered.texts == ["plain", "k", "k: v", '{"k": "v"}']
     out = gathered.put_back([t.upper() for t in gathered.texts])
     assert (out[a], out[b], out[c]) == ("PLAIN", '{"K":"V"}', '{"K": "V"}')
     with pytest.raises(ValueError, match="4 texts"):
