@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from gateway import validation
 from gateway.phi.context import PatientContext
@@ -65,16 +73,41 @@ class Message(BaseModel):
     )
     name: str | None = Field(default=None, max_length=64)
     tool_calls: list[ToolCall] | None = Field(
-        default=None, min_length=1, max_length=64, description="Assistant turns only."
+        default=None, max_length=64, description="Assistant turns only ([] as none, as vLLM answers)."
     )
     tool_call_id: str | None = Field(
         default=None, pattern=TOOL_CALL_ID, description="Tool turns only (required there)."
+    )
+    # What an answer's message carries besides, sent back as it came by the OpenAI SDK's tool loop
+    # (``messages.append(completion.choices[0].message)``: the SDK sends every field the answer
+    # had). vLLM v0.11.0's ChatMessage has refusal, annotations, audio, function_call and
+    # reasoning_content (protocol.py); llama-cpp-python 0.3.36 sends function_call beside
+    # tool_calls. Assistant turns only; never forwarded.
+    refusal: str | None = Field(default=None, description="Accepted in assistant turns, never forwarded.")
+    annotations: list[dict[str, Any]] | None = Field(default=None, description="As refusal.")
+    audio: dict[str, Any] | None = Field(default=None, description="As refusal.")
+    reasoning_content: str | None = Field(default=None, description="As refusal.")
+    function_call: FunctionCall | None = Field(
+        default=None,
+        description="The legacy form: accepted only as a repeat of tool_calls[0], never forwarded.",
     )
 
     @model_validator(mode="after")
     def _fields_fit_role(self) -> Message:
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("tool_calls is allowed in assistant messages only")
+        if self.tool_calls == []:
+            self.tool_calls = None  # an answer without calls, as vLLM writes it
+        answered = ("refusal", "annotations", "audio", "reasoning_content", "function_call")
+        if self.role != "assistant" and any(getattr(self, f) is not None for f in answered):
+            raise ValueError(f"{', '.join(answered)} are allowed in assistant messages only")
+        if self.function_call is not None and (
+            not self.tool_calls or self.function_call != self.tool_calls[0].function
+        ):
+            raise ValueError(
+                "function_call (the legacy form) is accepted only as a repeat of tool_calls[0].function, "
+                "as an answer sent back carries it; send the call in tool_calls"
+            )
         if (self.tool_call_id is None) != (self.role != "tool"):
             raise ValueError(
                 "a tool message needs tool_call_id (the id of the call it answers); other roles "

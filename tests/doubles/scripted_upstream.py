@@ -267,16 +267,18 @@ def build_app(script: Script | None = None) -> Starlette:
                 return Response(b"this is not json", media_type="application/json")
             ws = words(state, body)
             text = ("" if state.mode in PIECES else " ").join(ws)
-            message: dict[str, Any] = {"role": "assistant", "content": text}
+            # every field of vLLM v0.11.0's ChatMessage (vllm/entrypoints/openai/protocol.py), as it
+            # answers them, null ones too: the OpenAI SDK's tool loop sends them all back
+            message: dict[str, Any] = {
+                "role": "assistant", "content": text, "refusal": None, "annotations": None,
+                "audio": None, "function_call": None, "tool_calls": [], "reasoning_content": None,
+            }  # fmt: skip
             if state.mode == "tool_call":
                 # OpenAI API reference, "The chat completion object": content null, and
                 # tool_calls[] {id, type "function", function {name, arguments: JSON text}}
                 call = {"name": tool_name(body), "arguments": text}
-                message = {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"id": call_id, "type": "function", "function": call}],
-                }
+                message["content"] = None
+                message["tool_calls"] = [{"id": call_id, "type": "function", "function": call}]
             return JSONResponse(
                 {
                     "id": rid,

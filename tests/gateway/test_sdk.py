@@ -392,6 +392,34 @@ def test_a_tool_result_turn(client: OpenAI, upstream: Upstream) -> None:
     assert sent["messages"][-1]["tool_call_id"] == sent["messages"][-2]["tool_calls"][0]["id"]
 
 
+def test_the_sdk_tool_loop_sends_each_answer_back_as_it_came(client: OpenAI, upstream: Upstream) -> None:
+    """The OpenAI guide's loop appends the answer's message object itself
+    (``messages.append(completion.choices[0].message)``), and the SDK sends every field the
+    answer had: vLLM's null refusal, annotations, audio, function_call and reasoning_content, and
+    ``tool_calls: []`` on a text turn (the scripted upstream answers with them all, as vLLM
+    v0.11.0 does). Three turns of that loop go through; none of those fields reaches the model."""
+    tools = [reviewed_tool("find_free_slots")]
+    extra = {"sovereign": SOVEREIGN}
+    messages: list[Any] = [{"role": "user", "content": TEXT}]
+    upstream.script(mode="tool_call", capture=True)
+    first = client.chat.completions.create(model="chat", messages=messages, tools=tools, extra_body=extra)
+    called = first.choices[0].message
+    assert {"refusal", "audio", "function_call"} <= set(called.model_dump(exclude_unset=True))  # sent back
+    [call] = called.tool_calls or []
+    messages += [called, {"role": "tool", "tool_call_id": call.id, "content": '{"slots": ["s1", "s2"]}'}]
+    upstream.script(mode="echo", capture=True)
+    second = client.chat.completions.create(model="chat", messages=messages, tools=tools, extra_body=extra)
+    assert json.loads(second.choices[0].message.content or "") == {"slots": ["s1", "s2"]}  # the echo
+    assert second.choices[0].message.model_dump(exclude_unset=True)["tool_calls"] == []
+    messages += [second.choices[0].message, {"role": "user", "content": "Danke"}]
+    third = client.chat.completions.create(model="chat", messages=messages, tools=tools, extra_body=extra)
+    assert third.choices[0].finish_reason == "stop"
+    sent = assert_nothing_leaked(upstream)[-1]  # the third turn: the whole history
+    answered = {"refusal", "annotations", "audio", "function_call", "reasoning_content"}
+    assert not any(answered & set(m) for m in sent["messages"])
+    assert "tool_calls" not in sent["messages"][-2]  # the text turn's empty list is none
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_identifiers_in_a_tool_result_and_the_call_history_stay_inside(
     client: OpenAI, upstream: Upstream, stream: bool

@@ -291,7 +291,19 @@ def test_a_tool_call_in_the_history_must_be_a_tool_of_the_policy(gateway: Proc, 
         ([{"role": "tool", "content": "x"}], "messages.0"),  # no tool_call_id
         ([{"role": "user", "content": "x", "tool_call_id": "c1"}], "messages.0"),
         ([{"role": "assistant", "content": None}], "messages.0"),  # neither content nor tool calls
-        ([{"role": "user", "content": "x", "tool_calls": []}], "messages.0.tool_calls"),
+        ([{"role": "user", "content": "x", "tool_calls": []}], "messages.0"),  # tool_calls: assistant only
+        ([{"role": "user", "content": "x", "refusal": None, "reasoning_content": "r"}], "messages.0"),
+        (
+            [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "lookup_order", "arguments": "{}"},
+                },
+            ],
+            "messages.1",
+        ),  # the legacy form alone (no tool_calls it repeats)
         ([{"role": "tool", "tool_call_id": "Erika Müller", "content": "x"}], "messages.0.tool_call_id"),
     ],
 )
