@@ -36,6 +36,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -290,7 +291,7 @@ def main() -> None:
     for r in range(args.rounds + 1):  # the first round warms up and is not counted
         for label, (body, gather) in variants.items():
             ms = cpu_per_request(
-                lambda b=body, g=gather: request_side(gateway, policy, b, g, data_key), args.iterations
+                partial(request_side, gateway, policy, body, gather, data_key), args.iterations
             )
             if r:
                 times[label].append(ms)
