@@ -222,7 +222,9 @@ def request_side(
     context = body.sovereign.context if body.sovereign else None
     gathered, _, _, _ = gather(body)
     key = request_key(data_key)
-    filtered = Gateway.filter_request(gateway, policy, context, gathered.texts, key, "bench")
+    filtered = Gateway.filter_request(
+        gateway, policy, context, gathered.texts, key, "bench", gathered.split_pairs()
+    )
     if filtered.tokens.originals:
         untyped(filtered.tokens.originals, gathered.texts, context)
     return gathered.put_back(filtered.texts), sum(filtered.tokens.tokenised.values())

@@ -932,9 +932,11 @@ class Gateway:
         texts: list[str],
         key: bytes,
         tenant: str,
+        split_pairs: Sequence[bool] | None = None,
     ) -> Filtered:
         """The PHI filter over *texts* (message contents, tool-call arguments and tool results
-        value by value, then stop sequences: gathered in chat) and the context.
+        value by value, then stop sequences: gathered in chat) and the context; *split_pairs*:
+        where a value split across two texts is looked for (Gathered.split_pairs).
 
         The free-text product fields (sku, name, category) go through detection first, with
         every patient field of the request treated as dropped (an identifier there is
@@ -950,7 +952,7 @@ class Gateway:
             )
             update = dict(zip(raw, first.texts, strict=True))
             context = context.model_copy(update={"product": product.model_copy(update=update)})
-        filtered = self.phi.apply(policy, context, texts, key, tenant)
+        filtered = self.phi.apply(policy, context, texts, key, tenant, split_pairs)
         if first is not None:
             tokens = filtered.tokens
             for token, value in first.tokens.originals.items():
@@ -1027,7 +1029,9 @@ class Gateway:
             context = body.sovereign.context if body.sovereign else None
             gathered, contents, calls, stops = gather_texts(body)
             # tokens of this request only: unlinkable to any token seen elsewhere
-            filtered = self.filter_request(policy, context, gathered.texts, request_key(data_key), key.tenant)
+            filtered = self.filter_request(
+                policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.split_pairs()
+            )
             ex.phi = filtered.audit()
             count_phi(policy.name, filtered.tokens)
             if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore

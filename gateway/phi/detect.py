@@ -617,15 +617,28 @@ class Detector:
     def detect(self, text: str) -> list[Span]:
         return resolve_overlaps(self._find(text), text)
 
-    def detect_texts(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Spans per text, with values split across consecutive texts."""
-        found = [self._find(text) for text in texts]
+    def detect_texts(
+        self, texts: Sequence[str], split_pairs: Sequence[bool] | None = None
+    ) -> list[list[Span]]:
+        """Spans per text, with values split across consecutive texts (only between text i and
+        i + 1 where ``split_pairs[i]``, if given: not between the values of one JSON document,
+        gateway/phi/jsontexts.py). A text that comes again (a JSON key, a label: a tool result's
+        texts repeat) is searched once."""
+        seen: dict[str, list[Span]] = {}
+        found = []
+        for text in texts:
+            spans = seen.get(text)
+            if spans is None:
+                spans = seen[text] = self._find(text)
+            found.append(list(spans))  # each text's own list: the split spans are added to it
         if len(texts) > 1:
             longest = max((len(sk) for v in self._known_values for sk in v.skeletons), default=0)
             # characters of each message looked at for a value split across two: the longest
             # skeleton, with room for the separators between its characters
             self._window = max(2 * longest, _SPLIT_PATTERN_WINDOW)
         for i in range(len(texts) - 1):
+            if split_pairs is not None and not split_pairs[i]:
+                continue
             first, second = self._split_across(texts[i], texts[i + 1])
             found[i].extend(first)
             found[i + 1].extend(second)

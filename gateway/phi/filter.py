@@ -83,7 +83,10 @@ class PHIFilter:
         texts: Sequence[str],
         data_key: bytes,
         tenant: str,
+        split_pairs: Sequence[bool] | None = None,
     ) -> Filtered:
+        """*texts* filtered; *split_pairs*: where a value split across two texts is looked for
+        (Detector.detect_texts; default: between every two)."""
         allowed = set(policy.context_fields)
         present = list(set_fields(context)) if context is not None else []
         used = [(p, v) for p, v in present if p in allowed]
@@ -111,7 +114,7 @@ class PHIFilter:
         removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
         out = [
             tokeniser.apply(text, spans, removed, tokens)
-            for text, spans in zip(texts, detector.detect_texts(texts), strict=True)
+            for text, spans in zip(texts, detector.detect_texts(texts, split_pairs), strict=True)
         ]
 
         context_parts = []

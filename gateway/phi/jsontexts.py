@@ -167,6 +167,13 @@ class Gathered:
         self.texts.extend(parts)
         return len(self._slots) - 1
 
+    def split_pairs(self) -> list[bool]:
+        """For each two consecutive texts, whether a value split across them is looked for:
+        between slots (two messages, a message and a tool result), not inside one JSON document,
+        whose values are fields of their own (and labelled: jsontexts' docstring)."""
+        starts = {start for start, _, _ in self._slots}
+        return [i + 1 in starts for i in range(len(self.texts) - 1)]
+
     def put_back(self, filtered: Sequence[str]) -> list[str]:
         """One text per slot, from the filter's texts (one per gathered text, in order)."""
         if len(filtered) != len(self.texts):

@@ -155,3 +155,21 @@ def test_any_replacement_gives_valid_json(value: object, replacement: str) -> No
     doc = JsonTexts.parse(json.dumps(value))
     assert doc is not None
     json.loads(doc.rebuild([replacement] * len(doc.texts)))
+
+
+def test_split_values_are_looked_for_between_slots_not_inside_a_document() -> None:
+    """A value split across two messages is looked for at every slot boundary; the values of
+    one JSON document are fields of their own (labelled), so not between them: a tool result's
+    hundreds of texts would otherwise cost a split search per pair (benchmarks/README.md)."""
+    gathered = Gathered()
+    gathered.add("Meine KVNR ist A12345")
+    gathered.add('{"k": "v", "l": "w"}', json_aware=True)
+    gathered.add("6780, danke")
+    assert gathered.texts[1:5] == ["k", "k: v", "l", "l: w"]
+    assert gathered.split_pairs() == [True, False, False, False, True]
+    policy = load_policies()["order-support"]
+    plain = Gathered()
+    plain.add("Meine KVNR ist A12345")
+    plain.add("6780, danke")
+    filtered = PHIFilter().apply(policy, None, plain.texts, b"k" * 32, "t", plain.split_pairs())
+    assert filtered.texts == ["Meine KVNR ist [KVNR_REMOVED]", "[KVNR_REMOVED], danke"]
