@@ -803,7 +803,9 @@ class Gateway:
                     422, "tool_schema_mismatch",
                     f"{where}: not the JSON Schema the policy of use case {policy.name} reviewed for "
                     f"tool {reviewed.name} (annotations such as title and description aside); send "
-                    "the policy's schema or omit parameters",
+                    "the policy's schema or omit parameters (an SDK writes the reviewed, strict form "
+                    "from a matching model with strict=True: openai.pydantic_function_tool, "
+                    "LangChain's bind_tools(..., strict=True))",
                     where,
                 )  # fmt: skip
         choice = body.tool_choice

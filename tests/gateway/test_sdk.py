@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
 import openai
 import pytest
@@ -521,6 +522,33 @@ def test_langchain_bind_tools(gateway: Proc, api_key: str, upstream: Upstream) -
         assert call["args"] == {"query": removed(JSON_TEXT)}
     captured = assert_nothing_leaked(upstream)
     assert [body["tool_choice"]["function"]["name"] for body in captured] == ["find_free_slots"] * 2
+
+
+class find_free_slots(BaseModel):  # LangChain names the tool after the class
+    """Find free appointment slots of the practice calendar."""
+
+    date_from: date
+    date_to: date
+    practitioner: Annotated[str, Field(max_length=64)] | None
+
+
+def test_langchain_bind_tools_with_a_model_needs_the_strict_form(
+    gateway: Proc, api_key: str, upstream: Upstream
+) -> None:
+    """A pydantic model matching the reviewed tool: LangChain's default schema (optional fields
+    not required, no additionalProperties) is not the reviewed strict one and is refused, saying
+    how to get it; with strict=True it is the reviewed schema and goes through."""
+    upstream.script(mode="tool_call", capture=True)
+    loose = chat_model(gateway, api_key).bind_tools([find_free_slots], tool_choice="find_free_slots")
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        loose.invoke(TEXT)
+    assert refused.value.code == "tool_schema_mismatch" and "strict=True" in refused.value.message
+    strict = chat_model(gateway, api_key).bind_tools(
+        [find_free_slots], tool_choice="find_free_slots", strict=True
+    )
+    [call] = strict.invoke(TEXT).tool_calls
+    assert call["name"] == "find_free_slots"
+    assert_nothing_leaked(upstream)
 
 
 def _streamed(llm: Any, text: str) -> Any:
