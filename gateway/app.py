@@ -1185,11 +1185,12 @@ class Gateway:
         ex.finish_reason = answer["choices"][0].get("finish_reason")
         scanner = TokenScanner(ex.originals) if ex.originals else None  # none: nothing to restore
 
-        def restored(text: str, json_text: bool) -> str:
+        def restored(text: str, json_text: bool, counted: bool = True) -> str:
+            """*text* restored; counted in the record unless it repeats what is counted already."""
             if scanner is not None:
                 text, n = (restore_json if json_text else restore)(text, ex.originals, scanner)
-                ex.restored += n
-            ex.unrestored += count_unrestored(text)
+                ex.restored += n if counted else 0
+            ex.unrestored += count_unrestored(text) if counted else 0
             return text
 
         for choice in answer["choices"]:
@@ -1200,10 +1201,14 @@ class Gateway:
             functions = (
                 [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
             )
-            # llama-cpp-python 0.3 sends the legacy function_call beside tool_calls, the same arguments
-            for function in [*functions, message.get("function_call")]:
+            for function in functions:
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     function["arguments"] = restored(function["arguments"], True)
+            # llama-cpp-python 0.3 sends the legacy function_call beside tool_calls, the same
+            # arguments: restored too, counted once (as the call's), unless it is the only form
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+                legacy["arguments"] = restored(legacy["arguments"], True, counted=not functions)
         answer["model"] = ex.alias
         return json.dumps(answer, ensure_ascii=False).encode()
 

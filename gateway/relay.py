@@ -556,8 +556,8 @@ class _Restorers:
         return [(call, rest) for call in sorted(calls) if (rest := self.flush(index, call))]
 
     def _count(self, key: tuple[int, int], out: str) -> None:
-        if not out:
-            return
+        if not out or (key[1] == _FUNCTION_CALL and self._has_calls(key[0])):
+            return  # the legacy function_call repeats a tool call's arguments: counted there
         text = self._tails.get(key, "") + out
         end = 0
         for match in SURROGATE_RE.finditer(text):
@@ -565,9 +565,18 @@ class _Restorers:
             end = match.end()
         self._tails[key] = text[max(end, len(text) - _TOKEN_TAIL) :]
 
+    def _has_calls(self, choice: int) -> bool:
+        return any(c == choice and call >= 0 for c, call in self._streams)
+
     def counts(self) -> tuple[int, int]:
-        """(tokens restored, surrogate tokens left in the answer: mangled or invented)."""
-        restored = sum(r.restored for r in self._streams.values())
+        """(tokens restored, surrogate tokens left in the answer: mangled or invented). The
+        legacy function_call's arguments repeat a tool call's (llama-cpp-python): counted only
+        where the choice has no tool call."""
+        restored = sum(
+            r.restored
+            for (choice, call), r in self._streams.items()
+            if call != _FUNCTION_CALL or not self._has_calls(choice)
+        )
         return restored, self._unrestored
 
 
