@@ -70,6 +70,12 @@ class Message(BaseModel):
     tool_call_id: str | None = Field(
         default=None, pattern=TOOL_CALL_ID, description="Tool turns only (required there)."
     )
+    function_call: FunctionCall | None = Field(
+        default=None,
+        description="Assistant turns with tool_calls only, as the copy of one of them; never "
+        "forwarded. llama-cpp-python 0.3 answers a tool call with the legacy function_call "
+        "beside it, and the openai SDK sends an answer's message back as it got it.",
+    )
 
     @model_validator(mode="after")
     def _fields_fit_role(self) -> Message:
@@ -79,6 +85,13 @@ class Message(BaseModel):
             raise ValueError(
                 "a tool message needs tool_call_id (the id of the call it answers); other roles "
                 "take no tool_call_id"
+            )
+        if self.function_call is not None and self.function_call not in [
+            c.function for c in self.tool_calls or []
+        ]:
+            raise ValueError(
+                "function_call is accepted only as the copy of one of the message's tool_calls (the "
+                "legacy form a model server answers with beside them); send the call in tool_calls"
             )
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
