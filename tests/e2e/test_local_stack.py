@@ -300,7 +300,7 @@ def test_a_json_answer_by_schema_through_the_gateway(stack: tuple[Path, dict[str
 # Done when): a forced tool call plain and streamed, a tool-result turn, parse() with a pydantic
 # model. The values of the patient (context and text) are tokenised on the way in: the audit
 # record of each request counts them, and the model server's log (which prints a request it
-# refuses with its values: docs/architecture.md) never holds them. Five short requests, and one
+# refuses with its values: docs/architecture.md) never holds them. Four short requests, and one
 # for langchain-openai's bind_tools.
 SDK_NAME, SDK_DOB, SDK_PHONE = "Erika Mustermann", "1968-03-14", "0171 2345678"
 SDK_CONTEXT = {"name": SDK_NAME, "date_of_birth": SDK_DOB, "customer_id": "4711"}
