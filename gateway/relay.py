@@ -26,6 +26,9 @@ What the relay guarantees, for every streamed chat request:
   every repeated string (``_Restorers.said_once``). Tool-call events count toward the
   max_tokens bound as content events do, and the first of them is the time to first token.
   Events that arrive together leave together (one write); the model is named by its alias.
+  Once ``[DONE]`` has gone out after a finish reason the stream is answered: a client that
+  stops reading there (the openai SDK) is recorded ``ok``, not disconnected, while the relay
+  reads the upstream's body to its end (its connection pooled).
 * Audit at body end. The final record (the relay's outcome, counts, timings; never text) is
   written once the end of the body has gone out, or the connection went, also when the relay
   never started; the upstream connection is closed and the admission place given back first.
@@ -177,6 +180,10 @@ class Watchdog:
         self._arm(when)
 
 
+#: the event that ends an OpenAI stream, as it goes to the client
+_DONE = b"data: [DONE]\n\n"
+
+
 class StreamRelay:
     """One streamed answer: the upstream's events relayed (``events``), the stall of its
     client noted (``stalled``), its end handled once (``end``)."""
@@ -196,7 +203,7 @@ class StreamRelay:
         at least one token)."""
         ex = self.ex
         if data == b"[DONE]":
-            return b"data: [DONE]\n\n"
+            return _DONE
         try:
             event = json.loads(data)
             for choice in event["choices"]:
@@ -277,7 +284,14 @@ class StreamRelay:
                 if out:
                     dog.read_by = min(deadline, loop.time() + limits.read_timeout_s)
                     yield self._count(out)
-            ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+                    if _DONE in out and ex.finish_reason is not None and not decoder.pending:
+                        # the client has the whole answer: one that stops reading here (the
+                        # openai SDK closes its response at [DONE]) leaves an answered stream,
+                        # ok, not 499. The body is still read to its end (the connection pooled)
+                        ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+                        outcome, status = "ok", 200
+            if ex.upstream_ms is None:
+                ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
             if ex.finish_reason is None or decoder.pending:
                 outcome, status = "upstream_incomplete", 502
                 ex.error = outcome

@@ -89,7 +89,8 @@ class Message(BaseModel):
     reasoning_content: str | None = Field(default=None, description="As refusal.")
     function_call: FunctionCall | None = Field(
         default=None,
-        description="The legacy form: accepted only as a repeat of tool_calls[0], never forwarded.",
+        description="The legacy form (llama-cpp-python answers with it beside tool_calls): only as the "
+        "copy of one of the turn's tool_calls; never forwarded.",
     )
 
     @model_validator(mode="after")
@@ -101,17 +102,17 @@ class Message(BaseModel):
         answered = ("refusal", "annotations", "audio", "reasoning_content", "function_call")
         if self.role != "assistant" and any(getattr(self, f) is not None for f in answered):
             raise ValueError(f"{', '.join(answered)} are allowed in assistant messages only")
-        if self.function_call is not None and (
-            not self.tool_calls or self.function_call != self.tool_calls[0].function
-        ):
-            raise ValueError(
-                "function_call (the legacy form) is accepted only as a repeat of tool_calls[0].function, "
-                "as an answer sent back carries it; send the call in tool_calls"
-            )
         if (self.tool_call_id is None) != (self.role != "tool"):
             raise ValueError(
                 "a tool message needs tool_call_id (the id of the call it answers); other roles "
                 "take no tool_call_id"
+            )
+        if self.function_call is not None and self.function_call not in [
+            c.function for c in self.tool_calls or []
+        ]:
+            raise ValueError(
+                "function_call is accepted only as the copy of one of the message's tool_calls (the "
+                "legacy form a model server answers with beside them); send the call in tool_calls"
             )
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (only an assistant message with tool_calls may omit it)")

@@ -77,6 +77,9 @@ class Script:
     capture: bool = False
     chunk_chars: int = 3
     stamp: bool = False
+    # seconds the body stays open after [DONE] (a server's end of body is not the client's cue:
+    # the openai SDK stops reading at [DONE], openai/_streaming.py Stream.__stream__)
+    linger_s: float = 0.0
 
 
 def _text(content: Any) -> str:
@@ -339,6 +342,8 @@ def build_app(script: Script | None = None) -> Starlette:
                 raise ConnectionAbortedError("scripted: the connection dies mid-answer")
             yield chunk({}, finish(state, body, len(ws)))
             yield b"data: [DONE]\n\n"
+            if state.linger_s:
+                await asyncio.sleep(state.linger_s)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from pydantic import BaseModel, Field, ValidationError
 
 from infra.local.process import alive
 from tests import support
@@ -290,6 +294,224 @@ def test_a_json_answer_by_schema_through_the_gateway(stack: tuple[Path, dict[str
     assert resp.status_code == 200, resp.text
     content = resp.json()["choices"][0]["message"]["content"]
     Draft202012Validator(schemas["slot_choice"]).validate(json.loads(content))
+
+
+# The official openai SDK (and langchain-openai) against the local stack's gateway (issue #26,
+# Done when): a forced tool call plain and streamed, a tool-result turn, parse() with a pydantic
+# model. The values of the patient (context and text) are tokenised on the way in: the audit
+# record of each request counts them, and the model server's log (which prints a request it
+# refuses with its values: docs/architecture.md) never holds them. Four short requests, and one
+# for langchain-openai's bind_tools.
+SDK_NAME, SDK_DOB, SDK_PHONE = "Erika Mustermann", "1968-03-14", "0171 2345678"
+SDK_CONTEXT = {"name": SDK_NAME, "date_of_birth": SDK_DOB, "customer_id": "4711"}
+SDK_SOVEREIGN = {"use_case": "appointment-scheduling", "context": SDK_CONTEXT}
+SDK_ASKED = f"I am {SDK_NAME}, phone {SDK_PHONE}. Any free slot on 3 December 2026?"
+FORCED = {"type": "function", "function": {"name": "find_free_slots"}}
+
+
+def sdk_client(stack: tuple[Path, dict[str, object]]) -> Any:
+    from openai import OpenAI
+
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    key = (state / "secrets" / "demo.key").read_text()
+    return OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=300)
+
+
+def reviewed(kind: str, name: str) -> dict[str, Any]:
+    """appointment-scheduling's reviewed tool (*kind* "tools") or response schema ("schemas")."""
+    policy = yaml.safe_load(
+        (support.REPO / "gateway" / "policies" / "appointment-scheduling.yaml").read_text()
+    )
+    entries = (
+        policy.get("tools") or []
+        if kind == "tools"
+        else (policy.get("structured_output") or {}).get("schemas", [])
+    )
+    found = {e["name"]: e for e in entries}
+    assert name in found, f"appointment-scheduling's policy has no {kind} entry {name}"
+    entry: dict[str, Any] = found[name]
+    return entry
+
+
+def sdk_tool(name: str) -> Any:
+    tool = reviewed("tools", name)
+    return {"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")}}
+
+
+# What the model wrote in place of each value: a surrogate token is 13 characters ([NAME_3f9a2c]),
+# a short id's 20, a phone's FF1 token its E.164 form (gateway/phi/tokenise.py)
+AS_TOKENS = {SDK_NAME: "[NAME_000000]", SDK_DOB: "[DATE_000000]", SDK_PHONE: "+490000000000",
+             "4711": "[CUSTOMER_ID_000000]"}  # fmt: skip
+
+
+def as_the_model_wrote_it(value: Any) -> Any:
+    """*value* with each of the patient's values, restored by the gateway, back in its token's
+    place: a restored string is longer or shorter than what the model's grammar bounded."""
+    if isinstance(value, str):
+        for original, token in AS_TOKENS.items():
+            value = value.replace(original, token)
+        return value
+    if isinstance(value, dict):
+        return {k: as_the_model_wrote_it(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_the_model_wrote_it(v) for v in value]
+    return value
+
+
+def assert_valid_as_written(schema: dict[str, Any], text: str) -> None:
+    """*text* is JSON valid against *schema* as the model wrote it; with the originals restored
+    it may not be: a name restored into a string of maxLength 64 can make it longer
+    (docs/phi-filter.md, restoration inside JSON)."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+    Draft202012Validator(schema).validate(as_the_model_wrote_it(json.loads(text)))
+
+
+def assert_tokenised_in(stack: tuple[Path, dict[str, object]], request_id: str) -> None:
+    """The request's audit record counts the patient's name and phone tokenised and holds none of
+    the patient's values; the model server's log holds none of them either."""
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    trail = [json.loads(line) for line in (state / "audit" / "audit.jsonl").read_text().splitlines()]
+    (record,) = [r for r in trail if r.get("request_id") == request_id and r.get("outcome")]
+    assert record["outcome"] == "ok", record
+    assert record["phi"]["tokenised"]["NAME"] >= 1 and record["phi"]["tokenised"]["PHONE"] >= 1
+    model_log = (state / "logs" / "model.log").read_text(errors="replace")
+    for value in (SDK_NAME, "Mustermann", SDK_PHONE, "2345678", SDK_DOB):
+        assert value not in json.dumps(record) and value not in model_log
+
+
+def test_the_openai_sdk_calls_a_forced_tool_plain_and_streamed_and_answers_its_result(
+    stack: tuple[Path, dict[str, object]],
+) -> None:
+    """find_free_slots forced by name (the local model honours only a named tool_choice):
+    plain, then streamed through the SDK's stream helper, whose accumulated call must have the
+    tool's name once and one id (llama-cpp-python repeats both in every fragment; the gateway
+    sends them once) and arguments valid against the reviewed parameters; then the call goes
+    back with a JSON tool result and the model answers in text."""
+    client = sdk_client(stack)
+    tool = sdk_tool("find_free_slots")
+    parameters = tool["function"]["parameters"]
+    asked = {"role": "user", "content": SDK_ASKED}
+    kwargs: dict[str, Any] = {
+        "model": "chat", "messages": [asked], "tools": [tool], "tool_choice": FORCED,
+        "max_tokens": 96, "temperature": 0, "extra_body": {"sovereign": SDK_SOVEREIGN},
+    }  # fmt: skip
+
+    plain_id = str(uuid.uuid4())
+    answer = client.chat.completions.create(**kwargs, extra_headers={"x-request-id": plain_id})
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "find_free_slots"
+    assert_valid_as_written(parameters, call.function.arguments)
+    assert_tokenised_in(stack, plain_id)
+
+    streamed_id = str(uuid.uuid4())
+    with client.chat.completions.stream(**kwargs, extra_headers={"x-request-id": streamed_id}) as events:
+        seen = list(events)
+        final = events.get_final_completion()
+    deltas = [d for e in seen if e.type == "chunk" for c in e.chunk.choices for d in c.delta.tool_calls or []]
+    assert {d.index for d in deltas} == {0}
+    ids = [d.id for d in deltas if d.id]
+    names = [d.function.name for d in deltas if d.function is not None and d.function.name]
+    assert len(ids) == 1 and names == ["find_free_slots"]  # said once, in the first fragment
+    assert len(deltas) > 1  # the arguments came in fragments
+    (streamed,) = final.choices[0].message.tool_calls or []
+    assert streamed.id == ids[0] and streamed.function.name == "find_free_slots"
+    assert_valid_as_written(parameters, streamed.function.arguments)
+    done = [e.arguments for e in seen if e.type == "tool_calls.function.arguments.done"]
+    assert done == [streamed.function.arguments]
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert_tokenised_in(stack, streamed_id)
+
+    # the second turn of the loop as the SDK's docs write it: the answer's message appended as it
+    # came (with llama-cpp-python's legacy function_call beside the tool call), the JSON result
+    turn = choice.message
+    assert turn.function_call is not None  # what the gateway must take back (gateway/schemas.py)
+    slots = {"patient": SDK_NAME, "slots": [{"slot_id": "s1", "start": "2026-12-03T09:00"}]}
+    result = {"role": "tool", "tool_call_id": call.id, "content": json.dumps(slots)}
+    result_id = str(uuid.uuid4())
+    text = client.chat.completions.create(
+        **{**kwargs, "messages": [asked, turn, result], "tool_choice": "none", "max_tokens": 8},
+        extra_headers={"x-request-id": result_id},
+    )
+    assert text.choices[0].message.content
+    assert not text.choices[0].message.tool_calls
+    assert_tokenised_in(stack, result_id)
+
+
+def test_langchain_binds_the_tool_forced_by_name(stack: tuple[Path, dict[str, object]]) -> None:
+    """langchain-openai's bind_tools with tool_choice naming the tool (what the local model
+    honours): the AIMessage carries the call, its args valid as the model wrote them."""
+    from langchain_openai import ChatOpenAI
+
+    state: Path = stack[1]["state"]  # type: ignore[assignment]
+    port = stack[1]["ports"]["gateway"]  # type: ignore[index]
+    request_id = str(uuid.uuid4())
+    llm = ChatOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key=(state / "secrets" / "demo.key").read_text(),
+        model="chat",
+        max_tokens=96,
+        temperature=0,
+        max_retries=0,
+        timeout=300,
+        extra_body={"sovereign": SDK_SOVEREIGN},
+        default_headers={"x-request-id": request_id},
+    )
+    tool = sdk_tool("find_free_slots")
+    message = llm.bind_tools([tool], tool_choice="find_free_slots").invoke(SDK_ASKED)
+    (call,) = message.tool_calls
+    assert call["name"] == "find_free_slots" and call["id"]
+    assert_valid_as_written(tool["function"]["parameters"], json.dumps(call["args"]))
+    assert_tokenised_in(stack, request_id)
+
+
+class SlotChoice(BaseModel):
+    """appointment-scheduling's slot_choice as docs/gateway-api.md models it: parse() names the
+    format after the class, and the gateway finds slot_choice by that name (case, _ and - aside)."""
+
+    slot_id: str = Field(max_length=64)
+    start: datetime
+
+
+def test_the_openai_sdk_parses_a_json_answer_into_a_pydantic_model(
+    stack: tuple[Path, dict[str, object]],
+) -> None:
+    """parse() sends the model's schema as json_schema named SlotChoice; the gateway finds the
+    reviewed slot_choice by it and sends the local model json_object with the schema, whose
+    grammar keeps the answer valid as the model wrote it. parse() gets an instance (its values are
+    a 270M model's), unless the model put the patient's name in slot_id (restored, it can be
+    longer than the 64 characters the grammar allowed its token) or wrote 31 February: pydantic
+    says so."""
+    client = sdk_client(stack)
+    request_id = str(uuid.uuid4())
+    answer = client.chat.completions.with_raw_response.parse(
+        model="chat",
+        messages=[
+            {"role": "user", "content": f"{SDK_NAME} here ({SDK_PHONE}): I take slot s1, 3 December 09:00."}
+        ],
+        response_format=SlotChoice,
+        max_tokens=64,
+        temperature=0,
+        extra_body={"sovereign": SDK_SOVEREIGN},
+        extra_headers={"x-request-id": request_id},
+    )
+    assert_tokenised_in(stack, request_id)
+    content = answer.http_response.json()["choices"][0]["message"]["content"]
+    assert_valid_as_written(reviewed("schemas", "slot_choice")["schema"], content)
+    try:
+        parsed = answer.parse().choices[0].message.parsed
+    except ValidationError as exc:
+        # a restored name longer than slot_id's 64 characters, or a day the grammar's date-time
+        # allows and the calendar has not (llama_grammar.py STRING_FORMAT_RULES: day 01-31 in
+        # any month): a 270M model's values, nothing else
+        kinds = {e["type"] for e in exc.errors()}
+        assert kinds <= {"string_too_long", "datetime_from_date_parsing"}, exc
+        assert "string_too_long" not in kinds or SDK_NAME in content
+    else:
+        assert isinstance(parsed, SlotChoice)
 
 
 def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 import openai
@@ -162,6 +165,36 @@ def test_streamed_chat_comes_back_restored(client: OpenAI, upstream: Upstream, c
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert_nothing_leaked(upstream)
+
+
+def test_a_stream_the_sdk_reads_to_done_is_audited_as_answered(
+    client: OpenAI, upstream: Upstream, gw_dir: Path
+) -> None:
+    """The openai SDK stops reading at [DONE] and closes its response (openai/_streaming.py,
+    Stream.__stream__): the client has the whole answer, and its audit record says ok, not
+    client_disconnected, however long the model server takes to end its body after [DONE]
+    (the scripted upstream's linger_s; llama-cpp-python's server took long enough on the local
+    stack for the gateway to record 499)."""
+    upstream.script(mode="echo", chunk_chars=4, linger_s=30)
+    request_id = str(uuid.uuid4())
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": TEXT}],
+        stream=True,
+        extra_body={"sovereign": SOVEREIGN},
+        extra_headers={"x-request-id": request_id},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == TEXT
+    trail = gw_dir / "audit" / "audit.jsonl"
+    records: list[dict[str, Any]] = []
+    for _ in range(2000):  # polling for the record, a deadlock guard only (it is written at body end)
+        lines = trail.read_text().splitlines()
+        records = [json.loads(line) for line in lines if request_id in line and '"outcome"' in line]
+        if records:
+            break
+        time.sleep(0.01)
+    [record] = records
+    assert (record["outcome"], record["status"]) == ("ok", 200)
 
 
 def test_errors_map_to_the_sdk_exception_classes(gateway: Proc, client: OpenAI, upstream: Upstream) -> None:

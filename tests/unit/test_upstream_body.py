@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.app import Gateway
-from gateway.schemas import ChatRequest
+from gateway.schemas import ChatRequest, describe_validation_error
 from gateway.settings import GatewaySettings
 
 
@@ -121,3 +123,54 @@ def test_tool_turns_tools_and_formats_upstream(tmp_path: Path) -> None:
         "type": "json_schema",
         "json_schema": {"name": "slot_choice", "description": slot.description, "schema": slot.schema_},
     }
+
+
+# llama-cpp-python 0.3.36 answers a tool call with the legacy function_call beside tool_calls, the
+# same name and arguments (llama_chat_format.py _convert_completion_to_chat_function), and the
+# openai SDK sends an answer's message back as it got it (its transform dumps the pydantic message
+# with exclude_unset: the keys the answer had): `messages.append(answer.choices[0].message)`.
+LEGACY = {"name": "find_free_slots", "arguments": '{"practitioner": "Dr. Erika Mustermann"}'}
+
+
+def sent_back(function_call: dict[str, str], role: str = "assistant") -> dict[str, object]:
+    turn: dict[str, object] = {"role": role, "content": None, "function_call": function_call}
+    if role == "assistant":
+        turn["tool_calls"] = [{"id": "call__0_x", "type": "function", "function": LEGACY}]
+    else:
+        turn["content"] = "hi"
+    return {
+        "messages": [
+            {"role": "user", "content": "Book me in"},
+            turn,
+            {"role": "tool", "tool_call_id": "call__0_x", "content": "[]"},
+        ],
+        "sovereign": {"use_case": "appointment-scheduling"},
+    }
+
+
+def test_the_legacy_function_call_beside_tool_calls_is_accepted_and_never_forwarded(tmp_path: Path) -> None:
+    gw = gateway(tmp_path, True)
+    request = ChatRequest.model_validate(sent_back(LEGACY))
+    texts = ["Book me in", None, "[]"]
+    policy, upstream = gw.policies["appointment-scheduling"], gw.settings.upstreams["chat"]
+    filtered = {1: ['{"practitioner": "[NAME_0a1b2c]"}']}
+    body = gw.upstream_body(request, policy, upstream, texts, arguments=filtered)
+    assistant = body["messages"][2]
+    assert set(assistant) == {"role", "content", "tool_calls"}  # the copy is dropped, not forwarded
+    assert assistant["tool_calls"][0]["function"]["arguments"] == '{"practitioner": "[NAME_0a1b2c]"}'
+    assert "Mustermann" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("function_call", "role"),
+    [({**LEGACY, "arguments": '{"practitioner": "Dr. Schmidt"}'}, "assistant"), (LEGACY, "user")],
+)
+def test_a_function_call_that_is_no_copy_of_a_tool_call_is_refused_without_its_value(
+    function_call: dict[str, str], role: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ChatRequest.model_validate(sent_back(function_call, role))
+    field, message = describe_validation_error(refused.value)
+    assert field == "messages.1"
+    assert "copy of one of the message's tool_calls" in message and "send the call in tool_calls" in message
+    assert "Schmidt" not in message and "Mustermann" not in message
