@@ -646,6 +646,8 @@ class Gateway:
         *seed* the keyed seed (docs/gateway-api.md lists what happens to every field). Tools
         and response formats are the policy's reviewed definitions (check_features passed)."""
         messages = self._upstream_messages(body, texts, arguments or {})
+        if not upstream.tool_role or not upstream.system_role:
+            messages = [_as_template_shows(m, upstream) for m in messages]
         system = "\n\n".join(p for p in (policy.system_prompt, context_line) if p)
         if system:
             if upstream.system_role:
@@ -1274,6 +1276,27 @@ async def _disconnect(receive: Receive) -> None:
     """Return when the client has closed the connection (the body was read before)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _as_template_shows(message: dict[str, Any], upstream: Upstream) -> dict[str, Any]:
+    """*message* in a role the upstream's chat template keeps (gateway/settings.py system_role,
+    tool_role): a template that has no such turn drops it silently, and the model would answer
+    without the instruction, the call or its result."""
+    role = message["role"]
+    if role == "system" and not upstream.system_role:
+        return {"role": "user", "content": message["content"]}
+    if upstream.tool_role:
+        return message
+    if role == "tool":
+        result = f"Result of tool call {message['tool_call_id']}: {message['content']}"
+        return {"role": "user", "content": result}
+    if role == "assistant" and "tool_calls" in message:
+        calls = [
+            f"Tool call {c['id']}: {c['function']['name']} {c['function']['arguments']}"
+            for c in message["tool_calls"]
+        ]
+        return {"role": "assistant", "content": "\n".join([message["content"], *calls]).strip()}
+    return message
 
 
 def gather_texts(body: ChatRequest) -> tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]:

@@ -66,8 +66,17 @@ class Upstream(BaseModel):
     system_role: bool = Field(
         default=True,
         description="Whether the model's chat template has a system role. When false (Gemma), "
-        "the use case's system prompt is folded into the first user turn instead of being "
-        "silently dropped by the template.",
+        "the use case's system prompt is folded into the first user turn, and a client's system "
+        "or developer message goes as a user turn, instead of being silently dropped by the "
+        "template (llama-cpp-python 0.3.36's format_gemma keeps user and assistant turns only).",
+    )
+    tool_role: bool = Field(
+        default=True,
+        description="Whether the model's chat template shows tool turns. When false (Gemma on "
+        "llama-cpp-python, whose format_gemma drops `tool` turns and an assistant turn's "
+        "`tool_calls`), a tool result goes as a user turn `Result of tool call <id>: <result>` "
+        "and an earlier call as the assistant turn's text `Tool call <id>: <name> <arguments>` "
+        "(both filtered, the name reviewed), so the model sees what it called and got.",
     )
 
     tool_choices: list[Literal["auto", "required", "named"]] = Field(

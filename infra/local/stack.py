@@ -245,6 +245,7 @@ class LocalStack:
                     "model": MODEL_NAME_UPSTREAM,
                     "weights_sha256": model_sha256(),
                     "system_role": False,  # Gemma's chat template has no system role
+                    "tool_role": False,  # ... and no tool turns (format_gemma drops them)
                     # llama-cpp-python 0.3.36, chat format gemma: a named tool choice only (the
                     # answer constrained to the tool's parameters), json_schema as json_object
                     # with a schema (docs/local-stack.md, tools and JSON)

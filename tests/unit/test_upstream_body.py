@@ -178,3 +178,39 @@ def test_a_function_call_that_is_no_copy_of_a_tool_call_is_refused_without_its_v
     else:  # the fields an answer carries: in assistant turns only
         assert "function_call are allowed in assistant messages only" in message
     assert "Schmidt" not in message and "Mustermann" not in message
+
+
+def test_turns_a_template_would_drop_go_in_roles_it_keeps(tmp_path: Path) -> None:
+    """llama-cpp-python 0.3.36's format_gemma keeps user and assistant turns only (``_map_roles``
+    with those two): a system or developer message, a tool result and an assistant turn's
+    tool_calls would vanish from the prompt. With system_role and tool_role false they go as
+    user turns and as the assistant's text, filtered texts only, in their places."""
+    settings = GatewaySettings(
+        upstreams={
+            "chat": {
+                "url": "http://127.0.0.1:9/v1",
+                "model": "gemma",
+                "system_role": False,
+                "tool_role": False,
+            }
+        },
+        audit={"path": tmp_path / "audit.jsonl"},
+        keys_file=tmp_path / "keys.json",
+        openbao={"wrapped_keys_dir": tmp_path / "keys"},
+    )
+    gw = Gateway(settings)
+    policy = gw.policies["appointment-scheduling"]
+    texts = ["Be brief.", "Book me in", None, '{"slots":["s1"]}', "[]"]
+    body = gw.upstream_body(
+        TOOL_TURNS, policy, gw.settings.upstreams["chat"], texts, arguments={2: ["{}", '{"a":1}']}
+    )
+    messages = body["messages"]
+    assert [m["role"] for m in messages] == ["user", "user", "assistant", "user", "user"]
+    assert messages[0]["content"] == f"{policy.system_prompt}\n\nBe brief."  # the policy's prompt first
+    assert messages[2] == {
+        "role": "assistant",
+        "content": 'Tool call call00001: find_free_slots {}\nTool call call00002: find_free_slots {"a":1}',
+    }
+    assert messages[3]["content"] == 'Result of tool call call00002: {"slots":["s1"]}'
+    assert messages[4]["content"] == "Result of tool call call00001: []"
+    assert all(set(m) == {"role", "content"} for m in messages)
