@@ -223,7 +223,7 @@ def request_side(
     gathered, _, _, _ = gather(body)
     key = request_key(data_key)
     filtered = Gateway.filter_request(
-        gateway, policy, context, gathered.texts, key, "bench", gathered.split_pairs()
+        gateway, policy, context, gathered.texts, key, "bench", gathered.splits()
     )
     if filtered.tokens.originals:
         untyped(filtered.tokens.originals, gathered.texts, context)

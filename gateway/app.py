@@ -47,7 +47,7 @@ from gateway.clientkeys import ClientKey, ClientKeyStore
 from gateway.incident import SUSPENDED_CODE, IncidentState
 from gateway.kms import KeyProvider, KeyUnavailable
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields
-from gateway.phi.detect import CATEGORIES
+from gateway.phi.detect import CATEGORIES, Split
 from gateway.phi.filter import Filtered, PHIFilter, recognizers
 from gateway.phi.jsonrestore import restore_json
 from gateway.phi.jsontexts import Gathered
@@ -203,6 +203,8 @@ class ClientGone(Exception):
 SHUTTING_DOWN = ("shutting_down", "the gateway is shutting down; retry on another instance")
 #: refusals whose record is not worth a key fetch: OpenBao just failed, or the pod is going
 _NO_KEY_FETCH = frozenset({"key_unavailable", SHUTTING_DOWN[0]})
+#: seconds a failed audit-key fetch for a refusal's record is not tried again (Gateway._audit_key_for_refusal)
+AUDIT_KEY_RETRY_S = 5.0
 
 
 def id_headers(request_id: str, replaced: bool) -> dict[str, str]:
@@ -254,6 +256,7 @@ class Exchange:
     admit_batched: int | None = None
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
     json_answer: bool = False  # response_format asked for JSON: tokens restored JSON-escaped
+    body_read: bool = False  # the body was read whole (a refusal after it may fetch the audit key)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -328,6 +331,7 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, keys: KeyProvider | None = None) -> None:
         self.settings = settings
+        self._audit_key_failed_at = float("-inf")  # the last failed fetch for a refusal's record
         self.policies = load_policies(settings.policies_dir)
         for policy in self.policies.values():
             if policy.model not in settings.upstreams:
@@ -504,14 +508,8 @@ class Gateway:
             )
         if ex.tenant is None:  # unauthenticated: metrics and access log only, no record to wait for
             return self._after_record(ex, None, None, outcome, status, answer_waits)
-        if ex.audit_key is None and ex.error not in _NO_KEY_FETCH:
-            # refused before the keys were fetched (a bad body, use case or tool): its record is
-            # signed with the audit key all the same, fetched now if none is in memory (one
-            # OpenBao call per key lifetime, not one per refusal); unavailable: the record is
-            # not written, and the refusal is logged and counted (_after_record)
-            with contextlib.suppress(KeyUnavailable, TimeoutError):
-                await self.bounded(self.keys.refresh_audit_key(), float("inf"))
-                ex.audit_key = self.keys.current()
+        if ex.audit_key is None and ex.body_read and ex.error not in _NO_KEY_FETCH:
+            await self._audit_key_for_refusal(ex)
         future = asyncio.wrap_future(
             self._audit_writer.submit(self._append_final, ex, ex.record(outcome, status))
         )
@@ -530,6 +528,23 @@ class Gateway:
             future.add_done_callback(counted)
             raise
         return self._after_record(ex, record, None, outcome, status, answer_waits)
+
+    async def _audit_key_for_refusal(self, ex: Exchange) -> None:
+        """A request refused after its body was read but before the keys were fetched (a bad
+        body, use case or tool): its record is signed with the audit key all the same, fetched
+        now if none is in memory (once per key lifetime; concurrent refusals share the fetch).
+        A fetch that failed is not tried again for a refusal within AUDIT_KEY_RETRY_S, so a
+        flood of refusals never drives OpenBao, and admission's refusals (429, 503 busy, 408,
+        413, 415: before the body) never wait for it. Without the key the record is not
+        written, and the refusal is logged and counted (_after_record)."""
+        now = time.monotonic()
+        if now - self._audit_key_failed_at < AUDIT_KEY_RETRY_S:
+            return
+        try:
+            await self.bounded(self.keys.refresh_audit_key(), float("inf"))
+            ex.audit_key = self.keys.current()
+        except (KeyUnavailable, TimeoutError):
+            self._audit_key_failed_at = time.monotonic()
 
     def _append_final(self, ex: Exchange, fields: dict[str, Any]) -> dict[str, Any]:
         """In the audit writer thread: the final record, naming the admit it completes (written
@@ -936,11 +951,11 @@ class Gateway:
         texts: list[str],
         key: bytes,
         tenant: str,
-        split_pairs: Sequence[bool] | None = None,
+        splits: Sequence[Split | None] | None = None,
     ) -> Filtered:
         """The PHI filter over *texts* (message contents, tool-call arguments and tool results
-        value by value, then stop sequences: gathered in chat) and the context; *split_pairs*:
-        where a value split across two texts is looked for (Gathered.split_pairs).
+        value by value, then stop sequences: gathered in chat) and the context; *splits*:
+        where and how a value split across two texts is looked for (Gathered.splits).
 
         The free-text product fields (sku, name, category) go through detection first, with
         every patient field of the request treated as dropped (an identifier there is
@@ -956,7 +971,7 @@ class Gateway:
             )
             update = dict(zip(raw, first.texts, strict=True))
             context = context.model_copy(update={"product": product.model_copy(update=update)})
-        filtered = self.phi.apply(policy, context, texts, key, tenant, split_pairs)
+        filtered = self.phi.apply(policy, context, texts, key, tenant, splits)
         if first is not None:
             tokens = filtered.tokens
             for token, value in first.tokens.originals.items():
@@ -975,6 +990,7 @@ class Gateway:
             ticket = self.admit(ex)
             raw = await self.read_body(request)
             ex.request_bytes = len(raw)
+            ex.body_read = True
             body = self.parse(raw)
             ex.stream = body.stream
             if body.stream:
@@ -1034,7 +1050,7 @@ class Gateway:
             gathered, contents, calls, stops = gather_texts(body)
             # tokens of this request only: unlinkable to any token seen elsewhere
             filtered = self.filter_request(
-                policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.split_pairs()
+                policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.splits()
             )
             ex.phi = filtered.audit()
             count_phi(policy.name, filtered.tokens)

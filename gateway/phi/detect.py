@@ -618,12 +618,12 @@ class Detector:
         return resolve_overlaps(self._find(text), text)
 
     def detect_texts(
-        self, texts: Sequence[str], split_pairs: Sequence[bool] | None = None
+        self, texts: Sequence[str], splits: Sequence[Split | None] | None = None
     ) -> list[list[Span]]:
-        """Spans per text, with values split across consecutive texts (only between text i and
-        i + 1 where ``split_pairs[i]``, if given: not between the values of one JSON document,
-        gateway/phi/jsontexts.py). A text that comes again (a JSON key, a label: a tool result's
-        texts repeat) is searched once."""
+        """Spans per text, with values split across consecutive texts: between text i and
+        i + 1 as ``splits[i]`` says (None: not looked for), by default everywhere
+        (gateway/phi/jsontexts.py says where a JSON document's texts are looked across). A text
+        that comes again (a JSON key, a label: a tool result's texts repeat) is searched once."""
         seen: dict[str, list[Span]] = {}
         found = []
         for text in texts:
@@ -637,9 +637,10 @@ class Detector:
             # skeleton, with room for the separators between its characters
             self._window = max(2 * longest, _SPLIT_PATTERN_WINDOW)
         for i in range(len(texts) - 1):
-            if split_pairs is not None and not split_pairs[i]:
+            split = EVERY_SPLIT if splits is None else splits[i]
+            if split is None:
                 continue
-            first, second = self._split_across(texts[i], texts[i + 1])
+            first, second = self._split_across(texts[i], texts[i + 1], split)
             found[i].extend(first)
             found[i + 1].extend(second)
         return [resolve_overlaps(spans, text) for spans, text in zip(found, texts, strict=True)]
@@ -669,11 +670,11 @@ class Detector:
                 spans.append(Span(start, end, best.category, "dropped"))
         return spans
 
-    def _split_across(self, first: str, second: str) -> tuple[list[Span], list[Span]]:
+    def _split_across(self, first: str, second: str, split: Split) -> tuple[list[Span], list[Span]]:
         """Spans for a value that starts in the tail of *first* and ends in the head of
-        *second*: each text gets a span over its part."""
+        *second* (after its first ``split.skip`` characters): each text gets a span over its part."""
         w = self._window
-        tail, head = first[-w:], second[:w]
+        tail, head = first[-w:], second[split.skip : split.skip + w]
         if not tail.strip() or not head.strip():
             return [], []
         window = tail + head
@@ -681,7 +682,8 @@ class Detector:
         norm = normalise(window)
         subject = window if norm is None else norm.text
         candidates = self._known.find(subject)
-        candidates += [s for s in find_patterns(subject) if s.category in _SPLIT_CATEGORIES]
+        if split.patterns:
+            candidates += [s for s in find_patterns(subject) if s.category in _SPLIT_CATEGORIES]
         out_first: list[Span] = []
         out_second: list[Span] = []
         for span in candidates:
@@ -693,8 +695,20 @@ class Detector:
             if start >= a_end or end <= cut + b_start:
                 continue  # all of it on one side, only whitespace on the other
             out_first.append(span._replace(start=offset + start, end=offset + a_end))
-            out_second.append(span._replace(start=b_start, end=end - cut))
+            out_second.append(span._replace(start=split.skip + b_start, end=split.skip + end - cut))
         return out_first, out_second
+
+
+class Split(NamedTuple):
+    """How a value split across two consecutive texts is looked for: *skip* the second text's
+    first characters (a label, gateway/phi/jsontexts.py), *patterns*: the checksummed
+    identifiers too, not only the known values (the context's)."""
+
+    skip: int = 0
+    patterns: bool = True
+
+
+EVERY_SPLIT = Split()
 
 
 _SPLIT_CATEGORIES = frozenset({"CARD", "IBAN", "KVNR"})  # identifiers a checksum confirms

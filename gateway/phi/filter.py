@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, set_fields, spellings
-from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer
+from gateway.phi.detect import CATEGORIES, Detector, KnownValue, Recognizer, Split
 from gateway.phi.fold import variants
 from gateway.phi.tokenise import Tokeniser, TokenMap
 from gateway.policy import UseCasePolicy
@@ -83,10 +83,10 @@ class PHIFilter:
         texts: Sequence[str],
         data_key: bytes,
         tenant: str,
-        split_pairs: Sequence[bool] | None = None,
+        splits: Sequence[Split | None] | None = None,
     ) -> Filtered:
-        """*texts* filtered; *split_pairs*: where a value split across two texts is looked for
-        (Detector.detect_texts; default: between every two)."""
+        """*texts* filtered; *splits*: where and how a value split across two texts is looked
+        for (Detector.detect_texts; default: between every two, known values and patterns)."""
         allowed = set(policy.context_fields)
         present = list(set_fields(context)) if context is not None else []
         used = [(p, v) for p, v in present if p in allowed]
@@ -114,7 +114,7 @@ class PHIFilter:
         removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
         out = [
             tokeniser.apply(text, spans, removed, tokens)
-            for text, spans in zip(texts, detector.detect_texts(texts, split_pairs), strict=True)
+            for text, spans in zip(texts, detector.detect_texts(texts, splits), strict=True)
         ]
 
         context_parts = []

@@ -30,6 +30,8 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from gateway.phi.detect import EVERY_SPLIT, Split
+
 #: a JSON number token (RFC 8259 section 6)
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 #: deeper JSON is filtered as one plain text (walking it would risk the recursion limit)
@@ -67,6 +69,10 @@ class JsonTexts:
         self._document = document
         self.texts: list[str] = []
         self._labels: list[str] = []  # per text: the key it is labelled with ("" for none)
+        #: text i -> how a value split across texts i and i + 1 is looked for: only between two
+        #: strings of one array (address lines: ["Studio 0", "Lindsey Spur"]), and only for the
+        #: context's values (two order numbers of a list are no card number)
+        self.splits: dict[int, Split] = {}
         self._walk(document, "")
 
     @classmethod
@@ -83,20 +89,27 @@ class JsonTexts:
             return None
         return cls(document)
 
-    def _add(self, text: str, label: str) -> None:
+    def _add(self, text: str, key: str) -> None:
+        # the label in lower case: the name recogniser takes a lower-case name ("anna schmidt")
+        # only in a text all in lower case, and the label-needing recognisers read lower case
+        label = key.lower()
         self.texts.append(f"{label}: {text}" if label else text)
-        self._labels.append(label)
+        self._labels.append(key)
 
-    def _walk(self, value: Any, label: str) -> None:
+    def _walk(self, value: Any, key: str) -> None:
         if isinstance(value, dict):
-            for key, item in value.items():
-                self._add(key, "")
-                self._walk(item, key)
+            for name, item in value.items():
+                self._add(name, "")
+                self._walk(item, name)
         elif isinstance(value, list):
+            after_string = False
             for item in value:
-                self._walk(item, label)
+                if after_string and isinstance(item, str) and not isinstance(item, _Number):
+                    self.splits[len(self.texts) - 1] = Split(skip=len(key) + 2 if key else 0, patterns=False)
+                self._walk(item, key)
+                after_string = isinstance(item, str) and not isinstance(item, _Number)
         elif isinstance(value, str):  # a string or a number's token (_Number)
-            self._add(value, label)
+            self._add(value, key)
 
     def rebuild(self, filtered: Sequence[str]) -> str:
         """The JSON with each text replaced by its filtered text (its label taken off), written
@@ -129,19 +142,19 @@ class JsonTexts:
                 self._write(item, filtered, keys, out)
             out.append("]")
         elif isinstance(value, str):  # a string or a number's token (_Number)
-            text, label = next(filtered)
-            if label:
-                text = _unlabelled(text, label, keys.get(label, label))
+            text, key = next(filtered)
+            if key:
+                text = _unlabelled(text, key.lower(), keys.get(key, key))
             number = isinstance(value, _Number) and _NUMBER.fullmatch(text)
             out.append(text if number else _string(text))
         else:  # true, false, null
             out.append(json.dumps(value))
 
 
-def _unlabelled(text: str, label: str, filtered_label: str) -> str:
+def _unlabelled(text: str, label: str, filtered_key: str) -> str:
     """*text* (``<label>: <value>`` filtered) without its label: as given, or as the filter
     left the key; else the whole text (the filter changed the label in place)."""
-    for prefix in (f"{label}: ", f"{filtered_label}: "):
+    for prefix in (f"{label}: ", f"{filtered_key}: ", f"{filtered_key.lower()}: "):
         if text.startswith(prefix):
             return text[len(prefix) :]
     return text
@@ -167,12 +180,19 @@ class Gathered:
         self.texts.extend(parts)
         return len(self._slots) - 1
 
-    def split_pairs(self) -> list[bool]:
-        """For each two consecutive texts, whether a value split across them is looked for:
-        between slots (two messages, a message and a tool result), not inside one JSON document,
-        whose values are fields of their own (and labelled: jsontexts' docstring)."""
-        starts = {start for start, _, _ in self._slots}
-        return [i + 1 in starts for i in range(len(self.texts) - 1)]
+    def splits(self) -> list[Split | None]:
+        """For each two consecutive texts, how a value split across them is looked for
+        (Detector.detect_texts): between slots (two messages, a message and a tool result) as
+        between any two texts; inside one JSON document only where the document says
+        (``JsonTexts.splits``: two strings of one array), not between its fields."""
+        out: list[Split | None] = [None] * max(len(self.texts) - 1, 0)
+        for start, _, document in self._slots:
+            if 0 < start < len(self.texts):  # a slot with texts after others (not an empty "[]" last)
+                out[start - 1] = EVERY_SPLIT
+            if document is not None:
+                for i, split in document.splits.items():
+                    out[start + i] = split
+        return out
 
     def put_back(self, filtered: Sequence[str]) -> list[str]:
         """One text per slot, from the filter's texts (one per gathered text, in order)."""

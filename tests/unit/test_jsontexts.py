@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.phi.context import PatientContext
-from gateway.phi.filter import PHIFilter
+from gateway.phi.detect import EVERY_SPLIT, Split
+from gateway.phi.filter import PHIFilter, recognizers
 from gateway.phi.jsontexts import MAX_DEPTH, Gathered, JsonTexts
 from gateway.phi.tokenise import Tokeniser, TokenMap
 from gateway.policy import load_policies
@@ -157,19 +158,66 @@ def test_any_replacement_gives_valid_json(value: object, replacement: str) -> No
     json.loads(doc.rebuild([replacement] * len(doc.texts)))
 
 
-def test_split_values_are_looked_for_between_slots_not_inside_a_document() -> None:
-    """A value split across two messages is looked for at every slot boundary; the values of
-    one JSON document are fields of their own (labelled), so not between them: a tool result's
-    hundreds of texts would otherwise cost a split search per pair (benchmarks/README.md)."""
+def test_split_values_are_looked_for_between_slots_and_array_strings() -> None:
+    """A value split across two messages is looked for at every slot boundary, known values and
+    checksummed identifiers; inside one JSON document only between two strings of one array
+    (address lines), known values only and past the label; not between fields."""
     gathered = Gathered()
     gathered.add("Meine KVNR ist A12345")
-    gathered.add('{"k": "v", "l": "w"}', json_aware=True)
+    gathered.add(
+        '{"k": "v", "street": ["Studio 0", "Lindsey Spur"], "ids": ["100009999", "100012345"]}', True
+    )
     gathered.add("6780, danke")
-    assert gathered.texts[1:5] == ["k", "k: v", "l", "l: w"]
-    assert gathered.split_pairs() == [True, False, False, False, True]
+    assert gathered.texts[1:9] == [
+        "k", "k: v", "street", "street: Studio 0", "street: Lindsey Spur", "ids", "ids: 100009999",
+        "ids: 100012345",
+    ]  # fmt: skip
+    splits = gathered.splits()
+    assert splits[0] == EVERY_SPLIT and splits[-1] == EVERY_SPLIT
+    assert splits[4] == Split(skip=len("street: "), patterns=False)
+    assert splits[7] == Split(skip=len("ids: "), patterns=False)
+    assert [i for i, split in enumerate(splits) if split is None] == [1, 2, 3, 5, 6]
+    empty = Gathered()  # documents without texts, first and last
+    for text in ("[]", "hello", "{}", "[]"):
+        empty.add(text, json_aware=True)
+    assert empty.texts == ["hello"] and empty.splits() == []
     policy = load_policies()["order-support"]
     plain = Gathered()
     plain.add("Meine KVNR ist A12345")
     plain.add("6780, danke")
-    filtered = PHIFilter().apply(policy, None, plain.texts, b"k" * 32, "t", plain.split_pairs())
+    filtered = PHIFilter().apply(policy, None, plain.texts, b"k" * 32, "t", plain.splits())
     assert filtered.texts == ["Meine KVNR ist [KVNR_REMOVED]", "[KVNR_REMOVED], danke"]
+
+
+def test_a_context_street_on_two_array_lines_is_found() -> None:
+    """Magento's address lines as an array, the context's street on two lines (review of #26: with
+    no search inside a document the second line went out in clear)."""
+    policy = load_policies()["patient-support"]  # the address is not a field of this use case
+    context = PatientContext.model_validate(
+        {"address": {"street": "Studio 0\nLindsey Spur", "postcode": "10115", "city": "Berlin"}}
+    )
+    gathered = Gathered()
+    gathered.add(
+        json.dumps({"street": ["Studio 0", "Lindsey Spur"], "orders": ["100009999", "100012345"]}), True
+    )
+    filtered = PHIFilter(recognizers(True)).apply(
+        policy, context, gathered.texts, b"k" * 32, "t", gathered.splits()
+    )
+    out = json.loads(gathered.put_back(filtered.texts)[0])
+    assert "Lindsey" not in json.dumps(out) and "Studio" not in json.dumps(out)
+    # two order numbers of a list: tokenised as order numbers (the label), not removed as one card
+    assert all(o.isdigit() and len(o) == 9 for o in out["orders"])
+
+
+@pytest.mark.parametrize("key", ["Name", "Patient", "NAME", "name"])
+def test_a_lower_case_name_under_any_key_is_found(key: str) -> None:
+    """The name recogniser takes a lower-case name only in a text all in lower case: the label is
+    lower case (review of #26: "Name: anna schmidt" went out in clear)."""
+    policy = load_policies()["order-support"]
+    gathered = Gathered()
+    gathered.add(json.dumps({key: "anna schmidt"}), True)
+    filtered = PHIFilter(recognizers(True)).apply(
+        policy, None, gathered.texts, b"k" * 32, "t", gathered.splits()
+    )
+    out = json.loads(gathered.put_back(filtered.texts)[0])
+    assert list(out) == [key] and out[key].startswith("[NAME_")
