@@ -193,16 +193,8 @@ def plain_request(size: int) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text[:size]}], "sovereign": {"context": CONTEXT}}
 
 
-def gather_no_walk(body: ChatRequest) -> tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]:
-    """``gather_texts`` with every text filtered as one plain text (no JSON walk)."""
-    gathered = Gathered()
-    contents: list[int | None] = []
-    calls: dict[int, list[int]] = {}
-    for i, m in enumerate(body.messages):
-        contents.append(None if m.content is None else gathered.add(m.text()))
-        if m.tool_calls:
-            calls[i] = [gathered.add(c.function.arguments) for c in m.tool_calls]
-    return gathered, contents, calls, []
+#: ``gather_texts`` with every text filtered as one plain text (no JSON walk)
+gather_no_walk = partial(gather_texts, walk=False)
 
 
 Gather = Callable[[ChatRequest], tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]]

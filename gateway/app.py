@@ -1216,11 +1216,13 @@ class Gateway:
             if isinstance(message.get("content"), str):
                 message["content"] = restored(message["content"], ex.json_answer)
             calls = message.get("tool_calls")
-            functions = (
-                [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
-            )
+            functions = [
+                c["function"]
+                for c in (calls if isinstance(calls, list) else [])
+                if isinstance(c, dict) and isinstance(c.get("function"), dict)
+            ]
             for function in functions:
-                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                if isinstance(function.get("arguments"), str):
                     function["arguments"] = restored(function["arguments"], True)
             # llama-cpp-python 0.3 sends the legacy function_call beside tool_calls, the same
             # arguments: restored too, counted once (as the call's), unless it is the only form
@@ -1315,18 +1317,22 @@ def _as_template_shows(message: dict[str, Any], upstream: Upstream) -> dict[str,
     return message
 
 
-def gather_texts(body: ChatRequest) -> tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]:
+def gather_texts(
+    body: ChatRequest, walk: bool = True
+) -> tuple[Gathered, list[int | None], dict[int, list[int]], list[int]]:
     """Every text of *body* that reaches the model, for the one filter call: (the gathered
     texts, each message's content slot (None: no content), the slots of each assistant turn's
     tool-call arguments by message index, the stop sequences' slots). A tool message's content
-    and a tool call's arguments are walked as JSON when they are JSON (gateway/phi/jsontexts.py)."""
+    and a tool call's arguments are walked as JSON when they are JSON (gateway/phi/jsontexts.py;
+    *walk* false: as plain text, what benchmarks/tool_request_filter.py compares with)."""
     gathered = Gathered()
     contents: list[int | None] = []
     calls: dict[int, list[int]] = {}
     for i, m in enumerate(body.messages):
-        contents.append(None if m.content is None else gathered.add(m.text(), json_aware=m.role == "tool"))
+        json_aware = walk and m.role == "tool"
+        contents.append(None if m.content is None else gathered.add(m.text(), json_aware=json_aware))
         if m.tool_calls:
-            calls[i] = [gathered.add(c.function.arguments, json_aware=True) for c in m.tool_calls]
+            calls[i] = [gathered.add(c.function.arguments, json_aware=walk) for c in m.tool_calls]
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     return gathered, contents, calls, [gathered.add(s) for s in stops]
 

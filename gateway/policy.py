@@ -6,7 +6,7 @@ so an auditor can tell exactly which policy text governed a request.
 A policy also lists the tools its use case may offer the model and the JSON answers it may ask
 for (``tools``, ``structured_output``): each with a JSON Schema reviewed like the field list,
 checked on load with the ``jsonschema`` package. The upstream only ever gets these reviewed
-definitions, never a client's (gateway/app.py ``Gateway.check_tools``).
+definitions, never a client's (gateway/app.py ``Gateway.check_features``).
 """
 
 from __future__ import annotations

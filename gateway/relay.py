@@ -510,10 +510,10 @@ def _add_rests(delta: dict[str, Any], rests: list[tuple[int, str]]) -> None:
 class _Restorers:
     """One stream restorer per text of a streamed answer: each choice's content (JSON-aware
     when the request asked for a JSON answer) and each of its tool calls' arguments (always
-    JSON-aware), keyed by (choice index, tool-call index, ``_CONTENT`` or ``_FUNCTION_CALL``,
-    the legacy function call's arguments). The restored text is
-    not kept: surrogate-shaped tokens left in it are counted as it passes, over the new text
-    and the short tail of the same text's earlier part a token could start in."""
+    JSON-aware), keyed by (choice index, tool-call index or ``_CONTENT`` or ``_FUNCTION_CALL``,
+    the legacy function call's arguments). The restored text is not kept: surrogate-shaped
+    tokens left in it are counted as it passes, over the new text and the short tail of the
+    same text's earlier part a token could start in."""
 
     def __init__(self, originals: dict[str, str], json_answer: bool = False) -> None:
         self._originals = originals

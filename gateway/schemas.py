@@ -28,6 +28,7 @@ from pydantic import (
 
 from gateway import validation
 from gateway.phi.context import PatientContext
+from gateway.policy import NAME_PATTERN
 
 USE_CASE_HEADER = "x-sovereign-use-case"
 TENANT_HEADER = "x-sovereign-tenant"
@@ -42,8 +43,8 @@ class TextPart(BaseModel):
     text: str
 
 
-#: a function's name (OpenAI's rule); a name of the use case's policy is one too
-FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+#: a function's name (OpenAI's rule): the rule a policy's tool and schema names follow too
+FUNCTION_NAME = NAME_PATTERN
 #: a tool call's id: never forwarded (the upstream gets call00001, ... in its place)
 # the ids model servers make: OpenAI call_<24>, vLLM chatcmpl-tool-<32 hex>, llama-cpp-python 0.3.36
 # call__0_<tool name, up to 64>_cmpl-<uuid4> (llama_chat_format.py _convert_completion_to_chat_function)

@@ -90,10 +90,7 @@ class JsonTexts:
         return cls(document)
 
     def _add(self, text: str, key: str) -> None:
-        # the label in lower case: the name recogniser takes a lower-case name ("anna schmidt")
-        # only in a text all in lower case, and the label-needing recognisers read lower case
-        label = key.lower()
-        self.texts.append(f"{label}: {text}" if label else text)
+        self.texts.append(f"{_label(key)}: {text}" if key else text)
         self._labels.append(key)
 
     def _walk(self, value: Any, key: str) -> None:
@@ -102,12 +99,14 @@ class JsonTexts:
                 self._add(name, "")
                 self._walk(item, name)
         elif isinstance(value, list):
+            skip = len(_label(key)) + 2 if key else 0  # the label and ": " before each item
             after_string = False
             for item in value:
-                if after_string and isinstance(item, str) and not isinstance(item, _Number):
-                    self.splits[len(self.texts) - 1] = Split(skip=len(key) + 2 if key else 0, patterns=False)
+                string = isinstance(item, str) and not isinstance(item, _Number)
+                if after_string and string:
+                    self.splits[len(self.texts) - 1] = Split(skip=skip, patterns=False)
                 self._walk(item, key)
-                after_string = isinstance(item, str) and not isinstance(item, _Number)
+                after_string = string
         elif isinstance(value, str):  # a string or a number's token (_Number)
             self._add(value, key)
 
@@ -144,11 +143,18 @@ class JsonTexts:
         elif isinstance(value, str):  # a string or a number's token (_Number)
             text, key = next(filtered)
             if key:
-                text = _unlabelled(text, key.lower(), keys.get(key, key))
+                text = _unlabelled(text, _label(key), keys.get(key, key))
             number = isinstance(value, _Number) and _NUMBER.fullmatch(text)
             out.append(text if number else _string(text))
         else:  # true, false, null
             out.append(json.dumps(value))
+
+
+def _label(key: str) -> str:
+    """A value's label: its key in lower case (the name recogniser takes a lower-case name,
+    "anna schmidt", only in a text all in lower case; the label-needing recognisers read lower
+    case)."""
+    return key.lower()
 
 
 def _unlabelled(text: str, label: str, filtered_key: str) -> str:
