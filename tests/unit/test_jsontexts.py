@@ -189,7 +189,8 @@ def test_split_values_are_looked_for_between_slots_and_array_strings() -> None:
     assert filtered.texts == ["Meine KVNR ist [KVNR_REMOVED]", "[KVNR_REMOVED], danke"]
 
 
-def test_a_context_street_on_two_array_lines_is_found() -> None:
+@pytest.mark.parametrize("key", ["street", "İSTRASSE"])  # "İ" is two characters in lower case
+def test_a_context_street_on_two_array_lines_is_found(key: str) -> None:
     """Magento's address lines as an array, the context's street on two lines (review of #26: with
     no search inside a document the second line went out in clear)."""
     policy = load_policies()["patient-support"]  # the address is not a field of this use case
@@ -197,9 +198,7 @@ def test_a_context_street_on_two_array_lines_is_found() -> None:
         {"address": {"street": "Studio 0\nLindsey Spur", "postcode": "10115", "city": "Berlin"}}
     )
     gathered = Gathered()
-    gathered.add(
-        json.dumps({"street": ["Studio 0", "Lindsey Spur"], "orders": ["100009999", "100012345"]}), True
-    )
+    gathered.add(json.dumps({key: ["Studio 0", "Lindsey Spur"], "orders": ["100009999", "100012345"]}), True)
     filtered = PHIFilter(recognizers(True)).apply(
         policy, context, gathered.texts, b"k" * 32, "t", gathered.splits()
     )
