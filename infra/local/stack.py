@@ -250,35 +250,7 @@ class LocalStack:
             f"manifest {embedding_model.manifest_path(model_path).name})"
         )
         e = self.profile.embedding
-        argv = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model_path),
-            "--model_alias",
-            EMBEDDING_NAME_UPSTREAM,
-            "--embedding",
-            "true",
-            "--host",
-            self.profile.host,
-            "--port",
-            str(self.profile.ports.embedding),
-            "--n_threads",
-            str(e.n_threads),
-            # an embedding is computed as one batch (llama-cpp-python's embed()): batch threads
-            # too, else llama-cpp-python takes every core
-            "--n_threads_batch",
-            str(e.n_threads),
-            # the model's trained context (max_position_embeddings); longer inputs are cut there
-            # by llama-cpp-python 0.3.36 (Llama.embed truncates to n_batch)
-            "--n_ctx",
-            str(embedding_model.CONTEXT_LENGTH),
-            "--n_batch",
-            str(embedding_model.CONTEXT_LENGTH),
-            "--n_ubatch",
-            str(embedding_model.CONTEXT_LENGTH),
-        ]
+        argv = embedding_server_argv(model_path, self.profile.host, self.profile.ports.embedding, e.n_threads)
         url = self.profile.url("embedding")
         self._launch(
             "embedding",
@@ -443,6 +415,40 @@ class LocalStack:
 MODEL_NAME_UPSTREAM = "gemma-3-270m-q4_k_m"
 # the name the embedding server answers to (--model_alias); clients use profile.embedding.alias
 EMBEDDING_NAME_UPSTREAM = "all-minilm-l6-v2-f32"
+
+
+def embedding_server_argv(model_path: Path, host: str, port: int, n_threads: int) -> list[str]:
+    """The embedding server's command line (llama-cpp-python 0.3.36, llama_cpp/server/settings.py):
+    the same for `up` and for the tests that start it alone."""
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        EMBEDDING_NAME_UPSTREAM,
+        "--embedding",
+        "true",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_threads",
+        str(n_threads),
+        # an input is embedded as one batch (Llama.embed): batch threads too, else llama-cpp-python
+        # takes every core
+        "--n_threads_batch",
+        str(n_threads),
+        # the model's trained context (max_position_embeddings); llama-cpp-python 0.3.36 cuts a
+        # longer input there (Llama.embed truncates to n_batch)
+        "--n_ctx",
+        str(embedding_model.CONTEXT_LENGTH),
+        "--n_batch",
+        str(embedding_model.CONTEXT_LENGTH),
+        "--n_ubatch",
+        str(embedding_model.CONTEXT_LENGTH),
+    ]
 
 
 def _bao_binary() -> str:

@@ -34,7 +34,7 @@ def sovereign(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, object]]]:
     tmp = tmp_path_factory.mktemp("stack")
     profile = tmp / "local.yaml"
-    ports = {"openbao": free_port(), "model": free_port(), "gateway": free_port()}
+    ports = {"openbao": free_port(), "model": free_port(), "embedding": free_port(), "gateway": free_port()}
     profile.write_text(yaml.safe_dump({"state_dir": str(tmp / "state"), "ports": ports, "tenant": "e2e"}))
     up = sovereign("up", "--profile", str(profile))
     try:
@@ -46,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
 
 def test_up_reports_each_component_ready_and_the_demo_request(stack: tuple[Path, dict[str, object]]) -> None:
     out = stack[1]["up"].stdout  # type: ignore[union-attr]
-    for component in ("openbao", "model", "gateway"):
+    for component in ("openbao", "model", "embedding", "gateway"):
         assert f"  {component:<9} ready" in out
     assert "answer:" in out
     record = json.loads(out.split("audit record:", 1)[1].split("\n\n", 1)[0])
@@ -54,6 +54,12 @@ def test_up_reports_each_component_ready_and_the_demo_request(stack: tuple[Path,
     assert record["phi"]["tokenised"]["NAME"] >= 1 and record["phi"]["tokenised"]["PHONE"] >= 1
     assert "Mustermann" not in json.dumps(record)
     assert record["weights_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    # the embedding model's upstream in the gateway config `up` wrote (issue #27)
+    config = yaml.safe_load((stack[1]["state"] / "run" / "gateway.yaml").read_text())  # type: ignore[operator]
+    embed = config["upstreams"]["embed"]
+    assert embed["kind"] == "embeddings" and embed["dimensions"] == 384
+    assert embed["url"] == f"http://127.0.0.1:{stack[1]['ports']['embedding']}/v1"  # type: ignore[index]
+    assert "embedding converted to GGUF" in out or "embedding reused" in out
 
 
 def test_streamed_answer_from_the_real_model(stack: tuple[Path, dict[str, object]]) -> None:
@@ -528,10 +534,10 @@ def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, d
     profile, info = stack
     state: Path = info["state"]  # type: ignore[assignment]
     recorded = json.loads((state / "run" / "stack.json").read_text())["components"]
-    assert set(recorded) == {"openbao", "model", "gateway"}
+    assert set(recorded) == {"openbao", "model", "embedding", "gateway"}
     down = sovereign("down", "--profile", str(profile))
     assert down.returncode == 0
-    assert down.stdout.strip() == "stopped: gateway, model, openbao"
+    assert down.stdout.strip() == "stopped: gateway, embedding, model, openbao"
     for comp in recorded.values():
         assert not alive(comp["pid"], comp["start_ticks"])
     assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"

@@ -16,6 +16,7 @@ def test_shipped_profile_loads(tmp_path: Path) -> None:
     p = load_profile(REPO / "stacks" / "local.yaml", base=tmp_path)
     assert p.state_dir == (tmp_path / ".sovereign").resolve()
     assert p.url("gateway") == "http://127.0.0.1:8080"
+    assert p.url("embedding") == "http://127.0.0.1:8082" and p.embedding.alias == "embed"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,12 @@ def test_shipped_profile_loads(tmp_path: Path) -> None:
         ("ports: {gateway: 70000}\n", "ports.gateway"),
         ("modle: {}\n", "modle"),
         ("tenant: Big Clinic\n", "tenant"),
+        ("embedding: {n_threads: 0}\n", "embedding.n_threads"),
+        ("embedding: {alias: Embed}\n", "embedding.alias"),
+        ("embedding: {alias: chat}\n", "embedding.alias: the same as model.alias"),
+        ("embedding: {modle: x}\n", "embedding.modle: unknown field"),
+        ("ports: {embedding: 8081}\n", "ports.embedding: the same port as ports.model"),
+        ("timeouts: {embedding: 0}\n", "timeouts.embedding"),
     ],
 )
 def test_bad_profile_names_the_key(tmp_path: Path, text: str, message: str) -> None:
