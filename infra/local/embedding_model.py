@@ -354,11 +354,10 @@ def _reusable(path: Path) -> bool:
     return bool(recorded == _manifest() and path.is_file() and sha256_file(path) == GGUF_SHA256)
 
 
-def ensure_model(models: Path, expected_sha256: str | None = None) -> tuple[Path, bool]:
+def ensure_model(models: Path) -> tuple[Path, bool]:
     """The verified GGUF in *models* and whether it was converted now: reused when its manifest is
     this version's and its sha256 is the manifest's, else converted from the verified zip (a
     changed or half-written file is replaced, never served)."""
-    expected = expected_sha256 or GGUF_SHA256
     target = models / GGUF_NAME
     if _reusable(target):
         return target, False
@@ -370,7 +369,7 @@ def ensure_model(models: Path, expected_sha256: str | None = None) -> tuple[Path
         written = Path(tmp) / GGUF_NAME
         convert(folder, written)
         digest = sha256_file(written)
-        if digest != expected:
+        if digest != GGUF_SHA256:
             raise EmbeddingModelError(
                 f"embedding model: the converted {GGUF_NAME} does not have the pinned sha256 "
                 "(infra/local/embedding_model.py GGUF_SHA256); the inputs were verified, so the gguf "
