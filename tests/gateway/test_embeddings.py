@@ -14,6 +14,7 @@ embedding_model.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -30,10 +31,11 @@ from langchain_openai import OpenAIEmbeddings
 from openai import OpenAI
 from pydantic import ValidationError
 
-from gateway.app import check_upstream_kinds
+from gateway.app import Gateway, GatewayError, check_upstream_kinds
 from gateway.clientkeys import ClientKeyStore
-from gateway.embeddings import JSON_FLOAT_BYTES, JSON_ITEM_BYTES
+from gateway.embeddings import JSON_FLOAT_BYTES, JSON_ITEM_BYTES, embed_upstream
 from gateway.policy import PolicyError, load_policies
+from gateway.settings import GatewaySettings
 from gateway.settings import Upstream as UpstreamSettings
 from infra import openbao_contract
 from infra.cli import main as sovereign
@@ -379,3 +381,34 @@ def test_upstream_kinds_are_checked() -> None:
     with pytest.raises(PolicyError, match="embedding_model embed is an upstream of kind chat"):
         check_upstream_kinds(policy, {"chat": chat, "embed": chat})
     assert math.isclose(sum(x * x for x in vector("a b", DIMS)), 1.0)  # the double's vectors are unit
+
+
+def test_embed_upstream_for_the_store(tmp_path: Path, upstream: Upstream) -> None:
+    """embed_upstream (the memory store's and catalogue retrieval's call, texts already filtered):
+    the upstream's vectors in input order, cut in calls that fit max_answer_bytes; a malformed
+    answer a GatewayError 502."""
+    settings = GatewaySettings(
+        upstreams={"embed": embed_upstream_settings(upstream.url)},
+        limits={"max_answer_bytes": MAX_ANSWER},
+        audit={"path": tmp_path / "audit.jsonl"}, keys_file=tmp_path / "keys.json",
+        openbao={"wrapped_keys_dir": tmp_path / "keys"}, enforce_egress=False,
+    )  # fmt: skip
+    texts = [f"Artikel {i} [NAME_0a1b2c]" for i in range(PER_CALL + 2)]
+
+    async def run(mode: str) -> list[list[float]]:
+        upstream.script(mode=mode, capture=True)
+        gw = Gateway(settings)
+        try:
+            return await embed_upstream(gw, settings.upstreams["embed"], texts)
+        finally:
+            await gw.http.close()
+            gw.close_audit()
+
+    vectors = asyncio.run(run("normal"))
+    assert [v == pytest.approx(vector(t, DIMS)) for v, t in zip(vectors, texts, strict=True)] == [True] * len(
+        texts
+    )
+    assert [b["input"] for b in upstream.captured()] == [texts[:PER_CALL], texts[PER_CALL:]]
+    with pytest.raises(GatewayError) as failed:
+        asyncio.run(run("emb_wrong_dims"))
+    assert (failed.value.status, failed.value.code) == (502, "upstream_malformed")
