@@ -14,7 +14,8 @@ Both targets get the same texts: ``direct`` is the upstream's ``/v1/embeddings``
 asked for; ``gateway`` is a real gateway process with its default settings (fdatasync'd audit
 records, egress guard on) in front of it, use case patient-support (``embedding_model: embed``),
 ``encoding_format: float``. Runs (closed loop, connections back to back; two rounds, direct and
-gateway alternating, medians):
+gateway alternating, medians; only requests that end inside the window count, so against the
+model, whose requests of 32 texts take seconds, the window must be long: ``--seconds 20``):
 
 - ``plain-1``: one product text per request, no patient data (the filter runs and finds none);
 - ``plain-32``: 32 such texts per request (one upstream call: the batch a store writes);
@@ -113,9 +114,11 @@ def start_model(tmp: Path, double: bool) -> tuple[Upstream, str, dict[str, Any]]
     )
 
 
-async def measure(targets: list[Target], upstream_model: str, seconds: float, rounds: int) -> dict[str, Any]:
+async def measure(
+    targets: list[Target], upstream_model: str, seconds: float, rounds: int, connections: int | None
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for name, n, phi, connections in RUNS:
+    for name, n, phi, run_connections in RUNS:
         texts, context = phi_texts(n) if phi else (plain_texts(n), None)
         per_target: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
         for _ in range(rounds):
@@ -128,7 +131,9 @@ async def measure(targets: list[Target], upstream_model: str, seconds: float, ro
                 else:
                     body["model"] = upstream_model
                 request = build_request(target, body, PATH)
-                per_target[target.name].append(await load(target, request, connections, seconds))
+                per_target[target.name].append(
+                    await load(target, request, connections or run_connections, seconds)
+                )
         results[name] = {k: {**merge(v), "texts_per_request": n} for k, v in per_target.items()}
         print(
             f"{name}: " + ", ".join(f"{k} {v['rps'] * n:.0f} texts/s" for k, v in results[name].items()),
@@ -167,6 +172,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--double", action="store_true", help="the scripted upstream, not the model")
     parser.add_argument(
+        "--connections", type=int, help="connections of every run (default: the runs' own, 4); a model "
+        "server embeds one request at a time: 2 keep it busy without a long queue",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "embeddings_throughput.json")
     )
     args = parser.parse_args()
@@ -186,7 +195,9 @@ def main() -> None:
                     Target("direct", upstream.url, upstream.proc.proc.pid, gateway=False),
                     Target("gateway", gw.url, gw.proc.pid, headers),
                 ]
-                results = asyncio.run(measure(targets, settings["model"], args.seconds, args.rounds))
+                results = asyncio.run(
+                    measure(targets, settings["model"], args.seconds, args.rounds, args.connections)
+                )
         finally:
             upstream.proc.stop()
             bao.proc.stop()
