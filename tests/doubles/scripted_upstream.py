@@ -36,16 +36,19 @@ It answers ``POST /v1/embeddings`` as llama-cpp-python 0.3.36's server does with
 ``CreateEmbeddingRequest``, llama_cpp/llama.py ``Llama.create_embedding``): the request is
 ``{model?, input: str | list[str], user?}`` validated by pydantic with its default
 ``extra="ignore"`` (so ``encoding_format`` and ``dimensions`` are dropped unseen: the answer is
-always floats of the model's size), anything else in ``input`` (token ids) a 422 of FastAPI's
-shape ``{"detail": [...]}``; the answer is ``{"object": "list", "data": [{"object":
-"embedding", "embedding": [...], "index": i}], "model": <the request's model>, "usage":
-{"prompt_tokens": n, "total_tokens": n}}``, ``n`` the tokens of all inputs (here words + 2 per
-input: BERT's [CLS] and [SEP]). The vector of a text is ``dimensions`` numbers from its words
-(each word adds to buckets chosen by its SHA-256), L2-normalised: the same text always gets the
-same vector, texts sharing words similar ones. Modes ``emb_wrong_dims`` (one number short),
-``emb_missing_index`` (the last item's index repeats the first's), ``emb_nan`` (a NaN
-component, as Python's json writes it), ``emb_no_usage`` and ``malformed``/``status500`` answer
-what a broken server would.
+always floats of the model's size); anything else in ``input`` (token ids) fails that validation,
+which the server's RouteErrorHandler (llama_cpp/server/errors.py) answers with HTTP 500
+``{"error": {"message": "N validation errors: ...", "type": "internal_server_error", "param":
+null, "code": null}}`` (checked against the real server with the local stack's model). The
+answer is ``{"object": "list", "data": [{"object": "embedding", "embedding": [...], "index":
+i}], "model": <the request's model, else the model's path>, "usage": {"prompt_tokens": n,
+"total_tokens": n}}``, ``n`` the tokens of all inputs (here words + 2 per input: BERT's [CLS]
+and [SEP]; the real server counts 7 for ``["a b", "c"]``, as this does). The vector of a text
+is ``dimensions`` numbers from its words (each word adds to buckets chosen by its SHA-256),
+L2-normalised: the same text always gets the same vector, texts sharing words similar ones.
+Modes ``emb_wrong_dims`` (one number short), ``emb_missing_index`` (the last item's index
+repeats the first's), ``emb_nan`` (a NaN component, as Python's json writes it),
+``emb_no_usage`` and ``malformed``/``status500`` answer what a broken server would.
 
 Like vLLM it refuses (400, its error shape) a request it could not turn into a prompt: a tool
 that is not a function with a name, a tool message without ``tool_call_id``, an assistant tool
@@ -238,19 +241,17 @@ def vector(text: str, dimensions: int) -> list[float]:
 
 
 def embedding_problem(body: Any) -> dict[str, Any] | None:
-    """FastAPI's 422 body for a request llama-cpp-python 0.3.36's CreateEmbeddingRequest
-    refuses (``input`` neither a string nor a list of strings), else None."""
-    if not isinstance(body, dict):
-        error = {"type": "model_attributes_type", "loc": ["body"], "msg": "Input should be an object"}
-        return {"detail": [error]}
-    value = body.get("input")
+    """The 500 body llama-cpp-python 0.3.36's server answers a request its CreateEmbeddingRequest
+    refuses (``input`` neither a string nor a list of strings), else None (its message names
+    the errors; the real one also quotes the input, which the double leaves out)."""
+    value = body.get("input") if isinstance(body, dict) else None
     ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-    model = body.get("model")
+    model = body.get("model") if isinstance(body, dict) else None
     if ok and (model is None or isinstance(model, str)):
         return None
     where = "input" if not ok else "model"
-    error = {"type": "string_type", "loc": ["body", where], "msg": "Input should be a valid string"}
-    return {"detail": [error]}
+    message = f"validation errors:\n  {{'type': 'string_type', 'loc': ('body', '{where}')}}"
+    return {"error": {"message": message, "type": "internal_server_error", "param": None, "code": None}}
 
 
 def build_app(script: Script | None = None) -> Starlette:
@@ -404,7 +405,7 @@ def build_app(script: Script | None = None) -> Starlette:
             captured.append(body)
         problem = embedding_problem(body)
         if problem is not None:
-            return JSONResponse(problem, status_code=422)
+            return JSONResponse(problem, status_code=500)
         if state.mode == "status500":
             return JSONResponse({"error": {"message": "scripted failure"}}, status_code=500)
         if state.mode == "malformed":
