@@ -48,7 +48,7 @@ is ``dimensions`` numbers from its words (each word adds to buckets chosen by it
 L2-normalised: the same text always gets the same vector, texts sharing words similar ones.
 Modes ``emb_wrong_dims`` (one number short), ``emb_missing_index`` (the last item's index
 repeats the first's), ``emb_nan`` (a NaN component, as Python's json writes it),
-``emb_no_usage`` and ``malformed``/``status500`` answer what a broken server would.
+``emb_no_usage``, ``malformed``/``status500`` and ``hang`` answer what a broken server would.
 
 Like vLLM it refuses (400, its error shape) a request it could not turn into a prompt: a tool
 that is not a function with a name, a tool message without ``tool_call_id``, an assistant tool
@@ -410,6 +410,8 @@ def build_app(script: Script | None = None) -> Starlette:
             return JSONResponse({"error": {"message": "scripted failure"}}, status_code=500)
         if state.mode == "malformed":
             return Response(b"this is not json", media_type="application/json")
+        if state.mode == "hang":
+            await asyncio.sleep(state.hang_s)
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data: list[dict[str, Any]] = [
             {"object": "embedding", "embedding": vector(t, state.dimensions), "index": i}

@@ -412,3 +412,17 @@ def test_embed_upstream_for_the_store(tmp_path: Path, upstream: Upstream) -> Non
     with pytest.raises(GatewayError) as failed:
         asyncio.run(run("emb_wrong_dims"))
     assert (failed.value.status, failed.value.code) == (502, "upstream_malformed")
+
+
+def test_an_upstream_that_does_not_answer_is_a_504(tmp_path: Path, bao: Bao, upstream: Upstream) -> None:
+    upstream.script(mode="hang", hang_s=10)
+    config = gateway_config(
+        tmp_path, bao.address, bao.gateway_token, upstream.url,
+        upstreams={"embed": embed_upstream_settings(upstream.url)}, limits={"request_deadline_s": 0.5},
+    )  # fmt: skip
+    _, key = ClientKeyStore(tmp_path / "keys.json").create("clinic")
+    with running_gateway(config, tmp_path) as gw:
+        resp = post(gw, key, {"input": "Pflaster", "sovereign": {"use_case": USE_CASE}})
+    assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
+    (admit, final) = records(tmp_path, resp.headers["x-request-id"])
+    assert admit["endpoint"] == "embeddings" and final["outcome"] == "upstream_timeout"
