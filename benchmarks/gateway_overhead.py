@@ -98,11 +98,11 @@ class Target:
     gateway: bool = True
 
 
-def build_request(target: Target, body: dict[str, Any]) -> bytes:
+def build_request(target: Target, body: dict[str, Any], path: str = "/v1/chat/completions") -> bytes:
     url = urlsplit(target.url)
     payload = json.dumps(body).encode()
     lines = [
-        f"POST {url.path.rstrip('/')}/v1/chat/completions HTTP/1.1",
+        f"POST {url.path.rstrip('/')}{path} HTTP/1.1",
         f"host: {url.netloc}",
         "content-type: application/json",
         f"content-length: {len(payload)}",

@@ -58,7 +58,7 @@ from gateway.phi.tokenise import (
     request_key,
     restore,
 )
-from gateway.policy import UseCasePolicy, load_policies, same_schema
+from gateway.policy import PolicyError, UseCasePolicy, load_policies, same_schema
 from gateway.relay import RESTORE_IN_THREAD_CHARS, RelayResponse, StreamRelay, TooLong, Watchdog
 from gateway.schemas import (
     REQUEST_ID_HEADER,
@@ -66,6 +66,7 @@ from gateway.schemas import (
     TENANT_HEADER,
     USE_CASE_HEADER,
     ChatRequest,
+    EmbeddingRequest,
     ResponseFormatJsonSchema,
     describe_validation_error,
     openai_error,
@@ -87,11 +88,13 @@ log = logging.getLogger("sovereign.gateway")
 T = TypeVar("T")
 
 REQUESTS = Counter(
-    "sovereign_gateway_requests_total", "Chat requests by use case and HTTP status.", ["use_case", "status"]
+    "sovereign_gateway_requests_total",
+    "Requests (chat completions and embeddings) by use case and HTTP status.",
+    ["use_case", "status"],
 )
 LATENCY = Histogram(
     "sovereign_gateway_request_seconds",
-    "End-to-end chat request latency at the gateway.",
+    "End-to-end request latency at the gateway (chat completions and embeddings).",
     ["use_case", "stream"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
@@ -326,6 +329,31 @@ def count_phi(use_case: str, tokens: TokenMap) -> None:
             child.inc(n)
 
 
+def check_upstream_kinds(policy: UseCasePolicy, upstreams: Mapping[str, Upstream]) -> None:
+    """PolicyError when the use case's ``model`` names an embeddings upstream or its
+    ``embedding_model`` a chat one (chat never goes to an embeddings server, nor embeddings to
+    a chat one); a warning when its embedding_model names no upstream (its requests get 503)."""
+    chat = upstreams.get(policy.model)
+    if chat is not None and chat.kind != "chat":
+        raise PolicyError(
+            f"use case {policy.name}: model {policy.model} is an upstream of kind {chat.kind}; "
+            "name a chat upstream (upstreams.<alias>.kind: chat)"
+        )
+    if policy.embedding_model is None:
+        return
+    embed = upstreams.get(policy.embedding_model)
+    if embed is None:
+        log.warning(
+            "use case %s names embedding_model %s, which no upstream serves",
+            policy.name, policy.embedding_model,
+        )  # fmt: skip
+    elif embed.kind != "embeddings":
+        raise PolicyError(
+            f"use case {policy.name}: embedding_model {policy.embedding_model} is an upstream of kind "
+            f"{embed.kind}; name an upstream of kind embeddings"
+        )
+
+
 class Gateway:
     """Holds the gateway's state; one per process."""
 
@@ -334,6 +362,7 @@ class Gateway:
         self._audit_key_failed_at = float("-inf")  # the last failed fetch for a refusal's record
         self.policies = load_policies(settings.policies_dir)
         for policy in self.policies.values():
+            check_upstream_kinds(policy, settings.upstreams)
             if policy.model not in settings.upstreams:
                 log.warning("use case %s names model %s, which no upstream serves", policy.name, policy.model)
             elif policy.tools and "auto" not in settings.upstreams[policy.model].tool_choices:
@@ -617,7 +646,7 @@ class Gateway:
             )
         return key
 
-    def resolve_policy(self, request: Request, body: ChatRequest) -> UseCasePolicy:
+    def resolve_policy(self, request: Request, body: ChatRequest | EmbeddingRequest) -> UseCasePolicy:
         header = request.headers.get(USE_CASE_HEADER)
         field_value = body.sovereign.use_case if body.sovereign else None
         if header and field_value and header != field_value:
@@ -952,10 +981,13 @@ class Gateway:
         key: bytes,
         tenant: str,
         splits: Sequence[Split | None] | None = None,
+        *,
+        make_context_line: bool = True,
     ) -> Filtered:
         """The PHI filter over *texts* (message contents, tool-call arguments and tool results
         value by value, then stop sequences: gathered in chat) and the context; *splits*:
-        where and how a value split across two texts is looked for (Gathered.splits).
+        where and how a value split across two texts is looked for (Gathered.splits);
+        *make_context_line* false: none is made (PHIFilter.apply).
 
         The free-text product fields (sku, name, category) go through detection first, with
         every patient field of the request treated as dropped (an identifier there is
@@ -964,14 +996,16 @@ class Gateway:
         product = context.product if context is not None else None
         raw = {n: v for n in _PRODUCT_TEXT_FIELDS if product is not None and (v := getattr(product, n))}
         first = None
-        if context is not None and product is not None and raw:
+        if context is not None and product is not None and raw and make_context_line:
             plain = [f for f in policy.context_fields if FIELD_CATEGORIES[f] is None]
             first = self.phi.apply(
                 policy.model_copy(update={"context_fields": plain}), context, list(raw.values()), key, tenant
             )
             update = dict(zip(raw, first.texts, strict=True))
             context = context.model_copy(update={"product": product.model_copy(update=update)})
-        filtered = self.phi.apply(policy, context, texts, key, tenant, splits)
+        filtered = self.phi.apply(
+            policy, context, texts, key, tenant, splits, make_context_line=make_context_line
+        )
         if first is not None:
             tokens = filtered.tokens
             for token, value in first.tokens.originals.items():
@@ -1438,6 +1472,16 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
 
     app.serve_chat(chat_completions, _unhandled)
 
+    from gateway import embeddings  # here: it imports this module
+
+    @app.post(embeddings.PATH)
+    async def create_embeddings(request: Request) -> Response:
+        try:
+            return await embeddings.embeddings(gw, request)
+        except Exception as exc:
+            log.error("unhandled %s in embeddings request", type(exc).__name__)
+            return JSONResponse(openai_error("internal error", "server_error", "internal_error"), 500)
+
     def openapi() -> dict[str, Any]:
         """FastAPI's document plus the request contract: the handler reads the body itself (to
         refuse unknown fields by name), so the schema is added here, its parts as components."""
@@ -1451,6 +1495,14 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
             document["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+            }
+            body = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components["EmbeddingRequest"] = body
+            ref = {"$ref": "#/components/schemas/EmbeddingRequest"}
+            document["paths"][embeddings.PATH]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref}},
             }
             app.openapi_schema = document
         return app.openapi_schema

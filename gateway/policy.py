@@ -155,7 +155,15 @@ class UseCasePolicy(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Use-case id sent by Magento.")
     version: int = Field(ge=1, description="Bumped on every change of the policy text.")
     description: str = ""
-    model: str = Field(description="Model alias (a key of the gateway's `upstreams`).")
+    model: str = Field(description="Model alias (a key of the gateway's `upstreams`, of kind chat).")
+    embedding_model: str | None = Field(
+        default=None,
+        description="Alias of an embeddings upstream (a key of the gateway's `upstreams`, of kind "
+        "embeddings) that POST /v1/embeddings of this use case uses; None (the default): the "
+        "use case embeds nothing (422 embeddings_not_allowed). What is embedded is filtered "
+        "with this policy's context_fields and tokenise, tokens scoped to the tenant "
+        "(docs/phi-filter.md).",
+    )
     max_tokens: int = Field(gt=0, description="Upper bound on max_tokens for this use case.")
     system_prompt: str = Field(default="", description="Prepended as the system message.")
     context_fields: list[str] = Field(

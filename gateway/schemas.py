@@ -1,4 +1,5 @@
-"""The request contract: OpenAI-compatible chat completions plus the ``sovereign`` extension.
+"""The request contract: OpenAI-compatible chat completions and embeddings plus the
+``sovereign`` extension.
 
 Unknown fields are refused (422 naming where, never the unknown name itself: a client chose
 it) rather than forwarded: an unreviewed field is a way for patient data to reach the model
@@ -23,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -251,6 +253,60 @@ class ChatRequest(BaseModel):
         "presence_penalty",
         "frequency_penalty",
     )
+
+
+#: most inputs one embeddings request may carry (OpenAI's limit for an array input)
+MAX_EMBEDDING_INPUTS = 2048
+#: the refusal of token ids: what the gateway cannot do and what the client sets instead
+IDS_REFUSED_MESSAGE = (
+    "token ids (arrays of integers) are refused: the gateway cannot check token ids for patient "
+    "data (its PHI filter reads text), so it embeds text only; send the text itself. LangChain's "
+    "OpenAIEmbeddings sends token ids by default: set check_embedding_ctx_length=False"
+)
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's CreateEmbeddingRequest (API reference, "Create embeddings"; openai-python
+    3.57.0 types/embedding_create_params.py) plus the ``sovereign`` extension. ``input`` is
+    text only: a string or 1 to 2048 non-empty strings (a string is taken as a list of one);
+    token ids (OpenAI also takes arrays of integers) are refused, as the PHI filter cannot read
+    them. ``encoding_format`` is the answer's form (the upstream is always asked for floats);
+    ``dimensions`` only as the upstream's own (model servers do not shorten vectors of a model
+    without Matryoshka representation). ``user`` is accepted, never forwarded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        max_length=MAX_EMBEDDING_INPUTS,
+        description="The text to embed: a string, or an array of 1 to 2048 non-empty strings. "
+        "Filtered like chat text; token ids are refused.",
+    )
+    model: str | None = Field(
+        default=None, description="The use case's embedding_model alias; the use case decides if omitted."
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float",
+        description="float: arrays of numbers; base64: each vector as little-endian float32 bytes, "
+        "base64-encoded (the openai SDK's default, decoded by it).",
+    )
+    dimensions: int | None = Field(
+        default=None, gt=0, description="If sent, must equal the embedding model's dimensions."
+    )
+    user: str | None = Field(default=None, description="Accepted, never forwarded.")
+    sovereign: SovereignExtension | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and any(
+            isinstance(v, int) or (isinstance(v, list) and v and all(isinstance(t, int) for t in v))
+            for v in value
+        ):
+            raise ValueError(IDS_REFUSED_MESSAGE)
+        return value
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:

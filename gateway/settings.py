@@ -63,6 +63,23 @@ class Upstream(BaseModel):
     tls: UpstreamTLS | None = Field(
         default=None, description="mTLS to this upstream (required for an https URL in the cluster)."
     )
+    kind: Literal["chat", "embeddings"] = Field(
+        default="chat",
+        description="What the upstream serves: `chat` (POST /chat/completions) or `embeddings` "
+        "(POST /embeddings: llama-cpp-python's server with --embedding, vLLM's pooling runner). "
+        "A use case's `model` must name a chat upstream and its `embedding_model` an embeddings "
+        "upstream (checked at start): /v1/chat/completions never goes to an embeddings upstream, "
+        "nor /v1/embeddings to a chat one. The chat fields below do not apply to an embeddings upstream.",
+    )
+    dimensions: int | None = Field(
+        default=None,
+        gt=0,
+        description="The length of the vectors an embeddings upstream answers (required for kind "
+        "`embeddings`, refused for `chat`). Every answer is checked against it (502 "
+        "upstream_malformed otherwise), and a request's `dimensions` must equal it: neither "
+        "llama-cpp-python 0.3.36 (its CreateEmbeddingRequest has no such field) nor vLLM v0.11.0 "
+        "for a model without Matryoshka representation shortens vectors.",
+    )
     system_role: bool = Field(
         default=True,
         description="Whether the model's chat template has a system role. When false (Gemma), "
@@ -113,6 +130,17 @@ class Upstream(BaseModel):
         if self.json_schema_as_json_object and reviewed.get("type") == "json_schema":
             return {"type": "json_object", "schema": reviewed["json_schema"]["schema"]}
         return reviewed
+
+    @model_validator(mode="after")
+    def _dimensions_fit_kind(self) -> Upstream:
+        if self.kind == "embeddings" and self.dimensions is None:
+            raise ValueError(
+                "dimensions: required for an upstream of kind embeddings (the length of its "
+                "vectors, e.g. 384 for all-MiniLM-L6-v2)"
+            )
+        if self.kind == "chat" and self.dimensions is not None:
+            raise ValueError("dimensions: only for an upstream of kind embeddings; remove it or set kind")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -84,9 +84,13 @@ class PHIFilter:
         data_key: bytes,
         tenant: str,
         splits: Sequence[Split | None] | None = None,
+        *,
+        make_context_line: bool = True,
     ) -> Filtered:
         """*texts* filtered; *splits*: where and how a value split across two texts is looked
-        for (Detector.detect_texts; default: between every two, known values and patterns)."""
+        for (Detector.detect_texts; default: between every two, known values and patterns).
+        *make_context_line* false: no context line is made (embeddings send the texts alone), so
+        the counts are the texts' only."""
         allowed = set(policy.context_fields)
         present = list(set_fields(context)) if context is not None else []
         used = [(p, v) for p, v in present if p in allowed]
@@ -118,7 +122,7 @@ class PHIFilter:
         ]
 
         context_parts = []
-        for path, value in used:
+        for path, value in used if make_context_line else []:
             category = FIELD_CATEGORIES[path]
             values = value if isinstance(value, list) else [value]
             rendered = [

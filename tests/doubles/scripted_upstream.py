@@ -31,6 +31,25 @@ when capturing is on. Modes:
   object that fits the schema with every string in it the text (as guided decoding makes a
   model's output fit it). Streamed in pieces of ``chunk_chars`` characters.
 
+It answers ``POST /v1/embeddings`` as llama-cpp-python 0.3.36's server does with
+``--embedding true`` (llama_cpp/server/app.py ``create_embedding``, llama_cpp/server/types.py
+``CreateEmbeddingRequest``, llama_cpp/llama.py ``Llama.create_embedding``): the request is
+``{model?, input: str | list[str], user?}`` validated by pydantic with its default
+``extra="ignore"`` (so ``encoding_format`` and ``dimensions`` are dropped unseen: the answer is
+always floats of the model's size); anything else in ``input`` (token ids) fails that validation,
+which the server's RouteErrorHandler (llama_cpp/server/errors.py) answers with HTTP 500
+``{"error": {"message": "N validation errors: ...", "type": "internal_server_error", "param":
+null, "code": null}}`` (checked against the real server with the local stack's model). The
+answer is ``{"object": "list", "data": [{"object": "embedding", "embedding": [...], "index":
+i}], "model": <the request's model, else the model's path>, "usage": {"prompt_tokens": n,
+"total_tokens": n}}``, ``n`` the tokens of all inputs (here words + 2 per input: BERT's [CLS]
+and [SEP]; the real server counts 7 for ``["a b", "c"]``, as this does). The vector of a text
+is ``dimensions`` numbers from its words (each word adds to buckets chosen by its SHA-256),
+L2-normalised: the same text always gets the same vector, texts sharing words similar ones.
+Modes ``emb_wrong_dims`` (one number short), ``emb_missing_index`` (the last item's index
+repeats the first's), ``emb_nan`` (a NaN component, as Python's json writes it),
+``emb_no_usage``, ``malformed``/``status500`` and ``hang`` answer what a broken server would.
+
 Like vLLM it refuses (400, its error shape) a request it could not turn into a prompt: a tool
 that is not a function with a name, a tool message without ``tool_call_id``, an assistant tool
 call without an id, a name or string arguments, a ``response_format`` of another type or a
@@ -48,7 +67,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import math
 import ssl
 import time
 import uuid
@@ -80,6 +101,8 @@ class Script:
     # seconds the body stays open after [DONE] (a server's end of body is not the client's cue:
     # the openai SDK stops reading at [DONE], openai/_streaming.py Stream.__stream__)
     linger_s: float = 0.0
+    # the length of /v1/embeddings vectors (all-MiniLM-L6-v2's, the local stack's model)
+    dimensions: int = 384
 
 
 def _text(content: Any) -> str:
@@ -201,6 +224,34 @@ def malformed(body: dict[str, Any]) -> str | None:
         ):
             return "response_format.json_schema: name and schema required"
     return None
+
+
+def vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic vector of *text*: each word adds 1 to the bucket its SHA-256 picks and
+    0.5 to the next, then the whole is L2-normalised (a text without words: the first unit vector)."""
+    out = [0.0] * dimensions
+    for word in text.lower().split():
+        h = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+        out[h % dimensions] += 1.0
+        out[(h + 1) % dimensions] += 0.5
+    norm = math.sqrt(sum(x * x for x in out))
+    if not norm:
+        out[0] = norm = 1.0
+    return [x / norm for x in out]
+
+
+def embedding_problem(body: Any) -> dict[str, Any] | None:
+    """The 500 body llama-cpp-python 0.3.36's server answers a request its CreateEmbeddingRequest
+    refuses (``input`` neither a string nor a list of strings), else None (its message names
+    the errors; the real one also quotes the input, which the double leaves out)."""
+    value = body.get("input") if isinstance(body, dict) else None
+    ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    model = body.get("model") if isinstance(body, dict) else None
+    if ok and (model is None or isinstance(model, str)):
+        return None
+    where = "input" if not ok else "model"
+    message = f"validation errors:\n  {{'type': 'string_type', 'loc': ('body', '{where}')}}"
+    return {"error": {"message": message, "type": "internal_server_error", "param": None, "code": None}}
 
 
 def build_app(script: Script | None = None) -> Starlette:
@@ -347,6 +398,43 @@ def build_app(script: Script | None = None) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def embeddings(request: Request) -> Response:
+        state = replace(live)
+        body = await request.json()
+        if state.capture:
+            captured.append(body)
+        problem = embedding_problem(body)
+        if problem is not None:
+            return JSONResponse(problem, status_code=500)
+        if state.mode == "status500":
+            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=500)
+        if state.mode == "malformed":
+            return Response(b"this is not json", media_type="application/json")
+        if state.mode == "hang":
+            await asyncio.sleep(state.hang_s)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data: list[dict[str, Any]] = [
+            {"object": "embedding", "embedding": vector(t, state.dimensions), "index": i}
+            for i, t in enumerate(texts)
+        ]
+        if data and state.mode == "emb_wrong_dims":
+            data[-1]["embedding"] = data[-1]["embedding"][:-1]
+        if data and state.mode == "emb_missing_index":
+            data[-1]["index"] = data[0]["index"] if len(data) > 1 else 1
+        if data and state.mode == "emb_nan":
+            data[0]["embedding"][0] = float("nan")
+        tokens = sum(len(t.split()) + 2 for t in texts)
+        answer: dict[str, Any] = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or "scripted",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        if state.mode == "emb_no_usage":
+            del answer["usage"]
+        # json.dumps writes NaN as the bare word, as Python's json (and so a Python server) does
+        return Response(json.dumps(answer).encode(), media_type="application/json")
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
@@ -366,6 +454,7 @@ def build_app(script: Script | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/_control", control, methods=["POST"]),
             Route("/_captured", get_captured, methods=["GET"]),
         ]

@@ -260,3 +260,33 @@ def test_json_mode_keeps_to_the_schemas_string_lengths() -> None:
     properties = {"id": {"type": "string", "maxLength": 4}, "text": {"type": "string"}}
     schema = {"type": "object", "properties": properties}
     assert fill(schema, "abcdefgh") == {"id": "abcd", "text": "abcdefgh"}
+
+
+def test_embeddings_answer_and_refuse_as_llama_cpp_python(upstream: Upstream) -> None:
+    """/v1/embeddings as llama-cpp-python 0.3.36's server (llama_cpp/server/types.py
+    CreateEmbeddingRequest, llama.py create_embedding): fields it does not know (encoding_format,
+    dimensions) are ignored, so the answer is floats of the model's length; token ids fail its
+    validation, answered 500 by its RouteErrorHandler (llama_cpp/server/errors.py); the model
+    named is the request's. Checked against the real server with the local stack's model."""
+    url = f"{upstream.url}/v1/embeddings"
+    answer = httpx.post(
+        url,
+        json={"model": "m", "input": ["a b", "c"], "encoding_format": "base64", "dimensions": 8},
+        timeout=10,
+    ).json()
+    assert answer["object"] == "list" and answer["model"] == "m"
+    assert [(d["object"], d["index"], len(d["embedding"])) for d in answer["data"]] == [
+        ("embedding", 0, 384),
+        ("embedding", 1, 384),
+    ]
+    assert all(isinstance(x, float) for d in answer["data"] for x in d["embedding"])
+    assert answer["usage"] == {"prompt_tokens": 7, "total_tokens": 7}  # words + [CLS] + [SEP] each
+    assert (
+        httpx.post(url, json={"input": "a b"}, timeout=10).json()["data"][0]["embedding"]
+        == answer["data"][0]["embedding"]
+    )
+    for ids in ([1, 2], [[1, 2]]):
+        refused = httpx.post(url, json={"input": ids}, timeout=10)
+        assert refused.status_code == 500
+        assert refused.json()["error"]["type"] == "internal_server_error"
+        assert "validation errors" in refused.json()["error"]["message"]

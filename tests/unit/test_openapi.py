@@ -42,6 +42,18 @@ def test_every_reference_of_the_openapi_document_resolves(tmp_path: Path) -> Non
     message = resolve(document, "#/components/schemas/Message")
     assert set(message["properties"]["role"]["enum"]) == {"system", "developer", "user", "assistant", "tool"}
     assert {"tool_calls", "tool_call_id"} <= set(message["properties"])
+    # POST /v1/embeddings (issue #27): its contract too, the same patient context
+    body = document["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]
+    embeddings = resolve(document, body["schema"]["$ref"])
+    assert set(embeddings["properties"]) == {
+        "input",
+        "model",
+        "encoding_format",
+        "dimensions",
+        "user",
+        "sovereign",
+    }
+    assert embeddings["additionalProperties"] is False
     found = refs(document)
     assert len(found) >= 8  # the request contract's parts: messages, the patient context, …
     for ref in found:
