@@ -1350,6 +1350,8 @@ def untyped(originals: dict[str, str], texts: list[str], context: PatientContext
 
 
 def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> FastAPI:
+    from gateway.memory import api as memory_api  # it imports this module
+
     gw = Gateway(settings, keys)
 
     @asynccontextmanager
@@ -1361,6 +1363,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         sealer.cancel()
         watcher.cancel()
         await gw.http.close()
+        await memory.close()
         gw.close_audit()
         gw.keys.forget()
 
@@ -1376,6 +1379,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.gateway = gw
+    memory = memory_api.install(app, gw)  # POST /v1/sovereign/data_subjects/erase|export
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
