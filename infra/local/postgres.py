@@ -73,6 +73,11 @@ def _binary(name: str) -> str:
     return str(path)
 
 
+def pwd_user_uid() -> int:
+    """The uid of the OS user the server runs as when this process is root."""
+    return pwd.getpwnam(OS_USER).pw_uid
+
+
 def vector_installed() -> bool:
     """pgvector 0.8.0 is installed for PostgreSQL 15 (bootstrap.sh builds it)."""
     try:

@@ -22,6 +22,7 @@ class Ports(BaseModel):
     openbao: int = Field(default=8200, ge=1, le=65535)
     model: int = Field(default=8081, ge=1, le=65535)
     gateway: int = Field(default=8080, ge=1, le=65535)
+    postgres: int = Field(default=5433, ge=1, le=65535)
 
 
 class ModelSection(BaseModel):
@@ -36,6 +37,7 @@ class Timeouts(BaseModel):
     openbao: float = Field(default=30, gt=0)
     model: float = Field(default=300, gt=0)
     gateway: float = Field(default=30, gt=0)
+    postgres: float = Field(default=60, gt=0)
 
 
 class LocalProfile(BaseModel):
@@ -63,7 +65,8 @@ class LocalProfile(BaseModel):
     def url(self, component: str) -> str:
         port = getattr(self.ports, component)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}"
+        scheme = "postgresql" if component == "postgres" else "http"
+        return f"{scheme}://{host}:{port}"
 
 
 def load_profile(path: Path, base: Path, **overrides: object) -> LocalProfile:

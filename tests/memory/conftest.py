@@ -8,9 +8,7 @@ is not installed (scripts/bootstrap.sh installs both).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from infra.local.postgres import PG_BIN, Cluster, vector_installed
 from infra.local.process import spawn, stop, wait_ready
-from tests.support import free_port
+from tests.support import free_port, passable_tmp
 
 
 @dataclass
@@ -36,9 +34,7 @@ class Postgres:
 def postgres() -> Iterator[Postgres]:
     if not (PG_BIN / "postgres").exists() or not vector_installed():
         pytest.skip("PostgreSQL 15 with pgvector 0.8.0 is not installed: run scripts/bootstrap.sh")
-    # not under pytest's basetemp (mode 0700, root's): the server's user must reach its folders
-    base = Path(tempfile.mkdtemp(prefix="sovereign-pg-"))
-    os.chmod(base, 0o711)  # noqa: S103  (search only, for the server's user; nothing readable)
+    base = passable_tmp(Path("postgres"))  # the server's user (as root: postgres) must reach it
     cluster = Cluster(
         data_dir=base / "data", socket_dir=base / "run", secrets_dir=base / "secrets", port=free_port()
     )
