@@ -288,10 +288,12 @@ class Store:
         pseudonym: Pseudonym | None = None,
         store_id: uuid.UUID | None = None,
         exact: bool = False,
+        ef_search: int | None = None,
     ) -> list[dict[str, Any]]:
         """The *k* nearest unexpired chunks of *tenant* by cosine distance (tokenised text;
         restore with the sealed originals, :func:`unseal`). *exact*: a sequential scan instead
-        of the HNSW index (the benchmark's reference)."""
+        of the HNSW index (the benchmark's reference); *ef_search*: HNSW's candidate list (recall
+        against speed, benchmarks/README.md)."""
         where = ["tenant = %s", "expires_at > now()"]
         params: list[Any] = [tenant]
         for column, value in (("use_case", use_case), ("store_id", store_id)):
@@ -311,6 +313,8 @@ class Store:
                 await conn.execute("SET LOCAL enable_indexscan = off")
             else:
                 await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                if ef_search is not None:  # candidates kept per search (pgvector's default 40)
+                    await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(int(ef_search)))
             cur = await conn.execute(query_sql, [vector, *params, vector, k])
             rows = await cur.fetchall()
         return sorted(rows, key=lambda r: r["distance"])  # relaxed_order: re-sorted here

@@ -22,7 +22,7 @@ from gateway.memory.store import Store
 from gateway.settings import OpenBaoSettings
 from tests.memory.conftest import Postgres
 from tests.memory.test_rights import DIMS, TENANT, Patient, patients, store_patient
-from tests.support import Bao, Proc, gateway_config, running_gateway
+from tests.support import Bao, Proc, free_port, gateway_config, running_gateway
 
 ERASE = "/v1/sovereign/data_subjects/erase"
 EXPORT = "/v1/sovereign/data_subjects/export"
@@ -170,3 +170,39 @@ def test_no_store_answers_503(bao: Bao, tmp_path: Path) -> None:
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "store_unavailable"
     assert "100234" not in resp.text
+
+
+def test_openbao_down_answers_503_and_changes_nothing(
+    postgres: Postgres, bao: Bao, gw_tmp: Path, tmp_path: Path
+) -> None:
+    """No pseudonym without OpenBao: 503 key_unavailable, and the patient's rows are still there."""
+    erika, _ = stored(postgres, bao, gw_tmp)
+    key = ClientKeyStore(tmp_path / "keys.json").create(TENANT)[1]
+    dsn_file = tmp_path / "memory.dsn"
+    dsn_file.write_text(postgres.dsn)
+    config = gateway_config(
+        tmp_path, f"http://127.0.0.1:{free_port()}", "no-openbao-here", "http://127.0.0.1:9",
+        memory={"dsn_file": str(dsn_file)},
+    )  # fmt: skip
+    with running_gateway(config, tmp_path) as proc:
+        resp = post(proc, ERASE, key, {"sovereign": {"context": context_of(erika)}})
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "key_unavailable"
+    assert "100234" not in resp.text
+
+    async def still_there() -> int:
+        store = Store(postgres.dsn, DIMS)
+        await store.open()
+        try:
+            async with store.connection() as conn:
+                assert erika.pseudonym is not None
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM chunks WHERE pseudonym = %s", (erika.pseudonym.hex,)
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                return int(row["n"])
+        finally:
+            await store.close()
+
+    assert asyncio.run(still_there()) == 1
