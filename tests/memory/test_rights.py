@@ -125,16 +125,19 @@ def scan(directory: Path, wanted: dict[str, bytes]) -> dict[str, list[str]]:
 
 
 def patients() -> tuple[Patient, Patient]:
+    """Two patients with identifiers, texts and vectors new to the session (each test's rows
+    are its own, and the scan's needles occur nowhere else)."""
     tag = f"{random.getrandbits(48):012x}"
+    erika_id, hans_id = (str(random.randrange(10**8, 10**9)) for _ in range(2))
     erika = Patient(
-        PatientContext(name="Erika Mustermann", customer_id="100234", email="erika@example.org"),
+        PatientContext(name="Erika Mustermann", customer_id=erika_id, email=f"erika.{tag}@example.org"),
         f"compression stockings model zq{tag}a",
-        1,
+        random.getrandbits(32),
     )
     hans = Patient(
-        PatientContext(name="Hans Beispiel", customer_id="200345", email="hans@example.org"),
+        PatientContext(name="Hans Beispiel", customer_id=hans_id, email=f"hans.{tag}@example.org"),
         f"a blood pressure cuff model zq{tag}b",
-        2,
+        random.getrandbits(32),
     )
     return erika, hans
 
