@@ -1359,9 +1359,11 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         sealer = asyncio.create_task(gw.seal_audit_segments())
         await gw.incident.refresh()  # suspended use cases are refused from the first request
         watcher = asyncio.create_task(gw.watch_incidents())
+        purger = asyncio.create_task(memory.purge_forever())  # the store's retention
         yield
         sealer.cancel()
         watcher.cancel()
+        purger.cancel()
         await gw.http.close()
         await memory.close()
         gw.close_audit()

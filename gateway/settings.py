@@ -355,6 +355,12 @@ class MemorySettings(BaseModel):
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="How long the start waits for the store to answer."
     )
+    purge_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the gateway deletes the store's expired rows (retention; searches "
+        "never return them even before).",
+    )
 
     def dsn(self) -> str | None:
         if self.dsn_file is None:

@@ -99,6 +99,25 @@ class Memory:
                 self._store = store
         return self._store
 
+    async def purge_forever(self) -> None:
+        """Retention: delete expired rows every memory.purge_interval_s (the lifespan's task;
+        a store that is down is tried again at the next period). Counts are logged, nothing else."""
+        settings = self.gw.settings.memory
+        if settings.dsn_file is None:
+            return
+        while True:
+            await asyncio.sleep(settings.purge_interval_s)
+            try:
+                store = await self.store()
+                purged = await store.purge_expired()
+            except GatewayError:
+                continue  # logged by store()
+            except Exception as exc:  # the database's messages may quote values: the type only
+                log.error("memory purge failed: %s", type(exc).__name__)
+                continue
+            if any(purged.values()):
+                log.info("memory purge: expired rows deleted %s", purged)
+
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()

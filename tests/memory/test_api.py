@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ import pytest
 
 from gateway.clientkeys import ClientKeyStore
 from gateway.kms import KeyProvider
-from gateway.memory.store import Store
+from gateway.memory.store import Owner, Pseudonym, Store
 from gateway.settings import OpenBaoSettings
 from tests.memory.conftest import Postgres
-from tests.memory.test_rights import DIMS, TENANT, Patient, patients, store_patient
+from tests.memory.test_rights import DIMS, TENANT, Patient, patients, store_patient, unit_vector
 from tests.support import Bao, Proc, free_port, gateway_config, running_gateway
 
 ERASE = "/v1/sovereign/data_subjects/erase"
@@ -206,3 +207,45 @@ def test_openbao_down_answers_503_and_changes_nothing(
             await store.close()
 
     assert asyncio.run(still_there()) == 1
+
+
+def test_the_gateway_purges_expired_rows(postgres: Postgres, bao: Bao, tmp_path: Path) -> None:
+    """Retention enforced by the running gateway: an expired row is deleted by its purge task
+    (memory.purge_interval_s), an unexpired one stays."""
+    owner = Owner("purge-t", "patient-support", Pseudonym("12" * 32, 1))
+
+    async def rows(setup: bool) -> set[str]:
+        store = Store(postgres.dsn, DIMS)
+        await store.open()
+        try:
+            if setup:
+                kept = await store.add_chunk(owner, "kept", unit_vector(1), {}, b"k" * 32, 30)
+                gone = await store.add_chunk(owner, "gone", unit_vector(2), {}, b"k" * 32, 30)
+                async with store.connection() as conn:
+                    await conn.execute(
+                        "UPDATE chunks SET created_at = now() - interval '31 days', "
+                        "expires_at = now() - interval '1 day' WHERE id = %s",
+                        (gone,),
+                    )
+                assert kept != gone
+            async with store.connection() as conn:
+                cur = await conn.execute("SELECT text FROM chunks WHERE tenant = %s", (owner.tenant,))
+                return {r["text"] for r in await cur.fetchall()}
+        finally:
+            await store.close()
+
+    assert asyncio.run(rows(setup=True)) == {"kept", "gone"}
+    dsn_file = tmp_path / "memory.dsn"
+    dsn_file.write_text(postgres.dsn)
+    config = gateway_config(
+        tmp_path, bao.address, bao.gateway_token, "http://127.0.0.1:9",
+        memory={"dsn_file": str(dsn_file), "purge_interval_s": 0.2},
+    )  # fmt: skip
+    with running_gateway(config, tmp_path):
+        left = asyncio.run(rows(setup=False))
+        for _ in range(300):  # until the purge ran (a bound on the wait, not a timing assertion)
+            if left == {"kept"}:
+                break
+            time.sleep(0.1)
+            left = asyncio.run(rows(setup=False))
+    assert left == {"kept"}
