@@ -181,7 +181,9 @@ class Memory:
             gw.audit_problem()
             try:
                 if operation == "erasure":
-                    erased = await rights.erase(store, key.tenant, subject)
+                    erased = await rights.erase(
+                        store, key.tenant, subject, gw.settings.memory.erasure_work_mem_mb
+                    )
                     ex.rows = erased.rows
                     answer: dict[str, Any] = {
                         "object": "sovereign.data_subject.erasure",

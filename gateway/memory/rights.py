@@ -43,7 +43,9 @@ class Erased:
         return sum(self.rows.values())
 
 
-async def erase(store: Store, tenant: str, pseudonym: Pseudonym) -> Erased:
+async def erase(
+    store: Store, tenant: str, pseudonym: Pseudonym, maintenance_work_mem_mb: int | None = None
+) -> Erased:
     """Delete the patient's rows in every table, tombstone them, rewrite the tables, drop the WAL."""
     rows: dict[str, int] = {}
     async with store.connection() as conn, conn.transaction():
@@ -57,17 +59,27 @@ async def erase(store: Store, tenant: str, pseudonym: Pseudonym) -> Erased:
                 (tenant, pseudonym.hex),
             )
             rows[table] = cur.rowcount
-    await rewrite(store)
+    await rewrite(store, maintenance_work_mem_mb)
     return Erased(rows)
 
 
-async def rewrite(store: Store) -> None:
-    """Rewrite the subject tables and their indexes, then end the WAL that held the old rows."""
+async def rewrite(store: Store, maintenance_work_mem_mb: int | None = None) -> None:
+    """Rewrite the subject tables and their indexes, then end the WAL that held the old rows.
+    *maintenance_work_mem_mb*: memory for the index rebuilds of this session (the server's
+    setting when None; an HNSW graph larger than it is built much more slowly)."""
     async with store.connection() as conn:  # autocommit: VACUUM cannot run in a transaction
-        for table in SUBJECT_TABLES:
-            await conn.execute(sql.SQL("VACUUM (FULL, ANALYZE) {}").format(sql.Identifier(table)))
-        await conn.execute("SELECT pg_switch_wal()")
-        await conn.execute("CHECKPOINT")
+        if maintenance_work_mem_mb is not None:
+            await conn.execute(
+                sql.SQL("SET maintenance_work_mem = {}").format(f"{int(maintenance_work_mem_mb)}MB")
+            )
+        try:
+            for table in SUBJECT_TABLES:
+                await conn.execute(sql.SQL("VACUUM (FULL, ANALYZE) {}").format(sql.Identifier(table)))
+            await conn.execute("SELECT pg_switch_wal()")
+            await conn.execute("CHECKPOINT")
+        finally:
+            if maintenance_work_mem_mb is not None:
+                await conn.execute("RESET maintenance_work_mem")
 
 
 async def apply_tombstones(store: Store) -> dict[str, int]:
