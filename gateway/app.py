@@ -1384,6 +1384,8 @@ def untyped(originals: dict[str, str], texts: list[str], context: PatientContext
 
 
 def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> FastAPI:
+    from gateway.memory import api as memory_api  # it imports this module
+
     gw = Gateway(settings, keys)
 
     @asynccontextmanager
@@ -1391,10 +1393,13 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         sealer = asyncio.create_task(gw.seal_audit_segments())
         await gw.incident.refresh()  # suspended use cases are refused from the first request
         watcher = asyncio.create_task(gw.watch_incidents())
+        purger = asyncio.create_task(memory.purge_forever())  # the store's retention
         yield
         sealer.cancel()
         watcher.cancel()
+        purger.cancel()
         await gw.http.close()
+        await memory.close()
         gw.close_audit()
         gw.keys.forget()
 
@@ -1410,6 +1415,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.gateway = gw
+    memory = memory_api.install(app, gw)  # POST /v1/sovereign/data_subjects/erase|export
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:

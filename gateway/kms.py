@@ -361,6 +361,27 @@ class KeyProvider:
         await self.refresh_audit_key()
         return data_key
 
+    # -- transit HMAC (pseudonyms, gateway/memory/pseudonym.py) ----------------------------
+    async def transit_hmac(self, key_name: str, data: bytes, what: str) -> str:
+        """``transit/hmac/<key_name>`` of *data* (SHA-256): the ``vault:vN:...`` string. Bounded
+        and failing closed like a key fetch (KeyUnavailable); never cached, and *data* never
+        named in an error (*what* says what it was for)."""
+
+        def call() -> str:
+            client = self._client()
+            result = self._call(
+                what,
+                client.secrets.transit.generate_hmac,
+                name=key_name,
+                hash_input=base64.b64encode(data).decode(),
+                algorithm="sha2-256",
+            )
+            return str(result["data"]["hmac"])
+
+        # single flight per input (the same patient's concurrent requests share one call)
+        name = "hmac:" + hashlib.sha256(key_name.encode() + b"\x00" + data).hexdigest()
+        return await self._fetch(name, what, call, None)
+
     def forget(self) -> None:
         """Drop every plaintext key from memory (e.g. on shutdown), and the call threads: hung
         ones are left to their call's timeout, not waited for. A fetch that ends later caches

@@ -149,6 +149,19 @@ def _folded(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
 
+class MemoryPolicy(BaseModel):
+    """What the use case may store in the memory store (docs/memory.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retention_days: int = Field(
+        ge=1,
+        le=3650,
+        description="Days a stored item is kept: its expires_at is its created_at plus this; searches "
+        "never return it afterwards, and the purge deletes it.",
+    )
+
+
 class UseCasePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -183,6 +196,10 @@ class UseCasePolicy(BaseModel):
     structured_output: StructuredOutput = Field(
         default_factory=StructuredOutput,
         description="JSON answers the use case may ask for (default none: text only).",
+    )
+    memory: MemoryPolicy | None = Field(
+        default=None,
+        description="The memory store's use by this use case (retention); None: it stores nothing.",
     )
     digest: str = Field(default="", description="SHA-256 of the policy file (set on load).")
 

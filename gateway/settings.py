@@ -370,6 +370,40 @@ class IncidentSettings(BaseModel):
     path: str = Field(default="sovereign/incident", description="The state's path in that engine.")
 
 
+class MemorySettings(BaseModel):
+    """The memory store (PostgreSQL + pgvector, docs/memory.md)."""
+
+    dsn_file: Path | None = Field(
+        default=None,
+        description="File holding the store's libpq connection string (mode 0600; read at start, "
+        "never logged). None: no store; erasure and export answer 503 store_unavailable.",
+    )
+    dimensions: int = Field(default=384, ge=1, le=16000, description="The stored embeddings' dimensions.")
+    pool_max: int = Field(default=8, ge=1, le=200, description="Most connections to the store at once.")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long the start waits for the store to answer."
+    )
+    erasure_work_mem_mb: int = Field(
+        default=1024,
+        ge=64,
+        le=65536,
+        description="maintenance_work_mem (MB) of an erasure's rewrite: its index rebuilds (the HNSW "
+        "graph) run 3x faster when the graph fits (benchmarks/README.md, memory search); the database "
+        "server must have the memory for it.",
+    )
+    purge_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the gateway deletes the store's expired rows (retention; searches "
+        "never return them even before).",
+    )
+
+    def dsn(self) -> str | None:
+        if self.dsn_file is None:
+            return None
+        return self.dsn_file.read_text(encoding="utf-8").strip()
+
+
 class GatewaySettings(BaseSettings):
     """All gateway settings. See docs/gateway-settings.md."""
 
@@ -393,6 +427,7 @@ class GatewaySettings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     incident: IncidentSettings = Field(default_factory=IncidentSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     keys_file: Path = Field(
         default=Path("gateway-keys.json"),
         description="Hashed client API keys (see `sovereign gateway keys`).",

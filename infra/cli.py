@@ -28,6 +28,8 @@ sovereign openbao restore SNAPSHOT --stack S restore one into a fresh OpenBao, t
 sovereign openbao import-file --stack S      DR takeover: `pulumi import --file` JSON of the restored objects
 sovereign incident suspend --use-case N --reason T   the kill switch: refuse a use case (or --all) at
                                              once (503 use_case_suspended); resume | status
+sovereign memory erase|export --tenant T --context FILE|-   a data subject's erasure or export
+                                             through the gateway's API (docs/memory.md)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ __all__ = ["REPO_ROOT", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The ``sovereign`` parser: each domain module registers its commands with ``add_parser(sub)``
     (each sub-parser's ``func`` is its handler); this module only assembles them, in this order."""
-    from infra import audit_cli, incident, openbao_cli, stack_cli, storage_cli
+    from infra import audit_cli, incident, memory_cli, openbao_cli, stack_cli, storage_cli
     from infra.evidence import cli as evidence_cli
     from infra.hosts import cli as hosts_cli
     from infra.local import cli as local_cli
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         evidence_cli,  # evidence
         openbao_cli,  # openbao
         incident,  # incident
+        memory_cli,  # memory erase | export
         hosts_cli,  # harden, verify, tunnel, converge
         loadtest_cli,  # loadtest, loadtest compare
     ):

@@ -26,6 +26,9 @@ TRANSIT_MOUNT = "transit"
 TENANT_KEY = "tenant-data"
 AUDIT_KEY = "audit-hmac"
 MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
+PSEUDONYM_KEY = (
+    "sovereign-pseudonym"  # HMAC key of the memory store's pseudonyms (gateway/memory/pseudonym.py)
+)
 KV_MOUNT = "kv"  # KV v2
 INCIDENT_PATH = "sovereign/incident"  # the kill switch's state (gateway/incident.py)
 
@@ -39,6 +42,7 @@ GATEWAY_POLICY = f"""
 path "{TRANSIT_MOUNT}/datakey/plaintext/{TENANT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/decrypt/{TENANT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/datakey/plaintext/{AUDIT_KEY}" {{ capabilities = ["update"] }}
+path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}" {{ capabilities = ["update"] }}
 path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
 """
 

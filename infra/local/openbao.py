@@ -27,6 +27,7 @@ from infra.openbao_contract import (
     INCIDENT_POLICY_NAME,
     KV_MOUNT,
     MANIFEST_KEY,
+    PSEUDONYM_KEY,
     PUBLISHER_POLICY,
     PUBLISHER_POLICY_NAME,
     TENANT_KEY,
@@ -63,6 +64,9 @@ def bootstrap(address: str, root_token: str) -> Tokens:
     )
     client.secrets.transit.create_key(AUDIT_KEY, key_type="aes256-gcm96", mount_point=TRANSIT_MOUNT)
     client.secrets.transit.create_key(MANIFEST_KEY, key_type="ed25519", mount_point=TRANSIT_MOUNT)
+    # the memory store's pseudonyms: transit/hmac with the key's own HMAC key (every transit key
+    # has one); the gateway's policy allows hmac/ on it and nothing else
+    client.secrets.transit.create_key(PSEUDONYM_KEY, key_type="aes256-gcm96", mount_point=TRANSIT_MOUNT)
     client.sys.create_or_update_policy(GATEWAY_POLICY_NAME, GATEWAY_POLICY)
     client.sys.create_or_update_policy(AUDITOR_POLICY_NAME, AUDITOR_POLICY)
     client.sys.create_or_update_policy(PUBLISHER_POLICY_NAME, PUBLISHER_POLICY)

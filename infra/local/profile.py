@@ -23,6 +23,7 @@ class Ports(BaseModel):
     model: int = Field(default=8081, ge=1, le=65535)
     embedding: int = Field(default=8082, ge=1, le=65535)
     gateway: int = Field(default=8080, ge=1, le=65535)
+    postgres: int = Field(default=5433, ge=1, le=65535)
 
 
 class ModelSection(BaseModel):
@@ -47,6 +48,7 @@ class Timeouts(BaseModel):
     model: float = Field(default=300, gt=0)
     embedding: float = Field(default=120, gt=0)
     gateway: float = Field(default=30, gt=0)
+    postgres: float = Field(default=60, gt=0)
 
 
 class LocalProfile(BaseModel):
@@ -89,7 +91,8 @@ class LocalProfile(BaseModel):
     def url(self, component: str) -> str:
         port = getattr(self.ports, component)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}"
+        scheme = "postgresql" if component == "postgres" else "http"
+        return f"{scheme}://{host}:{port}"
 
 
 def load_profile(path: Path, base: Path, **overrides: object) -> LocalProfile:

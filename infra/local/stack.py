@@ -24,12 +24,12 @@ import yaml
 from gateway.clientkeys import ClientKeyStore
 from gateway.errors import SovereignError
 from gateway.files import write_private
-from infra.local import embedding_model, openbao
+from infra.local import embedding_model, openbao, postgres
 from infra.local.process import ComponentError, Started, alive, port_free, spawn, stop, wait_ready
 from infra.local.profile import LocalProfile
 from infra.openbao_contract import AUDIT_KEY, MANIFEST_KEY, TENANT_KEY
 
-COMPONENTS = ("openbao", "model", "embedding", "gateway")
+COMPONENTS = ("openbao", "postgres", "model", "embedding", "gateway")
 
 
 class StackError(SovereignError, RuntimeError):
@@ -71,6 +71,10 @@ class Paths:
     @property
     def keys_file(self) -> Path:
         return self.secrets / "gateway-keys.json"
+
+    @property
+    def postgres_data(self) -> Path:
+        return self.root / "postgres"
 
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
@@ -201,6 +205,42 @@ class LocalStack:
             "sovereign-auditor, sovereign-model-publisher, sovereign-incident; kv (KV v2); file audit device"
         )
 
+    def _cluster(self) -> postgres.Cluster:
+        return postgres.Cluster(
+            data_dir=self.paths.postgres_data,
+            socket_dir=self.paths.run / "postgres",
+            secrets_dir=self.paths.secrets,
+            host=self.profile.host,
+            port=self.profile.ports.postgres,
+        )
+
+    def _postgres(self) -> None:
+        """PostgreSQL 15 + pgvector: the memory store's cluster (infra/local/postgres.py); its
+        data outlives `down` (state_dir/postgres), like a region's volume."""
+        cluster = self._cluster()
+        if not postgres.vector_installed():
+            raise ComponentError(
+                "postgres: pgvector 0.8.0 is not installed for PostgreSQL 15; run scripts/bootstrap.sh"
+            )
+        t0 = time.monotonic()
+        if cluster.initdb():
+            self.progress.line(
+                f"  {'postgres':<9} initdb   {time.monotonic() - t0:5.2f} s  {cluster.data_dir} "
+                "(data checksums, scram-sha-256)"
+            )
+        self._launch(
+            "postgres",
+            cluster.argv(),
+            cluster.ready,
+            self.profile.timeouts.postgres,
+            "PostgreSQL 15 + pgvector 0.8.0, the memory store",
+        )
+        cluster.provision()
+        self.progress.line(
+            f"  {'postgres':<9} provisioned  role {postgres.GATEWAY_ROLE}, database {postgres.DATABASE}, "
+            f"extension vector; DSN in {cluster.dsn_file} (0600)"
+        )
+
     def _model(self) -> None:
         t0 = time.monotonic()
         model_path = assemble_model(self.paths.models)
@@ -290,6 +330,7 @@ class LocalStack:
             },
             "audit": {"path": str(self.paths.audit)},
             "keys_file": str(self.paths.keys_file),
+            "memory": {"dsn_file": str(self._cluster().dsn_file)},
         }
         self.paths.gateway_config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         argv = [
@@ -327,6 +368,7 @@ class LocalStack:
         t0 = time.monotonic()
         try:
             self._openbao()
+            self._postgres()
             self._model()
             self._embedding()
             self._gateway()
@@ -397,6 +439,8 @@ class LocalStack:
     def _stop_started(self) -> None:
         for name in reversed(list(self._started)):
             s = self._started[name]
+            if name == "postgres":
+                self._cluster().stop()  # pg_ctl stop -m fast: a clean shutdown, then the group
             stop(s.pid, s.start_ticks)
         self._started.clear()
         self.paths.state.unlink(missing_ok=True)
@@ -406,7 +450,10 @@ class LocalStack:
         stopped: list[str] = []
         for name in reversed(COMPONENTS):
             c = comps.get(name)
-            if c and stop(int(c["pid"]), int(c["start_ticks"])):
+            if c and name == "postgres" and alive(int(c["pid"]), int(c["start_ticks"])):
+                self._cluster().stop()  # pg_ctl stop -m fast: a clean shutdown, then the group
+                stopped.append(name)
+            if c and stop(int(c["pid"]), int(c["start_ticks"])) and name not in stopped:
                 stopped.append(name)
         self.paths.state.unlink(missing_ok=True)
         return stopped

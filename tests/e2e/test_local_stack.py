@@ -34,7 +34,13 @@ def sovereign(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, object]]]:
     tmp = tmp_path_factory.mktemp("stack")
     profile = tmp / "local.yaml"
-    ports = {"openbao": free_port(), "model": free_port(), "embedding": free_port(), "gateway": free_port()}
+    ports = {
+        "openbao": free_port(), "model": free_port(), "embedding": free_port(),
+        "gateway": free_port(), "postgres": free_port(),
+    }  # fmt: skip
+    # as root, PostgreSQL runs as the `postgres` user, which must reach state_dir/postgres:
+    # pytest's basetemp is root's only (0700), so the state lives in a folder others may pass
+    tmp = support.passable_tmp(tmp)
     profile.write_text(yaml.safe_dump({"state_dir": str(tmp / "state"), "ports": ports, "tenant": "e2e"}))
     up = sovereign("up", "--profile", str(profile))
     try:
@@ -46,7 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
 
 def test_up_reports_each_component_ready_and_the_demo_request(stack: tuple[Path, dict[str, object]]) -> None:
     out = stack[1]["up"].stdout  # type: ignore[union-attr]
-    for component in ("openbao", "model", "embedding", "gateway"):
+    for component in ("openbao", "postgres", "model", "embedding", "gateway"):
         assert f"  {component:<9} ready" in out
     assert "answer:" in out
     record = json.loads(out.split("audit record:", 1)[1].split("\n\n", 1)[0])
@@ -534,10 +540,10 @@ def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, d
     profile, info = stack
     state: Path = info["state"]  # type: ignore[assignment]
     recorded = json.loads((state / "run" / "stack.json").read_text())["components"]
-    assert set(recorded) == {"openbao", "model", "embedding", "gateway"}
+    assert set(recorded) == {"openbao", "postgres", "model", "embedding", "gateway"}
     down = sovereign("down", "--profile", str(profile))
     assert down.returncode == 0
-    assert down.stdout.strip() == "stopped: gateway, embedding, model, openbao"
+    assert down.stdout.strip() == "stopped: gateway, embedding, model, postgres, openbao"
     for comp in recorded.values():
         assert not alive(comp["pid"], comp["start_ticks"])
     assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.clientkeys import ClientKeyStore
+from gateway.policy import load_policies
 from tests.support import Bao, Proc, Upstream, sovereign
 
 PROMPT_SECRET = "Erika Mustermann, geboren 14.03.1968"
@@ -101,7 +102,7 @@ def test_chat_goes_through_and_is_audited_without_text(
     assert record["use_case"] == "patient-support"
     assert record["outcome"] == "ok" and record["status"] == 200
     assert record["upstream_model"] == "scripted" and record["weights_sha256"] == "ab" * 32
-    assert record["policy_version"].startswith("4+")  # patient-support version 4 (#27)
+    assert record["policy_version"].startswith(f"{load_policies()['patient-support'].version}+")
     assert record["latency_ms"]["upstream"] > 0
     assert record["bytes"]["request"] > 0 and record["bytes"]["response"] == len(resp.content)
     trail = (gw_dir / "audit" / "audit.jsonl").read_text()

@@ -1,0 +1,56 @@
+"""Tenant-scoped pseudonyms of patients: OpenBao transit HMAC under ``sovereign-pseudonym``.
+
+Input: ``tenant + "\\x00" + field + ":" + canonical value``, where field is the first present
+of the context's ``kvnr``, ``customer_id``, ``email`` (gateway/phi/context.py PatientContext;
+the KVNR upper-cased by its validator, the customer id as sent, the e-mail address lower-cased).
+The tenant in the input makes the same patient's pseudonyms of two tenants unrelated; within a
+tenant it is stable, so every row of one patient carries the same pseudonym and erasure and
+export find them all. Without the HMAC key (only OpenBao has it) a pseudonym cannot be
+computed from an identifier, nor reversed.
+
+Stored: the hex of the HMAC (the ``vault:vN:`` prefix stripped, its N kept as the key version,
+so a rotation of the key is visible: rows under an older version need that version's pseudonym,
+which transit computes with ``key_version``; docs/memory.md). Fails closed: OpenBao unreachable,
+a refusal or no key raise KeyUnavailable (503 key_unavailable), and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from gateway.kms import KeyProvider, KeyUnavailable
+from gateway.memory.store import Pseudonym
+from gateway.phi.context import PatientContext
+
+KEY_NAME = "sovereign-pseudonym"
+#: the identifying fields a pseudonym is derived from, first present wins
+FIELDS = ("kvnr", "customer_id", "email")
+_HMAC = re.compile(r"vault:v(\d+):([A-Za-z0-9+/=]+)")
+
+
+class NoIdentifier(ValueError):
+    """The context names none of FIELDS: no pseudonym can be derived."""
+
+
+def pseudonym_input(tenant: str, context: PatientContext) -> bytes:
+    for field in FIELDS:
+        value = getattr(context, field)
+        if value:
+            canonical = value.strip().lower() if field == "email" else value.strip()
+            return f"{tenant}\x00{field}:{canonical}".encode()
+    raise NoIdentifier(
+        "sovereign.context: name the patient by kvnr, customer_id or email (one of them is needed "
+        "to find the patient's stored data)"
+    )
+
+
+async def pseudonym(
+    keys: KeyProvider, tenant: str, context: PatientContext, key_name: str = KEY_NAME
+) -> Pseudonym:
+    """The patient's pseudonym in *tenant* (KeyUnavailable when OpenBao cannot give it)."""
+    answer = await keys.transit_hmac(key_name, pseudonym_input(tenant, context), "a patient's pseudonym")
+    m = _HMAC.fullmatch(answer)
+    if m is None:
+        raise KeyUnavailable("OpenBao answered the pseudonym HMAC in an unknown form")
+    return Pseudonym(hex=base64.b64decode(m.group(2)).hex(), version=int(m.group(1)))

@@ -1,0 +1,159 @@
+"""The data subject's rights over the store: erasure (GDPR Art. 17) and access (Art. 15).
+
+:func:`erase` deletes every row of one patient (tenant + pseudonym) in every table, records a
+tombstone (sha256 of the pseudonym's hex, never the pseudonym) so a restore of an older backup
+re-applies the erasure (gateway/memory/backup.py), and then removes the old tuples from disk:
+
+1. ``VACUUM FULL`` of each table: PostgreSQL writes the live rows into new files and rebuilds
+   every index (the HNSW index included); the old files are truncated to zero at commit and
+   unlinked at the next checkpoint (PostgreSQL 15 docs, VACUUM: "VACUUM FULL rewrites the entire
+   contents of the table into a new disk file"; md.c mdunlink).
+2. ``pg_switch_wal()`` then ``CHECKPOINT``: the WAL with the inserted rows is in segments before
+   the checkpoint's redo point, and with the local cluster's settings (wal_recycle = off,
+   wal_keep_size = 0, no archiving, no replication slot; infra/local/postgres.py) the checkpoint
+   unlinks them. WAL written afterwards holds pages of the rewritten tables only.
+
+The rewrite holds an ACCESS EXCLUSIVE lock per table for its duration (searches wait).
+:func:`export` returns everything stored for the patient, the texts restored (tokens -> the
+sealed originals) as JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from gateway.memory.store import SUBJECT_TABLES, Pseudonym, Store, unseal
+from gateway.phi.tokenise import restore
+
+
+def tombstone(pseudonym: Pseudonym) -> bytes:
+    return hashlib.sha256(pseudonym.hex.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Erased:
+    rows: dict[str, int]  # by table
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+async def erase(
+    store: Store, tenant: str, pseudonym: Pseudonym, maintenance_work_mem_mb: int | None = None
+) -> Erased:
+    """Delete the patient's rows in every table, tombstone them, rewrite the tables, drop the WAL."""
+    rows: dict[str, int] = {}
+    async with store.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (tenant, tombstone(pseudonym)),
+        )
+        for table in SUBJECT_TABLES:  # children first
+            cur = await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant = %s AND pseudonym = %s").format(sql.Identifier(table)),
+                (tenant, pseudonym.hex),
+            )
+            rows[table] = cur.rowcount
+    await rewrite(store, maintenance_work_mem_mb)
+    return Erased(rows)
+
+
+async def rewrite(store: Store, maintenance_work_mem_mb: int | None = None) -> None:
+    """Rewrite the subject tables and their indexes, then end the WAL that held the old rows.
+    *maintenance_work_mem_mb*: memory for the index rebuilds of this session (the server's
+    setting when None; an HNSW graph larger than it is built much more slowly)."""
+    async with store.connection() as conn:  # autocommit: VACUUM cannot run in a transaction
+        if maintenance_work_mem_mb is not None:
+            await conn.execute(
+                sql.SQL("SET maintenance_work_mem = {}").format(f"{int(maintenance_work_mem_mb)}MB")
+            )
+        try:
+            for table in SUBJECT_TABLES:
+                await conn.execute(sql.SQL("VACUUM (FULL, ANALYZE) {}").format(sql.Identifier(table)))
+            await conn.execute("SELECT pg_switch_wal()")
+            await conn.execute("CHECKPOINT")
+        finally:
+            if maintenance_work_mem_mb is not None:
+                await conn.execute("RESET maintenance_work_mem")
+
+
+async def apply_tombstones(store: Store) -> dict[str, int]:
+    """Delete every row of an erased patient (after a restore of an older backup), then rewrite."""
+    rows: dict[str, int] = {}
+    async with store.connection() as conn, conn.transaction():
+        for table in SUBJECT_TABLES:
+            cur = await conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} t USING erasures e WHERE t.pseudonym IS NOT NULL "
+                    "AND e.tenant = t.tenant AND e.digest = sha256(convert_to(t.pseudonym, 'UTF8'))"
+                ).format(sql.Identifier(table))
+            )
+            rows[table] = cur.rowcount
+    await rewrite(store)
+    return rows
+
+
+async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: bytes) -> dict[str, Any]:
+    """Everything stored for the patient in *tenant*, texts restored, expired rows included
+    until the purge removes them (they are still stored)."""
+
+    def restored(text: str, originals: dict[str, str]) -> str:
+        return restore(text, originals)[0] if originals else text
+
+    out: dict[str, Any] = {"vector_stores": [], "files": [], "chunks": []}
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, use_case, name, created_at, expires_at FROM vector_stores "
+            "WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
+            (tenant, pseudonym.hex),
+        )
+        for r in await cur.fetchall():
+            out["vector_stores"].append({**_common(r), "name": r["name"]})
+        cur = await conn.execute(
+            "SELECT id, use_case, filename, purpose, bytes, sealed, created_at, expires_at FROM files "
+            "WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
+            (tenant, pseudonym.hex),
+        )
+        for r in await cur.fetchall():
+            originals = unseal(data_key, r["id"], r["sealed"])
+            out["files"].append(
+                {**_common(r), "filename": restored(r["filename"], originals), "purpose": r["purpose"],
+                 "bytes": r["bytes"]}
+            )  # fmt: skip
+        cur = await conn.execute(
+            "SELECT id, use_case, store_id, file_id, text, sealed, embedding, created_at, expires_at "
+            "FROM chunks WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
+            (tenant, pseudonym.hex),
+        )
+        for r in await cur.fetchall():
+            originals = unseal(data_key, r["id"], r["sealed"])
+            out["chunks"].append(
+                {
+                    **_common(r),
+                    "vector_store_id": str(r["store_id"]) if r["store_id"] else None,
+                    "file_id": str(r["file_id"]) if r["file_id"] else None,
+                    "text": restored(r["text"], originals),
+                    "embedding": _floats(r["embedding"]),
+                }
+            )
+    return out
+
+
+def _floats(vector: Any) -> list[float]:
+    """pgvector's Python type (pgvector 0.5.1: ``Vector``, with to_list) or an array, as floats."""
+    values = vector.to_list() if hasattr(vector, "to_list") else vector
+    return [float(x) for x in values]
+
+
+def _common(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(r["id"]),
+        "use_case": r["use_case"],
+        "created_at": r["created_at"].isoformat(),
+        "expires_at": r["expires_at"].isoformat(),
+    }
