@@ -97,6 +97,14 @@ class Upstream(BaseModel):
         "constrains the answer to `schema` by grammar (llama_chat_format.py "
         "_grammar_for_response_format). vLLM takes json_schema as is: false.",
     )
+    kind: Literal["chat", "embeddings"] = Field(
+        default="chat",
+        description="What the upstream serves: `chat` (/v1/chat/completions) or `embeddings` "
+        "(/v1/embeddings); a request never goes to an upstream of the other kind.",
+    )
+    dimensions: int | None = Field(
+        default=None, description="Length of the vectors an `embeddings` upstream returns."
+    )
 
     def honours_tool_choice(self, tool_choice: object) -> bool:
         """Whether this upstream does what *tool_choice* asks of a request with tools (None: the
