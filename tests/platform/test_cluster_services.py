@@ -86,9 +86,14 @@ def test_the_weights_on_a_class_nothing_provides_is_caught() -> None:
     data = sections("eu-central-prod")
     data["platform"]["weights_storage_class"] = "longhorn"
     plan = plan_of(data, stack="eu-central-prod")
-    (found,) = [f for f in plan.findings if f.kind == "storage-class"]
-    assert "PersistentVolumeClaim sovereign-inference/weights-" in found.resource
-    assert "'longhorn'" in found.missing and "local-path" in found.fix and "hcloud-volumes" in found.fix
+    found = [f for f in plan.findings if f.kind == "storage-class"]
+    # one per model's weights volume: the chat model's and the embedding model's
+    assert sorted(f.resource.split(" [")[0] for f in found) == [
+        "PersistentVolumeClaim sovereign-inference/weights-bge-m3",
+        "PersistentVolumeClaim sovereign-inference/weights-llama31-8b-awq",
+    ]
+    for finding in found:
+        assert "'longhorn'" in finding.missing and "local-path" in finding.fix and "hcloud-volumes" in finding.fix
 
 
 def test_without_the_csi_driver_the_claims_without_a_class_are_caught(prod: planner.Plan) -> None:
