@@ -26,6 +26,9 @@ TRANSIT_MOUNT = "transit"
 TENANT_KEY = "tenant-data"
 AUDIT_KEY = "audit-hmac"
 MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
+# the patient pseudonyms of the vector store (issue #27, gateway/memory/pseudonym.py): HMAC of
+# tenant, field and value; never rotated, never exported, never deleted (why: openbao.py)
+PSEUDONYM_KEY = "sovereign-pseudonym"
 KV_MOUNT = "kv"  # KV v2
 INCIDENT_PATH = "sovereign/incident"  # the kill switch's state (gateway/incident.py)
 
@@ -40,6 +43,7 @@ path "{TRANSIT_MOUNT}/datakey/plaintext/{TENANT_KEY}" {{ capabilities = ["update
 path "{TRANSIT_MOUNT}/decrypt/{TENANT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/datakey/plaintext/{AUDIT_KEY}" {{ capabilities = ["update"] }}
 path "{KV_MOUNT}/data/{INCIDENT_PATH}" {{ capabilities = ["read"] }}
+path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}" {{ capabilities = ["update"] }}
 """
 
 INCIDENT_POLICY = f"""
