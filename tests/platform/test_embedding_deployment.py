@@ -143,14 +143,16 @@ def test_only_the_gateway_reaches_the_embedding_pods_and_they_reach_nothing(prod
         ("monitoring", None, [{"protocol": "TCP", "port": 8000}]),
         ("sovereign-gateway", {"app.kubernetes.io/name": "gateway"}, [{"protocol": "TCP", "port": 8000}]),
     ]  # fmt: skip
-    # and no other namespace's policy lets its pods out to the inference namespace
-    for policy in objects(prod, "NetworkPolicy"):
-        namespace = policy["metadata"]["namespace"]
-        for rule in policy["spec"].get("egress", []):
-            for peer in rule.get("to", []):
-                target = (peer.get("namespaceSelector") or {}).get("matchLabels", {})
-                if target.get("kubernetes.io/metadata.name") == "sovereign-inference":
-                    assert namespace in ("sovereign-gateway", "monitoring"), policy["metadata"]["name"]
+    # and no other pods' policy lets them out to the inference namespace: in monitoring, Prometheus's only
+    out = {
+        (policy["metadata"]["namespace"], policy["metadata"]["name"])
+        for policy in objects(prod, "NetworkPolicy")
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "sovereign-inference"
+    }
+    assert out == {("sovereign-gateway", "gateway-flows"), ("monitoring", "prometheus")}
 
 
 def test_the_embedding_weights_come_from_eu_object_storage_and_a_pin_is_enforced() -> None:
