@@ -667,10 +667,29 @@ class ToolCallingConfig(_Section):
     )
 
 
+ModelKind = Literal["chat", "embeddings"]
+
+
 class InferenceModelConfig(_Section):
-    """One model served by vLLM (one Deployment each)."""
+    """One model served by vLLM (one Deployment each): a chat model, or an embedding model
+    (``kind: embeddings``: vLLM's pooling runner, the gateway's /v1/embeddings upstream)."""
 
     name: Name = Field(description="Served model name (also a gateway model alias).")
+    kind: ModelKind = Field(
+        default="chat",
+        description="`chat`: a generative model (/v1/chat/completions). `embeddings`: an embedding "
+        "model served by vLLM's pooling runner (`--runner pooling`), the gateway's upstream for "
+        "/v1/embeddings (its entry gets `kind: embeddings` and `dimensions`); same isolation, weights "
+        "check and mTLS as a chat model.",
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=16000,
+        description="Embeddings only, and required there: the length of the model's vectors "
+        "(its config.json `hidden_size` for BERT/XLM-RoBERTa encoders, e.g. 1024 for BAAI/bge-m3), "
+        "given to the gateway and the vector store (pgvector's `vector` holds at most 16000).",
+    )
     aliases: list[Name] = Field(
         default_factory=list,
         description="More gateway model aliases this model answers: the `model` that use-case "
@@ -688,8 +707,10 @@ class InferenceModelConfig(_Section):
         "`sovereign models releases` lists it): the weights Job and the init container refuse any "
         "other manifest, and a change rolls the vLLM pods; `sovereign models rollback` rewrites it.",
     )
-    quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8"] = Field(
-        description="vLLM --quantization (quantised models only)."
+    quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8"] | None = Field(
+        default=None,
+        description="vLLM --quantization: required for a chat model (quantised models only); an "
+        "embedding model is served in its own precision unless this is set.",
     )
     max_model_len: int = Field(default=8192, ge=512, le=131072, description="vLLM --max-model-len.")
     gpu_memory_utilization: float = Field(
@@ -698,6 +719,12 @@ class InferenceModelConfig(_Section):
     gpus: int = Field(default=1, ge=1, le=8, description="nvidia.com/gpu per replica (tensor parallel size).")
     min_replicas: int = Field(default=1, ge=1, description="Replicas kept when idle.")
     max_replicas: int = Field(default=2, ge=1, description="Upper bound for autoscaling.")
+    gpu_server: Name | None = Field(
+        default=None,
+        description="The gpu_pool.servers entry (its node name) that holds the model's weights volume "
+        "and runs its replicas: required with `local-path` volumes and more than one model, so that each "
+        "model's volume and pods are on a server with GPUs for it (a GPU is never shared between models).",
+    )
     queue_target: int = Field(
         default=5, ge=1, description="vllm:num_requests_waiting per replica above which KEDA scales out."
     )
@@ -746,6 +773,7 @@ class InferenceModelConfig(_Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> InferenceModelConfig:
+        self._check_kind()
         if self.tool_calling is not None and self.image != VLLM_PINNED_IMAGE:
             raise ValueError(
                 f"tool_calling: the parser names are those of {VLLM_PINNED_IMAGE}, and image is another "
@@ -755,6 +783,40 @@ class InferenceModelConfig(_Section):
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
         return self
+
+    def _check_kind(self) -> None:
+        """What each kind needs and what only a chat model has: each problem names the key and the fix."""
+        if self.kind == "chat":
+            if self.quantization is None:
+                raise ValueError(
+                    "quantization: missing — a chat model is served quantised (awq, awq_marlin, gptq, "
+                    "gptq_marlin or fp8, as its weights were quantised); set it, or set kind: embeddings "
+                    "for an embedding model"
+                )
+            if self.dimensions is not None:
+                raise ValueError(
+                    "dimensions: only an embedding model has them — remove it, or set kind: embeddings"
+                )
+            return
+        if self.dimensions is None:
+            raise ValueError(
+                "dimensions: missing — an embedding model (kind: embeddings) needs the length of its "
+                "vectors (its config.json hidden_size, e.g. 1024 for BAAI/bge-m3): the gateway and the "
+                "vector store check every vector against it"
+            )
+        chat_only = [
+            key
+            for key, unset in (
+                ("tool_calling", self.tool_calling is None),
+                ("structured_outputs_backend", self.structured_outputs_backend == "auto"),
+            )
+            if not unset
+        ]
+        if chat_only:
+            raise ValueError(
+                f"{', '.join(chat_only)}: chat settings, and this is an embedding model (kind: "
+                "embeddings; vLLM's pooling runner generates no text) — remove them"
+            )
 
 
 class GatewayDeployConfig(_Section):
@@ -1347,23 +1409,8 @@ class StackConfig(BaseModel):
                     "declare the dedicated GPU servers or remove the models",
                 )
             )
-        elif self.platform.models and self.platform.weights_storage_class == NODE_LOCAL_CLASS:
-            # a local-path volume is bound to the node it was made on (its PV's nodeAffinity,
-            # local-path-provisioner v0.0.37 provisioner.go): every replica of a model mounts the
-            # model's one weights volume, so all of them run on that one GPU server
-            most = max(server.gpus for server in self.gpu_pool.servers)
-            for i, m in enumerate(self.platform.models):
-                if m.max_replicas * m.gpus > most:
-                    problems.append(
-                        Problem(
-                            f"platform.models.{i}.max_replicas",
-                            f"{m.max_replicas} — with {m.gpus} GPU(s) each "
-                            f"they need {m.max_replicas * m.gpus} GPUs on one server: the weights volume "
-                            f"({NODE_LOCAL_CLASS}) is one GPU server's disk and every replica mounts it, "
-                            f"and the largest GPU server has {most}; set max_replicas to "
-                            f"{max(most // m.gpus, 1)} (docs/platform.md, model weights)",
-                        )
-                    )
+        else:
+            problems.extend(self._gpu_placement_problems())
         lb_ip = self.load_balancer.private_ip
         if lb_ip not in self.network.nodes_subnet:
             problems.append(
@@ -1436,6 +1483,86 @@ class StackConfig(BaseModel):
         if problems:
             raise CrossCheckProblems(problems)
         return self
+
+    def _gpu_placement_problems(self) -> list[Problem]:
+        """Whether the models' replicas find their GPUs. nvidia.com/gpu counts whole GPUs (the device
+        plugin without time-slicing; the GEX line's RTX cards have no MIG), so two models never share
+        one: an embedding model beside a chat model needs a GPU of its own. A local-path volume is
+        bound to the node it was made on (its PV's nodeAffinity, local-path-provisioner v0.0.37
+        provisioner.go): every replica of a model mounts the model's one weights volume, so all of
+        them run on that one GPU server; with two models or more each names its server
+        (``gpu_server``), or both fetch Jobs, which need no GPU, may bind their volumes to one server
+        whose one GPU then serves only one of the models, the other's pods Pending for ever."""
+        models, servers = self.platform.models, {s.name: s for s in self.gpu_pool.servers}
+        if not models:
+            return []
+        problems: list[Problem] = []
+        for i, m in enumerate(models):
+            if m.gpu_server is not None and m.gpu_server not in servers:
+                problems.append(
+                    Problem(
+                        f"platform.models.{i}.gpu_server",
+                        f"not a server of gpu_pool.servers — name one of {', '.join(servers)}",
+                    )
+                )
+        if problems:
+            return problems
+        local = self.platform.weights_storage_class == NODE_LOCAL_CLASS
+        if local:
+            if len(models) > 1:
+                problems += [
+                    Problem(
+                        f"platform.models.{i}.gpu_server",
+                        f"missing — with {NODE_LOCAL_CLASS} weights volumes and more than one model, each "
+                        "model names the GPU server that holds its volume and runs its replicas: otherwise "
+                        "the fetch Jobs may bind two volumes to one server, whose GPUs then serve one "
+                        "model, and the other model's pods wait for a GPU for ever",
+                    )
+                    for i, m in enumerate(models)
+                    if m.gpu_server is None
+                ]
+            most = max(server.gpus for server in servers.values())
+            for i, m in enumerate(models):
+                room = servers[m.gpu_server].gpus if m.gpu_server is not None else most
+                where = f"GPU server {m.gpu_server} has" if m.gpu_server else "the largest GPU server has"
+                if m.max_replicas * m.gpus > room:
+                    problems.append(
+                        Problem(
+                            f"platform.models.{i}.max_replicas",
+                            f"{m.max_replicas} — with {m.gpus} GPU(s) each "
+                            f"they need {m.max_replicas * m.gpus} GPUs on one server: the weights volume "
+                            f"({NODE_LOCAL_CLASS}) is one GPU server's disk and every replica mounts it, "
+                            f"and {where} {room}; set max_replicas to "
+                            f"{max(room // m.gpus, 1)} (docs/platform.md, model weights)",
+                        )
+                    )
+        if problems:
+            return problems
+        for server in servers.values():
+            pinned = [m for m in models if m.gpu_server == server.name]
+            if sum(m.max_replicas * m.gpus for m in pinned) > server.gpus:
+                each = ", ".join(f"{m.name} {m.max_replicas * m.gpus}" for m in pinned)
+                problems.append(
+                    Problem(
+                        "platform.models",
+                        f"GPU server {server.name} has {server.gpus} GPU(s) and the models on it need "
+                        f"{each} at max_replicas: a GPU is never shared between models (nvidia.com/gpu "
+                        "counts whole GPUs); put a model on another server, or lower max_replicas",
+                    )
+                )
+        pool = sum(server.gpus for server in servers.values())
+        wanted = sum(m.max_replicas * m.gpus for m in models)
+        if not problems and wanted > pool:
+            each = ", ".join(f"{m.name} {m.max_replicas * m.gpus}" for m in models)
+            problems.append(
+                Problem(
+                    "platform.models",
+                    f"at max_replicas the models need {wanted} GPUs ({each}) and gpu_pool.servers have "
+                    f"{pool}: a GPU is never shared between models (nvidia.com/gpu counts whole GPUs); "
+                    "add a GPU server or lower max_replicas",
+                )
+            )
+        return problems
 
     def _etcd_snapshot_problems(self) -> list[Problem]:
         snapshots = self.rke2.etcd_snapshots

@@ -26,9 +26,9 @@ TRANSIT_MOUNT = "transit"
 TENANT_KEY = "tenant-data"
 AUDIT_KEY = "audit-hmac"
 MANIFEST_KEY = "model-manifests"  # the default of storage.manifest_signing_key (ed25519)
-PSEUDONYM_KEY = (
-    "sovereign-pseudonym"  # HMAC key of the memory store's pseudonyms (gateway/memory/pseudonym.py)
-)
+# the patient pseudonyms of the vector store (issue #27, gateway/memory/pseudonym.py): HMAC of
+# tenant, field and value; never rotated, never exported, never deleted (why: openbao.py)
+PSEUDONYM_KEY = "sovereign-pseudonym"
 KV_MOUNT = "kv"  # KV v2
 INCIDENT_PATH = "sovereign/incident"  # the kill switch's state (gateway/incident.py)
 

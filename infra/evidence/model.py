@@ -62,7 +62,7 @@ class Hop:
 
 @dataclass(frozen=True)
 class ResidencyRow:
-    kind: str  # cloud resource | dedicated server | endpoint
+    kind: str  # cloud resource | dedicated server | endpoint | model server | model weights
     name: str  # the resource's name, or the config key that declares it
     detail: str
     location: str
@@ -395,6 +395,43 @@ def residency_from_plan(plan: planner.Plan, sections: dict[str, Any]) -> list[Re
         )
     extra = _extra_hosts(sections)
     rows += [_endpoint_row(name, value, extra) for name, value in _endpoints(sections)]
+    rows += _model_rows(plan, extra)
+    return rows
+
+
+def _model_kind(plan: planner.Plan, deployment: str) -> str:
+    """``embeddings`` or ``chat``: what the gateway's upstream entry for this vLLM Deployment says
+    (gateway.py upstream, ``kind: embeddings`` for an embedding model)."""
+    for cm in plan.kubernetes_objects():
+        if cm.get("kind") == "ConfigMap" and "gateway.yaml" in (cm.get("data") or {}):
+            upstreams = (yaml.safe_load(cm["data"]["gateway.yaml"]) or {}).get("upstreams") or {}
+            for u in upstreams.values():
+                if f"//{deployment}." in str(u.get("url", "")) and u.get("kind") == "embeddings":
+                    return "embeddings"
+    return "chat"
+
+
+def _model_rows(plan: planner.Plan, extra: list[residency.EuEndpoint]) -> list[ResidencyRow]:
+    """Where each model runs and where its weights come from (issue #27: the embedding model too): a
+    row per vLLM Deployment and GPU data centre (its pods run on the GPU servers only, by their
+    nodeSelector), and a row per weights fetch Job for the bucket and endpoint it reads."""
+    rows: list[ResidencyRow] = []
+    sites = sorted({h["datacenter"] for h in plan.declared_hosts})
+    for o in plan.kubernetes_objects():
+        name = o["metadata"]["name"]
+        if o.get("kind") == "Deployment" and o["metadata"].get("namespace") == "sovereign-inference":
+            what = (
+                "embedding model (vLLM pooling runner), on the GPU servers"
+                if _model_kind(plan, name) == "embeddings"
+                else "chat model (vLLM), on the GPU servers"
+            )
+            rows += [_location_row("model server", f"Deployment {name}", what, site) for site in sites]
+        elif o.get("kind") == "Job" and name.startswith("weights-fetch-"):
+            args = [a for c in o["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
+            source = args[args.index("--source") + 1] if "--source" in args else "?"
+            endpoint = args[args.index("--endpoint") + 1] if "--endpoint" in args else ""
+            row = _endpoint_row(f"Job {name}", endpoint, extra)
+            rows.append(replace(row, kind="model weights", detail=f"{source} on {endpoint}"))
     return rows
 
 
@@ -584,6 +621,20 @@ def hops(ctx: claims.Context) -> list[Hop]:
             for u in upstreams.values()
         )
         transport = "mTLS with certificates from OpenBao's PKI" if mtls else "NOT mutually authenticated"
+        if ctx.plan is not None and _model_kind(ctx.plan, name) == "embeddings":
+            # /v1/embeddings (issue #27): the text to embed, filtered and tokenised with the tenant's
+            # key; back come vectors, never text
+            out += [
+                Hop("gateway", name, "tokenised",
+                    "tokenised text only: the input to embed after minimisation and tokenisation with the "
+                    "tenant's key (identifiers as FF1 ciphertexts or keyed surrogates)",
+                    f"{transport}; the model servers' namespace denies all egress", f"GPU servers {gpu}",
+                    "infra/k8s_platform/inference.py", f"Deployment {name}, NetworkPolicy vllm-from-gateway"),
+                Hop(name, "gateway", "tokenised", "vectors (lists of floats) of the tokenised text; no text",
+                    transport.split(";")[0], f"GPU servers {gpu}", "infra/k8s_platform/gateway.py",
+                    f"Deployment {name}, gateway upstream kind embeddings"),
+            ]  # fmt: skip
+            continue
         out.append(
             Hop(
                 "gateway",

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra import images, objectstore, residency
-from infra.config import StackConfig
+from infra.config import InferenceModelConfig, StackConfig
 from infra.k8s_platform.common import (
     GATEWAY_APP,
     GATEWAY_NS,
@@ -78,6 +78,26 @@ SHUTDOWN_DEADLINE_S = 20.0
 GRACE_PERIOD_S = 30
 
 
+def upstream(model: InferenceModelConfig) -> dict[str, Any]:
+    """The gateway's upstream entry (gateway/settings.py Upstream) for a vLLM Deployment, over mTLS.
+    A chat model lists the tool choices vLLM honours; an embedding model is an ``embeddings``
+    upstream with its vector length, which /v1/chat/completions never uses (and vice versa)."""
+    entry: dict[str, Any] = {
+        "url": f"https://vllm-{model.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
+        "model": model.name,
+        "tls": {
+            "ca_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/ca.crt",
+            "cert_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.crt",
+            "key_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.key",
+        },
+    }
+    if model.kind == "embeddings":
+        return {**entry, "kind": "embeddings", "dimensions": model.dimensions}
+    # vLLM answers tool_choice "auto" only with its tool call parser (inference.py tool_args)
+    tool_choices = ["auto", "required", "named"] if model.tool_calling else ["required", "named"]
+    return {**entry, "tool_choices": tool_choices}
+
+
 def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     """The gateway's settings file (gateway/settings.py) for this stack."""
     audit: dict[str, Any] = {"path": AUDIT_TRAIL, "fsync": True}
@@ -85,21 +105,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     if archive is not None:
         audit["archive"] = archive
     return {
-        "upstreams": {
-            alias: {
-                "url": f"https://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
-                "model": m.name,
-                # vLLM answers tool_choice "auto" only with its tool call parser (inference.py tool_args)
-                "tool_choices": ["auto", "required", "named"] if m.tool_calling else ["required", "named"],
-                "tls": {
-                    "ca_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/ca.crt",
-                    "cert_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.crt",
-                    "key_file": f"{GATEWAY_UPSTREAM_TLS_DIR}/tls.key",
-                },
-            }
-            for m in cfg.platform.models
-            for alias in (m.name, *m.aliases)
-        },
+        "upstreams": {alias: upstream(m) for m in cfg.platform.models for alias in (m.name, *m.aliases)},
         "openbao": {
             "address": f"https://openbao.{OPENBAO_NS}.svc:{OPENBAO_PORT}",
             "ca_file": "/etc/openbao-ca/ca.crt",

@@ -28,6 +28,11 @@ The Deployment's ``spec.replicas`` is set on creation only (``REPLICAS_OWNED_BY_
 
 Autoscaling: KEDA scales each Deployment on ``vllm:num_requests_waiting`` from Prometheus
 (queue length is what a patient waiting for an answer feels; GPU utilisation is not).
+
+Embedding models (``kind: embeddings``, issue #27) are ModelServers like the chat models: the same
+weights Job, manifest check, mTLS, probes, no egress (network_policies.py selects every pod of the
+``inference`` component) and KEDA scaler; only vLLM's runner (``runner_args``) and the container's
+host-side resources differ. The gateway gets the model as an ``embeddings`` upstream (gateway.py).
 """
 
 from __future__ import annotations
@@ -79,12 +84,14 @@ def release_dir(model: InferenceModelConfig) -> str:
 
 
 def vllm_args(model: InferenceModelConfig) -> list[str]:
+    quantization = [] if model.quantization is None else ["--quantization", model.quantization]
     return [
         "--model", release_dir(model),  # the served name stays the model's name: the gateway's
         "--served-model-name", model.name,
         "--host", "0.0.0.0",
         "--port", str(VLLM_PORT),
-        "--quantization", model.quantization,
+        *runner_args(model),
+        *quantization,
         "--max-model-len", str(model.max_model_len),
         "--gpu-memory-utilization", str(model.gpu_memory_utilization),
         "--tensor-parallel-size", str(model.gpus),
@@ -96,6 +103,36 @@ def vllm_args(model: InferenceModelConfig) -> list[str]:
         "--ssl-cert-reqs", str(int(ssl.CERT_REQUIRED)),
         *tool_args(model),
     ]  # fmt: skip
+
+
+def runner_args(model: InferenceModelConfig) -> list[str]:
+    """An embedding model (``kind: embeddings``) runs on vLLM v0.11.0's pooling runner:
+    ``--runner pooling`` (vllm/config/model.py RunnerOption: auto, draft, generate, pooling; the
+    v0.11.0 engine arguments, docs/configuration/engine_args.md), which serves /v1/embeddings
+    (docs/models/pooling_models.md, "Online Serving"). ``--convert`` stays ``auto``: the adapters of
+    vllm/model_executor/models/adapters.py are for a model that does not implement
+    VllmModelForPooling, and an encoder that vLLM registers as an embedding model (BertModel,
+    XLMRobertaModel: docs/models/supported_models.md, "Text Embedding") does; its pooling (CLS for
+    BAAI/bge-m3, from the release's Sentence Transformers files modules.json and 1_Pooling/) and
+    normalisation are the model's own, so no pooler override either. A chat model keeps vLLM's
+    default, the generate runner (``--runner auto``)."""
+    return ["--runner", "pooling"] if model.kind == "embeddings" else []
+
+
+def container_resources(model: InferenceModelConfig) -> dict[str, dict[str, Any]]:
+    """The vLLM container's requests and limits: a chat model holds an 8B model's host-side state;
+    an embedding encoder (BAAI/bge-m3: 568M parameters, 2.3 GB of weights) far less host memory.
+    Both take their GPUs whole (nvidia.com/gpu cannot be shared, docs/capacity.md)."""
+    gpus = {"nvidia.com/gpu": model.gpus}
+    if model.kind == "embeddings":
+        return {
+            "requests": {"cpu": "2", "memory": "8Gi", **gpus},
+            "limits": {"cpu": "4", "memory": "12Gi", **gpus},
+        }
+    return {
+        "requests": {"cpu": "4", "memory": "24Gi", **gpus},
+        "limits": {"cpu": "8", "memory": "32Gi", **gpus},
+    }
 
 
 def tool_args(model: InferenceModelConfig) -> list[str]:
@@ -161,6 +198,14 @@ RELEASE_ANNOTATION = "sovereign-llm.io/weights-release"
 # (pulumi-kubernetes#2215, #2258), and #2491 was closed as fixed on that basis. Not checked
 # against a cluster here: tests/platform/test_weights.py proves the option is registered.
 REPLICAS_OWNED_BY_KEDA = ["spec.replicas"]
+
+
+def node_selector(model: InferenceModelConfig) -> dict[str, str]:
+    """The GPU servers, and with ``gpu_server`` that one server (its node name as the kubelet's
+    ``kubernetes.io/hostname`` label): the fetch Job that makes the local-path volume and every pod
+    that mounts it land where the model's GPUs are (config.py, _gpu_placement_problems)."""
+    pinned = {} if model.gpu_server is None else {"kubernetes.io/hostname": model.gpu_server}
+    return {GPU_NODE_LABEL: "true", **pinned}
 
 
 def weights_release(model: InferenceModelConfig) -> str:
@@ -273,7 +318,7 @@ class ModelServer(pulumi.ComponentResource):
                     "metadata": {"labels": fetch_labels},
                     "spec": {
                         # on a GPU server: the weights volume is that server's disk
-                        "nodeSelector": {GPU_NODE_LABEL: "true"},
+                        "nodeSelector": node_selector(model),
                         "tolerations": [GPU_TOLERATION],
                         "restartPolicy": "OnFailure",
                         "automountServiceAccountToken": False,
@@ -328,10 +373,7 @@ class ModelServer(pulumi.ComponentResource):
                 {"name": "HOME", "value": "/tmp"},
             ],
             "ports": [{"name": "http", "containerPort": VLLM_PORT}],
-            "resources": {
-                "requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": model.gpus},
-                "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": model.gpus},
-            },
+            "resources": container_resources(model),
             # loading a quantised 8B model takes minutes: the startup probe allows 20
             "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 120},
             "readinessProbe": {**health, "periodSeconds": 5},
@@ -383,7 +425,7 @@ class ModelServer(pulumi.ComponentResource):
                         "runtimeClassName": "nvidia",
                         "automountServiceAccountToken": False,
                         "securityContext": pod_security(),
-                        "nodeSelector": {GPU_NODE_LABEL: "true"},
+                        "nodeSelector": node_selector(model),
                         "tolerations": [GPU_TOLERATION],
                         "initContainers": [verify],
                         "containers": [container],

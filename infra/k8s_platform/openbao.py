@@ -361,6 +361,26 @@ class OpenBaoConfiguration(pulumi.ComponentResource):
             exportable=False,
             opts=after_transit,
         )
+        # the patient pseudonyms (issue #27): transit/hmac/sovereign-pseudonym, which the gateway's
+        # policy may call and nothing else of this key. HMAC works with every transit key type (each
+        # key version carries an HMAC key); aes256-gcm96 like audit-hmac. Never rotated: an HMAC under
+        # a new version is another pseudonym for the same patient, so stored items would no longer be
+        # found by erasure (Art. 17) or export (Art. 15) unless the store looked each patient up under
+        # every version (transit/hmac takes key_version) or re-pseudonymised everything; the store keeps
+        # the version beside each pseudonym so a rotation is visible. Not exportable: the key never
+        # leaves OpenBao (whoever held it could test guesses of a KVNR against stored pseudonyms);
+        # deletion not allowed: losing it makes every stored item unreachable by patient.
+        self.pseudonym_key = vault.transit.SecretBackendKey(
+            f"{name}-pseudonym",
+            backend=contract.TRANSIT_MOUNT,
+            name=contract.PSEUDONYM_KEY,
+            type="aes256-gcm96",
+            deletion_allowed=False,
+            exportable=False,
+            allow_plaintext_backup=False,
+            auto_rotate_period=0,  # 0: no automatic rotation (the tenant-data key's 90 days must not apply)
+            opts=after_transit,
+        )
         self.manifest_key = vault.transit.SecretBackendKey(
             f"{name}-model-manifests",
             backend=contract.TRANSIT_MOUNT,

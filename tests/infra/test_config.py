@@ -274,13 +274,15 @@ def test_model_replicas_must_fit_the_gpu_server_that_holds_their_weights() -> No
     model["max_replicas"] = 2  # two GEX44s with one GPU each: the second replica has no GPU beside the volume
     problem = one_problem(data)
     assert problem.startswith("sovereign-llm:platform.models.0.max_replicas: 2")
-    assert "the largest GPU server has 1; set max_replicas to 1" in problem
+    assert "GPU server gpu-fsn1-1 has 1; set max_replicas to 1" in problem  # its gpu_server
     # a server with two GPUs holds both replicas
     data["gpu_pool"]["servers"][0]["gpus"] = 2
     config.parse("eu-central-prod", data, "test")
     # a class whose volumes are not bound to one node (e.g. a ReadWriteMany one) is not limited
     data = sections()
     data["platform"]["models"][0]["max_replicas"] = 2
+    del data["platform"]["models"][1]  # the embedding model's GPU: the pool has two (the sum is checked too)
+    del data["platform"]["models"][0]["gpu_server"]  # pinned, its replicas would all run on that server
     data["platform"]["weights_storage_class"] = "nfs-weights"
     config.parse("eu-central-prod", data, "test")
 

@@ -35,6 +35,7 @@ EXPECTED_IDS = {
     },
     "vault:transit/secretBackendKey:SecretBackendKey": {
         "transit/keys/tenant-data", "transit/keys/audit-hmac", "transit/keys/model-manifests",
+        "transit/keys/sovereign-pseudonym",  # the restored key: a new one would change every pseudonym
     },
     "vault:pkiSecret/secretBackendRole:SecretBackendRole": {
         "pki/roles/gateway-client", "pki/roles/inference-server", "pki/roles/metrics-client",
@@ -83,7 +84,7 @@ def test_every_importable_vault_resource_is_in_the_file_once_with_its_id(
     plan, _ = dr
     entries = built.document["resources"]
     importable = [r for r in plan.custom() if r.type in openbao_import.IMPORT_IDS]
-    assert len(importable) == 20
+    assert len(importable) == 21
     keys = [(e["type"], e["name"]) for e in entries]
     assert sorted(keys) == sorted((r.type, r.name) for r in importable)  # each once, none missing
     ids: dict[str, set[str]] = {}

@@ -164,7 +164,9 @@ def test_an_incomplete_stack_fails_the_plan(tmp_path: Path, capsys: pytest.Captu
     assert code == 1
     assert "missing StorageClass 'longhorn': nothing in the program provides it" in err
     report = json.loads((tmp_path / "o" / "plan.json").read_text())["completeness"]
-    assert report["fails_plan"] is True and [f["kind"] for f in report["findings"]] == ["storage-class"]
+    # one finding per weights volume: the chat model's and the embedding model's
+    assert report["fails_plan"] is True
+    assert [f["kind"] for f in report["findings"]] == ["storage-class", "storage-class"]
 
 
 def test_kubernetes_objects_are_rendered_as_manifests(tmp_path: Path) -> None:

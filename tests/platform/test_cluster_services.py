@@ -86,9 +86,15 @@ def test_the_weights_on_a_class_nothing_provides_is_caught() -> None:
     data = sections("eu-central-prod")
     data["platform"]["weights_storage_class"] = "longhorn"
     plan = plan_of(data, stack="eu-central-prod")
-    (found,) = [f for f in plan.findings if f.kind == "storage-class"]
-    assert "PersistentVolumeClaim sovereign-inference/weights-" in found.resource
-    assert "'longhorn'" in found.missing and "local-path" in found.fix and "hcloud-volumes" in found.fix
+    found = [f for f in plan.findings if f.kind == "storage-class"]
+    # one per model's weights volume: the chat model's and the embedding model's
+    assert sorted(f.resource.split(" [")[0] for f in found) == [
+        "PersistentVolumeClaim sovereign-inference/weights-bge-m3",
+        "PersistentVolumeClaim sovereign-inference/weights-llama31-8b-awq",
+    ]
+    for finding in found:
+        assert "'longhorn'" in finding.missing
+        assert "local-path" in finding.fix and "hcloud-volumes" in finding.fix
 
 
 def test_without_the_csi_driver_the_claims_without_a_class_are_caught(prod: planner.Plan) -> None:
@@ -102,16 +108,23 @@ def test_without_the_csi_driver_the_claims_without_a_class_are_caught(prod: plan
 
 def test_the_weights_volume_lands_on_a_gpu_server(prod: planner.Plan) -> None:
     objects = prod.kubernetes_objects()
-    (pvc,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    assert pvc["spec"]["storageClassName"] == "local-path"
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # local-path refuses ReadWriteMany
+    pvcs = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert len(pvcs) == 2  # the chat model's and the embedding model's
+    for pvc in pvcs:
+        assert pvc["spec"]["storageClassName"] == "local-path"
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # local-path refuses ReadWriteMany
     for kind in ("Job", "Deployment"):
-        (workload,) = [
+        workloads = [
             o for o in objects if o["kind"] == kind and o["metadata"]["namespace"] == "sovereign-inference"
         ]
-        spec = workload["spec"]["template"]["spec"]
-        assert spec["nodeSelector"] == {GPU_NODE_LABEL: "true"}
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert len(workloads) == 2
+        for workload in workloads:
+            spec = workload["spec"]["template"]["spec"]
+            # a GPU server, the one the model's stack config names (config.py, gpu_server)
+            assert spec["nodeSelector"][GPU_NODE_LABEL] == "true"
+            assert spec["nodeSelector"]["kubernetes.io/hostname"] in ("gpu-fsn1-1", "gpu-fsn1-2")
+            gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            assert gpu_taint in spec["tolerations"]
     values = _release(prod, "local-path-provisioner").inputs["values"]
     storage_class = values["storageClass"]
     assert storage_class["name"] == "local-path" and storage_class["defaultClass"] is False
@@ -182,11 +195,13 @@ def test_prometheus_selects_every_service_monitor_and_keeps_its_data() -> None:
 
 
 def test_keda_queries_the_prometheus_the_stack_installs(prod: planner.Plan) -> None:
-    (scaled,) = [o for o in prod.kubernetes_objects() if o["kind"] == "ScaledObject"]
-    address = scaled["spec"]["triggers"][0]["metadata"]["serverAddress"]
+    scaled = [o for o in prod.kubernetes_objects() if o["kind"] == "ScaledObject"]
+    assert len(scaled) == 2  # the chat model's and the embedding model's
     release = _release(prod, "kube-prometheus-stack")
-    # prometheus-operated: the Service the operator makes for every Prometheus in its namespace
-    assert address == f"http://prometheus-operated.{release.inputs['namespace']}.svc:9090"
+    for scaler in scaled:
+        address = scaler["spec"]["triggers"][0]["metadata"]["serverAddress"]
+        # prometheus-operated: the Service the operator makes for every Prometheus in its namespace
+        assert address == f"http://prometheus-operated.{release.inputs['namespace']}.svc:9090"
 
 
 @pytest.mark.parametrize(

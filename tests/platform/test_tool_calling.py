@@ -17,6 +17,7 @@ import yaml
 from gateway.settings import GatewaySettings, Upstream
 from infra import config
 from infra import plan as planner
+from tests.doubles import vllm_cli
 from tests.infra.support import plan_of, sections
 
 MODEL = "llama31-8b-awq"
@@ -31,6 +32,7 @@ def one(plan: planner.Plan, kind: str, name: str) -> dict[str, Any]:
 def vllm_args(plan: planner.Plan) -> list[str]:
     (container,) = one(plan, "Deployment", f"vllm-{MODEL}")["spec"]["template"]["spec"]["containers"]
     args: list[str] = container["args"]
+    vllm_cli.parse(args)  # each flag one vllm serve v0.11.0 parses, a choice among its choices
     return args
 
 

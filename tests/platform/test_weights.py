@@ -253,7 +253,9 @@ def _rendered(source: str | None = None, pin: str | None = None) -> tuple[dict[s
     if pin is not None:
         model["manifest_sha256"] = pin
     objects = plan_of(data, stack="eu-central-prod").kubernetes_objects()
-    (job,) = [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("weights-fetch-")]
+    (job,) = [
+        o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("weights-fetch-llama31")
+    ]
     (deployment,) = [
         o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "vllm-llama31-8b-awq"
     ]
