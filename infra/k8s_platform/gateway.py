@@ -32,6 +32,13 @@ from infra.k8s_platform.common import (
     selector,
 )
 from infra.k8s_platform.ingress import TLS_SECRET as INGRESS_TLS_SECRET
+from infra.k8s_platform.memory_store import (
+    DSN_FILE,
+    GATEWAY_CA_CONFIGMAP,
+    GATEWAY_CA_DIR,
+    GATEWAY_DSN_DIR,
+    GATEWAY_DSN_SECRET,
+)
 from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 NAME = GATEWAY_APP
@@ -84,7 +91,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     archive = audit_archive_settings(cfg)
     if archive is not None:
         audit["archive"] = archive
-    return {
+    settings: dict[str, Any] = {
         "upstreams": {
             alias: {
                 "url": f"https://vllm-{m.name}.{INFERENCE_NS}.svc:{VLLM_PORT}/v1",
@@ -111,6 +118,10 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         "limits": {"shutdown_deadline_s": SHUTDOWN_DEADLINE_S},
         "ingress_cert_file": f"{INGRESS_CERT_DIR}/tls.crt",
     }
+    if cfg.platform.memory_store.enabled:
+        # the store's DSN as a file (never in the ConfigMap): memory_store.py writes the Secret
+        settings["memory"] = {"dsn_file": DSN_FILE}
+    return settings
 
 
 class GatewayDeployment(OpenBaoComponent):
@@ -180,6 +191,15 @@ class GatewayDeployment(OpenBaoComponent):
                 "readOnly": True,
             },
         ]
+        if cfg.platform.memory_store.enabled:
+            volumes += [
+                {"name": "memory-dsn", "secret": {"secretName": GATEWAY_DSN_SECRET}},
+                {"name": "memory-ca", "configMap": {"name": GATEWAY_CA_CONFIGMAP}},
+            ]
+            mounts += [
+                {"name": "memory-dsn", "mountPath": GATEWAY_DSN_DIR, "readOnly": True},
+                {"name": "memory-ca", "mountPath": GATEWAY_CA_DIR, "readOnly": True},
+            ]
         probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
         container = {
             "name": NAME,
