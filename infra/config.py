@@ -985,7 +985,7 @@ class MemoryStoreConfig(_Section):
         default=MEMORY_BACKUP_RETENTION_DAYS, ge=1, le=3650,
         description="How long barman keeps older base backups and their WAL (CloudNativePG "
         "retentionPolicy): after an erasure (Art. 17) the patient's items remain in the backups taken "
-        "before it until they age out, at most this many days (docs/memory.md).",
+        "before it until they age out, at most this many days (docs/platform.md, Memory store).",
     )  # fmt: skip
 
     @field_validator("backup_bucket")

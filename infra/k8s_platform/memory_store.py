@@ -32,7 +32,7 @@ follow-up work before an operator release that removes it. Backups go to
 WAL and base backups compressed and server-side encrypted (``encryption: AES256``, the same SSE-S3
 the buckets default to: infra/objectstore.py), with ``retentionPolicy`` of
 ``backup_retention_days``: older base backups, and the WAL they need, are deleted by barman once
-older; that is how long an erased patient's items can remain in a backup (docs/memory.md).
+older; that is how long an erased patient's items can remain in a backup (docs/platform.md, "Memory store").
 
 **Encryption at rest.** The instances' volumes use the StorageClass ``hcloud-volumes-encrypted``:
 hcloud CSI encrypts a volume with LUKS on first use when its class names a node-publish Secret with

@@ -38,6 +38,12 @@
   receivers (``receiver_egress``: an address or a cluster namespace where the URL names one, else
   the declared destination's addresses) and DNS, nothing else; kube-state-metrics the Kubernetes
   API only; Grafana Prometheus on 9090, the Kubernetes API (its dashboards and datasources sidecars) and DNS.
+- memory store (platform.memory_store; memory_store.py): the CloudNativePG instances in
+  ``sovereign-memory`` admit the gateway on 5432, the operator on its status port 8000 and each
+  other on 5432; they reach each other, the Kubernetes API, DNS and the declared destination of the
+  backup bucket's endpoint over HTTPS. The operator in ``cnpg-system`` reaches the API and the
+  instances' status port, and admits the API server's webhook calls on 9443. The gateway's egress
+  gains the store's 5432.
 - system-upgrade: the controller is a client of the Kubernetes API only (v0.16.3, no metrics
   endpoint); its upgrade Jobs run with hostNetwork (pkg/upgrade/job/job.go), which no
   NetworkPolicy governs.
