@@ -427,3 +427,52 @@ def test_an_enabled_store_needs_its_backup_bucket() -> None:
 
 def test_the_backup_key_is_a_stack_secret_never_a_section() -> None:
     assert {"memory_backup_s3_access_key", "memory_backup_s3_secret_key"} <= set(config.SECRET_KEYS)
+
+
+# --- evidence: the data-flow map, the residency table and the check ----------------------------
+
+
+def _context(plan: planner.Plan, data: dict[str, Any]) -> Any:
+    from infra.evidence import claims
+
+    return claims.Context("eu-central-prod", data, config.parse("eu-central-prod", data, "test"), plan)
+
+
+def test_the_evidence_draws_the_store_and_its_backups(prod: planner.Plan) -> None:
+    from infra.evidence import claims, model
+
+    data = with_digests("eu-central-prod")
+    ctx = _context(prod, data)
+    hops = {(h.source, h.target): h for h in model.hops(ctx)}
+    to_store = hops[("gateway", "memory store")]
+    assert to_store.carries == "tokenised" and "pseudonym" in to_store.what and "vectors" in to_store.what
+    backups = hops[("memory store", "memory backup bucket")]
+    assert "30 days" in backups.what and "AES256" in backups.transport and not backups.outside
+    rows = {r.name: r for r in model.residency_from_plan(prod, data)}
+    assert rows["platform.memory_store.backup_bucket"].inside
+    assert claims.run("memory-store-encrypted-and-backed-up-in-eu", ctx).status == claims.HOLDS
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda s: s["storage"].update(storageClass="hcloud-volumes"), "LUKS-encrypted"),
+        (lambda s: s["backup"]["barmanObjectStore"]["data"].pop("encryption"), "server-side encrypted"),
+        (lambda s: s["backup"].update(retentionPolicy="90d"), "retentionPolicy"),
+    ],
+)
+def test_the_check_fails_a_store_that_lacks_what_it_claims(
+    prod: planner.Plan, change: Any, reason: str
+) -> None:
+    from infra.evidence import claims
+
+    objects = copy.deepcopy(prod.kubernetes_objects())
+    for o in objects:
+        if o["kind"] == "Cluster":
+            change(o["spec"])
+    plan = copy.copy(prod)
+    plan.kubernetes_objects = lambda: objects  # type: ignore[method-assign]
+    verdict = claims.run(
+        "memory-store-encrypted-and-backed-up-in-eu", _context(plan, with_digests("eu-central-prod"))
+    )
+    assert verdict.status == claims.FAILS and reason in verdict.reason
