@@ -86,9 +86,15 @@ class PinnedChart:
 
 def installed(cfg: StackConfig) -> list[PinnedChart]:
     """Every chart the program installs with this config (both phases: all are in phase 1)."""
-    from infra.k8s_platform import cluster_services, gpu, monitoring, openbao
+    from infra.k8s_platform import cluster_services, gpu, memory_store, monitoring, openbao
 
     platform = cfg.platform
+    store = (
+        [PinnedChart(memory_store.CHART, platform.memory_store.chart_version, memory_store.CHART_REPO,
+                     "the CloudNativePG operator and its CRDs (the memory store)")]
+        if platform.memory_store.enabled
+        else []
+    )  # fmt: skip
     return [
         PinnedChart(
             cluster_services.CCM_WAIT.chart, cluster_services.CCM_WAIT.version, cluster_services.HCLOUD_REPO,
@@ -111,6 +117,7 @@ def installed(cfg: StackConfig) -> list[PinnedChart]:
             "gpu-operator", platform.gpu_operator_version, gpu.GPU_OPERATOR_REPO, "the NVIDIA GPU operator"
         ),
         PinnedChart("keda", platform.keda_version, gpu.KEDA_REPO, "KEDA (the models' autoscaling)"),
+        *store,
     ]  # fmt: skip
 
 

@@ -78,6 +78,9 @@ PLATFORM_SECRET_KEYS = (
     "openbao_snapshot_s3_secret_key",
     "openbao_snapshot_copy_s3_access_key",
     "openbao_snapshot_copy_s3_secret_key",
+    # the memory store's barman-cloud backups (platform.memory_store, infra/k8s_platform/memory_store.py)
+    "memory_backup_s3_access_key",
+    "memory_backup_s3_secret_key",
 )
 SECRET_KEYS = ETCD_SECRET_KEYS + PLATFORM_SECRET_KEYS
 
@@ -998,6 +1001,68 @@ class AlertingConfig(_Section):
         return self.use_cases.get(use_case, self.default_slo)
 
 
+# CloudNativePG (infra/k8s_platform/memory_store.py): chart cloudnative-pg 0.27.1 installs operator
+# 1.28.1 (github.com/cloudnative-pg/charts, tag cloudnative-pg-v0.27.1, charts/cloudnative-pg/Chart.yaml
+# appVersion); the PostgreSQL image is the postgres-containers "system" build of PostgreSQL 15.19
+# (standard = pgvector, pgaudit, failover slots; system = standard + barman-cloud for the in-tree
+# barmanObjectStore backups): github.com/cloudnative-pg/postgres-containers docker-bake.hcl, Dockerfile
+CNPG_CHART_VERSION = "0.27.1"
+CNPG_POSTGRES_IMAGE = "ghcr.io/cloudnative-pg/postgresql:15.19-202608170814-system-bookworm"
+MEMORY_BACKUP_RETENTION_DAYS = 30
+MEMORY_PROD_MIN_INSTANCES = 3
+
+
+class MemoryStoreConfig(_Section):
+    """The gateway's memory store (issue #27): PostgreSQL with pgvector run by CloudNativePG, its
+    volumes LUKS-encrypted (hcloud CSI), its base backups and WAL archived by barman-cloud to a
+    bucket of the stack's EU object storage (server-side encrypted). The backup write key is the
+    stack secrets `memory_backup_s3_access_key` and `memory_backup_s3_secret_key`."""
+
+    enabled: bool = Field(default=False, description="Deploy the store (and give the gateway its DSN).")
+    chart_version: str = Field(
+        default=CNPG_CHART_VERSION,
+        description="cloudnative-pg Helm chart (pinned; 0.27.1 installs the operator 1.28.1 and its CRDs).",
+    )
+    image: str = Field(
+        default=CNPG_POSTGRES_IMAGE,
+        description="PostgreSQL image (via the registry mirror, by digest): CloudNativePG's "
+        "postgres-containers `system` build, which has pgvector and barman-cloud.",
+    )
+    instances: int = Field(
+        default=MEMORY_PROD_MIN_INSTANCES, ge=1, le=9,
+        description="PostgreSQL instances (1 primary + streaming replicas, one per node); region.environment "
+        f"'prod' needs at least {MEMORY_PROD_MIN_INSTANCES}, a DR or staging region may run fewer.",
+    )  # fmt: skip
+    storage_gi: int = Field(default=20, ge=1, le=10240, description="Data volume per instance (GiB).")
+    backup_bucket: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix/ for the base backups and the WAL archive (required when enabled).",
+    )
+    backup_endpoint: str | None = Field(
+        default=None,
+        description="S3 endpoint of the backup bucket (default endpoints.object_storage; the same EU "
+        "residency check as every endpoint, and declared in egress.destinations).",
+    )
+    backup_retention_days: int = Field(
+        default=MEMORY_BACKUP_RETENTION_DAYS, ge=1, le=3650,
+        description="How long barman keeps older base backups and their WAL (CloudNativePG "
+        "retentionPolicy): after an erasure (Art. 17) the patient's items remain in the backups taken "
+        "before it until they age out, at most this many days (docs/platform.md, Memory store).",
+    )  # fmt: skip
+
+    @field_validator("backup_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bucket, prefix = s3_location(value)
+        return f"s3://{bucket}/{prefix}"
+
+    def endpoint(self, default: str) -> str:
+        """The backup bucket's S3 endpoint: backup_endpoint, else *default* (endpoints.object_storage)."""
+        return self.backup_endpoint or default
+
+
 class PlatformConfig(_Section):
     """The Kubernetes platform: isolation, OpenBao, vLLM, GPU support, gateway, observability."""
 
@@ -1019,6 +1084,10 @@ class PlatformConfig(_Section):
     )
     monitoring_namespace: str = Field(
         default="monitoring", description="Namespace of the Prometheus that scrapes the platform."
+    )
+    memory_store: MemoryStoreConfig = Field(
+        default_factory=MemoryStoreConfig,
+        description="The gateway's memory store (PostgreSQL + pgvector through CloudNativePG).",
     )
     alerting: AlertingConfig = Field(
         default_factory=AlertingConfig, description="Alert rules' SLO targets and Alertmanager receivers."
@@ -1471,6 +1540,7 @@ class StackConfig(BaseModel):
                 problems.append(Problem(f"platform.alerting.receivers.{i}.url", f"{problem}"))
         problems.extend(self._etcd_snapshot_problems())
         problems.extend(self._snapshot_copy_problems())
+        problems.extend(self._memory_store_problems())
         problems.extend(self._egress_problems())
         if self.region.environment == "prod" and self.storage.audit_lock_mode != "COMPLIANCE":
             problems.append(
@@ -1598,6 +1668,62 @@ class StackConfig(BaseModel):
                         "the snapshots a bucket of their own (its retention and access differ)",
                     )
                 )
+        return problems
+
+    def _memory_store_problems(self) -> list[Problem]:
+        store = self.platform.memory_store
+        key = "platform.memory_store"
+        if not store.enabled:
+            return []
+        problems = []
+        dims = sorted({m.dimensions for m in self.platform.models if m.kind == "embeddings" and m.dimensions})
+        if len(dims) > 1:
+            problems.append(
+                Problem(
+                    "platform.models",
+                    f"embedding models of {len(dims)} different lengths — the store's vector column has "
+                    "one length (the gateway's memory.dimensions): serve one embedding model per stack, "
+                    "or give them the same dimensions",
+                )
+            )
+        if store.backup_bucket is None:
+            problems.append(
+                Problem(
+                    f"{key}.backup_bucket",
+                    "missing — the store's base backups and WAL archive go to a bucket of the EU object "
+                    "storage; set it, e.g. s3://sovereign-memory-backups-eu-central/memory/",
+                )
+            )
+        if self.region.environment == "prod" and store.instances < MEMORY_PROD_MIN_INSTANCES:
+            problems.append(
+                Problem(
+                    f"{key}.instances",
+                    f"{store.instances} — region.environment 'prod' needs at least "
+                    f"{MEMORY_PROD_MIN_INSTANCES} (a primary and two replicas on separate nodes survive "
+                    "the loss of one); only a DR or staging region may run fewer",
+                )
+            )
+        if store.instances > self.workers.count + self.control_plane.count:
+            problems.append(
+                Problem(
+                    f"{key}.instances",
+                    f"{store.instances} — more than the cluster's cloud nodes; each instance needs a node "
+                    "of its own (required pod anti-affinity), so at most workers.count + control_plane.count",
+                )
+            )
+        endpoint, extra = store.endpoint(self.endpoints.object_storage), self.residency.entries()
+        what = "backup_endpoint" + ("" if store.backup_endpoint else " (default endpoints.object_storage)")
+        if urlsplit(endpoint).scheme != "https":
+            problems.append(
+                Problem(
+                    f"{key}.backup_endpoint",
+                    f"{what} is not an https:// S3 endpoint URL — the backups leave the cluster over TLS "
+                    "only; give one, e.g. https://fsn1.your-objectstorage.com",
+                )
+            )
+        # the default is endpoints.object_storage, whose residency is checked as that key
+        elif store.backup_endpoint and (found := residency.endpoint_problem(endpoint, extra)):
+            problems.append(Problem(f"{key}.backup_endpoint", found))
         return problems
 
     def _snapshot_copy_problems(self) -> list[Problem]:

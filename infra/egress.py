@@ -56,6 +56,8 @@ PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/
 INTERNAL_RANGES = (*PRIVATE_RANGES, "127.0.0.0/8", "100.64.0.0/10", "fc00::/7", "fe80::/10", "::1/128")
 
 SourceKind = Literal["pod", "host"]
+# the memory store's instances (infra/k8s_platform/memory_store.py): the policy with their backup egress
+MEMORY_STORE_POLICY = "memory-store"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,16 @@ def pod_flows(cfg: StackConfig) -> list[PodFlow]:
                  "storage.openbao_snapshot_copy.endpoint", copy.endpoint,
                  "the OpenBao snapshot copy in another region")
             )  # fmt: skip
+    store = cfg.platform.memory_store
+    if store.enabled:
+        from infra.k8s_platform.common import MEMORY_NS
+
+        wanted.append(
+            (MEMORY_NS, MEMORY_STORE_POLICY, "memory",
+             "platform.memory_store.backup_endpoint" if store.backup_endpoint else "endpoints.object_storage",
+             store.endpoint(storage),
+             "the memory store's base backups and WAL archive (platform.memory_store.backup_bucket)")
+        )  # fmt: skip
     monitoring = cfg.platform.monitoring_namespace
     for i, receiver in enumerate(cfg.platform.alerting.receivers):
         wanted.append(

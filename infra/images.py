@@ -207,6 +207,7 @@ CHART_IMAGE_VALUES: dict[str, dict[str, tuple[str, str]]] = {
         "node-liveness-probe": ("node.image.livenessProbe", "name-tag"),
         "node": ("node.image.hcloudCSIDriver", "name-tag"),
     },
+    "cloudnative-pg": {"operator": ("image", "repo-tag")},
     "local-path-provisioner": {
         "local-path-provisioner": ("image", "repo-tag"),
         "helper-pod": ("helperImage", "repo-tag"),
@@ -306,6 +307,8 @@ def required(cfg: StackConfig) -> list[StackImage]:
     until ``platform.openbao.initialised``), each once, with what uses it."""
     from infra.k8s_platform import cluster_services, monitoring, upgrades
     from infra.k8s_platform.gpu import gpu_operator_values
+    from infra.k8s_platform.memory_store import CHART as CNPG_CHART
+    from infra.k8s_platform.memory_store import operator_values
     from infra.k8s_platform.openbao import helm_values
 
     found: dict[str, StackImage] = {}
@@ -315,8 +318,11 @@ def required(cfg: StackConfig) -> list[StackImage]:
         found.setdefault(key, StackImage(key)).used_by.append(used_by)
 
     platform = cfg.platform
+    store = platform.memory_store
     if platform.openbao.initialised:
         need(platform.gateway.image, "the gateway and the weights tools (platform.gateway.image)")
+        if store.enabled:
+            need(store.image, "the memory store's PostgreSQL (platform.memory_store.image)")
         for i, model in enumerate(platform.models):
             need(model.image, f"vLLM {model.name} (platform.models.{i}.image)")
     for chart, version, values in (
@@ -331,6 +337,7 @@ def required(cfg: StackConfig) -> list[StackImage]:
             cluster_services.local_path_values(cfg),
         ),
         (monitoring.RELEASE, monitoring.KUBE_PROMETHEUS_WAIT.version, monitoring.values(cfg)),
+        *([(CNPG_CHART, store.chart_version, operator_values(cfg))] if store.enabled else []),
     ):
         for component, upstream in chart_images(chart, version, values):
             need(upstream, f"Helm release {chart.rsplit('/', 1)[-1]} {version}: {component}")

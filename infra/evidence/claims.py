@@ -432,6 +432,44 @@ def etcd_snapshots(ctx: Context) -> Verdict:
     )
 
 
+@check("memory-store-encrypted-and-backed-up-in-eu")
+def memory_store(ctx: Context) -> Verdict:
+    """The memory store (platform.memory_store): its Cluster on the LUKS-encrypted class, backed up to
+    an EU bucket with server-side encryption and the configured retention, admitting the gateway only."""
+    if ctx.cfg is None or ctx.plan is None:
+        return fails(REFUSED)
+    store = ctx.cfg.platform.memory_store
+    if not store.enabled:
+        return not_applicable("platform.memory_store.enabled is false: nothing is stored")
+    clusters = _objects(ctx, "Cluster", "sovereign-memory")
+    if not ctx.cfg.platform.openbao.initialised:
+        return not_applicable("phase 1 (OpenBao not initialised): the operator only, no store yet")
+    if not clusters:
+        return fails("platform.memory_store.enabled, but the plan has no CloudNativePG Cluster")
+    spec = clusters[0]["spec"]
+    barman = (spec.get("backup") or {}).get("barmanObjectStore") or {}
+    endpoint = str(barman.get("endpointURL") or "")
+    problems = []
+    if (spec.get("storage") or {}).get("storageClass") != "hcloud-volumes-encrypted":
+        problems.append("its volumes are not on the LUKS-encrypted StorageClass hcloud-volumes-encrypted")
+    if not barman.get("destinationPath"):
+        problems.append("no barman-cloud backup (spec.backup.barmanObjectStore)")
+    elif residency.endpoint_problem(endpoint, ctx.cfg.residency.entries()) is not None:
+        problems.append("its backup endpoint is not inside the EU boundary")
+    if {(barman.get(part) or {}).get("encryption") for part in ("wal", "data")} - {"AES256", "aws:kms"}:
+        problems.append("its WAL or base backups are not server-side encrypted")
+    if (spec.get("backup") or {}).get("retentionPolicy") != f"{store.backup_retention_days}d":
+        problems.append("its retentionPolicy is not platform.memory_store.backup_retention_days")
+    if not _objects(ctx, "ScheduledBackup", "sovereign-memory"):
+        problems.append("no ScheduledBackup: only the WAL is archived, no base backup ages out")
+    if problems:
+        return fails("the memory store: " + "; ".join(problems))
+    return holds(
+        f"{spec.get('instances')} PostgreSQL instance(s) on LUKS-encrypted volumes; base backups and WAL "
+        f"to {barman['destinationPath']} (EU, SSE), kept {store.backup_retention_days} days"
+    )
+
+
 @check("openbao-ha-in-prod")
 def openbao_ha(ctx: Context) -> Verdict:
     if ctx.cfg is None:

@@ -364,6 +364,13 @@ def _endpoints(sections: dict[str, Any]) -> list[tuple[str, str]]:
     copy = (sections.get("storage") or {}).get("openbao_snapshot_copy") or {}
     if isinstance(copy, dict) and copy.get("endpoint"):  # the OpenBao snapshots' second location
         pairs.append(("storage.openbao_snapshot_copy.endpoint", str(copy["endpoint"])))
+    store = (sections.get("platform") or {}).get("memory_store") or {}
+    if isinstance(store, dict) and store.get("enabled") and store.get("backup_bucket"):
+        # the memory store's backups: a bucket on its endpoint (default the stack's object storage)
+        where = store.get("backup_endpoint") or endpoints.get("object_storage")
+        if where:
+            host = residency.host_of(str(where))
+            pairs.append(("platform.memory_store.backup_bucket", f"{store['backup_bucket']}?endpoint={host}"))
     receivers = ((sections.get("platform") or {}).get("alerting") or {}).get("receivers") or []
     for i, receiver in enumerate(receivers):  # where Alertmanager sends alerts
         if isinstance(receiver, dict) and receiver.get("url"):
@@ -564,6 +571,56 @@ def _declared_destinations(cfg: stack_config.StackConfig) -> dict[str, str]:
     return found
 
 
+def _memory_store_hops(ctx: claims.Context) -> list[Hop]:
+    """The gateway's memory store (infra/k8s_platform/memory_store.py), where the plan has its Cluster:
+    what the gateway stores there, and the store's backups to the EU object storage."""
+    cfg, plan = ctx.cfg, ctx.plan
+    assert cfg is not None and plan is not None  # noqa: S101 (hops() returned early otherwise)
+    clusters = [o for o in plan.kubernetes_objects() if o.get("kind") == "Cluster"
+                and str(o.get("apiVersion", "")).startswith("postgresql.cnpg.io/")]  # fmt: skip
+    if not clusters or claims.gateway(ctx) is None:
+        return []
+    cluster = clusters[0]
+    spec = cluster["spec"]
+    name = f"{cluster['metadata']['namespace']}/{cluster['metadata']['name']}"
+    storage = spec.get("storage") or {}
+    store = cfg.platform.memory_store
+    barman = (spec.get("backup") or {}).get("barmanObjectStore") or {}
+    out = [
+        Hop(
+            "gateway",
+            "memory store",
+            "tokenised",
+            "pseudonymised items: the tenant-scoped pseudonym of the patient (an OpenBao HMAC, never an "
+            "identifier), the tokenised text and its embedding vectors",
+            f"PostgreSQL over TLS 1.3 (verify-full against the store's CA), only the gateway's pods on "
+            f"5432 (NetworkPolicy memory-store); volumes of StorageClass {storage.get('storageClass')} "
+            "(LUKS)",
+            f"CPU workers, {cfg.workers.location}",
+            "infra/k8s_platform/memory_store.py",
+            f"CloudNativePG Cluster {name} ({spec.get('instances')} instances), NetworkPolicy memory-store",
+        )
+    ]
+    if barman.get("destinationPath"):
+        sse = (barman.get("data") or {}).get("encryption") or "NOT set"
+        out.append(
+            Hop(
+                "memory store",
+                "memory backup bucket",
+                "tokenised",
+                "base backups and WAL of the store: the same pseudonymised items; an erased patient's "
+                f"items remain in older backups for at most {store.backup_retention_days} days "
+                "(retentionPolicy)",
+                f"barman-cloud over HTTPS, server-side encrypted ({sse}), "
+                f"daily base backup and continuous WAL archive: {barman['destinationPath']}",
+                _where(cfg, str(barman.get("endpointURL", ""))),
+                "infra/k8s_platform/memory_store.py",
+                f"Cluster {name} spec.backup, ScheduledBackup",
+            )
+        )
+    return out
+
+
 def hops(ctx: claims.Context) -> list[Hop]:
     """The data flow, one hop per flow the plan implements: a hop whose resource the plan lacks is
     not drawn (the DR stack without gateway draws no Magento, no model server)."""
@@ -725,6 +782,7 @@ def hops(ctx: claims.Context) -> list[Hop]:
                 "CronJob openbao-snapshot",
             )
         )
+    out += _memory_store_hops(ctx)
     for name, value in _endpoints(ctx.sections):
         if name.startswith("platform.alerting.receivers."):
             out.append(

@@ -32,6 +32,13 @@ from infra.k8s_platform.common import (
     selector,
 )
 from infra.k8s_platform.ingress import TLS_SECRET as INGRESS_TLS_SECRET
+from infra.k8s_platform.memory_store import (
+    DSN_FILE,
+    GATEWAY_CA_CONFIGMAP,
+    GATEWAY_CA_DIR,
+    GATEWAY_DSN_DIR,
+    GATEWAY_DSN_SECRET,
+)
 from infra.k8s_platform.openbao import OpenBaoConfiguration, mtls_secret
 
 NAME = GATEWAY_APP
@@ -104,7 +111,7 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
     archive = audit_archive_settings(cfg)
     if archive is not None:
         audit["archive"] = archive
-    return {
+    settings: dict[str, Any] = {
         "upstreams": {alias: upstream(m) for m in cfg.platform.models for alias in (m.name, *m.aliases)},
         "openbao": {
             "address": f"https://openbao.{OPENBAO_NS}.svc:{OPENBAO_PORT}",
@@ -117,6 +124,15 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         "limits": {"shutdown_deadline_s": SHUTDOWN_DEADLINE_S},
         "ingress_cert_file": f"{INGRESS_CERT_DIR}/tls.crt",
     }
+    if cfg.platform.memory_store.enabled:
+        # the store's DSN as a file (never in the ConfigMap): memory_store.py writes the Secret
+        settings["memory"] = {"dsn_file": DSN_FILE}
+        # the store's vector column has the embedding model's length (one embeddings model per
+        # stack: infra/config.py); the gateway's default is the local stack's 384
+        dims = {m.dimensions for m in cfg.platform.models if m.kind == "embeddings"}
+        if len(dims) == 1:
+            settings["memory"]["dimensions"] = dims.pop()
+    return settings
 
 
 class GatewayDeployment(OpenBaoComponent):
@@ -186,6 +202,15 @@ class GatewayDeployment(OpenBaoComponent):
                 "readOnly": True,
             },
         ]
+        if cfg.platform.memory_store.enabled:
+            volumes += [
+                {"name": "memory-dsn", "secret": {"secretName": GATEWAY_DSN_SECRET}},
+                {"name": "memory-ca", "configMap": {"name": GATEWAY_CA_CONFIGMAP}},
+            ]
+            mounts += [
+                {"name": "memory-dsn", "mountPath": GATEWAY_DSN_DIR, "readOnly": True},
+                {"name": "memory-ca", "mountPath": GATEWAY_CA_DIR, "readOnly": True},
+            ]
         probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
         container = {
             "name": NAME,

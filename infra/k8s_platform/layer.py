@@ -15,6 +15,7 @@ from infra.k8s_platform.gateway import GatewayDeployment
 from infra.k8s_platform.gpu import Autoscaling, GpuSupport
 from infra.k8s_platform.inference import ModelServer
 from infra.k8s_platform.ingress import GatewayIngress, IngressController
+from infra.k8s_platform.memory_store import MemoryStore, MemoryStoreOperator
 from infra.k8s_platform.monitoring import Monitoring
 from infra.k8s_platform.namespaces import Namespaces
 from infra.k8s_platform.network_policies import NetworkPolicies
@@ -73,6 +74,14 @@ class PlatformLayer(pulumi.ComponentResource):
         self.ingress_controller = IngressController(
             f"{name}-ingress-controller", cfg, depends_on=list(self.network.policies), opts=scoped
         )
+        # the memory store's operator (its CRDs) and encrypted StorageClass: phase 1, needs no key
+        self.memory_operator: MemoryStoreOperator | None = None
+        if cfg.platform.memory_store.enabled:
+            self.memory_operator = MemoryStoreOperator(
+                f"{name}-memory-operator", cfg, depends_on=isolated, opts=scoped
+            )
+        operators = [self.memory_operator] if self.memory_operator else []
+        self.memory: MemoryStore | None = None
         self.models: list[ModelServer] = []
         self.gateway: GatewayDeployment | None = None
         self.observability: Observability | None = None
@@ -97,6 +106,7 @@ class PlatformLayer(pulumi.ComponentResource):
                     self.gpu,
                     self.autoscaling,
                     self.ingress_controller,
+                    *operators,
                 ],
                 scoped,
             )
@@ -120,11 +130,22 @@ class PlatformLayer(pulumi.ComponentResource):
             )
             for model in cfg.platform.models
         ]
+        # the Cluster after the operator's release (its CRDs) and the encrypted StorageClass; the
+        # gateway after the store's DSN Secret and CA it mounts
+        store: list[pulumi.Resource] = []
+        if self.memory_operator is not None:
+            self.memory = MemoryStore(
+                f"{name}-memory",
+                cfg,
+                depends_on=[*isolated, self.memory_operator.release, self.memory_operator.storage_class],
+                opts=scoped,
+            )
+            store = [self.memory.gateway_dsn, self.memory.gateway_ca]
         self.gateway = GatewayDeployment(
             f"{name}-gateway",
             cfg,
             openbao=configured,
-            depends_on=[*isolated, *mounted, configured],
+            depends_on=[*isolated, *mounted, configured, *store],
             opts=scoped,
         )
         # the gateway behind the private load balancer: TLS from the front door's own CA (pki-ingress)
@@ -149,6 +170,8 @@ class PlatformLayer(pulumi.ComponentResource):
             self.gateway,
             self.ingress_controller,
             self.ingress,
+            *operators,
+            *([self.memory] if self.memory else []),
         ]
         self.upgrades = self._upgrades(name, cfg, [*everything, self.observability], scoped)
         self.register_outputs(

@@ -5,7 +5,8 @@ toolkit, device plugin and DCGM exporter need host access, privileged pods and h
 expose the GPUs) and ``system-upgrade`` (the system-upgrade-controller's upgrade Jobs run
 privileged in the host's namespaces to replace RKE2's binary and restart it:
 rancher/system-upgrade-controller pkg/upgrade/job/job.go). Nothing else runs in them
-(docs/platform.md).
+(docs/platform.md). With ``platform.memory_store.enabled``, ``cnpg-system`` (the CloudNativePG
+operator) and ``sovereign-memory`` (the store's PostgreSQL) enforce "restricted" too.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
 from infra.k8s_platform.common import (
+    CNPG_NS,
     GATEWAY_NS,
     GPU_NS,
     INFERENCE_NS,
     K8S_VERSION,
     KEDA_NS,
+    MEMORY_NS,
     OPENBAO_NS,
     UPGRADE_NS,
     labels,
@@ -39,7 +42,10 @@ class Namespaces(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sovereign:platform:Namespaces", name, None, opts)
         self.by_name: dict[str, k8s.core.v1.Namespace] = {}
-        for ns, level in {**LEVELS, cfg.platform.monitoring_namespace: "restricted"}.items():  # + Prometheus
+        levels = {**LEVELS, cfg.platform.monitoring_namespace: "restricted"}  # + Prometheus
+        if cfg.platform.memory_store.enabled:  # the CloudNativePG operator and the memory store
+            levels |= {CNPG_NS: "restricted", MEMORY_NS: "restricted"}
+        for ns, level in levels.items():
             pss = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")} | {
                 f"pod-security.kubernetes.io/{mode}-version": K8S_VERSION
                 for mode in ("enforce", "audit", "warn")

@@ -38,6 +38,12 @@
   receivers (``receiver_egress``: an address or a cluster namespace where the URL names one, else
   the declared destination's addresses) and DNS, nothing else; kube-state-metrics the Kubernetes
   API only; Grafana Prometheus on 9090, the Kubernetes API (its dashboards and datasources sidecars) and DNS.
+- memory store (platform.memory_store; memory_store.py): the CloudNativePG instances in
+  ``sovereign-memory`` admit the gateway on 5432, the operator on its status port 8000 and each
+  other on 5432; they reach each other, the Kubernetes API, DNS and the declared destination of the
+  backup bucket's endpoint over HTTPS. The operator in ``cnpg-system`` reaches the API and the
+  instances' status port, and admits the API server's webhook calls on 9443. The gateway's egress
+  gains the store's 5432.
 - system-upgrade: the controller is a client of the Kubernetes API only (v0.16.3, no metrics
   endpoint); its upgrade Jobs run with hostNetwork (pkg/upgrade/job/job.go), which no
   NetworkPolicy governs.
@@ -66,6 +72,7 @@ import pulumi_kubernetes as k8s
 from infra import egress
 from infra.config import StackConfig
 from infra.k8s_platform.common import (
+    CNPG_NS,
     GATEWAY_NS,
     GATEWAY_PORT,
     GPU_NS,
@@ -73,13 +80,22 @@ from infra.k8s_platform.common import (
     INGRESS_CONTROLLER_PODS,
     KEDA_NS,
     KUBE_SYSTEM,
+    MEMORY_NS,
     OPENBAO_NS,
     OPENBAO_PORT,
+    POSTGRES_PORT,
     UPGRADE_NS,
     VLLM_PORT,
     Component,
     Deps,
     labels,
+)
+from infra.k8s_platform.memory_store import (
+    CLUSTER,
+    CLUSTER_LABEL,
+    INSTANCE_STATUS_PORT,
+    OPERATOR_APP,
+    OPERATOR_WEBHOOK_PORT,
 )
 from infra.k8s_platform.monitoring import (
     ALERTMANAGER_POD,
@@ -206,6 +222,11 @@ def _destinations_of(cfg: StackConfig, rules: list[dict[str, Any]]) -> list[dict
     return out
 
 
+def memory_store_pods() -> dict[str, Any]:
+    """The memory store's pods (every pod of the CloudNativePG Cluster carries cnpg.io/cluster)."""
+    return {**_ns(MEMORY_NS), "podSelector": {"matchLabels": {CLUSTER_LABEL: CLUSTER}}}
+
+
 def _app(name: str) -> dict[str, Any]:
     return {"matchLabels": {"app": name}}
 
@@ -232,7 +253,9 @@ class NetworkPolicies(Component):
         self._cfg, self._name, self._deps = cfg, name, depends_on
         monitoring = cfg.platform.monitoring_namespace
         self.policies: list[k8s.networking.v1.NetworkPolicy] = []
-        for ns in (GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, KEDA_NS, GPU_NS, UPGRADE_NS, monitoring):
+        store = cfg.platform.memory_store.enabled
+        for ns in (GATEWAY_NS, INFERENCE_NS, OPENBAO_NS, KEDA_NS, GPU_NS, UPGRADE_NS, monitoring,
+                   *((CNPG_NS, MEMORY_NS) if store else ())):  # fmt: skip
             self._policy(ns, "default-deny", {}, ["Ingress", "Egress"])
         self._operators(cfg)
         self._monitoring(cfg)
@@ -274,6 +297,8 @@ class NetworkPolicies(Component):
             egress=[
                 {"to": [_from(INFERENCE_NS)], "ports": [{"protocol": "TCP", "port": VLLM_PORT}]},
                 {"to": [_from(OPENBAO_NS, "openbao")], "ports": [{"protocol": "TCP", "port": OPENBAO_PORT}]},
+                # the memory store's PostgreSQL (its primary's Service memory-rw), where the stack has it
+                *([{"to": [memory_store_pods()], "ports": _tcp(POSTGRES_PORT)}] if store else []),
                 DNS_EGRESS,
             ],
         )
@@ -332,7 +357,46 @@ class NetworkPolicies(Component):
                 ["Ingress"],
                 ingress=[{"from": [_from(OPENBAO_NS, "openbao-snapshot")], "ports": _tcp(OPENBAO_PORT)}],
             )
+        if store:
+            self._memory_store(cfg)
         self.register_outputs({"count": len(self.policies)})
+
+    def _memory_store(self, cfg: StackConfig) -> None:
+        """CloudNativePG (memory_store.py): the operator is a client of the Kubernetes API and of each
+        instance's status endpoint (8000), and serves the API server's admission webhooks (9443); the
+        instances admit the gateway on 5432, the operator on 8000 and each other on 5432 (streaming
+        replication, the join Jobs' pg_basebackup), and reach each other, the API (the instance
+        manager watches its Cluster), DNS (the Services' names) and the backup bucket's declared
+        addresses over HTTPS. Nothing else: no other pod of the cluster reaches PostgreSQL."""
+        api = api_server_egress(cfg)
+        store = memory_store_pods()
+        operator = {**_ns(CNPG_NS), "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP}}}
+        self._policy(
+            CNPG_NS,
+            "cnpg-operator",
+            {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP}},
+            ["Ingress", "Egress"],
+            ingress=[{"from": from_api_server(cfg), "ports": _tcp(OPERATOR_WEBHOOK_PORT)}],
+            egress=[*api, {"to": [store], "ports": _tcp(INSTANCE_STATUS_PORT)}],
+        )
+        peers = {"podSelector": {"matchLabels": {CLUSTER_LABEL: CLUSTER}}}
+        self._policy(
+            MEMORY_NS,
+            egress.MEMORY_STORE_POLICY,
+            {"matchLabels": {CLUSTER_LABEL: CLUSTER}},
+            ["Ingress", "Egress"],
+            ingress=[
+                {"from": [_from(GATEWAY_NS, "gateway")], "ports": _tcp(POSTGRES_PORT)},
+                {"from": [operator], "ports": _tcp(INSTANCE_STATUS_PORT)},
+                {"from": [peers], "ports": _tcp(POSTGRES_PORT)},
+            ],
+            egress=[
+                {"to": [peers], "ports": _tcp(POSTGRES_PORT)},
+                *api,
+                DNS_EGRESS,
+                *egress.policy_rules(cfg, MEMORY_NS, egress.MEMORY_STORE_POLICY),
+            ],
+        )
 
     def _operators(self, cfg: StackConfig) -> None:
         """KEDA, the GPU operator and the system-upgrade-controller: exactly their flows."""

@@ -15,7 +15,11 @@ by its ``hashivault://`` secrets provider), like the etcd snapshot keys (infra/c
 - ``object-storage-openbao-snapshot-copy`` (openbao), mounted by the same CronJob where the stack
   has ``storage.openbao_snapshot_copy``: ``openbao_snapshot_copy_s3_access_key`` and
   ``openbao_snapshot_copy_s3_secret_key`` (a key of the copy location's object storage that may
-  only write the copy bucket's ``openbao-snapshots/`` prefix).
+  only write the copy bucket's ``openbao-snapshots/`` prefix);
+- ``memory-backup-s3`` (sovereign-memory), read by the memory store's PostgreSQL instances
+  (CloudNativePG ``barmanObjectStore.s3Credentials``, declared in memory_store.py):
+  ``memory_backup_s3_access_key`` and ``memory_backup_s3_secret_key`` (read and write on the bucket
+  of ``platform.memory_store.backup_bucket``).
 
 The two snapshot Secrets are made by :func:`credentials_secret` here but declared by the CronJob's
 component (openbao.py ``SnapshotSchedule``), which is created before this module's
@@ -111,6 +115,25 @@ OPENBAO_SNAPSHOT_COPY = StackSecret(
 )
 
 
+#: the memory store's barman-cloud key (platform.memory_store): its Secret is declared by the store's
+#: component (infra/k8s_platform/memory_store.py) in the CloudNativePG key layout, not as a credentials file
+MEMORY_BACKUP = StackSecret(
+    "memory-backup-s3",
+    "sovereign-memory",
+    ("memory_backup_s3_access_key", "memory_backup_s3_secret_key"),
+    "the memory store's base backups and WAL archive (barman-cloud)",
+    f"`pulumi config set --secret {PROJECT}:memory_backup_s3_access_key` and `… "
+    f"{PROJECT}:memory_backup_s3_secret_key` (an object-storage key that may only read and write the "
+    "bucket of platform.memory_store.backup_bucket)",
+)
+
+
+def memory_secrets(cfg: StackConfig) -> list[StackSecret]:
+    """The memory store's backup key (phase 2, with platform.memory_store.enabled)."""
+    store = cfg.platform.memory_store
+    return [MEMORY_BACKUP] if cfg.platform.openbao.initialised and store.enabled else []
+
+
 def snapshot_secrets(cfg: StackConfig) -> list[StackSecret]:
     """The snapshot CronJob's object-storage keys: the primary's, and the copy location's if any."""
     if not snapshots(cfg):
@@ -136,7 +159,7 @@ def missing(cfg: StackConfig) -> list[str]:
     return [
         f"{PROJECT}:{key} is not set: a stack secret that the Secret {s.namespace}/{s.name} is made of "
         f"(for {s.needed_by}); {s.how}"
-        for s in [*required(cfg), *snapshot_secrets(cfg)]
+        for s in [*required(cfg), *snapshot_secrets(cfg), *memory_secrets(cfg)]
         for key in s.keys
         if get_config(f"{PROJECT}:{key}") is None
     ]
@@ -162,6 +185,11 @@ def key_store(value: Any) -> str:
             "set it from the file `sovereign gateway keys create --keys-file FILE` writes (value not shown)"
         )
     return json.dumps(data, sort_keys=True)
+
+
+def stack_secret(key: str) -> pulumi.Output[Any]:
+    """The stack secret *key* (``sovereign-llm:KEY``) as a secret Output (a placeholder in a plan)."""
+    return _value(pulumi.Config(PROJECT), key)
 
 
 def _value(config: pulumi.Config, key: str) -> pulumi.Output[Any]:

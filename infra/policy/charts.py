@@ -24,6 +24,7 @@ NFD_CHART = f"{GPU_CHART}/charts/node-feature-discovery"
 KUBE_PROMETHEUS = "https://github.com/prometheus-community/helm-charts/blob/kube-prometheus-stack-88.5.3/charts/kube-prometheus-stack"
 HCLOUD_CSI = "https://github.com/hetznercloud/csi-driver/blob/v2.22.1/chart"
 HCLOUD_CCM = "https://github.com/hetznercloud/hcloud-cloud-controller-manager/blob/v1.35.0/chart"
+CNPG = "https://github.com/cloudnative-pg/charts/blob/cloudnative-pg-v0.27.1/charts/cloudnative-pg"
 LOCAL_PATH = (
     "https://github.com/rancher/local-path-provisioner/blob/v0.0.37/deploy/chart/local-path-provisioner"
 )
@@ -759,6 +760,45 @@ def local_path_provisioner(values: Mapping[str, Any] | None, release: str) -> Ch
 
 
 ChartRule = Callable[[Mapping[str, Any] | None, str], ChartFacts]
+# --- cloudnative-pg 0.27.1 (cloudnative-pg/charts, tag cloudnative-pg-v0.27.1; appVersion 1.28.1) ----
+
+CNPG_GROUP = "postgresql.cnpg.io"
+# templates/crds/crds.yaml (rendered under crds.create, values.yaml default true): every kind it defines
+CNPG_KINDS = (
+    "Backup", "ClusterImageCatalog", "Cluster", "Database", "FailoverQuorum", "ImageCatalog", "Pooler",
+    "Publication", "ScheduledBackup", "Subscription",
+)  # fmt: skip
+
+
+def cloudnative_pg(values: Mapping[str, Any] | None, release: str) -> ChartFacts:
+    crds = []
+    if _on(values, "crds.create", True):
+        crds = [Kind(CNPG_GROUP, k, f"{CNPG}/templates/crds/crds.yaml") for k in CNPG_KINDS]
+    uses = []
+    if _on(values, "monitoring.podMonitorEnabled", False):
+        uses.append(Kind(PROMETHEUS_OPERATOR, "PodMonitor", f"{CNPG}/templates/podmonitor.yaml"))
+    # templates/deployment.yaml: "{{ image.repository }}:{{ image.tag | default .Chart.AppVersion }}"
+    repository = value(values, "image.repository", "ghcr.io/cloudnative-pg/cloudnative-pg")
+    tag = value(values, "image.tag", "") or "1.28.1"
+    images = [Image("operator", f"{repository}:{tag}", f"{CNPG}/templates/deployment.yaml")]
+    # _helpers.tpl cloudnative-pg.fullname: the release name when it contains the chart's name
+    fullname = release if "cloudnative-pg" in release else f"{release}-cloudnative-pg"
+    account = value(values, "serviceAccount.name", "") or fullname
+    creates = [
+        Ref("ServiceAccount", str(account), f"{CNPG}/templates/rbac.yaml"),
+        Ref("ConfigMap", str(value(values, "monitoringQueriesConfigMap.name", "cnpg-default-monitoring")),
+            f"{CNPG}/templates/monitoring-configmap.yaml"),
+        # the webhook's certificate (an optional volume of the Deployment): the operator generates it
+        Ref("Secret", "cnpg-webhook-cert", f"{CNPG}/templates/deployment.yaml (webhook-certificates)"),
+    ]  # fmt: skip
+    if _on(values, "config.create", True) and not _on(values, "config.secret", False):
+        creates.append(
+            Ref("ConfigMap", str(value(values, "config.name", "cnpg-controller-manager-config")),
+                f"{CNPG}/templates/config.yaml")
+        )  # fmt: skip
+    return ChartFacts(crds=crds, uses=uses, images=images, creates=creates)
+
+
 CHARTS: dict[tuple[str, str], ChartRule] = {
     ("keda", "2.17.2"): keda,
     ("openbao", "0.19.1"): openbao,
@@ -767,6 +807,7 @@ CHARTS: dict[tuple[str, str], ChartRule] = {
     ("hcloud-csi", "2.22.1"): hcloud_csi,
     ("hcloud-cloud-controller-manager", "1.35.0"): hcloud_ccm,
     ("local-path-provisioner", "0.0.37"): local_path_provisioner,
+    ("cloudnative-pg", "0.27.1"): cloudnative_pg,
 }
 
 

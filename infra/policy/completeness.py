@@ -423,6 +423,47 @@ def _crds(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> l
     return findings
 
 
+CNPG_CLUSTER = (charts.CNPG_GROUP, "Cluster")
+CNPG_SOURCE = "CloudNativePG Cluster (API reference postgresql.cnpg.io/v1)"
+
+
+def cnpg_claims(r: Resource) -> list[tuple[str, str | None]]:
+    """The claims the operator makes for a CloudNativePG ``Cluster``: spec.storage (PGDATA) and, if
+    set, spec.walStorage, each with its storageClass (None: the default class)."""
+    if r.group_kind != CNPG_CLUSTER:
+        return []
+    found = []
+    for part in ("storage", "walStorage"):
+        storage = _at(r.inputs, ("spec", part))
+        if isinstance(storage, Mapping):
+            got = storage.get("storageClass")
+            claim = None if got is None else str(got)
+            found.append((f"{part} (the operator's PersistentVolumeClaims)", claim))
+    return found
+
+
+def cnpg_references(r: Resource) -> list[tuple[str, str, str]]:
+    """(kind, name, via) of the Secrets a CloudNativePG ``Cluster`` names: bootstrap.initdb.secret,
+    certificates.serverTLSSecret / serverCASecret / clientCASecret / replicationTLSSecret, and
+    backup.barmanObjectStore.s3Credentials' secret key selectors."""
+    if r.group_kind != CNPG_CLUSTER:
+        return []
+    spec = r.inputs.get("spec") or {}
+    found = []
+    initdb = _at(spec, ("bootstrap", "initdb", "secret", "name"))
+    if initdb:
+        found.append(("Secret", str(initdb), "bootstrap.initdb.secret"))
+    for key in ("serverTLSSecret", "serverCASecret", "clientCASecret", "replicationTLSSecret"):
+        name = _at(spec, ("certificates", key))
+        if name:
+            found.append(("Secret", str(name), f"certificates.{key}"))
+    credentials = _at(spec, ("backup", "barmanObjectStore", "s3Credentials"))
+    for key, selector in credentials.items() if isinstance(credentials, Mapping) else []:
+        if isinstance(selector, Mapping) and selector.get("name"):
+            found.append(("Secret", str(selector["name"]), f"backup.barmanObjectStore.s3Credentials.{key}"))
+    return found
+
+
 def _storage(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -> list[Finding]:
     classes: dict[str, bool] = dict(charts.RKE2_STORAGE_CLASSES)
     for r in program.k8s:
@@ -441,6 +482,8 @@ def _storage(program: _Program, facts: Mapping[str, charts.ChartFacts | None]) -
             for template in _list(_at(r.inputs, ("spec", "volumeClaimTemplates"))):
                 name = str(_at(template, ("metadata", "name")))
                 claims.append((r, f"volumeClaimTemplate {name}", _at(template, ("spec", "storageClassName"))))
+        for what, storage_class in cnpg_claims(r):
+            claims.append((r, what, storage_class))
         got = facts.get(r.urn)
         for claim in got.claims if got else []:
             claims.append((r, f"volumeClaimTemplate {claim.name} ({claim.source})", claim.storage_class))
@@ -507,6 +550,8 @@ def _references(
         if spec is not None:
             for kind, name in pod_references(spec):
                 need(r, kind, name, "referenced by its pods")
+        for kind, name, via in cnpg_references(r):
+            need(r, kind, name, f"{via} of the {CNPG_SOURCE}")
         got = facts.get(r.urn)
         for ref in got.references if got else []:
             need(r, ref.kind, ref.name, f"referenced through its values: {ref.source}")
@@ -527,6 +572,10 @@ def _controller_images(r: Resource) -> list[tuple[str, str, str]]:
             container = spec.get(part) if isinstance(spec, Mapping) else None
             if isinstance(container, Mapping) and container.get("image"):
                 found.append((part, str(container["image"]), SUC_SOURCE))
+    elif r.group_kind == CNPG_CLUSTER:  # the operator runs spec.imageName in every instance pod
+        image = _at(r.inputs, ("spec", "imageName"))
+        if image:
+            found.append(("postgres", str(image), f"; the {CNPG_SOURCE} spec.imageName"))
     elif r.group_kind == ("", "ConfigMap"):
         data = r.inputs.get("data")
         if isinstance(data, Mapping) and data.get("SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"):

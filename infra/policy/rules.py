@@ -259,27 +259,33 @@ def images_from_eu_mirror(type_: str, name: str, props: Mapping[str, Any]) -> li
 
     problems = []
     spec = pod_spec_of(props) or {}
-    for group in ("initContainers", "containers", "ephemeralContainers"):
-        for container in spec.get(group) or []:
-            image = str(container.get("image") or "")
-            try:
-                ref = images.parse(image)
-            except ValueError:
-                problems.append(f"container {container.get('name')!r}: its image is not an image reference")
-                continue
-            if ref.registry != declared.registry_mirror:
-                if images.normalize(image) in declared.blocked_images:
-                    continue  # a deploy blocker names it (no mirror, no digest)
-                problems.append(
-                    f"container {container.get('name')!r}: image {ref.name} is pulled from "
-                    f"{ref.registry}, not from the stack's EU registry mirror "
-                    "(endpoints.registry_mirror; infra/images.py reference())"
-                )
-            elif ref.digest is None and images.normalize(image) not in declared.blocked_images:
-                problems.append(
-                    f"container {container.get('name')!r}: image {ref.name} has no digest: a tag can be "
-                    "moved; pull it by @sha256 (platform.images)"
-                )
+    containers = [c for group in ("initContainers", "containers", "ephemeralContainers")
+                  for c in spec.get(group) or []]  # fmt: skip
+    if str(props.get("apiVersion", "")).startswith("postgresql.cnpg.io/") and props.get("kind") == "Cluster":
+        # a CloudNativePG Cluster names the image its operator runs in every instance pod
+        image_name = (props.get("spec") or {}).get("imageName")
+        if image_name:
+            containers.append({"name": "postgres (spec.imageName)", "image": image_name})
+    for container in containers:
+        image = str(container.get("image") or "")
+        try:
+            ref = images.parse(image)
+        except ValueError:
+            problems.append(f"container {container.get('name')!r}: its image is not an image reference")
+            continue
+        if ref.registry != declared.registry_mirror:
+            if images.normalize(image) in declared.blocked_images:
+                continue  # a deploy blocker names it (no mirror, no digest)
+            problems.append(
+                f"container {container.get('name')!r}: image {ref.name} is pulled from "
+                f"{ref.registry}, not from the stack's EU registry mirror "
+                "(endpoints.registry_mirror; infra/images.py reference())"
+            )
+        elif ref.digest is None and images.normalize(image) not in declared.blocked_images:
+            problems.append(
+                f"container {container.get('name')!r}: image {ref.name} has no digest: a tag can be "
+                "moved; pull it by @sha256 (platform.images)"
+            )
     return problems
 
 

@@ -250,9 +250,11 @@ def non_compliant(stacks: Path, name: str = "eu-bad", cross: bool = False) -> Pa
     [
         (False, {"bastion.location": "GDPR-44", "admin.cidrs": "GDPR-32",
                  "endpoints.object_storage": "GDPR-44", "endpoints.pulumi_backend": "GDPR-44",
-                 "storage.audit_archive": "GDPR-44"}),  # the archive bucket is on that object storage
+                 "storage.audit_archive": "GDPR-44",  # the archive bucket is on that object storage
+                 "platform.memory_store.backup_bucket": "GDPR-44"}),  # and the memory store's backups
         (True, {"endpoints.object_storage": "GDPR-44", "endpoints.pulumi_backend": "GDPR-44",
-                "storage.audit_archive": "GDPR-44", "storage.audit_lock_mode": "GDPR-32"}),
+                "storage.audit_archive": "GDPR-44", "storage.audit_lock_mode": "GDPR-32",
+                "platform.memory_store.backup_bucket": "GDPR-44"}),
     ],
 )  # fmt: skip
 def test_a_non_compliant_stack_is_flagged_violation_by_violation(

@@ -95,6 +95,7 @@ def test_each_pod_reaches_only_the_destinations_it_needs(prod: planner.Plan) -> 
         "weights-fetch-egress": {"192.0.2.16/28"},  # fsn1: the weights
         # fsn1: the Object Lock bucket; hel1: the copy (storage.openbao_snapshot_copy)
         "openbao-snapshot-egress": {"192.0.2.16/28", "192.0.2.32/28"},
+        "memory-store": {"192.0.2.16/28"},  # fsn1: the memory store's backups (platform.memory_store)
     }
 
 

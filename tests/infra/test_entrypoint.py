@@ -46,6 +46,8 @@ def platform_secrets() -> dict[str, Any]:
         "openbao_snapshot_s3_secret_key": "S" * 40,
         "openbao_snapshot_copy_s3_access_key": "AK" + "6" * 18,
         "openbao_snapshot_copy_s3_secret_key": "C" * 40,
+        "memory_backup_s3_access_key": "AK" + "5" * 18,
+        "memory_backup_s3_secret_key": "B" * 40,
     }
 
 

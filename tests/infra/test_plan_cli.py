@@ -64,6 +64,9 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
         # the snapshot copy's key, where the stack copies its snapshots to another location
         *(["openbao_snapshot_copy_s3_access_key", "openbao_snapshot_copy_s3_secret_key"]
           if config.get("storage", {}).get("openbao_snapshot_copy") else []),
+        # the memory store's backup key (platform.memory_store)
+        *(["memory_backup_s3_access_key", "memory_backup_s3_secret_key"]
+          if config["platform"].get("memory_store", {}).get("enabled") else []),
     ] if config["platform"]["openbao"]["initialised"] else []  # fmt: skip
     assert [
         b.split(" is not set")[0].removeprefix("sovereign-llm:") for b in found["platform secrets"]
@@ -90,7 +93,9 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     charts = sovereign("charts", "list", "--stack", stack, timeout=120, check=True).stdout.splitlines()[1:]
     keys = [line.split(" from ")[0] for line in charts if not line.startswith(" ")]
     named_charts = [b.removeprefix(categories["chart digests"]).split(" ")[0] for b in found["chart digests"]]
-    assert sorted(named_charts) == sorted(keys) and len(keys) == 7
+    # 7, + cloudnative-pg where the stack runs the memory store
+    store = config["platform"].get("memory_store", {}).get("enabled", False)
+    assert sorted(named_charts) == sorted(keys) and len(keys) == 7 + store
     # and no image or chart-source finding besides them: each is one of these blockers
     completeness = plan["completeness"]
     assert not [f for f in completeness["findings"] if f["kind"] in ("image", "chart-source")]
@@ -107,7 +112,7 @@ def test_example_stack_plans_and_writes_its_artefacts(stack: str, tmp_path: Path
     )
     assert {h["name"] for h in plan["helm_releases"]} == {
         "openbao", "gpu-operator", "keda", "hcloud-cloud-controller-manager", "hcloud-csi",
-        "local-path-provisioner", "kube-prometheus-stack",
+        "local-path-provisioner", "kube-prometheus-stack", *(["cloudnative-pg"] if store else []),
     }  # fmt: skip
     # no completeness finding on the example stacks (the images are the blockers above)
     assert completeness["findings"] == []

@@ -195,7 +195,7 @@ def test_an_image_the_declaration_misses_is_caught() -> None:
 # --- the pinned charts (SOVEREIGN_CHART_DIR) ----------------------------------------------------
 
 PINNED = ("keda", "openbao", "gpu-operator", "kube-prometheus-stack", "hcloud-csi",
-          "hcloud-cloud-controller-manager", "local-path-provisioner")  # fmt: skip
+          "hcloud-cloud-controller-manager", "local-path-provisioner", "cloudnative-pg")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

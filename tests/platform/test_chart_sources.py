@@ -44,13 +44,13 @@ def test_the_example_stacks_block_the_deploy_until_each_chart_has_its_digest() -
     cfg = config.parse("eu-central-prod", sections("eu-central-prod"), "test")
     needed = chart_sources.installed(cfg)
     named = [b for b in plan.blockers if b.startswith("platform.charts has no digest")]
-    assert len(named) == len(needed) == 7
+    assert len(named) == len(needed) == 8  # + cloudnative-pg (platform.memory_store)
     keda = next(b for b in named if "keda:2.17.2" in b)
     assert f"helm push keda-2.17.2.tgz oci://{MIRROR}/charts" in keda
     assert "helm pull keda --repo https://kedacore.github.io/charts --version 2.17.2" in keda
     # reported once: the chart-source findings are the blockers, not extra findings
     assert not [f for f in plan.findings if f.kind == "chart-source"]
-    assert len([f for f in plan.findings_as_blockers if f.kind == "chart-source"]) == 7
+    assert len([f for f in plan.findings_as_blockers if f.kind == "chart-source"]) == 8
     # without a digest the release still names the mirror, never the vendor's repository
     for release in plan.of_type(planner.HELM_RELEASE):
         assert release.inputs["chart"].startswith(f"oci://{MIRROR}/charts/")
@@ -162,7 +162,7 @@ def test_charts_list_prints_each_chart_its_mirror_reference_and_the_commands() -
             in out.stdout
         )
         assert chart.pull_and_push(cfg) in out.stdout
-    assert "7 chart(s) without a digest" in out.stderr
+    assert "8 chart(s) without a digest" in out.stderr
 
 
 def test_charts_check_names_the_pull_for_each_chart_it_cannot_find(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_charts_check_names_the_pull_for_each_chart_it_cannot_find(tmp_path: Pat
     cfg = config.parse("eu-central-prod", sections("eu-central-prod"), "test")
     for chart in chart_sources.installed(cfg):
         assert f"helm pull oci://{MIRROR}/charts/{chart.name} --version {chart.version}" in out.stderr
-    assert "7 finding(s)" in out.stderr
+    assert "8 finding(s)" in out.stderr
     missing = sovereign(*check, str(tmp_path / "none"))
     assert missing.returncode == 2 and "--chart-dir" in missing.stderr
 

@@ -21,8 +21,10 @@ from tests.infra.support import plan_of, sections
 
 # no CRD schemas offline: checked field by field below (Plan: against its pinned CRD in
 # test_upgrades.py; HelmChartConfig: against the chart's values in test_ingress.py; PrometheusRule:
-# with the real promtool in test_alert_rules.py)
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan", "HelmChartConfig", "PrometheusRule"}
+# with the real promtool in test_alert_rules.py; CloudNativePG's Cluster and ScheduledBackup: against
+# the pinned chart's CRDs in test_memory_store.py)
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "Plan", "HelmChartConfig", "PrometheusRule", "Cluster",
+             "ScheduledBackup"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,8 @@ def test_namespaces_enforce_restricted_except_the_gpu_operator_and_the_upgrades(
     }
     assert levels.pop("gpu-operator") == "privileged"
     assert levels.pop("system-upgrade") == "privileged"  # the upgrade Jobs replace RKE2 on the host
-    assert set(levels.values()) == {"restricted"} and len(levels) == 5  # + monitoring (Prometheus)
+    # + monitoring (Prometheus), cnpg-system and sovereign-memory (the memory store)
+    assert set(levels.values()) == {"restricted"} and len(levels) == 7
 
 
 def test_every_pod_spec_is_restricted_compliant(prod: planner.Plan) -> None:
@@ -126,7 +129,10 @@ def _gateway_egress(plan: planner.Plan) -> tuple[set[tuple[str, int]], list[dict
 
 def test_gateway_may_reach_only_inference_openbao_and_dns(prod: planner.Plan) -> None:
     targets, outside = _gateway_egress(prod)
-    assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}
+    # and the memory store's PostgreSQL (platform.memory_store.enabled in the example)
+    assert targets == {
+        ("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53), ("sovereign-memory", 5432)
+    }  # fmt: skip
     # outside the cluster: only HTTPS for the audit-ship sidecar, to the addresses of the declared
     # destination serving the archive's endpoint (fsn1 object storage) and nowhere else (issue #23:
     # no longer any public IPv4)
@@ -155,6 +161,7 @@ def test_the_audit_ship_sidecar_sends_sealed_segments_to_the_archive(prod: plann
 def test_without_an_audit_archive_the_gateway_has_no_way_out() -> None:
     config = sections("eu-central-prod")
     config["storage"] = {}
+    config["platform"]["memory_store"] = {"enabled": False}
     plan = plan_of(config, stack="eu-central-prod")
     targets, outside = _gateway_egress(plan)
     assert targets == {("sovereign-inference", 8000), ("openbao", 8200), ("kube-system", 53)}

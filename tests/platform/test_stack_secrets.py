@@ -27,6 +27,8 @@ MARKERS = {
     "openbao_snapshot_s3_secret_key": "canary-snapshot-secret-0xD00D",
     "openbao_snapshot_copy_s3_access_key": "AKCANARYSNAPCOPY0001",
     "openbao_snapshot_copy_s3_secret_key": "canary-snapshot-copy-secret-0xF1F1",
+    "memory_backup_s3_access_key": "AKCANARYMEMORY000001",
+    "memory_backup_s3_secret_key": "canary-memory-secret-0xC0DE",
 }
 
 
@@ -96,6 +98,8 @@ def test_a_plan_without_the_stack_secrets_still_declares_them_and_warns() -> Non
         "sovereign-llm:openbao_snapshot_s3_secret_key",
         "sovereign-llm:openbao_snapshot_copy_s3_access_key",
         "sovereign-llm:openbao_snapshot_copy_s3_secret_key",
+        "sovereign-llm:memory_backup_s3_access_key",
+        "sovereign-llm:memory_backup_s3_secret_key",
     ]
     # each names what needs it and the command that sets it
     assert "sovereign-gateway/gateway-client-keys" in platform[0]
@@ -106,6 +110,9 @@ def test_a_plan_without_the_stack_secrets_still_declares_them_and_warns() -> Non
     # the copy location's key is a blocker of its own, naming its Secret and the copy's setting
     assert "openbao/object-storage-openbao-snapshot-copy" in platform[7]
     assert "storage.openbao_snapshot_copy" in platform[7]
+    # the memory store's backup key (platform.memory_store), naming its Secret and the bucket's setting
+    assert "sovereign-memory/memory-backup-s3" in platform[9]
+    assert "platform.memory_store.backup_bucket" in platform[9]
 
 
 def test_with_every_stack_secret_set_nothing_of_the_platform_blocks(prod: planner.Plan) -> None:
@@ -129,13 +136,18 @@ def test_no_secret_value_reaches_the_plan(prod: planner.Plan, tmp_path: Path) ->
     written = plan_path.read_text() + k8s_path.read_text()
     for marker in ("c4n4ry-hash-0xF00D", "AKCANARYMODELS000001", "canary-models-secret-0xBEEF",
                    "AKCANARYAUDIT0000001", "canary-audit-secret-0xCAFE", "AKCANARYSNAPCOPY0001",
-                   "canary-snapshot-copy-secret-0xF1F1"):  # fmt: skip
+                   "canary-snapshot-copy-secret-0xF1F1", "AKCANARYMEMORY000001",
+                   "canary-memory-secret-0xC0DE"):  # fmt: skip
         assert marker not in written
     secrets = {o["metadata"]["name"]: o for o in prod.kubernetes_objects() if o["kind"] == "Secret"}
     assert secrets["gateway-client-keys"]["stringData"] == {"keys.json": "[secret]"}
     assert secrets["object-storage-read"]["stringData"] == {"credentials": "[secret]"}
     assert secrets["object-storage-audit"]["stringData"] == {"credentials": "[secret]"}
     assert secrets["object-storage-openbao-snapshot-copy"]["stringData"] == {"credentials": "[secret]"}
+    assert secrets["memory-backup-s3"]["stringData"] == dict.fromkeys(
+        ("ACCESS_KEY_ID", "ACCESS_SECRET_KEY", "REGION"), "[secret]"
+    )
+    assert secrets["memory-store-dsn"]["stringData"] == {"dsn": "[secret]"}
 
 
 def test_the_credentials_file_is_what_the_pods_s3_client_reads(tmp_path: Path, monkeypatch: Any) -> None:
