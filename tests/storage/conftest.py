@@ -40,6 +40,9 @@ def stack(s3: S3Server, tmp_path: Path) -> StackFactory:
         # in prod alone, and the buckets these tests make do not depend on the environment
         sections["sovereign-llm:region"]["environment"] = "staging"
         sections["sovereign-llm:rke2"].pop("etcd_snapshots", None)
+        # the memory store's backups also go over https only (infra/config.py); these tests make
+        # no store backups
+        sections["sovereign-llm:platform"]["memory_store"]["enabled"] = False
         # the example copies OpenBao snapshots to hel1; a test names its own copy location (a second
         # test S3 server: tests/storage/test_openbao_restore.py) or none
         sections["sovereign-llm:storage"].pop("openbao_snapshot_copy", None)
