@@ -147,7 +147,8 @@ def schema_sql(dimensions: int) -> list[str]:
     ):
         statements.append(f"ALTER TABLE {table} ALTER COLUMN {column} SET STATISTICS 0")
     statements.append(
-        "INSERT INTO memory_schema (version) VALUES (1), (2) ON CONFLICT (version) DO NOTHING"  # SCHEMA_VERSION
+        # SCHEMA_VERSION
+        "INSERT INTO memory_schema (version) VALUES (1), (2) ON CONFLICT (version) DO NOTHING"
     )
     return statements
 

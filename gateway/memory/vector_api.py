@@ -65,6 +65,8 @@ log = logging.getLogger("sovereign.memory")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$"
 #: an attribute's key (OpenAI: at most 16 keys of at most 64 characters)
 KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: digits an attribute's number may have (a count, a priority, a year); longer ones may identify
+MAX_NUMBER_DIGITS = 5
 CONTENT_TYPES = {"text/plain": "upload.txt", "text/markdown": "upload.md", "application/json": "upload.json"}
 PURPOSES = ("assistants", "user_data")
 #: all-MiniLM-L6-v2 reads 512 WordPiece tokens, two of them [CLS] and [SEP]; a WordPiece token
@@ -358,7 +360,10 @@ class VectorAPI:
         if context is None:
             return None
         try:
-            return await self.gw.bounded(pseudonym(self.gw.keys, call.tenant, context), float("inf"))
+            subject: Pseudonym = await self.gw.bounded(
+                pseudonym(self.gw.keys, call.tenant, context), float("inf")
+            )
+            return subject
         except NoIdentifier as exc:
             raise GatewayError(422, "invalid_field", str(exc), "sovereign.context") from None
         except KeyUnavailable as exc:
@@ -376,7 +381,8 @@ class VectorAPI:
     def filter(
         self, call: Call, ex: VectorExchange, texts: list[str], data_key: bytes
     ) -> tuple[list[str], dict[str, str]]:
-        assert call.policy is not None
+        if call.policy is None:
+            raise RuntimeError("filter before the use case is known")
         context = call.sovereign.context if call.sovereign else None
         filtered = self.gw.filter_request(
             call.policy, context, texts, data_key, call.tenant, make_context_line=False
@@ -495,7 +501,7 @@ class VectorAPI:
         if ctype not in CONTENT_TYPES:
             raise GatewayError(
                 415, "unsupported_file_type",
-                f"file: only UTF-8 text is stored ({', '.join(CONTENT_TYPES)}); send it with one of these types",
+                f"file: only UTF-8 text is stored ({', '.join(CONTENT_TYPES)}); send it as one of these",
                 "file",
             )  # fmt: skip
         content = await upload.read()
@@ -684,7 +690,8 @@ class VectorAPI:
         await self._store_row(store, call.tenant, policy.name, vrow)
         async with store.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, text, sealed, pseudonym, pseudonym_version FROM files WHERE id = %s AND tenant = %s "
+                "SELECT id, text, sealed, pseudonym, pseudonym_version FROM files "
+                "WHERE id = %s AND tenant = %s "
                 "AND use_case = %s AND expires_at > now()",
                 (frow, call.tenant, policy.name),
             )
@@ -708,7 +715,8 @@ class VectorAPI:
             )  # fmt: skip
         async with store.connection() as conn:
             await conn.execute(
-                "UPDATE vector_stores SET expires_at = greatest(expires_at, now() + make_interval(days => %s)) "
+                "UPDATE vector_stores SET expires_at = "
+                "greatest(expires_at, now() + make_interval(days => %s)) "
                 "WHERE id = %s",
                 (days, vrow),
             )
@@ -718,10 +726,15 @@ class VectorAPI:
         )
 
     def attributes(
-        self, call: Call, ex: VectorExchange, given: dict[str, str | bool | int | float] | None, data_key: bytes
+        self,
+        call: Call,
+        ex: VectorExchange,
+        given: dict[str, str | bool | int | float] | None,
+        data_key: bytes,
     ) -> tuple[dict[str, Any] | None, dict[str, str]]:
         """The attributes to store: strings tokenised (the same tokens as a filter's values);
-        a number whose text the PHI filter would change (a phone number, a date) is refused."""
+        a number of more than MAX_NUMBER_DIGITS digits (an id, a date 19610412, a phone number
+        written as digits) or whose text the PHI filter changes is refused: send it as a string."""
         if given is None:
             return None, {}
         keys = sorted(given)
@@ -736,7 +749,7 @@ class VectorAPI:
             shown = [_number_text(given[k]) for k in numbers]
             checked, _ = self.filter(call, ex, shown, data_key)
             for k, before, after in zip(numbers, shown, checked, strict=True):
-                if before != after:
+                if before != after or sum(c.isdigit() for c in before) > MAX_NUMBER_DIGITS:
                     raise GatewayError(
                         422, "invalid_field",
                         "attributes: a number looks like personal data (a phone number, a date, an id); "
@@ -753,7 +766,8 @@ class VectorAPI:
         async with store.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, attributes, sealed, octet_length(text) AS size, created_at FROM chunks "
-                "WHERE store_id = %s AND file_id = %s AND tenant = %s AND use_case = %s AND expires_at > now() "
+                "WHERE store_id = %s AND file_id = %s AND tenant = %s AND use_case = %s "
+                "AND expires_at > now() "
                 "ORDER BY created_at, id",
                 (vrow, frow, tenant, use_case),
             )
@@ -765,7 +779,9 @@ class VectorAPI:
             "id": file_id(frow), "object": "vector_store.file", "usage_bytes": sum(r["size"] for r in rows),
             "created_at": int(first["created_at"].timestamp()), "vector_store_id": store_id(vrow),
             "status": "completed", "last_error": None,
-            "attributes": _restored_attributes(first["attributes"], unseal(data_key, first["id"], first["sealed"])),
+            "attributes": _restored_attributes(
+                first["attributes"], unseal(data_key, first["id"], first["sealed"])
+            ),
         }  # fmt: skip
         if chunking is not None:
             out["chunking_strategy"] = chunking.model_dump()
@@ -788,7 +804,8 @@ class VectorAPI:
         async with store.connection() as conn:
             cur = await conn.execute(
                 "SELECT file_id FROM chunks WHERE store_id = %s AND tenant = %s AND use_case = %s "
-                "AND expires_at > now() AND file_id IS NOT NULL GROUP BY file_id ORDER BY min(created_at) DESC "
+                "AND expires_at > now() AND file_id IS NOT NULL "
+                "GROUP BY file_id ORDER BY min(created_at) DESC "
                 "LIMIT %s",
                 (vrow, call.tenant, policy.name, _limit(call.request)),
             )

@@ -26,6 +26,7 @@ from gateway.clientkeys import ClientKeyStore
 from gateway.memory.store import Store
 from gateway.phi.checksums import kvnr_with_check_digit
 from tests.memory.conftest import Postgres
+from tests.memory.test_rights import scan
 from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
 
 TENANT = "clinic-vstore"
@@ -82,7 +83,7 @@ class Person:
         self.customer_id = str(tag)
         self.phone = f"+49 30 {random.randrange(1000000, 9999999)}"
         self.email = f"{first.lower()}.{tag}@example.org"
-        self.dob = "1961-04-{:02d}".format(random.randrange(10, 28))
+        self.dob = f"1961-04-{random.randrange(10, 28):02d}"
         self.topic = f"kompressionsstrumpf zq{tag:x}"
         self.text = (
             f"# Notiz\n{self.name} (geboren {self.dob}) fragt nach {self.topic}. Rückruf unter {self.phone}, "
@@ -144,6 +145,7 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     client: OpenAI, upstream: Upstream, postgres: Postgres, vs_dir: Path, vs_gateway: Proc, vs_key: str
 ) -> None:
     erika, hans = Person("Erika", "Mustermann"), Person("Hans", "Beispiel")
+    erika_tag = f"tag-{random.getrandbits(48):012x}"
     store = client.vector_stores.create(
         name="patient notes", extra_body={"sovereign": {"use_case": USE_CASE}}
     )
@@ -153,8 +155,8 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     assert f1.object == "file" and f1.purpose == "assistants" and f1.filename == "upload.md"
     assert f1.expires_at is not None and 29 * 86400 <= f1.expires_at - f1.created_at <= 30 * 86400 + 5
     added = client.vector_stores.files.create_and_poll(
-        vector_store_id=store.id, file_id=f1.id, attributes={"topic": "orders", "priority": 2},
-        extra_body=sovereign(erika),
+        vector_store_id=store.id, file_id=f1.id, extra_body=sovereign(erika),
+        attributes={"topic": "orders", "priority": 2, "tag": erika_tag},
     )  # fmt: skip
     assert added.status == "completed" and added.vector_store_id == store.id
 
@@ -189,7 +191,7 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     # what the policy removes (patient-support: the KVNR) was never stored, so never restored
     assert erika.kvnr not in texts and "[KVNR_REMOVED]" in texts
     assert hans.topic not in texts and hans.name not in texts  # never another patient's
-    assert found.data[0].attributes == {"topic": "orders", "priority": 2}
+    assert found.data[0].attributes == {"topic": "orders", "priority": 2, "tag": erika_tag}
     assert found.data[0].file_id == f1.id and 0 <= found.data[0].score <= 1
 
     faq = client.vector_stores.search(vector_store_id=store.id, query=FAQ, extra_body=sovereign(hans))
@@ -240,6 +242,16 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(f1.id)
     assert erika.topic not in db_texts(postgres)
+    # and on disk (tests/memory/test_rights.py's proof, for what this API wrote: the file's text,
+    # its chunks and their attributes): nothing of Erika in any file of the data directory
+    wanted = {
+        "erika": erika.topic.encode(),
+        "erika attribute": erika_tag.encode(),
+        "hans": hans.topic.encode(),
+    }
+    found = scan(postgres.data_dir, wanted)
+    assert found["erika"] == [] and found["erika attribute"] == [], found
+    assert found["hans"], "the scan did not find the other patient's text: it cannot show an absence"
     assert {x.id for x in client.vector_stores.files.list(vector_store_id=store.id).data} == {
         f2.id,
         shared.id,
@@ -272,16 +284,19 @@ def test_refusals_name_the_field_and_echo_nothing(client: OpenAI, vs_dir: Path) 
     )
     cases: list[tuple[Any, int, str]] = [
         # a memory store is never searched without the patient
-        (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name), 422, "sovereign.context"),
+        (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name), 422,
+         "sovereign.context"),
         (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name, rewrite_query=True,
                                              extra_body=sovereign(p)), 422, "rewrite_query"),
         (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name, max_num_results=51,
                                              extra_body=sovereign(p)), 422, "max_num_results"),
         (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name, extra_body=sovereign(p),
-                                             ranking_options={"ranker": p.name}), 422, "ranking_options.ranker"),
+                                             ranking_options={"ranker": p.name}), 422,
+         "ranking_options.ranker"),
         (lambda: client.vector_stores.create(name=p.name), 422, "name"),
         (lambda: client.vector_stores.create(name="x", metadata={"patient": p.name}), 422, "metadata"),
-        (lambda: client.files.create(file=("a.pdf", io.BytesIO(b"%PDF"), "application/pdf"), purpose="assistants"),
+        (lambda: client.files.create(file=("a.pdf", io.BytesIO(b"%PDF"), "application/pdf"),
+                                     purpose="assistants"),
          415, "file"),
         (lambda: client.vector_stores.files.create(vector_store_id=store.id, file_id=f.id,
                                                    attributes={"dob": 19610412}, extra_body=sovereign(p)),
