@@ -258,7 +258,13 @@ def _parse(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         param, message = describe_validation_error(exc)
+        # a union's member is named in pydantic's location (filters.Comparison.type): drop it
+        for member in _UNION_MEMBERS:
+            param, message = param.replace(f".{member}", ""), message.replace(f".{member}", "")
         raise GatewayError(422, "invalid_field", message, param) from None
+
+
+_UNION_MEMBERS = ("Comparison", "Compound")
 
 
 def _json(raw: bytes) -> Any:

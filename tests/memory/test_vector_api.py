@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,11 @@ import openai
 import pytest
 from openai import OpenAI
 
+from gateway.app import GatewayError
 from gateway.clientkeys import ClientKeyStore
+from gateway.embeddings import unit_length
 from gateway.memory.store import Store
+from gateway.memory.vector_api import MODEL_TOKENS, ChunkingStatic, StaticChunking, chunk_sizes, chunks_of
 from gateway.phi.checksums import kvnr_with_check_digit
 from tests.memory.conftest import Postgres
 from tests.memory.test_rights import scan
@@ -293,6 +297,9 @@ def test_refusals_name_the_field_and_echo_nothing(client: OpenAI, vs_dir: Path) 
         (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name, extra_body=sovereign(p),
                                              ranking_options={"ranker": p.name}), 422,
          "ranking_options.ranker"),
+        (lambda: client.vector_stores.search(vector_store_id=store.id, query=p.name, extra_body=sovereign(p),
+                                             filters={"key": "k", "type": "in", "value": p.name}), 422,
+         "filters.type"),
         (lambda: client.vector_stores.create(name=p.name), 422, "name"),
         (lambda: client.vector_stores.create(name="x", metadata={"patient": p.name}), 422, "metadata"),
         (lambda: client.files.create(file=("a.pdf", io.BytesIO(b"%PDF"), "application/pdf"),
@@ -318,3 +325,40 @@ def test_refusals_name_the_field_and_echo_nothing(client: OpenAI, vs_dir: Path) 
     trail = audit_text(vs_dir)
     for value in p.values:
         assert value not in trail
+
+
+def test_chunks_fit_the_model_overlap_and_never_cut_a_token() -> None:
+    words = [f"w{i:03d}" for i in range(400)] + ["[NAME_3f9a2c]", "[EMAIL_a1b2c3]"] * 20
+    text = " ".join(words)
+    size, overlap = chunk_sizes(None)  # auto: OpenAI's 800/400 tokens, bounded by the model
+    assert size == MODEL_TOKENS and 0 < overlap <= size // 2
+    pieces = chunks_of(text, size, overlap)
+    assert len(pieces) > 1 and all(len(p) <= size for p in pieces)
+    for token in ("[NAME_3f9a2c]", "[EMAIL_a1b2c3]"):
+        assert sum(p.split().count(token) for p in pieces) >= 20  # whole tokens only
+    assert all(
+        w.startswith(("w", "[")) and (w.endswith("]") or w[1:].isdigit()) for p in pieces for w in p.split()
+    )
+    assert set(" ".join(pieces).split()) == set(words)
+    # consecutive chunks overlap: the next one starts with words the previous one ends with
+    assert pieces[1].split()[0] in pieces[0].split()
+    static = ChunkingStatic(
+        type="static", static=StaticChunking(max_chunk_size_tokens=200, chunk_overlap_tokens=50)
+    )
+    assert chunk_sizes(static) == (200, 50)
+    with pytest.raises(GatewayError) as err:
+        chunk_sizes(
+            ChunkingStatic(
+                type="static", static=StaticChunking(max_chunk_size_tokens=200, chunk_overlap_tokens=101)
+            )
+        )
+    assert err.value.param == "chunking_strategy.static.chunk_overlap_tokens"
+
+
+def test_unit_length_vectors() -> None:
+    v = unit_length([3.0, 4.0])
+    assert v == [0.6, 0.8]
+    already = [0.6, 0.8]
+    assert unit_length(already) is already  # unit length within tolerance: untouched
+    assert unit_length([0.0, 0.0]) == [0.0, 0.0]
+    assert abs(math.fsum(x * x for x in unit_length([0.1] * 384)) - 1.0) < 1e-9
