@@ -362,3 +362,65 @@ def test_unit_length_vectors() -> None:
     assert unit_length(already) is already  # unit length within tolerance: untouched
     assert unit_length([0.0, 0.0]) == [0.0, 0.0]
     assert abs(math.fsum(x * x for x in unit_length([0.1] * 384)) - 1.0) < 1e-9
+
+
+def test_retention_other_tenants_and_audit_pairs(
+    client: OpenAI, vs_gateway: Proc, postgres: Postgres, vs_dir: Path
+) -> None:
+    p = Person("Greta", "Beispiel")
+    store = client.vector_stores.create(name="retention")
+    f = upload(client, p)
+    client.vector_stores.files.create_and_poll(
+        vector_store_id=store.id, file_id=f.id, extra_body=sovereign(p)
+    )
+    assert client.vector_stores.search(vector_store_id=store.id, query=p.topic, extra_body=sovereign(p)).data
+
+    # another tenant's key finds nothing of this tenant's: 404, the id not echoed
+    other_key = ClientKeyStore(vs_dir / "keys.json").create("clinic-vstore-other")[1]
+    other = OpenAI(
+        base_url=f"{vs_gateway.url}/v1", api_key=other_key, max_retries=0, timeout=60,
+        default_headers={"x-sovereign-use-case": USE_CASE},
+    )  # fmt: skip
+    for do in (
+        lambda: other.vector_stores.retrieve(store.id),
+        lambda: other.files.retrieve(f.id),
+        lambda: other.vector_stores.search(vector_store_id=store.id, query=p.topic, extra_body=sovereign(p)),
+    ):
+        with pytest.raises(openai.NotFoundError) as err:
+            do()
+        assert store.id not in err.value.response.text and f.id not in err.value.response.text
+
+    # once expired (as if written 31 days ago under a 30-day retention), nothing is answered
+    async def age() -> None:
+        s = Store(postgres.dsn, DIMS)
+        await s.open()
+        try:
+            async with s.connection() as conn:
+                for table in ("chunks", "files"):
+                    await conn.execute(
+                        f"UPDATE {table} SET created_at = now() - interval '31 days', "  # noqa: S608
+                        "expires_at = now() - interval '1 day' WHERE expires_at > now() "
+                        "AND text LIKE %s",
+                        (f"%{p.topic}%",),
+                    )
+        finally:
+            await s.close()
+
+    asyncio.run(age())
+    assert (
+        client.vector_stores.search(vector_store_id=store.id, query=p.topic, extra_body=sovereign(p)).data
+        == []
+    )
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(f.id)
+
+    # every write and search has its write-ahead record; the final ones carry counts only
+    records = [json.loads(line) for line in audit_text(vs_dir).splitlines() if line.strip()]
+    ours = [r for r in records if r.get("endpoint") == "vector_stores"]
+    finals = {r["request_id"]: r for r in ours if r["kind"] == "request"}
+    admitted = {r["request_id"] for r in ours if r["kind"] == "admit"}
+    assert {"file_upload", "vector_store_file_add", "search"} <= {r["operation"] for r in finals.values()}
+    for rid, r in finals.items():
+        if r["operation"] in {"file_upload", "vector_store_file_add", "search"} and r["status"] == 200:
+            assert rid in admitted, r["operation"]
+            assert r["counts"] and all(isinstance(n, int) for n in r["counts"].values())
