@@ -30,6 +30,7 @@ carry ``operation`` and counts; never an id a client chose, a pseudonym, a filen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -457,10 +458,21 @@ class VectorAPI:
                 415, "unsupported_media_type", "send the file as multipart/form-data", close=True
             )
         body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise too_large
+
+        async def read() -> None:
+            async for part in request.stream():
+                body.extend(part)
+                if len(body) > limit:
+                    raise too_large
+
+        timeout_s = self.gw.settings.limits.body_timeout_s
+        try:
+            await self.gw.bounded(read(), asyncio.get_running_loop().time() + timeout_s)
+        except TimeoutError:
+            raise GatewayError(
+                408, "body_timeout",
+                f"the body did not arrive within limits.body_timeout_s ({timeout_s:g} s)", close=True,
+            ) from None  # fmt: skip
         return bytes(body)
 
     # -- files ------------------------------------------------------------------------------
@@ -474,6 +486,9 @@ class VectorAPI:
             Headers(raw=call.request.headers.raw), stream(), max_files=1, max_fields=64,
             max_part_size=max_bytes,
         )  # fmt: skip
+        # the file stays in memory: starlette spools a part larger than spool_max_size (1 MiB) to a
+        # temporary file on disk, where patient text would outlive the request
+        parser.spool_max_size = max_bytes + 1
         try:
             form = await parser.parse()
         except MultiPartException:

@@ -424,3 +424,17 @@ def test_retention_other_tenants_and_audit_pairs(
         if r["operation"] in {"file_upload", "vector_store_file_add", "search"} and r["status"] == 200:
             assert rid in admitted, r["operation"]
             assert r["counts"] and all(isinstance(n, int) for n in r["counts"].values())
+
+
+def test_upload_size_bound(client: OpenAI) -> None:
+    """memory.max_file_bytes (1 MiB by default): one byte more is 413, naming the setting."""
+    limit = 1024 * 1024
+    with pytest.raises(openai.APIStatusError) as err:
+        client.files.create(
+            file=("big.txt", io.BytesIO(b"a " * (limit // 2) + b"b"), "text/plain"), purpose="user_data"
+        )
+    assert err.value.status_code == 413 and "memory.max_file_bytes" in err.value.response.text
+    ok = client.files.create(
+        file=("big.txt", io.BytesIO(b"a " * (limit // 2)), "text/plain"), purpose="user_data"
+    )
+    assert ok.bytes == limit and ok.purpose == "user_data"
