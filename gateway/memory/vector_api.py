@@ -309,7 +309,7 @@ class VectorAPI:
         self.gw, self.memory = gw, memory
 
     # -- common steps ----------------------------------------------------------------------
-    def policy(self, call: Call, ex: VectorExchange) -> UseCasePolicy:
+    async def policy(self, call: Call, ex: VectorExchange) -> UseCasePolicy:
         header = call.request.headers.get(USE_CASE_HEADER)
         value = call.sovereign.use_case if call.sovereign else None
         if header and value and header != value:
@@ -338,6 +338,8 @@ class VectorAPI:
                 "whose policy has memory.retention_days",
                 "sovereign.use_case",
             )  # fmt: skip
+        # the operator's kill switch (sovereign incident suspend): nothing stored, embedded or found
+        await self.gw.refuse_suspended(ex, policy)
         call.policy = policy
         return policy
 
@@ -536,7 +538,7 @@ class VectorAPI:
             raise GatewayError(422, "invalid_field", "file: not UTF-8 text", "file") from None
         if not text.strip():
             raise GatewayError(422, "invalid_field", "file: empty; send text to store", "file")
-        policy = self.policy(call, ex)
+        policy = await self.policy(call, ex)
         store = await self.memory.store()
         data_key = await self.keys(ex, call)
         subject = await self.subject(call)
@@ -573,7 +575,7 @@ class VectorAPI:
 
     async def _scoped(self, ex: VectorExchange, call: Call) -> tuple[Store, UseCasePolicy]:
         """A GET or DELETE: its use case from the header (no body), its store."""
-        policy = self.policy(call, ex)
+        policy = await self.policy(call, ex)
         store = await self.memory.store()
         await self.keys(ex, call)
         return store, policy
@@ -638,7 +640,7 @@ class VectorAPI:
     async def store_create(self, ex: VectorExchange, call: Call) -> tuple[int, dict[str, Any]]:
         body: VectorStoreCreate = _parse(VectorStoreCreate, _json(call.raw))
         call.sovereign = body.sovereign
-        policy = self.policy(call, ex)
+        policy = await self.policy(call, ex)
         store = await self.memory.store()
         data_key = await self.keys(ex, call)
         await self.write_ahead(ex)
@@ -704,7 +706,7 @@ class VectorAPI:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
         frow = parse_id(body.file_id, "file-", "file", "file_id")
         size, overlap = chunk_sizes(body.chunking_strategy)
-        policy = self.policy(call, ex)
+        policy = await self.policy(call, ex)
         upstream = self.embedding_upstream(policy, ex)
         store = await self.memory.store()
         data_key = await self.keys(ex, call)
@@ -857,7 +859,7 @@ class VectorAPI:
         body: SearchRequest = _parse(SearchRequest, _json(call.raw))
         call.sovereign = body.sovereign
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
-        policy = self.policy(call, ex)
+        policy = await self.policy(call, ex)
         if call.sovereign is None or call.sovereign.context is None:
             raise GatewayError(
                 422, "context_required",

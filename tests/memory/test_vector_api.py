@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hvac
 import openai
 import pytest
 from openai import OpenAI
@@ -29,6 +30,8 @@ from gateway.embeddings import unit_length
 from gateway.memory.store import Store
 from gateway.memory.vector_api import MODEL_TOKENS, ChunkingStatic, StaticChunking, chunk_sizes, chunks_of
 from gateway.phi.checksums import kvnr_with_check_digit
+from infra import openbao_contract
+from infra.cli import main as sovereign_cli
 from tests.memory.conftest import Postgres
 from tests.memory.test_rights import scan
 from tests.support import Bao, Proc, Upstream, gateway_config, running_gateway
@@ -64,7 +67,7 @@ def vs_gateway(
     }  # fmt: skip
     config = gateway_config(
         vs_dir, bao.address, bao.gateway_token, gateway_upstream_url, upstreams=upstreams,
-        memory={"dsn_file": str(dsn_file)},
+        memory={"dsn_file": str(dsn_file)}, incident={"poll_s": 0.2},
     )  # fmt: skip
     with running_gateway(config, vs_dir) as proc:
         yield proc
@@ -438,3 +441,48 @@ def test_upload_size_bound(client: OpenAI) -> None:
         file=("big.txt", io.BytesIO(b"a " * (limit // 2)), "text/plain"), purpose="user_data"
     )
     assert ok.bytes == limit and ok.purpose == "user_data"
+
+
+def test_kill_switch_refuses_uploads_and_searches(
+    client: OpenAI, vs_dir: Path, bao: Bao, upstream: Upstream
+) -> None:
+    p = Person("Erika", "Mustermann")
+    store = client.vector_stores.create(name="kill switch")
+    f = upload(client, p)
+    client.vector_stores.files.create_and_poll(
+        vector_store_id=store.id, file_id=f.id, extra_body=sovereign(p)
+    )
+    bao_client = hvac.Client(url=bao.address, token=bao.root, timeout=10)
+    created = bao_client.auth.token.create(policies=[openbao_contract.INCIDENT_POLICY_NAME], ttl="1h")
+    token = vs_dir / "operator.token"
+    token.write_text(created["auth"]["client_token"])
+    address = ["--openbao-address", bao.address, "--token-file", str(token)]
+
+    def search() -> Any:
+        return client.vector_stores.search(vector_store_id=store.id, query=p.topic, extra_body=sovereign(p))
+
+    suspend = ["incident", "suspend", "--use-case", USE_CASE, "--reason", "drill", "--by", "oncall"]
+    assert sovereign_cli([*suspend, *address]) == 0
+    try:
+        for _ in range(400):  # the gateway polls every 0.2 s; this only ends a hang
+            try:
+                search()
+            except openai.APIStatusError as exc:
+                if exc.status_code == 503:
+                    break
+        upstream.script(capture=True)
+        for do in (search, lambda: upload(client, p)):
+            with pytest.raises(openai.APIStatusError) as err:
+                do()
+            assert err.value.status_code == 503
+            assert err.value.response.json()["error"]["code"] == "use_case_suspended"
+        assert upstream.captured() == []  # nothing embedded
+    finally:
+        resume = ["incident", "resume", "--use-case", USE_CASE, "--by", "oncall", "--reason", "drill over"]
+        assert sovereign_cli([*resume, *address]) == 0
+        for _ in range(400):
+            try:
+                search()
+                break
+            except openai.APIStatusError:
+                continue
