@@ -493,7 +493,7 @@ class VectorAPI:
         parser.spool_max_size = max_bytes + 1
         try:
             form = await parser.parse()
-        except MultiPartException:
+        except (MultiPartException, KeyError, ValueError, UnicodeDecodeError):  # no boundary, bad bytes
             raise GatewayError(
                 400, "invalid_multipart", "the body is not a readable multipart form (at most one file)"
             ) from None

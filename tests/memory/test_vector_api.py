@@ -441,6 +441,14 @@ def test_upload_size_bound(client: OpenAI) -> None:
         file=("big.txt", io.BytesIO(b"a " * (limit // 2)), "text/plain"), purpose="user_data"
     )
     assert ok.bytes == limit and ok.purpose == "user_data"
+    # a form that cannot be read: 400, never a server error
+    for ctype, body in (("multipart/form-data", b"x"), ("multipart/form-data; boundary=abc", b"garbage")):
+        bad = httpx.post(
+            f"{client.base_url}files", content=body, timeout=30,
+            headers={"authorization": f"Bearer {client.api_key}", "content-type": ctype,
+                     "x-sovereign-use-case": USE_CASE},
+        )  # fmt: skip
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_multipart"), bad.text
 
 
 def test_kill_switch_refuses_uploads_and_searches(
