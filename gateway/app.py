@@ -1385,6 +1385,7 @@ def untyped(originals: dict[str, str], texts: list[str], context: PatientContext
 
 def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> FastAPI:
     from gateway.memory import api as memory_api  # it imports this module
+    from gateway.memory import vector_api
 
     gw = Gateway(settings, keys)
 
@@ -1416,6 +1417,7 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
     )
     app.state.gateway = gw
     memory = memory_api.install(app, gw)  # POST /v1/sovereign/data_subjects/erase|export
+    vector_api.install(app, gw, memory)  # /v1/files, /v1/vector_stores (OpenAI's convention)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -12,6 +12,8 @@ calls whose answers fit ``limits.max_answer_bytes`` -> the answer checked strict
 ``upstream_malformed`` otherwise) -> OpenAI's answer (base64 made here when asked for) -> the
 final audit record. Records and metrics carry counts and categories, never a text or a vector.
 
+Vectors are answered L2-normalised whatever the upstream does (:func:`unit_length`).
+
 ``embed_upstream`` is the upstream call alone, for texts that are already filtered (the memory
 store and catalogue retrieval use it).
 """
@@ -23,6 +25,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -136,6 +139,24 @@ def _vectors(raw: bytes, n: int, dims: int) -> tuple[list[list[float]], int, int
     return [item.embedding for item in ordered], answer.usage.prompt_tokens, answer.usage.total_tokens
 
 
+#: how far from 1 a vector's length may be and count as unit length already (float32 rounding)
+UNIT_TOLERANCE = 1e-4
+
+
+def unit_length(vector: list[float]) -> list[float]:
+    """*vector* L2-normalised: OpenAI documents its embeddings as normalised to length 1, vLLM
+    v0.11.0's embed pooler normalises by default (PoolerConfig ``normalize``), the local
+    llama-cpp-python 0.3.36 server does not (its vectors measured with lengths far from 1,
+    docs/memory.md); clients and the store compare vectors by dot product or cosine, so the
+    gateway answers unit vectors from every upstream. A vector within UNIT_TOLERANCE of length 1
+    is returned as it is (dividing would change only its rounding); a zero vector too (it has no
+    direction)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if norm == 0.0 or abs(norm - 1.0) <= UNIT_TOLERANCE:
+        return vector
+    return [x / norm for x in vector]
+
+
 async def _embed(
     gw: Gateway, upstream: Upstream, texts: list[str], request: Request | None
 ) -> tuple[list[list[float]], int, int]:
@@ -173,7 +194,7 @@ async def _embed(
                 f"the embedding upstream sent a malformed answer (not one vector of "
                 f"{upstream.dimensions} numbers per input, each index once)",
             ) from None
-        vectors += got
+        vectors += [unit_length(v) for v in got]
         prompt, total = prompt + p, total + t
     return vectors, prompt, total
 

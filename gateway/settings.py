@@ -391,6 +391,13 @@ class MemorySettings(BaseModel):
         "graph) run 3x faster when the graph fits (benchmarks/README.md, memory search); the database "
         "server must have the memory for it.",
     )
+    max_file_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest file POST /v1/files takes (UTF-8 text; the whole is filtered and "
+        "tokenised in memory at once).",
+    )
     purge_interval_s: float = Field(
         default=3600.0,
         gt=0,

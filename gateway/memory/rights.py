@@ -115,7 +115,7 @@ async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: byte
         for r in await cur.fetchall():
             out["vector_stores"].append({**_common(r), "name": r["name"]})
         cur = await conn.execute(
-            "SELECT id, use_case, filename, purpose, bytes, sealed, created_at, expires_at FROM files "
+            "SELECT id, use_case, filename, text, purpose, bytes, sealed, created_at, expires_at FROM files "
             "WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
             (tenant, pseudonym.hex),
         )
@@ -123,10 +123,12 @@ async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: byte
             originals = unseal(data_key, r["id"], r["sealed"])
             out["files"].append(
                 {**_common(r), "filename": restored(r["filename"], originals), "purpose": r["purpose"],
-                 "bytes": r["bytes"]}
+                 "bytes": r["bytes"],
+                 "text": restored(r["text"], originals) if r["text"] is not None else None}
             )  # fmt: skip
         cur = await conn.execute(
-            "SELECT id, use_case, store_id, file_id, text, sealed, embedding, created_at, expires_at "
+            "SELECT id, use_case, store_id, file_id, text, sealed, attributes, embedding, created_at, "
+            "expires_at "
             "FROM chunks WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
             (tenant, pseudonym.hex),
         )
@@ -138,10 +140,18 @@ async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: byte
                     "vector_store_id": str(r["store_id"]) if r["store_id"] else None,
                     "file_id": str(r["file_id"]) if r["file_id"] else None,
                     "text": restored(r["text"], originals),
+                    "attributes": _attributes(r["attributes"], originals),
                     "embedding": _floats(r["embedding"]),
                 }
             )
     return out
+
+
+def _attributes(stored: dict[str, Any] | None, originals: dict[str, str]) -> dict[str, Any] | None:
+    """A chunk's attributes (the vector-store API's), their strings restored."""
+    if stored is None:
+        return None
+    return {k: restore(v, originals)[0] if isinstance(v, str) and originals else v for k, v in stored.items()}
 
 
 def _floats(vector: Any) -> list[float]:

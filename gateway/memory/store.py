@@ -33,11 +33,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import SovereignError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: the tables holding a data subject's rows, children first (rights.py erases in this order)
 SUBJECT_TABLES = ("chunks", "files", "vector_stores")
 _SEAL_INFO = b"sovereign-llm memory seal v1"
@@ -92,7 +93,8 @@ def unseal(data_key: bytes, row_id: uuid.UUID, sealed: bytes | None) -> dict[str
 
 # -- schema -------------------------------------------------------------------------------
 def schema_sql(dimensions: int) -> list[str]:
-    """The statements of schema version 1; each is idempotent."""
+    """The statements of schema version 2 (1 plus ``files.text`` and ``chunks.attributes``, the
+    vector-store API's: gateway/memory/vector_api.py); each is idempotent."""
     owner_cols = """
         tenant text NOT NULL,
         use_case text NOT NULL,
@@ -119,6 +121,10 @@ def schema_sql(dimensions: int) -> list[str]:
         """CREATE TABLE IF NOT EXISTS erasures (
             tenant text NOT NULL, digest bytea NOT NULL, erased_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (tenant, digest))""",
+        # version 2: a file's tokenised text (the vector-store API chunks it when it is added to a
+        # store), a chunk's attributes (tokenised strings, numbers, booleans; OpenAI's attributes)
+        "ALTER TABLE files ADD COLUMN IF NOT EXISTS text text NULL",
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS attributes jsonb NULL",
         "CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)",
         "CREATE INDEX IF NOT EXISTS chunks_store ON chunks (store_id)",
         "CREATE INDEX IF NOT EXISTS chunks_file ON chunks (file_id)",
@@ -133,13 +139,16 @@ def schema_sql(dimensions: int) -> list[str]:
         ("vector_stores", "name"),
         ("files", "filename"),
         ("files", "sealed"),
+        ("files", "text"),
+        ("chunks", "attributes"),
         ("chunks", "text"),
         ("chunks", "sealed"),
         ("chunks", "embedding"),
     ):
         statements.append(f"ALTER TABLE {table} ALTER COLUMN {column} SET STATISTICS 0")
     statements.append(
-        "INSERT INTO memory_schema (version) VALUES (1) ON CONFLICT (version) DO NOTHING"  # SCHEMA_VERSION
+        # SCHEMA_VERSION
+        "INSERT INTO memory_schema (version) VALUES (1), (2) ON CONFLICT (version) DO NOTHING"
     )
     return statements
 
@@ -228,18 +237,20 @@ class Store:
         originals: dict[str, str],
         data_key: bytes,
         retention_days: int | None,
+        text: str | None = None,
     ) -> uuid.UUID:
-        """A file's record; *filename* tokenised, *originals* sealed."""
+        """A file's record; *filename* and *text* tokenised, *originals* sealed."""
         days = _retention(retention_days)
         row_id = uuid.uuid4()
         async with self.connection() as conn:
             await conn.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, sealed, tenant, use_case, pseudonym, "
+                "INSERT INTO files (id, filename, text, purpose, bytes, sealed, tenant, use_case, pseudonym, "
                 "pseudonym_version, expires_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
                 (
                     row_id,
                     filename,
+                    text,
                     purpose,
                     size,
                     seal(data_key, row_id, originals),
@@ -259,20 +270,23 @@ class Store:
         retention_days: int | None,
         store_id: uuid.UUID | None = None,
         file_id: uuid.UUID | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> uuid.UUID:
-        """One chunk: *text* tokenised already, its *embedding* of it, its *originals* sealed."""
+        """One chunk: *text* tokenised already, its *embedding* of it, its *originals* sealed;
+        *attributes*: strings tokenised already."""
         days = _retention(retention_days)
         if len(embedding) != self.dimensions:
             raise StoreError(f"embedding has {len(embedding)} dimensions, the store {self.dimensions}")
         row_id = uuid.uuid4()
         async with self.connection() as conn:
             await conn.execute(
-                "INSERT INTO chunks (id, store_id, file_id, text, sealed, embedding, tenant, use_case, "
-                "pseudonym, pseudonym_version, expires_at) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
+                "INSERT INTO chunks (id, store_id, file_id, text, sealed, embedding, attributes, tenant, "
+                "use_case, pseudonym, pseudonym_version, expires_at) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
                 (
                     row_id, store_id, file_id, text, seal(data_key, row_id, originals),
-                    np.asarray(embedding, dtype=np.float32), *_owner_values(owner), days,
+                    np.asarray(embedding, dtype=np.float32),
+                    Jsonb(attributes) if attributes is not None else None, *_owner_values(owner), days,
                 ),
             )  # fmt: skip
         return row_id
@@ -289,11 +303,15 @@ class Store:
         store_id: uuid.UUID | None = None,
         exact: bool = False,
         ef_search: int | None = None,
+        include_shared: bool = False,
+        condition: tuple[sql.Composable, list[Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """The *k* nearest unexpired chunks of *tenant* by cosine distance (tokenised text;
         restore with the sealed originals, :func:`unseal`). *exact*: a sequential scan instead
         of the HNSW index (the benchmark's reference); *ef_search*: HNSW's candidate list (recall
-        against speed, benchmarks/README.md)."""
+        against speed, benchmarks/README.md); *include_shared*: with *pseudonym*, the rows of no
+        patient too (pseudonym NULL); *condition*: one more SQL condition and its parameters
+        (the vector-store API's attribute filters)."""
         where = ["tenant = %s", "expires_at > now()"]
         params: list[Any] = [tenant]
         for column, value in (("use_case", use_case), ("store_id", store_id)):
@@ -301,13 +319,17 @@ class Store:
                 where.append(f"{column} = %s")
                 params.append(value)
         if pseudonym is not None:
-            where.append("pseudonym = %s")
+            where.append("(pseudonym = %s OR pseudonym IS NULL)" if include_shared else "pseudonym = %s")
             params.append(pseudonym.hex)
+        conditions: list[sql.Composable] = [sql.SQL(w) for w in where]
+        if condition is not None:
+            conditions.append(condition[0])
+            params += condition[1]
         vector = np.asarray(query, dtype=np.float32)
         query_sql = sql.SQL(
-            "SELECT id, store_id, file_id, text, sealed, embedding <=> %s AS distance FROM chunks "
-            "WHERE {} ORDER BY embedding <=> %s LIMIT %s"
-        ).format(sql.SQL(" AND ").join(sql.SQL(w) for w in where))
+            "SELECT id, store_id, file_id, text, sealed, attributes, embedding <=> %s AS distance "
+            "FROM chunks WHERE {} ORDER BY embedding <=> %s LIMIT %s"
+        ).format(sql.SQL(" AND ").join(conditions))
         async with self.connection() as conn, conn.transaction():
             if exact:
                 await conn.execute("SET LOCAL enable_indexscan = off")

@@ -49,6 +49,9 @@ L2-normalised: the same text always gets the same vector, texts sharing words si
 Modes ``emb_wrong_dims`` (one number short), ``emb_missing_index`` (the last item's index
 repeats the first's), ``emb_nan`` (a NaN component, as Python's json writes it),
 ``emb_no_usage``, ``malformed``/``status500`` and ``hang`` answer what a broken server would.
+Mode ``emb_unnormalised`` answers each vector times UNNORMALISED_LENGTH, as the local stack's
+llama-cpp-python 0.3.36 server answers vectors that are not unit length (issue #27 phase 1,
+measured with all-MiniLM-L6-v2); vLLM v0.11.0's embed pooler normalises by default.
 
 Like vLLM it refuses (400, its error shape) a request it could not turn into a prompt: a tool
 that is not a function with a name, a tool message without ``tool_call_id``, an assistant tool
@@ -224,6 +227,10 @@ def malformed(body: dict[str, Any]) -> str | None:
         ):
             return "response_format.json_schema: name and schema required"
     return None
+
+
+#: the length of the vectors the ``emb_unnormalised`` mode answers
+UNNORMALISED_LENGTH = 7.25
 
 
 def vector(text: str, dimensions: int) -> list[float]:
@@ -421,6 +428,9 @@ def build_app(script: Script | None = None) -> Starlette:
             data[-1]["embedding"] = data[-1]["embedding"][:-1]
         if data and state.mode == "emb_missing_index":
             data[-1]["index"] = data[0]["index"] if len(data) > 1 else 1
+        if state.mode == "emb_unnormalised":  # llama-cpp-python 0.3.36's server: lengths far from 1
+            for item in data:
+                item["embedding"] = [x * UNNORMALISED_LENGTH for x in item["embedding"]]
         if data and state.mode == "emb_nan":
             data[0]["embedding"][0] = float("nan")
         tokens = sum(len(t.split()) + 2 for t in texts)

@@ -409,6 +409,12 @@ def test_embed_upstream_for_the_store(tmp_path: Path, upstream: Upstream) -> Non
         texts
     )
     assert [b["input"] for b in upstream.captured()] == [texts[:PER_CALL], texts[PER_CALL:]]
+    # an upstream that does not normalise (llama-cpp-python): the vectors come back unit length
+    raw = asyncio.run(run("emb_unnormalised"))
+    assert [v == pytest.approx(vector(t, DIMS)) for v, t in zip(raw, texts, strict=True)] == [True] * len(
+        texts
+    )
+    assert all(abs(math.fsum(x * x for x in v) - 1.0) < 1e-9 for v in raw)
     with pytest.raises(GatewayError) as failed:
         asyncio.run(run("emb_wrong_dims"))
     assert (failed.value.status, failed.value.code) == (502, "upstream_malformed")

@@ -90,10 +90,12 @@ async def store_patient(store: Store, keys: KeyProvider, patient: Patient) -> No
         patient.originals,
         data_key,
         policy.memory.retention_days,
+        text=patient.tokenised,  # the vector-store API's file text (schema 2)
     )
+    # and its chunk attributes (schema 2): the erasure proof covers both columns
     await store.add_chunk(
         owner, patient.tokenised, patient.vector, patient.originals, data_key,
-        policy.memory.retention_days, store_id=vs, file_id=fid,
+        policy.memory.retention_days, store_id=vs, file_id=fid, attributes={"note": patient.tokenised},
     )  # fmt: skip
 
 
@@ -252,6 +254,8 @@ def test_export_restores(postgres: Postgres, keys: KeyProvider, loop: asyncio.Ab
     assert [c["text"] for c in exported["chunks"]] == [erika.text]  # restored: her name as sent
     assert erika.tokenised != erika.text  # ... and stored tokenised
     assert [f["filename"] for f in exported["files"]] == ["chat.txt"]
+    assert [f["text"] for f in exported["files"]] == [erika.text]
+    assert [c["attributes"] for c in exported["chunks"]] == [{"note": erika.text}]
     assert [s["name"] for s in exported["vector_stores"]] == ["conversation"]
     assert np.allclose(exported["chunks"][0]["embedding"], erika.vector, atol=1e-6)
     flat = repr(exported)
