@@ -192,9 +192,9 @@ async def load(gw: Gateway, request: Request) -> Response:
             if not text:
                 raise GatewayError(
                     422, "invalid_field",
-                    f"products[{i}]: no public field with a value (the policy shows "
+                    f"products.{i}: no public field with a value (the policy shows "
                     f"{', '.join(public_fields(policy))}); give at least one",
-                    f"products[{i}]",
+                    f"products.{i}",
                 )  # fmt: skip
             texts.append(text)
             for category, n in counts.items():
