@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.app import Exchange, Gateway, GatewayError, count_phi, request_id_from
+from gateway.app import Exchange, Gateway, GatewayError, request_id_from
 from gateway.audit import AuditWriteError
 from gateway.embeddings import _data_key, embed_upstream
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, Product
@@ -126,10 +126,8 @@ async def _store(gw: Gateway, doing: str) -> Store:
         raise GatewayError(503, "store_unavailable", f"this gateway has no memory store; {doing}")
     try:
         store: Store = await gw.memory.store()
-    except GatewayError as exc:
-        raise GatewayError(503, "store_unavailable", f"the memory store is not available; {doing}") from (
-            None if exc.code == "store_unavailable" else exc
-        )
+    except GatewayError:  # store_unavailable, its message for this request's kind
+        raise GatewayError(503, "store_unavailable", f"the memory store is not available; {doing}") from None
     return store
 
 
@@ -255,8 +253,8 @@ async def retrieve(
     rows: list[dict[str, Any]] = []
     if query.strip():
         # filtered as /v1/embeddings filters: tokens of the tenant, as the stored texts'
+        # (its values are counted once, by the chat's own filter: not again here)
         filtered = gw.filter_request(policy, context, [query], data_key, tenant, make_context_line=False)
-        count_phi(policy.name, filtered.tokens)
         try:
             vector = (await embed_upstream(gw, upstream, filtered.texts))[0]
         except GatewayError as exc:
