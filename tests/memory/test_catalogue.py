@@ -248,3 +248,17 @@ def test_cli_catalog_load(gateway_proc: Proc, api_key: str, tmp_path: Path, upst
     assert done.returncode == 0, done.stderr
     assert f"{len(NAMES)} products" in done.stdout
     assert len(embedded(upstream)) == len(NAMES)
+
+
+def test_a_use_case_without_retrieval_embeds_nothing(
+    gateway_proc: Proc, gw_tmp: Path, api_key: str, upstream: Upstream
+) -> None:
+    assert load(gateway_proc, api_key, products()).status_code == 200
+    upstream.script(capture=True)
+    body = {"messages": [{"role": "user", "content": "blood pressure monitor"}],
+            "sovereign": {"use_case": "order-support"}}  # fmt: skip
+    answer = post(gateway_proc, "/v1/chat/completions", api_key, body)
+    assert answer.status_code == 200, answer.text
+    assert embedded(upstream) == [] and "Catalogue" not in json.dumps(chats(upstream))
+    final = [r for r in records(gw_tmp) if r.get("request_id") == answer.headers["x-request-id"]]
+    assert [r["kind"] for r in final] == ["admit", "request"] and "retrieved" not in final[1]
