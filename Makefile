@@ -59,8 +59,8 @@ loadtest: $(STAMP) ## Locust suite headless against the running local stack (mak
 fuzz: $(STAMP) ## the long fuzz run: 2,000 generated requests per kind against a real gateway (tests/boundary)
 	SOVEREIGN_FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -s tests/boundary/test_fuzz.py
 
-canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under load, every place scanned (tests/boundary)
-	SOVEREIGN_CANARY_MESSAGES=10000 $(BIN)/pytest -q -s tests/boundary/test_canaries.py
+canaries: $(STAMP) ## the long leak-canary run: 10,000 synthetic patients under load, every place scanned, over chat and over embeddings and memory (tests/boundary)
+	SOVEREIGN_CANARY_MESSAGES=10000 $(BIN)/pytest -q -s tests/boundary/test_canaries.py tests/boundary/test_canaries_memory.py
 
 soak: $(STAMP) ## the long soak: capacity measured, then 10 minutes at half of it; the abuse tests at the fault run's scale (500 streams, 5 kill -9)
 	SOVEREIGN_SOAK_SECONDS=600 SOVEREIGN_SOAK_CAPACITY_SECONDS=20 $(BIN)/pytest -q -s tests/boundary/test_soak.py

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -82,6 +82,9 @@ from gateway.upstream import (
     UpstreamTimeout,
     UpstreamTooLarge,
 )
+
+if TYPE_CHECKING:
+    from gateway.memory.api import Memory
 
 log = logging.getLogger("sovereign.gateway")
 
@@ -260,6 +263,7 @@ class Exchange:
     max_tokens: int | None = None  # what the upstream was asked for: the answer may not exceed it
     json_answer: bool = False  # response_format asked for JSON: tokens restored JSON-escaped
     body_read: bool = False  # the body was read whole (a refusal after it may fetch the audit key)
+    retrieved: int | None = None  # catalogue items shown to the model (retrieval use cases only)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -293,6 +297,11 @@ class Exchange:
         return None if job.exception() is not None else job.result()
 
     def record(self, outcome: str, status: int) -> dict[str, Any]:
+        if self.retrieved is not None:
+            return {**self._record(outcome, status), "retrieved": self.retrieved}
+        return self._record(outcome, status)
+
+    def _record(self, outcome: str, status: int) -> dict[str, Any]:
         return {
             **self.admission(),
             "admit_seq": self.admit_seq,  # the admit this completes (None: refused before one)
@@ -396,6 +405,8 @@ class Gateway:
         # mTLS contexts, built once at start (a missing certificate stops the start, naming the file)
         self.tls = {u.url: u.tls.context() for u in settings.upstreams.values() if u.tls is not None}
         self.phi = PHIFilter(recognizers(settings.phi_names, settings.phi_plugins))
+        # the memory store (gateway/memory/api.py Memory), set by create_app: catalogue retrieval
+        self.memory: Memory | None = None
         self.admission = Admission(settings.limits)
         admission = self.admission
         IN_FLIGHT.labels(kind="requests").set_function(lambda: admission.requests)
@@ -1091,12 +1102,24 @@ class Gateway:
             if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore
                 ex.originals = untyped(filtered.tokens.originals, gathered.texts, context)
             done = gathered.put_back(filtered.texts)
+            context_line = filtered.context_line
+            if policy.retrieval is not None:  # the catalogue's nearest items (gateway/catalogue.py)
+                from gateway import catalogue
+
+                # write-ahead: the record is on disk before the query goes to the embedding model
+                ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+                ex.admit_seq = await self._settled(ex.admit_job)
+                self.audit_problem()
+                found, ex.retrieved = await catalogue.retrieve(
+                    self, policy, body, context, data_key, key.tenant
+                )
+                context_line = "\n\n".join(p for p in (context_line, found) if p)
             payload = self.upstream_body(
                 body,
                 policy,
                 upstream,
                 [None if slot is None else done[slot] for slot in contents],
-                filtered.context_line,
+                context_line,
                 stop=[done[slot] for slot in stops],
                 seed=None if body.seed is None else keyed_seed(data_key, body.seed),
                 arguments={i: [done[slot] for slot in slots] for i, slots in calls.items()},
@@ -1104,9 +1127,10 @@ class Gateway:
             ex.max_tokens = payload["max_tokens"]
             # write-ahead: the record that this request goes to the model is on disk first
             # (a crash from here on leaves it open; `sovereign audit verify` names it)
-            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
-            ex.admit_seq = await self._settled(ex.admit_job)
-            self.audit_problem()
+            if ex.admit_job is None:
+                ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+                ex.admit_seq = await self._settled(ex.admit_job)
+                self.audit_problem()
             if body.stream:
                 response = await self.forward_stream(ex, upstream, payload, ticket, request)
                 ticket = None  # the stream gives it back when it ends
@@ -1418,6 +1442,10 @@ def create_app(settings: GatewaySettings, keys: KeyProvider | None = None) -> Fa
     app.state.gateway = gw
     memory = memory_api.install(app, gw)  # POST /v1/sovereign/data_subjects/erase|export
     vector_api.install(app, gw, memory)  # /v1/files, /v1/vector_stores (OpenAI's convention)
+    gw.memory = memory  # the store, for catalogue retrieval
+    from gateway import catalogue  # it imports this module
+
+    catalogue.install(app, gw)  # POST /v1/sovereign/catalogue
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:

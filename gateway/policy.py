@@ -15,7 +15,7 @@ import hashlib
 import json
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -162,6 +162,19 @@ class MemoryPolicy(BaseModel):
     )
 
 
+class RetrievalPolicy(BaseModel):
+    """Retrieval for the use case's chats: the nearest catalogue items in the system prompt
+    (docs/memory.md, "The catalogue")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Literal["catalogue"] = Field(
+        description="What is searched: the tenant's product catalogue of this use case "
+        "(loaded with POST /v1/sovereign/catalogue, `sovereign catalog load`)."
+    )
+    top_k: int = Field(ge=1, le=20, description="How many of the nearest items the model is shown.")
+
+
 class UseCasePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -200,6 +213,12 @@ class UseCasePolicy(BaseModel):
     memory: MemoryPolicy | None = Field(
         default=None,
         description="The memory store's use by this use case (retention); None: it stores nothing.",
+    )
+    retrieval: RetrievalPolicy | None = Field(
+        default=None,
+        description="Catalogue retrieval for chat: the last user message (filtered) is embedded with "
+        "embedding_model and the top_k nearest catalogue items' public fields are added to the "
+        "system prompt; None (the default): no retrieval. Needs embedding_model.",
     )
     digest: str = Field(default="", description="SHA-256 of the policy file (set on load).")
 
@@ -241,6 +260,12 @@ class UseCasePolicy(BaseModel):
                     f"context field {f!r} is allowed but its category {category} is not in tokenise: "
                     "add the category or drop the field"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _retrieval_embeds(self) -> UseCasePolicy:
+        if self.retrieval is not None and self.embedding_model is None:
+            raise ValueError("retrieval needs embedding_model (the alias of an embeddings upstream)")
         return self
 
     @property

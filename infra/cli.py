@@ -30,6 +30,8 @@ sovereign incident suspend --use-case N --reason T   the kill switch: refuse a u
                                              once (503 use_case_suspended); resume | status
 sovereign memory erase|export --tenant T --context FILE|-   a data subject's erasure or export
                                              through the gateway's API (docs/memory.md)
+sovereign catalog load --file FILE|-         load (replace) a use case's product catalogue for
+                                             retrieval through the gateway's API (docs/memory.md)
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ __all__ = ["REPO_ROOT", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The ``sovereign`` parser: each domain module registers its commands with ``add_parser(sub)``
     (each sub-parser's ``func`` is its handler); this module only assembles them, in this order."""
-    from infra import audit_cli, incident, memory_cli, openbao_cli, stack_cli, storage_cli
+    from infra import audit_cli, catalog_cli, incident, memory_cli, openbao_cli, stack_cli, storage_cli
     from infra.evidence import cli as evidence_cli
     from infra.hosts import cli as hosts_cli
     from infra.local import cli as local_cli
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         openbao_cli,  # openbao
         incident,  # incident
         memory_cli,  # memory erase | export
+        catalog_cli,  # catalog load
         hosts_cli,  # harden, verify, tunnel, converge
         loadtest_cli,  # loadtest, loadtest compare
     ):

@@ -220,7 +220,31 @@ def start_fault_upstream(tmp: Path) -> FaultUpstream:
     return FaultUpstream(proc.url, proc)
 
 
+def policies_without_retrieval(tmp: Path) -> Path:
+    """The shipped policies (byte for byte) in *tmp*/policies, less ``retrieval`` in the ones
+    that have it (catalog-search): for a gateway without a memory store, whose chats of such a
+    use case are refused (503 store_unavailable; tests/memory/test_catalogue.py tests that)."""
+    from gateway.policy import default_policies_dir
+
+    out = tmp / "policies"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(default_policies_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if "retrieval" in data:
+            data.pop("retrieval")
+            (out / path.name).write_text(yaml.safe_dump(data, allow_unicode=True))
+        else:
+            (out / path.name).write_bytes(path.read_bytes())
+    return out
+
+
 def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, **extra: Any) -> Path:
+    """A gateway's settings file in *tmp*: OpenBao, the scripted upstream as model ``chat``, the
+    audit trail and client keys in *tmp*; *extra* sections merged in. Without a ``memory``
+    section (no store) the policies are the shipped ones less retrieval
+    (:func:`policies_without_retrieval`), unless *extra* names ``policies_dir``."""
+    if "memory" not in extra and "policies_dir" not in extra:
+        extra["policies_dir"] = str(policies_without_retrieval(tmp))
     token_file = tmp / "gateway.token"
     token_file.write_text(token)
     config: dict[str, Any] = {

@@ -125,6 +125,14 @@ def schema_sql(dimensions: int) -> list[str]:
         # store), a chunk's attributes (tokenised strings, numbers, booleans; OpenAI's attributes)
         "ALTER TABLE files ADD COLUMN IF NOT EXISTS text text NULL",
         "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS attributes jsonb NULL",
+        # a use case's product catalogue (no patient: no pseudonym, no retention of its own;
+        # replaced whole on each load, gateway/catalogue.py): public fields, filtered, only
+        f"""CREATE TABLE IF NOT EXISTS catalogue_items (
+            id uuid PRIMARY KEY, tenant text NOT NULL, use_case text NOT NULL, text text NOT NULL,
+            embedding vector({dimensions}) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())""",
+        "CREATE INDEX IF NOT EXISTS catalogue_items_embedding_hnsw ON catalogue_items "
+        "USING hnsw (embedding vector_cosine_ops)",
+        "CREATE INDEX IF NOT EXISTS catalogue_items_owner ON catalogue_items (tenant, use_case)",
         "CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)",
         "CREATE INDEX IF NOT EXISTS chunks_store ON chunks (store_id)",
         "CREATE INDEX IF NOT EXISTS chunks_file ON chunks (file_id)",
@@ -340,6 +348,46 @@ class Store:
             cur = await conn.execute(query_sql, [vector, *params, vector, k])
             rows = await cur.fetchall()
         return sorted(rows, key=lambda r: r["distance"])  # relaxed_order: re-sorted here
+
+    # -- the catalogue (no patient data: not a subject table) ------------------------------
+    async def replace_catalogue(
+        self, tenant: str, use_case: str, items: Sequence[tuple[str, Sequence[float]]]
+    ) -> int:
+        """The catalogue of *tenant*'s *use_case* becomes *items* (filtered text, its vector), in
+        one transaction: a search sees the old catalogue or the new one, never a mix; the old
+        rows are deleted (their tuples reclaimed by autovacuum). The number of rows replaced."""
+        if any(len(vector) != self.dimensions for _, vector in items):
+            raise StoreError(f"an embedding has other dimensions than the store's {self.dimensions}")
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM catalogue_items WHERE tenant = %s AND use_case = %s", (tenant, use_case)
+            )
+            replaced = cur.rowcount
+            async with conn.cursor() as c:
+                await c.executemany(
+                    "INSERT INTO catalogue_items (id, tenant, use_case, text, embedding) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [
+                        (uuid.uuid4(), tenant, use_case, text, np.asarray(vector, dtype=np.float32))
+                        for text, vector in items
+                    ],
+                )
+        return replaced
+
+    async def search_catalogue(
+        self, tenant: str, use_case: str, query: Sequence[float], k: int
+    ) -> list[dict[str, Any]]:
+        """The *k* catalogue items of *tenant*'s *use_case* nearest to *query* (cosine), nearest first."""
+        vector = np.asarray(query, dtype=np.float32)
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cur = await conn.execute(
+                "SELECT id, text, embedding <=> %s AS distance FROM catalogue_items "
+                "WHERE tenant = %s AND use_case = %s ORDER BY embedding <=> %s LIMIT %s",
+                (vector, tenant, use_case, vector, k),
+            )
+            rows = await cur.fetchall()
+        return sorted(rows, key=lambda r: r["distance"])
 
     async def purge_expired(self) -> dict[str, int]:
         """Delete every expired row; the counts by table."""

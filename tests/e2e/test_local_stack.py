@@ -565,3 +565,90 @@ def test_up_again_after_down_archives_the_last_runs_keys_and_works(
         assert any((archive / "wrapped-keys").iterdir())
     finally:
         sovereign("down", "--profile", str(profile))
+
+
+# -- issue #27: embeddings and the memory store on the local stack -------------------------
+EMBED_CONTEXT = {"name": "Erika Mustermann", "phone": "+49 30 1234567", "customer_id": "e2e-4711"}
+EMBED_SOVEREIGN = {"sovereign": {"use_case": "patient-support", "context": EMBED_CONTEXT}}
+
+
+def test_the_openai_sdk_embeds_through_the_local_stack(stack: tuple[Path, dict[str, object]]) -> None:
+    """``client.embeddings.create`` of the official SDK, unchanged, against the real embedding
+    model (all-MiniLM-L6-v2 in llama.cpp): 384 numbers per input, in the SDK's default base64
+    form (openai-python 3.57.0 asks for base64 and decodes it) and as floats, the same vectors."""
+    import numpy as np
+
+    client = sdk_client(stack)
+    texts = ["Blutdruckmessgerät mit Manschette", "Erika Mustermann bittet um Rückruf unter +49 30 1234567"]
+    default = client.embeddings.create(model="embed", input=texts, extra_body=EMBED_SOVEREIGN)
+    floats = client.embeddings.create(
+        model="embed", input=texts, encoding_format="float", extra_body=EMBED_SOVEREIGN
+    )
+    assert default.model == "embed" and [d.index for d in default.data] == [0, 1]
+    assert [len(d.embedding) for d in default.data] == [384, 384] == [len(d.embedding) for d in floats.data]
+    a, b = (np.asarray(d.embedding) for d in default.data)
+    assert np.allclose(a, floats.data[0].embedding, atol=1e-6) and np.allclose(
+        b, floats.data[1].embedding, atol=1e-6
+    )
+    assert np.linalg.norm(a) > 0 and not np.allclose(a, b)
+    assert default.usage.prompt_tokens > 0
+
+
+def test_a_data_subjects_export_and_erasure_with_the_cli(
+    stack: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """One patient's item written into the stack's store (tokenised, sealed, under her
+    pseudonym, as the store's writers do), then `sovereign memory export` and `erase` against
+    the running gateway: the export restores her text, the erasure deletes it, a second export
+    finds nothing."""
+    import asyncio
+
+    import numpy as np
+
+    from gateway.kms import KeyProvider
+    from gateway.memory.pseudonym import pseudonym
+    from gateway.memory.store import Owner, Store
+    from gateway.phi.context import PatientContext
+    from gateway.phi.filter import PHIFilter, recognizers
+    from gateway.policy import load_policies
+    from gateway.settings import load_settings
+
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    settings = load_settings(state / "run" / "gateway.yaml")
+    policy = load_policies()["patient-support"]
+    context = PatientContext.model_validate(EMBED_CONTEXT)
+    text = f"{EMBED_CONTEXT['name']} asked about the e2e marker phrase quartz-lantern."
+
+    async def write() -> str:
+        keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
+        data_key = await keys.tenant_key("e2e")
+        filtered = PHIFilter(recognizers(False, [])).apply(policy, context, [text], data_key, "e2e")
+        dsn = settings.memory.dsn()
+        assert dsn is not None
+        store = Store(dsn, 384)
+        await store.open()
+        try:
+            owner = Owner("e2e", policy.name, await pseudonym(keys, "e2e", context))
+            v = np.random.default_rng(7).standard_normal(384)
+            await store.add_chunk(
+                owner, filtered.texts[0], list(v / np.linalg.norm(v)), dict(filtered.tokens.originals),
+                data_key, policy.memory.retention_days if policy.memory else None,
+            )  # fmt: skip
+        finally:
+            await store.close()
+        return filtered.texts[0]
+
+    stored = asyncio.run(write())
+    assert "Mustermann" not in stored
+    ctx = tmp_path / "patient.json"
+    ctx.write_text(json.dumps({"customer_id": EMBED_CONTEXT["customer_id"]}))
+    common = ["--tenant", "e2e", "--context", str(ctx), "--profile", str(profile)]
+    exported = sovereign("memory", "export", *common)
+    assert exported.returncode == 0, exported.stderr
+    assert [c["text"] for c in json.loads(exported.stdout)["chunks"]] == [text]
+    erased = sovereign("memory", "erase", *common)
+    assert erased.returncode == 0, erased.stderr
+    assert erased.stdout.startswith("erased 1 rows")
+    again = sovereign("memory", "export", *common)
+    assert again.returncode == 0 and json.loads(again.stdout)["chunks"] == []

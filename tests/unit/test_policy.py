@@ -22,6 +22,12 @@ def test_shipped_policies_load_with_versions() -> None:
         assert p.policy_version.startswith(f"{p.version}+") and len(p.digest) == 64
 
 
+def test_only_catalog_search_retrieves() -> None:
+    retrieving = {n: p.retrieval for n, p in load_policies().items() if p.retrieval is not None}
+    assert list(retrieving) == ["catalog-search"]
+    assert retrieving["catalog-search"].store == "catalogue" and retrieving["catalog-search"].top_k == 5
+
+
 def test_policy_version_changes_with_the_text(tmp_path: Path) -> None:
     f = tmp_path / "x.yaml"
     f.write_text("name: x\nversion: 1\nmodel: m\nmax_tokens: 5\n")
@@ -37,6 +43,20 @@ def test_policy_version_changes_with_the_text(tmp_path: Path) -> None:
         ("name: y\nversion: 1\nmodel: m\nmax_tokens: 5\n", "must match the file name"),
         ("name: x\nversion: 1\nmodel: m\nmax_tokens: 5\nsecret_field: 1\n", "secret_field"),
         ("name: [x\n", "not valid YAML"),
+        (
+            "name: x\nversion: 1\nmodel: m\nmax_tokens: 5\nretrieval: {store: catalogue, top_k: 5}\n",
+            "retrieval needs embedding_model",
+        ),
+        (
+            "name: x\nversion: 1\nmodel: m\nmax_tokens: 5\nembedding_model: e\n"
+            "retrieval: {store: catalogue, top_k: 21}\n",
+            "top_k",
+        ),
+        (
+            "name: x\nversion: 1\nmodel: m\nmax_tokens: 5\nembedding_model: e\n"
+            "retrieval: {store: orders, top_k: 3}\n",
+            "catalogue",
+        ),
     ],
 )
 def test_bad_policies_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
