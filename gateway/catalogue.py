@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.app import Exchange, Gateway, GatewayError, request_id_from
 from gateway.audit import AuditWriteError
-from gateway.embeddings import _data_key, embed_upstream
+from gateway.embeddings import embed_upstream, memory_key
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, Product
 from gateway.policy import UseCasePolicy
 from gateway.schemas import ChatRequest, describe_validation_error
@@ -182,7 +182,7 @@ async def load(gw: Gateway, request: Request) -> Response:
         if not gw.audit_healthy:
             gw.audit.check_writable()
             gw.audit_healthy = True
-        data_key = await _data_key(gw, ex, key.tenant)
+        data_key = await memory_key(gw, ex, key.tenant)
         texts: list[str] = []
         removed: dict[str, int] = {}
         for i, product in enumerate(body.products):

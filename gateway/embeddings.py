@@ -52,6 +52,7 @@ from gateway.app import (
 )
 from gateway.audit import AuditWriteError
 from gateway.kms import KeyUnavailable
+from gateway.memory import pseudonym
 from gateway.schemas import EmbeddingRequest, describe_validation_error
 from gateway.settings import Upstream
 from gateway.upstream import UPSTREAM_ERRORS, UpstreamFailure
@@ -233,10 +234,12 @@ def answer(body: EmbeddingRequest, alias: str, vectors: list[list[float]], promp
     return to_json(out)
 
 
-async def _data_key(gw: Gateway, ex: Exchange, tenant: str) -> bytes:
-    """The tenant's data key (the audit key with it), or 503: nothing is forwarded without."""
+async def memory_key(gw: Gateway, ex: Exchange, tenant: str) -> bytes:
+    """The tenant's memory key (gateway/memory/pseudonym.py memory_key: the same in every pod),
+    the audit key with it, or 503: nothing is forwarded without."""
     try:
-        data_key: bytes = await gw.bounded(gw.keys.ensure(tenant), float("inf"))
+        await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
+        data_key: bytes = await gw.bounded(pseudonym.memory_key(gw.keys, tenant), float("inf"))
         ex.audit_key = gw.keys.current()
     except TimeoutError:
         raise GatewayError(503, *SHUTTING_DOWN) from None  # only the drain bounds it here
@@ -298,7 +301,7 @@ async def embeddings(gw: Gateway, request: Request) -> Response:
         if not gw.audit_healthy:
             gw.audit.check_writable()
             gw.audit_healthy = True
-        data_key = await _data_key(gw, ex, key.tenant)
+        data_key = await memory_key(gw, ex, key.tenant)
         context = body.sovereign.context if body.sovereign else None
         # the tenant's data key itself: tokens the same in every request of the tenant (stored
         # vectors stay matchable), never the same in another tenant's

@@ -92,6 +92,7 @@ class KeyProvider:
         self._settings = settings
         self._wrapped_dir = wrapped_dir
         self._tenants: dict[str, _Cached] = {}
+        self._derived: dict[str, _Cached] = {}  # keys derived in OpenBao (hmac_key)
         self._audit: tuple[AuditKey, float] | None = None
         self._login: tuple[str, float] | None = None
         self._login_lock = threading.Lock()  # key fetches run in threads: one login serves them all
@@ -382,6 +383,26 @@ class KeyProvider:
         name = "hmac:" + hashlib.sha256(key_name.encode() + b"\x00" + data).hexdigest()
         return await self._fetch(name, what, call, None)
 
+    async def hmac_key(self, key_name: str, data: bytes, what: str) -> bytes:
+        """A key derived in OpenBao: the raw HMAC-SHA256 ``transit/hmac/<key_name>`` of *data*.
+        Every gateway process derives the same key (nothing wrapped to share between pods, no
+        copy on a pod's disk), and it stays the same across restarts as long as the transit key
+        is not rotated; cached in memory for key_ttl_s like a tenant's data key."""
+        name = hashlib.sha256(key_name.encode() + b"\x00" + data).hexdigest()
+        cached = self._derived.get(name)
+        if cached and cached.expires > time.monotonic():
+            return cached.key
+        answer = await self.transit_hmac(key_name, data, what)
+        version, _, mac = answer.removeprefix("vault:v").partition(":")
+        try:
+            if not version.isdigit():
+                raise ValueError(version)
+            key = base64.b64decode(mac, validate=True)
+        except ValueError:
+            raise KeyUnavailable(f"OpenBao answered {what} in an unknown form") from None
+        self._derived[name] = _Cached(key, time.monotonic() + self._settings.key_ttl_s)
+        return key
+
     def forget(self) -> None:
         """Drop every plaintext key from memory (e.g. on shutdown), and the call threads: hung
         ones are left to their call's timeout, not waited for. A fetch that ends later caches
@@ -389,6 +410,7 @@ class KeyProvider:
         with self._state:
             self._generation += 1
             self._tenants.clear()
+            self._derived.clear()
             self._audit = None
             pool, self._pool = self._pool, None
             if pool is not None:

@@ -26,7 +26,7 @@ from gateway.app import Exchange, Gateway, GatewayError, request_id_from
 from gateway.audit import AuditWriteError
 from gateway.kms import KeyUnavailable
 from gateway.memory import rights
-from gateway.memory.pseudonym import NoIdentifier, pseudonym
+from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonym
 from gateway.memory.store import Store, StoreError
 from gateway.phi.context import PatientContext
 from gateway.schemas import describe_validation_error
@@ -164,7 +164,8 @@ class Memory:
                 gw.audit.check_writable()
                 gw.audit_healthy = True
             try:
-                data_key = await gw.bounded(gw.keys.ensure(key.tenant), float("inf"))
+                await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
+                data_key = await gw.bounded(memory_key(gw.keys, key.tenant), float("inf"))
                 ex.audit_key = gw.keys.current()
                 subject = await gw.bounded(pseudonym(gw.keys, key.tenant, body.context), float("inf"))
             except NoIdentifier as exc:

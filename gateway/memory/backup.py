@@ -52,13 +52,20 @@ def generations(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{PREFIX}*.dump"))
 
 
+def stamp(now_ns: int) -> str:
+    """A generation's name part: UTC time to the nanosecond, from ONE reading of the clock (the
+    seconds and their fraction read apart could straddle a second: the newer generation would
+    then sort, and be pruned, as the oldest)."""
+    seconds, fraction = divmod(now_ns, 1_000_000_000)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f"{fraction:09d}Z"
+
+
 def backup(dsn: str, directory: Path, keep: int) -> Path:
     """A new generation; the oldest beyond *keep* deleted. Returns its path."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time_ns() % 1_000_000_000:09d}Z"
-    target = directory / f"{PREFIX}{stamp}.dump"
+    target = directory / f"{PREFIX}{stamp(time.time_ns())}.dump"
     tmp = target.with_suffix(".part")
     args, env = _client(dsn)
     done = subprocess.run(

@@ -54,3 +54,18 @@ async def pseudonym(
     if m is None:
         raise KeyUnavailable("OpenBao answered the pseudonym HMAC in an unknown form")
     return Pseudonym(hex=base64.b64decode(m.group(2)).hex(), version=int(m.group(1)))
+
+
+#: the memory key's HMAC input: a patient's input starts with the tenant name ([a-z0-9-]), this
+#: with \x01, so no pseudonym is ever a memory key or the other way round
+MEMORY_KEY_INPUT = b"\x01sovereign-memory-key\x00"
+
+
+async def memory_key(keys: KeyProvider, tenant: str, key_name: str = KEY_NAME) -> bytes:
+    """The tenant's memory key: what embedded and stored text is tokenised with and what stored
+    originals are sealed with (gateway/memory/store.py seal). Derived in OpenBao from the
+    pseudonym key (KeyProvider.hmac_key), not the tenant's data key: a data key is made per
+    gateway process (each pod keeps its own wrapped copy) and rotated by `sovereign gateway
+    tenant-key rotate`, while a stored item must be readable, and its tokens matched, by every
+    pod of the region, before and after such a rotation (KeyUnavailable when OpenBao cannot)."""
+    return await keys.hmac_key(key_name, MEMORY_KEY_INPUT + tenant.encode(), "the memory key of a tenant")

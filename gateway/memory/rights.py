@@ -50,7 +50,9 @@ async def erase(
     rows: dict[str, int] = {}
     async with store.connection() as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            # a later erasure of the same patient moves the time on (apply_tombstones below)
+            "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) "
+            "ON CONFLICT (tenant, digest) DO UPDATE SET erased_at = now()",
             (tenant, tombstone(pseudonym)),
         )
         for table in SUBJECT_TABLES:  # children first
@@ -83,14 +85,17 @@ async def rewrite(store: Store, maintenance_work_mem_mb: int | None = None) -> N
 
 
 async def apply_tombstones(store: Store) -> dict[str, int]:
-    """Delete every row of an erased patient (after a restore of an older backup), then rewrite."""
+    """Delete every row of an erased patient written before the erasure (after a restore of an
+    older backup), then rewrite. A row written after it (the patient came back, and stored
+    again: a new lawful basis) is kept."""
     rows: dict[str, int] = {}
     async with store.connection() as conn, conn.transaction():
         for table in SUBJECT_TABLES:
             cur = await conn.execute(
                 sql.SQL(
                     "DELETE FROM {} t USING erasures e WHERE t.pseudonym IS NOT NULL "
-                    "AND e.tenant = t.tenant AND e.digest = sha256(convert_to(t.pseudonym, 'UTF8'))"
+                    "AND e.tenant = t.tenant AND e.digest = sha256(convert_to(t.pseudonym, 'UTF8')) "
+                    "AND t.created_at <= e.erased_at"
                 ).format(sql.Identifier(table))
             )
             rows[table] = cur.rowcount

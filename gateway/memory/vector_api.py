@@ -49,7 +49,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.app import Exchange, Gateway, GatewayError, count_phi, request_id_from
 from gateway.audit import AuditWriteError
-from gateway.embeddings import _data_key, embed_upstream
+from gateway.embeddings import embed_upstream, memory_key
 from gateway.kms import KeyUnavailable
 from gateway.memory.api import Memory
 from gateway.memory.pseudonym import NoIdentifier, pseudonym
@@ -362,7 +362,7 @@ class VectorAPI:
         if not gw.audit_healthy:
             gw.audit.check_writable()
             gw.audit_healthy = True
-        return await _data_key(gw, ex, call.tenant)
+        return await memory_key(gw, ex, call.tenant)
 
     async def subject(self, call: Call) -> Pseudonym | None:
         context = call.sovereign.context if call.sovereign else None

@@ -147,8 +147,10 @@ class LocalStack:
 
     def _archive_previous_run(self) -> None:
         """The dev OpenBao keeps its keys in memory: a new `up` has new transit keys, so the last
-        run's wrapped tenant data keys and its audit trail (HMAC'd and signed under the old keys)
-        can no longer be used with it. Move them aside, never delete them."""
+        run's wrapped tenant data keys, its audit trail (HMAC'd and signed under the old keys) and
+        its memory store (pseudonyms, tokens and sealed originals under the old pseudonym key: an
+        erasure or export would find nobody in it) can no longer be used with it. Move them aside,
+        never delete them (the archive is the developer's to remove: it holds the stored items)."""
         previous = [
             p
             for p in (
@@ -156,6 +158,7 @@ class LocalStack:
                 self.paths.audit,
                 Path(f"{self.paths.audit}.head"),
                 Path(f"{self.paths.audit}.segments"),  # its sealed segments (gateway/audit.py)
+                self.paths.postgres_data,  # the memory store's cluster (gateway/memory)
             )
             if p.exists() and (p.is_file() or any(p.iterdir()))
         ]
@@ -167,7 +170,8 @@ class LocalStack:
         for path in previous:
             path.rename(archive / path.name)
         self.progress.line(
-            f"  archived the last run's wrapped keys and audit trail in {archive} (they belong to the last "
+            f"  archived the last run's wrapped keys, audit trail and memory store in {archive} (they belong "
+            "to the last "
             "run's OpenBao keys; the dev server keeps keys in memory only)"
         )
 

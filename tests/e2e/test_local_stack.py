@@ -526,47 +526,6 @@ def test_the_openai_sdk_parses_a_json_answer_into_a_pydantic_model(
         assert isinstance(parsed, SlotChoice)
 
 
-def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
-    profile, info = stack
-    state: Path = info["state"]  # type: ignore[assignment]
-    verify = sovereign("audit", "verify", str(state / "audit" / "audit.jsonl"), "--profile", str(profile))
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    again = sovereign("up", "--profile", str(profile))
-    assert again.returncode == 1
-    assert "already running" in again.stderr and "make down" in again.stderr
-
-
-def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, dict[str, object]]) -> None:
-    profile, info = stack
-    state: Path = info["state"]  # type: ignore[assignment]
-    recorded = json.loads((state / "run" / "stack.json").read_text())["components"]
-    assert set(recorded) == {"openbao", "postgres", "model", "embedding", "gateway"}
-    down = sovereign("down", "--profile", str(profile))
-    assert down.returncode == 0
-    assert down.stdout.strip() == "stopped: gateway, embedding, model, postgres, openbao"
-    for comp in recorded.values():
-        assert not alive(comp["pid"], comp["start_ticks"])
-    assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"
-
-
-def test_up_again_after_down_archives_the_last_runs_keys_and_works(
-    stack: tuple[Path, dict[str, object]],
-) -> None:
-    profile, info = stack
-    state: Path = info["state"]  # type: ignore[assignment]
-    before = (state / "audit" / "audit.jsonl").read_text()
-    again = sovereign("up", "--profile", str(profile))
-    try:
-        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-        assert "archived the last run's wrapped keys and audit trail" in again.stdout
-        assert "answer:" in again.stdout  # the demo request went through with the new keys
-        (archive,) = (state / "archive").iterdir()
-        assert (archive / "audit.jsonl").read_text() == before  # moved aside, not lost
-        assert any((archive / "wrapped-keys").iterdir())
-    finally:
-        sovereign("down", "--profile", str(profile))
-
-
 # -- issue #27: embeddings and the memory store on the local stack -------------------------
 EMBED_CONTEXT = {"name": "Erika Mustermann", "phone": "+49 30 1234567", "customer_id": "e2e-4711"}
 EMBED_SOVEREIGN = {"sovereign": {"use_case": "patient-support", "context": EMBED_CONTEXT}}
@@ -606,7 +565,7 @@ def test_a_data_subjects_export_and_erasure_with_the_cli(
     import numpy as np
 
     from gateway.kms import KeyProvider
-    from gateway.memory.pseudonym import pseudonym
+    from gateway.memory.pseudonym import memory_key, pseudonym
     from gateway.memory.store import Owner, Store
     from gateway.phi.context import PatientContext
     from gateway.phi.filter import PHIFilter, recognizers
@@ -622,7 +581,7 @@ def test_a_data_subjects_export_and_erasure_with_the_cli(
 
     async def write() -> str:
         keys = KeyProvider(settings.openbao, settings.openbao.wrapped_keys_dir)
-        data_key = await keys.tenant_key("e2e")
+        data_key = await memory_key(keys, "e2e")  # as the gateway stores
         filtered = PHIFilter(recognizers(False, [])).apply(policy, context, [text], data_key, "e2e")
         dsn = settings.memory.dsn()
         assert dsn is not None
@@ -652,3 +611,45 @@ def test_a_data_subjects_export_and_erasure_with_the_cli(
     assert erased.stdout.startswith("erased 1 rows")
     again = sovereign("memory", "export", *common)
     assert again.returncode == 0 and json.loads(again.stdout)["chunks"] == []
+
+
+def test_audit_trail_verifies_and_second_up_is_refused(stack: tuple[Path, dict[str, object]]) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    verify = sovereign("audit", "verify", str(state / "audit" / "audit.jsonl"), "--profile", str(profile))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    again = sovereign("up", "--profile", str(profile))
+    assert again.returncode == 1
+    assert "already running" in again.stderr and "make down" in again.stderr
+
+
+def test_down_stops_exactly_what_up_started(tmp_path: Path, stack: tuple[Path, dict[str, object]]) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    recorded = json.loads((state / "run" / "stack.json").read_text())["components"]
+    assert set(recorded) == {"openbao", "postgres", "model", "embedding", "gateway"}
+    down = sovereign("down", "--profile", str(profile))
+    assert down.returncode == 0
+    assert down.stdout.strip() == "stopped: gateway, embedding, model, postgres, openbao"
+    for comp in recorded.values():
+        assert not alive(comp["pid"], comp["start_ticks"])
+    assert sovereign("down", "--profile", str(profile)).stdout.strip() == "the local stack is not running"
+
+
+def test_up_again_after_down_archives_the_last_runs_keys_and_works(
+    stack: tuple[Path, dict[str, object]],
+) -> None:
+    profile, info = stack
+    state: Path = info["state"]  # type: ignore[assignment]
+    before = (state / "audit" / "audit.jsonl").read_text()
+    again = sovereign("up", "--profile", str(profile))
+    try:
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        assert "archived the last run's wrapped keys, audit trail and memory store" in again.stdout
+        assert "answer:" in again.stdout  # the demo request went through with the new keys
+        (archive,) = (state / "archive").iterdir()
+        assert (archive / "audit.jsonl").read_text() == before  # moved aside, not lost
+        assert any((archive / "wrapped-keys").iterdir())
+        assert (archive / "postgres" / "PG_VERSION").exists()  # the store under the old keys, aside
+    finally:
+        sovereign("down", "--profile", str(profile))

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.kms import KeyProvider
 from gateway.memory import backup, rights
-from gateway.memory.pseudonym import pseudonym
+from gateway.memory.pseudonym import memory_key, pseudonym
 from gateway.memory.store import Owner, Pseudonym, Store
 from gateway.phi.context import PatientContext
 from gateway.phi.filter import PHIFilter, recognizers
@@ -71,7 +71,7 @@ class Patient:
 
 async def store_patient(store: Store, keys: KeyProvider, patient: Patient) -> None:
     policy = load_policies()["patient-support"]
-    data_key = await keys.tenant_key(TENANT)
+    data_key = await memory_key(keys, TENANT)  # as the gateway stores
     filtered = PHIFilter(recognizers(False, [])).apply(
         policy, patient.context, [patient.text], data_key, TENANT
     )
@@ -205,7 +205,7 @@ def check_erasure(
     async def restore_older() -> dict[str, Any]:
         deleted = await backup.restore(store, postgres.dsn, older)
         assert erika.pseudonym is not None and hans.pseudonym is not None
-        data_key = await keys.tenant_key(TENANT)
+        data_key = await memory_key(keys, TENANT)  # as the gateway stores
         return {
             "deleted": deleted,
             "erika": await rights.export(store, TENANT, erika.pseudonym, data_key),
@@ -246,7 +246,7 @@ def test_export_restores(postgres: Postgres, keys: KeyProvider, loop: asyncio.Ab
             await store_patient(store, keys, erika)
             await store_patient(store, keys, hans)
             assert erika.pseudonym is not None
-            return await rights.export(store, TENANT, erika.pseudonym, await keys.tenant_key(TENANT))
+            return await rights.export(store, TENANT, erika.pseudonym, await memory_key(keys, TENANT))
         finally:
             await store.close()
 
@@ -261,3 +261,37 @@ def test_export_restores(postgres: Postgres, keys: KeyProvider, loop: asyncio.Ab
     flat = repr(exported)
     for other in (hans.phrase, "Hans", hans.tokenised):
         assert other not in flat
+
+
+def test_tombstones_remove_what_was_stored_before_the_erasure_only(
+    postgres: Postgres, keys: KeyProvider, loop: asyncio.AbstractEventLoop
+) -> None:
+    """After a restore, an erasure is applied again to the rows written before it (the restored
+    ones) and not to what the patient stored after it (she came back: a new basis)."""
+    ada = Patient(PatientContext(name="Ada Lindqvist", customer_id="tomb-71001"), "amber sextant", 71)
+    later = Patient(ada.context, "cobalt quill", 72)
+
+    async def run() -> tuple[int, int]:
+        store = await _open(postgres)
+        try:
+            await store_patient(store, keys, ada)
+            assert ada.pseudonym is not None
+            await rights.erase(store, TENANT, ada.pseudonym)
+            # a restored row of hers from before the erasure, and one she stored after it
+            await store_patient(store, keys, ada)  # stands for the restored row: dated back below
+            async with store.connection() as conn:
+                await conn.execute(
+                    "UPDATE chunks SET created_at = created_at - interval '1 day' WHERE pseudonym = %s",
+                    (ada.pseudonym.hex,),
+                )
+            await store_patient(store, keys, later)
+            await rights.apply_tombstones(store)
+            async with store.connection() as conn:
+                cur = await conn.execute("SELECT text FROM chunks WHERE pseudonym = %s", (ada.pseudonym.hex,))
+                texts = [r["text"] for r in await cur.fetchall()]
+            return texts.count(ada.tokenised), texts.count(later.tokenised)
+        finally:
+            await store.close()
+
+    restored, stored_after = loop.run_until_complete(run())
+    assert (restored, stored_after) == (0, 1)

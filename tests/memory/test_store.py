@@ -6,14 +6,15 @@ OpenBao down fails closed, nothing stored)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.kms import KeyProvider, KeyUnavailable
-from gateway.memory.pseudonym import NoIdentifier, pseudonym
-from gateway.memory.store import Owner, Pseudonym, Store, StoreError
+from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonym
+from gateway.memory.store import Owner, Pseudonym, Store, StoreError, seal, unseal
 from gateway.phi.context import PatientContext
 from gateway.settings import OpenBaoSettings
 from tests.memory.conftest import Postgres
@@ -142,3 +143,28 @@ def test_pseudonym_openbao_down_fails_closed(tmp_path: Path, loop: asyncio.Abstr
     keys = provider(f"http://127.0.0.1:{free_port()}", "nothing-listens", tmp_path)
     with pytest.raises(KeyUnavailable, match="unreachable"):
         loop.run_until_complete(pseudonym(keys, "tenant-a", PatientContext(customer_id="100234")))
+
+
+def test_memory_key_is_every_pods_and_survives_a_data_key_rotation(
+    bao: Bao, tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    # two gateway pods: each keeps its own wrapped data keys (a StatefulSet volume each)
+    pod0 = provider(bao.address, bao.gateway_token, tmp_path / "pod-0")
+    pod1 = provider(bao.address, bao.gateway_token, tmp_path / "pod-1")
+    row = uuid.uuid4()
+
+    async def run() -> None:
+        assert await pod0.tenant_key("tenant-a") != await pod1.tenant_key("tenant-a")  # per pod
+        m0, m1 = await memory_key(pod0, "tenant-a"), await memory_key(pod1, "tenant-a")
+        assert m0 == m1 and len(m0) == 32
+        assert await memory_key(pod0, "tenant-b") != m0  # tenant-scoped
+        assert m0 not in (await pod0.tenant_key("tenant-a"), await pod1.tenant_key("tenant-a"))
+        # what one pod sealed, the other opens
+        sealed = seal(m0, row, {"[NAME_1]": "Erika Mustermann"})
+        assert unseal(m1, row, sealed) == {"[NAME_1]": "Erika Mustermann"}
+        # `sovereign gateway tenant-key rotate` gives new data keys, not a new memory key
+        pod0.rotate_tenant_key("tenant-a")
+        pod0.forget()
+        assert await memory_key(pod0, "tenant-a") == m0
+
+    loop.run_until_complete(run())

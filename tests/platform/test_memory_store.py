@@ -148,7 +148,12 @@ def test_the_cluster_runs_pgvector_encrypted_tls_and_backs_up_to_the_eu_bucket(p
         f"{MIRROR}/ghcr.io/cloudnative-pg/postgresql:15.19-202608170814-system-bookworm@sha256:"
     )
     assert spec["enableSuperuserAccess"] is False
-    assert spec["bootstrap"]["initdb"]["postInitApplicationSQL"] == ["CREATE EXTENSION IF NOT EXISTS vector"]
+    assert spec["bootstrap"]["initdb"]["postInitApplicationSQL"] == [
+        "CREATE EXTENSION IF NOT EXISTS vector",
+        # what an erasure's pg_switch_wal() and CHECKPOINT need (gateway/memory/rights.py)
+        "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO gateway",
+        "GRANT pg_checkpoint TO gateway",
+    ]
     assert spec["bootstrap"]["initdb"]["secret"] == {"name": "memory-gateway-credentials"}
     owner = one(prod, "Secret", "memory-gateway-credentials")
     assert owner["type"] == "kubernetes.io/basic-auth"  # what bootstrap.initdb.secret requires
