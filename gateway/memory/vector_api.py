@@ -544,6 +544,16 @@ class VectorAPI:
         subject = await self.subject(call)
         await self.write_ahead(ex)
         [tokenised], originals = self.filter(call, ex, [text], data_key)
+        if subject is None and tokenised != text:
+            # without a patient the file is shared (every patient's search finds it, restored)
+            # and out of reach of erasure and export: only a file with no personal data may be
+            raise GatewayError(
+                422, "context_required",
+                "the file holds personal data, so it belongs to a patient: send the patient as "
+                "sovereign.context (files.create(..., extra_body={'sovereign': {'context': {...}}})); "
+                "only a file without personal data (an FAQ, a leaflet) is stored without one",
+                "sovereign.context",
+            )  # fmt: skip
         filename = CONTENT_TYPES[ctype]
         row = await store.add_file(
             Owner(call.tenant, policy.name, subject), filename, str(purpose), len(content), originals,
@@ -761,6 +771,18 @@ class VectorAPI:
         if given is None:
             return None, {}
         keys = sorted(given)
+        # a key is client text too, stored and answered as given: one the filter would change (a
+        # name, a date, an id written as a key) is refused, by position, never echoed
+        checked_keys, _ = self.filter(call, ex, [k.replace("_", " ") for k in keys], data_key)
+        for i, (k, after) in enumerate(zip(keys, checked_keys, strict=True)):
+            if after != k.replace("_", " "):
+                raise GatewayError(
+                    422, "invalid_field",
+                    f"attributes: key {i + 1} (in sorted order) looks like personal data (a name, a "
+                    "date, an id); name attributes by what they are (e.g. topic, visit_type), never "
+                    "by a patient's data",
+                    "attributes",
+                )  # fmt: skip
         strings = [k for k in keys if isinstance(given[k], str)]
         numbers = [k for k in keys if isinstance(given[k], float | int) and not isinstance(given[k], bool)]
         texts, originals = (
@@ -802,9 +824,9 @@ class VectorAPI:
             "id": file_id(frow), "object": "vector_store.file", "usage_bytes": sum(r["size"] for r in rows),
             "created_at": int(first["created_at"].timestamp()), "vector_store_id": store_id(vrow),
             "status": "completed", "last_error": None,
-            "attributes": _restored_attributes(
-                first["attributes"], unseal(data_key, first["id"], first["sealed"])
-            ),
+            # as stored (tokenised): these answers name no patient (no sovereign.context), so they
+            # restore nothing; a search for the patient answers them restored
+            "attributes": first["attributes"],
         }  # fmt: skip
         if chunking is not None:
             out["chunking_strategy"] = chunking.model_dump()

@@ -163,9 +163,13 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     assert f1.expires_at is not None and 29 * 86400 <= f1.expires_at - f1.created_at <= 30 * 86400 + 5
     added = client.vector_stores.files.create_and_poll(
         vector_store_id=store.id, file_id=f1.id, extra_body=sovereign(erika),
-        attributes={"topic": "orders", "priority": 2, "tag": erika_tag},
+        attributes={"topic": "orders", "priority": 2, "tag": erika_tag, "about": erika.name},
     )  # fmt: skip
     assert added.status == "completed" and added.vector_store_id == store.id
+    # the file object names no patient (no context on a GET): its attributes as stored, tokenised
+    listed = client.vector_stores.files.list(vector_store_id=store.id).data
+    assert listed and all(erika.name not in str(f.attributes) for f in listed)
+    assert erika.name not in str(added.attributes)
 
     f2 = upload(client, hans)
     assert (
@@ -198,7 +202,12 @@ def test_sdk_end_to_end_tokenised_stored_restored_and_scoped(
     # what the policy removes (patient-support: the KVNR) was never stored, so never restored
     assert erika.kvnr not in texts and "[KVNR_REMOVED]" in texts
     assert hans.topic not in texts and hans.name not in texts  # never another patient's
-    assert found.data[0].attributes == {"topic": "orders", "priority": 2, "tag": erika_tag}
+    assert found.data[0].attributes == {
+        "topic": "orders",
+        "priority": 2,
+        "tag": erika_tag,
+        "about": erika.name,
+    }
     assert found.data[0].file_id == f1.id and 0 <= found.data[0].score <= 1
 
     faq = client.vector_stores.search(vector_store_id=store.id, query=FAQ, extra_body=sovereign(hans))
@@ -311,7 +320,19 @@ def test_refusals_name_the_field_and_echo_nothing(client: OpenAI, vs_dir: Path) 
         (lambda: client.vector_stores.files.create(vector_store_id=store.id, file_id=f.id,
                                                    attributes={"dob": 19610412}, extra_body=sovereign(p)),
          422, "attributes"),
+        # a key is client text too: a patient's name or id as a key is refused, never echoed
+        (lambda: client.vector_stores.files.create(vector_store_id=store.id, file_id=f.id,
+                                                   attributes={f"{p.last}_{p.first}": "x"},
+                                                   extra_body=sovereign(p)),
+         422, "attributes"),
+        (lambda: client.vector_stores.files.create(vector_store_id=store.id, file_id=f.id,
+                                                   attributes={f"id_{p.kvnr}": "x"}, extra_body=sovereign(p)),
+         422, "attributes"),
         (lambda: client.vector_stores.retrieve("vs_" + p.kvnr), 404, "vector_store_id"),
+        # a file with personal data and no patient would be shared and out of reach of erasure
+        (lambda: client.files.create(file=("n.txt", io.BytesIO(p.text.encode()), "text/plain"),
+                                     purpose="assistants"),
+         422, "sovereign.context"),
     ]  # fmt: skip
     for i, (do, status, param) in enumerate(cases):
         with pytest.raises(openai.APIStatusError) as err:
