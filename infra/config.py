@@ -1034,6 +1034,15 @@ class MemoryStoreConfig(_Section):
         f"'prod' needs at least {MEMORY_PROD_MIN_INSTANCES}, a DR or staging region may run fewer.",
     )  # fmt: skip
     storage_gi: int = Field(default=20, ge=1, le=10240, description="Data volume per instance (GiB).")
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=16000,
+        description="The length of the stored vectors (the gateway's memory.dimensions). Taken from "
+        "the stack's embedding model (platform.models[] with kind embeddings) when it has one; "
+        "required when it has none (a DR region without models: give the primary's, or the store is "
+        "made with another length than the model it will serve after a promotion).",
+    )
     backup_bucket: str | None = Field(
         default=None,
         description="s3://bucket/prefix/ for the base backups and the WAL archive (required when enabled).",
@@ -1677,6 +1686,22 @@ class StackConfig(BaseModel):
             return []
         problems = []
         dims = sorted({m.dimensions for m in self.platform.models if m.kind == "embeddings" and m.dimensions})
+        if not dims and store.dimensions is None:
+            problems.append(
+                Problem(
+                    f"{key}.dimensions",
+                    "missing — the stack has no embedding model to take the stored vectors' length from; "
+                    "give the length of the embedding model the store will serve (e.g. 1024 for bge-m3)",
+                )
+            )
+        if len(dims) == 1 and store.dimensions is not None and store.dimensions != dims[0]:
+            problems.append(
+                Problem(
+                    f"{key}.dimensions",
+                    f"{store.dimensions} — the stack's embedding model answers vectors of {dims[0]}; "
+                    "remove the key or make it equal",
+                )
+            )
         if len(dims) > 1:
             problems.append(
                 Problem(

@@ -195,7 +195,13 @@ class Store:
             await self.pool.open(wait=True, timeout=timeout_s)
         except Exception as exc:  # the DSN is in the driver's message: the type only
             raise StoreUnavailable(f"the memory store did not answer ({type(exc).__name__})") from None
-        await self.migrate()
+        try:
+            await self.migrate()
+        except StoreError:
+            raise
+        except Exception as exc:  # a refused CREATE (rights, a full disk): the type only, as above
+            what = type(exc).__name__
+            raise StoreUnavailable(f"the memory store's schema could not be made ({what})") from None
 
     async def close(self) -> None:
         await self.pool.close()

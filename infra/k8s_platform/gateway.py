@@ -130,7 +130,8 @@ def gateway_settings(cfg: StackConfig) -> dict[str, Any]:
         # the store's vector column has the embedding model's length (one embeddings model per
         # stack: infra/config.py); the gateway's default is the local stack's 384
         dims = {m.dimensions for m in cfg.platform.models if m.kind == "embeddings"}
-        if len(dims) == 1:
+        dims |= {cfg.platform.memory_store.dimensions} - {None}  # a DR region without models
+        if len(dims) == 1:  # more than one: refused by the config (infra/config.py)
             settings["memory"]["dimensions"] = dims.pop()
     return settings
 

@@ -282,6 +282,7 @@ def test_model_replicas_must_fit_the_gpu_server_that_holds_their_weights() -> No
     data = sections()
     data["platform"]["models"][0]["max_replicas"] = 2
     del data["platform"]["models"][1]  # the embedding model's GPU: the pool has two (the sum is checked too)
+    data["platform"]["memory_store"]["dimensions"] = 1024  # without the model, the store's length is given
     del data["platform"]["models"][0]["gpu_server"]  # pinned, its replicas would all run on that server
     data["platform"]["weights_storage_class"] = "nfs-weights"
     config.parse("eu-central-prod", data, "test")

@@ -168,3 +168,21 @@ def test_memory_key_is_every_pods_and_survives_a_data_key_rotation(
         assert await memory_key(pod0, "tenant-a") == m0
 
     loop.run_until_complete(run())
+
+
+def test_a_schema_the_database_refuses_is_store_unavailable(
+    postgres: Postgres, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused CREATE (no rights, a full disk) is the gateway's 503 store_unavailable (its type
+    only: the driver's message may quote the DSN), not an unhandled error per request."""
+    import psycopg
+
+    async def refused(self: Store) -> None:
+        raise psycopg.errors.InsufficientPrivilege("permission denied for schema public")
+
+    monkeypatch.setattr(Store, "migrate", refused)
+    store = Store(postgres.dsn, DIMS)
+    with pytest.raises(StoreError, match=r"schema could not be made \(InsufficientPrivilege\)") as err:
+        loop.run_until_complete(store.open())
+    assert "permission denied" not in str(err.value) and postgres.dsn not in str(err.value)
+    loop.run_until_complete(store.close())

@@ -499,3 +499,21 @@ def test_the_gateway_store_gets_the_embedding_models_length() -> None:
     cfg = config.parse("eu-central-prod", sections("eu-central-prod"), "test")
     (embed,) = [m for m in cfg.platform.models if m.kind == "embeddings"]
     assert gateway_settings(cfg)["memory"]["dimensions"] == embed.dimensions != 384
+
+
+def test_a_store_without_an_embedding_model_needs_its_length() -> None:
+    data = sections("eu-north-dr")  # no models: a DR region
+    data["platform"]["memory_store"].pop("dimensions")
+    (problem,) = problems_of(data)
+    assert "platform.memory_store.dimensions" in problem and "missing" in problem
+    from infra.k8s_platform.gateway import gateway_settings
+
+    cfg = config.parse("eu-north-dr", sections("eu-north-dr"), "test")
+    assert gateway_settings(cfg)["memory"]["dimensions"] == 1024
+
+
+def test_a_store_length_other_than_the_models_is_refused() -> None:
+    data = sections("eu-central-prod")
+    data["platform"]["memory_store"]["dimensions"] = 384
+    (problem,) = problems_of(data)
+    assert "platform.memory_store.dimensions" in problem and "1024" in problem
