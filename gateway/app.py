@@ -36,7 +36,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sovereign.gateway")
 
 T = TypeVar("T")
+_Body = TypeVar("_Body", bound=BaseModel)
 
 REQUESTS = Counter(
     "sovereign_gateway_requests_total",
@@ -361,6 +362,23 @@ def check_upstream_kinds(policy: UseCasePolicy, upstreams: Mapping[str, Upstream
             f"use case {policy.name}: embedding_model {policy.embedding_model} is an upstream of kind "
             f"{embed.kind}; name an upstream of kind embeddings"
         )
+
+
+def parse_body(raw: bytes, model: type[_Body]) -> _Body:
+    """A request body that must be one JSON object of *model*: 400 invalid_json when it is not,
+    422 invalid_field naming where it does not fit (describe_validation_error: never a value).
+    Chat, embeddings, the catalogue and the rights endpoints read their bodies with it."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        param, message = describe_validation_error(exc)
+        raise GatewayError(422, "invalid_field", message, param) from None
 
 
 class Gateway:
@@ -972,17 +990,7 @@ class Gateway:
             ) from None
 
     def parse(self, raw: bytes) -> ChatRequest:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
-        if not isinstance(data, dict):
-            raise GatewayError(400, "invalid_json", "the body must be a JSON object")
-        try:
-            return ChatRequest.model_validate(data)
-        except ValidationError as exc:
-            param, message = describe_validation_error(exc)
-            raise GatewayError(422, "invalid_field", message, param) from None
+        return parse_body(raw, ChatRequest)
 
     def filter_request(
         self,

@@ -23,7 +23,6 @@ it were the catalogue's (docs/memory.md, "The catalogue").
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Exchange, Gateway, GatewayError, request_id_from
+from gateway.app import Exchange, Gateway, GatewayError, parse_body, request_id_from
 from gateway.audit import AuditWriteError
 from gateway.embeddings import embed_upstream, memory_key
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, Product
 from gateway.policy import UseCasePolicy
-from gateway.schemas import ChatRequest, describe_validation_error
+from gateway.schemas import ChatRequest
 from gateway.settings import Upstream
 
 if TYPE_CHECKING:
@@ -132,17 +131,7 @@ async def _store(gw: Gateway, doing: str) -> Store:
 
 
 def _parse(raw: bytes) -> CatalogueRequest:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "invalid_json", "the body must be a JSON object")
-    try:
-        return CatalogueRequest.model_validate(data)
-    except ValidationError as exc:
-        param, message = describe_validation_error(exc)
-        raise GatewayError(422, "invalid_field", message, param) from None
+    return parse_body(raw, CatalogueRequest)
 
 
 async def load(gw: Gateway, request: Request) -> Response:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
-import json
 import logging
 import math
 import sys
@@ -48,12 +47,13 @@ from gateway.app import (
     GatewayError,
     count_phi,
     count_unavailable,
+    parse_body,
     request_id_from,
 )
 from gateway.audit import AuditWriteError
 from gateway.kms import KeyUnavailable
 from gateway.memory import pseudonym
-from gateway.schemas import EmbeddingRequest, describe_validation_error
+from gateway.schemas import EmbeddingRequest
 from gateway.settings import Upstream
 from gateway.upstream import UPSTREAM_ERRORS, UpstreamFailure
 
@@ -109,17 +109,7 @@ class EmbeddingsExchange(Exchange):
 
 
 def parse(raw: bytes) -> EmbeddingRequest:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "invalid_json", "the body must be a JSON object")
-    try:
-        return EmbeddingRequest.model_validate(data)
-    except ValidationError as exc:
-        param, message = describe_validation_error(exc)
-        raise GatewayError(422, "invalid_field", message, param) from None
+    return parse_body(raw, EmbeddingRequest)
 
 
 def per_call(upstream: Upstream, max_answer_bytes: int) -> int:

@@ -13,23 +13,21 @@ the final audit record, then the answer. The records carry ``operation`` (``eras
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Exchange, Gateway, GatewayError, request_id_from
+from gateway.app import Exchange, Gateway, GatewayError, parse_body, request_id_from
 from gateway.audit import AuditWriteError
 from gateway.kms import KeyUnavailable
 from gateway.memory import rights
 from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonym
 from gateway.memory.store import Store, StoreError
 from gateway.phi.context import PatientContext
-from gateway.schemas import describe_validation_error
 
 log = logging.getLogger("sovereign.memory")
 
@@ -125,17 +123,7 @@ class Memory:
 
     # -- the endpoints --------------------------------------------------------------------
     def parse(self, raw: bytes) -> SubjectRequest:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise GatewayError(400, "invalid_json", "the body is not valid UTF-8 JSON") from None
-        if not isinstance(data, dict):
-            raise GatewayError(400, "invalid_json", "the body must be a JSON object")
-        try:
-            return SubjectRequest.model_validate(data)
-        except ValidationError as exc:
-            param, message = describe_validation_error(exc)
-            raise GatewayError(422, "invalid_field", message, param) from None
+        return parse_body(raw, SubjectRequest)
 
     async def handle(self, request: Request, operation: str) -> Response:
         gw = self.gw
