@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import SovereignError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: the tables holding a data subject's rows, children first (rights.py erases in this order)
 SUBJECT_TABLES = ("chunks", "files", "vector_stores")
 _SEAL_INFO = b"sovereign-llm memory seal v1"
@@ -156,7 +156,7 @@ def schema_sql(dimensions: int) -> list[str]:
         statements.append(f"ALTER TABLE {table} ALTER COLUMN {column} SET STATISTICS 0")
     statements.append(
         # SCHEMA_VERSION
-        "INSERT INTO memory_schema (version) VALUES (1), (2) ON CONFLICT (version) DO NOTHING"
+        "INSERT INTO memory_schema (version) VALUES (1), (2), (3) ON CONFLICT (version) DO NOTHING"
     )
     return statements
 
@@ -215,8 +215,19 @@ class Store:
         """Create the schema (idempotent; one migrator at a time), and check its dimensions."""
         async with self.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sovereign-memory-schema'))")
-            for statement in schema_sql(self.dimensions):
-                await conn.execute(statement)
+            # a current schema is left alone: its ALTERs take ACCESS EXCLUSIVE locks, and run on
+            # every open they deadlocked with another process's traffic (a gateway's purge)
+            exists = await (
+                await conn.execute("SELECT to_regclass('memory_schema') IS NOT NULL AS yes")
+            ).fetchone()
+            made = None
+            if exists is not None and exists["yes"]:  # a table named in a query must exist
+                made = await (
+                    await conn.execute("SELECT coalesce(max(version), 0) AS version FROM memory_schema")
+                ).fetchone()
+            if made is None or made["version"] < SCHEMA_VERSION:
+                for statement in schema_sql(self.dimensions):
+                    await conn.execute(statement)
             row = await (
                 await conn.execute(
                     "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass "

@@ -186,3 +186,38 @@ def test_a_schema_the_database_refuses_is_store_unavailable(
         loop.run_until_complete(store.open())
     assert "permission denied" not in str(err.value) and postgres.dsn not in str(err.value)
     loop.run_until_complete(store.close())
+
+
+def test_opening_a_current_store_takes_no_table_lock(
+    postgres: Postgres, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A second process opening the store while another writes (a gateway's purge, a search)
+    must not queue an ALTER behind it: re-running the schema's ALTERs on every open took ACCESS
+    EXCLUSIVE locks and deadlocked with another gateway's traffic in a full test run."""
+
+    async def run() -> list[str]:
+        first = Store(postgres.dsn, DIMS)
+        await first.open()  # the schema is current from here on
+        second = Store(postgres.dsn, DIMS)
+        try:
+            async with first.connection() as conn, conn.transaction():
+                await conn.execute("LOCK TABLE chunks IN ROW EXCLUSIVE MODE")  # a writer, mid-transaction
+                opening = asyncio.ensure_future(second.open())
+                waiting: list[str] = []
+                while not opening.done():  # an open that waits on the lock never finishes: caught below
+                    cur = await conn.execute(
+                        "SELECT mode FROM pg_locks WHERE NOT granted AND relation = 'chunks'::regclass"
+                    )
+                    waiting += [r["mode"] for r in await cur.fetchall()]
+                    if waiting:
+                        opening.cancel()
+                        break
+                    await asyncio.sleep(0.01)
+                if not opening.cancelled():
+                    await opening
+            return waiting
+        finally:
+            await second.close()
+            await first.close()
+
+    assert loop.run_until_complete(run()) == []
