@@ -755,7 +755,7 @@ class VectorAPI:
             )
         ex.counts = {"chunks": len(pieces)}
         return 200, await self._store_file(
-            store, call.tenant, policy.name, vrow, frow, data_key, body.chunking_strategy
+            store, call.tenant, policy.name, vrow, frow, body.chunking_strategy
         )
 
     def attributes(
@@ -805,7 +805,7 @@ class VectorAPI:
         return out, originals
 
     async def _store_file(
-        self, store: Store, tenant: str, use_case: str, vrow: uuid.UUID, frow: uuid.UUID, data_key: bytes,
+        self, store: Store, tenant: str, use_case: str, vrow: uuid.UUID, frow: uuid.UUID,
         chunking: ChunkingAuto | ChunkingStatic | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         async with store.connection() as conn:
@@ -838,13 +838,13 @@ class VectorAPI:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
         frow = parse_id(fid, "file-", "file", "file_id")
         store, policy = await self._scoped(ex, call)
-        data_key = await self.keys(ex, call)
-        return 200, await self._store_file(store, call.tenant, policy.name, vrow, frow, data_key)
+        await self.keys(ex, call)  # the audit key (and fail closed without OpenBao, as every call)
+        return 200, await self._store_file(store, call.tenant, policy.name, vrow, frow)
 
     async def store_file_list(self, ex: VectorExchange, call: Call, vid: str) -> tuple[int, dict[str, Any]]:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
         store, policy = await self._scoped(ex, call)
-        data_key = await self.keys(ex, call)
+        await self.keys(ex, call)  # the audit key (and fail closed without OpenBao, as every call)
         await self._store_row(store, call.tenant, policy.name, vrow)
         async with store.connection() as conn:
             cur = await conn.execute(
@@ -855,7 +855,7 @@ class VectorAPI:
                 (vrow, call.tenant, policy.name, _limit(call.request)),
             )
             frows = [r["file_id"] for r in await cur.fetchall()]
-        data = [await self._store_file(store, call.tenant, policy.name, vrow, f, data_key) for f in frows]
+        data = [await self._store_file(store, call.tenant, policy.name, vrow, f) for f in frows]
         ex.counts = {"files": len(data)}
         return 200, _page(data)
 
