@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -38,6 +38,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -203,7 +204,26 @@ class GatewayError(Exception):
 
 
 class ClientGone(Exception):
-    """The client closed its connection while its request was with the upstream."""
+    """The client closed its connection while its request was with the upstream (or while
+    its body was still on its way)."""
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request past authentication and admission (Gateway.serve): its key, its place in the
+    admission limits (given back when the request ends, unless the work marks it *taken*: a
+    stream gives its place back itself when it ends) and its body."""
+
+    key: ClientKey
+    ticket: Ticket
+    raw: bytes = b""
+    taken: bool = False
+
+
+ExchangeT = TypeVar("ExchangeT", bound="Exchange")
+
+#: how an endpoint reads its body (Gateway.read_body, a multipart reader), or None: it has none
+BodyReader = Callable[[Request], Awaitable[bytes]] | None
 
 
 #: the end of a request under the drain deadline at shutdown (audited as such)
@@ -552,6 +572,77 @@ class Gateway:
             f"use case {policy.name} is suspended by the operator; nothing was forwarded. Show the "
             "shop's own fallback (e.g. 'please call the practice') instead of an AI answer",
         )
+
+    async def serve(
+        self,
+        request: Request,
+        ex: ExchangeT,
+        what: str,
+        work: Callable[[Request, ExchangeT, Admitted], Awaitable[Response]],
+        *,
+        read: BodyReader | Literal["json"] = "json",
+        unexpected: GatewayError | None = None,
+    ) -> Response:
+        """One request's order of work and its ending, the same for every endpoint:
+        authenticate (before the body: no key, no memory spent on it), admit, read the body
+        (*read*: "json" is read_body, None reads none), then *work*; every way it ends gets its
+        final audit record and its answer here:
+
+        - GatewayError: its own status and code (a refusal under 500 is recorded `rejected`);
+        - AuditWriteError: 503 audit_unavailable, the trail marked unwritable;
+        - ClientGone (the client left during the body or the upstream call): 499, nobody reads it;
+        - cancellation (uvicorn's shutdown backstop): recorded, then raised on;
+        - anything else is a defect: its type logged (an exception's text may quote a request's
+          or a database's values, never logged), answered *unexpected* (default 500
+          internal_error; the memory endpoints answer 503 store_unavailable).
+
+        *what* names the request in the log ("chat request", "file_upload")."""
+        request_id, replaced = ex.request_id, ex.request_id_replaced
+        admitted: Admitted | None = None
+        try:
+            key = self.authenticate(request)
+            ex.tenant, ex.key_id = key.tenant, key.key_id
+            admitted = Admitted(key, self.admit(ex))
+            reader = self.read_body if read == "json" else read
+            if reader is not None:
+                admitted.raw = await reader(request)
+                ex.request_bytes = len(admitted.raw)
+                ex.body_read = True
+            return await work(request, ex, admitted)
+        except GatewayError as err:
+            ex.error = err.code
+            await self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
+            return err.response(request_id, replaced)
+        except AuditWriteError as exc:
+            log.error("%s %s refused, audit trail not writable: %s", what, request_id, exc)
+            AUDIT_FAILURES.inc()
+            self.audit_healthy = False
+            if not ex.counted:  # refused before its record: counted here (never twice)
+                REQUESTS.labels(use_case=ex.use_case or "-", status="503").inc()
+            count_unavailable(ex, "audit_unavailable")
+            return GatewayError(
+                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
+            ).response(request_id, replaced)
+        except ClientGone:
+            ex.error = "client_disconnected"
+            await self.write_audit(ex, "client_disconnected", 499)
+            return Response(status_code=499)  # nobody reads it: the connection is gone
+        except asyncio.CancelledError:
+            # uvicorn's shutdown backstop (or the loop ending): the record first, then go
+            ex.error = "shutting_down" if self.draining else "cancelled"
+            await self.write_audit(ex, ex.error, 503 if self.draining else 499)
+            raise
+        except Exception as exc:
+            # a defect, not a client's or an upstream's doing: still a final record (an admitted
+            # request would otherwise look lost in a crash); the type only, never its text
+            log.error("unhandled %s in %s %s", type(exc).__name__, what, request_id)
+            failure = unexpected or GatewayError(500, "internal_error", "internal error")
+            ex.error = failure.code
+            await self.write_audit(ex, failure.code, failure.status)
+            return failure.response(request_id, replaced)
+        finally:
+            if admitted is not None and not admitted.taken:
+                self.admission.release(admitted.ticket)
 
     async def write_audit(
         self, ex: Exchange, outcome: str, status: int, *, answer_waits: bool = False
@@ -965,6 +1056,8 @@ class Gateway:
 
         try:
             await self.bounded(read(), asyncio.get_running_loop().time() + limits.body_timeout_s)
+        except ClientDisconnect:
+            raise ClientGone from None
         except TimeoutError:
             if self.draining:
                 raise GatewayError(503, *SHUTTING_DOWN, close=True) from None
@@ -1036,146 +1129,109 @@ class Gateway:
     async def chat(self, request: Request) -> Response:
         request_id, replaced = request_id_from(request.headers)
         ex = Exchange(request_id=request_id, request_id_replaced=replaced)
-        ticket: Ticket | None = None
-        try:
-            key = self.authenticate(request)  # before the body: no key, no memory spent on it
-            ex.tenant, ex.key_id = key.tenant, key.key_id
-            ticket = self.admit(ex)
-            raw = await self.read_body(request)
-            ex.request_bytes = len(raw)
-            ex.body_read = True
-            body = self.parse(raw)
-            ex.stream = body.stream
-            if body.stream:
-                try:
-                    self.admission.admit_stream(ticket)
-                except Refused as refused:
-                    ticket = None  # released by admit_stream
-                    REFUSED.labels(code=refused.code).inc()
-                    raise GatewayError(
-                        refused.status, refused.code, refused.message, retry_after_s=refused.retry_after_s
-                    ) from None
-            if body.user is not None:
-                ex.dropped_fields.append("user")
-            policy = self.resolve_policy(request, body)
-            ex.use_case, ex.policy = policy.name, policy
-            await self.refuse_suspended(ex, policy)
-            if body.model is not None and body.model != policy.model:
-                raise GatewayError(
-                    400,
-                    "model_not_allowed",
-                    f"use case {policy.name} uses model {policy.model}; omit 'model' or send that name",
-                    "model",
-                )
-            self.check_features(body, policy)
-            ex.json_answer = body.response_format is not None and body.response_format.type != "text"
-            upstream = self.settings.upstreams.get(policy.model)
-            if upstream is None:
-                raise GatewayError(503, "model_unavailable", f"no upstream serves model {policy.model}")
-            ex.alias, ex.upstream = policy.model, upstream
-            if body.tools and not upstream.honours_tool_choice(body.tool_choice):
-                # vLLM without its tool call parser answers "auto" with 400; llama.cpp's plain chat
-                # formats answer "auto" and "required" with text (gateway/settings.py tool_choices)
-                raise GatewayError(
-                    422, "tool_choice_not_supported",
-                    f"tool_choice: the model of use case {policy.name} honours tool_choice "
-                    f"{', '.join(upstream.tool_choices) or 'none'} only, and a request with tools "
-                    "and no tool_choice asks for auto; name the tool to call: "
-                    '{"type": "function", "function": {"name": ...}}',
-                    "tool_choice",
-                )  # fmt: skip
-            if not self.audit_healthy:
-                self.audit.check_writable()
-                self.audit_healthy = True
-            try:
-                data_key = await self.bounded(self.keys.ensure(key.tenant), float("inf"))
-                ex.audit_key = self.keys.current()
-            except TimeoutError:
-                raise GatewayError(503, *SHUTTING_DOWN) from None  # only the drain bounds it here
-            except KeyUnavailable as exc:
-                log.error("request %s refused, keys unavailable: %s", request_id, exc)
-                raise GatewayError(
-                    503,
-                    "key_unavailable",
-                    "the key service is unavailable; nothing was forwarded. Retry later.",
-                ) from None
-            context = body.sovereign.context if body.sovereign else None
-            gathered, contents, calls, stops = gather_texts(body)
-            # tokens of this request only: unlinkable to any token seen elsewhere
-            filtered = self.filter_request(
-                policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.splits()
-            )
-            ex.phi = filtered.audit()
-            count_phi(policy.name, filtered.tokens)
-            if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore
-                ex.originals = untyped(filtered.tokens.originals, gathered.texts, context)
-            done = gathered.put_back(filtered.texts)
-            context_line = filtered.context_line
-            if policy.retrieval is not None:  # the catalogue's nearest items (gateway/catalogue.py)
-                from gateway import catalogue
+        return await self.serve(request, ex, "chat request", self._chat)
 
-                # write-ahead: the record is on disk before the query goes to the embedding model
-                ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
-                ex.admit_seq = await self._settled(ex.admit_job)
-                self.audit_problem()
-                found, ex.retrieved = await catalogue.retrieve(
-                    self, policy, body, context, data_key, key.tenant
-                )
-                context_line = "\n\n".join(p for p in (context_line, found) if p)
-            payload = self.upstream_body(
-                body,
-                policy,
-                upstream,
-                [None if slot is None else done[slot] for slot in contents],
-                context_line,
-                stop=[done[slot] for slot in stops],
-                seed=None if body.seed is None else keyed_seed(data_key, body.seed),
-                arguments={i: [done[slot] for slot in slots] for i, slots in calls.items()},
+    async def _chat(self, request: Request, ex: Exchange, admitted: Admitted) -> Response:
+        """The chat completion's work past admission (Gateway.serve answers its failures)."""
+        request_id, key = ex.request_id, admitted.key
+        body = self.parse(admitted.raw)
+        ex.stream = body.stream
+        if body.stream:
+            try:
+                self.admission.admit_stream(admitted.ticket)
+            except Refused as refused:
+                admitted.taken = True  # released by admit_stream
+                REFUSED.labels(code=refused.code).inc()
+                raise GatewayError(
+                    refused.status, refused.code, refused.message, retry_after_s=refused.retry_after_s
+                ) from None
+        if body.user is not None:
+            ex.dropped_fields.append("user")
+        policy = self.resolve_policy(request, body)
+        ex.use_case, ex.policy = policy.name, policy
+        await self.refuse_suspended(ex, policy)
+        if body.model is not None and body.model != policy.model:
+            raise GatewayError(
+                400,
+                "model_not_allowed",
+                f"use case {policy.name} uses model {policy.model}; omit 'model' or send that name",
+                "model",
             )
-            ex.max_tokens = payload["max_tokens"]
-            # write-ahead: the record that this request goes to the model is on disk first
-            # (a crash from here on leaves it open; `sovereign audit verify` names it)
-            if ex.admit_job is None:
-                ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
-                ex.admit_seq = await self._settled(ex.admit_job)
-                self.audit_problem()
-            if body.stream:
-                response = await self.forward_stream(ex, upstream, payload, ticket, request)
-                ticket = None  # the stream gives it back when it ends
-                return response
-            return await self.forward(ex, upstream, payload, request)
-        except GatewayError as err:
-            ex.error = err.code
-            await self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-            return err.response(request_id, replaced)
-        except AuditWriteError as exc:
-            log.error("request %s refused, audit trail not writable: %s", request_id, exc)
-            AUDIT_FAILURES.inc()
-            self.audit_healthy = False
-            if not ex.counted:  # refused before its record: counted here (never twice)
-                REQUESTS.labels(use_case=ex.use_case or "-", status="503").inc()
-            count_unavailable(ex, "audit_unavailable")
-            return GatewayError(
-                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-            ).response(request_id, replaced)
-        except ClientGone:
-            ex.error = "client_disconnected"
-            await self.write_audit(ex, "client_disconnected", 499)
-            return Response(status_code=499)  # nobody reads it: the connection is gone
-        except asyncio.CancelledError:
-            # uvicorn's shutdown backstop (or the loop ending): the record first, then go
-            ex.error = "shutting_down" if self.draining else "cancelled"
-            await self.write_audit(ex, ex.error, 503 if self.draining else 499)
-            raise
-        except Exception as exc:
-            # a defect, not a client's or an upstream's doing: still a final record (an admitted
-            # request would otherwise look lost in a crash); the type only, never its text
-            log.error("unhandled %s in chat request %s", type(exc).__name__, request_id)
-            ex.error = "internal_error"
-            await self.write_audit(ex, "internal_error", 500)
-            return GatewayError(500, "internal_error", "internal error").response(request_id, replaced)
-        finally:
-            self.admission.release(ticket)
+        self.check_features(body, policy)
+        ex.json_answer = body.response_format is not None and body.response_format.type != "text"
+        upstream = self.settings.upstreams.get(policy.model)
+        if upstream is None:
+            raise GatewayError(503, "model_unavailable", f"no upstream serves model {policy.model}")
+        ex.alias, ex.upstream = policy.model, upstream
+        if body.tools and not upstream.honours_tool_choice(body.tool_choice):
+            # vLLM without its tool call parser answers "auto" with 400; llama.cpp's plain chat
+            # formats answer "auto" and "required" with text (gateway/settings.py tool_choices)
+            raise GatewayError(
+                422, "tool_choice_not_supported",
+                f"tool_choice: the model of use case {policy.name} honours tool_choice "
+                f"{', '.join(upstream.tool_choices) or 'none'} only, and a request with tools "
+                "and no tool_choice asks for auto; name the tool to call: "
+                '{"type": "function", "function": {"name": ...}}',
+                "tool_choice",
+            )  # fmt: skip
+        if not self.audit_healthy:
+            self.audit.check_writable()
+            self.audit_healthy = True
+        try:
+            data_key = await self.bounded(self.keys.ensure(key.tenant), float("inf"))
+            ex.audit_key = self.keys.current()
+        except TimeoutError:
+            raise GatewayError(503, *SHUTTING_DOWN) from None  # only the drain bounds it here
+        except KeyUnavailable as exc:
+            log.error("request %s refused, keys unavailable: %s", request_id, exc)
+            raise GatewayError(
+                503,
+                "key_unavailable",
+                "the key service is unavailable; nothing was forwarded. Retry later.",
+            ) from None
+        context = body.sovereign.context if body.sovereign else None
+        gathered, contents, calls, stops = gather_texts(body)
+        # tokens of this request only: unlinkable to any token seen elsewhere
+        filtered = self.filter_request(
+            policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.splits()
+        )
+        ex.phi = filtered.audit()
+        count_phi(policy.name, filtered.tokens)
+        if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore
+            ex.originals = untyped(filtered.tokens.originals, gathered.texts, context)
+        done = gathered.put_back(filtered.texts)
+        context_line = filtered.context_line
+        if policy.retrieval is not None:  # the catalogue's nearest items (gateway/catalogue.py)
+            from gateway import catalogue
+
+            # write-ahead: the record is on disk before the query goes to the embedding model
+            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+            ex.admit_seq = await self._settled(ex.admit_job)
+            self.audit_problem()
+            found, ex.retrieved = await catalogue.retrieve(self, policy, body, context, data_key, key.tenant)
+            context_line = "\n\n".join(p for p in (context_line, found) if p)
+        payload = self.upstream_body(
+            body,
+            policy,
+            upstream,
+            [None if slot is None else done[slot] for slot in contents],
+            context_line,
+            stop=[done[slot] for slot in stops],
+            seed=None if body.seed is None else keyed_seed(data_key, body.seed),
+            arguments={i: [done[slot] for slot in slots] for i, slots in calls.items()},
+        )
+        ex.max_tokens = payload["max_tokens"]
+        # write-ahead: the record that this request goes to the model is on disk first
+        # (a crash from here on leaves it open; `sovereign audit verify` names it)
+        if ex.admit_job is None:
+            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+            ex.admit_seq = await self._settled(ex.admit_job)
+            self.audit_problem()
+        if body.stream:
+            response = await self.forward_stream(ex, upstream, payload, admitted.ticket, request)
+            admitted.taken = True  # the stream gives it back when it ends
+            return response
+        return await self.forward(ex, upstream, payload, request)
 
     @staticmethod
     def _upstream_failure(exc: UpstreamFailure) -> GatewayError:

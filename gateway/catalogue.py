@@ -23,6 +23,7 @@ it were the catalogue's (docs/memory.md, "The catalogue").
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Exchange, Gateway, GatewayError, parse_body, request_id_from
+from gateway.app import Admitted, Exchange, Gateway, GatewayError, parse_body, request_id_from
 from gateway.audit import AuditWriteError
 from gateway.embeddings import embed_upstream, memory_key
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, Product
@@ -138,85 +139,70 @@ async def load(gw: Gateway, request: Request) -> Response:
     """One POST /v1/sovereign/catalogue (the module docstring has the order of work)."""
     request_id, replaced = request_id_from(request.headers)
     ex = CatalogueExchange(request_id=request_id, request_id_replaced=replaced)
-    ticket = None
+    return await gw.serve(request, ex, "catalogue load", functools.partial(_load, gw))
+
+
+async def _load(gw: Gateway, request: Request, ex: CatalogueExchange, admitted: Admitted) -> Response:
+    key, request_id = admitted.key, ex.request_id
+    body = _parse(admitted.raw)
+    ex.items = len(body.products)
+    policy = gw.policies.get(body.sovereign.use_case)
+    if policy is None:
+        raise GatewayError(
+            400, "unknown_use_case",
+            f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
+            "sovereign.use_case",
+        )  # fmt: skip
+    ex.use_case, ex.policy = policy.name, policy
+    if policy.retrieval is None:
+        with_retrieval = sorted(n for n, p in gw.policies.items() if p.retrieval is not None)
+        raise GatewayError(
+            422, "retrieval_not_allowed",
+            f"use case {policy.name} has no catalogue (its policy has no retrieval); use cases "
+            f"with one: {', '.join(with_retrieval) or 'none'}",
+            "sovereign.use_case",
+        )  # fmt: skip
+    await gw.refuse_suspended(ex, policy)
+    ex.alias, upstream = _embedding_upstream(gw, policy)
+    ex.upstream = upstream
+    store = await _store(gw, "nothing was changed. Retry later.")
+    if not gw.audit_healthy:
+        gw.audit.check_writable()
+        gw.audit_healthy = True
+    data_key = await memory_key(gw, ex, key.tenant)
+    texts: list[str] = []
+    removed: dict[str, int] = {}
+    for i, product in enumerate(body.products):
+        text, counts = public_text(gw, policy, product, data_key, key.tenant)
+        if not text:
+            raise GatewayError(
+                422, "invalid_field",
+                f"products.{i}: no public field with a value (the policy shows "
+                f"{', '.join(public_fields(policy))}); give at least one",
+                f"products.{i}",
+            )  # fmt: skip
+        texts.append(text)
+        for category, n in counts.items():
+            removed[category] = removed.get(category, 0) + n
+    ex.phi = {"tokenised": {}, "removed": dict(sorted(removed.items()))}
+    ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
+    ex.admit_seq = await gw._settled(ex.admit_job)
+    gw.audit_problem()
+    vectors = await embed_upstream(gw, upstream, texts) if texts else []
     try:
-        key = gw.authenticate(request)
-        ex.tenant, ex.key_id = key.tenant, key.key_id
-        ticket = gw.admit(ex)
-        raw = await gw.read_body(request)
-        ex.request_bytes = len(raw)
-        ex.body_read = True
-        body = _parse(raw)
-        ex.items = len(body.products)
-        policy = gw.policies.get(body.sovereign.use_case)
-        if policy is None:
-            raise GatewayError(
-                400, "unknown_use_case",
-                f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
-                "sovereign.use_case",
-            )  # fmt: skip
-        ex.use_case, ex.policy = policy.name, policy
-        if policy.retrieval is None:
-            with_retrieval = sorted(n for n, p in gw.policies.items() if p.retrieval is not None)
-            raise GatewayError(
-                422, "retrieval_not_allowed",
-                f"use case {policy.name} has no catalogue (its policy has no retrieval); use cases "
-                f"with one: {', '.join(with_retrieval) or 'none'}",
-                "sovereign.use_case",
-            )  # fmt: skip
-        await gw.refuse_suspended(ex, policy)
-        ex.alias, upstream = _embedding_upstream(gw, policy)
-        ex.upstream = upstream
-        store = await _store(gw, "nothing was changed. Retry later.")
-        if not gw.audit_healthy:
-            gw.audit.check_writable()
-            gw.audit_healthy = True
-        data_key = await memory_key(gw, ex, key.tenant)
-        texts: list[str] = []
-        removed: dict[str, int] = {}
-        for i, product in enumerate(body.products):
-            text, counts = public_text(gw, policy, product, data_key, key.tenant)
-            if not text:
-                raise GatewayError(
-                    422, "invalid_field",
-                    f"products.{i}: no public field with a value (the policy shows "
-                    f"{', '.join(public_fields(policy))}); give at least one",
-                    f"products.{i}",
-                )  # fmt: skip
-            texts.append(text)
-            for category, n in counts.items():
-                removed[category] = removed.get(category, 0) + n
-        ex.phi = {"tokenised": {}, "removed": dict(sorted(removed.items()))}
-        ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-        ex.admit_seq = await gw._settled(ex.admit_job)
-        gw.audit_problem()
-        vectors = await embed_upstream(gw, upstream, texts) if texts else []
-        try:
-            ex.replaced = await store.replace_catalogue(
-                key.tenant, policy.name, list(zip(texts, vectors, strict=True))
-            )
-        except Exception as exc:  # the database's messages may quote values: the type only
-            log.error("catalogue load %s failed in the store: %s", request_id, type(exc).__name__)
-            raise GatewayError(
-                503, "store_unavailable", "the memory store failed; the catalogue was not changed. Retry."
-            ) from None
-        if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
-            raise AuditWriteError("the audit record was not written")
-        answer = {"object": "sovereign.catalogue", "use_case": policy.name, "items": len(texts),
-                  "replaced": ex.replaced}  # fmt: skip
-        return JSONResponse(answer, headers=ex.headers)
-    except GatewayError as err:
-        ex.error = err.code
-        await gw.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-        return err.response(request_id, replaced)
-    except AuditWriteError as exc:
-        log.error("catalogue load %s refused, audit trail not writable: %s", request_id, exc)
-        gw.audit_healthy = False
-        return GatewayError(
-            503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-        ).response(request_id, replaced)
-    finally:
-        gw.admission.release(ticket)
+        ex.replaced = await store.replace_catalogue(
+            key.tenant, policy.name, list(zip(texts, vectors, strict=True))
+        )
+    except Exception as exc:  # the database's messages may quote values: the type only
+        log.error("catalogue load %s failed in the store: %s", request_id, type(exc).__name__)
+        raise GatewayError(
+            503, "store_unavailable", "the memory store failed; the catalogue was not changed. Retry."
+        ) from None
+    if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
+        raise AuditWriteError("the audit record was not written")
+    answer = {"object": "sovereign.catalogue", "use_case": policy.name, "items": len(texts),
+              "replaced": ex.replaced}  # fmt: skip
+    return JSONResponse(answer, headers=ex.headers)
 
 
 def last_user_text(body: ChatRequest) -> str:

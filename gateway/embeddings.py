@@ -23,6 +23,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import functools
 import logging
 import math
 import sys
@@ -36,17 +37,13 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
-from gateway.admission import Ticket
 from gateway.app import (
-    AUDIT_FAILURES,
-    REQUESTS,
     SHUTTING_DOWN,
-    ClientGone,
+    Admitted,
     Exchange,
     Gateway,
     GatewayError,
     count_phi,
-    count_unavailable,
     parse_body,
     request_id_from,
 )
@@ -245,102 +242,68 @@ async def embeddings(gw: Gateway, request: Request) -> Response:
     """One POST /v1/embeddings (the module docstring has the order of work)."""
     request_id, replaced = request_id_from(request.headers)
     ex = EmbeddingsExchange(request_id=request_id, request_id_replaced=replaced)
-    ticket: Ticket | None = None
-    try:
-        key = gw.authenticate(request)
-        ex.tenant, ex.key_id = key.tenant, key.key_id
-        ticket = gw.admit(ex)
-        raw = await gw.read_body(request)
-        ex.request_bytes = len(raw)
-        ex.body_read = True
-        body = parse(raw)
-        ex.inputs = len(body.input)
-        if body.user is not None:
-            ex.dropped_fields.append("user")
-        policy = gw.resolve_policy(request, body)
-        ex.use_case, ex.policy = policy.name, policy
-        await gw.refuse_suspended(ex, policy)
-        alias = policy.embedding_model
-        if alias is None:
-            raise GatewayError(
-                422,
-                "embeddings_not_allowed",
-                f"use case {policy.name} embeds nothing (its policy names no embedding_model); "
-                "use a use case whose policy allows embeddings",
-                "sovereign.use_case",
-            )
-        if body.model is not None and body.model != alias:
-            raise GatewayError(
-                400,
-                "model_not_allowed",
-                f"use case {policy.name} embeds with model {alias}; omit 'model' or send that name",
-                "model",
-            )
-        upstream = gw.settings.upstreams.get(alias)
-        if upstream is None or upstream.kind != "embeddings":
-            raise GatewayError(503, "model_unavailable", f"no embeddings upstream serves model {alias}")
-        ex.alias, ex.upstream = alias, upstream
-        if body.dimensions is not None and body.dimensions != upstream.dimensions:
-            raise GatewayError(
-                422,
-                "dimensions_not_supported",
-                f"dimensions: model {alias} answers vectors of {upstream.dimensions} numbers and "
-                "does not shorten them; send that number or omit dimensions",
-                "dimensions",
-            )
-        if not gw.audit_healthy:
-            gw.audit.check_writable()
-            gw.audit_healthy = True
-        data_key = await memory_key(gw, ex, key.tenant)
-        context = body.sovereign.context if body.sovereign else None
-        # the tenant's data key itself: tokens the same in every request of the tenant (stored
-        # vectors stay matchable), never the same in another tenant's
-        # the context's values are known values to find in the texts; no context line is made
-        # (it is not embedded)
-        filtered = gw.filter_request(
-            policy, context, body.input, data_key, key.tenant, make_context_line=False
+    return await gw.serve(request, ex, "embeddings request", functools.partial(_embeddings, gw))
+
+
+async def _embeddings(gw: Gateway, request: Request, ex: EmbeddingsExchange, admitted: Admitted) -> Response:
+    key = admitted.key
+    body = parse(admitted.raw)
+    ex.inputs = len(body.input)
+    if body.user is not None:
+        ex.dropped_fields.append("user")
+    policy = gw.resolve_policy(request, body)
+    ex.use_case, ex.policy = policy.name, policy
+    await gw.refuse_suspended(ex, policy)
+    alias = policy.embedding_model
+    if alias is None:
+        raise GatewayError(
+            422,
+            "embeddings_not_allowed",
+            f"use case {policy.name} embeds nothing (its policy names no embedding_model); "
+            "use a use case whose policy allows embeddings",
+            "sovereign.use_case",
         )
-        ex.phi = filtered.audit()
-        count_phi(policy.name, filtered.tokens)
-        # write-ahead: the record that these texts go to the model is on disk first
-        ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-        ex.admit_seq = await gw._settled(ex.admit_job)
-        gw.audit_problem()
-        t0 = time.perf_counter()
-        vectors, prompt, total = await _embed(gw, upstream, filtered.texts, request)
-        ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
-        content = answer(body, alias, vectors, prompt, total)
-        ex.response_bytes = len(content)
-        if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
-            raise AuditWriteError("the audit record was not written")
-        EMBEDDED_INPUTS.labels(use_case=policy.name).inc(len(vectors))
-        return Response(content, media_type="application/json", headers=ex.headers)
-    except GatewayError as err:
-        ex.error = err.code
-        await gw.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-        return err.response(request_id, replaced)
-    except AuditWriteError as exc:
-        log.error("request %s refused, audit trail not writable: %s", request_id, exc)
-        AUDIT_FAILURES.inc()
-        gw.audit_healthy = False
-        if not ex.counted:
-            REQUESTS.labels(use_case=ex.use_case or "-", status="503").inc()
-        count_unavailable(ex, "audit_unavailable")
-        return GatewayError(
-            503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-        ).response(request_id, replaced)
-    except ClientGone:
-        ex.error = "client_disconnected"
-        await gw.write_audit(ex, "client_disconnected", 499)
-        return Response(status_code=499)
-    except asyncio.CancelledError:
-        ex.error = "shutting_down" if gw.draining else "cancelled"
-        await gw.write_audit(ex, ex.error, 503 if gw.draining else 499)
-        raise
-    except Exception as exc:
-        log.error("unhandled %s in embeddings request %s", type(exc).__name__, request_id)
-        ex.error = "internal_error"
-        await gw.write_audit(ex, "internal_error", 500)
-        return GatewayError(500, "internal_error", "internal error").response(request_id, replaced)
-    finally:
-        gw.admission.release(ticket)
+    if body.model is not None and body.model != alias:
+        raise GatewayError(
+            400,
+            "model_not_allowed",
+            f"use case {policy.name} embeds with model {alias}; omit 'model' or send that name",
+            "model",
+        )
+    upstream = gw.settings.upstreams.get(alias)
+    if upstream is None or upstream.kind != "embeddings":
+        raise GatewayError(503, "model_unavailable", f"no embeddings upstream serves model {alias}")
+    ex.alias, ex.upstream = alias, upstream
+    if body.dimensions is not None and body.dimensions != upstream.dimensions:
+        raise GatewayError(
+            422,
+            "dimensions_not_supported",
+            f"dimensions: model {alias} answers vectors of {upstream.dimensions} numbers and "
+            "does not shorten them; send that number or omit dimensions",
+            "dimensions",
+        )
+    if not gw.audit_healthy:
+        gw.audit.check_writable()
+        gw.audit_healthy = True
+    data_key = await memory_key(gw, ex, key.tenant)
+    context = body.sovereign.context if body.sovereign else None
+    # the tenant's data key itself: tokens the same in every request of the tenant (stored
+    # vectors stay matchable), never the same in another tenant's
+    # the context's values are known values to find in the texts; no context line is made
+    # (it is not embedded)
+    filtered = gw.filter_request(policy, context, body.input, data_key, key.tenant, make_context_line=False)
+    ex.phi = filtered.audit()
+    count_phi(policy.name, filtered.tokens)
+    # write-ahead: the record that these texts go to the model is on disk first
+    ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
+    ex.admit_seq = await gw._settled(ex.admit_job)
+    gw.audit_problem()
+    t0 = time.perf_counter()
+    vectors, prompt, total = await _embed(gw, upstream, filtered.texts, request)
+    ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+    content = answer(body, alias, vectors, prompt, total)
+    ex.response_bytes = len(content)
+    if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
+        raise AuditWriteError("the audit record was not written")
+    EMBEDDED_INPUTS.labels(use_case=policy.name).inc(len(vectors))
+    return Response(content, media_type="application/json", headers=ex.headers)

@@ -21,8 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Exchange, Gateway, GatewayError, parse_body, request_id_from
-from gateway.audit import AuditWriteError
+from gateway.app import Admitted, Exchange, Gateway, GatewayError, parse_body, request_id_from
 from gateway.kms import KeyUnavailable
 from gateway.memory import rights
 from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonym
@@ -126,89 +125,73 @@ class Memory:
         return parse_body(raw, SubjectRequest)
 
     async def handle(self, request: Request, operation: str) -> Response:
-        gw = self.gw
         request_id, replaced = request_id_from(request.headers)
         ex = RightsExchange(request_id=request_id, request_id_replaced=replaced, operation=operation)
-        ticket = None
+        return await self.gw.serve(request, ex, operation, self._handle)
+
+    async def _handle(self, request: Request, ex: RightsExchange, admitted: Admitted) -> Response:
+        gw, key, operation = self.gw, admitted.key, ex.operation
+        request_id, replaced = ex.request_id, ex.request_id_replaced
+        body = self.parse(admitted.raw).sovereign
+        if body.use_case is not None:
+            policy = gw.policies.get(body.use_case)
+            if policy is None:
+                raise GatewayError(
+                    400, "unknown_use_case",
+                    f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
+                    "sovereign.use_case",
+                )  # fmt: skip
+            ex.use_case, ex.policy = policy.name, policy
+        store = await self.store()
+        if not gw.audit_healthy:
+            gw.audit.check_writable()
+            gw.audit_healthy = True
         try:
-            key = gw.authenticate(request)
-            ex.tenant, ex.key_id = key.tenant, key.key_id
-            ticket = gw.admit(ex)
-            raw = await gw.read_body(request)
-            ex.request_bytes = len(raw)
-            ex.body_read = True
-            body = self.parse(raw).sovereign
-            if body.use_case is not None:
-                policy = gw.policies.get(body.use_case)
-                if policy is None:
-                    raise GatewayError(
-                        400, "unknown_use_case",
-                        f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
-                        "sovereign.use_case",
-                    )  # fmt: skip
-                ex.use_case, ex.policy = policy.name, policy
-            store = await self.store()
-            if not gw.audit_healthy:
-                gw.audit.check_writable()
-                gw.audit_healthy = True
-            try:
-                await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
-                data_key = await gw.bounded(memory_key(gw.keys, key.tenant), float("inf"))
-                ex.audit_key = gw.keys.current()
-                subject = await gw.bounded(pseudonym(gw.keys, key.tenant, body.context), float("inf"))
-            except NoIdentifier as exc:
-                raise GatewayError(422, "invalid_field", str(exc), "sovereign.context") from None
-            except KeyUnavailable as exc:
-                log.error("%s %s refused, keys unavailable: %s", operation, request_id, exc)
-                raise GatewayError(
-                    503,
-                    "key_unavailable",
-                    "the key service is unavailable; nothing was changed. Retry later.",
-                ) from None
-            ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-            ex.admit_seq = await gw._settled(ex.admit_job)
-            gw.audit_problem()
-            try:
-                if operation == "erasure":
-                    erased = await rights.erase(
-                        store, key.tenant, subject, gw.settings.memory.erasure_work_mem_mb
-                    )
-                    ex.rows = erased.rows
-                    answer: dict[str, Any] = {
-                        "object": "sovereign.data_subject.erasure",
-                        "deleted": erased.rows,
-                        "total": erased.total,
-                    }
-                else:
-                    exported = await rights.export(store, key.tenant, subject, data_key)
-                    ex.rows = {table: len(items) for table, items in exported.items()}
-                    answer = {"object": "sovereign.data_subject.export", **exported}
-            except Exception as exc:  # the database's messages may quote values: the type only
-                log.error("%s %s failed in the store: %s", operation, request_id, type(exc).__name__)
-                raise GatewayError(
-                    503, "store_unavailable",
-                    f"the memory store failed during the {operation}; retry it (it is idempotent)",
-                ) from None  # fmt: skip
-            record = await gw.write_audit(ex, "ok", 200, answer_waits=True)
-            if record is None:
-                return GatewayError(
-                    503, "audit_unavailable",
-                    f"the {operation} was done, and its audit record could not be written; retry it "
-                    "(it is idempotent) once the audit trail is writable",
-                ).response(request_id, replaced)  # fmt: skip
-            return JSONResponse(answer, headers=ex.headers)
-        except GatewayError as err:
-            ex.error = err.code
-            await gw.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-            return err.response(request_id, replaced)
-        except AuditWriteError as exc:
-            log.error("%s %s refused, audit trail not writable: %s", operation, request_id, exc)
-            gw.audit_healthy = False
+            await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
+            data_key = await gw.bounded(memory_key(gw.keys, key.tenant), float("inf"))
+            ex.audit_key = gw.keys.current()
+            subject = await gw.bounded(pseudonym(gw.keys, key.tenant, body.context), float("inf"))
+        except NoIdentifier as exc:
+            raise GatewayError(422, "invalid_field", str(exc), "sovereign.context") from None
+        except KeyUnavailable as exc:
+            log.error("%s %s refused, keys unavailable: %s", operation, request_id, exc)
+            raise GatewayError(
+                503,
+                "key_unavailable",
+                "the key service is unavailable; nothing was changed. Retry later.",
+            ) from None
+        ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
+        ex.admit_seq = await gw._settled(ex.admit_job)
+        gw.audit_problem()
+        try:
+            if operation == "erasure":
+                erased = await rights.erase(
+                    store, key.tenant, subject, gw.settings.memory.erasure_work_mem_mb
+                )
+                ex.rows = erased.rows
+                answer: dict[str, Any] = {
+                    "object": "sovereign.data_subject.erasure",
+                    "deleted": erased.rows,
+                    "total": erased.total,
+                }
+            else:
+                exported = await rights.export(store, key.tenant, subject, data_key)
+                ex.rows = {table: len(items) for table, items in exported.items()}
+                answer = {"object": "sovereign.data_subject.export", **exported}
+        except Exception as exc:  # the database's messages may quote values: the type only
+            log.error("%s %s failed in the store: %s", operation, request_id, type(exc).__name__)
+            raise GatewayError(
+                503, "store_unavailable",
+                f"the memory store failed during the {operation}; retry it (it is idempotent)",
+            ) from None  # fmt: skip
+        record = await gw.write_audit(ex, "ok", 200, answer_waits=True)
+        if record is None:
             return GatewayError(
-                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-            ).response(request_id, replaced)
-        finally:
-            gw.admission.release(ticket)
+                503, "audit_unavailable",
+                f"the {operation} was done, and its audit record could not be written; retry it "
+                "(it is idempotent) once the audit trail is writable",
+            ).response(request_id, replaced)  # fmt: skip
+        return JSONResponse(answer, headers=ex.headers)
 
 
 def install(app: FastAPI, gw: Gateway) -> Memory:

@@ -39,6 +39,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+# starlette's form parser needs it and imports it only if present: missing, the gateway fails
+# at start, not at the first upload (tests/unit/test_packaging.py)
+import python_multipart  # noqa: F401
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
@@ -46,8 +49,18 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
-from gateway.app import Exchange, Gateway, GatewayError, count_phi, request_id_from
+from gateway.app import (
+    Admitted,
+    BodyReader,
+    ClientGone,
+    Exchange,
+    Gateway,
+    GatewayError,
+    count_phi,
+    request_id_from,
+)
 from gateway.audit import AuditWriteError
 from gateway.embeddings import embed_upstream, memory_key
 from gateway.kms import KeyUnavailable
@@ -405,45 +418,27 @@ class VectorAPI:
 
     # -- the runner --------------------------------------------------------------------------
     async def run(self, request: Request, operation: str, work: Work, *, multipart: bool = False) -> Response:
+        """*work* under Gateway.serve (its order of work and its failures' answers; a failure
+        nobody foresaw is the store's: 503 store_unavailable, retry), then the final record and
+        the answer."""
         gw = self.gw
         request_id, replaced = request_id_from(request.headers)
         ex = VectorExchange(request_id=request_id, request_id_replaced=replaced, operation=operation)
-        ticket = None
-        try:
-            key = gw.authenticate(request)
-            ex.tenant, ex.key_id = key.tenant, key.key_id
-            ticket = gw.admit(ex)
-            call = Call(request=request, tenant=key.tenant)
-            if multipart:
-                call.raw = await self.read_multipart(request)
-            elif request.method == "POST":
-                call.raw = await gw.read_body(request)
-            ex.request_bytes = len(call.raw)
-            ex.body_read = True
+        read: BodyReader | Literal["json"] = (
+            self.read_multipart if multipart else "json" if request.method == "POST" else None
+        )
+
+        async def answered(request: Request, ex: VectorExchange, admitted: Admitted) -> Response:
+            call = Call(request=request, tenant=admitted.key.tenant, raw=admitted.raw)
             status, answer = await work(ex, call)
-            record = await gw.write_audit(ex, "ok", status, answer_waits=True)
-            if record is None:
+            if await gw.write_audit(ex, "ok", status, answer_waits=True) is None:
                 raise AuditWriteError("the audit record was not written")
             return JSONResponse(answer, status_code=status, headers=ex.headers)
-        except GatewayError as err:
-            ex.error = err.code
-            await gw.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
-            return err.response(request_id, replaced)
-        except AuditWriteError as exc:
-            log.error("%s %s refused, audit trail not writable: %s", operation, request_id, exc)
-            gw.audit_healthy = False
-            return GatewayError(
-                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-            ).response(request_id, replaced)
-        except Exception as exc:  # the database's messages may quote values: the type only
-            log.error("%s %s failed: %s", operation, request_id, type(exc).__name__)
-            ex.error = "store_unavailable"
-            await gw.write_audit(ex, "store_unavailable", 503)
-            return GatewayError(
-                503, "store_unavailable", f"the memory store failed during {operation}; retry it"
-            ).response(request_id, replaced)
-        finally:
-            gw.admission.release(ticket)
+
+        failed = GatewayError(
+            503, "store_unavailable", f"the memory store failed during {operation}; retry it"
+        )
+        return await gw.serve(request, ex, operation, answered, read=read, unexpected=failed)
 
     async def read_multipart(self, request: Request) -> bytes:
         limit = self.gw.settings.memory.max_file_bytes + 64 * 1024
@@ -470,6 +465,8 @@ class VectorAPI:
         timeout_s = self.gw.settings.limits.body_timeout_s
         try:
             await self.gw.bounded(read(), asyncio.get_running_loop().time() + timeout_s)
+        except ClientDisconnect:
+            raise ClientGone from None
         except TimeoutError:
             raise GatewayError(
                 408, "body_timeout",

@@ -209,6 +209,29 @@ def test_a_stalled_body_of_an_authenticated_client_ends_with_408_and_a_record(
     assert record["status"] == 408 and record["error"] == "body_timeout"
 
 
+def test_a_client_that_leaves_during_its_body_is_recorded_as_gone_not_as_a_defect(
+    gateway: Proc, gw_dir: Path
+) -> None:
+    """Half a body, then the connection closed: the record says client_disconnected (499), as
+    for a client that leaves while the model answers, not internal_error (500): the server
+    reports the disconnect while the body is read (starlette's ClientDisconnect)."""
+    key = key_for(gw_dir, "clinic-leaves")
+    # the audit key in memory first (a request cut off before its body is read never fetches it)
+    assert chat(gateway, key).status_code == 200
+    rid = str(uuid.uuid4())
+    headers = {
+        "content-type": "application/json",
+        "content-length": "5000",
+        "authorization": f"Bearer {key}",
+        "x-request-id": rid,
+    }
+    raw_request(port_of(gateway), headers, b'{"messages": ').close()
+    record = final_record(gw_dir, rid)  # long before the body deadline would have ended it
+    assert (record["outcome"], record["status"], record["error"]) == (
+        "client_disconnected", 499, "client_disconnected"
+    ), record
+
+
 def test_450_stalled_unauthenticated_bodies_cost_no_memory_and_other_tenants_are_served(
     gateway: Proc, gw_dir: Path
 ) -> None:
