@@ -767,8 +767,14 @@ class Gateway:
         return key
 
     def resolve_policy(self, request: Request, body: ChatRequest | EmbeddingRequest) -> UseCasePolicy:
-        header = request.headers.get(USE_CASE_HEADER)
-        field_value = body.sovereign.use_case if body.sovereign else None
+        return self.named_policy(
+            request.headers.get(USE_CASE_HEADER), body.sovereign.use_case if body.sovereign else None
+        )
+
+    def named_policy(self, header: str | None, field_value: str | None) -> UseCasePolicy:
+        """The use case a request names in its header or its body's sovereign.use_case (both:
+        they must agree); 400 unknown_use_case for a name no policy has (never echoed), and
+        missing_use_case for none at all."""
         if header and field_value and header != field_value:
             raise GatewayError(
                 400,

@@ -146,13 +146,7 @@ async def _load(gw: Gateway, request: Request, ex: CatalogueExchange, admitted: 
     key, request_id = admitted.key, ex.request_id
     body = _parse(admitted.raw)
     ex.items = len(body.products)
-    policy = gw.policies.get(body.sovereign.use_case)
-    if policy is None:
-        raise GatewayError(
-            400, "unknown_use_case",
-            f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
-            "sovereign.use_case",
-        )  # fmt: skip
+    policy = gw.named_policy(None, body.sovereign.use_case)
     ex.use_case, ex.policy = policy.name, policy
     if policy.retrieval is None:
         with_retrieval = sorted(n for n, p in gw.policies.items() if p.retrieval is not None)

@@ -11,64 +11,28 @@ the local stack's demo key), as for ``sovereign memory`` (infra/memory_cli.py).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from gateway.clientkeys import TENANT_RE
 from gateway.errors import BadInput
-from infra.memory_cli import MemoryCommandError, _api_key
+from infra.memory_cli import post_to_gateway, read_json_option
 
 PATH = "/v1/sovereign/catalogue"
 
 
 def _products(source: str) -> list[Any]:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"--file: cannot read {source} ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise BadInput(
-            '--file: not JSON; give a JSON list of products ([{"sku": ..., "name": ...}])'
-        ) from None
-    if not isinstance(data, list):
-        raise BadInput("--file: must be a JSON list of products (the Product objects of the gateway API)")
-    return data
+    products: list[Any] = read_json_option(
+        source, "--file", list,
+        'a JSON list of products (the Product objects of the gateway API: [{"sku": ..., "name": ...}])',
+    )  # fmt: skip
+    return products
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    import httpx
-
     if args.tenant and not TENANT_RE.match(args.tenant):
         raise BadInput("--tenant: lower-case letters, digits and '-', 1-63 characters")
     body = {"sovereign": {"use_case": args.use_case}, "products": _products(args.file)}
-    if args.target:
-        target = args.target.rstrip("/")
-    else:
-        from infra.local.cli import local_profile
-
-        target = local_profile(args).url("gateway")
-    headers = {"authorization": f"Bearer {_api_key(args)}"}
-    if args.tenant:
-        headers["x-sovereign-tenant"] = args.tenant
-    try:
-        resp = httpx.post(target + PATH, json=body, headers=headers, timeout=args.timeout)
-    except httpx.HTTPError as exc:
-        raise MemoryCommandError(f"the gateway at {target} did not answer ({type(exc).__name__})") from None
-    try:
-        answer = resp.json()
-    except ValueError:
-        answer = None
-    if resp.status_code != 200 or not isinstance(answer, dict):
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise MemoryCommandError(
-            f"the gateway answered HTTP {resp.status_code}: {error.get('code', '-')}: "
-            f"{error.get('message', 'no error message')}"
-            + (f" (field {error['param']})" if error.get("param") else "")
-        )
+    answer = post_to_gateway(args, PATH, body)
     print(
         f"catalogue of use case {answer['use_case']}: {answer['items']} products loaded, "
         f"{answer['replaced']} replaced"

@@ -28,21 +28,62 @@ class MemoryCommandError(SovereignError, RuntimeError):
     pass
 
 
-def _context(source: str) -> dict[str, Any]:
+def read_json_option(source: str, option: str, kind: type, what: str) -> Any:
+    """The JSON in file *source* (- for stdin), given as *option*; it must be a *kind* (dict or
+    list): *what* says what to give instead. Never echoes the text (patient data)."""
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"--context: cannot read {source} ({exc.strerror})") from None
+        raise BadInput(f"{option}: cannot read {source} ({exc.strerror})") from None
     try:
         data = json.loads(text)
     except ValueError:
-        raise BadInput(
-            "--context: not JSON; give the patient's context as a JSON object, e.g. "
-            '{"customer_id": "..."} or {"kvnr": "..."} or {"email": "..."}'
-        ) from None
-    if not isinstance(data, dict):
-        raise BadInput("--context: must be a JSON object (the PatientContext of the gateway API)")
+        raise BadInput(f"{option}: not JSON; give {what}") from None
+    if not isinstance(data, kind):
+        raise BadInput(f"{option}: must be {what}")
     return data
+
+
+def _context(source: str) -> dict[str, Any]:
+    context: dict[str, Any] = read_json_option(
+        source, "--context", dict,
+        'the patient\'s context as a JSON object (the PatientContext of the gateway API), e.g. '
+        '{"customer_id": "..."} or {"kvnr": "..."} or {"email": "..."}',
+    )  # fmt: skip
+    return context
+
+
+def post_to_gateway(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST *body* to the gateway (--target, or the local stack's) with the tenant's client key
+    (and --tenant, which the gateway checks against the key): its JSON answer, or
+    MemoryCommandError naming the HTTP status and the gateway's error code and message."""
+    import httpx
+
+    if args.target:
+        target = args.target.rstrip("/")
+    else:
+        from infra.local.cli import local_profile
+
+        target = local_profile(args).url("gateway")
+    headers = {"authorization": f"Bearer {_api_key(args)}"}
+    if args.tenant:
+        headers["x-sovereign-tenant"] = args.tenant
+    try:
+        resp = httpx.post(target + path, json=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        raise MemoryCommandError(f"the gateway at {target} did not answer ({type(exc).__name__})") from None
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = None
+    if resp.status_code != 200 or not isinstance(answer, dict):
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise MemoryCommandError(
+            f"the gateway answered HTTP {resp.status_code}: {error.get('code', '-')}: "
+            f"{error.get('message', 'no error message')}"
+            + (f" (field {error['param']})" if error.get("param") else "")
+        )
+    return answer
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -62,39 +103,12 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    import httpx
-
     if not TENANT_RE.match(args.tenant):
         raise BadInput("--tenant: lower-case letters, digits and '-', 1-63 characters")
     sovereign: dict[str, Any] = {"context": _context(args.context)}
     if args.use_case:
         sovereign["use_case"] = args.use_case
-    if args.target:
-        target = args.target.rstrip("/")
-    else:
-        from infra.local.cli import local_profile
-
-        target = local_profile(args).url("gateway")
-    try:
-        resp = httpx.post(
-            target + PATHS[args.memory_command],
-            json={"sovereign": sovereign},
-            headers={"authorization": f"Bearer {_api_key(args)}", "x-sovereign-tenant": args.tenant},
-            timeout=args.timeout,
-        )
-    except httpx.HTTPError as exc:
-        raise MemoryCommandError(f"the gateway at {target} did not answer ({type(exc).__name__})") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if resp.status_code != 200 or not isinstance(body, dict):
-        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        raise MemoryCommandError(
-            f"the gateway answered HTTP {resp.status_code}: {error.get('code', '-')}: "
-            f"{error.get('message', 'no error message')}"
-            + (f" (field {error['param']})" if error.get("param") else "")
-        )
+    body = post_to_gateway(args, PATHS[args.memory_command], {"sovereign": sovereign})
     if args.memory_command == "erase":
         print(
             f"erased {body['total']} rows of the data subject: " + json.dumps(body["deleted"], sort_keys=True)

@@ -134,13 +134,7 @@ class Memory:
         request_id, replaced = ex.request_id, ex.request_id_replaced
         body = self.parse(admitted.raw).sovereign
         if body.use_case is not None:
-            policy = gw.policies.get(body.use_case)
-            if policy is None:
-                raise GatewayError(
-                    400, "unknown_use_case",
-                    f"sovereign.use_case: not a known use case; known: {', '.join(sorted(gw.policies))}",
-                    "sovereign.use_case",
-                )  # fmt: skip
+            policy = gw.named_policy(None, body.use_case)
             ex.use_case, ex.policy = policy.name, policy
         store = await self.store()
         if not gw.audit_healthy:

@@ -323,26 +323,9 @@ class VectorAPI:
 
     # -- common steps ----------------------------------------------------------------------
     async def policy(self, call: Call, ex: VectorExchange) -> UseCasePolicy:
-        header = call.request.headers.get(USE_CASE_HEADER)
-        value = call.sovereign.use_case if call.sovereign else None
-        if header and value and header != value:
-            raise GatewayError(
-                400, "use_case_conflict", f"header {USE_CASE_HEADER} and field sovereign.use_case differ",
-                "sovereign.use_case",
-            )  # fmt: skip
-        name = value or header
-        known = ", ".join(sorted(self.gw.policies))
-        if not name:
-            raise GatewayError(
-                400, "missing_use_case",
-                f"name the use case in header {USE_CASE_HEADER} or field sovereign.use_case; known: {known}",
-                "sovereign.use_case",
-            )  # fmt: skip
-        policy = self.gw.policies.get(name)
-        if policy is None:
-            raise GatewayError(
-                400, "unknown_use_case", f"unknown use case; known: {known}", "sovereign.use_case"
-            )
+        policy = self.gw.named_policy(
+            call.request.headers.get(USE_CASE_HEADER), call.sovereign.use_case if call.sovereign else None
+        )
         ex.use_case, ex.policy = policy.name, policy
         if policy.memory is None:
             raise GatewayError(

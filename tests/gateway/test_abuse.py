@@ -168,6 +168,18 @@ def raw_request(port: int, headers: dict[str, str], body_part: bytes, reads: boo
     return sock
 
 
+def json_headers(length: int, key: str, request_id: str | None = None) -> dict[str, str]:
+    """A raw request's headers: a JSON body of *length* bytes, the client key, the request id."""
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(length),
+        "authorization": f"Bearer {key}",
+    }
+    if request_id is not None:
+        headers["x-request-id"] = request_id
+    return headers
+
+
 def read_status(sock: socket.socket) -> int:
     data = b""
     while b"\r\n" not in data:
@@ -196,12 +208,7 @@ def test_a_stalled_body_of_an_authenticated_client_ends_with_408_and_a_record(
 ) -> None:
     key = key_for(gw_dir, "clinic-stall")
     rid = str(uuid.uuid4())
-    headers = {
-        "content-type": "application/json",
-        "content-length": "5000",
-        "authorization": f"Bearer {key}",
-        "x-request-id": rid,
-    }
+    headers = json_headers(5000, key, rid)
     sock = raw_request(port_of(gateway), headers, b'{"messages": ')
     with sock:
         assert read_status(sock) == 408
@@ -219,16 +226,13 @@ def test_a_client_that_leaves_during_its_body_is_recorded_as_gone_not_as_a_defec
     # the audit key in memory first (a request cut off before its body is read never fetches it)
     assert chat(gateway, key).status_code == 200
     rid = str(uuid.uuid4())
-    headers = {
-        "content-type": "application/json",
-        "content-length": "5000",
-        "authorization": f"Bearer {key}",
-        "x-request-id": rid,
-    }
+    headers = json_headers(5000, key, rid)
     raw_request(port_of(gateway), headers, b'{"messages": ').close()
     record = final_record(gw_dir, rid)  # long before the body deadline would have ended it
     assert (record["outcome"], record["status"], record["error"]) == (
-        "client_disconnected", 499, "client_disconnected"
+        "client_disconnected",
+        499,
+        "client_disconnected",
     ), record
 
 
@@ -360,12 +364,7 @@ def test_a_client_that_goes_away_cancels_its_plain_upstream_call(
     fault.script(mode="hang", hang_s=60)
     rid = str(uuid.uuid4())
     payload = json.dumps(body()).encode()
-    headers = {
-        "content-type": "application/json",
-        "content-length": str(len(payload)),
-        "authorization": f"Bearer {key}",
-        "x-request-id": rid,
-    }
+    headers = json_headers(len(payload), key, rid)
     sock = raw_request(port_of(gateway), headers, payload)
     time.sleep(0.5)  # with the upstream by now
     sock.close()
@@ -392,12 +391,7 @@ def _stalled_reader(gateway: Proc, gw_dir: Path, fault: FaultUpstream) -> None:
     fault.script(mode="endless", interval_s=0.0, event_bytes=64 << 10)
     rid = str(uuid.uuid4())
     payload = json.dumps(body(stream=True)).encode()
-    headers = {
-        "content-type": "application/json",
-        "content-length": str(len(payload)),
-        "authorization": f"Bearer {key}",
-        "x-request-id": rid,
-    }
+    headers = json_headers(len(payload), key, rid)
     sock = raw_request(port_of(gateway), headers, payload, reads=False)
     try:
         record = final_record(gw_dir, rid)  # never read a byte
@@ -677,11 +671,7 @@ def test_a_client_that_reads_none_of_a_large_plain_answer_is_cut_off(
     # 100 tokens (within max_tokens) of 300 KB each: a 30 MB answer
     upstream_server.script(mode="normal", tokens=100, word="x" * 300_000)
     payload = json.dumps(body(max_tokens=100)).encode()
-    headers = {
-        "content-type": "application/json",
-        "content-length": str(len(payload)),
-        "authorization": f"Bearer {key}",
-    }
+    headers = json_headers(len(payload), key)
     try:
         with running_gateway(config, tmp_path) as gateway:
             sock = raw_request(port_of(gateway), headers, payload, reads=False)
