@@ -251,6 +251,9 @@ def chunks_of(text: str, size: int, overlap: int) -> list[str]:
 
 
 # -- the API --------------------------------------------------------------------------------
+#: a vector-store file's statuses in OpenAI's API (the `filter` of a store's file list)
+FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+
 Work = Callable[["VectorExchange", "Call"], Awaitable[tuple[int, dict[str, Any]]]]
 
 
@@ -657,18 +660,17 @@ class VectorAPI:
         return 200, self._store_object(await self._store_row(store, call.tenant, policy.name, row))
 
     async def store_list(self, ex: VectorExchange, call: Call) -> tuple[int, dict[str, Any]]:
+        paging = _paging(call.request, "vs_", "vector store")
         store, policy = await self._scoped(ex, call)
-        limit = _limit(call.request)
+        items = sql.SQL(
+            "SELECT id, created_at AS t FROM vector_stores "
+            "WHERE tenant = %(tenant)s AND use_case = %(use_case)s AND expires_at > now()"
+        )
         async with store.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id FROM vector_stores WHERE tenant = %s AND use_case = %s AND expires_at > now() "
-                "ORDER BY created_at DESC, id LIMIT %s",
-                (call.tenant, policy.name, limit),
-            )
-            ids = [r["id"] for r in await cur.fetchall()]
+            ids, more = await _page_ids(conn, items, {"tenant": call.tenant, "use_case": policy.name}, paging)
         data = [self._store_object(await self._store_row(store, call.tenant, policy.name, i)) for i in ids]
         ex.counts = {"vector_stores": len(data)}
-        return 200, _page(data)
+        return 200, _page(data, more)
 
     async def store_delete(self, ex: VectorExchange, call: Call, vid: str) -> tuple[int, dict[str, Any]]:
         row = parse_id(vid, "vs_", "vector store", "vector_store_id")
@@ -823,21 +825,27 @@ class VectorAPI:
 
     async def store_file_list(self, ex: VectorExchange, call: Call, vid: str) -> tuple[int, dict[str, Any]]:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
+        paging = _paging(call.request, "file-", "file")
+        status = call.request.query_params.get("filter")
+        if status is not None and status not in FILE_STATUSES:
+            raise GatewayError(422, "invalid_field", f"filter: one of {', '.join(FILE_STATUSES)}", "filter")
         store, policy = await self._scoped(ex, call)
         await self.keys(ex, call)  # the audit key (and fail closed without OpenBao, as every call)
         await self._store_row(store, call.tenant, policy.name, vrow)
-        async with store.connection() as conn:
-            cur = await conn.execute(
-                "SELECT file_id FROM chunks WHERE store_id = %s AND tenant = %s AND use_case = %s "
-                "AND expires_at > now() AND file_id IS NOT NULL "
-                "GROUP BY file_id ORDER BY min(created_at) DESC "
-                "LIMIT %s",
-                (vrow, call.tenant, policy.name, _limit(call.request)),
+        frows: list[uuid.UUID] = []
+        more = False
+        if status in (None, "completed"):  # a file is attached whole, in one call: never in progress
+            items = sql.SQL(
+                "SELECT file_id AS id, min(created_at) AS t FROM chunks WHERE store_id = %(store)s "
+                "AND tenant = %(tenant)s AND use_case = %(use_case)s AND expires_at > now() "
+                "AND file_id IS NOT NULL GROUP BY file_id"
             )
-            frows = [r["file_id"] for r in await cur.fetchall()]
+            params = {"store": vrow, "tenant": call.tenant, "use_case": policy.name}
+            async with store.connection() as conn:
+                frows, more = await _page_ids(conn, items, params, paging)
         data = [await self._store_file(store, call.tenant, policy.name, vrow, f) for f in frows]
         ex.counts = {"files": len(data)}
-        return 200, _page(data)
+        return 200, _page(data, more)
 
     async def store_file_delete(
         self, ex: VectorExchange, call: Call, vid: str, fid: str
@@ -940,17 +948,67 @@ def _restored_attributes(stored: dict[str, Any] | None, originals: dict[str, str
     return {k: restore(v, originals)[0] if isinstance(v, str) and originals else v for k, v in stored.items()}
 
 
-def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "20")
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """A list call's page, as OpenAI's list endpoints take it: at most *limit* items in *order*
+    (of creation; newest first by default), after or before the item whose id is given."""
+
+    limit: int
+    descending: bool
+    cursor: uuid.UUID | None
+    cursor_field: str
+    backwards: bool  # a `before` cursor: the page that precedes it
+
+
+def _paging(request: Request, prefix: str, what: str) -> Paging:
+    query = request.query_params
+    raw = query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise GatewayError(422, "invalid_field", "limit: a number from 1 to 100", "limit")
-    return int(raw)
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise GatewayError(422, "invalid_field", "order: 'asc' or 'desc'", "order")
+    after, before = query.get("after"), query.get("before")
+    if after is not None and before is not None:
+        raise GatewayError(422, "invalid_field", "after, before: give one of them, not both", "before")
+    name, value = ("after", after) if after is not None else ("before", before)
+    cursor = parse_id(value, prefix, what, name) if value is not None else None
+    return Paging(int(raw), order == "desc", cursor, name, before is not None)
 
 
-def _page(data: list[dict[str, Any]]) -> dict[str, Any]:
+async def _page_ids(
+    conn: Any, items: sql.Composable, params: dict[str, Any], paging: Paging
+) -> tuple[list[uuid.UUID], bool]:
+    """One page of the ids of *items* (a query whose rows have ``id`` and ``t``, the creation
+    time; ties broken by id) by keyset: (the page's ids in the asked order, whether more lie
+    beyond it). A cursor that is not in the list is 404, naming the parameter."""
+    desc = paging.descending != paging.backwards
+    args = {**params, "cursor": paging.cursor, "n": paging.limit + 1}
+    if paging.cursor is not None:
+        found = await conn.execute(
+            sql.SQL("WITH items AS ({}) SELECT 1 FROM items WHERE id = %(cursor)s").format(items), args
+        )
+        if await found.fetchone() is None:
+            raise GatewayError(
+                404, "not_found", f"{paging.cursor_field}: no such item in this list", paging.cursor_field
+            )
+    query = sql.SQL(
+        "WITH items AS ({items}) SELECT id FROM items "
+        "WHERE %(cursor)s::uuid IS NULL OR (t, id) {op} (SELECT t, id FROM items WHERE id = %(cursor)s) "
+        "ORDER BY t {way}, id {way} LIMIT %(n)s"
+    ).format(items=items, op=sql.SQL("<" if desc else ">"), way=sql.SQL("DESC" if desc else "ASC"))
+    ids = [r["id"] for r in await (await conn.execute(query, args)).fetchall()]
+    more = len(ids) > paging.limit
+    ids = ids[: paging.limit]
+    if paging.backwards:
+        ids.reverse()
+    return ids, more
+
+
+def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {
         "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None, "has_more": False,
+        "last_id": data[-1]["id"] if data else None, "has_more": has_more,
     }  # fmt: skip
 
 

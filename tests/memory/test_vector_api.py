@@ -450,6 +450,50 @@ def test_retention_other_tenants_and_audit_pairs(
             assert r["counts"] and all(isinstance(n, int) for n in r["counts"].values())
 
 
+def test_lists_page_by_cursor_as_the_sdk_expects(vs_gateway: Proc, vs_dir: Path) -> None:
+    """limit, order, after and before of OpenAI's list calls, has_more set when more lie
+    beyond the page: the SDK's auto-paging (after = the page's last id) walks every item once,
+    where one page of `limit` items was all before. A tenant of its own: nothing else listed."""
+    key = ClientKeyStore(vs_dir / "keys.json").create("clinic-vstore-pages")[1]
+    client = OpenAI(
+        base_url=f"{vs_gateway.url}/v1", api_key=key, max_retries=0, timeout=60,
+        default_headers={"x-sovereign-use-case": USE_CASE},
+    )  # fmt: skip
+    made = [client.vector_stores.create(name=f"page {i}").id for i in range(5)]
+    newest_first = list(reversed(made))
+    assert [s.id for s in client.vector_stores.list(limit=2)] == newest_first  # auto-paged: 3 pages
+    first = client.vector_stores.list(limit=2)
+    assert [s.id for s in first.data] == newest_first[:2] and first.has_more is True
+    last = client.vector_stores.list(limit=2, after=newest_first[3])
+    assert [s.id for s in last.data] == newest_first[4:] and last.has_more is False
+    assert [s.id for s in client.vector_stores.list(limit=3, order="asc")] == made
+    before = client.vector_stores.list(limit=2, before=newest_first[3])
+    assert [s.id for s in before.data] == newest_first[1:3] and before.has_more is True
+    with pytest.raises(openai.NotFoundError) as err:
+        client.vector_stores.list(after="vs_" + "0" * 32)
+    assert "after" in err.value.response.text
+    for query in ({"limit": 0}, {"order": "up"}, {"after": made[0], "before": made[1]}):
+        bad = httpx.get(
+            f"{vs_gateway.url}/v1/vector_stores", params=query, timeout=30,
+            headers={"authorization": f"Bearer {key}", "x-sovereign-use-case": USE_CASE},
+        )  # fmt: skip
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_field", bad.text
+
+    # a store's files: FAQ texts (no patient), attached one by one
+    store = client.vector_stores.create(name="files")
+    files = []
+    for i in range(3):
+        f = client.files.create(
+            file=(f"faq{i}.txt", io.BytesIO(f"{FAQ} ({i})".encode()), "text/plain"), purpose="assistants"
+        )
+        client.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=f.id)
+        files.append(f.id)
+    listed = client.vector_stores.files.list(vector_store_id=store.id, limit=1)
+    assert [f.id for f in listed] == list(reversed(files))
+    assert not client.vector_stores.files.list(vector_store_id=store.id, filter="in_progress").data
+    assert len(client.vector_stores.files.list(vector_store_id=store.id, filter="completed").data) == 3
+
+
 def test_upload_size_bound(client: OpenAI) -> None:
     """memory.max_file_bytes (1 MiB by default): one byte more is 413, naming the setting."""
     limit = 1024 * 1024
