@@ -5,9 +5,10 @@ the patient by ``kvnr``, ``customer_id`` or ``email`` (gateway/memory/pseudonym.
 key of the tenant may ask (the shop is the controller; docs/memory.md). The order of work is
 chat's (gateway/app.py Gateway.chat): API key -> admission -> body limits -> schema (422 names
 the field, never a value) -> use case, if named -> store -> keys from OpenBao (fail closed, 503)
--> pseudonym (OpenBao transit HMAC) -> write-ahead audit record -> the erasure or export ->
-the final audit record, then the answer. The records carry ``operation`` (``erasure`` or
-``export``) and the rows by table: counts only, never the pseudonym or a value.
+-> the pseudonyms of every identifier the context names (OpenBao transit HMAC) -> write-ahead
+audit record -> the erasure or export -> the final audit record, then the answer. The records
+carry ``operation`` (``erasure`` or ``export``) and the rows by table: counts only, never a
+pseudonym or a value.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.app import Admitted, Exchange, Gateway, GatewayError, parse_body, request_id_from
 from gateway.kms import KeyUnavailable
 from gateway.memory import rights
-from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonym
+from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonyms
 from gateway.memory.store import Store, StoreError
 from gateway.phi.context import PatientContext
 
@@ -144,7 +145,8 @@ class Memory:
             await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
             data_key = await gw.bounded(memory_key(gw.keys, key.tenant), float("inf"))
             ex.audit_key = gw.keys.current()
-            subject = await gw.bounded(pseudonym(gw.keys, key.tenant, body.context), float("inf"))
+            # every identifier the request names: rows stored under any of them are hers
+            subject = await gw.bounded(pseudonyms(gw.keys, key.tenant, body.context), float("inf"))
         except NoIdentifier as exc:
             raise GatewayError(422, "invalid_field", str(exc), "sovereign.context") from None
         except KeyUnavailable as exc:

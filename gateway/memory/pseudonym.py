@@ -33,27 +33,52 @@ class NoIdentifier(ValueError):
     """The context names none of FIELDS: no pseudonym can be derived."""
 
 
-def pseudonym_input(tenant: str, context: PatientContext) -> bytes:
+def pseudonym_inputs(tenant: str, context: PatientContext) -> list[bytes]:
+    """The HMAC inputs of every identifier the context names, in FIELDS order (NoIdentifier
+    when it names none)."""
+    found = []
     for field in FIELDS:
         value = getattr(context, field)
         if value:
             canonical = value.strip().lower() if field == "email" else value.strip()
-            return f"{tenant}\x00{field}:{canonical}".encode()
-    raise NoIdentifier(
-        "sovereign.context: name the patient by kvnr, customer_id or email (one of them is needed "
-        "to find the patient's stored data)"
-    )
+            found.append(f"{tenant}\x00{field}:{canonical}".encode())
+    if not found:
+        raise NoIdentifier(
+            "sovereign.context: name the patient by kvnr, customer_id or email (one of them is "
+            "needed to find the patient's stored data)"
+        )
+    return found
+
+
+def pseudonym_input(tenant: str, context: PatientContext) -> bytes:
+    """The input of the pseudonym a row is stored under: the first identifier present."""
+    return pseudonym_inputs(tenant, context)[0]
+
+
+async def _hmac(keys: KeyProvider, key_name: str, data: bytes) -> Pseudonym:
+    answer = await keys.transit_hmac(key_name, data, "a patient's pseudonym")
+    m = _HMAC.fullmatch(answer)
+    if m is None:
+        raise KeyUnavailable("OpenBao answered the pseudonym HMAC in an unknown form")
+    return Pseudonym(hex=base64.b64decode(m.group(2)).hex(), version=int(m.group(1)))
 
 
 async def pseudonym(
     keys: KeyProvider, tenant: str, context: PatientContext, key_name: str = KEY_NAME
 ) -> Pseudonym:
-    """The patient's pseudonym in *tenant* (KeyUnavailable when OpenBao cannot give it)."""
-    answer = await keys.transit_hmac(key_name, pseudonym_input(tenant, context), "a patient's pseudonym")
-    m = _HMAC.fullmatch(answer)
-    if m is None:
-        raise KeyUnavailable("OpenBao answered the pseudonym HMAC in an unknown form")
-    return Pseudonym(hex=base64.b64decode(m.group(2)).hex(), version=int(m.group(1)))
+    """The pseudonym the patient's rows are stored and searched under in *tenant*: that of the
+    first identifier present (KeyUnavailable when OpenBao cannot give it)."""
+    return await _hmac(keys, key_name, pseudonym_input(tenant, context))
+
+
+async def pseudonyms(
+    keys: KeyProvider, tenant: str, context: PatientContext, key_name: str = KEY_NAME
+) -> list[Pseudonym]:
+    """The pseudonyms of every identifier the context names: what an erasure or an export
+    covers. A row carries the pseudonym of the first identifier *its* request named, so a
+    patient stored once by e-mail alone and once by KVNR and e-mail has rows under two
+    pseudonyms; a request naming both finds both."""
+    return [await _hmac(keys, key_name, data) for data in pseudonym_inputs(tenant, context)]
 
 
 #: the memory key's HMAC input: a patient's input starts with the tenant name ([a-z0-9-]), this

@@ -1,7 +1,9 @@
 """The data subject's rights over the store: erasure (GDPR Art. 17) and access (Art. 15).
 
-:func:`erase` deletes every row of one patient (tenant + pseudonym) in every table, records a
-tombstone (sha256 of the pseudonym's hex, never the pseudonym) so a restore of an older backup
+:func:`erase` deletes every row of one patient (tenant + her pseudonyms: one per identifier the
+request names, since a row carries the pseudonym of the first identifier its own request named)
+in every table, records a tombstone per pseudonym (sha256 of its hex, never the pseudonym) so a
+restore of an older backup
 re-applies the erasure (gateway/memory/backup.py), and then removes the old tuples from disk:
 
 1. ``VACUUM FULL`` of each table: PostgreSQL writes the live rows into new files and rebuilds
@@ -21,6 +23,7 @@ sealed originals) as JSON-ready dicts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,22 +46,33 @@ class Erased:
         return sum(self.rows.values())
 
 
+def _hexes(pseudonyms: Sequence[Pseudonym]) -> list[str]:
+    if not pseudonyms:
+        raise ValueError("a data subject's request needs at least one pseudonym")
+    return sorted({p.hex for p in pseudonyms})
+
+
 async def erase(
-    store: Store, tenant: str, pseudonym: Pseudonym, maintenance_work_mem_mb: int | None = None
+    store: Store, tenant: str, pseudonyms: Sequence[Pseudonym], maintenance_work_mem_mb: int | None = None
 ) -> Erased:
-    """Delete the patient's rows in every table, tombstone them, rewrite the tables, drop the WAL."""
+    """Delete the patient's rows (under any of *pseudonyms*) in every table, tombstone each
+    pseudonym, rewrite the tables, drop the WAL."""
     rows: dict[str, int] = {}
+    hexes = _hexes(pseudonyms)
     async with store.connection() as conn, conn.transaction():
-        await conn.execute(
-            # a later erasure of the same patient moves the time on (apply_tombstones below)
-            "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) "
-            "ON CONFLICT (tenant, digest) DO UPDATE SET erased_at = now()",
-            (tenant, tombstone(pseudonym)),
-        )
+        for pseudonym in {p.hex: p for p in pseudonyms}.values():
+            await conn.execute(
+                # a later erasure of the same patient moves the time on (apply_tombstones below)
+                "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) "
+                "ON CONFLICT (tenant, digest) DO UPDATE SET erased_at = now()",
+                (tenant, tombstone(pseudonym)),
+            )
         for table in SUBJECT_TABLES:  # children first
             cur = await conn.execute(
-                sql.SQL("DELETE FROM {} WHERE tenant = %s AND pseudonym = %s").format(sql.Identifier(table)),
-                (tenant, pseudonym.hex),
+                sql.SQL("DELETE FROM {} WHERE tenant = %s AND pseudonym = ANY(%s)").format(
+                    sql.Identifier(table)
+                ),
+                (tenant, hexes),
             )
             rows[table] = cur.rowcount
     await rewrite(store, maintenance_work_mem_mb)
@@ -103,9 +117,12 @@ async def apply_tombstones(store: Store) -> dict[str, int]:
     return rows
 
 
-async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: bytes) -> dict[str, Any]:
-    """Everything stored for the patient in *tenant*, texts restored, expired rows included
-    until the purge removes them (they are still stored)."""
+async def export(
+    store: Store, tenant: str, pseudonyms: Sequence[Pseudonym], data_key: bytes
+) -> dict[str, Any]:
+    """Everything stored for the patient (under any of *pseudonyms*) in *tenant*, texts
+    restored, expired rows included until the purge removes them (they are still stored)."""
+    hexes = _hexes(pseudonyms)
 
     def restored(text: str, originals: dict[str, str]) -> str:
         return restore(text, originals)[0] if originals else text
@@ -114,15 +131,15 @@ async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: byte
     async with store.connection() as conn:
         cur = await conn.execute(
             "SELECT id, use_case, name, created_at, expires_at FROM vector_stores "
-            "WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
-            (tenant, pseudonym.hex),
+            "WHERE tenant = %s AND pseudonym = ANY(%s) ORDER BY created_at, id",
+            (tenant, hexes),
         )
         for r in await cur.fetchall():
             out["vector_stores"].append({**_common(r), "name": r["name"]})
         cur = await conn.execute(
             "SELECT id, use_case, filename, text, purpose, bytes, sealed, created_at, expires_at FROM files "
-            "WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
-            (tenant, pseudonym.hex),
+            "WHERE tenant = %s AND pseudonym = ANY(%s) ORDER BY created_at, id",
+            (tenant, hexes),
         )
         for r in await cur.fetchall():
             originals = unseal(data_key, r["id"], r["sealed"])
@@ -134,8 +151,8 @@ async def export(store: Store, tenant: str, pseudonym: Pseudonym, data_key: byte
         cur = await conn.execute(
             "SELECT id, use_case, store_id, file_id, text, sealed, attributes, embedding, created_at, "
             "expires_at "
-            "FROM chunks WHERE tenant = %s AND pseudonym = %s ORDER BY created_at, id",
-            (tenant, pseudonym.hex),
+            "FROM chunks WHERE tenant = %s AND pseudonym = ANY(%s) ORDER BY created_at, id",
+            (tenant, hexes),
         )
         for r in await cur.fetchall():
             originals = unseal(data_key, r["id"], r["sealed"])

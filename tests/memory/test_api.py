@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import time
@@ -119,6 +120,48 @@ def test_export_then_erase_through_the_gateway(
         erika.tokenised,
     ):
         assert value not in trail
+
+
+def test_a_request_naming_each_identifier_covers_rows_stored_under_any(
+    gateway_proc: Proc, postgres: Postgres, bao: Bao, gw_tmp: Path, api_key: str
+) -> None:
+    """A row carries the pseudonym of the first identifier its own request named: her note
+    stored with customer id and e-mail is under the customer id's, the one stored with her
+    e-mail alone under the e-mail's. An export or erasure naming both finds both (before, it
+    looked under the first one only, and the e-mail-only note survived her erasure)."""
+    erika, _ = patients()
+    by_mail = Patient(
+        erika.context.model_copy(update={"customer_id": None}),
+        erika.phrase + " by mail",
+        random.getrandbits(32),
+    )
+    keys = KeyProvider(OpenBaoSettings(address=bao.address, token=bao.gateway_token), gw_tmp / "wrapped")
+
+    async def run() -> None:
+        store = Store(postgres.dsn, DIMS)
+        await store.open()
+        try:
+            await store_patient(store, keys, erika)
+            await store_patient(store, keys, by_mail)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    assert erika.pseudonym != by_mail.pseudonym
+    body = {"sovereign": {"context": context_of(erika)}}
+    exported = post(gateway_proc, EXPORT, api_key, body)
+    assert exported.status_code == 200, exported.text
+    assert sorted(c["text"] for c in exported.json()["chunks"]) == sorted([erika.text, by_mail.text])
+    erased = post(gateway_proc, ERASE, api_key, body)
+    assert erased.json()["deleted"] == {"chunks": 2, "files": 2, "vector_stores": 2}, erased.text
+    for context in (context_of(erika), context_of(by_mail)):
+        left = post(gateway_proc, EXPORT, api_key, {"sovereign": {"context": context}}).json()
+        assert left == {
+            "object": "sovereign.data_subject.export",
+            "vector_stores": [],
+            "files": [],
+            "chunks": [],
+        }
 
 
 def test_cli_export_and_erase(

@@ -181,7 +181,7 @@ def check_erasure(
     older = backup.backup(postgres.dsn, backups, keep=3)
 
     assert erika.pseudonym is not None
-    erased = loop.run_until_complete(rights.erase(store, TENANT, erika.pseudonym))
+    erased = loop.run_until_complete(rights.erase(store, TENANT, [erika.pseudonym]))
     assert erased.rows == {"chunks": 1, "files": 1, "vector_stores": 1}
 
     # the data directory: nothing of Erika anywhere, Hans still there (the scan can find things)
@@ -208,8 +208,8 @@ def check_erasure(
         data_key = await memory_key(keys, TENANT)  # as the gateway stores
         return {
             "deleted": deleted,
-            "erika": await rights.export(store, TENANT, erika.pseudonym, data_key),
-            "hans": await rights.export(store, TENANT, hans.pseudonym, data_key),
+            "erika": await rights.export(store, TENANT, [erika.pseudonym], data_key),
+            "hans": await rights.export(store, TENANT, [hans.pseudonym], data_key),
         }
 
     after = loop.run_until_complete(restore_older())
@@ -246,7 +246,7 @@ def test_export_restores(postgres: Postgres, keys: KeyProvider, loop: asyncio.Ab
             await store_patient(store, keys, erika)
             await store_patient(store, keys, hans)
             assert erika.pseudonym is not None
-            return await rights.export(store, TENANT, erika.pseudonym, await memory_key(keys, TENANT))
+            return await rights.export(store, TENANT, [erika.pseudonym], await memory_key(keys, TENANT))
         finally:
             await store.close()
 
@@ -276,7 +276,7 @@ def test_tombstones_remove_what_was_stored_before_the_erasure_only(
         try:
             await store_patient(store, keys, ada)
             assert ada.pseudonym is not None
-            await rights.erase(store, TENANT, ada.pseudonym)
+            await rights.erase(store, TENANT, [ada.pseudonym])
             # a restored row of hers from before the erasure, and one she stored after it
             await store_patient(store, keys, ada)  # stands for the restored row: dated back below
             async with store.connection() as conn:
