@@ -52,21 +52,26 @@ def gateway_proc(bao: Bao, postgres: Postgres, gw_tmp: Path, api_key: str) -> It
         yield proc
 
 
-def stored(postgres: Postgres, bao: Bao, gw_tmp: Path) -> tuple[Patient, Patient]:
-    """Two patients' items stored under the gateway's own tenant data key (its wrapped copy)."""
-    erika, hans = patients()
+def store_all(postgres: Postgres, bao: Bao, gw_tmp: Path, *items: Patient) -> None:
+    """*items* stored as the gateway stores them (its OpenBao token, its wrapped-key folder)."""
     keys = KeyProvider(OpenBaoSettings(address=bao.address, token=bao.gateway_token), gw_tmp / "wrapped")
 
     async def run() -> None:
         store = Store(postgres.dsn, DIMS)
         await store.open()
         try:
-            await store_patient(store, keys, erika)
-            await store_patient(store, keys, hans)
+            for item in items:
+                await store_patient(store, keys, item)
         finally:
             await store.close()
 
     asyncio.run(run())
+
+
+def stored(postgres: Postgres, bao: Bao, gw_tmp: Path) -> tuple[Patient, Patient]:
+    """Two patients' items stored under the gateway's own tenant data key (its wrapped copy)."""
+    erika, hans = patients()
+    store_all(postgres, bao, gw_tmp, erika, hans)
     return erika, hans
 
 
@@ -135,18 +140,7 @@ def test_a_request_naming_each_identifier_covers_rows_stored_under_any(
         erika.phrase + " by mail",
         random.getrandbits(32),
     )
-    keys = KeyProvider(OpenBaoSettings(address=bao.address, token=bao.gateway_token), gw_tmp / "wrapped")
-
-    async def run() -> None:
-        store = Store(postgres.dsn, DIMS)
-        await store.open()
-        try:
-            await store_patient(store, keys, erika)
-            await store_patient(store, keys, by_mail)
-        finally:
-            await store.close()
-
-    asyncio.run(run())
+    store_all(postgres, bao, gw_tmp, erika, by_mail)
     assert erika.pseudonym != by_mail.pseudonym
     body = {"sovereign": {"context": context_of(erika)}}
     exported = post(gateway_proc, EXPORT, api_key, body)
