@@ -203,6 +203,19 @@ class GatewayError(Exception):
         )
 
 
+#: the answer to a request refused because the audit trail cannot be written
+AUDIT_UNAVAILABLE = "the audit trail cannot be written; the request was not served"
+
+
+class RecordNotWritten(AuditWriteError):
+    """A request's final record could not be written after its work was done: *answer* says
+    what the client should know (an erasure was done, and may be retried: it is idempotent)."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__("the final audit record was not written")
+        self.answer = answer
+
+
 class ClientGone(Exception):
     """The client closed its connection while its request was with the upstream (or while
     its body was still on its way)."""
@@ -270,6 +283,7 @@ class Exchange:
     unrestored: int = 0
     error: str | None = None  # the error code the client got, if any
     counted: bool = False  # in sovereign_gateway_requests_total already
+    final_record: bool = False  # its final record is handed to the audit writer (never a second)
     stalled: bool = False  # the client stopped taking the streamed answer (write timeout)
     drained: bool = False  # the shutdown's drain deadline ended the stream
     ended: bool = False  # a stream's end is handled (its final record is on its way)
@@ -607,42 +621,54 @@ class Gateway:
             if reader is not None:
                 admitted.raw = await reader(request)
                 ex.request_bytes = len(admitted.raw)
-                ex.body_read = True
+            # past its body (a GET or DELETE has none): a refusal from here on is recorded with
+            # the audit key, fetched for it if none is in memory (write_audit)
+            ex.body_read = True
             return await work(request, ex, admitted)
         except GatewayError as err:
             ex.error = err.code
-            await self.write_audit(ex, err.code if err.status >= 500 else "rejected", err.status)
+            await self._final(ex, err.code if err.status >= 500 else "rejected", err.status)
             return err.response(request_id, replaced)
         except AuditWriteError as exc:
             log.error("%s %s refused, audit trail not writable: %s", what, request_id, exc)
-            AUDIT_FAILURES.inc()
+            if not ex.final_record:  # a final record that failed is counted by _after_record
+                AUDIT_FAILURES.inc()
             self.audit_healthy = False
             if not ex.counted:  # refused before its record: counted here (never twice)
                 REQUESTS.labels(use_case=ex.use_case or "-", status="503").inc()
             count_unavailable(ex, "audit_unavailable")
-            return GatewayError(
-                503, "audit_unavailable", "the audit trail cannot be written; the request was not served"
-            ).response(request_id, replaced)
+            message = exc.answer if isinstance(exc, RecordNotWritten) else AUDIT_UNAVAILABLE
+            return GatewayError(503, "audit_unavailable", message).response(request_id, replaced)
         except ClientGone:
             ex.error = "client_disconnected"
-            await self.write_audit(ex, "client_disconnected", 499)
+            await self._final(ex, "client_disconnected", 499)
             return Response(status_code=499)  # nobody reads it: the connection is gone
         except asyncio.CancelledError:
             # uvicorn's shutdown backstop (or the loop ending): the record first, then go
             ex.error = "shutting_down" if self.draining else "cancelled"
-            await self.write_audit(ex, ex.error, 503 if self.draining else 499)
+            await self._final(ex, ex.error, 503 if self.draining else 499)
             raise
         except Exception as exc:
-            # a defect, not a client's or an upstream's doing: still a final record (an admitted
-            # request would otherwise look lost in a crash); the type only, never its text
-            log.error("unhandled %s in %s %s", type(exc).__name__, what, request_id)
-            failure = unexpected or GatewayError(500, "internal_error", "internal error")
+            if isinstance(exc, TimeoutError) and self.draining:  # a wait cut by the drain deadline
+                failure = GatewayError(503, *SHUTTING_DOWN)
+            else:
+                # a defect, not a client's or an upstream's doing: still a final record (an
+                # admitted request would otherwise look lost in a crash); the type only, never its text
+                log.error("unhandled %s in %s %s", type(exc).__name__, what, request_id)
+                failure = unexpected or GatewayError(500, "internal_error", "internal error")
             ex.error = failure.code
-            await self.write_audit(ex, failure.code, failure.status)
+            await self._final(ex, failure.code, failure.status)
             return failure.response(request_id, replaced)
         finally:
             if admitted is not None and not admitted.taken:
                 self.admission.release(admitted.ticket)
+
+    async def _final(self, ex: Exchange, outcome: str, status: int) -> None:
+        """The final record of a request that ends in a failure, unless it has one already
+        (a failure after its record was handed over: cancelled while it was written, or a
+        defect in building the answer), so one request never has two."""
+        if not ex.final_record:
+            await self.write_audit(ex, outcome, status)
 
     async def write_audit(
         self, ex: Exchange, outcome: str, status: int, *, answer_waits: bool = False
@@ -659,6 +685,7 @@ class Gateway:
             return self._after_record(ex, None, None, outcome, status, answer_waits)
         if ex.audit_key is None and ex.body_read and ex.error not in _NO_KEY_FETCH:
             await self._audit_key_for_refusal(ex)
+        ex.final_record = True
         future = asyncio.wrap_future(
             self._audit_writer.submit(self._append_final, ex, ex.record(outcome, status))
         )

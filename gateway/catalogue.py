@@ -33,8 +33,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Admitted, Exchange, Gateway, GatewayError, parse_body, request_id_from
-from gateway.audit import AuditWriteError
+from gateway.app import (
+    Admitted,
+    Exchange,
+    Gateway,
+    GatewayError,
+    RecordNotWritten,
+    parse_body,
+    request_id_from,
+)
 from gateway.embeddings import embed_upstream, memory_key
 from gateway.phi.context import FIELD_CATEGORIES, PatientContext, Product
 from gateway.policy import UseCasePolicy
@@ -193,7 +200,10 @@ async def _load(gw: Gateway, request: Request, ex: CatalogueExchange, admitted: 
             503, "store_unavailable", "the memory store failed; the catalogue was not changed. Retry."
         ) from None
     if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
-        raise AuditWriteError("the audit record was not written")
+        raise RecordNotWritten(
+            "the catalogue was loaded, and its audit record could not be written; load it again "
+            "(a load replaces the catalogue) once the audit trail is writable"
+        )
     answer = {"object": "sovereign.catalogue", "use_case": policy.name, "items": len(texts),
               "replaced": ex.replaced}  # fmt: skip
     return JSONResponse(answer, headers=ex.headers)

@@ -35,6 +35,8 @@ def read_json_option(source: str, option: str, kind: type, what: str) -> Any:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"{option}: cannot read {source} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{option}: not UTF-8 text; save {source} as UTF-8 and give {what}") from None
     try:
         data = json.loads(text)
     except ValueError:

@@ -22,7 +22,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app import Admitted, Exchange, Gateway, GatewayError, parse_body, request_id_from
+from gateway.app import (
+    Admitted,
+    Exchange,
+    Gateway,
+    GatewayError,
+    RecordNotWritten,
+    parse_body,
+    request_id_from,
+)
 from gateway.kms import KeyUnavailable
 from gateway.memory import rights
 from gateway.memory.pseudonym import NoIdentifier, memory_key, pseudonyms
@@ -132,7 +140,7 @@ class Memory:
 
     async def _handle(self, request: Request, ex: RightsExchange, admitted: Admitted) -> Response:
         gw, key, operation = self.gw, admitted.key, ex.operation
-        request_id, replaced = ex.request_id, ex.request_id_replaced
+        request_id = ex.request_id
         body = self.parse(admitted.raw).sovereign
         if body.use_case is not None:
             policy = gw.named_policy(None, body.use_case)
@@ -180,13 +188,11 @@ class Memory:
                 503, "store_unavailable",
                 f"the memory store failed during the {operation}; retry it (it is idempotent)",
             ) from None  # fmt: skip
-        record = await gw.write_audit(ex, "ok", 200, answer_waits=True)
-        if record is None:
-            return GatewayError(
-                503, "audit_unavailable",
+        if await gw.write_audit(ex, "ok", 200, answer_waits=True) is None:
+            raise RecordNotWritten(
                 f"the {operation} was done, and its audit record could not be written; retry it "
-                "(it is idempotent) once the audit trail is writable",
-            ).response(request_id, replaced)  # fmt: skip
+                "(it is idempotent) once the audit trail is writable"
+            )
         return JSONResponse(answer, headers=ex.headers)
 
 

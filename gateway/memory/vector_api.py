@@ -52,16 +52,17 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from gateway.app import (
+    SHUTTING_DOWN,
     Admitted,
     BodyReader,
     ClientGone,
     Exchange,
     Gateway,
     GatewayError,
+    RecordNotWritten,
     count_phi,
     request_id_from,
 )
-from gateway.audit import AuditWriteError
 from gateway.embeddings import embed_upstream, memory_key
 from gateway.kms import KeyUnavailable
 from gateway.memory.api import Memory
@@ -418,7 +419,10 @@ class VectorAPI:
             call = Call(request=request, tenant=admitted.key.tenant, raw=admitted.raw)
             status, answer = await work(ex, call)
             if await gw.write_audit(ex, "ok", status, answer_waits=True) is None:
-                raise AuditWriteError("the audit record was not written")
+                raise RecordNotWritten(
+                    f"the {operation} was done, and its audit record could not be written; "
+                    "check its result before a retry, once the audit trail is writable"
+                )
             return JSONResponse(answer, status_code=status, headers=ex.headers)
 
         failed = GatewayError(
@@ -454,6 +458,8 @@ class VectorAPI:
         except ClientDisconnect:
             raise ClientGone from None
         except TimeoutError:
+            if self.gw.draining:
+                raise GatewayError(503, *SHUTTING_DOWN, close=True) from None
             raise GatewayError(
                 408, "body_timeout",
                 f"the body did not arrive within limits.body_timeout_s ({timeout_s:g} s)", close=True,
@@ -951,13 +957,18 @@ def _restored_attributes(stored: dict[str, Any] | None, originals: dict[str, str
 @dataclass(frozen=True, slots=True)
 class Paging:
     """A list call's page, as OpenAI's list endpoints take it: at most *limit* items in *order*
-    (of creation; newest first by default), after or before the item whose id is given."""
+    (of creation; newest first by default), after the item *after* and/or before the item
+    *before* (both: the items between them; the SDK's auto-paging adds `after` to a page
+    asked with `before`). With `before` alone, the page is the one that precedes it."""
 
     limit: int
     descending: bool
-    cursor: uuid.UUID | None
-    cursor_field: str
-    backwards: bool  # a `before` cursor: the page that precedes it
+    after: uuid.UUID | None
+    before: uuid.UUID | None
+
+    @property
+    def backwards(self) -> bool:
+        return self.before is not None and self.after is None
 
 
 def _paging(request: Request, prefix: str, what: str) -> Paging:
@@ -968,12 +979,11 @@ def _paging(request: Request, prefix: str, what: str) -> Paging:
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise GatewayError(422, "invalid_field", "order: 'asc' or 'desc'", "order")
-    after, before = query.get("after"), query.get("before")
-    if after is not None and before is not None:
-        raise GatewayError(422, "invalid_field", "after, before: give one of them, not both", "before")
-    name, value = ("after", after) if after is not None else ("before", before)
-    cursor = parse_id(value, prefix, what, name) if value is not None else None
-    return Paging(int(raw), order == "desc", cursor, name, before is not None)
+    after, before = (
+        parse_id(v, prefix, what, name) if (v := query.get(name)) is not None else None
+        for name in ("after", "before")
+    )
+    return Paging(int(raw), order == "desc", after, before)
 
 
 async def _page_ids(
@@ -981,22 +991,33 @@ async def _page_ids(
 ) -> tuple[list[uuid.UUID], bool]:
     """One page of the ids of *items* (a query whose rows have ``id`` and ``t``, the creation
     time; ties broken by id) by keyset: (the page's ids in the asked order, whether more lie
-    beyond it). A cursor that is not in the list is 404, naming the parameter."""
-    desc = paging.descending != paging.backwards
-    args = {**params, "cursor": paging.cursor, "n": paging.limit + 1}
-    if paging.cursor is not None:
-        found = await conn.execute(
-            sql.SQL("WITH items AS ({}) SELECT 1 FROM items WHERE id = %(cursor)s").format(items), args
+    beyond it). A cursor's position is read first, so the page is cut at it even if the item
+    goes meanwhile; a cursor that is not in the list is 404, naming the parameter (delete
+    while iterating over a list you collected, not over the SDK's pages)."""
+    where: list[sql.Composable] = []
+    args = dict(params)
+    for name, cursor, later in (("after", paging.after, True), ("before", paging.before, False)):
+        if cursor is None:
+            continue
+        cur = await conn.execute(
+            sql.SQL("WITH items AS ({}) SELECT t FROM items WHERE id = %(c)s").format(items),
+            {**params, "c": cursor},
         )
-        if await found.fetchone() is None:
-            raise GatewayError(
-                404, "not_found", f"{paging.cursor_field}: no such item in this list", paging.cursor_field
-            )
+        row = await cur.fetchone()
+        if row is None:
+            raise GatewayError(404, "not_found", f"{name}: no such item in this list", name)
+        # "after" in newest-first order is older: (t, id) below the cursor's
+        op = "<" if later == paging.descending else ">"
+        where.append(sql.SQL(f"(t, id) {op} (%({name}_t)s, %({name}_id)s)"))  # fixed names only
+        args[f"{name}_t"], args[f"{name}_id"] = row["t"], cursor
+    desc = paging.descending != paging.backwards
     query = sql.SQL(
-        "WITH items AS ({items}) SELECT id FROM items "
-        "WHERE %(cursor)s::uuid IS NULL OR (t, id) {op} (SELECT t, id FROM items WHERE id = %(cursor)s) "
-        "ORDER BY t {way}, id {way} LIMIT %(n)s"
-    ).format(items=items, op=sql.SQL("<" if desc else ">"), way=sql.SQL("DESC" if desc else "ASC"))
+        "WITH items AS ({items}) SELECT id FROM items WHERE {where} ORDER BY t {way}, id {way} LIMIT %(n)s"
+    ).format(
+        items=items, where=sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE"),
+        way=sql.SQL("DESC" if desc else "ASC"),
+    )  # fmt: skip
+    args["n"] = paging.limit + 1
     ids = [r["id"] for r in await (await conn.execute(query, args)).fetchall()]
     more = len(ids) > paging.limit
     ids = ids[: paging.limit]

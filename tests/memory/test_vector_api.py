@@ -14,6 +14,7 @@ import io
 import json
 import math
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -472,7 +473,11 @@ def test_lists_page_by_cursor_as_the_sdk_expects(vs_gateway: Proc, vs_dir: Path)
     with pytest.raises(openai.NotFoundError) as err:
         client.vector_stores.list(after="vs_" + "0" * 32)
     assert "after" in err.value.response.text
-    for query in ({"limit": 0}, {"order": "up"}, {"after": made[0], "before": made[1]}):
+    # both: the items between them (the SDK's auto-paging adds `after` to a `before` page)
+    between = client.vector_stores.list(after=newest_first[0], before=newest_first[4], limit=2)
+    assert [s.id for s in between.data] == newest_first[1:3] and between.has_more is True
+    assert [s.id for s in between] == newest_first[1:4]
+    for query in ({"limit": 0}, {"order": "up"}):
         bad = httpx.get(
             f"{vs_gateway.url}/v1/vector_stores", params=query, timeout=30,
             headers={"authorization": f"Bearer {key}", "x-sovereign-use-case": USE_CASE},
@@ -492,6 +497,38 @@ def test_lists_page_by_cursor_as_the_sdk_expects(vs_gateway: Proc, vs_dir: Path)
     assert [f.id for f in listed] == list(reversed(files))
     assert not client.vector_stores.files.list(vector_store_id=store.id, filter="in_progress").data
     assert len(client.vector_stores.files.list(vector_store_id=store.id, filter="completed").data) == 3
+
+
+def test_a_refusal_without_a_body_is_recorded_by_a_gateway_that_served_nothing(
+    bao: Bao, postgres: Postgres, tmp_path: Path, gateway_upstream_url: str
+) -> None:
+    """A GET or DELETE refused before its keys step (an id of the wrong form, a bad list
+    parameter, files.content) fetches the audit key for its record like a refusal after a
+    body: before, a gateway with no audit key in memory (its first request, or idle past the
+    key's lifetime) lost the record and counted an audit failure (an alert that pages)."""
+    key = ClientKeyStore(tmp_path / "keys.json").create(TENANT)[1]
+    dsn_file = tmp_path / "memory.dsn"
+    dsn_file.write_text(postgres.dsn)
+    dsn_file.chmod(0o600)
+    config = gateway_config(
+        tmp_path, bao.address, bao.gateway_token, gateway_upstream_url, memory={"dsn_file": str(dsn_file)}
+    )
+    headers = {"authorization": f"Bearer {key}", "x-sovereign-use-case": USE_CASE}
+    with running_gateway(config, tmp_path) as proc:
+        ids = []
+        for path in ("/v1/vector_stores/vs_not-an-id", "/v1/vector_stores?limit=0"):
+            rid = str(uuid.uuid4())
+            answer = httpx.get(proc.url + path, headers={**headers, "x-request-id": rid}, timeout=30)
+            assert answer.status_code in (404, 422), answer.text
+            ids.append(rid)
+        metrics = httpx.get(proc.url + "/metrics", timeout=30).text
+    records = [json.loads(line) for line in (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()]
+    finals = {r["request_id"]: r for r in records if r.get("kind") == "request"}
+    assert [(finals[i]["outcome"], finals[i]["status"]) for i in ids] == [
+        ("rejected", 404),
+        ("rejected", 422),
+    ]
+    assert "sovereign_gateway_audit_failures_total 0.0" in metrics
 
 
 def test_upload_size_bound(client: OpenAI) -> None:

@@ -44,6 +44,18 @@ def test_unusable_input_is_refused_by_option_without_its_text(
     assert "Erika" not in err and "E867537806" not in err
 
 
+def test_an_input_file_that_is_not_utf8_is_refused_without_its_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "latin1.json"
+    source.write_bytes('{"name": "Jürgen Müller"}'.encode("latin-1"))
+    code = main(
+        ["memory", "export", "--tenant", "clinic-a", "--context", str(source), "--key-file", str(source)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--context: not UTF-8" in err and "rgen" not in err, err
+
+
 def test_a_missing_input_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.json"
     code = main(
