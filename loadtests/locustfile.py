@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.pool
 import locust
 from locust import User, events, task
@@ -108,6 +109,8 @@ class State:
         self.finals: set[str] = set()  # workers whose last records reached the master
         self.missing: list[str] = []  # workers whose last records did not reach it in time
         self.users: int | None = None  # the test's users over all processes (the master's count)
+        self.told = gevent.event.Event()  # worker: the master's count for this test has arrived
+        self.listening: set[str] = set()  # master: workers whose message handlers are registered
         self.timer: gevent.Greenlet | None = None  # the pending end of the warm-up
         self.ordinal = 0  # users started in this process
 
@@ -159,12 +162,16 @@ def _init(environment: Environment, **_: Any) -> None:
     if isinstance(runner, MasterRunner):
         runner.register_message("sla_abort", lambda msg, **_: _abort(environment, str(msg.data["reason"])))
         runner.register_message("sla_final", lambda msg, **_: _final(msg.data))
+        runner.register_message("sla_listening", lambda msg, **_: _listening(runner, msg.node_id))
     elif isinstance(runner, WorkerRunner):
         runner.register_message(
             "sla_measure_from", lambda msg, **_: _learn_measure_from(float(msg.data["at"]))
         )
         runner.register_message("sla_flush", lambda msg, **_: gevent.spawn(_flush, environment))
         runner.register_message("sla_users", lambda msg, **_: _learn_users(int(msg.data["users"])))
+        # a worker is connected (and may be sent the test's start) before this event fires:
+        # the master sends the user count only to workers that said they listen
+        runner.send_message("sla_listening", {})
     sla.load_profile(options.sla_profile)  # a bad profile, workload or option fails before any load
     workflows.load_workload(options.workload).only(options.use_cases)
     schedule.duration_s(options.warm_up)
@@ -198,6 +205,15 @@ def _learn_users(users: int) -> None:
     """Worker: the test's users over all processes (its own options do not hold it: Locust
     hands a worker only the options that differ from their defaults, and --users is not one)."""
     STATE.users = users
+    STATE.told.set()
+
+
+def _listening(runner: MasterRunner, worker: str) -> None:
+    """Master: *worker* has registered its handlers; a test already started tells it its
+    user count now (the count sent at the start went only to workers listening then)."""
+    STATE.listening.add(worker)
+    if STATE.users and STATE.started is not None and STATE.ended is None:
+        runner.send_message("sla_users", {"users": STATE.users}, client_id=worker)
 
 
 def _flush(environment: Environment) -> None:
@@ -241,7 +257,10 @@ def _test_start(environment: Environment, **_: Any) -> None:
     # test_start fires before any user is spawned: the workers have the count before their users
     STATE.users = int(runner.target_user_count or 0) if runner is not None else None
     if isinstance(runner, MasterRunner) and STATE.users:
-        runner.send_message("sla_users", {"users": STATE.users})
+        # only to the workers listening: a message a worker cannot handle yet is dropped (with
+        # Locust's "Unknown message type" warning); the others get it when they say they listen
+        for worker in sorted(STATE.listening):
+            runner.send_message("sla_users", {"users": STATE.users}, client_id=worker)
 
 
 def _spawning_complete(user_count: int, **_: Any) -> None:
@@ -291,6 +310,7 @@ def _test_stop(environment: Environment, **_: Any) -> None:
     _close_shared()  # every user has stopped
     if isinstance(environment.runner, WorkerRunner):
         STATE.users = None  # the next test's count comes from the master again
+        STATE.told.clear()
     runner = environment.runner
     if isinstance(runner, WorkerRunner) or environment.parsed_options is None or STATE.evaluated:
         return
@@ -660,6 +680,9 @@ class GatewayUser(User):
     def arrivals(self) -> None:
         """Open loop: start a request at each scheduled time, whether or not earlier ones ended."""
         options = self.options
+        # a worker that connected just before the test began hears the count a moment later
+        if isinstance(self.environment.runner, WorkerRunner):
+            STATE.told.wait(timeout=10)
         users = STATE.users
         if not users:  # a worker the master has not told: X/1 per user would send X per user
             _abort(self.environment, "open loop: this worker does not know the test's user count (the master "
