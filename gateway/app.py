@@ -663,6 +663,20 @@ class Gateway:
             if admitted is not None and not admitted.taken:
                 self.admission.release(admitted.ticket)
 
+    def recheck_audit(self) -> None:
+        """Before a request's keys step: a trail marked unwritable is checked again, and the
+        request refused (AuditWriteError) while it still is."""
+        if not self.audit_healthy:
+            self.audit.check_writable()
+            self.audit_healthy = True
+
+    async def write_ahead(self, ex: Exchange) -> None:
+        """The request's write-ahead admit record, durable before anything of it leaves the
+        gateway (a crash from here on leaves it open; `sovereign audit verify` names it)."""
+        ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
+        ex.admit_seq = await self._settled(ex.admit_job)
+        self.audit_problem()
+
     async def _final(self, ex: Exchange, outcome: str, status: int) -> None:
         """The final record of a request that ends in a failure, unless it has one already
         (a failure after its record was handed over: cancelled while it was written, or a
@@ -1207,9 +1221,7 @@ class Gateway:
                 '{"type": "function", "function": {"name": ...}}',
                 "tool_choice",
             )  # fmt: skip
-        if not self.audit_healthy:
-            self.audit.check_writable()
-            self.audit_healthy = True
+        self.recheck_audit()
         try:
             data_key = await self.bounded(self.keys.ensure(key.tenant), float("inf"))
             ex.audit_key = self.keys.current()
@@ -1238,9 +1250,7 @@ class Gateway:
             from gateway import catalogue
 
             # write-ahead: the record is on disk before the query goes to the embedding model
-            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
-            ex.admit_seq = await self._settled(ex.admit_job)
-            self.audit_problem()
+            await self.write_ahead(ex)
             found, ex.retrieved = await catalogue.retrieve(self, policy, body, context, data_key, key.tenant)
             context_line = "\n\n".join(p for p in (context_line, found) if p)
         payload = self.upstream_body(
@@ -1257,9 +1267,7 @@ class Gateway:
         # write-ahead: the record that this request goes to the model is on disk first
         # (a crash from here on leaves it open; `sovereign audit verify` names it)
         if ex.admit_job is None:
-            ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
-            ex.admit_seq = await self._settled(ex.admit_job)
-            self.audit_problem()
+            await self.write_ahead(ex)
         if body.stream:
             response = await self.forward_stream(ex, upstream, payload, admitted.ticket, request)
             admitted.taken = True  # the stream gives it back when it ends

@@ -167,9 +167,7 @@ async def _load(gw: Gateway, request: Request, ex: CatalogueExchange, admitted: 
     ex.alias, upstream = _embedding_upstream(gw, policy)
     ex.upstream = upstream
     store = await _store(gw, "nothing was changed. Retry later.")
-    if not gw.audit_healthy:
-        gw.audit.check_writable()
-        gw.audit_healthy = True
+    gw.recheck_audit()
     data_key = await memory_key(gw, ex, key.tenant)
     texts: list[str] = []
     removed: dict[str, int] = {}
@@ -186,9 +184,7 @@ async def _load(gw: Gateway, request: Request, ex: CatalogueExchange, admitted: 
         for category, n in counts.items():
             removed[category] = removed.get(category, 0) + n
     ex.phi = {"tokenised": {}, "removed": dict(sorted(removed.items()))}
-    ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-    ex.admit_seq = await gw._settled(ex.admit_job)
-    gw.audit_problem()
+    await gw.write_ahead(ex)
     vectors = await embed_upstream(gw, upstream, texts) if texts else []
     try:
         ex.replaced = await store.replace_catalogue(

@@ -282,9 +282,7 @@ async def _embeddings(gw: Gateway, request: Request, ex: EmbeddingsExchange, adm
             "does not shorten them; send that number or omit dimensions",
             "dimensions",
         )
-    if not gw.audit_healthy:
-        gw.audit.check_writable()
-        gw.audit_healthy = True
+    gw.recheck_audit()
     data_key = await memory_key(gw, ex, key.tenant)
     context = body.sovereign.context if body.sovereign else None
     # the tenant's data key itself: tokens the same in every request of the tenant (stored
@@ -295,9 +293,7 @@ async def _embeddings(gw: Gateway, request: Request, ex: EmbeddingsExchange, adm
     ex.phi = filtered.audit()
     count_phi(policy.name, filtered.tokens)
     # write-ahead: the record that these texts go to the model is on disk first
-    ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-    ex.admit_seq = await gw._settled(ex.admit_job)
-    gw.audit_problem()
+    await gw.write_ahead(ex)
     t0 = time.perf_counter()
     vectors, prompt, total = await _embed(gw, upstream, filtered.texts, request)
     ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)

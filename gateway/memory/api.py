@@ -146,9 +146,7 @@ class Memory:
             policy = gw.named_policy(None, body.use_case)
             ex.use_case, ex.policy = policy.name, policy
         store = await self.store()
-        if not gw.audit_healthy:
-            gw.audit.check_writable()
-            gw.audit_healthy = True
+        gw.recheck_audit()
         try:
             await gw.bounded(gw.keys.refresh_audit_key(), float("inf"))
             data_key = await gw.bounded(memory_key(gw.keys, key.tenant), float("inf"))
@@ -164,9 +162,7 @@ class Memory:
                 "key_unavailable",
                 "the key service is unavailable; nothing was changed. Retry later.",
             ) from None
-        ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-        ex.admit_seq = await gw._settled(ex.admit_job)
-        gw.audit_problem()
+        await gw.write_ahead(ex)
         try:
             if operation == "erasure":
                 erased = await rights.erase(

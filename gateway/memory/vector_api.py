@@ -358,11 +358,8 @@ class VectorAPI:
         return upstream
 
     async def keys(self, ex: VectorExchange, call: Call) -> bytes:
-        gw = self.gw
-        if not gw.audit_healthy:
-            gw.audit.check_writable()
-            gw.audit_healthy = True
-        return await memory_key(gw, ex, call.tenant)
+        self.gw.recheck_audit()
+        return await memory_key(self.gw, ex, call.tenant)
 
     async def subject(self, call: Call) -> Pseudonym | None:
         context = call.sovereign.context if call.sovereign else None
@@ -380,12 +377,6 @@ class VectorAPI:
             raise GatewayError(
                 503, "key_unavailable", "the key service is unavailable; nothing was stored. Retry later."
             ) from None
-
-    async def write_ahead(self, ex: VectorExchange) -> None:
-        gw = self.gw
-        ex.admit_job = gw._audit_writer.submit(gw._admit_record, ex)
-        ex.admit_seq = await gw._settled(ex.admit_job)
-        gw.audit_problem()
 
     def filter(
         self, call: Call, ex: VectorExchange, texts: list[str], data_key: bytes
@@ -531,7 +522,7 @@ class VectorAPI:
         store = await self.memory.store()
         data_key = await self.keys(ex, call)
         subject = await self.subject(call)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         [tokenised], originals = self.filter(call, ex, [text], data_key)
         if subject is None and tokenised != text:
             # without a patient the file is shared (every patient's search finds it, restored)
@@ -587,7 +578,7 @@ class VectorAPI:
     async def file_delete(self, ex: VectorExchange, call: Call, fid: str) -> tuple[int, dict[str, Any]]:
         row = parse_id(fid, "file-", "file", "file_id")
         store, policy = await self._scoped(ex, call)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         async with store.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM files WHERE id = %s AND tenant = %s AND use_case = %s",
@@ -642,7 +633,7 @@ class VectorAPI:
         policy = await self.policy(call, ex)
         store = await self.memory.store()
         data_key = await self.keys(ex, call)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         name = body.name or "vector store"
         [filtered], _ = self.filter(call, ex, [name], data_key)
         if filtered != name:
@@ -681,7 +672,7 @@ class VectorAPI:
     async def store_delete(self, ex: VectorExchange, call: Call, vid: str) -> tuple[int, dict[str, Any]]:
         row = parse_id(vid, "vs_", "vector store", "vector_store_id")
         store, policy = await self._scoped(ex, call)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         async with store.connection() as conn, conn.transaction():
             chunks = await conn.execute(
                 "DELETE FROM chunks WHERE store_id = %s AND tenant = %s", (row, call.tenant)
@@ -721,7 +712,7 @@ class VectorAPI:
             raise GatewayError(404, "not_found", "no such file for this tenant and use case", "file_id")
         owner_p = Pseudonym(frec["pseudonym"], frec["pseudonym_version"]) if frec["pseudonym"] else None
         originals = unseal(data_key, frec["id"], frec["sealed"])
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         attributes, attr_originals = self.attributes(call, ex, body.attributes, data_key)
         pieces = chunks_of(frec["text"], size, overlap)
         vectors = await embed_upstream(self.gw, upstream, pieces)
@@ -825,8 +816,7 @@ class VectorAPI:
     ) -> tuple[int, dict[str, Any]]:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
         frow = parse_id(fid, "file-", "file", "file_id")
-        store, policy = await self._scoped(ex, call)
-        await self.keys(ex, call)  # the audit key (and fail closed without OpenBao, as every call)
+        store, policy = await self._scoped(ex, call)  # its keys too (fail closed, as every call)
         return 200, await self._store_file(store, call.tenant, policy.name, vrow, frow)
 
     async def store_file_list(self, ex: VectorExchange, call: Call, vid: str) -> tuple[int, dict[str, Any]]:
@@ -835,8 +825,7 @@ class VectorAPI:
         status = call.request.query_params.get("filter")
         if status is not None and status not in FILE_STATUSES:
             raise GatewayError(422, "invalid_field", f"filter: one of {', '.join(FILE_STATUSES)}", "filter")
-        store, policy = await self._scoped(ex, call)
-        await self.keys(ex, call)  # the audit key (and fail closed without OpenBao, as every call)
+        store, policy = await self._scoped(ex, call)  # its keys too (fail closed, as every call)
         await self._store_row(store, call.tenant, policy.name, vrow)
         frows: list[uuid.UUID] = []
         more = False
@@ -859,7 +848,7 @@ class VectorAPI:
         vrow = parse_id(vid, "vs_", "vector store", "vector_store_id")
         frow = parse_id(fid, "file-", "file", "file_id")
         store, policy = await self._scoped(ex, call)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         async with store.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM chunks WHERE store_id = %s AND file_id = %s AND tenant = %s AND use_case = %s",
@@ -888,7 +877,7 @@ class VectorAPI:
         data_key = await self.keys(ex, call)
         subject = await self.subject(call)
         await self._store_row(store, call.tenant, policy.name, vrow)
-        await self.write_ahead(ex)
+        await self.gw.write_ahead(ex)
         queries = [body.query] if isinstance(body.query, str) else list(body.query)
         tokenised, _ = self.filter(call, ex, [" ".join(queries)], data_key)
         condition = self.condition(call, ex, body.filters, data_key) if body.filters is not None else None
