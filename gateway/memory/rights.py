@@ -60,7 +60,7 @@ async def erase(
     rows: dict[str, int] = {}
     hexes = _hexes(pseudonyms)
     async with store.connection() as conn, conn.transaction():
-        for pseudonym in {p.hex: p for p in pseudonyms}.values():
+        for pseudonym in pseudonyms:  # the same one twice: its tombstone's time set twice
             await conn.execute(
                 # a later erasure of the same patient moves the time on (apply_tombstones below)
                 "INSERT INTO erasures (tenant, digest) VALUES (%s, %s) "
