@@ -116,7 +116,7 @@ def uvicorn_config(
     app: FastAPI, settings: GatewaySettings, host: str, port: int, log_level: str
 ) -> uvicorn.Config:
     """uvicorn's configuration for the gateway *app*: the connection bounds of *settings*, the
-    standard asyncio loop, no WebSocket, no access log, the shutdown's backstop."""
+    guarded uvloop event loop, no WebSocket, no access log, the shutdown's backstop."""
     limits = settings.limits
     bounds = ConnectionBounds(
         header_timeout_s=limits.header_timeout_s,
@@ -131,8 +131,9 @@ def uvicorn_config(
         app,
         host=host,
         port=port,
-        # the standard asyncio loop: the egress audit hook sees its connects (uvloop's are unseen)
-        loop="asyncio",
+        # uvloop, with the egress guard's checks on the connects and lookups it makes in libuv,
+        # which the audit hook does not see (gateway/egress.py)
+        loop="gateway.egress:GuardedLoop",
         http=protocol_class(bounds),
         ws="none",  # no WebSocket upgrade: an upgraded connection would leave the bounds' counts
         log_level=log_level,

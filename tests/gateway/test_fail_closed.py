@@ -128,6 +128,128 @@ def test_egress_hook_refuses_and_counts_outside_connections() -> None:
     assert counts.split() == ["1.0", "1.0"]
 
 
+LOOP_PROBE = textwrap.dedent(
+    """
+    import asyncio, socket, sys
+    import aiohttp, uvloop
+    from fastapi import FastAPI
+    from gateway import egress
+    from gateway.server import uvicorn_config
+    from gateway.settings import GatewaySettings
+
+    egress.install(["127.0.0.1/32"], [])
+
+    async def attempt(results, name, make):
+        try:
+            outcome = await make()
+        except aiohttp.ClientConnectorError as exc:  # aiohttp wraps the loop's error
+            failure = exc.os_error
+            outcome = f"refused:{failure}" if isinstance(failure, PermissionError) else "oserror"
+            results.append(f"{name}={outcome}")
+            return
+        except PermissionError as exc:
+            results.append(f"{name}=refused:{exc}")
+            return
+        except OSError:
+            results.append(f"{name}=oserror")  # refused by the OS (nothing listens), not the guard
+            return
+        close = getattr(outcome[0] if isinstance(outcome, tuple) else outcome, "close", None)
+        if close:
+            close()
+        results.append(f"{name}=ok")
+
+    async def send_to(target):  # a datagram through the socket module: the hook's to check
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp_sock:
+            udp_sock.sendto(b"x", target)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        results = [type(loop).__name__]
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sock = socket.socket()
+        sock.setblocking(False)
+        udp = asyncio.DatagramProtocol
+        probes = [
+            ("connect-ip", lambda: loop.create_connection(asyncio.Protocol, "127.0.0.2", 9)),
+            ("connect-name", lambda: loop.create_connection(asyncio.Protocol, "localhost", 9)),
+            ("lookup", lambda: loop.getaddrinfo("localhost", 9)),
+            ("sock-connect", lambda: loop.sock_connect(sock, ("127.0.0.2", 9))),
+            ("datagram", lambda: loop.create_datagram_endpoint(udp, remote_addr=("127.0.0.2", 9))),
+            ("datagram-unconnected", lambda: loop.create_datagram_endpoint(udp, family=socket.AF_INET)),
+            ("sendto", lambda: send_to(("127.0.0.2", 9))),
+            ("streams", lambda: asyncio.open_connection("127.0.0.2", 9)),
+            ("allowed", lambda: loop.create_connection(asyncio.Protocol, "127.0.0.1", port)),
+        ]
+        for name, make in probes:
+            await attempt(results, name, make)
+        async with aiohttp.ClientSession() as session:
+            async def fetch():
+                async with session.get("http://127.0.0.2:9/") as response:
+                    return response
+            await attempt(results, "aiohttp", fetch)
+        sock.close()
+        server.close()
+        print("|".join(results))
+        print(egress.EGRESS_REFUSED.labels(kind="connect")._value.get(),
+              egress.EGRESS_REFUSED.labels(kind="lookup")._value.get())
+
+    if sys.argv[1] == "gateway":  # the loop the gateway's server runs on
+        factory = uvicorn_config(FastAPI(), GatewaySettings(), "127.0.0.1", 0, "warning").get_loop_factory()
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    """
+)
+
+
+def loop_probe(which: str) -> tuple[dict[str, str], list[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", LOOP_PROBE, which], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    results, counts = out.stdout.strip().splitlines()
+    loop_name, *probes = results.split("|")
+    return {"loop": loop_name, **dict(p.split("=", 1) for p in probes)}, counts.split()
+
+
+def test_the_gateways_event_loop_refuses_what_the_hook_refuses() -> None:
+    """The gateway runs on uvloop, which connects and resolves names in libuv, where the audit
+    hook does not look (the control below shows it): its loop checks them itself. Each outbound
+    path a library can take through the loop is refused, named and counted; an allowed address
+    still connects."""
+    got, counts = loop_probe("gateway")
+    assert got.pop("loop") == "GuardedLoop"
+    assert got.pop("allowed") == "ok"
+    for probe in ("connect-ip", "sock-connect", "datagram", "sendto", "streams", "aiohttp"):
+        assert got[probe] == "refused:egress to 127.0.0.2:9 refused: not on the gateway's egress allowlist", (
+            probe
+        )
+    for probe in ("connect-name", "lookup"):
+        assert got[probe] == "refused:egress to localhost refused: not on the gateway's egress allowlist", (
+            probe
+        )
+    # a datagram endpoint without a remote address would send wherever sendto says, unchecked
+    assert got["datagram-unconnected"].startswith(
+        "refused:egress refused: a datagram endpoint without remote_addr"
+    )
+    assert counts == ["7.0", "2.0"]
+
+
+def test_uvloop_alone_would_let_connects_and_lookups_past_the_hook() -> None:
+    """The reason for GuardedLoop: on uvloop's own loop the audit hook sees neither the
+    connects of create_connection (asyncio's streams use it) nor its lookups nor a datagram
+    endpoint's; it still sees sock_connect, which connects a Python socket (as aiohttp does),
+    and a datagram sent through the socket module."""
+    got, counts = loop_probe("uvloop")
+    assert got["loop"] == "Loop"
+    assert got["connect-ip"] == got["connect-name"] == got["streams"] == "oserror"
+    assert got["lookup"] == got["datagram"] == got["datagram-unconnected"] == "ok"
+    assert got["sock-connect"] == got["aiohttp"] == got["sendto"] != "oserror"
+    assert counts == ["3.0", "0.0"]
+
+
 def test_damaged_audit_trail_stops_the_start_with_a_clear_error(tmp_path: Path, bao: Bao) -> None:
     config = gateway_config(tmp_path, bao.address, bao.gateway_token, "http://127.0.0.1:1")
     trail = tmp_path / "audit" / "audit.jsonl"
