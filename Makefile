@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 STACK ?= eu-central-prod
 
-.PHONY: up down status test test-hosts unit lint bench install clean plan deploy loadtest evidence fuzz canaries soak docs
+.PHONY: up down status test test-hosts unit lint bench install compile clean plan deploy loadtest evidence fuzz canaries soak docs
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 install: $(STAMP) ## install system packages, .venv, OpenBao, the tiny model, llama.cpp server
 
-up: $(STAMP) ## start the local sovereign stack (OpenBao, tiny model, gateway) and send one request
+compile: $(STAMP) ## the PHI filter's hot modules compiled with mypyc from the sources as they are (a no-op when built; gateway/phi/compiled.py)
+	$(BIN)/python -m gateway.phi.compile build >/dev/null
+
+up: $(STAMP) compile ## start the local sovereign stack (OpenBao, tiny model, gateway) and send one request
 	$(BIN)/sovereign up
 
 down: $(STAMP) ## stop exactly what `make up` started
@@ -34,7 +37,7 @@ lint: $(STAMP) ## ruff (lint and format), mypy, ansible-lint (production profile
 	rules=$$(mktemp -d) && $(BIN)/python -m infra.k8s_platform.alerts --write "$$rules" >/dev/null \
 	  && promtool check rules "$$rules"/*.rules.yaml; rc=$$?; rm -rf "$$rules"; exit $$rc
 
-test: $(STAMP) lint ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
+test: $(STAMP) lint compile ## lint, then every test (unit, integration with real OpenBao, e2e with the real model)
 	$(BIN)/pytest -q -ra --junitxml=reports/junit/make-test.xml
 
 plan: $(STAMP) ## offline plan of a region stack (Pulumi mocks, no credentials): make plan STACK=eu-north-dr
@@ -50,7 +53,7 @@ deploy: $(STAMP) ## real deploy where the Pulumi CLI and credentials exist: make
 test-hosts: $(STAMP) ## only the real test hosts (systemd-nspawn, as root; first run builds the image)
 	$(BIN)/pytest -q -ra tests/hosts
 
-unit: $(STAMP)
+unit: $(STAMP) compile
 	$(BIN)/pytest -q -ra tests/unit
 
 loadtest: $(STAMP) ## Locust suite headless against the running local stack (make up first): make loadtest PROFILE=cpu-local [USERS= RUN_TIME= WARM_UP= RATE= OUT=]; report in reports/loadtest/sla.html
@@ -71,7 +74,7 @@ docs: $(STAMP) ## regenerate the generated docs (gateway settings, stack config,
 	$(BIN)/python -m infra.config_doc > docs/stack-config.md
 	$(BIN)/python -m infra.modules_doc --write
 
-bench: $(STAMP) ## four of the benchmarks, side by side (the others: benchmarks/README.md)
+bench: $(STAMP) compile ## four of the benchmarks, side by side (the others: benchmarks/README.md)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.gateway_overhead
 	$(BIN)/python -m benchmarks.phi_filter

@@ -36,3 +36,9 @@ class BadInput(SovereignError):
     """Input the command refuses: exit 2."""
 
     exit_code: ClassVar[int] = BAD_INPUT
+
+
+class NameDataMissing(SovereignError, RuntimeError):
+    """The name recogniser's lexicon is not installed (gateway/phi/names.py reads it); kept
+    here, out of the compiled module (gateway/phi/compiled.py: mypyc compiles no subclass of a
+    built-in exception)."""

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from gateway import egress
 from gateway.app import create_app
 from gateway.connections import MAX_LINGERING, ConnectionBounds, protocol_class
+from gateway.phi import compiled
 from gateway.settings import CONFIG_ENV, GatewaySettings, LimitSettings, read_config_file
 from gateway.upstream import PROBE_CONNECTIONS
 
@@ -150,6 +151,8 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
         os.environ[CONFIG_ENV] = str(config)
     settings = GatewaySettings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # the filter's compiled modules, or why not (gateway/phi/compiled.py; also a metric)
+    log.log(logging.INFO if compiled.active else logging.WARNING, "PHI filter %s", compiled.describe())
     if settings.enforce_egress:
         destinations = [u.host for u in settings.upstreams.values()]
         destinations.append(urlsplit(settings.openbao.address).hostname or "")

@@ -120,6 +120,11 @@ if ! .venv/bin/python -c 'import sys; from gateway.phi.names import data_install
   say "building the name lexicon (names-dataset + wordfreq, about 30 s)"
   .venv/bin/python -m gateway.phi.names_build
 fi
+# the PHI filter's hot modules compiled with mypyc (gateway/phi/compiled.py; a no-op when built)
+if ! .venv/bin/python -m gateway.phi.compile status | grep -q '^compiled:'; then
+  say "compiling the PHI filter's modules with mypyc (about 40 s)"
+  .venv/bin/python -m gateway.phi.compile build >/dev/null
+fi
 # checkov pins old versions of packages the project also uses: it gets a venv of its own
 CHECKOV_VERSION=3.3.30
 if ! .venv-tools/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then

@@ -13,7 +13,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import phonenumbers
 
@@ -654,7 +654,8 @@ class Detector:
         if norm is not None:
             spans = [s._replace(start=a, end=b) for s in spans for a, b in (norm.original(s.start, s.end),)]
         for plugin in self._plugins:
-            spans.extend(plugin.analyze(text))
+            answered: Iterable[Any] = plugin.analyze(text)  # not checked as Spans: converted
+            spans.extend(_as_span(found) for found in answered)
         return spans
 
     def _encoded(self, text: str) -> list[Span]:
@@ -697,6 +698,22 @@ class Detector:
             out_first.append(span._replace(start=offset + start, end=offset + a_end))
             out_second.append(span._replace(start=split.skip + b_start, end=split.skip + end - cut))
         return out_first, out_second
+
+
+def _as_span(found: Any) -> Span:
+    """A plug-in's finding as a Span: a Span, a tuple of its fields or an object with them (a
+    plug-in is duck-typed; the compiled module would refuse anything but a tuple)."""
+    if isinstance(found, Span):
+        return found
+    if isinstance(found, tuple):
+        return Span(*found)
+    return Span(
+        found.start,
+        found.end,
+        found.category,
+        getattr(found, "source", "pattern"),
+        getattr(found, "canonical", ""),
+    )
 
 
 class Split(NamedTuple):

@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from gateway.errors import SovereignError
+from gateway.errors import NameDataMissing
 from gateway.phi.detect import Span
 from gateway.phi.names_build import default_path
 
@@ -219,10 +219,6 @@ def data_installed() -> bool:
     """True when the lexicon file is there (``make install`` builds it): the gateway should
     refuse to start with the name recogniser on and no data, rather than let names through."""
     return data_path().is_file()
-
-
-class NameDataMissing(SovereignError, RuntimeError):
-    pass
 
 
 @lru_cache(maxsize=1)
