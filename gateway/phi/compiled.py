@@ -1,9 +1,11 @@
 """The PHI filter's hot modules compiled to C extensions with mypyc, from the same sources.
 
 mypyc (part of mypy: https://mypyc.readthedocs.io) compiles type-annotated Python modules to C
-extensions with the semantics of the source; it is what mypy itself ships compiled. The filter's
+extensions with the semantics of the source, except that it checks the annotated types at run
+time where the interpreter does not (the filter converts what plug-ins answer for that); mypy
+itself ships compiled with it. The filter's
 detection, tokenising and restoration cost about a quarter less CPU compiled
-(benchmarks/README.md, "The PHI filter compiled"). Nothing else changes: the same source is the
+(benchmarks/README.md, "Fourth run of 2026-12-01"). Nothing else changes: the same source is the
 specification, and tests/unit/test_phi_compiled.py checks that both give the same findings,
 tokens and restorations over the corpora.
 
@@ -62,7 +64,7 @@ active: Path | None = None
 COMPILED = Gauge(
     "sovereign_phi_filter_compiled",
     "1 when the PHI filter's modules run compiled (gateway/phi/compiled.py), 0 when interpreted "
-    "(no build for these sources: about a quarter more CPU per filtered request).",
+    "(no build for these sources: about a quarter more CPU in the filter).",
 )
 
 
@@ -165,7 +167,7 @@ def describe() -> str:
     where = f"{ENV}=off" if base is None else f"under {base}"
     return (
         f"interpreted: no build for these sources {where}; "
-        "`python -m gateway.phi.compile build` compiles them (about a quarter less CPU per filtered request)"
+        "`python -m gateway.phi.compile build` compiles them (about a quarter less CPU in the filter)"
     )
 
 
