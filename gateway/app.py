@@ -1142,11 +1142,14 @@ class Gateway:
         splits: Sequence[Split | None] | None = None,
         *,
         make_context_line: bool = True,
+        per_request: bool = False,
     ) -> Filtered:
         """The PHI filter over *texts* (message contents, tool-call arguments and tool results
         value by value, then stop sequences: gathered in chat) and the context; *splits*:
         where and how a value split across two texts is looked for (Gathered.splits);
-        *make_context_line* false: none is made (PHIFilter.apply).
+        *make_context_line* false: none is made (PHIFilter.apply). *per_request*: *key* is
+        this request's own, so every value gets a token no other value of the request holds
+        (TokenMap.distinct; tenant-keyed tokens must stay the same in every request instead).
 
         The free-text product fields (sku, name, category) go through detection first, with
         every patient field of the request treated as dropped (an identifier there is
@@ -1155,17 +1158,19 @@ class Gateway:
         product = context.product if context is not None else None
         raw = {n: v for n in _PRODUCT_TEXT_FIELDS if product is not None and (v := getattr(product, n))}
         first = None
+        shared = TokenMap(distinct=True) if per_request else None  # both passes in one map
         if context is not None and product is not None and raw and make_context_line:
             plain = [f for f in policy.context_fields if FIELD_CATEGORIES[f] is None]
             first = self.phi.apply(
-                policy.model_copy(update={"context_fields": plain}), context, list(raw.values()), key, tenant
-            )
+                policy.model_copy(update={"context_fields": plain}), context, list(raw.values()), key, tenant,
+                tokens=shared,
+            )  # fmt: skip
             update = dict(zip(raw, first.texts, strict=True))
             context = context.model_copy(update={"product": product.model_copy(update=update)})
         filtered = self.phi.apply(
-            policy, context, texts, key, tenant, splits, make_context_line=make_context_line
+            policy, context, texts, key, tenant, splits, make_context_line=make_context_line, tokens=shared
         )
-        if first is not None:
+        if first is not None and shared is None:
             tokens = filtered.tokens
             for token, value in first.tokens.originals.items():
                 tokens.originals.setdefault(token, value)
@@ -1238,8 +1243,9 @@ class Gateway:
         gathered, contents, calls, stops = gather_texts(body)
         # tokens of this request only: unlinkable to any token seen elsewhere
         filtered = self.filter_request(
-            policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.splits()
-        )
+            policy, context, gathered.texts, request_key(data_key), key.tenant, gathered.splits(),
+            per_request=True,
+        )  # fmt: skip
         ex.phi = filtered.audit()
         count_phi(policy.name, filtered.tokens)
         if filtered.tokens.originals:  # nothing tokenised (plain text): nothing to restore

@@ -86,11 +86,14 @@ class PHIFilter:
         splits: Sequence[Split | None] | None = None,
         *,
         make_context_line: bool = True,
+        tokens: TokenMap | None = None,
     ) -> Filtered:
         """*texts* filtered; *splits*: where and how a value split across two texts is looked
         for (Detector.detect_texts; default: between every two, known values and patterns).
         *make_context_line* false: no context line is made (embeddings send the texts alone), so
-        the counts are the texts' only."""
+        the counts are the texts' only. *tokens*: the map to add to (one request's passes share
+        one, and ``TokenMap(distinct=True)`` gives every value of the request a token of its
+        own); by default a new one."""
         allowed = set(policy.context_fields)
         present = list(set_fields(context)) if context is not None else []
         used = [(p, v) for p, v in present if p in allowed]
@@ -114,7 +117,7 @@ class PHIFilter:
 
         detector = Detector(known, self._plugins)
         tokeniser = self._tokeniser(data_key, tenant)
-        tokens = TokenMap()
+        tokens = TokenMap() if tokens is None else tokens  # given: this pass adds to another's
         removed = frozenset(set(CATEGORIES) - set(policy.tokenise))
         out = [
             tokeniser.apply(text, spans, removed, tokens)

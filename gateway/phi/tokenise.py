@@ -71,6 +71,12 @@ class TokenMap:
     originals: dict[str, str] = field(default_factory=dict)
     tokenised: Counter[str] = field(default_factory=Counter)
     removed: Counter[str] = field(default_factory=Counter)
+    #: one token per value within this map: a token another value already holds is passed over
+    #: for the value's next one (Tokeniser.token_for). Only for tokens of one request (a
+    #: request key): tenant-keyed tokens must come out the same in every request.
+    distinct: bool = False
+    #: token -> a digest of the value it stands for (with *distinct*)
+    holders: dict[str, str] = field(default_factory=dict)
 
 
 _NUMERIC_DATE = re.compile(r"(\d{1,4})([./-])(\d{1,2})\2(\d{2}|\d{4})")
@@ -142,21 +148,44 @@ class Tokeniser:
             tweak = self._tweaks[category] = f"{self._tenant}:{category}".encode().hex()
         return tweak
 
-    def ff1_encrypt(self, value: str, category: str) -> str:
-        return self._ff1(ff1.encrypt, value, category)
+    def ff1_encrypt(self, value: str, category: str, attempt: int = 0) -> str:
+        return self._ff1(ff1.encrypt, value, category, attempt)
 
-    def ff1_decrypt(self, value: str, category: str) -> str:
-        return self._ff1(ff1.decrypt, value, category)
+    def ff1_decrypt(self, value: str, category: str, attempt: int = 0) -> str:
+        return self._ff1(ff1.decrypt, value, category, attempt)
 
-    def _ff1(self, op: Callable[[str, str, str, str], str], value: str, category: str) -> str:
-        """Apply FF1 to the digits of *value*; every other character stays where it is."""
+    def _ff1(self, op: Callable[[str, str, str, str], str], value: str, category: str, attempt: int) -> str:
+        """Apply FF1 to the digits of *value*; every other character stays where it is. *attempt*
+        > 0: another tweak (a token of this request another value holds, token_for)."""
         digits = "".join(c for c in value if c in _DIGITS)
-        out = iter(op(self._ff1_key, self._tweak(category), _DIGITS, digits))
+        tweak = self._tweak(category) if not attempt else self._tweak(f"{category}:{attempt}")
+        out = iter(op(self._ff1_key, tweak, _DIGITS, digits))
         return "".join(next(out) if c in _DIGITS else c for c in value)
 
-    def surrogate(self, value: str, category: str) -> str:
-        mac = hmac.new(self._mac_key, f"{category}:{skeleton(value)}".encode(), hashlib.sha256)
+    def surrogate(self, value: str, category: str, attempt: int = 0) -> str:
+        mac = hmac.new(self._mac_key, self._identity(value, category, attempt).encode(), hashlib.sha256)
         return f"[{category}_{mac.hexdigest()[:6]}]"
+
+    @staticmethod
+    def _identity(value: str, category: str, attempt: int = 0) -> str:
+        base = f"{category}:{skeleton(value)}"
+        return base if not attempt else f"{base}:{attempt}"
+
+    def _distinct(self, keyed: str, category: str, ff1_token: bool, tokens: TokenMap) -> str:
+        """The value's token, or its next one while another value of the map holds it. Six hex
+        digits of a surrogate collide (two of a request's values share one with a probability of
+        about n²/2²⁵), and FF1 is a permutation within one category only (a six-digit customer
+        id and order id share a token with about 10⁻⁶): the answer's token would be restored
+        as the other value, another patient's. The same value, however spelled, finds its own."""
+        holder = hmac.new(self._mac_key, self._identity(keyed, category).encode(), hashlib.sha256).hexdigest()
+        for attempt in range(64):
+            if ff1_token:
+                token = self.ff1_encrypt(keyed, category, attempt)
+            else:
+                token = self.surrogate(keyed, category, attempt)
+            if tokens.holders.setdefault(token, holder) == holder:
+                return token
+        raise RuntimeError("no free token after 64 tries")  # 64 collisions in a row: never in practice
 
     def token_for(self, value: str, category: str, remove: bool, tokens: TokenMap) -> str:
         if remove or category in ALWAYS_REMOVED:
@@ -169,7 +198,10 @@ class Tokeniser:
             keyed = canonical_phone(value)
         else:
             keyed = value
-        if category in FF1_CATEGORIES and sum(c in _DIGITS for c in keyed) >= FF1_MIN_DIGITS:
+        ff1_token = category in FF1_CATEGORIES and sum(c in _DIGITS for c in keyed) >= FF1_MIN_DIGITS
+        if tokens.distinct:
+            token = self._distinct(keyed, category, ff1_token, tokens)
+        elif ff1_token:
             token = self.ff1_encrypt(keyed, category)
         else:
             token = self.surrogate(keyed, category)

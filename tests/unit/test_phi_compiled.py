@@ -28,7 +28,7 @@ from gateway.phi.detect import Detector
 from gateway.phi.filter import PHIFilter, recognizers
 from gateway.phi.jsonrestore import restore_json
 from gateway.phi.names import NameRecognizer
-from gateway.phi.tokenise import StreamRestorer, restore
+from gateway.phi.tokenise import StreamRestorer, TokenMap, restore
 from gateway.policy import load_policies
 from benchmarks.name_recall import corpus
 from tests.phi_corpus import generate
@@ -71,7 +71,8 @@ for i, item in enumerate(items):
     cut = len(item.text) // 2 + i % 7
     for texts in ([item.text], [item.text[:cut], item.text[cut:]]):
         for name in sorted(policies):
-            f = phi.apply(policies[name], context, texts, key, f"tenant-{i % 3}")
+            tokens = TokenMap(distinct=name == "patient-support")  # a chat request's map too
+            f = phi.apply(policies[name], context, texts, key, f"tenant-{i % 3}", tokens=tokens)
             originals = f.tokens.originals
             answer = " / ".join(f.texts)
             streamed = StreamRestorer(originals)

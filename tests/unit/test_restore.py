@@ -90,3 +90,50 @@ def test_restoration_does_work_linear_in_the_answer() -> None:
     calls["n"] = 0
     scanner.find(Counting(" ".join([text] * 4)))
     assert small > 0 and calls["n"] <= 4 * small + 4
+
+
+KEYED = Tokeniser(bytes(range(32)), "clinic")
+
+
+def colliding_names(tokeniser: Tokeniser) -> tuple[str, str]:
+    """Two names whose six-digit surrogates collide under *tokeniser*'s key (a birthday search
+    over about 5,000 names)."""
+    seen: dict[str, str] = {}
+    for i in range(200_000):
+        name = f"Patient{i}"
+        token = tokeniser.surrogate(name, "NAME")
+        if token in seen:
+            return seen[token], name
+        seen[token] = name
+    raise AssertionError("no collision in 200,000 names: the surrogate is longer than six digits")
+
+
+def colliding_ids(tokeniser: Tokeniser) -> tuple[str, str]:
+    """A customer id and an order id of six digits whose FF1 tokens are the same (FF1 is a
+    permutation per category, not across two)."""
+    customers = {tokeniser.ff1_encrypt(f"{i:06d}", "CUSTOMER_ID"): f"{i:06d}" for i in range(0, 200_000, 7)}
+    for i in range(0, 200_000, 11):
+        token = tokeniser.ff1_encrypt(f"{i:06d}", "ORDER_ID")
+        if token in customers:
+            return customers[token], f"{i:06d}"
+    raise AssertionError("no collision between the two categories")
+
+
+def test_a_requests_values_get_tokens_of_their_own_even_when_their_tokens_collide() -> None:
+    """Before, the second value's token was the first's, and the answer named the first value
+    for it: another patient's name or id."""
+    (name, other), (customer, order) = colliding_names(KEYED), colliding_ids(KEYED)
+    cases = [((name, "NAME"), (other, "NAME")), ((customer, "CUSTOMER_ID"), (order, "ORDER_ID"))]
+    for (first, first_category), (second, second_category) in cases:
+        shared = TokenMap()  # a tenant-keyed map: the same token in every request, collisions too
+        assert KEYED.token_for(first, first_category, False, shared) == KEYED.token_for(
+            second, second_category, False, shared
+        )
+        tokens = TokenMap(distinct=True)  # one request's
+        a = KEYED.token_for(first, first_category, False, tokens)
+        b = KEYED.token_for(second, second_category, False, tokens)
+        assert a != b and len(a) == len(b)  # still the form of a token of its category
+        assert restore(f"{a} / {b}", tokens.originals) == (f"{first} / {second}", 2)
+        # each value keeps its token in the request, however it is written
+        assert KEYED.token_for(second.upper(), second_category, False, tokens) == b
+        assert KEYED.token_for(first, first_category, False, tokens) == a
