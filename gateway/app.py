@@ -1157,26 +1157,18 @@ class Gateway:
         number, cost and margin are never shown."""
         product = context.product if context is not None else None
         raw = {n: v for n in _PRODUCT_TEXT_FIELDS if product is not None and (v := getattr(product, n))}
-        first = None
-        shared = TokenMap(distinct=True) if per_request else None  # both passes in one map
+        tokens = TokenMap(distinct=per_request)  # both passes add to one map
         if context is not None and product is not None and raw and make_context_line:
             plain = [f for f in policy.context_fields if FIELD_CATEGORIES[f] is None]
             first = self.phi.apply(
                 policy.model_copy(update={"context_fields": plain}), context, list(raw.values()), key, tenant,
-                tokens=shared,
+                tokens=tokens,
             )  # fmt: skip
             update = dict(zip(raw, first.texts, strict=True))
             context = context.model_copy(update={"product": product.model_copy(update=update)})
-        filtered = self.phi.apply(
-            policy, context, texts, key, tenant, splits, make_context_line=make_context_line, tokens=shared
+        return self.phi.apply(
+            policy, context, texts, key, tenant, splits, make_context_line=make_context_line, tokens=tokens
         )
-        if first is not None and shared is None:
-            tokens = filtered.tokens
-            for token, value in first.tokens.originals.items():
-                tokens.originals.setdefault(token, value)
-            tokens.tokenised.update(first.tokens.tokenised)
-            tokens.removed.update(first.tokens.removed)
-        return filtered
 
     async def chat(self, request: Request) -> Response:
         request_id, replaced = request_id_from(request.headers)

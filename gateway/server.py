@@ -152,7 +152,11 @@ def serve(config: Path | None, host: str, port: int, log_level: str = "info") ->
     settings = GatewaySettings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # the filter's compiled modules, or why not (gateway/phi/compiled.py; also a metric)
-    log.log(logging.INFO if compiled.active else logging.WARNING, "PHI filter %s", compiled.describe())
+    log.log(
+        logging.INFO if compiled.active else logging.WARNING,
+        "PHI filter %s",
+        compiled.describe(compiled.active),
+    )
     if settings.enforce_egress:
         destinations = [u.host for u in settings.upstreams.values()]
         destinations.append(urlsplit(settings.openbao.address).hostname or "")

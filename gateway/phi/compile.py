@@ -26,12 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.into is not None:
         os.environ[compiled.ENV] = str(args.into)
-    found = compiled.find()
-    if found:
-        print(f"compiled: {found}")
-    else:
-        compiled.active = None
-        print(compiled.describe())
+    print(compiled.describe(compiled.find()))
 
 
 if __name__ == "__main__":

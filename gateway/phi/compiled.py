@@ -3,20 +3,20 @@
 mypyc (part of mypy: https://mypyc.readthedocs.io) compiles type-annotated Python modules to C
 extensions with the semantics of the source, except that it checks the annotated types at run
 time where the interpreter does not (the filter converts what plug-ins answer for that); mypy
-itself ships compiled with it. The filter's
-detection, tokenising and restoration cost about a quarter less CPU compiled
-(benchmarks/README.md, "Fourth run of 2026-12-01"). Nothing else changes: the same source is the
-specification, and tests/unit/test_phi_compiled.py checks that both give the same findings,
-tokens and restorations over the corpora.
+itself ships compiled with it. The filter's detection, tokenising and restoration cost about a
+quarter less CPU compiled (benchmarks/README.md, "Fourth run of 2026-12-01"). Nothing else
+changes: the same source is the specification, and tests/unit/test_phi_compiled.py checks that
+both give the same findings, tokens and restorations over the corpora.
 
     .venv/bin/python -m gateway.phi.compile build     # make install does this; ~40 s
     .venv/bin/python -m gateway.phi.compile status    # which one this interpreter would load
 
-A build goes to ``<base>/<key>/`` where *key* is a digest of the interpreter's ABI and every
-compiled module's source. :func:`activate` (``gateway/phi/__init__.py`` calls it on import) puts
-that directory in front of the package's path only when it exists for the sources here and now:
-an edited module is never shadowed by a build of its old text; it runs interpreted until the
-next build (the gateway logs which, and ``sovereign_phi_filter_compiled`` says it).
+A build goes to ``<base>/<key>/`` where *key* is a digest of the interpreter's ABI, every
+compiled module's source and every project module they import (:func:`sources`).
+:func:`activate` (``gateway/phi/__init__.py`` calls it on import) puts that directory in front
+of the package's path only when it exists for the sources here and now: an edited module is
+never shadowed by a build of its old text; it runs interpreted until the next build (the
+gateway logs which, and ``sovereign_phi_filter_compiled`` says it).
 *base*: ``SOVEREIGN_PHI_COMPILED`` (``off`` never loads a build), by default
 ``~/.cache/sovereign-llm/phi-compiled``; the gateway image builds into ``/opt/phi-compiled``.
 """
@@ -148,9 +148,11 @@ def find(package: Path = HERE) -> Path | None:
 def activate(path: MutableSequence[str]) -> Path | None:
     """Put the build for these sources, if any, in front of the package's *path*."""
     global active
-    build = find()
-    if build is None or active is not None:
+    if active is not None:
         return active
+    build = find()
+    if build is None:
+        return None
     path.insert(0, str(build / "gateway" / "phi"))
     # mypyc's shared runtime of the group is a top-level module of the build
     sys.path.append(str(build))
@@ -159,10 +161,10 @@ def activate(path: MutableSequence[str]) -> Path | None:
     return active
 
 
-def describe() -> str:
-    """One line for the gateway's start: which filter this process runs, and how to change it."""
-    if active is not None:
-        return f"compiled: {active}"
+def describe(build: Path | None) -> str:
+    """One line on *build* (the one loaded, or found; None: none) and how to get one."""
+    if build is not None:
+        return f"compiled: {build}"
     base = base_dir()
     where = f"{ENV}=off" if base is None else f"under {base}"
     return (

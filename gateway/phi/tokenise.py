@@ -181,8 +181,10 @@ class Tokeniser:
         for attempt in range(64):
             if ff1_token:
                 token = self.ff1_encrypt(keyed, category, attempt)
-            else:
+            elif attempt:
                 token = self.surrogate(keyed, category, attempt)
+            else:  # the surrogate is the first six digits of the HMAC just made
+                token = f"[{category}_{holder[:6]}]"
             if tokens.holders.setdefault(token, holder) == holder:
                 return token
         raise RuntimeError("no free token after 64 tries")  # 64 collisions in a row: never in practice

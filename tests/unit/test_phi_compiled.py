@@ -157,7 +157,7 @@ def test_without_a_build_the_filter_runs_interpreted_and_says_how_to_build(tmp_p
     env = {**os.environ, compiled.ENV: str(tmp_path / "empty"), "PYTHONPATH": str(ROOT)}
     code = (
         "from gateway.phi import compiled; import gateway.phi.detect as d; "
-        "print(compiled.describe(), d.__file__); print(compiled.COMPILED._value.get())"
+        "print(compiled.describe(compiled.active), d.__file__); print(compiled.COMPILED._value.get())"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
