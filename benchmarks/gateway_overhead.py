@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import psutil  # type: ignore[import-untyped]
 
 from gateway.clientkeys import ClientKeyStore
@@ -224,6 +225,7 @@ async def load(
         "p95_ms": pct(latencies, 95) * 1000,
         "ttft_p50_ms": pct(ttfts, 50) * 1000 if ttfts else None,
         "ttft_p95_ms": pct(ttfts, 95) * 1000 if ttfts else None,
+        "ttft_mean_ms": statistics.fmean(ttfts) * 1000 if ttfts else None,
         "server_cpu_ms_per_request": cpu["server"] * 1000 / n,
         "server_cpu_share": cpu["server"] / elapsed,
         "client_cpu_share": cpu["client"] / elapsed,
@@ -232,11 +234,57 @@ async def load(
 
 
 def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds' medians, key by key (a dict of figures, such as ``stages_ms``, per key)."""
     out: dict[str, Any] = {}
     for k in rounds[0]:
+        if isinstance(rounds[0][k], dict):
+            out[k] = merge([r[k] for r in rounds]) if all(r.get(k) for r in rounds) else {}
+            continue
         values = [r[k] for r in rounds if r[k] is not None]
         out[k] = statistics.median(values) if values else None
     return out
+
+
+STAGES = ("prepare", "write_ahead", "upstream", "answer")
+
+
+async def stage_totals(target: Target) -> dict[tuple[str, str], tuple[float, float]]:
+    """The gateway's sovereign_gateway_stage_seconds as {(stage, stream): (sum s, count)}, read
+    from its /metrics (prometheus_client's parser); empty for a gateway without the metric (an
+    earlier commit's) and for the direct path. Read outside the measured window."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not target.gateway:
+        return {}
+    text = (await asyncio.to_thread(httpx.get, f"{target.url}/metrics", timeout=10)).text
+    totals: dict[tuple[str, str], list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "sovereign_gateway_stage_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("stage", ""), sample.labels.get("stream", ""))
+            if sample.name.endswith("_sum"):
+                totals.setdefault(key, [0.0, 0.0])[0] = sample.value
+            elif sample.name.endswith("_count"):
+                totals.setdefault(key, [0.0, 0.0])[1] = sample.value
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def stage_means(
+    before: dict[tuple[str, str], tuple[float, float]],
+    after: dict[tuple[str, str], tuple[float, float]],
+    stream: bool,
+) -> dict[str, float]:
+    """Mean ms per request of each stage between two readings (the run's requests, its warm-up
+    included)."""
+    means = {}
+    for stage in STAGES:
+        key = (stage, "true" if stream else "false")
+        total, n = after.get(key, (0.0, 0.0))
+        total0, n0 = before.get(key, (0.0, 0.0))
+        if n > n0:
+            means[stage] = (total - total0) / (n - n0) * 1000
+    return means
 
 
 RUNS: list[tuple[str, dict[str, Any]]] = [
@@ -279,7 +327,9 @@ async def measure(
                 else:
                     body["model"] = "scripted"
                 request = build_request(target, body)
+                totals = await stage_totals(target)
                 result = await load(target, request, run["connections"], seconds, run.get("rate"))
+                result["stages_ms"] = stage_means(totals, await stage_totals(target), run["stream"])
                 per_target[target.name].append(result)
         results[name] = {k: merge(v) for k, v in per_target.items()}
         print(f"{name}: " + ", ".join(f"{k} {v['rps']:.0f} req/s" for k, v in results[name].items()),
@@ -322,6 +372,26 @@ def report(results: dict[str, Any], targets: list[str]) -> str:
         rows += ["", "| per streamed event (slope 16 -> 64 tokens) | server CPU ms/event |", "|---|---|"]
         for target in targets:
             rows.append(f"| {target} | {per_event(results, target):.4f} |")
+    staged = [
+        (name, target, by_target[target])
+        for name, by_target in results.items()
+        for target in targets
+        if by_target[target].get("stages_ms")
+    ]
+    if staged:
+        rows += [
+            "",
+            "Where a request's time at the gateway goes (sovereign_gateway_stage_seconds, mean ms per "
+            "request over the run; TTFT: the client's mean, direct beside it):",
+            "",
+            "| run | target | TTFT mean (direct) | " + " | ".join(STAGES) + " |",
+            "|---|---|---|" + "---|" * len(STAGES),
+        ]
+        for name, target, r in staged:
+            direct = results[name]["direct"]["ttft_mean_ms"]
+            ttft = f"{r['ttft_mean_ms']:.2f} ({direct:.2f})" if r["ttft_mean_ms"] is not None else "-"
+            cells = [f"{r['stages_ms'][s]:.2f}" if s in r["stages_ms"] else "-" for s in STAGES]
+            rows.append(f"| {name} | {target} | {ttft} | " + " | ".join(cells) + " |")
     rows.append("")
     for target in (t for t in targets if t != "direct"):
         if "phi-c16" in results:

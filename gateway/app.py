@@ -103,6 +103,21 @@ LATENCY = Histogram(
     ["use_case", "stream"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+#: where a chat completion's time at the gateway goes, stage by stage (docs/platform.md,
+#: "Where the gateway's time goes"): ``prepare`` (from the request's task to the upstream
+#: call, less the write-ahead wait: authentication, admission, the body, the keys, the PHI
+#: filter, the upstream body; a use case with retrieval adds the catalogue's query),
+#: ``write_ahead`` (the admit record made durable by the audit writer), ``upstream`` (the
+#: request sent until the upstream's response headers for a stream, its whole answer
+#: otherwise: the model's own time is in it), ``answer`` (a non-streamed answer restored and
+#: its final record durable). What a stream's first token waits for at the gateway is
+#: prepare + write_ahead, the upstream's headers and the relay of the event.
+STAGE_SECONDS = Histogram(
+    "sovereign_gateway_stage_seconds",
+    "Time of a chat completion at the gateway by stage: prepare, write_ahead, upstream, answer.",
+    ["stage", "stream"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 AUDIT_FAILURES = Counter("sovereign_gateway_audit_failures_total", "Audit records that could not be written.")
 IN_FLIGHT = Gauge("sovereign_gateway_in_flight", "Chat requests in flight in this pod.", ["kind"])
 REFUSED = Counter(
@@ -291,6 +306,7 @@ class Exchange:
     # record is written once the end of the body has gone out (gateway/relay.py StreamRelay.end)
     outcome: tuple[str, int] | None = None
     admit_seq: int | None = None  # the seq of its write-ahead record, once that is durable
+    write_ahead_s: float = 0.0  # the wait for its write-ahead record to be durable
     # the write-ahead record's job in the audit writer thread, and the seq it was given there
     # (durable only with its batch): read by that thread only (admit_in_trail)
     admit_job: Future[int] | None = field(default=None, repr=False)
@@ -673,8 +689,10 @@ class Gateway:
     async def write_ahead(self, ex: Exchange) -> None:
         """The request's write-ahead admit record, durable before anything of it leaves the
         gateway (a crash from here on leaves it open; `sovereign audit verify` names it)."""
+        began = time.perf_counter()
         ex.admit_job = self._audit_writer.submit(self._admit_record, ex)
         ex.admit_seq = await self._settled(ex.admit_job)
+        ex.write_ahead_s += time.perf_counter() - began
         self.audit_problem()
 
     async def _final(self, ex: Exchange, outcome: str, status: int) -> None:
@@ -690,11 +708,27 @@ class Gateway:
         """The request's final record, and the request counted under the status it is answered
         with. *answer_waits*: the answer goes out only once its record is written; if it cannot be,
         the caller answers 503 audit_unavailable and counts that instead (never both). The
-        record is appended by the audit writer thread; its latency is taken now."""
+        record is appended by the audit writer thread; the record's latency is taken now, the
+        request's in sovereign_gateway_request_seconds once the answer can go (with
+        *answer_waits*, after its record)."""
+        if not answer_waits:
+            self._observe_latency(ex)
+            return await self._write_audit(ex, outcome, status, answer_waits)
+        try:
+            return await self._write_audit(ex, outcome, status, answer_waits)
+        finally:
+            self._observe_latency(ex)
+
+    @staticmethod
+    def _observe_latency(ex: Exchange) -> None:
         if ex.use_case:
             _child(LATENCY, ex.use_case, "true" if ex.stream else "false").observe(
                 time.perf_counter() - ex.started
             )
+
+    async def _write_audit(
+        self, ex: Exchange, outcome: str, status: int, answer_waits: bool
+    ) -> dict[str, Any] | None:
         if ex.tenant is None:  # unauthenticated: metrics and access log only, no record to wait for
             return self._after_record(ex, None, None, outcome, status, answer_waits)
         if ex.audit_key is None and ex.body_read and ex.error not in _NO_KEY_FETCH:
@@ -1266,6 +1300,9 @@ class Gateway:
         # (a crash from here on leaves it open; `sovereign audit verify` names it)
         if ex.admit_job is None:
             await self.write_ahead(ex)
+        stream = "true" if body.stream else "false"
+        _child(STAGE_SECONDS, "prepare", stream).observe(time.perf_counter() - ex.started - ex.write_ahead_s)
+        _child(STAGE_SECONDS, "write_ahead", stream).observe(ex.write_ahead_s)
         if body.stream:
             response = await self.forward_stream(ex, upstream, payload, admitted.ticket, request)
             admitted.taken = True  # the stream gives it back when it ends
@@ -1322,7 +1359,9 @@ class Gateway:
             status, raw = await self._with_client(request, call, deadline)
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc) from None
-        ex.upstream_ms = round((time.perf_counter() - t0) * 1000, 3)
+        answered = time.perf_counter()
+        ex.upstream_ms = round((answered - t0) * 1000, 3)
+        _child(STAGE_SECONDS, "upstream", "false").observe(answered - t0)
         if status != 200:
             UPSTREAM_ERRORS.labels(kind="status").inc()
             raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {status}")
@@ -1341,6 +1380,7 @@ class Gateway:
         ex.response_bytes = len(content)
         if await self.write_audit(ex, "ok", 200, answer_waits=True) is None:
             raise AuditWriteError("the audit record was not written")
+        _child(STAGE_SECONDS, "answer", "false").observe(time.perf_counter() - answered)
         return Response(content, media_type="application/json", headers=ex.headers)
 
     @staticmethod
@@ -1409,6 +1449,7 @@ class Gateway:
             )
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc) from None
+        _child(STAGE_SECONDS, "upstream", "true").observe(time.perf_counter() - t0)
         if resp.status != 200:
             resp.close()
             UPSTREAM_ERRORS.labels(kind="status").inc()

@@ -21,9 +21,10 @@ a constant series.
 
 **No patient data**: panels show aggregates only. Every expression aggregates ``by`` labels from
 ``LABELS`` (alerts.py's allowlist plus the gateway's own bounded labels: HTTP status, admission code,
-error kind, refusal reason, histogram bucket), and a legend templates only those; ``check_dashboard``
-enforces both. Every metric a panel reads is the gateway's (gateway/app.py, connections.py, egress.py),
-a recording rule of alerts.py, or one of ``THIRD_PARTY_METRICS`` with its source.
+error kind, refusal reason, request stage, histogram bucket), and a legend templates only those;
+``check_dashboard`` enforces both. Every metric a panel reads is the gateway's (gateway/app.py,
+connections.py, egress.py), a recording rule of alerts.py, or one of ``THIRD_PARTY_METRICS`` with
+its source.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ GRID_COLUMNS = 24
 FOLDER_TAG = "sovereign-llm"
 # label keys a panel may aggregate by and a legend may show: alerts.py's allowlist (names of use
 # cases, models, pods, nodes, GPUs, jobs) and the gateway's bounded label values (HTTP status codes,
-# admission codes, error kinds, refusal reasons: fixed in gateway code), the histogram bucket
-LABELS = alerts.LABELS | {"status", "code", "kind", "reason", "le", "category", "action"}
+# admission codes, error kinds, refusal reasons, request stages: fixed in gateway code), the
+# histogram bucket
+LABELS = alerts.LABELS | {"status", "code", "kind", "reason", "le", "category", "action", "stage", "stream"}
 # Grafana's own variables, substituted by Grafana itself
 BUILTIN_VARIABLES = frozenset({"__rate_interval", "__interval", "__range"})
 # thresholds of component alerts in alerts.py (literals there; test_dashboards.py checks they agree)
@@ -456,6 +458,22 @@ def boundary_panels(cfg: StackConfig) -> list[Panel]:
             "Gateway latency p99 per use case",
             "sovereign_gateway_request_seconds (end to end at the gateway).",
             (_q(f"histogram_quantile(0.99, {latency})", "{{use_case}}"),),
+            unit="s",
+            width=8,
+        ),
+        Panel(
+            "Gateway time by stage, p95",
+            "sovereign_gateway_stage_seconds: prepare (authentication to the upstream call: the PHI "
+            "filter), write_ahead (the admit record made durable), upstream (to the response headers of "
+            "a stream, the whole answer otherwise), answer (restored, final record durable). A rising "
+            "write_ahead is the audit disk or a busy pod; a rising upstream is the model.",
+            (
+                _q(
+                    "histogram_quantile(0.95, sum by (stage, stream, le) "
+                    f"({_rate('sovereign_gateway_stage_seconds_bucket')}))",
+                    "{{stage}} stream={{stream}}",
+                ),
+            ),
             unit="s",
             width=8,
         ),

@@ -390,3 +390,54 @@ def test_metrics_count_requests_by_use_case_and_status(gateway: Proc, api_key: s
     text = httpx.get(f"{gateway.url}/metrics").text
     assert "sovereign_gateway_request_seconds_bucket" in text
     assert "sovereign_egress_refused_total" in text
+
+
+def _samples(gateway: Proc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's /metrics as {(sample name, sorted labels): value} (prometheus_client's parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{gateway.url}/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_stage_metrics_split_a_chat_completion_time(gateway: Proc, api_key: str, upstream: Upstream) -> None:
+    """sovereign_gateway_stage_seconds: each stage of a non-streamed and a streamed answer is
+    observed once; the model's wait lands in `upstream`, and the stages never add up to more
+    than the request's own latency (sovereign_gateway_request_seconds)."""
+
+    def stage(samples: dict[Any, float], suffix: str, name: str, stream: str) -> float:
+        return samples.get(
+            (f"sovereign_gateway_stage_seconds_{suffix}", (("stage", name), ("stream", stream))), 0.0
+        )
+
+    def latency(samples: dict[Any, float], stream: str) -> float:
+        labels = (("stream", stream), ("use_case", "patient-support"))
+        return samples.get(("sovereign_gateway_request_seconds_sum", labels), 0.0)
+
+    stages = ("prepare", "write_ahead", "upstream", "answer")
+    before = _samples(gateway)
+    upstream.script(ttft_ms=300)  # the model takes 300 ms before it answers
+    assert chat(gateway, api_key, body()).status_code == 200
+    upstream.reset()
+    assert stream_events(gateway, api_key)[-1] == "[DONE]"
+    deadline = time.monotonic() + 10
+    after = _samples(gateway)
+    while latency(after, "true") == latency(before, "true") and time.monotonic() < deadline:
+        time.sleep(0.05)  # a stream's latency is observed with its final record, just after its body
+        after = _samples(gateway)
+    for name in stages:
+        assert stage(after, "count", name, "false") == stage(before, "count", name, "false") + 1, name
+        expected = 0 if name == "answer" else 1  # a stream's answer is relayed, not a stage of its own
+        assert stage(after, "count", name, "true") == stage(before, "count", name, "true") + expected, name
+    spent = {
+        name: stage(after, "sum", name, "false") - stage(before, "sum", name, "false") for name in stages
+    }
+    assert all(v > 0 for v in spent.values()), spent
+    assert spent["upstream"] >= 0.3  # the scripted model's wait, in the upstream's stage
+    assert sum(spent.values()) <= latency(after, "false") - latency(before, "false")
+    streamed = sum(stage(after, "sum", n, "true") - stage(before, "sum", n, "true") for n in stages)
+    assert 0 < streamed <= latency(after, "true") - latency(before, "true")
