@@ -30,6 +30,11 @@ Runs (``c16``: 16 connections back to back, closed loop):
 - ``stream16`` / ``stream64``: streamed answers of 16 / 64 tokens, no delay (CPU per event);
 - ``itl5``: 20 concurrent streams, 64 tokens, 5 ms between tokens (a model's pace): TTFT
   p50/p95 at the client, direct and through the gateway; ``phi-itl5`` the same filtered.
+**Where the time goes**: around each run the gateway's ``sovereign_gateway_stage_seconds`` is
+read from its ``/metrics`` (outside the measured window), and the report gives each stage's
+mean per request (prepare, write_ahead, upstream, answer) beside the client's mean TTFT; a
+gateway without the metric (an earlier commit's) has none.
+
 Targets (issue 24, this 2-core machine): <= 1.2 ms of gateway CPU per filtered 1 KB request;
 added TTFT p95 <= 5 ms at 20 concurrent streams with a 5 ms token interval.
 
