@@ -105,13 +105,13 @@ LATENCY = Histogram(
 )
 #: where a chat completion's time at the gateway goes, stage by stage (docs/platform.md,
 #: "Where the gateway's time goes"): ``prepare`` (from the request's task to the upstream
-#: call, less the write-ahead wait: authentication, admission, the body, the keys, the PHI
-#: filter, the upstream body; a use case with retrieval adds the catalogue's query),
-#: ``write_ahead`` (the admit record made durable by the audit writer), ``upstream`` (the
-#: request sent until the upstream's response headers for a stream, its whole answer
-#: otherwise: the model's own time is in it), ``answer`` (a non-streamed answer restored and
-#: its final record durable). What a stream's first token waits for at the gateway is
-#: prepare + write_ahead, the upstream's headers and the relay of the event.
+#: call, less the write-ahead wait: authentication, admission, the client's body, the keys,
+#: the PHI filter, the upstream body; a use case with retrieval adds the catalogue's query),
+#: ``write_ahead`` (the admit record made durable by the audit writer), ``upstream`` (from
+#: there to the upstream's response headers for a stream, to its whole answer otherwise;
+#: failed and abandoned calls too), ``answer`` (a non-streamed answer that went out: restored,
+#: its final record durable). A non-streamed answer's stages add up to its
+#: sovereign_gateway_request_seconds; a stream's end at the upstream's headers.
 STAGE_SECONDS = Histogram(
     "sovereign_gateway_stage_seconds",
     "Time of a chat completion at the gateway by stage: prepare, write_ahead, upstream, answer.",
@@ -307,6 +307,8 @@ class Exchange:
     outcome: tuple[str, int] | None = None
     admit_seq: int | None = None  # the seq of its write-ahead record, once that is durable
     write_ahead_s: float = 0.0  # the wait for its write-ahead record to be durable
+    ready: float | None = None  # when it was ready for the upstream (its stages: STAGE_SECONDS)
+    finished: float | None = None  # when it was observed in sovereign_gateway_request_seconds
     # the write-ahead record's job in the audit writer thread, and the seq it was given there
     # (durable only with its batch): read by that thread only (admit_in_trail)
     admit_job: Future[int] | None = field(default=None, repr=False)
@@ -721,10 +723,9 @@ class Gateway:
 
     @staticmethod
     def _observe_latency(ex: Exchange) -> None:
+        ex.finished = time.perf_counter()
         if ex.use_case:
-            _child(LATENCY, ex.use_case, "true" if ex.stream else "false").observe(
-                time.perf_counter() - ex.started
-            )
+            _child(LATENCY, ex.use_case, "true" if ex.stream else "false").observe(ex.finished - ex.started)
 
     async def _write_audit(
         self, ex: Exchange, outcome: str, status: int, answer_waits: bool
@@ -1301,7 +1302,8 @@ class Gateway:
         if ex.admit_job is None:
             await self.write_ahead(ex)
         stream = "true" if body.stream else "false"
-        _child(STAGE_SECONDS, "prepare", stream).observe(time.perf_counter() - ex.started - ex.write_ahead_s)
+        ex.ready = time.perf_counter()  # the stages meet here: prepare ends, upstream begins
+        _child(STAGE_SECONDS, "prepare", stream).observe(ex.ready - ex.started - ex.write_ahead_s)
         _child(STAGE_SECONDS, "write_ahead", stream).observe(ex.write_ahead_s)
         if body.stream:
             response = await self.forward_stream(ex, upstream, payload, admitted.ticket, request)
@@ -1352,16 +1354,17 @@ class Gateway:
     async def forward(
         self, ex: Exchange, upstream: Upstream, payload: dict[str, Any], request: Request
     ) -> Response:
-        t0 = time.perf_counter()
+        t0 = ex.ready or time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.settings.limits.request_deadline_s
         call = self.http.post_json(f"{upstream.url}/chat/completions", payload, self.tls.get(upstream.url))
         try:
             status, raw = await self._with_client(request, call, deadline)
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc) from None
-        answered = time.perf_counter()
+        finally:  # a call that failed or was left by its client counted too: the slow ones are those
+            answered = time.perf_counter()
+            _child(STAGE_SECONDS, "upstream", "false").observe(answered - t0)
         ex.upstream_ms = round((answered - t0) * 1000, 3)
-        _child(STAGE_SECONDS, "upstream", "false").observe(answered - t0)
         if status != 200:
             UPSTREAM_ERRORS.labels(kind="status").inc()
             raise GatewayError(502, "upstream_error", f"the model upstream answered HTTP {status}")
@@ -1380,7 +1383,8 @@ class Gateway:
         ex.response_bytes = len(content)
         if await self.write_audit(ex, "ok", 200, answer_waits=True) is None:
             raise AuditWriteError("the audit record was not written")
-        _child(STAGE_SECONDS, "answer", "false").observe(time.perf_counter() - answered)
+        # to the instant sovereign_gateway_request_seconds took: the stages add up to it
+        _child(STAGE_SECONDS, "answer", "false").observe((ex.finished or time.perf_counter()) - answered)
         return Response(content, media_type="application/json", headers=ex.headers)
 
     @staticmethod
@@ -1436,7 +1440,7 @@ class Gateway:
     async def forward_stream(
         self, ex: Exchange, upstream: Upstream, payload: dict[str, Any], ticket: Ticket, request: Request
     ) -> Response:
-        t0 = time.perf_counter()
+        t0 = ex.ready or time.perf_counter()
         limits = self.settings.limits
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.stream_deadline_s
@@ -1449,7 +1453,8 @@ class Gateway:
             )
         except UpstreamFailure as exc:
             raise self._upstream_failure(exc) from None
-        _child(STAGE_SECONDS, "upstream", "true").observe(time.perf_counter() - t0)
+        finally:  # failed or left calls too (as in forward)
+            _child(STAGE_SECONDS, "upstream", "true").observe(time.perf_counter() - t0)
         if resp.status != 200:
             resp.close()
             UPSTREAM_ERRORS.labels(kind="status").inc()

@@ -463,10 +463,10 @@ def boundary_panels(cfg: StackConfig) -> list[Panel]:
         ),
         Panel(
             "Gateway time by stage, p95",
-            "sovereign_gateway_stage_seconds: prepare (authentication to the upstream call: the PHI "
-            "filter), write_ahead (the admit record made durable), upstream (to the response headers of "
-            "a stream, the whole answer otherwise), answer (restored, final record durable). A rising "
-            "write_ahead is the audit disk or a busy pod; a rising upstream is the model.",
+            "sovereign_gateway_stage_seconds: prepare (authentication to the upstream call: body, keys, "
+            "PHI filter, retrieval), write_ahead (the admit record made durable), upstream (to the "
+            "response headers of a stream, the whole answer otherwise), answer (restored, final record "
+            "durable). A rising write_ahead is the audit disk or a busy pod (docs/platform.md).",
             (
                 _q(
                     "histogram_quantile(0.95, sum by (stage, stream, le) "
