@@ -443,3 +443,22 @@ def test_stage_metrics_split_a_chat_completion_time(gateway: Proc, api_key: str,
     assert math.isclose(sum(spent.values()), whole, abs_tol=1e-6), (spent, whole)  # float sums only
     streamed = sum(stage(after, "sum", n, "true") - stage(before, "sum", n, "true") for n in stages)
     assert 0 < streamed < latency(after, "sum", "true") - latency(before, "sum", "true")
+
+
+def test_the_start_up_heap_is_out_of_the_collectors_reach(gateway: Proc, api_key: str) -> None:
+    """gateway/server.py: the objects of the gateway's start-up are frozen before it serves (a
+    full collection would walk them all: a pause of the event loop), and every collection is
+    timed into sovereign_gateway_gc_pause_seconds."""
+    before = _samples(gateway)
+    frozen = before.get(("sovereign_gateway_gc_frozen_objects", ()), 0.0)
+    assert frozen > 10_000  # the gateway's modules alone are tens of thousands of objects
+
+    def collections(samples: dict[Any, float]) -> float:
+        return samples.get(("sovereign_gateway_gc_pause_seconds_count", (("generation", "0"),)), 0.0)
+
+    for _ in range(20):  # each allocates thousands of objects: the youngest generation fills
+        assert chat(gateway, api_key, body()).status_code == 200
+    after = _samples(gateway)
+    assert collections(after) > collections(before)
+    paused = ("sovereign_gateway_gc_pause_seconds_sum", (("generation", "0"),))
+    assert after[paused] > before.get(paused, 0.0)
