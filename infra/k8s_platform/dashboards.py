@@ -22,7 +22,7 @@ a constant series.
 **No patient data**: panels show aggregates only. Every expression aggregates ``by`` labels from
 ``LABELS`` (alerts.py's allowlist plus the gateway's own bounded labels: HTTP status, admission code,
 error kind, refusal reason, request stage, histogram bucket), and a legend templates only those;
-``check_dashboard`` enforces both. Every metric a panel reads is the gateway's (gateway/app.py,
+``check_dashboard`` enforces both. Every metric a panel reads is the gateway's (gateway/app.py, server.py,
 connections.py, egress.py), a recording rule of alerts.py, or one of ``THIRD_PARTY_METRICS`` with
 its source.
 """
@@ -57,9 +57,20 @@ GRID_COLUMNS = 24
 FOLDER_TAG = "sovereign-llm"
 # label keys a panel may aggregate by and a legend may show: alerts.py's allowlist (names of use
 # cases, models, pods, nodes, GPUs, jobs) and the gateway's bounded label values (HTTP status codes,
-# admission codes, error kinds, refusal reasons, request stages: fixed in gateway code), the
-# histogram bucket
-LABELS = alerts.LABELS | {"status", "code", "kind", "reason", "le", "category", "action", "stage", "stream"}
+# admission codes, error kinds, refusal reasons, request stages, collector generations: fixed in
+# gateway code), the histogram bucket
+LABELS = alerts.LABELS | {
+    "status",
+    "code",
+    "kind",
+    "reason",
+    "le",
+    "category",
+    "action",
+    "stage",
+    "stream",
+    "generation",
+}
 # Grafana's own variables, substituted by Grafana itself
 BUILTIN_VARIABLES = frozenset({"__rate_interval", "__interval", "__range"})
 # thresholds of component alerts in alerts.py (literals there; test_dashboards.py checks they agree)
@@ -472,6 +483,20 @@ def boundary_panels(cfg: StackConfig) -> list[Panel]:
                     "histogram_quantile(0.95, sum by (stage, stream, le) "
                     f"({_rate('sovereign_gateway_stage_seconds_bucket')}))",
                     "{{stage}} stream={{stream}}",
+                ),
+            ),
+            unit="s",
+            width=8,
+        ),
+        Panel(
+            "Gateway garbage-collection pauses, p99",
+            "sovereign_gateway_gc_pause_seconds by generation: each collection stops the pod's event "
+            "loop, every stream in it, for its length (gateway/server.py freezes the start-up heap).",
+            (
+                _q(
+                    "histogram_quantile(0.99, sum by (generation, le) "
+                    f"({_rate('sovereign_gateway_gc_pause_seconds_bucket')}))",
+                    "generation {{generation}}",
                 ),
             ),
             unit="s",

@@ -20,6 +20,7 @@ import yaml
 import gateway.app
 import gateway.connections
 import gateway.egress
+import gateway.server
 from infra import plan as planner
 from infra.config import parse
 from infra.k8s_platform import alerts, dashboards
@@ -255,8 +256,9 @@ def test_promtool_refuses_a_broken_expression(rendered: dict[str, Any], tmp_path
 
 def gateway_metric_names() -> set[str]:
     """The series names the gateway's prometheus_client registry exports (gateway/app.py,
-    connections.py, egress.py are imported above, so their metrics are registered)."""
+    connections.py, egress.py, server.py are imported above, so their metrics are registered)."""
     assert gateway.app.REQUESTS and gateway.connections.CONNECTIONS_REFUSED and gateway.egress.EGRESS_REFUSED
+    assert gateway.server.GC_PAUSE
     suffixes = {
         "counter": ("_total",),
         "gauge": ("",),
@@ -293,6 +295,8 @@ def test_the_gateway_registry_is_read() -> None:
         "sovereign_gateway_connections_refused_total",
         "sovereign_egress_refused_total",
         "sovereign_gateway_audit_failures_total",
+        "sovereign_gateway_stage_seconds_bucket",
+        "sovereign_gateway_gc_pause_seconds_bucket",
     } <= names
 
 
