@@ -712,7 +712,10 @@ class GatewayUser(User):
                    "Content-Type": "application/json", "X-Request-Id": request_id}  # fmt: skip
         slot = slot or Slot()  # closed loop: a stream of its own
         try:
-            RECORDS.sent += STATE.in_window(time.time())
+            # an open-loop arrival counts by its scheduled time, as `held` and `scheduled` do (one
+            # due just before the window and sent just inside it counted once, in `sent` alone:
+            # more sent than held); a closed-loop request by when it goes
+            RECORDS.sent += STATE.in_window(time.time() if scheduled is None else scheduled)
             exchange = post_stream(self.client, "/v1/chat/completions", json.dumps(body).encode(), headers,
                                    kernel=self.options.stamps == "kernel")  # fmt: skip
         finally:

@@ -253,3 +253,24 @@ group.join()
 assert seen == [0], seen
 assert suite.STATE.in_flight == 0, suite.STATE.in_flight
 """)
+
+
+def test_an_arrival_due_before_the_window_and_sent_inside_it_is_not_counted_as_sent() -> None:
+    """Open loop: `sent` counts an arrival by its scheduled time, as `held` does. One due just
+    before the end of the warm-up and sent just after it (the loop a moment late) counted in
+    `sent` but not in `held`, so a run could report more sent than its schedules held (a
+    distributed run failed that way)."""
+    in_locust("""
+import time
+from types import SimpleNamespace as NS
+suite.post_stream = lambda *a, **kw: NS(status=200, lines=[])
+suite.record = lambda *a: {"warm_up": False, "ok": True, "start": 0.0, "end": 0.0, "error": None}
+user = NS(workload=NS(pick=lambda rng: ("support", {})), rng=None, api_key="k", client=None,
+          options=NS(stamps="wall"), environment=NS(events=NS(request=NS(fire=lambda **kw: None))))
+suite.STATE.measure_from = time.time() - 0.1  # the warm-up ended a moment ago
+suite.GatewayUser.one(user, suite.STATE.measure_from - 0.05)  # due in the warm-up, sent now
+assert suite.RECORDS.sent == 0, suite.RECORDS.sent
+suite.GatewayUser.one(user, suite.STATE.measure_from + 0.05)  # due in the window
+suite.GatewayUser.one(user, None)  # closed loop: counted by when it goes
+assert suite.RECORDS.sent == 2, suite.RECORDS.sent
+""")
