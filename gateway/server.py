@@ -73,9 +73,9 @@ def freeze_start_up_heap() -> int:
     """Collect once, then freeze every object tracked so far (gc.freeze,
     https://docs.python.org/3.11/library/gc.html#gc.freeze): a full collection no longer walks
     the start-up heap (over 100,000 objects: the modules' functions, classes and tables, the
-    settings, the routes), which made each one a pause of the event loop of 100 ms and more
-    under load (benchmarks/README.md, "Garbage collection"); what requests allocate is
-    collected as before. Returns the objects frozen.
+    settings, the routes), which made each one a pause of the event loop of 70 ms and more on a
+    2-vCPU VM (benchmarks/README.md, "Garbage collection, and how many streams one gateway
+    process takes"); what requests allocate is collected as before. Returns the objects frozen.
     Frozen objects are still freed by reference counting; only a cycle among them, left behind
     later, would stay (the start-up objects live as long as the process anyway)."""
     gc.collect()
