@@ -70,7 +70,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 
 from gateway.clientkeys import ClientKeyStore
@@ -80,6 +79,7 @@ from tests.support import (
     free_port,
     gateway_argv,
     gateway_config,
+    metric_samples,
     start_bao,
     start_process,
     start_upstream,
@@ -258,64 +258,68 @@ def merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 STAGES = ("prepare", "write_ahead", "upstream", "answer")
 
 
-async def stage_totals(target: Target) -> dict[tuple[str, str], tuple[float, float]]:
+Totals = dict[tuple[str, str], tuple[float, float]]
+#: the gateway's histograms the report reads, and the label that keys each
+_HISTOGRAMS = {"sovereign_gateway_stage_seconds": "stage", "sovereign_gateway_gc_pause_seconds": "generation"}
+
+
+async def stage_totals(target: Target) -> Totals:
     """The gateway's sovereign_gateway_stage_seconds as {(stage, stream): (sum s, count)}, and its
     sovereign_gateway_gc_pause_seconds as {("gc", generation): ...}, read from its /metrics
-    (prometheus_client's parser); empty for a gateway without them (an earlier commit's) and for
-    the direct path. Read outside the measured window."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+    (tests.support.metric_samples); empty for a gateway without them (an earlier commit's) and
+    for the direct path. Read outside the measured window."""
     if not target.gateway:
         return {}
-    text = (await asyncio.to_thread(httpx.get, f"{target.url}/metrics", timeout=10)).text
     totals: dict[tuple[str, str], list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in ("sovereign_gateway_stage_seconds", "sovereign_gateway_gc_pause_seconds"):
+    for (name, labels), value in (await asyncio.to_thread(metric_samples, target.url)).items():
+        family, _, suffix = name.rpartition("_")
+        if family not in _HISTOGRAMS or suffix not in ("sum", "count"):
             continue
-        for sample in family.samples:
-            if family.name == "sovereign_gateway_gc_pause_seconds":  # its collections, as stage "gc"
-                key = ("gc", sample.labels.get("generation", ""))
-            else:
-                key = (sample.labels.get("stage", ""), sample.labels.get("stream", ""))
-            if sample.name.endswith("_sum"):
-                totals.setdefault(key, [0.0, 0.0])[0] = sample.value
-            elif sample.name.endswith("_count"):
-                totals.setdefault(key, [0.0, 0.0])[1] = sample.value
+        by = dict(labels)
+        key = ("gc", by["generation"]) if _HISTOGRAMS[family] == "generation" else (by["stage"], by["stream"])
+        totals.setdefault(key, [0.0, 0.0])[1 if suffix == "count" else 0] = value
     return {k: (v[0], v[1]) for k, v in totals.items()}
 
 
-def collections(
-    before: dict[tuple[str, str], tuple[float, float]], after: dict[tuple[str, str], tuple[float, float]]
-) -> dict[str, float]:
+def _delta(before: Totals, after: Totals, key: tuple[str, str]) -> tuple[float, float] | None:
+    """(seconds, observations) of *key* between two readings; None where the metric is missing."""
+    if key not in after:
+        return None
+    total, n = after[key]
+    total0, n0 = before.get(key, (0.0, 0.0))
+    return total - total0, n - n0
+
+
+def collections(before: Totals, after: Totals) -> dict[str, float]:
     """The run's garbage collections (warm-up included): per generation their number and mean
     pause in ms (``n0``, ``ms0``, ...), and ``total_ms``; empty without the metric."""
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"total_ms": 0.0}
     for generation in ("0", "1", "2"):
-        total, n = after.get(("gc", generation), (0.0, 0.0))
-        total0, n0 = before.get(("gc", generation), (0.0, 0.0))
-        if ("gc", generation) not in after:
+        delta = _delta(before, after, ("gc", generation))
+        if delta is None:
             return {}
-        out[f"n{generation}"] = n - n0
-        out[f"ms{generation}"] = (total - total0) / (n - n0) * 1000 if n > n0 else 0.0
-        out["total_ms"] = out.get("total_ms", 0.0) + (total - total0) * 1000
+        spent, n = delta
+        out[f"n{generation}"] = n
+        out[f"ms{generation}"] = spent / n * 1000 if n else 0.0
+        out["total_ms"] += spent * 1000
     return out
 
 
-def stage_means(
-    before: dict[tuple[str, str], tuple[float, float]],
-    after: dict[tuple[str, str], tuple[float, float]],
-    stream: bool,
-) -> dict[str, float]:
+def stage_means(before: Totals, after: Totals, stream: bool) -> dict[str, float]:
     """Mean ms per request of each stage between two readings (the run's requests, its warm-up
     included)."""
     means = {}
     for stage in STAGES:
-        key = (stage, "true" if stream else "false")
-        total, n = after.get(key, (0.0, 0.0))
-        total0, n0 = before.get(key, (0.0, 0.0))
-        if n > n0:
-            means[stage] = (total - total0) / (n - n0) * 1000
+        delta = _delta(before, after, (stage, "true" if stream else "false"))
+        if delta is not None and delta[1] > 0:
+            means[stage] = delta[0] / delta[1] * 1000
     return means
+
+
+def _streams(phi: bool, connections: int, rate: float | None = None) -> dict[str, Any]:
+    """A run of 64-token streams at a model's pace (5 ms a token); *rate*: Poisson arrivals."""
+    run: dict[str, Any] = {"stream": True, "phi": phi, "tokens": 64, "itl_ms": 5, "connections": connections}
+    return run if rate is None else {**run, "rate": rate}
 
 
 RUNS: list[tuple[str, dict[str, Any]]] = [
@@ -324,24 +328,14 @@ RUNS: list[tuple[str, dict[str, Any]]] = [
     ("phi-c16", {"stream": False, "phi": True, "tokens": 16, "itl_ms": 0, "connections": 16}),
     ("stream16-c16", {"stream": True, "phi": False, "tokens": 16, "itl_ms": 0, "connections": 16}),
     ("stream64-c16", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 0, "connections": 16}),
-    ("itl5-c20", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 20}),
-    ("phi-itl5-c20", {"stream": True, "phi": True, "tokens": 64, "itl_ms": 5, "connections": 20}),
+    ("itl5-c20", _streams(False, 20)),
+    ("phi-itl5-c20", _streams(True, 20)),
     # fewer streams at once: where the added TTFT target holds for one replica (docs/capacity.md)
-    ("itl5-c1", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 1}),
-    ("itl5-c2", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 2}),
-    ("itl5-c5", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 5}),
-    ("itl5-c10", {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 10}),
-    ("phi-itl5-c1", {"stream": True, "phi": True, "tokens": 64, "itl_ms": 5, "connections": 1}),
-    ("phi-itl5-c5", {"stream": True, "phi": True, "tokens": 64, "itl_ms": 5, "connections": 5}),
+    *((f"itl5-c{n}", _streams(False, n)) for n in (1, 2, 5, 10)),
+    *((f"phi-itl5-c{n}", _streams(True, n)) for n in (1, 5)),
     # the same load as arrivals: Poisson at 60/s, about 20 streams of ~0.33 s in flight (Little)
-    (
-        "itl5-poisson60",
-        {"stream": True, "phi": False, "tokens": 64, "itl_ms": 5, "connections": 20, "rate": 60},
-    ),
-    (
-        "phi-itl5-poisson60",
-        {"stream": True, "phi": True, "tokens": 64, "itl_ms": 5, "connections": 20, "rate": 60},
-    ),
+    ("itl5-poisson60", _streams(False, 20, rate=60)),
+    ("phi-itl5-poisson60", _streams(True, 20, rate=60)),
 ]
 
 

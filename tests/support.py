@@ -272,6 +272,24 @@ def gateway_config(tmp: Path, bao_address: str, token: str, upstream_url: str, *
     return path
 
 
+#: a sample of a /metrics page: (sample name, its labels sorted) -> value
+MetricSamples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(url: str) -> MetricSamples:
+    """The /metrics page under *url* (a gateway's base URL) as samples (prometheus_client's
+    parser): ``("sovereign_gateway_stage_seconds_count", (("stage", "prepare"), ("stream",
+    "false")))`` -> 3.0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def gateway_argv(config: Path, port: int, log_level: str = "warning") -> list[str]:
     """The gateway as a process: `python -m gateway` on *config* and *port*."""
     return [

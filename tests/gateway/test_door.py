@@ -15,7 +15,7 @@ import pytest
 
 from gateway.clientkeys import ClientKeyStore
 from gateway.policy import load_policies
-from tests.support import Bao, Proc, Upstream, sovereign
+from tests.support import Bao, Proc, Upstream, metric_samples, sovereign
 
 PROMPT_SECRET = "Erika Mustermann, geboren 14.03.1968"
 # the module's gateway (tests/conftest.py): short timeouts, a small body limit
@@ -379,11 +379,8 @@ def test_client_disconnect_mid_stream_is_audited(
 
 def test_metrics_count_requests_by_use_case_and_status(gateway: Proc, api_key: str) -> None:
     def count() -> float:
-        text = httpx.get(f"{gateway.url}/metrics").text
-        for line in text.splitlines():
-            if line.startswith('sovereign_gateway_requests_total{status="200",use_case="order-support"}'):
-                return float(line.split()[-1])
-        return 0.0
+        labels = (("status", "200"), ("use_case", "order-support"))
+        return metric_samples(gateway.url).get(("sovereign_gateway_requests_total", labels), 0.0)
 
     before = count()
     assert chat(gateway, api_key, body("order-support")).status_code == 200
@@ -391,18 +388,6 @@ def test_metrics_count_requests_by_use_case_and_status(gateway: Proc, api_key: s
     text = httpx.get(f"{gateway.url}/metrics").text
     assert "sovereign_gateway_request_seconds_bucket" in text
     assert "sovereign_egress_refused_total" in text
-
-
-def _samples(gateway: Proc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The gateway's /metrics as {(sample name, sorted labels): value} (prometheus_client's parser)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{gateway.url}/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_stage_metrics_split_a_chat_completion_time(gateway: Proc, api_key: str, upstream: Upstream) -> None:
@@ -419,17 +404,17 @@ def test_stage_metrics_split_a_chat_completion_time(gateway: Proc, api_key: str,
         return samples.get((f"sovereign_gateway_request_seconds_{suffix}", labels), 0.0)
 
     stages = ("prepare", "write_ahead", "upstream", "answer")
-    before = _samples(gateway)
+    before = metric_samples(gateway.url)
     upstream.script(ttft_ms=300)  # the model takes 300 ms before it answers
     assert chat(gateway, api_key, body()).status_code == 200
     upstream.reset()
     assert stream_events(gateway, api_key)[-1] == "[DONE]"
     deadline = time.monotonic() + 10
-    after = _samples(gateway)
+    after = metric_samples(gateway.url)
     streams = latency(before, "count", "true")
     while latency(after, "count", "true") < streams + 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # a stream's latency is observed with its final record, just after its body
-        after = _samples(gateway)
+        after = metric_samples(gateway.url)
     assert latency(after, "count", "true") == streams + 1
     assert latency(after, "count", "false") == latency(before, "count", "false") + 1
     for name in stages:
@@ -449,7 +434,7 @@ def test_the_start_up_heap_is_out_of_the_collectors_reach(gateway: Proc, api_key
     """gateway/server.py: the objects of the gateway's start-up are frozen before it serves (a
     full collection would walk them all: a pause of the event loop), and every collection is
     timed into sovereign_gateway_gc_pause_seconds."""
-    before = _samples(gateway)
+    before = metric_samples(gateway.url)
     frozen = before.get(("sovereign_gateway_gc_frozen_objects", ()), 0.0)
     assert frozen > 10_000  # the gateway's modules alone are tens of thousands of objects
 
@@ -458,7 +443,7 @@ def test_the_start_up_heap_is_out_of_the_collectors_reach(gateway: Proc, api_key
 
     for _ in range(20):  # each allocates thousands of objects: the youngest generation fills
         assert chat(gateway, api_key, body()).status_code == 200
-    after = _samples(gateway)
+    after = metric_samples(gateway.url)
     assert collections(after) > collections(before)
     paused = ("sovereign_gateway_gc_pause_seconds_sum", (("generation", "0"),))
     assert after[paused] > before.get(paused, 0.0)
